@@ -1,0 +1,217 @@
+//! Publish/subscribe semantics.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use busbar_core::message::{Message, header};
+use busbar_core::patterns::{Publisher, Subscriber};
+use busbar_core::{Codec, Error, Topic};
+use serde::{Deserialize, Serialize};
+
+use super::{connect, ensure, next, prefix};
+use crate::{Harness, TestResult};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Numbered {
+    publisher: u32,
+    seq: u32,
+}
+
+/// Messages from each publisher arrive in the order it published them, none lost or doubled.
+pub async fn ordering_per_publisher(h: Arc<impl Harness>) -> TestResult {
+    const PER_PUBLISHER: u32 = 500;
+    let p = prefix("ordering");
+    let sub_conn = connect(&*h).await?;
+    let mut sub = Subscriber::<Numbered>::new(&sub_conn, &format!("{p}/#")).await?;
+    let mut tasks = Vec::new();
+    for publisher in 0..2u32 {
+        let conn = connect(&*h).await?;
+        let topic = format!("{p}/pub{publisher}");
+        tasks.push(tokio::spawn(async move {
+            let out = Publisher::<Numbered>::new(&conn, &topic)?;
+            for seq in 0..PER_PUBLISHER {
+                out.publish(Numbered { publisher, seq }).await?;
+            }
+            Ok::<_, Error>(conn)
+        }));
+    }
+    let mut next_seq: HashMap<u32, u32> = HashMap::new();
+    for _ in 0..2 * PER_PUBLISHER {
+        let got = crate::within(super::WAIT, "the next numbered message", sub.recv())
+            .await?
+            .ok_or("subscription ended early")??;
+        let expected = next_seq.entry(got.value.publisher).or_insert(0);
+        ensure(got.value.seq == *expected, || {
+            format!(
+                "publisher {} : got seq {} where {} was due",
+                got.value.publisher, got.value.seq, expected
+            )
+        })?;
+        *expected += 1;
+    }
+    for t in tasks {
+        t.await??;
+    }
+    ensure(next_seq.values().all(|n| *n == PER_PUBLISHER), || format!("counts {next_seq:?}"))?;
+    Ok(())
+}
+
+/// `+` matches one level, `#` the rest including none; subscribers learn the concrete topic.
+pub async fn wildcard_semantics(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("wildcards");
+    let conn = connect(&*h).await?;
+    let filters = ["a/+/c", "a/#", "+/b/+", "a/b/c", "a/+"];
+    let mut subs = Vec::new();
+    for f in filters {
+        subs.push((f, Subscriber::<u32>::new(&conn, &format!("{p}/{f}")).await?));
+    }
+    // Relative to the prefix; a trailing `end` marker tells each subscriber it has seen all.
+    let topics = ["a", "a/b", "a/b/c", "a/x/c", "a/b/c/d", "x/b/y", "b/b/b/b"];
+    for (i, t) in topics.iter().enumerate() {
+        conn.publish(message(&format!("{p}/{t}"), i as u32)?).await?;
+    }
+    for (f, sub) in &mut subs {
+        let expected: Vec<&str> = topics
+            .iter()
+            .copied()
+            .filter(|t| {
+                busbar_core::TopicFilter::new(*f).map(|f| f.matches_str(t)).unwrap_or(false)
+            })
+            .collect();
+        for t in &expected {
+            let got = crate::within(super::WAIT, "a wildcard delivery", sub.recv())
+                .await?
+                .ok_or("ended")??;
+            let want = format!("{p}/{t}");
+            ensure(got.topic.as_str() == want, || {
+                format!("filter {f}: got {} where {want} was due", got.topic)
+            })?;
+        }
+    }
+    // Nothing else may have arrived: publish a marker every filter matches... `a/b/c` does
+    // (for all five filters), so it must be each subscriber's very next message.
+    conn.publish(message(&format!("{p}/a/b/c"), 999)?).await?;
+    for (f, sub) in &mut subs {
+        if *f == "a/+" {
+            continue;
+        }
+        let got = crate::within(super::WAIT, "the marker", sub.recv()).await?.ok_or("ended")??;
+        ensure(got.value == 999, || {
+            format!("filter {f} got an unexpected extra message on {}", got.topic)
+        })?;
+    }
+    Ok(())
+}
+
+fn message(topic: &str, n: u32) -> Result<Message, Error> {
+    Ok(Message::new(Topic::new(topic)?, Codec::Json.encode(&n)?))
+}
+
+/// Retained messages: the latest per topic reaches new subscribers flagged as retained; an
+/// empty retained publish deletes it.
+pub async fn retained_messages(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("retained");
+    let conn = connect(&*h).await?;
+    let topic = Topic::new(format!("{p}/state"))?;
+    let retained =
+        |n: u32| -> Result<Message, Error> { Ok(message(topic.as_str(), n)?.with_retain(true)) };
+    if !conn.capabilities().retained {
+        let err =
+            conn.publish(retained(1)?).await.err().ok_or("retained publish must be refused")?;
+        ensure(matches!(err, Error::Unsupported { .. }), || format!("wrong error {err}"))?;
+        return Ok(());
+    }
+    conn.publish(retained(1)?).await?;
+    conn.publish(retained(2)?).await?;
+    let mut late = Subscriber::<u32>::new(&conn, &format!("{p}/+")).await?;
+    let got =
+        crate::within(super::WAIT, "the retained message", late.recv()).await?.ok_or("ended")??;
+    ensure(got.value == 2 && got.retained, || {
+        format!("got {} retained={}", got.value, got.retained)
+    })?;
+    // A live publish reaches current subscribers unflagged.
+    conn.publish(message(topic.as_str(), 3)?).await?;
+    let got = crate::within(super::WAIT, "a live message", late.recv()).await?.ok_or("ended")??;
+    ensure(got.value == 3 && !got.retained, || {
+        format!("live message: {} retained={}", got.value, got.retained)
+    })?;
+    // Delete, then a new subscriber's first message must be a live marker, not the store.
+    conn.publish(Message::new(topic.clone(), bytes::Bytes::new()).with_retain(true)).await?;
+    let mut after = conn.subscribe(&format!("{p}/+")).await?;
+    conn.publish(message(&format!("{p}/marker"), 4)?).await?;
+    let first = next(&mut after, "the marker after deletion").await?;
+    ensure(first.topic.as_str().ends_with("/marker"), || {
+        format!("deleted retained message still delivered on {}", first.topic)
+    })?;
+    Ok(())
+}
+
+/// A payload that does not decode is reported with its topic, and the next one still arrives.
+pub async fn malformed_payloads(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("malformed");
+    let conn = connect(&*h).await?;
+    let mut sub = Subscriber::<Numbered>::new(&conn, &format!("{p}/#")).await?;
+    conn.publish_bytes(&format!("{p}/bad"), &b"{\"publisher\": oops"[..]).await?;
+    Publisher::<Numbered>::new(&conn, &format!("{p}/good"))?
+        .publish(Numbered { publisher: 1, seq: 2 })
+        .await?;
+    let bad =
+        crate::within(super::WAIT, "the malformed message", sub.recv()).await?.ok_or("ended")?;
+    match bad {
+        Err(Error::Codec(e)) => {
+            let text = e.to_string();
+            ensure(text.contains(&format!("{p}/bad")), || {
+                format!("decode error lacks the topic: {text}")
+            })?;
+        }
+        other => return Err(format!("expected a decode error, got {other:?}").into()),
+    }
+    let good =
+        crate::within(super::WAIT, "the good message", sub.recv()).await?.ok_or("ended")??;
+    ensure(good.value == Numbered { publisher: 1, seq: 2 }, || format!("got {:?}", good.value))?;
+    Ok(())
+}
+
+/// A MessagePack publisher and a JSON-default subscriber understand each other (the codec
+/// travels with the message), and raw bytes subscribers see the declared content type.
+pub async fn codecs_interoperate(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("codecs");
+    let conn = connect(&*h).await?;
+    let topic = format!("{p}/x");
+    let mut typed = Subscriber::<Numbered>::new(&conn, &topic).await?;
+    let mut raw = conn.subscribe(&topic).await?;
+    Publisher::<Numbered>::new(&conn, &topic)?
+        .codec(Codec::MsgPack)
+        .publish(Numbered { publisher: 7, seq: 8 })
+        .await?;
+    let got =
+        crate::within(super::WAIT, "the msgpack message", typed.recv()).await?.ok_or("ended")??;
+    ensure(got.value == Numbered { publisher: 7, seq: 8 }, || format!("got {:?}", got.value))?;
+    let m = next(&mut raw, "the raw message").await?;
+    ensure(m.headers.get(header::CONTENT_TYPE) == Some(Codec::MsgPack.content_type()), || {
+        format!("content type {:?}", m.headers.get(header::CONTENT_TYPE))
+    })?;
+    let bytes = m.payload.to_bytes()?;
+    let back: Numbered = Codec::MsgPack.decode(&bytes, &topic)?;
+    ensure(back == Numbered { publisher: 7, seq: 8 }, || format!("bytes decode to {back:?}"))?;
+    Ok(())
+}
+
+/// Named events land on `base/name` with their data and source.
+pub async fn events(h: Arc<impl Harness>) -> TestResult {
+    use busbar_core::patterns::{Event, EventEmitter};
+    let p = prefix("events");
+    let conn = connect(&*h).await?;
+    let mut sub = Subscriber::<Event<String>>::new(&conn, &format!("{p}/+")).await?;
+    let emitter = EventEmitter::new(&conn, &p)?;
+    emitter.emit("door-opened", "north".to_owned()).await?;
+    let bad = emitter.emit("two/levels", String::new()).await;
+    ensure(bad.is_err(), || "an event name with '/' must be refused".into())?;
+    let got = crate::within(super::WAIT, "the event", sub.recv()).await?.ok_or("ended")??;
+    ensure(got.topic.as_str() == format!("{p}/door-opened"), || format!("topic {}", got.topic))?;
+    ensure(got.value.name == "door-opened" && got.value.data == "north", || {
+        format!("{:?}", got.value)
+    })?;
+    ensure(got.value.source == conn.client_id(), || format!("source {}", got.value.source))?;
+    Ok(())
+}

@@ -1,0 +1,264 @@
+//! Delivery queues, queue groups, expiry and subscription lifetime.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use busbar_core::message::Message;
+use busbar_core::transport::SubscribeOptions;
+use busbar_core::{Codec, ConnectionEvent, Error, Overflow, Topic, TopicFilter};
+
+use super::{connect, ensure, next, prefix};
+use crate::{Harness, TestResult};
+
+fn numbered(topic: &Topic, n: u32) -> Result<Message, Error> {
+    Ok(Message::new(topic.clone(), Codec::Json.encode(&n)?))
+}
+
+fn number(m: &Message) -> Result<u32, String> {
+    let bytes = m.payload.to_bytes().map_err(|e| e.to_string())?;
+    Codec::Json.decode(&bytes, m.topic.as_str()).map_err(|e| e.to_string())
+}
+
+/// Members of a queue group share the messages (each exactly once, every member gets some);
+/// a plain subscriber on the same filter still gets them all.
+pub async fn queue_groups_share_the_load(h: Arc<impl Harness>) -> TestResult {
+    const N: u32 = 300;
+    let p = prefix("groups");
+    let conn = connect(&*h).await?;
+    let filter = TopicFilter::new(format!("{p}/jobs"))?;
+    if !conn.capabilities().queue_groups {
+        let err = conn
+            .subscribe_with(SubscribeOptions::new(filter).queue_group("g"))
+            .await
+            .err()
+            .ok_or("a queue group subscription must be refused")?;
+        ensure(matches!(err, Error::Unsupported { .. }), || format!("wrong error {err}"))?;
+        return Ok(());
+    }
+    let mut members = Vec::new();
+    for _ in 0..3 {
+        let c = connect(&*h).await?;
+        let sub =
+            c.subscribe_with(SubscribeOptions::new(filter.clone()).queue_group("workers")).await?;
+        members.push((c, sub));
+    }
+    let mut everything =
+        conn.subscribe_with(SubscribeOptions::new(filter.clone()).capacity(N as usize)).await?;
+    let topic = Topic::new(filter.as_str())?;
+    for n in 0..N {
+        conn.publish(numbered(&topic, n)?).await?;
+    }
+    for n in 0..N {
+        let m = next(&mut everything, "the plain subscriber's copy").await?;
+        ensure(number(&m)? == n, || format!("plain subscriber out of order at {n}"))?;
+    }
+    // Merge what the members receive, tagged with who got it.
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut keep_open = Vec::new();
+    for (i, (c, mut sub)) in members.into_iter().enumerate() {
+        keep_open.push(c);
+        let tx = tx.clone();
+        tokio::spawn(async move {
+            while let Some(m) = sub.recv().await {
+                if tx.send((i, m)).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    let mut seen = vec![false; N as usize];
+    let mut per_member = [0u32; 3];
+    for _ in 0..N {
+        let (i, m) = crate::within(super::WAIT, "a group member's message", rx.recv())
+            .await?
+            .ok_or("group members ended early")?;
+        let n = number(&m)? as usize;
+        ensure(!seen[n], || format!("message {n} reached two group members"))?;
+        seen[n] = true;
+        per_member[i] += 1;
+    }
+    ensure(per_member.iter().all(|c| *c > 0), || format!("load not shared: {per_member:?}"))?;
+    Ok(())
+}
+
+/// Publishes `n` numbered messages to a subscription that does not read, then waits until a
+/// probe subscription on the same connection has seen them all, so the limited one has been
+/// offered every message too.
+async fn flood(
+    h: &impl Harness,
+    case: &str,
+    capacity: usize,
+    overflow: Overflow,
+    n: u32,
+) -> Result<
+    (busbar_core::Connection, busbar_core::Subscription, Vec<u32>),
+    Box<dyn std::error::Error + Send + Sync>,
+> {
+    let p = prefix(case);
+    let conn = connect(h).await?;
+    let filter = TopicFilter::new(format!("{p}/flood"))?;
+    let mut events = conn.events();
+    let mut limited = conn
+        .subscribe_with(SubscribeOptions::new(filter.clone()).capacity(capacity).overflow(overflow))
+        .await?;
+    let mut probe =
+        conn.subscribe_with(SubscribeOptions::new(filter.clone()).capacity(n as usize)).await?;
+    let topic = Topic::new(filter.as_str())?;
+    for i in 0..n {
+        conn.publish(numbered(&topic, i)?).await?;
+    }
+    for _ in 0..n {
+        next(&mut probe, "the probe's copy").await?;
+    }
+    let slow = crate::within(super::WAIT, "a slow-consumer event", async {
+        loop {
+            match events.next().await {
+                Some(ConnectionEvent::SlowConsumer { filter: f, .. }) if f == filter.as_str() => {
+                    return true;
+                }
+                Some(_) => continue,
+                None => return false,
+            }
+        }
+    })
+    .await?;
+    ensure(slow, || "no slow-consumer event".into())?;
+    let mut got = Vec::new();
+    while let Some(m) = limited.try_next_now() {
+        got.push(number(&m)?);
+    }
+    Ok((conn, limited, got))
+}
+
+trait TryNextNow {
+    fn try_next_now(&mut self) -> Option<Message>;
+}
+
+impl TryNextNow for busbar_core::Subscription {
+    fn try_next_now(&mut self) -> Option<Message> {
+        use futures_util::FutureExt;
+        self.recv().now_or_never().flatten()
+    }
+}
+
+/// DropNewest keeps the first `capacity` messages and counts the rest as dropped.
+pub async fn overflow_drop_newest(h: Arc<impl Harness>) -> TestResult {
+    let (_conn, sub, got) = flood(&*h, "drop-newest", 10, Overflow::DropNewest, 50).await?;
+    ensure(got == (0..10).collect::<Vec<_>>(), || format!("kept {got:?}"))?;
+    ensure(sub.dropped() == 40, || format!("dropped count {}", sub.dropped()))?;
+    Ok(())
+}
+
+/// DropOldest keeps the latest `capacity` messages and counts the rest as dropped.
+pub async fn overflow_drop_oldest(h: Arc<impl Harness>) -> TestResult {
+    let (conn, sub, got) = flood(&*h, "drop-oldest", 10, Overflow::DropOldest, 50).await?;
+    ensure(got == (40..50).collect::<Vec<_>>(), || format!("kept {got:?}"))?;
+    ensure(sub.dropped() == 40, || format!("dropped count {}", sub.dropped()))?;
+    ensure(conn.stats().dropped >= 40, || format!("connection stats {:?}", conn.stats()))?;
+    Ok(())
+}
+
+/// Block makes the publisher wait for a slow reader: everything arrives, in order.
+pub async fn overflow_block_loses_nothing(h: Arc<impl Harness>) -> TestResult {
+    const N: u32 = 2_000;
+    let p = prefix("block");
+    let conn = connect(&*h).await?;
+    let filter = TopicFilter::new(format!("{p}/x"))?;
+    let mut sub = conn
+        .subscribe_with(SubscribeOptions::new(filter.clone()).capacity(4).overflow(Overflow::Block))
+        .await?;
+    let topic = Topic::new(filter.as_str())?;
+    let publisher = {
+        let conn = conn.clone();
+        tokio::spawn(async move {
+            for n in 0..N {
+                conn.publish(numbered(&topic, n)?).await?;
+            }
+            Ok::<_, Error>(())
+        })
+    };
+    for n in 0..N {
+        let m = next(&mut sub, "the next blocked message").await?;
+        ensure(number(&m)? == n, || format!("out of order at {n}"))?;
+        if n % 500 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    publisher.await??;
+    ensure(sub.dropped() == 0, || format!("dropped {}", sub.dropped()))?;
+    Ok(())
+}
+
+/// An expired message is not delivered (where the transport supports expiry).
+pub async fn message_expiry(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("expiry");
+    let conn = connect(&*h).await?;
+    let topic = Topic::new(format!("{p}/x"))?;
+    let short = numbered(&topic, 1)?.with_expiry(Duration::from_millis(20));
+    if !conn.capabilities().expiry {
+        let err = conn.publish(short).await.err().ok_or("expiry must be refused")?;
+        ensure(matches!(err, Error::Unsupported { .. }), || format!("wrong error {err}"))?;
+        return Ok(());
+    }
+    let mut sub = conn.subscribe(topic.as_str()).await?;
+    conn.publish(short).await?;
+    conn.publish(numbered(&topic, 2)?.with_expiry(Duration::from_secs(60))).await?;
+    // Time passing is the condition under test here, so waiting is the point.
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    conn.publish(numbered(&topic, 3)?).await?;
+    let first = next(&mut sub, "the long-lived message").await?;
+    ensure(number(&first)? == 2, || {
+        format!("got {} first: the expired message was delivered", number(&first).unwrap_or(0))
+    })?;
+    let second = next(&mut sub, "the message without expiry").await?;
+    ensure(number(&second)? == 3, || "lost a message".into())?;
+    ensure(conn.stats().expired >= 1, || format!("expired not counted: {:?}", conn.stats()))?;
+    Ok(())
+}
+
+/// Dropping a subscription unsubscribes it at the broker: in a queue group, a dropped
+/// member stops taking its share, so the remaining member gets everything.
+pub async fn unsubscribe_on_drop(h: Arc<impl Harness>) -> TestResult {
+    const N: u32 = 50;
+    let p = prefix("unsubscribe");
+    let conn = connect(&*h).await?;
+    let filter = TopicFilter::new(format!("{p}/x"))?;
+    let topic = Topic::new(filter.as_str())?;
+    let options = || {
+        let o = SubscribeOptions::new(filter.clone()).capacity(N as usize);
+        if conn.capabilities().queue_groups { o.queue_group("g") } else { o }
+    };
+    let gone = conn.subscribe_with(options()).await?;
+    let mut stays = conn.subscribe_with(options()).await?;
+    let before = conn.stats().delivered;
+    drop(gone);
+    for n in 0..N {
+        conn.publish(numbered(&topic, n)?).await?;
+    }
+    for n in 0..N {
+        let m = next(&mut stays, "the remaining subscriber's message").await?;
+        ensure(number(&m)? == n, || format!("message {n} went to the dropped subscription"))?;
+    }
+    let delivered = conn.stats().delivered - before;
+    ensure(delivered == N as u64, || {
+        format!("{delivered} deliveries for {N} messages: the dropped subscription still receives")
+    })?;
+    Ok(())
+}
+
+/// After close, calls fail with `Closed` and subscriptions end.
+pub async fn close_ends_everything(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("close");
+    let conn = connect(&*h).await?;
+    let mut sub = conn.subscribe(&format!("{p}/#")).await?;
+    conn.close().await?;
+    let ended = crate::within(super::WAIT, "the subscription to end", sub.recv()).await?;
+    ensure(ended.is_none(), || "subscription still delivering after close".into())?;
+    let err = conn
+        .publish_bytes(&format!("{p}/x"), &b"1"[..])
+        .await
+        .err()
+        .ok_or("publish after close succeeded")?;
+    ensure(matches!(err, Error::Closed), || format!("wrong error after close: {err}"))?;
+    Ok(())
+}

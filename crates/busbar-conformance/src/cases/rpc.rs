@@ -1,0 +1,205 @@
+//! Request/reply and RPC.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use busbar_core::message::Message;
+use busbar_core::patterns::rpc::RpcServer;
+use busbar_core::patterns::{RpcClient, RpcError};
+use busbar_core::{Error, Topic};
+use tokio::sync::Notify;
+
+use super::{connect, ensure, prefix};
+use crate::{Harness, TestResult};
+
+/// A request nobody answers fails with `Timeout` once its deadline passes, not before.
+pub async fn request_deadline(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("deadline");
+    let conn = connect(&*h).await?;
+    // Someone listens, so the transport cannot answer "no responders"; nobody replies.
+    let _silent = conn.subscribe(&format!("{p}/svc")).await?;
+    let deadline = Duration::from_millis(200);
+    let started = tokio::time::Instant::now();
+    let err = conn
+        .request(Message::new(Topic::new(format!("{p}/svc"))?, &b"{}"[..]), deadline)
+        .await
+        .err()
+        .ok_or("a request without a reply succeeded")?;
+    ensure(matches!(err, Error::Timeout { .. }), || format!("wrong error: {err}"))?;
+    ensure(started.elapsed() >= deadline, || {
+        format!("gave up after {:?}, before the deadline", started.elapsed())
+    })?;
+    ensure(conn.stats().timeouts >= 1, || "timeout not counted".into())?;
+    Ok(())
+}
+
+/// A request to a topic nobody serves fails fast with `NoResponders` where the transport can
+/// tell, else with `Timeout`.
+pub async fn request_without_responder(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("noresponder");
+    let conn = connect(&*h).await?;
+    let client = RpcClient::<u32, u32>::new(&conn, &format!("{p}/nobody"))?
+        .timeout(Duration::from_millis(300));
+    let err = client.call(1).await.err().ok_or("a call with no server succeeded")?;
+    if conn.capabilities().no_responders {
+        ensure(matches!(err, Error::NoResponders { .. }), || format!("wrong error: {err}"))?;
+    } else {
+        ensure(matches!(err, Error::Timeout { .. }), || format!("wrong error: {err}"))?;
+    }
+    Ok(())
+}
+
+/// 1,000 concurrent calls on one client, shared by many tasks: every caller gets its own
+/// reply.
+pub async fn rpc_concurrency(h: Arc<impl Harness>) -> TestResult {
+    const CALLS: u64 = 1_000;
+    let p = prefix("rpc-concurrency");
+    let server_conn = connect(&*h).await?;
+    let topic = format!("{p}/square");
+    let _server = RpcServer::builder(&server_conn, &topic)
+        .concurrency(64)
+        .serve(|n: u64| async move { Ok::<_, RpcError>(n * n) })
+        .await?;
+    let conn = connect(&*h).await?;
+    let client = RpcClient::<u64, u64>::new(&conn, &topic)?.timeout(Duration::from_secs(20));
+    let mut calls = tokio::task::JoinSet::new();
+    for n in 0..CALLS {
+        let client = client.clone();
+        calls.spawn(async move { (n, client.call(n).await) });
+    }
+    let mut done = 0;
+    while let Some(joined) = calls.join_next().await {
+        let (n, reply) = joined?;
+        let reply = reply.map_err(|e| format!("call {n}: {e}"))?;
+        ensure(reply == n * n, || format!("call {n} got {reply}, someone else's reply"))?;
+        done += 1;
+    }
+    ensure(done == CALLS, || format!("{done} of {CALLS} calls finished"))?;
+    Ok(())
+}
+
+/// Handler errors, panics and undecodable requests come back as typed error replies.
+pub async fn rpc_error_replies(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("rpc-errors");
+    let conn = connect(&*h).await?;
+    let topic = format!("{p}/sqrt");
+    let _server = RpcServer::spawn(&conn, &topic, |x: f64| async move {
+        if x == 999.0 {
+            panic!("deliberate panic in a handler");
+        }
+        if x < 0.0 {
+            return Err(RpcError::invalid_argument(format!("cannot take the square root of {x}")));
+        }
+        Ok(x.sqrt())
+    })
+    .await?;
+    let client = RpcClient::<f64, f64>::new(&conn, &topic)?;
+    ensure(client.call(16.0).await? == 4.0, || "wrong result".into())?;
+    match client.call(-1.0).await {
+        Err(Error::Remote(e)) => {
+            ensure(e.code == RpcError::INVALID_ARGUMENT && e.message.contains("-1"), || {
+                format!("{e:?}")
+            })?
+        }
+        other => return Err(format!("expected a remote error, got {other:?}").into()),
+    }
+    match client.call(999.0).await {
+        Err(Error::Remote(e)) => ensure(e.code == RpcError::INTERNAL, || format!("{e:?}"))?,
+        other => {
+            return Err(format!("expected an internal error from a panic, got {other:?}").into());
+        }
+    }
+    let bad = conn
+        .request(
+            Message::new(Topic::new(&topic)?, &b"\"not a number\""[..]),
+            Duration::from_secs(5),
+        )
+        .await?;
+    ensure(bad.headers.get("busbar-status") == Some("error"), || {
+        "bad request not flagged as an error".into()
+    })?;
+    let raw = RpcClient::<String, f64>::new(&conn, &topic)?;
+    match raw.call("x".into()).await {
+        Err(Error::Remote(e)) => ensure(e.code == RpcError::BAD_REQUEST, || format!("{e:?}"))?,
+        other => return Err(format!("expected bad_request, got {other:?}").into()),
+    }
+    Ok(())
+}
+
+/// A call dropped by its caller does not disturb later calls: each reply still reaches its
+/// own caller.
+pub async fn rpc_cancel_on_drop(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("rpc-cancel");
+    let conn = connect(&*h).await?;
+    let topic = format!("{p}/echo");
+    let release = Arc::new(Notify::new());
+    let started = Arc::new(Notify::new());
+    let _server = {
+        let (release, started) = (release.clone(), started.clone());
+        RpcServer::spawn(&conn, &topic, move |n: u32| {
+            let (release, started) = (release.clone(), started.clone());
+            async move {
+                if n == 1 {
+                    started.notify_one();
+                    release.notified().await;
+                }
+                Ok::<_, RpcError>(n)
+            }
+        })
+        .await?
+    };
+    let client = RpcClient::<u32, u32>::new(&conn, &topic)?;
+    {
+        let slow = client.call(1);
+        tokio::pin!(slow);
+        tokio::select! {
+            _ = &mut slow => return Err("the slow call finished before it was released".into()),
+            _ = started.notified() => {}
+        }
+        // Dropping `slow` here cancels the call.
+    }
+    release.notify_one();
+    for n in 2..20 {
+        let got = client.call(n).await?;
+        ensure(got == n, || format!("call {n} got {got}: a canceled call's reply leaked"))?;
+    }
+    Ok(())
+}
+
+/// Several server instances of one service share its calls (where queue groups exist).
+pub async fn rpc_load_balanced(h: Arc<impl Harness>) -> TestResult {
+    const CALLS: usize = 100;
+    let p = prefix("rpc-balance");
+    let topic = format!("{p}/work");
+    let mut servers = Vec::new();
+    let counts: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
+    for count in &counts {
+        let c = connect(&*h).await?;
+        let count = count.clone();
+        let server = RpcServer::spawn(&c, &topic, move |n: u32| {
+            let count = count.clone();
+            async move {
+                count.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, RpcError>(n)
+            }
+        })
+        .await?;
+        servers.push((c, server));
+    }
+    let conn = connect(&*h).await?;
+    let client = RpcClient::<u32, u32>::new(&conn, &topic)?;
+    for n in 0..CALLS as u32 {
+        ensure(client.call(n).await? == n, || "wrong reply".into())?;
+    }
+    let handled: Vec<usize> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+    if conn.capabilities().queue_groups {
+        ensure(handled.iter().sum::<usize>() == CALLS, || {
+            format!("calls handled {handled:?}: some handled twice")
+        })?;
+        ensure(handled.iter().all(|c| *c > 0), || {
+            format!("one server did all the work: {handled:?}")
+        })?;
+    }
+    Ok(())
+}

@@ -1,0 +1,187 @@
+//! [`Connection`]: the cheap, cloneable handle every endpoint holds, and [`Connector`]: how
+//! a URL becomes one.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::error::{Error, Result};
+use crate::message::Message;
+use crate::stats::StatsSnapshot;
+use crate::topic::{Topic, TopicFilter};
+use crate::transport::{
+    BoxFuture, Capabilities, ConnectOptions, ConnectionEvents, SubscribeOptions, Subscription,
+    Transport,
+};
+
+/// A handle to one broker connection. Clones share the connection; every endpoint of a node
+/// holds one, so a node uses a single connection however many endpoints it has.
+#[derive(Clone)]
+pub struct Connection {
+    transport: Arc<dyn Transport>,
+}
+
+impl Connection {
+    /// Wraps a transport.
+    pub fn new(transport: Arc<dyn Transport>) -> Self {
+        Connection { transport }
+    }
+
+    /// The underlying transport.
+    pub fn transport(&self) -> &Arc<dyn Transport> {
+        &self.transport
+    }
+
+    /// Transport kind, e.g. `mem`.
+    pub fn kind(&self) -> &'static str {
+        self.transport.kind()
+    }
+
+    /// This connection's client id.
+    pub fn client_id(&self) -> &str {
+        self.transport.client_id()
+    }
+
+    /// What the transport supports.
+    pub fn capabilities(&self) -> &Capabilities {
+        self.transport.capabilities()
+    }
+
+    /// Publishes a message.
+    pub async fn publish(&self, message: Message) -> Result<()> {
+        self.check(&message)?;
+        self.transport.publish(message).await
+    }
+
+    /// Publishes raw bytes on `topic` with default properties.
+    pub async fn publish_bytes(&self, topic: &str, payload: impl Into<Bytes>) -> Result<()> {
+        let topic = Topic::new(topic)?;
+        self.publish(Message::new(topic, payload.into())).await
+    }
+
+    /// Subscribes with full options.
+    pub async fn subscribe_with(&self, options: SubscribeOptions) -> Result<Subscription> {
+        if options.queue_group.is_some() && !self.capabilities().queue_groups {
+            return Err(self.unsupported("queue groups"));
+        }
+        self.transport.subscribe(options).await
+    }
+
+    /// Subscribes to `filter` with default options.
+    pub async fn subscribe(&self, filter: &str) -> Result<Subscription> {
+        self.subscribe_with(SubscribeOptions::new(TopicFilter::new(filter)?)).await
+    }
+
+    /// Sends a request and waits for its reply.
+    pub async fn request(&self, message: Message, timeout: Duration) -> Result<Message> {
+        self.check(&message)?;
+        self.transport.request(message, timeout).await
+    }
+
+    /// Connection events.
+    pub fn events(&self) -> ConnectionEvents {
+        self.transport.events()
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.transport.stats()
+    }
+
+    /// Closes the connection for every clone of this handle.
+    pub async fn close(&self) -> Result<()> {
+        self.transport.close().await
+    }
+
+    /// The error for a feature this transport lacks.
+    pub fn unsupported(&self, feature: &'static str) -> Error {
+        Error::Unsupported { transport: self.kind(), feature }
+    }
+
+    /// Refuses what the transport cannot honour instead of silently degrading it.
+    fn check(&self, message: &Message) -> Result<()> {
+        let caps = self.capabilities();
+        if message.retain && !caps.retained {
+            return Err(self.unsupported("retained messages"));
+        }
+        if message.expires_at.is_some() && !caps.expiry {
+            return Err(self.unsupported("message expiry"));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Connection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Connection")
+            .field("kind", &self.kind())
+            .field("client_id", &self.client_id())
+            .finish()
+    }
+}
+
+/// Turns URLs of some schemes into connections. Each transport crate provides one; the
+/// `busbar` crate combines those compiled in.
+pub trait Connector: Send + Sync + 'static {
+    /// URL schemes handled, lowercase, without `://`.
+    fn schemes(&self) -> &[&'static str];
+
+    /// Connects to `url`.
+    fn connect(&self, url: &str, options: ConnectOptions)
+    -> BoxFuture<'static, Result<Connection>>;
+}
+
+/// The scheme of `url` (before `://`), lowercased.
+pub fn url_scheme(url: &str) -> Result<String> {
+    match url.split_once("://") {
+        Some((scheme, _)) if !scheme.is_empty() => Ok(scheme.to_ascii_lowercase()),
+        _ => Err(Error::InvalidUrl {
+            url: redact_url(url),
+            reason: "expected SCHEME://..., for example mem:// or mqtt://127.0.0.1:1883".into(),
+        }),
+    }
+}
+
+/// `url` with any password replaced by `***`, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or("");
+            if userinfo.contains(':') {
+                format!("{scheme}://{user}:***@{host}{path}")
+            } else {
+                format!("{scheme}://{user}@{host}{path}")
+            }
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_passwords_only() {
+        assert_eq!(
+            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact_url("mqtt://user@h"), "mqtt://user@h");
+        assert_eq!(redact_url("mem://"), "mem://");
+    }
+
+    #[test]
+    fn scheme_is_required() {
+        assert_eq!(url_scheme("MQTT://h:1").expect("scheme"), "mqtt");
+        let err = url_scheme("localhost:1883").expect_err("no scheme");
+        assert!(err.to_string().contains("SCHEME://"), "{err}");
+    }
+}

@@ -1,0 +1,34 @@
+//! busbar's broker-independent core.
+//!
+//! * [`topic`]: canonical topic names and filters, validation, matching, broker mappings.
+//! * [`message`] and [`codec`]: what travels, and how typed values become bytes.
+//! * [`queue`]: bounded delivery queues with an explicit overflow policy.
+//! * [`transport`]: the contract every broker binding implements.
+//! * [`Connection`]: the shared handle to one transport.
+//! * [`patterns`]: publish/subscribe, RPC, actions, events, heartbeats — generic over any
+//!   transport.
+//! * [`node`]: a named component owning one connection and its endpoints.
+
+pub mod codec;
+pub mod connection;
+pub mod error;
+pub mod message;
+pub mod node;
+pub mod patterns;
+pub mod queue;
+pub mod stats;
+pub mod topic;
+pub mod transport;
+
+pub use codec::{Codec, CodecError};
+pub use connection::{Connection, Connector};
+pub use error::{Error, Result};
+pub use message::{Headers, Message, Payload, QoS, TypedValue};
+pub use node::{Node, NodeBuilder};
+pub use queue::{Overflow, QueueConfig};
+pub use stats::StatsSnapshot;
+pub use topic::{Topic, TopicError, TopicFilter};
+pub use transport::{
+    Capabilities, ConnectOptions, ConnectionEvent, ConnectionEvents, SubscribeOptions,
+    Subscription, Transport,
+};

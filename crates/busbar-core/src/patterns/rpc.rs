@@ -1,0 +1,392 @@
+//! Request/reply: [`RpcClient`] and [`RpcServer`].
+//!
+//! Wire shape (the `native` profile): the request is the encoded `Req` published on the
+//! service topic with `reply_to` and `correlation_id` set by the transport; the reply is the
+//! encoded `Resp` in the request's codec, or, when the handler fails, a JSON [`RpcError`]
+//! with the header `busbar-status: error`. A handler error therefore reaches the caller as
+//! [`Error::Remote`], never as a timeout.
+
+use std::future::Future;
+use std::marker::PhantomData;
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use tokio::task::{JoinHandle, JoinSet};
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::Codec;
+use crate::connection::Connection;
+use crate::error::{Error, Result};
+use crate::message::{Message, QoS, header};
+use crate::queue::QueueConfig;
+use crate::topic::{Topic, TopicFilter};
+use crate::transport::SubscribeOptions;
+
+/// An error a handler returns, delivered to the caller as [`Error::Remote`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct RpcError {
+    /// Machine-readable code, e.g. `invalid_argument`.
+    pub code: String,
+    /// Human-readable explanation.
+    pub message: String,
+}
+
+impl RpcError {
+    /// The request could not be decoded.
+    pub const BAD_REQUEST: &'static str = "bad_request";
+    /// The handler failed unexpectedly (including a panic).
+    pub const INTERNAL: &'static str = "internal";
+    /// The service cannot take the request now.
+    pub const UNAVAILABLE: &'static str = "unavailable";
+    /// The caller's argument is not acceptable.
+    pub const INVALID_ARGUMENT: &'static str = "invalid_argument";
+
+    /// An error with `code` and `message`.
+    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
+        RpcError { code: code.into(), message: message.into() }
+    }
+
+    /// [`RpcError::INVALID_ARGUMENT`] with `message`.
+    pub fn invalid_argument(message: impl Into<String>) -> Self {
+        Self::new(Self::INVALID_ARGUMENT, message)
+    }
+
+    /// [`RpcError::INTERNAL`] with `message`.
+    pub fn internal(message: impl Into<String>) -> Self {
+        Self::new(Self::INTERNAL, message)
+    }
+}
+
+/// Default time a call waits for its reply.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Calls a service. Cheap to clone; share one among many tasks, calls run concurrently and
+/// each reply reaches its own caller.
+pub struct RpcClient<Req, Resp> {
+    conn: Connection,
+    topic: Topic,
+    codec: Codec,
+    timeout: Duration,
+    qos: QoS,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp> Clone for RpcClient<Req, Resp> {
+    fn clone(&self) -> Self {
+        RpcClient {
+            conn: self.conn.clone(),
+            topic: self.topic.clone(),
+            codec: self.codec,
+            timeout: self.timeout,
+            qos: self.qos,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<Req, Resp> RpcClient<Req, Resp>
+where
+    Req: Serialize + Send + Sync + 'static,
+    Resp: DeserializeOwned + Send + Sync + 'static,
+{
+    /// A client of the service on `topic` (JSON, 5 s deadline).
+    pub fn new(conn: &Connection, topic: &str) -> Result<Self> {
+        Ok(RpcClient {
+            conn: conn.clone(),
+            topic: Topic::new(topic)?,
+            codec: Codec::default(),
+            timeout: DEFAULT_TIMEOUT,
+            qos: QoS::default(),
+            _types: PhantomData,
+        })
+    }
+
+    /// Sets the default deadline of each call.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Encodes requests with `codec` (replies come back in the same codec).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Sends requests with `qos`.
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+
+    /// Calls with the default deadline.
+    pub async fn call(&self, request: Req) -> Result<Resp> {
+        self.call_with_timeout(request, self.timeout).await
+    }
+
+    /// Calls with an explicit deadline. Dropping the returned future cancels the call.
+    pub async fn call_with_timeout(&self, request: Req, timeout: Duration) -> Result<Resp> {
+        let mut m = super::typed_message(&self.conn, self.topic.clone(), request, self.codec)?;
+        m.qos = self.qos;
+        if self.conn.capabilities().expiry {
+            // Lets the server skip requests whose caller has already given up.
+            m.expires_at = Some(tokio::time::Instant::now() + timeout);
+        }
+        let reply = self.conn.request(m, timeout).await?;
+        decode_reply(reply, self.codec)
+    }
+}
+
+fn decode_reply<Resp: DeserializeOwned + Send + Sync + 'static>(
+    reply: Message,
+    codec: Codec,
+) -> Result<Resp> {
+    if reply.headers.get(header::STATUS) == Some(header::STATUS_ERROR) {
+        let err: RpcError = reply.decode(Codec::Json)?;
+        return Err(Error::Remote(err));
+    }
+    Ok(reply.decode(codec)?)
+}
+
+/// Result of stopping a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct DrainReport {
+    /// Handlers that finished within the drain bound.
+    pub completed: usize,
+    /// Handlers still running at the bound, which were aborted.
+    pub aborted: usize,
+}
+
+/// Serves requests on one topic until stopped.
+pub struct RpcServer {
+    topic: Topic,
+    cancel: CancellationToken,
+    task: Option<JoinHandle<DrainReport>>,
+    drain: Arc<std::sync::Mutex<Duration>>,
+}
+
+/// Configures an [`RpcServer`].
+pub struct RpcServerBuilder {
+    conn: Connection,
+    topic: std::result::Result<Topic, crate::topic::TopicError>,
+    codec: Codec,
+    concurrency: usize,
+    queue_group: Option<String>,
+    queue: QueueConfig,
+}
+
+/// Default number of requests one server handles at once.
+pub const DEFAULT_CONCURRENCY: usize = 64;
+/// Queue group that server instances of one service join by default.
+pub const DEFAULT_QUEUE_GROUP: &str = "busbar-rpc";
+
+impl RpcServerBuilder {
+    /// Most requests handled at once; further requests wait in the subscription queue.
+    pub fn concurrency(mut self, n: usize) -> Self {
+        self.concurrency = n.max(1);
+        self
+    }
+
+    /// Decodes byte requests without a `content-type` header with `codec`.
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Joins queue group `group` (instances in one group share the load); `None` makes every
+    /// instance receive every request.
+    pub fn queue_group(mut self, group: Option<String>) -> Self {
+        self.queue_group = group;
+        self
+    }
+
+    /// Sets the request queue.
+    pub fn queue(mut self, queue: QueueConfig) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Subscribes and starts serving with `handler`.
+    pub async fn serve<Req, Resp, F, Fut>(self, handler: F) -> Result<RpcServer>
+    where
+        Req: DeserializeOwned + Send + Sync + 'static,
+        Resp: Serialize + Send + Sync + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+    {
+        let topic = self.topic?;
+        let group = self.queue_group.filter(|_| self.conn.capabilities().queue_groups);
+        let mut options = SubscribeOptions::new(TopicFilter::from(topic.clone()));
+        options.queue_group = group;
+        options.queue = self.queue;
+        let sub = self.conn.subscribe_with(options).await?;
+        let cancel = CancellationToken::new();
+        let drain = Arc::new(std::sync::Mutex::new(Duration::from_secs(5)));
+        let worker = Worker {
+            conn: self.conn,
+            handler: Arc::new(handler),
+            codec: self.codec,
+            concurrency: self.concurrency,
+            _types: PhantomData,
+        };
+        let task = tokio::spawn(worker.run(sub, cancel.clone(), drain.clone()));
+        Ok(RpcServer { topic, cancel, task: Some(task), drain })
+    }
+}
+
+impl RpcServer {
+    /// Configures a server for `topic` on `conn`.
+    pub fn builder(conn: &Connection, topic: &str) -> RpcServerBuilder {
+        RpcServerBuilder {
+            conn: conn.clone(),
+            topic: Topic::new(topic),
+            codec: Codec::default(),
+            concurrency: DEFAULT_CONCURRENCY,
+            queue_group: Some(DEFAULT_QUEUE_GROUP.to_owned()),
+            queue: QueueConfig::default(),
+        }
+    }
+
+    /// Serves `topic` with default settings.
+    pub async fn spawn<Req, Resp, F, Fut>(
+        conn: &Connection,
+        topic: &str,
+        handler: F,
+    ) -> Result<Self>
+    where
+        Req: DeserializeOwned + Send + Sync + 'static,
+        Resp: Serialize + Send + Sync + 'static,
+        F: Fn(Req) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+    {
+        Self::builder(conn, topic).serve(handler).await
+    }
+
+    /// The topic served.
+    pub fn topic(&self) -> &Topic {
+        &self.topic
+    }
+
+    /// Stops taking requests, lets handlers in flight finish for up to `drain`, then aborts
+    /// the rest.
+    pub async fn stop(mut self, drain: Duration) -> DrainReport {
+        *self.drain.lock().unwrap_or_else(|p| p.into_inner()) = drain;
+        self.cancel.cancel();
+        match self.task.take() {
+            Some(task) => task.await.unwrap_or_default(),
+            None => DrainReport::default(),
+        }
+    }
+}
+
+impl Drop for RpcServer {
+    fn drop(&mut self) {
+        // A server dropped without `stop` stops taking requests; handlers in flight finish.
+        self.cancel.cancel();
+    }
+}
+
+struct Worker<Req, Resp, F> {
+    conn: Connection,
+    handler: Arc<F>,
+    codec: Codec,
+    concurrency: usize,
+    _types: PhantomData<fn(Req) -> Resp>,
+}
+
+impl<Req, Resp, F, Fut> Worker<Req, Resp, F>
+where
+    Req: DeserializeOwned + Send + Sync + 'static,
+    Resp: Serialize + Send + Sync + 'static,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+{
+    async fn run(
+        self,
+        mut sub: crate::transport::Subscription,
+        cancel: CancellationToken,
+        drain: Arc<std::sync::Mutex<Duration>>,
+    ) -> DrainReport {
+        let mut running = JoinSet::new();
+        let mut completed = 0;
+        loop {
+            tokio::select! {
+                biased;
+                _ = cancel.cancelled() => break,
+                Some(_) = running.join_next(), if !running.is_empty() => completed += 1,
+                // Taking a request only when a slot is free leaves the rest queued (and the
+                // queue's policy in charge) instead of piling up tasks.
+                m = sub.recv(), if running.len() < self.concurrency => match m {
+                    Some(m) => {
+                        running.spawn(handle(self.conn.clone(), self.handler.clone(), m, self.codec));
+                    }
+                    None => break,
+                },
+            }
+        }
+        drop(sub);
+        let bound = *drain.lock().unwrap_or_else(|p| p.into_inner());
+        let deadline = tokio::time::Instant::now() + bound;
+        while let Ok(Some(_)) = tokio::time::timeout_at(deadline, running.join_next()).await {
+            completed += 1;
+        }
+        let aborted = running.len();
+        running.abort_all();
+        DrainReport { completed, aborted }
+    }
+}
+
+async fn handle<Req, Resp, F, Fut>(
+    conn: Connection,
+    handler: Arc<F>,
+    mut request: Message,
+    codec: Codec,
+) where
+    Req: DeserializeOwned + Send + Sync + 'static,
+    Resp: Serialize + Send + Sync + 'static,
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+{
+    let Some(reply_to) = request.reply_to.clone() else {
+        tracing::debug!(topic = %request.topic, "request without reply_to ignored");
+        return;
+    };
+    if request.is_expired() {
+        tracing::debug!(topic = %request.topic, "request expired before handling; skipped");
+        return;
+    }
+    let codec = request.codec_or(codec);
+    let payload = std::mem::take(&mut request.payload);
+    let outcome = match payload.decode::<Req>(codec, request.topic.as_str()) {
+        Err(e) => Err(RpcError::new(RpcError::BAD_REQUEST, e.to_string())),
+        Ok(req) => AssertUnwindSafe(handler(req))
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked"))),
+    };
+    let reply = match outcome {
+        Ok(resp) => super::typed_message(&conn, reply_to.clone(), resp, codec)
+            .map_err(|e| RpcError::internal(format!("could not encode the reply: {e}"))),
+        Err(e) => Err(e),
+    };
+    let mut reply = match reply {
+        Ok(m) => m,
+        Err(e) => match super::typed_message(&conn, reply_to, e, Codec::Json) {
+            Ok(m) => m.with_header(header::STATUS, header::STATUS_ERROR),
+            Err(e) => {
+                tracing::error!(error = %e, "could not encode an RPC error reply");
+                return;
+            }
+        },
+    };
+    reply.qos = request.qos;
+    reply.correlation_id = request.correlation_id.take();
+    if let Err(e) = conn.publish(reply).await {
+        tracing::warn!(topic = %request.topic, error = %e, "could not publish RPC reply");
+    }
+}

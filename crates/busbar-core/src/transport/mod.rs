@@ -1,0 +1,65 @@
+//! The transport contract: what every broker binding provides.
+//!
+//! A [`Transport`] is one connection to one broker (or to the in-process bus). It moves
+//! [`Message`]s; it knows nothing of typed values beyond passing them through, nor of RPC or
+//! actions, which the [patterns](crate::patterns) build on top. The trait is object safe so a
+//! [`Connection`](crate::Connection) can hold any transport chosen at run time from a URL.
+//!
+//! What a transport cannot do it declares in its [`Capabilities`] and refuses with
+//! [`Error::Unsupported`](crate::Error::Unsupported), never by silently doing something else.
+
+mod events;
+mod options;
+mod subscription;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+
+pub use events::{ConnectionEvent, ConnectionEvents};
+pub use options::{Capabilities, ConnectOptions, SubscribeOptions};
+pub use subscription::{Subscription, SubscriptionGuard};
+
+use crate::error::Result;
+use crate::message::Message;
+use crate::stats::StatsSnapshot;
+
+/// A boxed, sendable future: the return type of the object-safe transport methods.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// One connection to a broker.
+///
+/// Implementations must be cheap to share (`Arc`) and safe to call from many tasks at once.
+pub trait Transport: Send + Sync + 'static {
+    /// Short transport kind, e.g. `mem`, `mqtt`.
+    fn kind(&self) -> &'static str;
+
+    /// The client identifier this connection presents to the broker.
+    fn client_id(&self) -> &str;
+
+    /// What this transport can do.
+    fn capabilities(&self) -> &Capabilities;
+
+    /// Publishes one message. Resolves when the transport has taken responsibility for it
+    /// (for the in-process bus: queued to every matching subscriber, waiting where a
+    /// subscriber's overflow policy is `Block`).
+    fn publish(&self, message: Message) -> BoxFuture<'_, Result<()>>;
+
+    /// Subscribes; the returned [`Subscription`] unsubscribes when dropped.
+    fn subscribe(&self, options: SubscribeOptions) -> BoxFuture<'_, Result<Subscription>>;
+
+    /// Publishes `message` as a request and waits up to `timeout` for its reply. The
+    /// transport sets `reply_to` and `correlation_id`. Dropping the future abandons the
+    /// request; a reply arriving afterwards is counted as late and discarded.
+    fn request(&self, message: Message, timeout: Duration) -> BoxFuture<'_, Result<Message>>;
+
+    /// A stream of connection state changes and slow-consumer warnings.
+    fn events(&self) -> ConnectionEvents;
+
+    /// Current counters.
+    fn stats(&self) -> StatsSnapshot;
+
+    /// Closes gracefully: no last will is sent, subscriptions end, later calls fail with
+    /// [`Error::Closed`](crate::Error::Closed).
+    fn close(&self) -> BoxFuture<'_, Result<()>>;
+}

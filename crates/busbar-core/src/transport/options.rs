@@ -1,0 +1,129 @@
+//! Options for connecting and subscribing, and what a transport can do.
+
+use crate::message::{Message, QoS};
+use crate::queue::{Overflow, QueueConfig};
+use crate::topic::TopicFilter;
+
+/// What a transport supports. Patterns consult it; users can too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Capabilities {
+    /// Load-balanced delivery among subscribers sharing a queue group.
+    pub queue_groups: bool,
+    /// Retained messages (the last one per topic is kept for new subscribers).
+    pub retained: bool,
+    /// Request/reply built into the broker rather than emulated.
+    pub native_request: bool,
+    /// Headers travel natively (otherwise in an envelope).
+    pub headers: bool,
+    /// Per-message expiry.
+    pub expiry: bool,
+    /// A last-will message published by the broker when the client vanishes.
+    pub last_will: bool,
+    /// Typed payloads are delivered without serialisation.
+    pub typed_payloads: bool,
+    /// Requests to a topic nobody serves fail at once with `NoResponders`.
+    pub no_responders: bool,
+    /// Highest QoS honoured.
+    pub max_qos: QoS,
+    /// Largest payload accepted, if bounded.
+    pub max_payload: Option<usize>,
+}
+
+impl Capabilities {
+    /// Everything off; transports switch on what they offer.
+    pub fn none() -> Self {
+        Capabilities {
+            queue_groups: false,
+            retained: false,
+            native_request: false,
+            headers: false,
+            expiry: false,
+            last_will: false,
+            typed_payloads: false,
+            no_responders: false,
+            max_qos: QoS::AtMostOnce,
+            max_payload: None,
+        }
+    }
+}
+
+/// How to connect.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct ConnectOptions {
+    /// Client identifier; a unique one is generated when absent.
+    pub client_id: Option<String>,
+    /// Published by the broker if this connection ends without a graceful close.
+    pub last_will: Option<Message>,
+}
+
+impl ConnectOptions {
+    /// Default options.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the client identifier.
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// Sets the last will.
+    pub fn last_will(mut self, will: Message) -> Self {
+        self.last_will = Some(will);
+        self
+    }
+}
+
+/// What to subscribe to and how deliveries are queued.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SubscribeOptions {
+    /// Topic filter (`+` one level, `#` the rest).
+    pub filter: TopicFilter,
+    /// Subscribers with the same group on the same filter share the messages: each goes to
+    /// exactly one of them.
+    pub queue_group: Option<String>,
+    /// Delivery queue size and overflow policy.
+    pub queue: QueueConfig,
+    /// Requested QoS.
+    pub qos: QoS,
+}
+
+impl SubscribeOptions {
+    /// Defaults: no group, a 1024-message queue that blocks when full, QoS 1.
+    pub fn new(filter: TopicFilter) -> Self {
+        SubscribeOptions {
+            filter,
+            queue_group: None,
+            queue: QueueConfig::default(),
+            qos: QoS::default(),
+        }
+    }
+
+    /// Joins a queue group.
+    pub fn queue_group(mut self, group: impl Into<String>) -> Self {
+        self.queue_group = Some(group.into());
+        self
+    }
+
+    /// Sets the delivery queue capacity.
+    pub fn capacity(mut self, capacity: usize) -> Self {
+        self.queue = QueueConfig::new(capacity, self.queue.overflow);
+        self
+    }
+
+    /// Sets the overflow policy.
+    pub fn overflow(mut self, overflow: Overflow) -> Self {
+        self.queue = QueueConfig::new(self.queue.capacity, overflow);
+        self
+    }
+
+    /// Sets the QoS.
+    pub fn qos(mut self, qos: QoS) -> Self {
+        self.qos = qos;
+        self
+    }
+}

@@ -1,0 +1,118 @@
+//! The stream of messages a subscription delivers.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+
+use crate::message::Message;
+use crate::queue::{DropCounter, QueueReceiver};
+use crate::stats::Stats;
+use crate::topic::TopicFilter;
+
+/// Runs an unsubscribe action when dropped. Transports hand one to each [`Subscription`].
+pub struct SubscriptionGuard(Option<Box<dyn FnOnce() + Send + Sync>>);
+
+impl SubscriptionGuard {
+    /// A guard that runs `f` on drop.
+    pub fn new(f: impl FnOnce() + Send + Sync + 'static) -> Self {
+        SubscriptionGuard(Some(Box::new(f)))
+    }
+
+    /// A guard that does nothing.
+    pub fn noop() -> Self {
+        SubscriptionGuard(None)
+    }
+}
+
+impl Drop for SubscriptionGuard {
+    fn drop(&mut self) {
+        if let Some(f) = self.0.take() {
+            f();
+        }
+    }
+}
+
+/// Messages matching one filter, in the order the transport received them.
+///
+/// Ends (`None`) when the connection closes. Dropping it unsubscribes. Expired messages are
+/// skipped and counted in [`Subscription::expired`].
+pub struct Subscription {
+    rx: QueueReceiver<Message>,
+    filter: TopicFilter,
+    stats: Arc<Stats>,
+    // Declared last: dropped after the receiver, so the transport sees the queue closed
+    // before it is told to unsubscribe.
+    _guard: SubscriptionGuard,
+}
+
+impl Subscription {
+    /// Assembles a subscription (for transport implementations); expired messages are
+    /// counted in the connection's `stats`.
+    pub fn new(
+        filter: TopicFilter,
+        rx: QueueReceiver<Message>,
+        stats: Arc<Stats>,
+        guard: SubscriptionGuard,
+    ) -> Self {
+        Subscription { rx, filter, stats, _guard: guard }
+    }
+
+    /// The filter subscribed to.
+    pub fn filter(&self) -> &TopicFilter {
+        &self.filter
+    }
+
+    /// Next message; `None` when the subscription has ended.
+    pub async fn recv(&mut self) -> Option<Message> {
+        std::future::poll_fn(|cx| self.poll_message(cx)).await
+    }
+
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(m)) if m.is_expired() => {
+                    Stats::bump(&self.stats.expired);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Messages discarded by this subscription's overflow policy.
+    pub fn dropped(&self) -> u64 {
+        self.rx.dropped()
+    }
+
+    /// A handle to read the drop count after the subscription moved into another task.
+    pub fn drop_counter(&self) -> DropCounter {
+        self.rx.drop_counter()
+    }
+
+    /// Messages waiting to be read.
+    pub fn queued(&self) -> usize {
+        self.rx.len()
+    }
+
+    /// Unsubscribes now (same as dropping).
+    pub fn unsubscribe(self) {}
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.get_mut().poll_message(cx)
+    }
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("filter", &self.filter.as_str())
+            .field("queued", &self.rx.len())
+            .field("dropped", &self.rx.dropped())
+            .finish()
+    }
+}

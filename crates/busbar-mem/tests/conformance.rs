@@ -1,0 +1,26 @@
+//! The conformance suite on `mem://`, the reference transport.
+
+use busbar_conformance::Harness;
+use busbar_core::transport::{BoxFuture, ConnectOptions};
+use busbar_core::{Connection, Result};
+use busbar_mem::MemBus;
+
+/// Each case gets a private bus, so cases cannot see each other's traffic.
+#[derive(Default)]
+struct Mem(MemBus);
+
+impl Harness for Mem {
+    fn name(&self) -> &'static str {
+        "mem"
+    }
+
+    fn connect(&self, options: ConnectOptions) -> BoxFuture<'_, Result<Connection>> {
+        Box::pin(async move { Ok(self.0.connect(options)) })
+    }
+
+    fn crash<'a>(&'a self, conn: &'a Connection) -> BoxFuture<'a, bool> {
+        Box::pin(async move { self.0.disconnect(conn.client_id()) })
+    }
+}
+
+busbar_conformance::suite!(async { Some(Mem::default()) });

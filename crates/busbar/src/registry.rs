@@ -1,0 +1,122 @@
+//! Which transport handles which URL scheme.
+
+use std::sync::Arc;
+
+use busbar_core::connection::url_scheme;
+use busbar_core::transport::{BoxFuture, ConnectOptions};
+use busbar_core::{Connection, Connector, Error, Result};
+
+/// Schemes busbar knows, with the cargo feature that brings each.
+const PLANNED: &[(&str, &str)] = &[
+    ("mqtt", "mqtt"),
+    ("mqtts", "mqtt"),
+    ("ws", "mqtt"),
+    ("wss", "mqtt"),
+    ("amqp", "amqp"),
+    ("amqps", "amqp"),
+    ("redis", "redis"),
+    ("rediss", "redis"),
+    ("nats", "nats"),
+    ("kafka", "kafka"),
+];
+
+/// A set of connectors dispatching on the URL scheme. `Registry::default()` holds every
+/// transport compiled into this build.
+#[derive(Clone)]
+pub struct Registry {
+    connectors: Vec<Arc<dyn Connector>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        #[allow(unused_mut)]
+        let mut r = Registry { connectors: Vec::new() };
+        #[cfg(feature = "mem")]
+        r.connectors.push(Arc::new(busbar_mem::MemConnector));
+        r
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn empty() -> Self {
+        Registry { connectors: Vec::new() }
+    }
+
+    /// Adds a connector (later ones win for a scheme both handle).
+    pub fn with(mut self, connector: Arc<dyn Connector>) -> Self {
+        self.connectors.insert(0, connector);
+        self
+    }
+
+    /// Every scheme handled, sorted.
+    pub fn known_schemes(&self) -> Vec<&'static str> {
+        let mut all: Vec<_> =
+            self.connectors.iter().flat_map(|c| c.schemes().iter().copied()).collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    fn find(&self, url: &str) -> Result<Arc<dyn Connector>> {
+        let scheme = url_scheme(url)?;
+        if let Some(c) = self.connectors.iter().find(|c| c.schemes().contains(&scheme.as_str())) {
+            return Ok(c.clone());
+        }
+        let mut known = self.known_schemes().join(", ");
+        if let Some((_, feature)) = PLANNED.iter().find(|(s, _)| *s == scheme) {
+            known.push_str(&format!(
+                "; {scheme}:// needs the `{feature}` transport, which this build does not include"
+            ));
+        }
+        Err(Error::UnknownScheme { scheme, known })
+    }
+}
+
+impl Connector for Registry {
+    fn schemes(&self) -> &[&'static str] {
+        // Dispatch is by `find`; a registry does not advertise a fixed list here.
+        &[]
+    }
+
+    fn connect(
+        &self,
+        url: &str,
+        options: ConnectOptions,
+    ) -> BoxFuture<'static, Result<Connection>> {
+        match self.find(url) {
+            Ok(c) => c.connect(url, options),
+            Err(e) => Box::pin(async move { Err(e) }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn unknown_scheme_names_what_is_known() {
+        let err = Registry::default()
+            .connect("mqtt://127.0.0.1:1883", ConnectOptions::new())
+            .await
+            .expect_err("no mqtt transport yet");
+        let text = err.to_string();
+        assert!(text.contains("mqtt"), "{text}");
+        assert!(text.contains("mem"), "{text}");
+        let err = Registry::default()
+            .connect("gopher://x", ConnectOptions::new())
+            .await
+            .expect_err("unknown");
+        assert!(matches!(err, Error::UnknownScheme { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn mem_urls_connect() {
+        let conn = Registry::default()
+            .connect("mem://registry-test", ConnectOptions::new())
+            .await
+            .expect("mem");
+        assert_eq!(conn.kind(), "mem");
+    }
+}

@@ -29,6 +29,6 @@ pub use queue::{Overflow, QueueConfig};
 pub use stats::StatsSnapshot;
 pub use topic::{Topic, TopicError, TopicFilter};
 pub use transport::{
-    Capabilities, ConnectOptions, ConnectionEvent, ConnectionEvents, SubscribeOptions,
+    Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents, SubscribeOptions,
     Subscription, Transport,
 };

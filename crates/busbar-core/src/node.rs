@@ -249,7 +249,7 @@ impl Node {
 
     /// Stops gracefully: servers stop taking work, work in flight gets the drain bound to
     /// finish, a DOWN heartbeat is sent, the connection closes.
-    pub async fn stop(self) -> Result<StopReport> {
+    pub async fn stop(mut self) -> Result<StopReport> {
         let servers = std::mem::take(&mut *self.servers.lock().unwrap_or_else(|p| p.into_inner()));
         let drains: Vec<_> = servers.into_iter().map(|s| s.drain(self.drain)).collect();
         let mut report = StopReport::default();
@@ -258,7 +258,7 @@ impl Node {
             report.aborted += r.aborted;
         }
         self.stop.cancel();
-        if let Some(hb) = self.heartbeat
+        if let Some(hb) = self.heartbeat.take()
             && let Err(e) = hb.await
         {
             tracing::warn!(error = %e, "heartbeat task failed");
@@ -272,6 +272,14 @@ impl Node {
         wait_for_signal().await?;
         tracing::info!(node = %self.name, "signal received, stopping");
         self.stop().await
+    }
+}
+
+impl Drop for Node {
+    /// A node dropped without `stop` stops heartbeating (its connection goes when the last
+    /// handle to it does, and with it the last will, if the node was the last holder).
+    fn drop(&mut self) {
+        self.stop.cancel();
     }
 }
 

@@ -6,8 +6,12 @@
 //! policy discards is counted, and the first drop of a burst is reported so the transport can
 //! raise a slow-consumer event: nothing is lost silently.
 //!
-//! One mutex guards the buffer: pushes and pops are a few instructions under it, and both
-//! sides wake each other only when the other is actually waiting.
+//! One mutex guards the shared buffer: a push is a few instructions under it, and each side
+//! wakes the other only when it is actually waiting. The consumer takes everything queued in
+//! one go (swapping buffers) and then reads its batch without touching the lock, so a busy
+//! consumer does not contend with its producers message by message. The capacity bounds what
+//! waits in the shared buffer; a consumer's current batch has already left it, so at most
+//! twice the capacity is ever held in memory.
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
@@ -120,6 +124,8 @@ pub struct QueueSender<T> {
 /// Consumer side.
 pub struct QueueReceiver<T> {
     shared: Arc<Shared<T>>,
+    /// The batch taken from the shared buffer, read without locking.
+    batch: VecDeque<T>,
 }
 
 /// A shared read-only view of a queue's drop counter.
@@ -160,7 +166,7 @@ pub fn queue<T>(config: QueueConfig) -> (QueueSender<T>, QueueReceiver<T>) {
         }),
         dropped: AtomicU64::new(0),
     });
-    (QueueSender { shared: shared.clone() }, QueueReceiver { shared })
+    (QueueSender { shared: shared.clone() }, QueueReceiver { shared, batch: VecDeque::new() })
 }
 
 impl<T> QueueSender<T> {
@@ -300,49 +306,35 @@ impl<T> QueueReceiver<T> {
 
     /// Polls for the next item.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        let mut st = self.shared.lock();
-        match st.buf.pop_front() {
-            Some(item) => {
-                if st.buf.is_empty() {
-                    st.congested = false;
-                }
-                let wakers = if st.sender_wakers.is_empty() {
-                    Vec::new()
-                } else {
-                    std::mem::take(&mut st.sender_wakers)
-                };
-                drop(st);
-                for w in wakers {
-                    w.wake();
-                }
-                Poll::Ready(Some(item))
-            }
-            None if st.senders == 0 => Poll::Ready(None),
-            None => {
-                st.receiver_waker = Some(cx.waker().clone());
-                Poll::Pending
-            }
+        if let Some(item) = self.batch.pop_front() {
+            return Poll::Ready(Some(item));
         }
+        let mut st = self.shared.lock();
+        if st.buf.is_empty() {
+            if st.senders == 0 {
+                return Poll::Ready(None);
+            }
+            st.receiver_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        Poll::Ready(take_batch(&mut self.batch, st))
     }
 
     /// An item if one is queued now.
     pub fn try_recv(&mut self) -> Option<T> {
-        let mut st = self.shared.lock();
-        let item = st.buf.pop_front();
+        if let Some(item) = self.batch.pop_front() {
+            return Some(item);
+        }
+        let st = self.shared.lock();
         if st.buf.is_empty() {
-            st.congested = false;
+            return None;
         }
-        let wakers = std::mem::take(&mut st.sender_wakers);
-        drop(st);
-        for w in wakers {
-            w.wake();
-        }
-        item
+        take_batch(&mut self.batch, st)
     }
 
-    /// Items queued now.
+    /// Items queued now (including the batch already taken).
     pub fn len(&self) -> usize {
-        self.shared.lock().buf.len()
+        self.batch.len() + self.shared.lock().buf.len()
     }
 
     /// True when nothing is queued.
@@ -367,6 +359,18 @@ impl<T> QueueReceiver<T> {
     pub fn config(&self) -> QueueConfig {
         self.shared.lock().config
     }
+}
+
+/// Moves everything queued into the consumer's `batch` and returns its first item.
+fn take_batch<T>(batch: &mut VecDeque<T>, mut st: MutexGuard<'_, State<T>>) -> Option<T> {
+    std::mem::swap(&mut st.buf, batch);
+    st.congested = false;
+    let wakers = std::mem::take(&mut st.sender_wakers);
+    drop(st);
+    for w in wakers {
+        w.wake();
+    }
+    batch.pop_front()
 }
 
 impl<T> Drop for QueueReceiver<T> {

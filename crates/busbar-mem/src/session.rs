@@ -10,8 +10,8 @@ use busbar_core::queue::queue;
 use busbar_core::stats::{Stats, StatsSnapshot};
 use busbar_core::topic::{Topic, TopicFilter};
 use busbar_core::transport::{
-    BoxFuture, Capabilities, ConnectOptions, ConnectionEvent, ConnectionEvents, SubscribeOptions,
-    Subscription, SubscriptionGuard, Transport,
+    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents,
+    SubscribeOptions, Subscription, SubscriptionGuard, Transport,
 };
 use busbar_core::{Error, Result};
 use bytes::Bytes;
@@ -215,12 +215,22 @@ impl Transport for MemTransport {
         &self.capabilities
     }
 
-    fn publish(&self, message: Message) -> BoxFuture<'_, Result<()>> {
-        Box::pin(async move {
-            self.session.check_open()?;
-            publish(&self.session.bus.inner, message, &self.session.owner.stats).await?;
+    fn publish(&self, message: Message) -> Completion<'_, ()> {
+        if let Err(e) = self.session.check_open() {
+            return Completion::ready(Err(e));
+        }
+        let stats = &self.session.owner.stats;
+        Stats::bump(&stats.published);
+        let routed = self.session.bus.inner.route(message, stats);
+        if routed.blocked.is_empty() {
+            return Completion::ready(Ok(()));
+        }
+        Completion::Pending(Box::pin(async move {
+            for b in routed.blocked {
+                b.deliver().await;
+            }
             Ok(())
-        })
+        }))
     }
 
     fn subscribe(&self, options: SubscribeOptions) -> BoxFuture<'_, Result<Subscription>> {

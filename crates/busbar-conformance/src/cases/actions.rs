@@ -75,14 +75,16 @@ pub async fn action_cancel(h: Arc<impl Harness>) -> TestResult {
     let first = crate::within(super::WAIT, "the first feedback", goal.feedback()).await?;
     ensure(first == Some(0), || format!("first feedback {first:?}"))?;
     ensure(goal.cancel().await?, || "cancel refused for a running goal".into())?;
+    // Every transition, in order, until the terminal one.
     let mut seen = Vec::new();
-    while !goal.status().is_terminal() {
-        match crate::within(super::WAIT, "a status change", goal.status_changed()).await? {
-            Some(s) => seen.push(s),
-            None => break,
-        }
+    while let Some(s) = crate::within(super::WAIT, "a status change", goal.status_changed()).await?
+    {
+        seen.push(s);
     }
     ensure(goal.status() == GoalStatus::Canceled, || format!("statuses {seen:?}"))?;
+    ensure(seen.ends_with(&[GoalStatus::Canceling, GoalStatus::Canceled]), || {
+        format!("CANCELING must precede CANCELED: {seen:?}")
+    })?;
     match goal.result().await {
         Err(Error::Canceled) => {}
         other => return Err(format!("expected Canceled, got {other:?}").into()),

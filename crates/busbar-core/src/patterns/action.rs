@@ -403,18 +403,20 @@ where
     }
 
     async fn cancel_goal(&self, goal_id: String) -> CancelResponse {
-        let updates = {
+        let (updates, token) = {
             let goals = lock(&self.goals);
             match goals.get(&goal_id) {
                 Some(entry) if !entry.token.is_cancelled() => {
-                    entry.token.cancel();
-                    entry.updates.clone()
+                    (entry.updates.clone(), entry.token.clone())
                 }
                 Some(_) => return CancelResponse { accepted: true },
                 None => return CancelResponse { accepted: false },
             }
         };
+        // CANCELING goes out before the handler learns of the cancel, so it always precedes
+        // the terminal status on the client's topic.
         self.send(&updates, GoalUpdate::Status { goal_id, status: GoalStatus::Canceling }).await;
+        token.cancel();
         CancelResponse { accepted: true }
     }
 }
@@ -489,6 +491,7 @@ impl ActionServer {
 struct GoalSlot<F, R> {
     feedback: QueueSender<F>,
     status: watch::Sender<GoalStatus>,
+    transitions: QueueSender<GoalStatus>,
     result: Option<oneshot::Sender<Result<R>>>,
 }
 
@@ -566,11 +569,18 @@ where
         let goal_id = uuid::Uuid::new_v4().simple().to_string();
         let (feedback_tx, feedback_rx) = queue(self.inner.feedback_queue);
         let (status_tx, status_rx) = watch::channel(GoalStatus::Accepted);
+        // At most four transitions follow ACCEPTED, so this never fills.
+        let (transitions_tx, transitions_rx) = queue(QueueConfig::new(8, Overflow::DropOldest));
         let (result_tx, result_rx) = oneshot::channel();
         // Registered before the goal is sent: updates may overtake the acceptance reply.
         lock(&self.inner.slots).insert(
             goal_id.clone(),
-            GoalSlot { feedback: feedback_tx, status: status_tx, result: Some(result_tx) },
+            GoalSlot {
+                feedback: feedback_tx,
+                status: status_tx,
+                transitions: transitions_tx,
+                result: Some(result_tx),
+            },
         );
         let request = GoalRequest {
             goal_id: goal_id.clone(),
@@ -596,6 +606,7 @@ where
             codec: self.inner.codec,
             feedback: feedback_rx,
             status: status_rx,
+            transitions: transitions_rx,
             result: result_rx,
         })
     }
@@ -617,7 +628,7 @@ where
         match update {
             GoalUpdate::Status { goal_id, status } => {
                 if let Some(slot) = lock(&slots).get(&goal_id) {
-                    advance(&slot.status, status);
+                    slot.advance(status);
                 }
             }
             GoalUpdate::Feedback { goal_id, feedback, .. } => {
@@ -643,21 +654,28 @@ where
                 if let Some(tx) = slot.result.take() {
                     let _ = tx.send(outcome);
                 }
-                advance(&slot.status, status);
+                slot.advance(status);
             }
         }
     }
 }
 
-fn advance(status: &watch::Sender<GoalStatus>, next: GoalStatus) {
-    status.send_if_modified(|current| {
-        if next.rank() > current.rank() {
-            *current = next;
-            true
-        } else {
-            false
+impl<F, R> GoalSlot<F, R> {
+    /// Moves the status forward (never back: updates can overtake each other) and records
+    /// the transition.
+    fn advance(&self, next: GoalStatus) {
+        let moved = self.status.send_if_modified(|current| {
+            if next.rank() > current.rank() {
+                *current = next;
+                true
+            } else {
+                false
+            }
+        });
+        if moved {
+            let _ = self.transitions.try_push(next);
         }
-    });
+    }
 }
 
 /// One goal in flight: its feedback, status and result.
@@ -668,6 +686,7 @@ pub struct GoalHandle<F, R> {
     codec: Codec,
     feedback: QueueReceiver<F>,
     status: watch::Receiver<GoalStatus>,
+    transitions: QueueReceiver<GoalStatus>,
     result: oneshot::Receiver<Result<R>>,
 }
 
@@ -682,10 +701,10 @@ impl<F, R> GoalHandle<F, R> {
         *self.status.borrow()
     }
 
-    /// Waits for the next status change and returns it; `None` if the client went away.
+    /// The next status transition, in order (EXECUTING, CANCELING, then the terminal one);
+    /// `None` after the terminal status was returned or if the client went away.
     pub async fn status_changed(&mut self) -> Option<GoalStatus> {
-        self.status.changed().await.ok()?;
-        Some(*self.status.borrow_and_update())
+        self.transitions.recv().await
     }
 
     /// The next feedback, in the order the server sent it; `None` once the goal finished

@@ -90,14 +90,22 @@ pub fn spawn_heartbeat(
         let mut ticker = tokio::time::interval(interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut seq = 0;
+        let mut failing = false;
         loop {
             tokio::select! {
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {
                     seq += 1;
                     let hb = Heartbeat { node: node.clone(), seq, interval_ms, state: NodeState::Up, reason: None };
-                    if let Err(e) = publisher.publish(hb).await {
-                        tracing::warn!(node = %node, error = %e, "heartbeat not published");
+                    match publisher.publish(hb).await {
+                        Ok(()) => failing = false,
+                        Err(Error::Closed) => return,
+                        // Said once per outage: a transport that reconnects will recover.
+                        Err(e) if !failing => {
+                            failing = true;
+                            tracing::warn!(node = %node, error = %e, "heartbeat not published");
+                        }
+                        Err(_) => {}
                     }
                 }
             }

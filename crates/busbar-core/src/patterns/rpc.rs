@@ -156,7 +156,7 @@ fn decode_reply<Resp: DeserializeOwned + Send + Sync + 'static>(
 /// Result of stopping a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct DrainReport {
-    /// Handlers that finished within the drain bound.
+    /// Handlers in flight at the stop that finished within the drain bound.
     pub completed: usize,
     /// Handlers still running at the bound, which were aborted.
     pub aborted: usize,
@@ -313,12 +313,11 @@ where
         drain: Arc<std::sync::Mutex<Duration>>,
     ) -> DrainReport {
         let mut running = JoinSet::new();
-        let mut completed = 0;
         loop {
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => break,
-                Some(_) = running.join_next(), if !running.is_empty() => completed += 1,
+                Some(_) = running.join_next(), if !running.is_empty() => {}
                 // Taking a request only when a slot is free leaves the rest queued (and the
                 // queue's policy in charge) instead of piling up tasks.
                 m = sub.recv(), if running.len() < self.concurrency => match m {
@@ -332,6 +331,7 @@ where
         drop(sub);
         let bound = *drain.lock().unwrap_or_else(|p| p.into_inner());
         let deadline = tokio::time::Instant::now() + bound;
+        let mut completed = 0;
         while let Ok(Some(_)) = tokio::time::timeout_at(deadline, running.join_next()).await {
             completed += 1;
         }

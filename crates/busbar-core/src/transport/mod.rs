@@ -14,6 +14,7 @@ mod subscription;
 
 use std::future::Future;
 use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub use events::{ConnectionEvent, ConnectionEvents};
@@ -26,6 +27,35 @@ use crate::stats::StatsSnapshot;
 
 /// A boxed, sendable future: the return type of the object-safe transport methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The outcome of a call that usually completes at once (a publish into a queue with room):
+/// `Ready` costs no allocation, `Pending` is a boxed future for the cases that must wait.
+pub enum Completion<'a, T> {
+    /// Done already.
+    Ready(Option<Result<T>>),
+    /// Still to be awaited.
+    Pending(BoxFuture<'a, Result<T>>),
+}
+
+impl<T> Completion<'_, T> {
+    /// A completed call.
+    pub fn ready(result: Result<T>) -> Self {
+        Completion::Ready(Some(result))
+    }
+}
+
+impl<T: Unpin> Future for Completion<'_, T> {
+    type Output = Result<T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+        match self.get_mut() {
+            Completion::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
+                Err(crate::Error::Config("a completion was polled after it finished".into()))
+            })),
+            Completion::Pending(fut) => fut.as_mut().poll(cx),
+        }
+    }
+}
 
 /// One connection to a broker.
 ///
@@ -43,7 +73,7 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes one message. Resolves when the transport has taken responsibility for it
     /// (for the in-process bus: queued to every matching subscriber, waiting where a
     /// subscriber's overflow policy is `Block`).
-    fn publish(&self, message: Message) -> BoxFuture<'_, Result<()>>;
+    fn publish(&self, message: Message) -> Completion<'_, ()>;
 
     /// Subscribes; the returned [`Subscription`] unsubscribes when dropped.
     fn subscribe(&self, options: SubscribeOptions) -> BoxFuture<'_, Result<Subscription>>;

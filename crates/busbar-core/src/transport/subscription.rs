@@ -80,6 +80,17 @@ impl Subscription {
         }
     }
 
+    /// A message if one is queued now, without waiting.
+    pub fn try_recv(&mut self) -> Option<Message> {
+        while let Some(m) = self.rx.try_recv() {
+            if !m.is_expired() {
+                return Some(m);
+            }
+            Stats::bump(&self.stats.expired);
+        }
+        None
+    }
+
     /// Messages discarded by this subscription's overflow policy.
     pub fn dropped(&self) -> u64 {
         self.rx.dropped()

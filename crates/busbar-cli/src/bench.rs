@@ -1,0 +1,293 @@
+//! `busbar bench`: end-to-end throughput, loss and latency on any transport, next to a raw
+//! baseline measured in the same run.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use busbar::message::Message;
+use busbar::patterns::rpc::RpcServer;
+use busbar::transport::SubscribeOptions;
+use busbar::{Connection, RpcClient, RpcError, Topic, TopicFilter};
+use bytes::Bytes;
+use serde::Serialize;
+
+/// Options of `busbar bench`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Broker URL.
+    #[arg(long, default_value = "mem://")]
+    url: String,
+    /// What to measure.
+    #[arg(long, value_enum, default_value = "pubsub")]
+    pattern: Pattern,
+    /// Payload size in bytes.
+    #[arg(long, default_value_t = 100)]
+    size: usize,
+    /// Messages (pubsub) or calls (rpc).
+    #[arg(long, default_value_t = 1_000_000)]
+    count: u64,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+    /// Also measure the raw baseline (for mem://, a bare tokio channel) in the same run.
+    #[arg(long)]
+    baseline: bool,
+    /// How long the subscriber waits for a missing message before counting it lost.
+    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    idle_timeout: Duration,
+}
+
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .map(Duration::from_secs_f64)
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
+#[derive(Clone, Copy, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum Pattern {
+    Pubsub,
+    Rpc,
+}
+
+/// One measurement.
+#[derive(Serialize, Default)]
+struct Figures {
+    msgs_per_s: f64,
+    lost: u64,
+    p50_us: f64,
+    p99_us: f64,
+    elapsed_s: f64,
+    received: u64,
+}
+
+#[derive(Serialize)]
+struct Report<'a> {
+    url: &'a str,
+    pattern: Pattern,
+    size: usize,
+    count: u64,
+    #[serde(flatten)]
+    busbar: Figures,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    baseline: Option<Figures>,
+}
+
+/// Runs the benchmark.
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    if args.count == 0 {
+        bail!("--count must be at least 1");
+    }
+    let figures = match args.pattern {
+        Pattern::Pubsub => pubsub(&args).await?,
+        Pattern::Rpc => rpc(&args).await?,
+    };
+    let baseline = if args.baseline {
+        Some(match args.pattern {
+            Pattern::Pubsub => baseline_pubsub(&args).await,
+            Pattern::Rpc => baseline_rpc(&args).await,
+        })
+    } else {
+        None
+    };
+    let report = Report {
+        url: &args.url,
+        pattern: args.pattern,
+        size: args.size,
+        count: args.count,
+        busbar: figures,
+        baseline,
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print_text(&report);
+    }
+    Ok(())
+}
+
+fn print_text(r: &Report<'_>) {
+    let line = |name: &str, f: &Figures| match r.pattern {
+        Pattern::Pubsub => println!(
+            "{name:<9} {:>12.0} msgs/s  lost {:>8}  ({} received in {:.3} s)",
+            f.msgs_per_s, f.lost, f.received, f.elapsed_s
+        ),
+        Pattern::Rpc => println!(
+            "{name:<9} {:>12.0} calls/s  p50 {:>8.1} µs  p99 {:>8.1} µs",
+            f.msgs_per_s, f.p50_us, f.p99_us
+        ),
+    };
+    println!("{} on {}: {} × {} bytes", pattern_name(r.pattern), r.url, r.count, r.size);
+    line("busbar", &r.busbar);
+    if let Some(b) = &r.baseline {
+        line("baseline", b);
+    }
+}
+
+fn pattern_name(p: Pattern) -> &'static str {
+    match p {
+        Pattern::Pubsub => "pub/sub",
+        Pattern::Rpc => "rpc",
+    }
+}
+
+fn bench_topic() -> String {
+    format!("bench/{}", std::process::id())
+}
+
+async fn connect(url: &str) -> anyhow::Result<Connection> {
+    busbar::connect(url).await.with_context(|| format!("connecting to {url}"))
+}
+
+/// One publisher connection, one subscriber connection; counts what arrives in order.
+async fn pubsub(args: &Args) -> anyhow::Result<Figures> {
+    let topic = bench_topic();
+    let sub_conn = connect(&args.url).await?;
+    let pub_conn = connect(&args.url).await?;
+    let options = SubscribeOptions::new(TopicFilter::new(&topic)?).capacity(64 * 1024);
+    let mut sub = sub_conn.subscribe_with(options).await?;
+    let count = args.count;
+    let idle = args.idle_timeout;
+    let receiver = tokio::spawn(async move {
+        let mut received = 0u64;
+        let mut last = Instant::now();
+        while received < count {
+            // Arm a timer only when the queue is empty: a timer per message would measure
+            // the timer wheel, not the bus.
+            if sub.try_recv().is_some() {
+                received += 1;
+                last = Instant::now();
+                continue;
+            }
+            match tokio::time::timeout(idle, sub.recv()).await {
+                Ok(Some(_)) => {
+                    received += 1;
+                    last = Instant::now();
+                }
+                Ok(None) | Err(_) => break,
+            }
+        }
+        (received, last)
+    });
+    let message = Message::new(Topic::new(&topic)?, Bytes::from(vec![0x5a; args.size]))
+        .with_qos(busbar::QoS::AtMostOnce);
+    let started = Instant::now();
+    for _ in 0..count {
+        pub_conn.publish(message.clone()).await?;
+    }
+    let (received, last) = receiver.await?;
+    let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
+    pub_conn.close().await?;
+    sub_conn.close().await?;
+    Ok(Figures {
+        msgs_per_s: received as f64 / elapsed,
+        lost: count - received,
+        elapsed_s: elapsed,
+        received,
+        ..Figures::default()
+    })
+}
+
+/// Sequential calls from one client to one echo server, through the typed RPC pattern (the
+/// payload is a string of `size` bytes); latency percentiles.
+async fn rpc(args: &Args) -> anyhow::Result<Figures> {
+    let topic = format!("{}/echo", bench_topic());
+    let server_conn = connect(&args.url).await?;
+    let client_conn = connect(&args.url).await?;
+    let server =
+        RpcServer::spawn(&server_conn, &topic, |s: String| async move { Ok::<_, RpcError>(s) })
+            .await?;
+    let client = RpcClient::<String, String>::new(&client_conn, &topic)?;
+    let request = "x".repeat(args.size);
+    let mut latencies = Vec::with_capacity(args.count as usize);
+    // A few untimed calls let both sides reach steady state.
+    for _ in 0..args.count.min(1_000) / 10 {
+        client.call(request.clone()).await?;
+    }
+    let started = Instant::now();
+    for _ in 0..args.count {
+        let t = Instant::now();
+        let reply = client.call(request.clone()).await?;
+        latencies.push(t.elapsed());
+        if reply.len() != args.size {
+            bail!("echo returned {} bytes for {}", reply.len(), args.size);
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    server.stop(Duration::from_secs(1)).await;
+    server_conn.close().await?;
+    client_conn.close().await?;
+    Ok(latency_figures(latencies, elapsed, args.count))
+}
+
+fn latency_figures(mut latencies: Vec<Duration>, elapsed: f64, count: u64) -> Figures {
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        let i = ((latencies.len() as f64 - 1.0) * p).round() as usize;
+        latencies.get(i).map(|d| d.as_secs_f64() * 1e6).unwrap_or(0.0)
+    };
+    Figures {
+        msgs_per_s: count as f64 / elapsed,
+        p50_us: pct(0.50),
+        p99_us: pct(0.99),
+        elapsed_s: elapsed,
+        received: latencies.len() as u64,
+        ..Figures::default()
+    }
+}
+
+/// The same pub/sub run over a bare bounded tokio channel: what moving the message between
+/// two tasks costs with no routing at all.
+async fn baseline_pubsub(args: &Args) -> Figures {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Bytes>(64 * 1024);
+    let count = args.count;
+    let receiver = tokio::spawn(async move {
+        let mut received = 0u64;
+        while received < count && rx.recv().await.is_some() {
+            received += 1;
+        }
+        (received, Instant::now())
+    });
+    let payload = Bytes::from(vec![0x5a; args.size]);
+    let started = Instant::now();
+    for _ in 0..count {
+        if tx.send(payload.clone()).await.is_err() {
+            break;
+        }
+    }
+    let (received, last) = receiver.await.unwrap_or((0, Instant::now()));
+    let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
+    Figures {
+        msgs_per_s: received as f64 / elapsed,
+        lost: count - received,
+        elapsed_s: elapsed,
+        received,
+        ..Figures::default()
+    }
+}
+
+/// Request/reply over two bare tokio channels between two tasks.
+async fn baseline_rpc(args: &Args) -> Figures {
+    let (req_tx, mut req_rx) =
+        tokio::sync::mpsc::channel::<(Bytes, tokio::sync::oneshot::Sender<Bytes>)>(64);
+    tokio::spawn(async move {
+        while let Some((b, reply)) = req_rx.recv().await {
+            let _ = reply.send(b);
+        }
+    });
+    let payload = Bytes::from(vec![0x5a; args.size]);
+    let mut latencies = Vec::with_capacity(args.count as usize);
+    let started = Instant::now();
+    for _ in 0..args.count {
+        let t = Instant::now();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        if req_tx.send((payload.clone(), tx)).await.is_err() || rx.await.is_err() {
+            break;
+        }
+        latencies.push(t.elapsed());
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    latency_figures(latencies, elapsed, args.count)
+}

@@ -158,16 +158,16 @@ async fn pubsub(args: &Args) -> anyhow::Result<Figures> {
             // the timer wheel, not the bus.
             if sub.try_recv().is_some() {
                 received += 1;
-                last = Instant::now();
                 continue;
             }
+            last = Instant::now();
             match tokio::time::timeout(idle, sub.recv()).await {
-                Ok(Some(_)) => {
-                    received += 1;
-                    last = Instant::now();
-                }
+                Ok(Some(_)) => received += 1,
                 Ok(None) | Err(_) => break,
             }
+        }
+        if received == count {
+            last = Instant::now();
         }
         (received, last)
     });

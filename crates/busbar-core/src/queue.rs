@@ -6,18 +6,24 @@
 //! policy discards is counted, and the first drop of a burst is reported so the transport can
 //! raise a slow-consumer event: nothing is lost silently.
 //!
-//! One mutex guards the shared buffer: a push is a few instructions under it, and each side
-//! wakes the other only when it is actually waiting. The consumer takes everything queued in
-//! one go (swapping buffers) and then reads its batch without touching the lock, so a busy
-//! consumer does not contend with its producers message by message. The capacity bounds what
-//! waits in the shared buffer; a consumer's current batch has already left it, so at most
-//! twice the capacity is ever held in memory.
+//! The buffer is a lock-free FIFO (many producers, one consumer). Occupancy is `pushed -
+//! popped`, two counters on separate cache lines so producers and the consumer do not fight
+//! over one; producers compare against their last view of `popped` and re-read the
+//! consumer's counter only when the queue looks full (an old view can only overestimate the
+//! occupancy, never let the bound be exceeded). Producers and the consumer never take a
+//! lock on the hot path;
+//! each side parks, and is woken, only when it actually has to wait (the consumer on an empty
+//! queue, a producer on a full `Block` queue). The park/wake handshakes pair a store and a
+//! load on both sides with `SeqCst` fences so a wake-up cannot be lost.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering, fence};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
+
+use crossbeam_queue::SegQueue;
+use crossbeam_utils::CachePadded;
+use futures_util::task::AtomicWaker;
 
 /// What a full queue does with a new message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -92,29 +98,87 @@ pub enum Pushed<T> {
     Closed(T),
 }
 
-struct State<T> {
-    buf: VecDeque<T>,
-    config: QueueConfig,
-    receiver_waker: Option<Waker>,
-    sender_wakers: Vec<Waker>,
-    senders: usize,
-    receiver_alive: bool,
-    /// Set at the first drop or full push; cleared when the consumer empties the queue.
-    congested: bool,
-}
-
 struct Shared<T> {
-    state: Mutex<State<T>>,
+    items: SegQueue<T>,
+    /// Slots reserved by producers (a producer reserves before pushing, and gives the slot
+    /// back if the queue was full).
+    pushed: CachePadded<AtomicUsize>,
+    /// The producers' last view of `popped`.
+    popped_seen: CachePadded<AtomicUsize>,
+    /// Items taken out (by the consumer, or discarded by `DropOldest`).
+    popped: CachePadded<AtomicUsize>,
+    config: QueueConfig,
     dropped: AtomicU64,
+    /// Set at the first drop or full push; cleared when the consumer finds the queue empty.
+    congested: AtomicBool,
+    senders: AtomicUsize,
+    receiver_alive: AtomicBool,
+    receiver_waker: AtomicWaker,
+    receiver_parked: AtomicBool,
+    sender_waiters: Mutex<Vec<Waker>>,
+    senders_parked: AtomicUsize,
 }
 
 impl<T> Shared<T> {
-    fn lock(&self) -> MutexGuard<'_, State<T>> {
-        // A panic while holding this lock leaves the buffer consistent (no invariant spans
-        // an await or a user callback), so a poisoned lock is still safe to use.
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    fn wake_receiver(&self) {
+        fence(Ordering::SeqCst);
+        if self.receiver_parked.load(Ordering::SeqCst)
+            && self.receiver_parked.swap(false, Ordering::SeqCst)
+        {
+            self.receiver_waker.wake();
+        }
+    }
+
+    fn wake_senders(&self) {
+        fence(Ordering::SeqCst);
+        if self.senders_parked.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        let waiters = {
+            let mut w = self.sender_waiters.lock().unwrap_or_else(|p| p.into_inner());
+            self.senders_parked.store(0, Ordering::SeqCst);
+            std::mem::take(&mut *w)
+        };
+        for w in waiters {
+            w.wake();
+        }
+    }
+
+    fn mark_congested(&self) -> bool {
+        !self.congested.load(Ordering::Relaxed) && !self.congested.swap(true, Ordering::Relaxed)
+    }
+
+    fn pop(&self) -> Option<T> {
+        let item = self.items.pop()?;
+        self.popped.fetch_add(1, Ordering::AcqRel);
+        self.wake_senders();
+        Some(item)
+    }
+
+    /// Reserves a slot if the queue has room; false when full.
+    fn reserve(&self) -> bool {
+        let cap = self.config.capacity;
+        let reserved = self.pushed.fetch_add(1, Ordering::AcqRel);
+        if reserved.wrapping_sub(self.popped_seen.load(Ordering::Acquire)) < cap {
+            return true;
+        }
+        let popped = self.popped.load(Ordering::Acquire);
+        self.popped_seen.fetch_max(popped, Ordering::AcqRel);
+        if reserved.wrapping_sub(popped) < cap {
+            return true;
+        }
+        self.pushed.fetch_sub(1, Ordering::AcqRel);
+        false
+    }
+
+    fn len(&self) -> usize {
+        let popped = self.popped.load(Ordering::Acquire);
+        self.pushed.load(Ordering::Acquire).saturating_sub(popped)
     }
 }
+
+/// How often an empty queue is re-checked before the consumer parks.
+const SPINS_BEFORE_PARKING: usize = 64;
 
 /// Producer side. Cloneable; the queue closes for the receiver when the last one drops.
 pub struct QueueSender<T> {
@@ -124,8 +188,6 @@ pub struct QueueSender<T> {
 /// Consumer side.
 pub struct QueueReceiver<T> {
     shared: Arc<Shared<T>>,
-    /// The batch taken from the shared buffer, read without locking.
-    batch: VecDeque<T>,
 }
 
 /// A shared read-only view of a queue's drop counter.
@@ -153,59 +215,75 @@ impl DropCounter {
 
 /// Creates a bounded queue.
 pub fn queue<T>(config: QueueConfig) -> (QueueSender<T>, QueueReceiver<T>) {
-    let config = QueueConfig::new(config.capacity, config.overflow);
     let shared = Arc::new(Shared {
-        state: Mutex::new(State {
-            buf: VecDeque::with_capacity(config.capacity.min(64)),
-            config,
-            receiver_waker: None,
-            sender_wakers: Vec::new(),
-            senders: 1,
-            receiver_alive: true,
-            congested: false,
-        }),
+        items: SegQueue::new(),
+        pushed: CachePadded::new(AtomicUsize::new(0)),
+        popped_seen: CachePadded::new(AtomicUsize::new(0)),
+        popped: CachePadded::new(AtomicUsize::new(0)),
+        config: QueueConfig::new(config.capacity, config.overflow),
         dropped: AtomicU64::new(0),
+        congested: AtomicBool::new(false),
+        senders: AtomicUsize::new(1),
+        receiver_alive: AtomicBool::new(true),
+        receiver_waker: AtomicWaker::new(),
+        receiver_parked: AtomicBool::new(false),
+        sender_waiters: Mutex::new(Vec::new()),
+        senders_parked: AtomicUsize::new(0),
     });
-    (QueueSender { shared: shared.clone() }, QueueReceiver { shared, batch: VecDeque::new() })
+    (QueueSender { shared: shared.clone() }, QueueReceiver { shared })
 }
 
 impl<T> QueueSender<T> {
     /// Pushes without waiting, applying the overflow policy.
     pub fn try_push(&self, item: T) -> Pushed<T> {
-        let mut st = self.shared.lock();
-        if !st.receiver_alive {
+        let sh = &*self.shared;
+        if !sh.receiver_alive.load(Ordering::Acquire) {
             return Pushed::Closed(item);
         }
-        let outcome = if st.buf.len() < st.config.capacity {
-            st.buf.push_back(item);
-            Pushed::Queued
-        } else {
-            let first_of_burst = !st.congested;
-            st.congested = true;
-            match st.config.overflow {
-                Overflow::Block => {
-                    return Pushed::Full { item, first_of_burst };
-                }
-                Overflow::DropNewest => {
-                    drop(item);
-                    Pushed::Dropped { first_of_burst }
-                }
-                Overflow::DropOldest => {
-                    st.buf.pop_front();
-                    st.buf.push_back(item);
-                    Pushed::Dropped { first_of_burst }
-                }
+        if sh.reserve() {
+            sh.items.push(item);
+            sh.wake_receiver();
+            return Pushed::Queued;
+        }
+        let first_of_burst = sh.mark_congested();
+        match sh.config.overflow {
+            Overflow::Block => Pushed::Full { item, first_of_burst },
+            Overflow::DropNewest => {
+                sh.dropped.fetch_add(1, Ordering::Relaxed);
+                drop(item);
+                Pushed::Dropped { first_of_burst }
             }
-        };
-        if matches!(outcome, Pushed::Dropped { .. }) {
-            self.shared.dropped.fetch_add(1, Ordering::Relaxed);
+            Overflow::DropOldest => {
+                // Replace the oldest: the occupancy stays the same. If the consumer emptied
+                // the queue meanwhile there is nothing to replace and the push just queues.
+                sh.pushed.fetch_add(1, Ordering::AcqRel);
+                let outcome = match sh.items.pop() {
+                    Some(old) => {
+                        sh.popped.fetch_add(1, Ordering::AcqRel);
+                        sh.dropped.fetch_add(1, Ordering::Relaxed);
+                        drop(old);
+                        Pushed::Dropped { first_of_burst }
+                    }
+                    None => Pushed::Queued,
+                };
+                sh.items.push(item);
+                sh.wake_receiver();
+                outcome
+            }
         }
-        let waker = st.receiver_waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
+    }
+
+    /// Queues `item` even beyond capacity. Only for seeding a new queue (for example with
+    /// retained messages at subscribe time), where dropping or waiting would be wrong.
+    pub fn force_push(&self, item: T) -> Result<(), T> {
+        let sh = &*self.shared;
+        if !sh.receiver_alive.load(Ordering::Acquire) {
+            return Err(item);
         }
-        outcome
+        sh.pushed.fetch_add(1, Ordering::AcqRel);
+        sh.items.push(item);
+        sh.wake_receiver();
+        Ok(())
     }
 
     /// Pushes, waiting for room when the policy is [`Overflow::Block`]. Returns the item if
@@ -219,53 +297,34 @@ impl<T> QueueSender<T> {
         let Some(item) = slot.take() else {
             return Poll::Ready(Ok(()));
         };
+        let item = match self.try_push(item) {
+            Pushed::Queued | Pushed::Dropped { .. } => return Poll::Ready(Ok(())),
+            Pushed::Closed(item) => return Poll::Ready(Err(item)),
+            Pushed::Full { item, .. } => item,
+        };
+        let sh = &*self.shared;
+        {
+            let mut waiters = sh.sender_waiters.lock().unwrap_or_else(|p| p.into_inner());
+            if !waiters.iter().any(|w| w.will_wake(cx.waker())) {
+                waiters.push(cx.waker().clone());
+            }
+            sh.senders_parked.fetch_add(1, Ordering::SeqCst);
+        }
+        fence(Ordering::SeqCst);
+        // Room may have been made between the failed push and parking: try once more.
         match self.try_push(item) {
             Pushed::Queued | Pushed::Dropped { .. } => Poll::Ready(Ok(())),
             Pushed::Closed(item) => Poll::Ready(Err(item)),
             Pushed::Full { item, .. } => {
-                let mut st = self.shared.lock();
-                // Re-check under the lock: the consumer may have made room meanwhile.
-                if !st.receiver_alive {
-                    return Poll::Ready(Err(item));
-                }
-                if st.buf.len() < st.config.capacity {
-                    st.buf.push_back(item);
-                    let waker = st.receiver_waker.take();
-                    drop(st);
-                    if let Some(w) = waker {
-                        w.wake();
-                    }
-                    return Poll::Ready(Ok(()));
-                }
-                if !st.sender_wakers.iter().any(|w| w.will_wake(cx.waker())) {
-                    st.sender_wakers.push(cx.waker().clone());
-                }
                 *slot = Some(item);
                 Poll::Pending
             }
         }
     }
 
-    /// Queues `item` even beyond capacity. Only for seeding a new queue (for example with
-    /// retained messages at subscribe time), where dropping or waiting would be wrong.
-    pub fn force_push(&self, item: T) -> Result<(), T> {
-        let mut st = self.shared.lock();
-        if !st.receiver_alive {
-            return Err(item);
-        }
-        st.buf.push_back(item);
-        let waker = st.receiver_waker.take();
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
-        }
-        Ok(())
-    }
-
     /// True when a push would be queued now without applying the overflow policy.
     pub fn has_room(&self) -> bool {
-        let st = self.shared.lock();
-        st.buf.len() < st.config.capacity
+        self.shared.len() < self.shared.config.capacity
     }
 
     /// Messages discarded by the overflow policy so far.
@@ -275,25 +334,22 @@ impl<T> QueueSender<T> {
 
     /// True once the receiver is gone.
     pub fn is_closed(&self) -> bool {
-        !self.shared.lock().receiver_alive
+        !self.shared.receiver_alive.load(Ordering::Acquire)
     }
 }
 
 impl<T> Clone for QueueSender<T> {
     fn clone(&self) -> Self {
-        self.shared.lock().senders += 1;
+        self.shared.senders.fetch_add(1, Ordering::Relaxed);
         QueueSender { shared: self.shared.clone() }
     }
 }
 
 impl<T> Drop for QueueSender<T> {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        st.senders -= 1;
-        let waker = if st.senders == 0 { st.receiver_waker.take() } else { None };
-        drop(st);
-        if let Some(w) = waker {
-            w.wake();
+        if self.shared.senders.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.receiver_parked.store(false, Ordering::SeqCst);
+            self.shared.receiver_waker.wake();
         }
     }
 }
@@ -306,35 +362,45 @@ impl<T> QueueReceiver<T> {
 
     /// Polls for the next item.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
-        if let Some(item) = self.batch.pop_front() {
+        let sh = &*self.shared;
+        // A producer on another core is often a few hundred nanoseconds from its next push:
+        // waiting that long here is far cheaper than parking the task and being woken.
+        for _ in 0..SPINS_BEFORE_PARKING {
+            if let Some(item) = sh.pop() {
+                return Poll::Ready(Some(item));
+            }
+            std::hint::spin_loop();
+        }
+        sh.receiver_waker.register(cx.waker());
+        sh.receiver_parked.store(true, Ordering::SeqCst);
+        fence(Ordering::SeqCst);
+        // Re-check after announcing the park: a push that did not see the flag is visible now.
+        if let Some(item) = sh.pop() {
+            sh.receiver_parked.store(false, Ordering::Relaxed);
             return Poll::Ready(Some(item));
         }
-        let mut st = self.shared.lock();
-        if st.buf.is_empty() {
-            if st.senders == 0 {
-                return Poll::Ready(None);
-            }
-            st.receiver_waker = Some(cx.waker().clone());
-            return Poll::Pending;
+        if sh.congested.load(Ordering::Relaxed) {
+            sh.congested.store(false, Ordering::Relaxed);
         }
-        Poll::Ready(take_batch(&mut self.batch, st))
+        if sh.senders.load(Ordering::Acquire) == 0 {
+            // Senders may have pushed just before leaving.
+            return Poll::Ready(sh.pop());
+        }
+        Poll::Pending
     }
 
     /// An item if one is queued now.
     pub fn try_recv(&mut self) -> Option<T> {
-        if let Some(item) = self.batch.pop_front() {
-            return Some(item);
+        let item = self.shared.pop();
+        if item.is_none() && self.shared.congested.load(Ordering::Relaxed) {
+            self.shared.congested.store(false, Ordering::Relaxed);
         }
-        let st = self.shared.lock();
-        if st.buf.is_empty() {
-            return None;
-        }
-        take_batch(&mut self.batch, st)
+        item
     }
 
-    /// Items queued now (including the batch already taken).
+    /// Items queued now.
     pub fn len(&self) -> usize {
-        self.batch.len() + self.shared.lock().buf.len()
+        self.shared.len()
     }
 
     /// True when nothing is queued.
@@ -357,34 +423,18 @@ impl<T> QueueReceiver<T> {
 
     /// The queue's configuration.
     pub fn config(&self) -> QueueConfig {
-        self.shared.lock().config
+        self.shared.config
     }
-}
-
-/// Moves everything queued into the consumer's `batch` and returns its first item.
-fn take_batch<T>(batch: &mut VecDeque<T>, mut st: MutexGuard<'_, State<T>>) -> Option<T> {
-    std::mem::swap(&mut st.buf, batch);
-    st.congested = false;
-    let wakers = std::mem::take(&mut st.sender_wakers);
-    drop(st);
-    for w in wakers {
-        w.wake();
-    }
-    batch.pop_front()
 }
 
 impl<T> Drop for QueueReceiver<T> {
     fn drop(&mut self) {
-        let mut st = self.shared.lock();
-        st.receiver_alive = false;
+        let sh = &*self.shared;
+        sh.receiver_alive.store(false, Ordering::SeqCst);
         // Free queued items now rather than when the last sender goes.
-        let buf = std::mem::take(&mut st.buf);
-        let wakers = std::mem::take(&mut st.sender_wakers);
-        drop(st);
-        drop(buf);
-        for w in wakers {
-            w.wake();
-        }
+        while sh.items.pop().is_some() {}
+        sh.senders_parked.store(1, Ordering::SeqCst);
+        sh.wake_senders();
     }
 }
 
@@ -445,6 +495,60 @@ mod tests {
         producer.await.expect("producer");
         assert_eq!(got, (0..100).collect::<Vec<_>>());
         assert_eq!(rx.dropped(), 0);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_producers_keep_their_order_and_lose_nothing() {
+        const PER: u32 = 20_000;
+        let (tx, mut rx) = queue(QueueConfig::new(8, Overflow::Block));
+        let mut producers = Vec::new();
+        for p in 0..3u32 {
+            let tx = tx.clone();
+            producers.push(tokio::spawn(async move {
+                for i in 0..PER {
+                    tx.push((p, i)).await.expect("receiver alive");
+                }
+            }));
+        }
+        drop(tx);
+        let mut next = [0u32; 3];
+        while let Some((p, i)) = rx.recv().await {
+            assert_eq!(i, next[p as usize], "producer {p} out of order");
+            next[p as usize] += 1;
+        }
+        for p in producers {
+            p.await.expect("producer");
+        }
+        assert_eq!(next, [PER; 3]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_drops_are_counted_exactly() {
+        const N: u64 = 50_000;
+        for overflow in [Overflow::DropNewest, Overflow::DropOldest] {
+            let (tx, mut rx) = queue(QueueConfig::new(16, overflow));
+            let producer = tokio::spawn(async move {
+                for i in 0..N {
+                    tx.try_push(i);
+                    if i % 64 == 0 {
+                        tokio::task::yield_now().await;
+                    }
+                }
+            });
+            let mut received = 0u64;
+            let mut last = None;
+            while let Some(i) = rx.recv().await {
+                assert!(last.is_none_or(|l| i > l), "{overflow:?}: {i} after {last:?}");
+                last = Some(i);
+                received += 1;
+            }
+            producer.await.expect("producer");
+            assert_eq!(
+                received + rx.dropped(),
+                N,
+                "{overflow:?}: every message delivered or counted"
+            );
+        }
     }
 
     #[tokio::test]

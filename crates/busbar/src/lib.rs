@@ -45,3 +45,8 @@ pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connecti
 pub fn node(name: impl Into<String>) -> NodeBuilder {
     NodeBuilder::new(name).connector(Arc::new(Registry::default()))
 }
+
+/// The README's examples, compiled and run as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

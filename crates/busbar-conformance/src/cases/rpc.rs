@@ -79,6 +79,51 @@ pub async fn rpc_concurrency(h: Arc<impl Harness>) -> TestResult {
     Ok(())
 }
 
+/// A server runs at most `concurrency` handlers at once; the rest wait their turn and are
+/// still answered.
+pub async fn rpc_concurrency_limit(h: Arc<impl Harness>) -> TestResult {
+    const LIMIT: usize = 3;
+    let p = prefix("rpc-limit");
+    let conn = connect(&*h).await?;
+    let topic = format!("{p}/busy");
+    let running = Arc::new(AtomicUsize::new(0));
+    let peak = Arc::new(AtomicUsize::new(0));
+    let _server = {
+        let (running, peak) = (running.clone(), peak.clone());
+        RpcServer::builder(&conn, &topic)
+            .concurrency(LIMIT)
+            .serve(move |n: u32| {
+                let (running, peak) = (running.clone(), peak.clone());
+                async move {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    // Hold the slot long enough for the other calls to pile up.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, RpcError>(n)
+                }
+            })
+            .await?
+    };
+    let client = RpcClient::<u32, u32>::new(&conn, &topic)?;
+    let calls: Vec<_> = (0..30u32)
+        .map(|n| {
+            let client = client.clone();
+            tokio::spawn(async move { client.call(n).await.map(|r| (n, r)) })
+        })
+        .collect();
+    for c in calls {
+        let (n, r) = c.await??;
+        ensure(n == r, || format!("call {n} got {r}"))?;
+    }
+    let peak = peak.load(Ordering::SeqCst);
+    ensure(peak <= LIMIT, || format!("{peak} handlers ran at once with a limit of {LIMIT}"))?;
+    ensure(peak == LIMIT, || {
+        format!("the limit was never reached (peak {peak}): calls were serialised")
+    })?;
+    Ok(())
+}
+
 /// Handler errors, panics and undecodable requests come back as typed error replies.
 pub async fn rpc_error_replies(h: Arc<impl Harness>) -> TestResult {
     let p = prefix("rpc-errors");

@@ -128,6 +128,61 @@ pub async fn action_reject(h: Arc<impl Harness>) -> TestResult {
     Ok(())
 }
 
+/// Sends `n` feedback messages back to back (no yielding between them), then succeeds.
+async fn burst(n: u32, ctx: Arc<GoalContext<u32>>) -> Result<u32, ActionError> {
+    for i in 0..n {
+        ctx.feedback(i).await.map_err(|e| RpcError::internal(e.to_string()))?;
+    }
+    Ok(n)
+}
+
+/// A burst of feedback keeps its order; a client that does not read keeps the latest
+/// feedback and counts what it dropped; the terminal status only ever travels with the result.
+pub async fn action_feedback_burst_and_overflow(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("action-burst");
+    let conn = connect(&*h).await?;
+    let name = format!("{p}/burst");
+    let _server = ActionServer::builder::<u32>(&conn, &name).serve(burst).await?;
+    let client = ActionClient::<u32, u32, u32>::new(&conn, &name).await?;
+    // Watch the raw update stream to check no status update claims the end by itself.
+    let mut raw = conn.subscribe(&format!("{name}/client/+")).await?;
+
+    let mut goal = client.send_goal(200).await?;
+    for expected in 0..200 {
+        let f = crate::within(super::WAIT, "feedback", goal.feedback()).await?;
+        ensure(f == Some(expected), || format!("feedback {f:?} where {expected} was due"))?;
+    }
+    ensure(goal.result().await? == 200, || "wrong result".into())?;
+
+    // 300 unread feedback messages against a 256-message queue: the oldest 44 go.
+    let mut goal = client.send_goal(300).await?;
+    while !goal.status().is_terminal() {
+        crate::within(super::WAIT, "the goal to finish", goal.status_changed()).await?;
+    }
+    let first = goal.feedback().await;
+    ensure(first == Some(44), || format!("first kept feedback {first:?}, expected 44"))?;
+    ensure(goal.feedback_dropped() == 44, || {
+        format!("{} feedback dropped, expected 44", goal.feedback_dropped())
+    })?;
+
+    // Two goals' worth of updates: every terminal status must sit in a Result update.
+    let mut results = 0;
+    while results < 2 {
+        let m = super::next(&mut raw, "a raw goal update").await?;
+        let update: serde_json::Value = serde_json::from_slice(&m.payload.to_bytes()?)?;
+        if let Some(status) = update.get("Status") {
+            let s = status.get("status").and_then(|s| s.as_str()).unwrap_or("");
+            ensure(!matches!(s, "SUCCEEDED" | "ABORTED" | "CANCELED"), || {
+                format!("a status update announced {s} apart from the result")
+            })?;
+        }
+        if update.get("Result").is_some() {
+            results += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Many goals at once on one client, each with its own feedback and result.
 pub async fn action_many_goals(h: Arc<impl Harness>) -> TestResult {
     const GOALS: u32 = 100;

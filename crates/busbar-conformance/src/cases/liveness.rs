@@ -86,6 +86,18 @@ pub async fn last_will(h: Arc<impl Harness>) -> TestResult {
     if !watcher.capabilities().last_will {
         return Ok(());
     }
+    // A graceful close sends no last will: the marker must be the first message on the topic.
+    let quiet_topic = format!("{p}/quiet-will");
+    let mut watch_quiet = watcher.subscribe(&quiet_topic).await?;
+    let will = busbar_core::Message::new(busbar_core::Topic::new(&quiet_topic)?, &b"will"[..]);
+    let closing = h.connect(ConnectOptions::new().last_will(will)).await?;
+    closing.close().await?;
+    watcher.publish_bytes(&quiet_topic, &b"marker"[..]).await?;
+    let first = super::next(&mut watch_quiet, "the marker after a graceful close").await?;
+    ensure(first.payload.to_bytes()?.as_ref() == b"marker", || {
+        "the last will was published on a graceful close".into()
+    })?;
+
     let mut monitor = LivenessMonitor::spawn(&watcher, 100).await?;
     let conn = h
         .connect(

@@ -129,12 +129,24 @@ pub async fn retained_messages(h: Arc<impl Harness>) -> TestResult {
     ensure(got.value == 2 && got.retained, || {
         format!("got {} retained={}", got.value, got.retained)
     })?;
-    // A live publish reaches current subscribers unflagged.
-    conn.publish(message(topic.as_str(), 3)?).await?;
+    // A retained publish reaches current subscribers as a live message, unflagged.
+    conn.publish(retained(3)?).await?;
     let got = crate::within(super::WAIT, "a live message", late.recv()).await?.ok_or("ended")??;
     ensure(got.value == 3 && !got.retained, || {
         format!("live message: {} retained={}", got.value, got.retained)
     })?;
+    // Queue groups share live traffic only: a group member is not seeded from the store.
+    if conn.capabilities().queue_groups {
+        let filter = busbar_core::TopicFilter::new(format!("{p}/+"))?;
+        let mut member = conn
+            .subscribe_with(busbar_core::SubscribeOptions::new(filter).queue_group("g"))
+            .await?;
+        conn.publish(message(&format!("{p}/group-marker"), 5)?).await?;
+        let first = next(&mut member, "the marker on a group member").await?;
+        ensure(first.topic.as_str().ends_with("/group-marker"), || {
+            format!("a queue group member got the retained message on {}", first.topic)
+        })?;
+    }
     // Delete, then a new subscriber's first message must be a live marker, not the store.
     conn.publish(Message::new(topic.clone(), bytes::Bytes::new()).with_retain(true)).await?;
     let mut after = conn.subscribe(&format!("{p}/+")).await?;

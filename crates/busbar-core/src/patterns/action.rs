@@ -736,3 +736,29 @@ impl<F, R> GoalHandle<F, R> {
         self.result.await.unwrap_or(Err(Error::Closed))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn slot() -> (GoalSlot<u32, u32>, watch::Receiver<GoalStatus>, QueueReceiver<GoalStatus>) {
+        let (feedback, _) = queue(QueueConfig::new(4, Overflow::DropOldest));
+        let (status, status_rx) = watch::channel(GoalStatus::Accepted);
+        let (transitions, transitions_rx) = queue(QueueConfig::new(8, Overflow::DropOldest));
+        (GoalSlot { feedback, status, transitions, result: None }, status_rx, transitions_rx)
+    }
+
+    #[test]
+    fn status_only_moves_forward() {
+        let (slot, status, mut transitions) = slot();
+        slot.advance(GoalStatus::Canceling);
+        slot.advance(GoalStatus::Executing); // overtaken by CANCELING: ignored
+        assert_eq!(*status.borrow(), GoalStatus::Canceling);
+        slot.advance(GoalStatus::Succeeded);
+        slot.advance(GoalStatus::Canceling); // after the end: ignored
+        slot.advance(GoalStatus::Aborted); // a second terminal status: ignored
+        assert_eq!(*status.borrow(), GoalStatus::Succeeded);
+        let seen: Vec<_> = std::iter::from_fn(|| transitions.try_recv()).collect();
+        assert_eq!(seen, [GoalStatus::Canceling, GoalStatus::Succeeded]);
+    }
+}

@@ -1,0 +1,105 @@
+//! Behaviour specific to the in-process bus, beyond the shared conformance suite.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use busbar_core::message::Message;
+use busbar_core::patterns::{Publisher, Subscriber};
+use busbar_core::transport::{ConnectOptions, SubscribeOptions};
+use busbar_core::{Connector, Error, Overflow, Topic, TopicFilter};
+use busbar_mem::{MemBus, MemConnector};
+use serde::{Deserialize, Serialize, Serializer};
+
+static SERIALISED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts how often it is serialised.
+#[derive(Debug, PartialEq, Deserialize)]
+struct Pose {
+    x: i32,
+}
+
+impl Serialize for Pose {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        SERIALISED.fetch_add(1, Ordering::SeqCst);
+        s.serialize_i32(self.x)
+    }
+}
+
+#[tokio::test]
+async fn typed_values_reach_a_subscriber_without_serialisation() {
+    let bus = MemBus::new();
+    let conn = bus.connect(ConnectOptions::new());
+    let mut sub = Subscriber::<Pose>::new(&conn, "robot/pose").await.expect("subscribe");
+    let out = Publisher::<Pose>::new(&conn, "robot/pose").expect("publisher");
+    for x in 0..100 {
+        out.publish(Pose { x }).await.expect("publish");
+        assert_eq!(sub.recv().await.expect("open").expect("decode").value, Pose { x });
+    }
+    assert_eq!(SERIALISED.load(Ordering::SeqCst), 0, "a typed value was serialised");
+}
+
+#[tokio::test]
+async fn a_full_group_member_is_skipped_while_another_has_room() {
+    let bus = MemBus::new();
+    let conn = bus.connect(ConnectOptions::new());
+    let filter = TopicFilter::new("jobs").expect("filter");
+    let group = |capacity| {
+        SubscribeOptions::new(filter.clone())
+            .queue_group("workers")
+            .capacity(capacity)
+            .overflow(Overflow::DropNewest)
+    };
+    let full = conn.subscribe_with(group(1)).await.expect("a");
+    let roomy = conn.subscribe_with(group(100)).await.expect("b");
+    for _ in 0..10 {
+        conn.publish_bytes("jobs", &b"x"[..]).await.expect("publish");
+    }
+    assert_eq!(full.dropped(), 0, "a message was dropped while another member had room");
+    assert_eq!(full.queued() + roomy.queued(), 10);
+}
+
+#[tokio::test]
+async fn a_reply_after_the_deadline_is_counted_as_late() {
+    let bus = MemBus::new();
+    let server = bus.connect(ConnectOptions::new());
+    let client = bus.connect(ConnectOptions::new());
+    let mut requests = server.subscribe("svc").await.expect("subscribe");
+    let topic = Topic::new("svc").expect("topic");
+    let err = client
+        .request(Message::new(topic, &b"?"[..]), Duration::from_millis(10))
+        .await
+        .expect_err("no reply in time");
+    assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    let request = requests.recv().await.expect("request queued");
+    let reply = Message::reply(&request, &b"late"[..]).expect("has reply_to");
+    server.publish(reply).await.expect("publish");
+    assert_eq!(server.stats().late_replies, 1);
+    assert_eq!(client.stats().timeouts, 1);
+}
+
+#[tokio::test]
+async fn a_second_connection_with_the_same_client_id_takes_over() {
+    let bus = MemBus::new();
+    let first = bus.connect(ConnectOptions::new().client_id("pump"));
+    let _second = bus.connect(ConnectOptions::new().client_id("pump"));
+    let err = first.publish_bytes("x", &b"1"[..]).await.expect_err("taken over");
+    assert!(matches!(err, Error::NotConnected { .. }), "{err}");
+    assert!(err.to_string().contains("same client id"), "{err}");
+    assert!(!bus.disconnect("nobody"));
+}
+
+#[tokio::test]
+async fn urls_name_separate_buses() {
+    let a1 = MemConnector.connect("mem://bus-a", ConnectOptions::new()).await.expect("a1");
+    let a2 = MemConnector.connect("mem://bus-a", ConnectOptions::new()).await.expect("a2");
+    let b = MemConnector.connect("mem://bus-b", ConnectOptions::new()).await.expect("b");
+    let mut on_a = a2.subscribe("t").await.expect("sub a");
+    let mut on_b = b.subscribe("t").await.expect("sub b");
+    b.publish_bytes("t", &b"from b"[..]).await.expect("publish b");
+    a1.publish_bytes("t", &b"from a"[..]).await.expect("publish a");
+    let got = on_a.recv().await.expect("a message");
+    assert_eq!(got.payload.to_bytes().expect("bytes").as_ref(), b"from a");
+    let got = on_b.recv().await.expect("b message");
+    assert_eq!(got.payload.to_bytes().expect("bytes").as_ref(), b"from b");
+    assert!(on_a.try_recv().is_none(), "bus a saw bus b's message");
+}

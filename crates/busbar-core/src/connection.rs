@@ -12,8 +12,8 @@ use crate::message::Message;
 use crate::stats::StatsSnapshot;
 use crate::topic::{Topic, TopicFilter};
 use crate::transport::{
-    BoxFuture, Capabilities, ConnectOptions, ConnectionEvents, SubscribeOptions, Subscription,
-    Transport,
+    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvents, SubscribeOptions,
+    Subscription, Transport,
 };
 
 /// A handle to one broker connection. Clones share the connection; every endpoint of a node
@@ -49,10 +49,13 @@ impl Connection {
         self.transport.capabilities()
     }
 
-    /// Publishes a message.
-    pub async fn publish(&self, message: Message) -> Result<()> {
-        self.check(&message)?;
-        self.transport.publish(message).await
+    /// Publishes a message. (A plain function returning the transport's completion rather
+    /// than an `async fn`: the message then moves once, straight to the transport.)
+    pub fn publish(&self, message: Message) -> Completion<'_, ()> {
+        match self.check(&message) {
+            Ok(()) => self.transport.publish(message),
+            Err(e) => Completion::ready(Err(e)),
+        }
     }
 
     /// Publishes raw bytes on `topic` with default properties.

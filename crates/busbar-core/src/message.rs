@@ -53,14 +53,15 @@ pub mod header {
     pub const STATUS_ERROR: &str = "error";
 }
 
-/// Ordered string headers. Small and allocation-free when empty, which is the common case.
+/// Ordered string headers. One pointer wide and allocation-free when empty, the common case:
+/// every message carries a `Headers`, and messages are moved through queues by value.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(Vec<(Cow<'static, str>, Cow<'static, str>)>);
+pub struct Headers(Option<Box<Vec<(Cow<'static, str>, Cow<'static, str>)>>>);
 
 impl Headers {
     /// No headers.
     pub const fn new() -> Self {
-        Headers(Vec::new())
+        Headers(None)
     }
 
     /// Sets `name` to `value`, replacing any earlier value of that name.
@@ -71,37 +72,43 @@ impl Headers {
     ) {
         let name = name.into();
         let value = value.into();
-        if let Some(slot) = self.0.iter_mut().find(|(n, _)| *n == name) {
+        let pairs = self.0.get_or_insert_with(Box::default);
+        if let Some(slot) = pairs.iter_mut().find(|(n, _)| *n == name) {
             slot.1 = value;
         } else {
-            self.0.push((name, value));
+            pairs.push((name, value));
         }
     }
 
     /// The value of `name`, if set.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.0.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
+        self.pairs().iter().find(|(n, _)| n == name).map(|(_, v)| v.as_ref())
     }
 
     /// Removes `name`, returning its value.
     pub fn remove(&mut self, name: &str) -> Option<Cow<'static, str>> {
-        let pos = self.0.iter().position(|(n, _)| n == name)?;
-        Some(self.0.remove(pos).1)
+        let pairs = self.0.as_mut()?;
+        let pos = pairs.iter().position(|(n, _)| n == name)?;
+        Some(pairs.remove(pos).1)
     }
 
     /// Name/value pairs in insertion order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.0.iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
+        self.pairs().iter().map(|(n, v)| (n.as_ref(), v.as_ref()))
     }
 
     /// Number of headers.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.pairs().len()
     }
 
     /// True when there are no headers.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.pairs().is_empty()
+    }
+
+    fn pairs(&self) -> &[(Cow<'static, str>, Cow<'static, str>)] {
+        self.0.as_deref().map(Vec::as_slice).unwrap_or(&[])
     }
 }
 
@@ -125,15 +132,26 @@ where
     }
 }
 
-type EncodeFn = fn(&(dyn Any + Send + Sync), Codec) -> Result<Bytes, CodecError>;
+/// What a typed value can do without knowing its type: one `'static` table per type, so a
+/// `TypedValue` carries a single pointer for it.
+struct TypedOps {
+    encode: fn(&(dyn Any + Send + Sync), Codec) -> Result<Bytes, CodecError>,
+    type_name: fn() -> &'static str,
+}
+
+struct OpsFor<T>(std::marker::PhantomData<T>);
+
+impl<T: Serialize + Send + Sync + 'static> OpsFor<T> {
+    const OPS: TypedOps =
+        TypedOps { encode: encode_erased::<T>, type_name: std::any::type_name::<T> };
+}
 
 /// A value published without serialisation, with what is needed to serialise it on demand.
 #[derive(Clone)]
 pub struct TypedValue {
     value: Arc<dyn Any + Send + Sync>,
+    ops: &'static TypedOps,
     codec: Codec,
-    encode: EncodeFn,
-    type_name: &'static str,
 }
 
 fn encode_erased<T: Serialize + Send + Sync + 'static>(
@@ -142,7 +160,7 @@ fn encode_erased<T: Serialize + Send + Sync + 'static>(
 ) -> Result<Bytes, CodecError> {
     match value.downcast_ref::<T>() {
         Some(v) => codec.encode(v),
-        // Unreachable by construction: `encode` is always paired with a value of type T.
+        // Unreachable by construction: the ops table always matches the value's type.
         None => Err(CodecError::Encode {
             codec,
             type_name: std::any::type_name::<T>(),
@@ -154,12 +172,7 @@ fn encode_erased<T: Serialize + Send + Sync + 'static>(
 impl TypedValue {
     /// Wraps `value`; `codec` is used whenever bytes are needed.
     pub fn new<T: Serialize + Send + Sync + 'static>(value: T, codec: Codec) -> Self {
-        TypedValue {
-            value: Arc::new(value),
-            codec,
-            encode: encode_erased::<T>,
-            type_name: std::any::type_name::<T>(),
-        }
+        TypedValue { value: Arc::new(value), ops: &OpsFor::<T>::OPS, codec }
     }
 
     /// The codec bytes are produced with.
@@ -169,33 +182,28 @@ impl TypedValue {
 
     /// Rust type name of the value.
     pub fn type_name(&self) -> &'static str {
-        self.type_name
+        (self.ops.type_name)()
     }
 
     /// Serialises the value with its codec.
     pub fn to_bytes(&self) -> Result<Bytes, CodecError> {
-        (self.encode)(self.value.as_ref(), self.codec)
+        (self.ops.encode)(self.value.as_ref(), self.codec)
     }
 
     /// Takes the value out as `T` without serialising when this is the only reference to it
     /// and it has that type; otherwise hands `self` back.
     pub fn take<T: Send + Sync + 'static>(self) -> Result<T, Self> {
-        let TypedValue { value, codec, encode, type_name } = self;
+        let TypedValue { value, ops, codec } = self;
         match value.downcast::<T>() {
-            Ok(arc) => Arc::try_unwrap(arc).map_err(|arc| TypedValue {
-                value: arc,
-                codec,
-                encode,
-                type_name,
-            }),
-            Err(value) => Err(TypedValue { value, codec, encode, type_name }),
+            Ok(arc) => Arc::try_unwrap(arc).map_err(|arc| TypedValue { value: arc, ops, codec }),
+            Err(value) => Err(TypedValue { value, ops, codec }),
         }
     }
 }
 
 impl fmt::Debug for TypedValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "TypedValue<{}>({})", self.type_name, self.codec)
+        write!(f, "TypedValue<{}>({})", self.type_name(), self.codec)
     }
 }
 

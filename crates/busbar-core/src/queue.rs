@@ -177,8 +177,10 @@ impl<T> Shared<T> {
     }
 }
 
-/// How often an empty queue is re-checked before the consumer parks.
+/// How often an empty queue is re-checked before the consumer parks, when it is streaming.
 const SPINS_BEFORE_PARKING: usize = 64;
+/// Consecutive items that make the consumer count as streaming.
+const STREAMING_AFTER: u32 = 16;
 
 /// Producer side. Cloneable; the queue closes for the receiver when the last one drops.
 pub struct QueueSender<T> {
@@ -188,6 +190,8 @@ pub struct QueueSender<T> {
 /// Consumer side.
 pub struct QueueReceiver<T> {
     shared: Arc<Shared<T>>,
+    /// Items received since the consumer last had to park.
+    streak: u32,
 }
 
 /// A shared read-only view of a queue's drop counter.
@@ -230,7 +234,7 @@ pub fn queue<T>(config: QueueConfig) -> (QueueSender<T>, QueueReceiver<T>) {
         sender_waiters: Mutex::new(Vec::new()),
         senders_parked: AtomicUsize::new(0),
     });
-    (QueueSender { shared: shared.clone() }, QueueReceiver { shared })
+    (QueueSender { shared: shared.clone() }, QueueReceiver { shared, streak: 0 })
 }
 
 impl<T> QueueSender<T> {
@@ -363,14 +367,21 @@ impl<T> QueueReceiver<T> {
     /// Polls for the next item.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<T>> {
         let sh = &*self.shared;
-        // A producer on another core is often a few hundred nanoseconds from its next push:
-        // waiting that long here is far cheaper than parking the task and being woken.
-        for _ in 0..SPINS_BEFORE_PARKING {
+        // While items stream in, a producer on another core is usually a few hundred
+        // nanoseconds from its next push: re-checking that long is far cheaper than parking
+        // and being woken. A consumer that is not streaming (request/response traffic) parks
+        // at once, since spinning would only delay the tasks that produce its next item.
+        let spins = if self.streak >= STREAMING_AFTER { SPINS_BEFORE_PARKING } else { 0 };
+        for i in 0..=spins {
             if let Some(item) = sh.pop() {
+                self.streak = self.streak.saturating_add(1);
                 return Poll::Ready(Some(item));
             }
-            std::hint::spin_loop();
+            if i < spins {
+                std::hint::spin_loop();
+            }
         }
+        self.streak = 0;
         sh.receiver_waker.register(cx.waker());
         sh.receiver_parked.store(true, Ordering::SeqCst);
         fence(Ordering::SeqCst);

@@ -168,7 +168,12 @@ impl BusInner {
     /// Routes `message` to every matching subscription without waiting. Deliveries to full
     /// `Block` queues are returned for the caller to await outside the lock.
     pub(crate) fn route(&self, mut message: Message, publisher: &Stats) -> Routed {
-        if let Some(id) = message.topic.as_str().strip_prefix(INBOX_PREFIX) {
+        // The first byte rules out almost every topic before any string comparison.
+        let topic = message.topic.as_str();
+        if let Some(id) = (topic.as_bytes().first() == Some(&b'_'))
+            .then(|| topic.strip_prefix(INBOX_PREFIX))
+            .flatten()
+        {
             let waiting = id.parse::<u64>().ok().and_then(|id| lock(&self.inbox).remove(&id));
             let delivered = match waiting {
                 Some(tx) => tx.send(message).is_ok(),

@@ -56,7 +56,10 @@ pub mod header {
 /// Ordered string headers. One pointer wide and allocation-free when empty, the common case:
 /// every message carries a `Headers`, and messages are moved through queues by value.
 #[derive(Clone, Default, PartialEq, Eq)]
-pub struct Headers(Option<Box<Vec<(Cow<'static, str>, Cow<'static, str>)>>>);
+pub struct Headers(Option<Box<Vec<Header>>>);
+
+/// One header: name and value.
+type Header = (Cow<'static, str>, Cow<'static, str>);
 
 impl Headers {
     /// No headers.
@@ -107,7 +110,7 @@ impl Headers {
         self.pairs().is_empty()
     }
 
-    fn pairs(&self) -> &[(Cow<'static, str>, Cow<'static, str>)] {
+    fn pairs(&self) -> &[Header] {
         self.0.as_deref().map(Vec::as_slice).unwrap_or(&[])
     }
 }

@@ -32,6 +32,10 @@ pub struct Args {
     /// Also measure the raw baseline (for mem://, a bare tokio channel) in the same run.
     #[arg(long)]
     baseline: bool,
+    /// Repeat the measurement this many times and report the median of each figure (this
+    /// machine's neighbours come and go; one run can be off by a factor of two).
+    #[arg(long, default_value_t = 1)]
+    runs: usize,
     /// How long the subscriber waits for a missing message before counting it lost.
     #[arg(long, default_value = "2", value_parser = parse_secs)]
     idle_timeout: Duration,
@@ -69,6 +73,7 @@ struct Report<'a> {
     pattern: Pattern,
     size: usize,
     count: u64,
+    runs: usize,
     #[serde(flatten)]
     busbar: Figures,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -80,23 +85,31 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.count == 0 {
         bail!("--count must be at least 1");
     }
-    let figures = match args.pattern {
-        Pattern::Pubsub => pubsub(&args).await?,
-        Pattern::Rpc => rpc(&args).await?,
-    };
-    let baseline = if args.baseline {
-        Some(match args.pattern {
-            Pattern::Pubsub => baseline_pubsub(&args).await,
-            Pattern::Rpc => baseline_rpc(&args).await,
-        })
-    } else {
-        None
-    };
+    if args.runs == 0 {
+        bail!("--runs must be at least 1");
+    }
+    let mut busbar_runs = Vec::new();
+    let mut baseline_runs = Vec::new();
+    for _ in 0..args.runs {
+        busbar_runs.push(match args.pattern {
+            Pattern::Pubsub => pubsub(&args).await?,
+            Pattern::Rpc => rpc(&args).await?,
+        });
+        if args.baseline {
+            baseline_runs.push(match args.pattern {
+                Pattern::Pubsub => baseline_pubsub(&args).await,
+                Pattern::Rpc => baseline_rpc(&args).await,
+            });
+        }
+    }
+    let figures = median(&busbar_runs);
+    let baseline = (!baseline_runs.is_empty()).then(|| median(&baseline_runs));
     let report = Report {
         url: &args.url,
         pattern: args.pattern,
         size: args.size,
         count: args.count,
+        runs: args.runs,
         busbar: figures,
         baseline,
     };
@@ -119,7 +132,14 @@ fn print_text(r: &Report<'_>) {
             f.msgs_per_s, f.p50_us, f.p99_us
         ),
     };
-    println!("{} on {}: {} × {} bytes", pattern_name(r.pattern), r.url, r.count, r.size);
+    println!(
+        "{} on {}: {} × {} bytes, median of {} run(s)",
+        pattern_name(r.pattern),
+        r.url,
+        r.count,
+        r.size,
+        r.runs
+    );
     line("busbar", &r.busbar);
     if let Some(b) = &r.baseline {
         line("baseline", b);
@@ -139,6 +159,23 @@ fn bench_topic() -> String {
 
 async fn connect(url: &str) -> anyhow::Result<Connection> {
     busbar::connect(url).await.with_context(|| format!("connecting to {url}"))
+}
+
+/// The median of every figure over several runs (lost: the worst run, so loss is never hidden).
+fn median(runs: &[Figures]) -> Figures {
+    let mid = |f: fn(&Figures) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(0.0)
+    };
+    Figures {
+        msgs_per_s: mid(|f| f.msgs_per_s),
+        lost: runs.iter().map(|f| f.lost).max().unwrap_or(0),
+        p50_us: mid(|f| f.p50_us),
+        p99_us: mid(|f| f.p99_us),
+        elapsed_s: mid(|f| f.elapsed_s),
+        received: runs.iter().map(|f| f.received).min().unwrap_or(0),
+    }
 }
 
 /// One publisher connection, one subscriber connection; counts what arrives in order.

@@ -356,9 +356,10 @@ impl Message {
         self
     }
 
-    /// Drops the message if it is not delivered within `ttl`.
+    /// Drops the message if it is not delivered within `ttl` (a `ttl` too long to represent
+    /// means no expiry).
     pub fn with_expiry(mut self, ttl: Duration) -> Self {
-        self.expires_at = Some(Instant::now() + ttl);
+        self.expires_at = Instant::now().checked_add(ttl);
         self
     }
 

@@ -80,6 +80,16 @@ impl NodeBuilder {
                 "no connector: use busbar::node(..) or set one with .connector(..)".into(),
             )
         })?;
+        // Refuse bad settings before connecting, not after.
+        heartbeat::heartbeat_topic(&self.name)?;
+        if let Some(interval) = self.heartbeat
+            && interval < heartbeat::MIN_INTERVAL
+        {
+            return Err(Error::Config(format!(
+                "heartbeat interval {interval:?} is below the minimum of {:?}",
+                heartbeat::MIN_INTERVAL
+            )));
+        }
         let mut options = ConnectOptions::new().client_id(self.name.clone());
         if let Some(interval) = self.heartbeat {
             options = options.last_will(heartbeat::last_will(&self.name, interval)?);
@@ -258,10 +268,15 @@ impl Node {
             report.aborted += r.aborted;
         }
         self.stop.cancel();
-        if let Some(hb) = self.heartbeat.take()
-            && let Err(e) = hb.await
-        {
-            tracing::warn!(error = %e, "heartbeat task failed");
+        if let Some(hb) = self.heartbeat.take() {
+            // The DOWN heartbeat waits on subscribers like any publish: bound it too.
+            match tokio::time::timeout(self.drain, hb).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "heartbeat task failed"),
+                Err(_) => {
+                    tracing::warn!(node = %self.name, "final heartbeat not sent within the drain bound")
+                }
+            }
         }
         self.conn.close().await?;
         Ok(report)
@@ -276,10 +291,13 @@ impl Node {
 }
 
 impl Drop for Node {
-    /// A node dropped without `stop` stops heartbeating (its connection goes when the last
-    /// handle to it does, and with it the last will, if the node was the last holder).
+    /// A node dropped without `stop` stops heartbeating without announcing a stop: to its
+    /// monitors it falls silent, and its last will speaks for it if this was the last handle
+    /// to the connection.
     fn drop(&mut self) {
-        self.stop.cancel();
+        if let Some(hb) = self.heartbeat.take() {
+            hb.abort();
+        }
     }
 }
 

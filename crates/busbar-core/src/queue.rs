@@ -155,20 +155,41 @@ impl<T> Shared<T> {
         Some(item)
     }
 
-    /// Reserves a slot if the queue has room; false when full.
+    /// Reserves a slot if the queue has room; false when full. A compare-and-swap claims the
+    /// slot only when it is free, so a failed attempt never inflates `pushed`: an inflated
+    /// count would make other producers see a full queue, drop or park, and nobody would
+    /// wake them once it was taken back.
     fn reserve(&self) -> bool {
         let cap = self.config.capacity;
-        let reserved = self.pushed.fetch_add(1, Ordering::AcqRel);
-        if reserved.wrapping_sub(self.popped_seen.load(Ordering::Acquire)) < cap {
-            return true;
+        let mut pushed = self.pushed.load(Ordering::Acquire);
+        let mut refreshed = false;
+        loop {
+            let seen = self.popped_seen.load(Ordering::Acquire);
+            if pushed.wrapping_sub(seen) >= cap {
+                if refreshed {
+                    return false;
+                }
+                // Our view of the consumer may be old: read its counter (after `pushed` was
+                // read, so "full" is then true at that moment), then decide.
+                let popped = self.popped.load(Ordering::Acquire);
+                self.popped_seen.fetch_max(popped, Ordering::AcqRel);
+                refreshed = true;
+                continue;
+            }
+            match self.pushed.compare_exchange_weak(
+                pushed,
+                pushed.wrapping_add(1),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return true,
+                Err(current) => {
+                    // Another producer moved on: decide afresh against the new count.
+                    pushed = current;
+                    refreshed = false;
+                }
+            }
         }
-        let popped = self.popped.load(Ordering::Acquire);
-        self.popped_seen.fetch_max(popped, Ordering::AcqRel);
-        if reserved.wrapping_sub(popped) < cap {
-            return true;
-        }
-        self.pushed.fetch_sub(1, Ordering::AcqRel);
-        false
     }
 
     fn len(&self) -> usize {
@@ -531,6 +552,33 @@ mod tests {
             p.await.expect("producer");
         }
         assert_eq!(next, [PER; 3]);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn many_producers_on_a_one_slot_queue_never_stall() {
+        // Competing producers on a full queue once could hide a free slot from each other
+        // and all park with nobody left to wake them.
+        const PER: u32 = 5_000;
+        let (tx, mut rx) = queue(QueueConfig::new(1, Overflow::Block));
+        for _ in 0..4 {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                for i in 0..PER {
+                    tx.push(i).await.expect("receiver alive");
+                }
+            });
+        }
+        drop(tx);
+        let drained = tokio::time::timeout(std::time::Duration::from_secs(30), async {
+            let mut n = 0;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        })
+        .await
+        .expect("producers and consumer stalled");
+        assert_eq!(drained, 4 * PER);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -17,7 +17,7 @@ pub struct Stats {
     pub requests: AtomicU64,
     /// Requests that got no reply in time.
     pub timeouts: AtomicU64,
-    /// Replies that arrived after their caller had given up.
+    /// Replies this connection published to a requester that had already given up.
     pub late_replies: AtomicU64,
 }
 

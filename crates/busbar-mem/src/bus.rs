@@ -118,7 +118,7 @@ impl MemBus {
 
     /// Number of retained messages.
     pub fn retained_count(&self) -> usize {
-        lock(&self.inner.read().retained).len()
+        lock(&self.inner.read().retained).values().filter(|m| !m.is_expired()).count()
     }
 }
 
@@ -217,17 +217,17 @@ impl BusInner {
     /// groups, which share live traffic only, as MQTT shared subscriptions do).
     pub(crate) fn add(&self, entry: Entry, group: Option<Arc<str>>) {
         let mut routes = self.write();
+        let mut retained = lock(&routes.retained);
+        // Expired retained messages leave the store here, the one place that reads it.
+        retained.retain(|_, m| !m.is_expired());
         if group.is_none() {
-            let retained = lock(&routes.retained);
             for m in retained.values().filter(|m| entry.filter.matches(&m.topic)) {
-                if m.is_expired() {
-                    continue;
-                }
                 if entry.tx.force_push(m.clone()).is_ok() {
                     Stats::bump(&entry.owner.stats.delivered);
                 }
             }
         }
+        drop(retained);
         routes.insert(entry, group);
     }
 

@@ -59,14 +59,19 @@ impl Session {
     /// Ends the session: subscriptions end, and when `publish_will`, the last will goes out.
     /// `cut` is the reason for an abnormal end (None for a graceful close).
     pub(crate) fn terminate(&self, publish_will: bool, cut: Option<&str>) {
-        if !self.open.swap(false, Ordering::AcqRel) {
-            return;
-        }
-        *lock(&self.ended) = Some(match cut {
-            Some(reason) => Ended::Cut(reason.to_owned()),
-            None => Ended::Closed,
-        });
-        let subs: Vec<_> = lock(&self.subscriptions).drain().collect();
+        // `open` flips under the subscriptions lock, which `do_subscribe` holds from its
+        // check to its insert: a subscription is either seen and removed here, or refused.
+        let subs: Vec<_> = {
+            let mut subs = lock(&self.subscriptions);
+            if !self.open.swap(false, Ordering::AcqRel) {
+                return;
+            }
+            *lock(&self.ended) = Some(match cut {
+                Some(reason) => Ended::Cut(reason.to_owned()),
+                None => Ended::Closed,
+            });
+            subs.drain().collect()
+        };
         for (id, (filter, group)) in subs {
             self.bus.inner.remove(&filter, group.as_ref(), id);
         }
@@ -137,24 +142,28 @@ impl MemTransport {
 
     fn do_subscribe(&self, options: SubscribeOptions) -> Result<Subscription> {
         let s = &self.session;
-        s.check_open()?;
         let bus = s.bus.inner.clone();
         let id = bus.next_id();
         let (tx, rx) = queue(options.queue);
         let group: Option<Arc<str>> = options.queue_group.map(Arc::from);
         let filter = options.filter;
-        lock(&s.subscriptions).insert(id, (filter.clone(), group.clone()));
-        bus.add(Entry { id, filter: filter.clone(), tx, owner: s.owner.clone() }, group.clone());
+        {
+            let mut subs = lock(&s.subscriptions);
+            s.check_open()?;
+            subs.insert(id, (filter.clone(), group.clone()));
+            bus.add(
+                Entry { id, filter: filter.clone(), tx, owner: s.owner.clone() },
+                group.clone(),
+            );
+        }
         let weak_session = Arc::downgrade(s);
         let guard_filter = filter.clone();
         let guard = SubscriptionGuard::new(move || {
-            let Some(session) = weak_session.upgrade() else {
-                return;
-            };
-            // Gone already if the session ended meanwhile.
-            if lock(&session.subscriptions).remove(&id).is_some() {
-                bus.remove(&guard_filter, group.as_ref(), id);
+            if let Some(session) = weak_session.upgrade() {
+                lock(&session.subscriptions).remove(&id);
             }
+            // Removing by id is idempotent: harmless if the session's end removed it already.
+            bus.remove(&guard_filter, group.as_ref(), id);
         });
         Ok(Subscription::new(filter, rx, s.owner.stats.clone(), guard))
     }
@@ -170,13 +179,16 @@ impl MemTransport {
         message.reply_to = Some(Topic::new(format!("{INBOX_PREFIX}{id}"))?);
         message.correlation_id = Some(Bytes::copy_from_slice(&id.to_be_bytes()));
         let topic = message.topic.clone();
-        let reached = publish(bus, message, &s.owner.stats).await?;
-        if reached == 0 {
-            return Err(Error::NoResponders { topic: topic.as_str().to_owned() });
-        }
-        match tokio::time::timeout(timeout, reply).await {
-            Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) => Err(Error::Closed),
+        // One deadline covers both waiting for room in a busy server's queue and the reply.
+        let exchange = async {
+            let reached = publish(bus, message, &s.owner.stats).await?;
+            if reached == 0 {
+                return Err(Error::NoResponders { topic: topic.as_str().to_owned() });
+            }
+            reply.await.map_err(|_| Error::Closed)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
             Err(_) => {
                 Stats::bump(&s.owner.stats.timeouts);
                 Err(Error::Timeout { topic: topic.as_str().to_owned(), timeout })

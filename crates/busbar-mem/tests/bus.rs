@@ -103,3 +103,77 @@ async fn urls_name_separate_buses() {
     assert_eq!(got.payload.to_bytes().expect("bytes").as_ref(), b"from b");
     assert!(on_a.try_recv().is_none(), "bus a saw bus b's message");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopping_server_refuses_queued_requests_at_once() {
+    use busbar_core::patterns::rpc::RpcServer;
+    use busbar_core::patterns::{RpcClient, RpcError};
+    use futures_util::FutureExt;
+    use std::sync::Arc;
+    use tokio::sync::Notify;
+
+    let bus = MemBus::new();
+    let conn = bus.connect(ConnectOptions::new());
+    let (started, release) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+    let server = {
+        let (started, release) = (started.clone(), release.clone());
+        RpcServer::builder(&conn, "svc")
+            .concurrency(1)
+            .serve(move |n: u32| {
+                let (started, release) = (started.clone(), release.clone());
+                async move {
+                    started.notify_one();
+                    release.notified().await;
+                    Ok::<_, RpcError>(n)
+                }
+            })
+            .await
+            .expect("serve")
+    };
+    let client =
+        RpcClient::<u32, u32>::new(&conn, "svc").expect("client").timeout(Duration::from_secs(30));
+    let mut first = Box::pin(client.call(1));
+    assert!((&mut first).now_or_never().is_none(), "the first call is in flight");
+    started.notified().await;
+    // On mem:// the first poll publishes: these two now wait in the server's queue.
+    let mut queued: Vec<_> = (2..4).map(|n| Box::pin(client.call(n))).collect();
+    for q in &mut queued {
+        assert!(q.now_or_never().is_none());
+    }
+    let stopping = tokio::spawn(server.stop(Duration::from_secs(5)));
+    for q in queued {
+        match tokio::time::timeout(Duration::from_secs(5), q).await.expect("refused promptly") {
+            Err(Error::Remote(e)) => assert_eq!(e.code, RpcError::UNAVAILABLE, "{e:?}"),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
+    release.notify_one();
+    assert_eq!(first.await.expect("drained call"), 1);
+    let report = stopping.await.expect("join");
+    assert_eq!(report.aborted, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deadline_covers_a_full_server_queue() {
+    let bus = MemBus::new();
+    let server = bus.connect(ConnectOptions::new());
+    let client = bus.connect(ConnectOptions::new());
+    // A server that never reads, with room for one request, blocking publishers when full.
+    let _requests = server
+        .subscribe_with(
+            SubscribeOptions::new(TopicFilter::new("busy").expect("filter")).capacity(1),
+        )
+        .await
+        .expect("subscribe");
+    let topic = Topic::new("busy").expect("topic");
+    for _ in 0..2 {
+        let err = tokio::time::timeout(
+            Duration::from_secs(5),
+            client.request(Message::new(topic.clone(), &b"?"[..]), Duration::from_millis(50)),
+        )
+        .await
+        .expect("the request deadline must fire even while the queue is full")
+        .expect_err("no reply");
+        assert!(matches!(err, Error::Timeout { .. }), "{err}");
+    }
+}

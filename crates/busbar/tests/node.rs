@@ -135,3 +135,62 @@ async fn bad_node_names_are_refused() {
     let err = busbar::node("a").url("nosuch://x").start().await.err().expect("refused");
     assert!(matches!(err, Error::UnknownScheme { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_node_goes_down_by_its_last_will_not_as_stopped() {
+    let url = bus("dropped");
+    let watcher = busbar::connect(&url).await.expect("watcher");
+    let mut monitor = LivenessMonitor::spawn(&watcher, 100).await.expect("monitor");
+    let node = busbar::node("c")
+        .url(&url)
+        .heartbeat(Some(Duration::from_millis(20)))
+        .start()
+        .await
+        .expect("c");
+    assert_eq!(next_about(&mut monitor, "c").await, LivenessEvent::Up { node: "c".into() });
+    drop(node);
+    assert_eq!(
+        next_about(&mut monitor, "c").await,
+        LivenessEvent::Down { node: "c".into(), reason: DownReason::LastWill }
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_cannot_speak_for_another_node() {
+    use busbar::patterns::heartbeat::{Heartbeat, NodeState, heartbeat_topic};
+    let url = bus("spoof");
+    let conn = busbar::connect(&url).await.expect("conn");
+    let mut monitor = LivenessMonitor::spawn(&conn, 3).await.expect("monitor");
+    let beat = |node: &str, topic_of: &str| -> (busbar::Publisher<Heartbeat>, Heartbeat) {
+        let topic = heartbeat_topic(topic_of).expect("topic");
+        let hb = Heartbeat {
+            node: node.into(),
+            seq: 1,
+            interval_ms: 1000,
+            state: NodeState::Up,
+            reason: None,
+        };
+        (busbar::Publisher::new(&conn, topic.as_str()).expect("publisher"), hb)
+    };
+    let (p, hb) = beat("victim", "liar");
+    p.publish(hb).await.expect("publish");
+    let (p, hb) = beat("honest", "honest");
+    p.publish(hb).await.expect("publish");
+    let first = tokio::time::timeout(Duration::from_secs(5), monitor.next())
+        .await
+        .expect("event")
+        .expect("open");
+    assert_eq!(first, LivenessEvent::Up { node: "honest".into() }, "the spoofed heartbeat counted");
+}
+
+#[tokio::test]
+async fn a_zero_heartbeat_interval_is_refused_before_connecting() {
+    let err = busbar::node("z")
+        .url(bus("zero"))
+        .heartbeat(Some(Duration::ZERO))
+        .start()
+        .await
+        .err()
+        .expect("refused");
+    assert!(err.to_string().contains("heartbeat interval"), "{err}");
+}

@@ -124,7 +124,19 @@ pub async fn action_reject(h: Arc<impl Harness>) -> TestResult {
         Err(e) => return Err(format!("expected Rejected, got {e}").into()),
         Ok(_) => return Err("an odd goal was accepted".into()),
     }
-    ensure(client.send_goal(4).await?.result().await? == 4, || "even goal failed".into())?;
+    // A goal outlives the (temporary) client it was sent with.
+    let goal = ActionClient::<u32, u32, u32>::new(&conn, &name).await?.send_goal(4).await?;
+    ensure(goal.result().await? == 4, || "even goal failed".into())?;
+    // The server publishes updates only under its own client topics.
+    let raw = busbar_core::patterns::RpcClient::<serde_json::Value, serde_json::Value>::new(
+        &conn,
+        &format!("{name}/goal"),
+    )?;
+    let hijack = serde_json::json!({"goal_id": "g1", "client": "elsewhere/victim", "goal": 2});
+    match raw.call(hijack).await {
+        Err(Error::Remote(e)) => ensure(e.code == RpcError::INVALID_ARGUMENT, || format!("{e:?}"))?,
+        other => return Err(format!("a foreign update topic was accepted: {other:?}").into()),
+    }
     Ok(())
 }
 

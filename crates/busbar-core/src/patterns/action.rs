@@ -154,7 +154,8 @@ impl<F: Serialize + Send + Sync + 'static> GoalContext<F> {
         &self.goal_id
     }
 
-    /// Sends feedback to the client; feedback arrives in the order sent.
+    /// Sends feedback to the client. Feedback sent from one task arrives in the order sent
+    /// (await each call; calls racing from several tasks arrive in the order they complete).
     pub async fn feedback(&self, feedback: F) -> Result<()> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let m = (self.feedback_message)(&self.updates, &self.goal_id, seq, feedback)?;
@@ -234,6 +235,7 @@ impl<G: DeserializeOwned + Send + Sync + 'static> ActionServerBuilder<G> {
         let tracker = TaskTracker::new();
         let shared = Arc::new(ServerShared {
             conn: self.conn.clone(),
+            client_prefix: format!("{}/client/", self.name),
             codec: self.codec,
             server_id: server_id.clone(),
             goals: goals.clone(),
@@ -291,6 +293,7 @@ impl<G: DeserializeOwned + Send + Sync + 'static> ActionServerBuilder<G> {
 
 struct ServerShared<G, F, R, H> {
     conn: Connection,
+    client_prefix: String,
     codec: Codec,
     server_id: String,
     goals: Goals,
@@ -337,6 +340,14 @@ where
             && let Err(reason) = accept(&req.goal)
         {
             return self.reject(reason);
+        }
+        // Updates go only to this action's client topics: a goal cannot make the server
+        // publish elsewhere.
+        if !req.client.starts_with(&self.client_prefix) {
+            return Err(RpcError::invalid_argument(format!(
+                "client topic {:?} is not under {:?}",
+                req.client, self.client_prefix
+            )));
         }
         let updates = Topic::new(&req.client)
             .map_err(|e| RpcError::invalid_argument(format!("bad client topic: {e}")))?;
@@ -458,8 +469,8 @@ impl ActionServer {
     /// (their clients get an ABORTED result saying the server stopped).
     pub async fn stop(self, drain: Duration) -> DrainReport {
         let deadline = tokio::time::Instant::now() + drain;
-        let running = self.running_goals();
         self.goal_server.stop(drain).await;
+        let running = lock(&self.goals).len();
         self.tracker.close();
         let finished = tokio::time::timeout_at(deadline, self.tracker.wait()).await.is_ok();
         let mut aborted = 0;
@@ -600,6 +611,7 @@ where
         };
         let cancel_topic = topic(&[&self.inner.name, "cancel", &response.server])?;
         Ok(GoalHandle {
+            _client: self.inner.clone(),
             goal_id,
             conn: self.inner.conn.clone(),
             cancel_topic,
@@ -680,6 +692,9 @@ impl<F, R> GoalSlot<F, R> {
 
 /// One goal in flight: its feedback, status and result.
 pub struct GoalHandle<F, R> {
+    /// Keeps the client's dispatcher alive as long as a goal is followed, even when the
+    /// `ActionClient` itself was a temporary.
+    _client: Arc<ClientInner<F, R>>,
     goal_id: String,
     conn: Connection,
     cancel_topic: Topic,
@@ -718,8 +733,9 @@ impl<F, R> GoalHandle<F, R> {
         self.feedback.dropped()
     }
 
-    /// Asks the server to cancel. `Ok(true)` when the request was taken (the goal will end
-    /// CANCELED unless it finishes first), `Ok(false)` when the goal had already finished.
+    /// Asks the server to cancel. `Ok(true)` when the server took the request (the goal then
+    /// ends CANCELED, or SUCCEEDED/ABORTED if it was finishing anyway), `Ok(false)` when the
+    /// server no longer knew the goal (it had finished).
     pub async fn cancel(&self) -> Result<bool> {
         let rpc = RpcClient::<CancelRequest, CancelResponse>::new(
             &self.conn,
@@ -731,7 +747,9 @@ impl<F, R> GoalHandle<F, R> {
     }
 
     /// Waits for the outcome: the result when SUCCEEDED, [`Error::Canceled`] when CANCELED,
-    /// [`Error::Remote`] with the handler's error when ABORTED.
+    /// [`Error::Remote`] with the handler's error when ABORTED, [`Error::Closed`] if the
+    /// connection closed first. A server that crashes mid-goal sends nothing: bound the wait
+    /// with `tokio::time::timeout` or watch the server's liveness.
     pub async fn result(self) -> Result<R> {
         self.result.await.unwrap_or(Err(Error::Closed))
     }

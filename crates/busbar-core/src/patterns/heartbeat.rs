@@ -9,7 +9,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -18,6 +17,7 @@ use super::pubsub::{Publisher, Subscriber};
 use crate::connection::Connection;
 use crate::error::{Error, Result};
 use crate::message::{Message, Payload, QoS};
+use crate::queue::{Overflow, Pushed, QueueConfig, QueueReceiver, queue};
 use crate::topic::Topic;
 
 /// Topic prefix of heartbeats.
@@ -83,6 +83,11 @@ pub fn spawn_heartbeat(
     interval: Duration,
     stop: CancellationToken,
 ) -> Result<JoinHandle<()>> {
+    if interval < MIN_INTERVAL {
+        return Err(Error::Config(format!(
+            "heartbeat interval {interval:?} is below the minimum of {MIN_INTERVAL:?}"
+        )));
+    }
     let publisher = Publisher::<Heartbeat>::new(conn, heartbeat_topic(node)?.as_str())?;
     let node = node.to_owned();
     let interval_ms = interval.as_millis() as u64;
@@ -156,9 +161,20 @@ pub enum LivenessEvent {
 
 /// Watches heartbeats and reports nodes going up and down.
 pub struct LivenessMonitor {
-    events: mpsc::Receiver<LivenessEvent>,
+    events: QueueReceiver<LivenessEvent>,
     task: JoinHandle<()>,
 }
+
+/// Unread liveness events kept per monitor; beyond that the oldest go (and are counted). A
+/// monitor never waits for its reader, so it never holds up the heartbeats it watches.
+pub const MONITOR_QUEUE: usize = 1024;
+
+/// Longest heartbeat interval a monitor believes; longer claims are clamped, so a malformed
+/// heartbeat cannot push a deadline out of range.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+/// Shortest heartbeat interval a node may use.
+pub const MIN_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Default number of silent intervals before a node is declared down.
 pub const DEFAULT_TOLERANCE: u32 = 3;
@@ -174,7 +190,7 @@ impl LivenessMonitor {
     pub async fn spawn(conn: &Connection, tolerance: u32) -> Result<Self> {
         let mut sub = Subscriber::<Heartbeat>::new(conn, &format!("{HEARTBEAT_PREFIX}/+")).await?;
         let tolerance = tolerance.max(1);
-        let (tx, events) = mpsc::channel(256);
+        let (tx, events) = queue(QueueConfig::new(MONITOR_QUEUE, Overflow::DropOldest));
         let task = tokio::spawn(async move {
             let mut nodes: HashMap<String, Watched> = HashMap::new();
             loop {
@@ -192,7 +208,7 @@ impl LivenessMonitor {
                             tracing::warn!(error = %e, "undecodable heartbeat ignored");
                             continue;
                         }
-                        Some(Ok(hb)) => observe(&mut nodes, hb.value, tolerance),
+                        Some(Ok(hb)) => observe(&mut nodes, &hb.topic, hb.value, tolerance),
                     },
                     _ = expired => {
                         let now = Instant::now();
@@ -204,7 +220,7 @@ impl LivenessMonitor {
                     }
                 };
                 if let Some(event) = event
-                    && tx.send(event).await.is_err()
+                    && let Pushed::Closed(_) = tx.try_push(event)
                 {
                     break;
                 }
@@ -217,19 +233,32 @@ impl LivenessMonitor {
     pub async fn next(&mut self) -> Option<LivenessEvent> {
         self.events.recv().await
     }
+
+    /// Events discarded because they were not read in time.
+    pub fn dropped(&self) -> u64 {
+        self.events.dropped()
+    }
 }
 
+/// Applies one heartbeat. The node is named by the topic it arrived on (the payload's own
+/// `node` field must agree), so one node cannot speak for another.
 fn observe(
     nodes: &mut HashMap<String, Watched>,
+    topic: &Topic,
     hb: Heartbeat,
     tolerance: u32,
 ) -> Option<LivenessEvent> {
-    let interval = Duration::from_millis(hb.interval_ms.max(1));
-    let watched =
-        nodes.entry(hb.node.clone()).or_insert(Watched { up: false, deadline: Instant::now() });
+    if topic.levels().next_back() != Some(hb.node.as_str()) {
+        tracing::warn!(topic = %topic, node = %hb.node, "heartbeat names another node; ignored");
+        return None;
+    }
+    let interval = Duration::from_millis(hb.interval_ms).clamp(MIN_INTERVAL, MAX_INTERVAL);
+    let now = Instant::now();
+    let watched = nodes.entry(hb.node.clone()).or_insert(Watched { up: false, deadline: now });
     match hb.state {
         NodeState::Up => {
-            watched.deadline = Instant::now() + interval * tolerance;
+            let silence = interval.saturating_mul(tolerance);
+            watched.deadline = now.checked_add(silence).unwrap_or(now + MAX_INTERVAL);
             if watched.up {
                 None
             } else {

@@ -135,7 +135,8 @@ where
         m.qos = self.qos;
         if self.conn.capabilities().expiry {
             // Lets the server skip requests whose caller has already given up.
-            m.expires_at = Some(tokio::time::Instant::now() + timeout);
+            // A deadline too far to represent means no expiry.
+            m.expires_at = tokio::time::Instant::now().checked_add(timeout);
         }
         let reply = self.conn.request(m, timeout).await?;
         decode_reply(reply, self.codec)
@@ -177,6 +178,7 @@ pub struct RpcServerBuilder {
     codec: Codec,
     concurrency: usize,
     queue_group: Option<String>,
+    group_chosen: bool,
     queue: QueueConfig,
 }
 
@@ -199,9 +201,11 @@ impl RpcServerBuilder {
     }
 
     /// Joins queue group `group` (instances in one group share the load); `None` makes every
-    /// instance receive every request.
+    /// instance receive every request. By default servers join `busbar-rpc` where the
+    /// transport has queue groups; a group chosen here on a transport without them is refused.
     pub fn queue_group(mut self, group: Option<String>) -> Self {
         self.queue_group = group;
+        self.group_chosen = true;
         self
     }
 
@@ -220,7 +224,13 @@ impl RpcServerBuilder {
         Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
     {
         let topic = self.topic?;
-        let group = self.queue_group.filter(|_| self.conn.capabilities().queue_groups);
+        let group = match (self.queue_group, self.conn.capabilities().queue_groups) {
+            (Some(_), false) if self.group_chosen => {
+                return Err(self.conn.unsupported("queue groups"));
+            }
+            (group, true) => group,
+            (_, false) => None,
+        };
         let mut options = SubscribeOptions::new(TopicFilter::from(topic.clone()));
         options.queue_group = group;
         options.queue = self.queue;
@@ -248,6 +258,7 @@ impl RpcServer {
             codec: Codec::default(),
             concurrency: DEFAULT_CONCURRENCY,
             queue_group: Some(DEFAULT_QUEUE_GROUP.to_owned()),
+            group_chosen: false,
             queue: QueueConfig::default(),
         }
     }
@@ -286,7 +297,8 @@ impl RpcServer {
 
 impl Drop for RpcServer {
     fn drop(&mut self) {
-        // A server dropped without `stop` stops taking requests; handlers in flight finish.
+        // A server dropped without `stop` stops taking requests and drains like `stop` with
+        // the last bound given (5 s unless `stop` set another).
         self.cancel.cancel();
     }
 }
@@ -328,6 +340,11 @@ where
                 },
             }
         }
+        // Requests already queued will not be served: say so now rather than let each
+        // caller wait out its deadline.
+        while let Some(m) = sub.try_recv() {
+            running.spawn(refuse(self.conn.clone(), m));
+        }
         drop(sub);
         let bound = *drain.lock().unwrap_or_else(|p| p.into_inner());
         let deadline = tokio::time::Instant::now() + bound;
@@ -338,6 +355,17 @@ where
         let aborted = running.len();
         running.abort_all();
         DrainReport { completed, aborted }
+    }
+}
+
+/// Answers `request` with an `unavailable` error: the server is stopping.
+async fn refuse(conn: Connection, request: Message) {
+    let error = RpcError::new(RpcError::UNAVAILABLE, "the service is stopping");
+    let Ok(body) = Codec::Json.encode(&error) else { return };
+    let Some(reply) = Message::reply(&request, body) else { return };
+    let reply = reply.with_header(header::STATUS, header::STATUS_ERROR);
+    if let Err(e) = conn.publish(reply).await {
+        tracing::debug!(error = %e, "could not refuse a queued request");
     }
 }
 

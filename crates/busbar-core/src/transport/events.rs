@@ -29,7 +29,10 @@ pub enum ConnectionEvent {
 }
 
 /// Receives a connection's events. Each receiver sees every event sent after it was
-/// created; one that falls more than 256 events behind skips the oldest.
+/// created (so `Connected`, sent while connecting, is seen only by transports that connect in
+/// the background); one that falls more than 256 events behind skips the oldest. After
+/// `Closed` nothing more comes: stop reading there, since the stream itself ends only when
+/// the last handle to the connection is gone.
 pub struct ConnectionEvents {
     rx: broadcast::Receiver<ConnectionEvent>,
 }

@@ -30,6 +30,7 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The outcome of a call that usually completes at once (a publish into a queue with room):
 /// `Ready` costs no allocation, `Pending` is a boxed future for the cases that must wait.
+#[must_use = "a publish does nothing until awaited, and its error says if the message was refused"]
 pub enum Completion<'a, T> {
     /// Done already.
     Ready(Option<Result<T>>),

@@ -13,6 +13,7 @@ use busbar_core::transport::{ConnectOptions, ConnectionEvent};
 use busbar_core::{Connection, Result};
 use tokio::sync::oneshot;
 
+use crate::connector::MemOptions;
 use crate::routes::{Entry, Owner, Routes};
 use crate::session::{MemTransport, Session};
 
@@ -93,7 +94,12 @@ impl MemBus {
 
     /// Opens a connection to this bus.
     pub fn connect(&self, options: ConnectOptions) -> Connection {
-        Connection::new(Arc::new(MemTransport::open(self.clone(), options)))
+        self.connect_with(options, MemOptions::default())
+    }
+
+    /// Opens a connection to this bus with `mem://`-specific options.
+    pub fn connect_with(&self, options: ConnectOptions, mem: MemOptions) -> Connection {
+        Connection::new(Arc::new(MemTransport::open(self.clone(), options, mem)))
     }
 
     /// Cuts the connection whose client id is `client_id` as if it had crashed: its last

@@ -7,12 +7,28 @@ use busbar_core::{Connection, Connector, Error, Result};
 use crate::MemBus;
 
 /// Connects `mem://` (the default bus) and `mem://NAME` (a named bus) URLs.
+///
+/// One query parameter is understood: `?serialize=always` makes the connection serialise
+/// every typed payload, as a broker transport must. Use it to run code against `mem://` and
+/// still catch values that would not survive the trip through a real broker.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct MemConnector;
+
+/// How a `mem://` URL asks to connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct MemOptions {
+    /// Serialise typed payloads instead of passing them through.
+    pub serialize_always: bool,
+}
 
 impl MemConnector {
     /// The bus a `mem://` URL names.
     pub fn bus_for(url: &str) -> Result<MemBus> {
+        Ok(Self::parse(url)?.0)
+    }
+
+    /// The bus and the options a `mem://` URL names.
+    pub fn parse(url: &str) -> Result<(MemBus, MemOptions)> {
         let invalid =
             |reason: &str| Error::InvalidUrl { url: redact_url(url), reason: reason.to_owned() };
         let rest = url
@@ -20,11 +36,24 @@ impl MemConnector {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("mem"))
             .map(|(_, rest)| rest)
             .ok_or_else(|| invalid("expected mem:// or mem://NAME"))?;
-        let name = rest.strip_suffix('/').unwrap_or(rest);
+        let (name, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let name = name.strip_suffix('/').unwrap_or(name);
         if !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')) {
             return Err(invalid("a bus name may use letters, digits, '-', '_' and '.' only"));
         }
-        Ok(MemBus::named(name))
+        let mut options = MemOptions::default();
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            match pair.split_once('=') {
+                Some(("serialize", "always")) => options.serialize_always = true,
+                Some(("serialize", "never")) => options.serialize_always = false,
+                _ => {
+                    return Err(invalid(&format!(
+                        "unknown parameter {pair:?} (known: serialize=always|never)"
+                    )));
+                }
+            }
+        }
+        Ok((MemBus::named(name), options))
     }
 }
 
@@ -38,8 +67,11 @@ impl Connector for MemConnector {
         url: &str,
         options: ConnectOptions,
     ) -> BoxFuture<'static, Result<Connection>> {
-        let bus = Self::bus_for(url);
-        Box::pin(async move { Ok(bus?.connect(options)) })
+        let parsed = Self::parse(url);
+        Box::pin(async move {
+            let (bus, mem) = parsed?;
+            Ok(bus.connect_with(options, mem))
+        })
     }
 }
 
@@ -54,5 +86,9 @@ mod tests {
         let err = MemConnector::bus_for("mem://a/b").err().expect("invalid");
         assert!(err.to_string().contains("bus name"), "{err}");
         assert!(MemConnector::bus_for("mqtt://x").is_err());
+        let (_, opts) = MemConnector::parse("mem://s?serialize=always").expect("options");
+        assert!(opts.serialize_always);
+        let err = MemConnector::parse("mem://s?colour=red").err().expect("unknown parameter");
+        assert!(err.to_string().contains("colour"), "{err}");
     }
 }

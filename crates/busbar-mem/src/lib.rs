@@ -9,6 +9,7 @@
 //!
 //! * `mem://` is the process-wide default bus; `mem://NAME` a separate named bus.
 //! * [`MemBus::new`] makes a private bus (tests use one each, so they cannot interfere).
+//! * `?serialize=always` makes a connection serialise typed payloads as brokers must.
 
 mod bus;
 mod connector;
@@ -16,5 +17,5 @@ mod routes;
 mod session;
 
 pub use bus::MemBus;
-pub use connector::MemConnector;
+pub use connector::{MemConnector, MemOptions};
 pub use session::MemTransport;

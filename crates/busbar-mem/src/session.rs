@@ -18,6 +18,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use crate::bus::{INBOX_PREFIX, MemBus, lock, publish};
+use crate::connector::MemOptions;
 use crate::routes::{Entry, Owner};
 
 /// What identifies a subscription in the router: its filter and queue group.
@@ -121,7 +122,7 @@ fn capabilities() -> Capabilities {
 }
 
 impl MemTransport {
-    pub(crate) fn open(bus: MemBus, options: ConnectOptions) -> Self {
+    pub(crate) fn open(bus: MemBus, options: ConnectOptions, mem: MemOptions) -> Self {
         let client_id = options
             .client_id
             .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
@@ -137,7 +138,9 @@ impl MemTransport {
         });
         bus.inner.register(&client_id, &session);
         let _ = session.owner.events.send(ConnectionEvent::Connected);
-        MemTransport { session, capabilities: capabilities() }
+        let mut capabilities = capabilities();
+        capabilities.typed_payloads = !mem.serialize_always;
+        MemTransport { session, capabilities }
     }
 
     fn do_subscribe(&self, options: SubscribeOptions) -> Result<Subscription> {

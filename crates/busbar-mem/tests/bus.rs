@@ -177,3 +177,28 @@ async fn the_deadline_covers_a_full_server_queue() {
         assert!(matches!(err, Error::Timeout { .. }), "{err}");
     }
 }
+
+#[tokio::test]
+async fn serialize_always_catches_values_a_broker_could_not_carry() {
+    use std::collections::HashMap;
+    // JSON object keys must be strings: this map cannot be sent through any broker.
+    let map: HashMap<(u8, u8), u8> = HashMap::from([((1, 2), 3)]);
+    let typed =
+        MemConnector.connect("mem://strict-test", ConnectOptions::new()).await.expect("typed");
+    let strict = MemConnector
+        .connect("mem://strict-test?serialize=always", ConnectOptions::new())
+        .await
+        .expect("strict");
+    assert!(!strict.capabilities().typed_payloads);
+    Publisher::<HashMap<(u8, u8), u8>>::new(&typed, "m")
+        .expect("p")
+        .publish(map.clone())
+        .await
+        .expect("typed path");
+    let err = Publisher::<HashMap<(u8, u8), u8>>::new(&strict, "m")
+        .expect("p")
+        .publish(map)
+        .await
+        .expect_err("must fail to serialise");
+    assert!(matches!(err, Error::Codec(_)), "{err}");
+}

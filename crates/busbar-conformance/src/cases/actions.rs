@@ -177,6 +177,19 @@ pub async fn action_feedback_burst_and_overflow(h: Arc<impl Harness>) -> TestRes
         format!("{} feedback dropped, expected 44", goal.feedback_dropped())
     })?;
 
+    // The queue is the client's choice: ten slots keeping the first feedback.
+    let keep_first = ActionClient::<u32, u32, u32>::new(&conn, &name)
+        .await?
+        .feedback_queue(busbar_core::QueueConfig::new(10, busbar_core::Overflow::DropNewest));
+    let mut goal = keep_first.send_goal(300).await?;
+    while !goal.status().is_terminal() {
+        crate::within(super::WAIT, "the goal to finish", goal.status_changed()).await?;
+    }
+    let first = goal.feedback().await;
+    ensure(first == Some(0) && goal.feedback_dropped() == 290, || {
+        format!("first {first:?}, dropped {}", goal.feedback_dropped())
+    })?;
+
     // Two goals' worth of updates: every terminal status must sit in a Result update.
     let mut results = 0;
     while results < 2 {

@@ -516,11 +516,18 @@ pub const DEFAULT_FEEDBACK_QUEUE: usize = 256;
 pub struct ActionClient<G, F, R> {
     inner: Arc<ClientInner<F, R>>,
     goal_rpc: RpcClient<GoalRequest<G>, GoalResponse>,
+    feedback_queue: QueueConfig,
+    timeout: Duration,
 }
 
 impl<G, F, R> Clone for ActionClient<G, F, R> {
     fn clone(&self) -> Self {
-        ActionClient { inner: self.inner.clone(), goal_rpc: self.goal_rpc.clone() }
+        ActionClient {
+            inner: self.inner.clone(),
+            goal_rpc: self.goal_rpc.clone(),
+            feedback_queue: self.feedback_queue,
+            timeout: self.timeout,
+        }
     }
 }
 
@@ -530,7 +537,6 @@ struct ClientInner<F, R> {
     updates: Topic,
     slots: Slots<F, R>,
     codec: Codec,
-    feedback_queue: QueueConfig,
     dispatcher: JoinHandle<()>,
 }
 
@@ -567,18 +573,36 @@ where
             updates,
             slots,
             codec,
-            feedback_queue: QueueConfig::new(DEFAULT_FEEDBACK_QUEUE, Overflow::DropOldest),
             dispatcher,
         });
         let goal_rpc = RpcClient::new(conn, topic(&[name, "goal"])?.as_str())?.codec(codec);
-        Ok(ActionClient { inner, goal_rpc })
+        Ok(ActionClient {
+            inner,
+            goal_rpc,
+            feedback_queue: QueueConfig::new(DEFAULT_FEEDBACK_QUEUE, Overflow::DropOldest),
+            timeout: super::rpc::DEFAULT_TIMEOUT,
+        })
+    }
+
+    /// Sets how unread feedback is queued per goal (default: 256, dropping the oldest).
+    pub fn feedback_queue(mut self, queue: QueueConfig) -> Self {
+        self.feedback_queue = queue;
+        self
+    }
+
+    /// Sets the deadline of the goal and cancel requests (default 5 s). The goal itself may
+    /// run as long as it needs.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self.goal_rpc = self.goal_rpc.timeout(timeout);
+        self
     }
 
     /// Sends a goal; resolves once the server accepted it (or fails with
     /// [`Error::Rejected`]).
     pub async fn send_goal(&self, goal: G) -> Result<GoalHandle<F, R>> {
         let goal_id = uuid::Uuid::new_v4().simple().to_string();
-        let (feedback_tx, feedback_rx) = queue(self.inner.feedback_queue);
+        let (feedback_tx, feedback_rx) = queue(self.feedback_queue);
         let (status_tx, status_rx) = watch::channel(GoalStatus::Accepted);
         // At most four transitions follow ACCEPTED, so this never fills.
         let (transitions_tx, transitions_rx) = queue(QueueConfig::new(8, Overflow::DropOldest));
@@ -616,6 +640,7 @@ where
             conn: self.inner.conn.clone(),
             cancel_topic,
             codec: self.inner.codec,
+            timeout: self.timeout,
             feedback: feedback_rx,
             status: status_rx,
             transitions: transitions_rx,
@@ -699,6 +724,7 @@ pub struct GoalHandle<F, R> {
     conn: Connection,
     cancel_topic: Topic,
     codec: Codec,
+    timeout: Duration,
     feedback: QueueReceiver<F>,
     status: watch::Receiver<GoalStatus>,
     transitions: QueueReceiver<GoalStatus>,
@@ -741,7 +767,8 @@ impl<F, R> GoalHandle<F, R> {
             &self.conn,
             self.cancel_topic.as_str(),
         )?
-        .codec(self.codec);
+        .codec(self.codec)
+        .timeout(self.timeout);
         let response = rpc.call(CancelRequest { goal_id: self.goal_id.clone() }).await?;
         Ok(response.accepted)
     }

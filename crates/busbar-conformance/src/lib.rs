@@ -19,7 +19,7 @@
 pub mod cases;
 mod harness;
 
-pub use harness::{Harness, TestResult, run_case, within};
+pub use harness::{CASE_DEADLINE, Harness, TestResult, run_case, within};
 
 /// Every case, for transports that want to list or filter them.
 pub const CASES: &[&str] = &[

@@ -37,7 +37,7 @@ impl Drop for SubscriptionGuard {
 /// Messages matching one filter, in the order the transport received them.
 ///
 /// Ends (`None`) when the connection closes. Dropping it unsubscribes. Expired messages are
-/// skipped and counted in [`Subscription::expired`].
+/// skipped and counted in the connection's stats (`expired`).
 pub struct Subscription {
     rx: QueueReceiver<Message>,
     filter: TopicFilter,

@@ -5,7 +5,6 @@
 //! goals in flight get a bounded time to finish, a final DOWN heartbeat is sent, and the
 //! connection closes.
 
-use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,9 +15,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::connection::{Connection, Connector};
 use crate::error::{Error, Result};
-use crate::patterns::action::{ActionClient, ActionError, ActionServer, GoalContext};
+use crate::patterns::action::{ActionClient, ActionServer, GoalHandler};
 use crate::patterns::heartbeat::{self, DEFAULT_TOLERANCE, LivenessMonitor};
-use crate::patterns::rpc::{DrainReport, RpcClient, RpcError, RpcServer};
+use crate::patterns::rpc::{DrainReport, RpcClient, RpcHandler, RpcServer};
 use crate::patterns::{EventEmitter, Publisher, Subscriber};
 use crate::transport::{BoxFuture, ConnectOptions};
 
@@ -197,12 +196,11 @@ impl Node {
     }
 
     /// Serves RPCs on `topic`; the node drains the server at stop.
-    pub async fn serve_rpc<Req, Resp, F, Fut>(&self, topic: &str, handler: F) -> Result<()>
+    pub async fn serve_rpc<Req, Resp, H>(&self, topic: &str, handler: H) -> Result<()>
     where
         Req: DeserializeOwned + Send + Sync + 'static,
         Resp: Serialize + Send + Sync + 'static,
-        F: Fn(Req) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+        H: RpcHandler<Req, Resp>,
     {
         let server = RpcServer::spawn(&self.conn, topic, handler).await?;
         self.adopt(Box::new(server));
@@ -220,13 +218,12 @@ impl Node {
     }
 
     /// Serves the action `name`; the node drains it at stop.
-    pub async fn serve_action<G, F, R, H, Fut>(&self, name: &str, handler: H) -> Result<()>
+    pub async fn serve_action<G, F, R, H>(&self, name: &str, handler: H) -> Result<()>
     where
         G: DeserializeOwned + Send + Sync + 'static,
         F: Serialize + Send + Sync + 'static,
         R: Serialize + Send + Sync + 'static,
-        H: Fn(G, Arc<GoalContext<F>>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<R, ActionError>> + Send + 'static,
+        H: GoalHandler<G, F, R>,
     {
         let server = ActionServer::builder::<G>(&self.conn, name).serve(handler).await?;
         self.adopt(Box::new(server));

@@ -18,9 +18,9 @@ use std::sync::Arc;
 
 pub use busbar_core::patterns::action::ActionError;
 pub use busbar_core::patterns::{
-    ActionClient, ActionServer, Event, EventEmitter, GoalContext, GoalHandle, GoalStatus,
-    Heartbeat, LivenessEvent, LivenessMonitor, Publisher, Received, RpcClient, RpcError, RpcServer,
-    Subscriber,
+    ActionClient, ActionServer, Event, EventEmitter, GoalContext, GoalHandle, GoalHandler,
+    GoalStatus, Heartbeat, LivenessEvent, LivenessMonitor, Publisher, Received, RpcClient,
+    RpcError, RpcHandler, RpcServer, Subscriber,
 };
 pub use busbar_core::*;
 

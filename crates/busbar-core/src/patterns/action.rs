@@ -184,6 +184,28 @@ struct GoalEntry {
     abort: Option<AbortHandle>,
 }
 
+/// What executes goals: any `Fn(G, Arc<GoalContext<F>>) -> impl Future<Output =
+/// Result<R, ActionError>>` that tasks can share (closures and `async fn`s qualify).
+pub trait GoalHandler<G, F, R>: Send + Sync + 'static {
+    /// The future one goal runs as.
+    type Future: Future<Output = std::result::Result<R, ActionError>> + Send + 'static;
+
+    /// Runs one goal.
+    fn call(&self, goal: G, ctx: Arc<GoalContext<F>>) -> Self::Future;
+}
+
+impl<G, F, R, H, Fut> GoalHandler<G, F, R> for H
+where
+    H: Fn(G, Arc<GoalContext<F>>) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<R, ActionError>> + Send + 'static,
+{
+    type Future = Fut;
+
+    fn call(&self, goal: G, ctx: Arc<GoalContext<F>>) -> Fut {
+        self(goal, ctx)
+    }
+}
+
 type Goals = Arc<Mutex<HashMap<String, GoalEntry>>>;
 type AcceptFn<G> = Arc<dyn Fn(&G) -> std::result::Result<(), String> + Send + Sync>;
 type AbortedFn = Arc<dyn Fn(Topic, String, RpcError) -> Result<Message> + Send + Sync>;
@@ -223,12 +245,11 @@ impl<G: DeserializeOwned + Send + Sync + 'static> ActionServerBuilder<G> {
     }
 
     /// Starts serving goals with `handler`.
-    pub async fn serve<F, R, H, Fut>(self, handler: H) -> Result<ActionServer>
+    pub async fn serve<F, R, H>(self, handler: H) -> Result<ActionServer>
     where
         F: Serialize + Send + Sync + 'static,
         R: Serialize + Send + Sync + 'static,
-        H: Fn(G, Arc<GoalContext<F>>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<R, ActionError>> + Send + 'static,
+        H: GoalHandler<G, F, R>,
     {
         let server_id = uuid::Uuid::new_v4().simple().to_string();
         let goals: Goals = Arc::default();
@@ -304,13 +325,12 @@ struct ServerShared<G, F, R, H> {
     _types: PhantomData<fn(G) -> (F, R)>,
 }
 
-impl<G, F, R, H, Fut> ServerShared<G, F, R, H>
+impl<G, F, R, H> ServerShared<G, F, R, H>
 where
     G: DeserializeOwned + Send + Sync + 'static,
     F: Serialize + Send + Sync + 'static,
     R: Serialize + Send + Sync + 'static,
-    H: Fn(G, Arc<GoalContext<F>>) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = std::result::Result<R, ActionError>> + Send + 'static,
+    H: GoalHandler<G, F, R>,
 {
     /// Every update travels as `GoalUpdate<F, R>`, the exact type the client decodes, so the
     /// in-process bus hands it over without serialising.
@@ -398,7 +418,7 @@ where
             GoalUpdate::Status { goal_id: goal_id.clone(), status: GoalStatus::Executing },
         )
         .await;
-        let outcome = AssertUnwindSafe((self.handler)(goal, ctx.clone()))
+        let outcome = AssertUnwindSafe(self.handler.call(goal, ctx.clone()))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| {

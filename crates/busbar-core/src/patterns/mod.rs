@@ -6,11 +6,11 @@ pub mod heartbeat;
 pub mod pubsub;
 pub mod rpc;
 
-pub use action::{ActionClient, ActionServer, GoalContext, GoalHandle, GoalStatus};
+pub use action::{ActionClient, ActionServer, GoalContext, GoalHandle, GoalHandler, GoalStatus};
 pub use event::{Event, EventEmitter};
 pub use heartbeat::{Heartbeat, LivenessEvent, LivenessMonitor};
 pub use pubsub::{Publisher, Received, Subscriber};
-pub use rpc::{RpcClient, RpcError, RpcServer};
+pub use rpc::{RpcClient, RpcError, RpcHandler, RpcServer};
 
 use crate::codec::Codec;
 use crate::connection::Connection;

@@ -65,6 +65,28 @@ impl RpcError {
 /// Default time a call waits for its reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// What serves requests: any `Fn(Req) -> impl Future<Output = Result<Resp, RpcError>>` that
+/// tasks can share (closures and `async fn`s qualify as they are).
+pub trait RpcHandler<Req, Resp>: Send + Sync + 'static {
+    /// The future one call returns.
+    type Future: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static;
+
+    /// Handles one request.
+    fn call(&self, request: Req) -> Self::Future;
+}
+
+impl<Req, Resp, F, Fut> RpcHandler<Req, Resp> for F
+where
+    F: Fn(Req) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+{
+    type Future = Fut;
+
+    fn call(&self, request: Req) -> Fut {
+        self(request)
+    }
+}
+
 /// Calls a service. Cheap to clone; share one among many tasks, calls run concurrently and
 /// each reply reaches its own caller.
 pub struct RpcClient<Req, Resp> {
@@ -216,12 +238,11 @@ impl RpcServerBuilder {
     }
 
     /// Subscribes and starts serving with `handler`.
-    pub async fn serve<Req, Resp, F, Fut>(self, handler: F) -> Result<RpcServer>
+    pub async fn serve<Req, Resp, H>(self, handler: H) -> Result<RpcServer>
     where
         Req: DeserializeOwned + Send + Sync + 'static,
         Resp: Serialize + Send + Sync + 'static,
-        F: Fn(Req) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+        H: RpcHandler<Req, Resp>,
     {
         let topic = self.topic?;
         let group = match (self.queue_group, self.conn.capabilities().queue_groups) {
@@ -264,16 +285,11 @@ impl RpcServer {
     }
 
     /// Serves `topic` with default settings.
-    pub async fn spawn<Req, Resp, F, Fut>(
-        conn: &Connection,
-        topic: &str,
-        handler: F,
-    ) -> Result<Self>
+    pub async fn spawn<Req, Resp, H>(conn: &Connection, topic: &str, handler: H) -> Result<Self>
     where
         Req: DeserializeOwned + Send + Sync + 'static,
         Resp: Serialize + Send + Sync + 'static,
-        F: Fn(Req) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+        H: RpcHandler<Req, Resp>,
     {
         Self::builder(conn, topic).serve(handler).await
     }
@@ -303,20 +319,19 @@ impl Drop for RpcServer {
     }
 }
 
-struct Worker<Req, Resp, F> {
+struct Worker<Req, Resp, H> {
     conn: Connection,
-    handler: Arc<F>,
+    handler: Arc<H>,
     codec: Codec,
     concurrency: usize,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
-impl<Req, Resp, F, Fut> Worker<Req, Resp, F>
+impl<Req, Resp, H> Worker<Req, Resp, H>
 where
     Req: DeserializeOwned + Send + Sync + 'static,
     Resp: Serialize + Send + Sync + 'static,
-    F: Fn(Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+    H: RpcHandler<Req, Resp>,
 {
     async fn run(
         self,
@@ -369,16 +384,11 @@ async fn refuse(conn: Connection, request: Message) {
     }
 }
 
-async fn handle<Req, Resp, F, Fut>(
-    conn: Connection,
-    handler: Arc<F>,
-    mut request: Message,
-    codec: Codec,
-) where
+async fn handle<Req, Resp, H>(conn: Connection, handler: Arc<H>, mut request: Message, codec: Codec)
+where
     Req: DeserializeOwned + Send + Sync + 'static,
     Resp: Serialize + Send + Sync + 'static,
-    F: Fn(Req) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = std::result::Result<Resp, RpcError>> + Send + 'static,
+    H: RpcHandler<Req, Resp>,
 {
     let Some(reply_to) = request.reply_to.clone() else {
         tracing::debug!(topic = %request.topic, "request without reply_to ignored");
@@ -392,7 +402,7 @@ async fn handle<Req, Resp, F, Fut>(
     let payload = std::mem::take(&mut request.payload);
     let outcome = match payload.decode::<Req>(codec, request.topic.as_str()) {
         Err(e) => Err(RpcError::new(RpcError::BAD_REQUEST, e.to_string())),
-        Ok(req) => AssertUnwindSafe(handler(req))
+        Ok(req) => AssertUnwindSafe(handler.call(req))
             .catch_unwind()
             .await
             .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked"))),

@@ -15,7 +15,6 @@ use busbar_core::transport::{
 };
 use busbar_core::{Error, Result};
 use bytes::Bytes;
-use tokio::sync::broadcast;
 
 use crate::bus::{INBOX_PREFIX, MemBus, lock, publish};
 use crate::connector::MemOptions;
@@ -126,7 +125,7 @@ impl MemTransport {
         let client_id = options
             .client_id
             .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
-        let (events, _) = broadcast::channel(256);
+        let events = ConnectionEvents::channel();
         let session = Arc::new(Session {
             bus: bus.clone(),
             client_id: client_id.clone(),

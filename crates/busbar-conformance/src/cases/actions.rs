@@ -140,6 +140,14 @@ pub async fn action_reject(h: Arc<impl Harness>) -> TestResult {
     Ok(())
 }
 
+/// Waits until `goal` has reached a terminal status.
+async fn until_finished(goal: &mut busbar_core::patterns::GoalHandle<u32, u32>) -> TestResult {
+    while !goal.status().is_terminal() {
+        crate::within(super::WAIT, "the goal to finish", goal.status_changed()).await?;
+    }
+    Ok(())
+}
+
 /// Sends `n` feedback messages back to back (no yielding between them), then succeeds.
 async fn burst(n: u32, ctx: Arc<GoalContext<u32>>) -> Result<u32, ActionError> {
     for i in 0..n {
@@ -168,9 +176,7 @@ pub async fn action_feedback_burst_and_overflow(h: Arc<impl Harness>) -> TestRes
 
     // 300 unread feedback messages against a 256-message queue: the oldest 44 go.
     let mut goal = client.send_goal(300).await?;
-    while !goal.status().is_terminal() {
-        crate::within(super::WAIT, "the goal to finish", goal.status_changed()).await?;
-    }
+    until_finished(&mut goal).await?;
     let first = goal.feedback().await;
     ensure(first == Some(44), || format!("first kept feedback {first:?}, expected 44"))?;
     ensure(goal.feedback_dropped() == 44, || {
@@ -182,9 +188,7 @@ pub async fn action_feedback_burst_and_overflow(h: Arc<impl Harness>) -> TestRes
         .await?
         .feedback_queue(busbar_core::QueueConfig::new(10, busbar_core::Overflow::DropNewest));
     let mut goal = keep_first.send_goal(300).await?;
-    while !goal.status().is_terminal() {
-        crate::within(super::WAIT, "the goal to finish", goal.status_changed()).await?;
-    }
+    until_finished(&mut goal).await?;
     let first = goal.feedback().await;
     ensure(first == Some(0) && goal.feedback_dropped() == 290, || {
         format!("first {first:?}, dropped {}", goal.feedback_dropped())

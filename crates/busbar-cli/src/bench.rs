@@ -29,7 +29,7 @@ pub struct Args {
     /// Print one JSON object instead of text.
     #[arg(long)]
     json: bool,
-    /// Also measure the raw baseline (for mem://, a bare tokio channel) in the same run.
+    /// Also measure the raw baseline in the same run (for mem://: a bare tokio channel).
     #[arg(long)]
     baseline: bool,
     /// Repeat the measurement this many times and report the median of each figure (this
@@ -87,6 +87,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     if args.runs == 0 {
         bail!("--runs must be at least 1");
+    }
+    if args.baseline && !args.url.to_ascii_lowercase().starts_with("mem:") {
+        bail!(
+            "--baseline measures a bare tokio channel, the raw equivalent of mem:// only; \
+             drop --baseline for {}",
+            args.url
+        );
     }
     let mut busbar_runs = Vec::new();
     let mut baseline_runs = Vec::new();

@@ -26,6 +26,8 @@ pub use busbar_core::*;
 
 #[cfg(feature = "mem")]
 pub use busbar_mem as mem;
+#[cfg(feature = "mqtt")]
+pub use busbar_mqtt as mqtt;
 
 mod registry;
 pub use registry::Registry;

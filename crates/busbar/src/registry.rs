@@ -33,6 +33,8 @@ impl Default for Registry {
         let mut r = Registry { connectors: Vec::new() };
         #[cfg(feature = "mem")]
         r.connectors.push(Arc::new(busbar_mem::MemConnector));
+        #[cfg(feature = "mqtt")]
+        r.connectors.push(Arc::new(busbar_mqtt::MqttConnector));
         r
     }
 }
@@ -98,11 +100,11 @@ mod tests {
     #[tokio::test]
     async fn unknown_scheme_names_what_is_known() {
         let err = Registry::default()
-            .connect("mqtt://127.0.0.1:1883", ConnectOptions::new())
+            .connect("amqp://127.0.0.1:5672", ConnectOptions::new())
             .await
-            .expect_err("no mqtt transport yet");
+            .expect_err("no amqp transport yet");
         let text = err.to_string();
-        assert!(text.contains("mqtt"), "{text}");
+        assert!(text.contains("`amqp`"), "{text}");
         assert!(text.contains("mem"), "{text}");
         let err = Registry::default()
             .connect("gopher://x", ConnectOptions::new())

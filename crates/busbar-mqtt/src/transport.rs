@@ -1,0 +1,574 @@
+//! The MQTT 5 transport: one supervisor task owns the rumqttc event loop.
+//!
+//! The supervisor is the only task that polls the event loop, and it never waits on user
+//! code except to hand a message to a `Block` subscription that is full (which holds back
+//! reading from the broker: backpressure reaches the socket). User calls only enqueue
+//! requests to rumqttc. The supervisor reconnects with jittered exponential backoff and
+//! re-subscribes every subscription after each reconnect (asking the broker not to resend
+//! retained messages for subscriptions it kept).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use busbar_core::message::Message;
+use busbar_core::queue::queue;
+use busbar_core::stats::{Stats, StatsSnapshot};
+use busbar_core::topic::Topic;
+use busbar_core::transport::{
+    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents,
+    SubscribeOptions, Subscription, SubscriptionGuard, Transport,
+};
+use busbar_core::{Error, QoS, Result};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{
+    ConnectReturnCode, Filter, LastWill, Packet, RetainForwardRule, SubscribeProperties,
+    SubscribeReasonCode,
+};
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::{NetworkOptions, Outgoing};
+use tokio::sync::{OnceCell, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::convert::{incoming, outgoing, qos_out};
+use crate::registry::{Local, Registry, deliver};
+use crate::settings::Settings;
+
+/// Requests rumqttc may hold before user calls wait (its own bounded channel).
+const REQUEST_CHANNEL: usize = 1024;
+/// How long a subscribe waits for the broker's acknowledgement.
+const SUBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn broker_error(message: String) -> Error {
+    Error::Broker { transport: "mqtt", message, source: None }
+}
+
+/// Subscribe acknowledgements in flight: the broker answers by packet id, which rumqttc
+/// assigns when it sends; it reports sends in request order, so a FIFO of subscription ids
+/// in request order maps packet ids back to subscriptions.
+#[derive(Default)]
+struct SubAcks {
+    sent_order: VecDeque<usize>,
+    by_pkid: HashMap<u16, usize>,
+    waiting: HashMap<usize, Vec<oneshot::Sender<Result<()>>>>,
+}
+
+struct Shared {
+    client: AsyncClient,
+    client_id: String,
+    settings: Settings,
+    registry: Mutex<Registry>,
+    subacks: Mutex<SubAcks>,
+    inbox: Mutex<HashMap<u64, oneshot::Sender<Message>>>,
+    next_id: AtomicU64,
+    reply_topic: Topic,
+    reply_sub: OnceCell<usize>,
+    stats: Arc<Stats>,
+    events: tokio::sync::broadcast::Sender<ConnectionEvent>,
+    open: AtomicBool,
+    shutdown: CancellationToken,
+}
+
+impl Shared {
+    fn check_open(&self) -> Result<()> {
+        if self.open.load(Ordering::Acquire) { Ok(()) } else { Err(Error::Closed) }
+    }
+
+    /// Asks the broker to subscribe `sub_id` (registered already) and, when `waiter` is
+    /// given, reports its acknowledgement there.
+    fn send_subscribe(
+        &self,
+        sub_id: usize,
+        path: String,
+        qos: QoS,
+        retain: RetainForwardRule,
+        waiter: Option<oneshot::Sender<Result<()>>>,
+    ) -> Result<()> {
+        let mut acks = lock(&self.subacks);
+        let mut filter = Filter::new(path, qos_out(qos));
+        filter.retain_forward_rule = retain;
+        let props = SubscribeProperties { id: Some(sub_id), user_properties: Vec::new() };
+        self.client
+            .try_subscribe_many_with_properties([filter], props)
+            .map_err(|e| broker_error(format!("cannot queue the subscription: {e}")))?;
+        acks.sent_order.push_back(sub_id);
+        if let Some(w) = waiter {
+            acks.waiting.entry(sub_id).or_default().push(w);
+        }
+        Ok(())
+    }
+
+    async fn subscribe_and_wait(&self, sub_id: usize, path: String, qos: QoS) -> Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.send_subscribe(
+            sub_id,
+            path.clone(),
+            qos,
+            RetainForwardRule::OnEverySubscribe,
+            Some(tx),
+        )?;
+        match tokio::time::timeout(SUBACK_TIMEOUT, rx).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(Error::Closed),
+            Err(_) => Err(broker_error(format!(
+                "the broker did not acknowledge the subscription to {path} within {SUBACK_TIMEOUT:?}"
+            ))),
+        }
+    }
+
+    /// Subscribes once to this connection's reply topic.
+    async fn ensure_reply_subscription(&self) -> Result<()> {
+        self.reply_sub
+            .get_or_try_init(|| async {
+                let (tx, _rx) =
+                    queue(busbar_core::QueueConfig::new(1, busbar_core::Overflow::DropNewest));
+                let filter = busbar_core::TopicFilter::from(self.reply_topic.clone());
+                // Replies are taken before routing; the registry entry only keeps the broker
+                // subscription alive and re-subscribed.
+                let added =
+                    lock(&self.registry).add(filter, None, QoS::AtLeastOnce, Local { id: 0, tx });
+                self.subscribe_and_wait(
+                    added.sub_id,
+                    self.reply_topic.as_str().to_owned(),
+                    QoS::AtLeastOnce,
+                )
+                .await?;
+                Ok::<_, Error>(added.sub_id)
+            })
+            .await
+            .map(|_| ())
+    }
+
+    fn on_outgoing_subscribe(&self, pkid: u16) {
+        let mut acks = lock(&self.subacks);
+        if let Some(sub_id) = acks.sent_order.pop_front() {
+            acks.by_pkid.insert(pkid, sub_id);
+        }
+    }
+
+    fn on_suback(&self, pkid: u16, codes: &[SubscribeReasonCode]) {
+        let mut acks = lock(&self.subacks);
+        let Some(sub_id) = acks.by_pkid.remove(&pkid) else { return };
+        let waiters = acks.waiting.remove(&sub_id).unwrap_or_default();
+        drop(acks);
+        let refused = codes.iter().find(|c| !matches!(c, SubscribeReasonCode::Success(_)));
+        for w in waiters {
+            let _ = w.send(match refused {
+                None => Ok(()),
+                Some(code) => {
+                    Err(broker_error(format!("the broker refused the subscription: {code:?}")))
+                }
+            });
+        }
+    }
+
+    /// After a reconnect: every subscription again, without a second copy of retained
+    /// messages for subscriptions the broker kept.
+    fn resubscribe_all(&self) {
+        {
+            let mut acks = lock(&self.subacks);
+            acks.sent_order.clear();
+            acks.by_pkid.clear();
+        }
+        let subs: Vec<(usize, String, QoS)> =
+            lock(&self.registry).subs.iter().map(|(id, s)| (*id, s.path(), s.qos)).collect();
+        for (id, path, qos) in subs {
+            if let Err(e) =
+                self.send_subscribe(id, path, qos, RetainForwardRule::OnNewSubscribe, None)
+            {
+                tracing::warn!(error = %e, "re-subscription not queued");
+            }
+        }
+    }
+
+    async fn dispatch(&self, publish: rumqttc::v5::mqttbytes::v5::Publish) {
+        let (message, ids) = match incoming(publish) {
+            Ok(m) => m,
+            Err(e) => {
+                Stats::bump(&self.stats.dropped);
+                tracing::warn!(error = %e, "message on a topic busbar cannot name was dropped");
+                return;
+            }
+        };
+        if message.topic == self.reply_topic {
+            let waiting = message
+                .correlation_id
+                .as_ref()
+                .and_then(|c| <[u8; 8]>::try_from(c.as_ref()).ok())
+                .map(u64::from_be_bytes)
+                .and_then(|id| lock(&self.inbox).remove(&id));
+            match waiting {
+                Some(tx) => {
+                    let _ = tx.send(message);
+                }
+                None => Stats::bump(&self.stats.late_replies),
+            }
+            return;
+        }
+        if message.is_expired() {
+            Stats::bump(&self.stats.expired);
+            return;
+        }
+        let targets = lock(&self.registry).targets(&ids, &message);
+        if let Some(((last_tx, last_filter), rest)) = targets.split_last() {
+            for (tx, filter) in rest {
+                deliver(tx.clone(), filter.clone(), message.clone(), &self.stats, &self.events)
+                    .await;
+            }
+            deliver(last_tx.clone(), last_filter.clone(), message, &self.stats, &self.events).await;
+        }
+    }
+}
+
+/// A connection to an MQTT 5 broker.
+pub struct MqttTransport {
+    shared: Arc<Shared>,
+    capabilities: Capabilities,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn capabilities() -> Capabilities {
+    let mut c = Capabilities::none();
+    c.queue_groups = true;
+    c.retained = true;
+    c.native_request = true;
+    c.headers = true;
+    c.expiry = true;
+    c.last_will = true;
+    c.max_qos = QoS::ExactlyOnce;
+    c
+}
+
+impl MqttTransport {
+    /// Connects; resolves once the broker accepted the connection.
+    pub async fn connect(url: &str, options: ConnectOptions) -> Result<MqttTransport> {
+        let settings = Settings::parse(url)?;
+        let client_id = options
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
+        let mut mqtt = MqttOptions::new(client_id.clone(), settings.host.clone(), settings.port);
+        mqtt.set_keep_alive(settings.keep_alive);
+        mqtt.set_clean_start(settings.session_expiry.is_none());
+        if let Some(expiry) = settings.session_expiry {
+            mqtt.set_session_expiry_interval(
+                Some(expiry.as_secs().min(u64::from(u32::MAX)) as u32),
+            );
+        }
+        if let Some(user) = &settings.username {
+            mqtt.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
+        }
+        let mut network = NetworkOptions::new();
+        network.set_tcp_nodelay(true);
+        mqtt.set_network_options(network);
+        if let Some(will) = &options.last_will {
+            let payload = will.payload.to_bytes()?;
+            mqtt.set_last_will(LastWill::new(
+                will.topic.as_str(),
+                payload.to_vec(),
+                qos_out(will.qos),
+                will.retain,
+                None,
+            ));
+        }
+        let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
+        let reply_topic = Topic::new(format!("_busbar/reply/{}", uuid::Uuid::new_v4().simple()))?;
+        let shared = Arc::new(Shared {
+            client,
+            client_id,
+            settings,
+            registry: Mutex::default(),
+            subacks: Mutex::default(),
+            inbox: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            reply_topic,
+            reply_sub: OnceCell::new(),
+            stats: Arc::new(Stats::default()),
+            events: ConnectionEvents::channel(),
+            open: AtomicBool::new(true),
+            shutdown: CancellationToken::new(),
+        });
+        let (first_tx, first_rx) = oneshot::channel();
+        let supervisor = tokio::spawn(supervise(shared.clone(), eventloop, first_tx));
+        let first = tokio::time::timeout(Duration::from_secs(10), first_rx).await;
+        let outcome = match first {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(broker_error("the connection task ended".into())),
+            Err(_) => Err(Error::NotConnected {
+                url: shared.settings.shown.clone(),
+                reason: "no answer from the broker within 10 s".into(),
+            }),
+        };
+        if let Err(e) = outcome {
+            shared.shutdown.cancel();
+            supervisor.abort();
+            return Err(e);
+        }
+        Ok(MqttTransport {
+            shared,
+            capabilities: capabilities(),
+            supervisor: Mutex::new(Some(supervisor)),
+        })
+    }
+
+    /// Cuts the connection without a DISCONNECT, as a crash would: the broker publishes the
+    /// last will. For fault-injection tests.
+    pub fn kill(&self) {
+        self.end();
+        if let Some(task) = lock(&self.supervisor).take() {
+            task.abort();
+        }
+    }
+
+    fn end(&self) {
+        if self.shared.open.swap(false, Ordering::AcqRel) {
+            self.shared.shutdown.cancel();
+            // Subscriptions end: their senders go with the registry's entries.
+            *lock(&self.shared.registry) = Registry::default();
+            lock(&self.shared.inbox).clear();
+            let _ = self.shared.events.send(ConnectionEvent::Closed);
+        }
+    }
+
+    async fn do_subscribe(&self, options: SubscribeOptions) -> Result<Subscription> {
+        let s = &self.shared;
+        s.check_open()?;
+        let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = queue(options.queue);
+        let filter = options.filter.clone();
+        let added = lock(&s.registry).add(
+            filter.clone(),
+            options.queue_group.clone(),
+            options.qos,
+            Local { id, tx },
+        );
+        let path = lock(&s.registry).subs.get(&added.sub_id).map(|b| b.path()).unwrap_or_default();
+        if added.new
+            && let Err(e) = s.subscribe_and_wait(added.sub_id, path, options.qos).await
+        {
+            lock(&s.registry).remove(added.sub_id, id);
+            return Err(e);
+        }
+        let weak = Arc::downgrade(s);
+        let guard = SubscriptionGuard::new(move || {
+            let Some(s) = weak.upgrade() else { return };
+            let path = lock(&s.registry).remove(added.sub_id, id);
+            if let Some(path) = path
+                && s.open.load(Ordering::Acquire)
+                && let Err(e) = s.client.try_unsubscribe(path)
+            {
+                tracing::debug!(error = %e, "unsubscribe not queued");
+            }
+        });
+        Ok(Subscription::new(filter, rx, s.stats.clone(), guard))
+    }
+
+    async fn do_request(&self, mut message: Message, timeout: Duration) -> Result<Message> {
+        let s = &self.shared;
+        s.check_open()?;
+        Stats::bump(&s.stats.requests);
+        let topic = message.topic.clone();
+        let exchange = async {
+            s.ensure_reply_subscription().await?;
+            let id = s.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = oneshot::channel();
+            lock(&s.inbox).insert(id, tx);
+            let _inbox = InboxGuard { shared: s, id };
+            message.reply_to = Some(s.reply_topic.clone());
+            message.correlation_id = Some(Bytes::copy_from_slice(&id.to_be_bytes()));
+            self.send(message).await?;
+            rx.await.map_err(|_| Error::Closed)
+        };
+        match tokio::time::timeout(timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => {
+                Stats::bump(&s.stats.timeouts);
+                Err(Error::Timeout { topic: topic.as_str().to_owned(), timeout })
+            }
+        }
+    }
+
+    async fn send(&self, message: Message) -> Result<()> {
+        let s = &self.shared;
+        s.check_open()?;
+        let (payload, props) = outgoing(&message)?;
+        s.client
+            .publish_with_properties(
+                message.topic.as_str(),
+                qos_out(message.qos),
+                message.retain,
+                payload,
+                props,
+            )
+            .await
+            .map_err(|e| broker_error(format!("cannot queue the publish: {e}")))?;
+        Stats::bump(&s.stats.published);
+        Ok(())
+    }
+}
+
+struct InboxGuard<'a> {
+    shared: &'a Shared,
+    id: u64,
+}
+
+impl Drop for InboxGuard<'_> {
+    fn drop(&mut self) {
+        lock(&self.shared.inbox).remove(&self.id);
+    }
+}
+
+impl Drop for MqttTransport {
+    fn drop(&mut self) {
+        // Dropped without close: the connection just goes (the broker sends the will).
+        self.kill();
+    }
+}
+
+/// Owns the event loop until shutdown.
+async fn supervise(
+    shared: Arc<Shared>,
+    mut eventloop: EventLoop,
+    first: oneshot::Sender<Result<()>>,
+) {
+    let mut first = Some(first);
+    let mut connected = false;
+    let mut ever_connected = false;
+    let mut attempt: u32 = 0;
+    loop {
+        let polled = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            p = eventloop.poll() => p,
+        };
+        match polled {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                attempt = 0;
+                connected = true;
+                if ever_connected {
+                    shared.resubscribe_all();
+                    let _ = shared.events.send(ConnectionEvent::Reconnected);
+                } else {
+                    ever_connected = true;
+                    let _ = shared.events.send(ConnectionEvent::Connected);
+                }
+                let _ = ack;
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Ok(Event::Incoming(Packet::Publish(p))) => shared.dispatch(p).await,
+            Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                shared.on_suback(ack.pkid, &ack.return_codes)
+            }
+            Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => shared.on_outgoing_subscribe(pkid),
+            // The DISCONNECT of a graceful close is on the wire: stop here, or the loop would
+            // reconnect (and a later cut would make the broker send the will after all).
+            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+            Ok(_) => {}
+            Err(e) => {
+                let reason = describe(&e);
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Err(Error::NotConnected {
+                        url: shared.settings.shown.clone(),
+                        reason,
+                    }));
+                    return;
+                }
+                if connected {
+                    connected = false;
+                    let _ = shared.events.send(ConnectionEvent::Disconnected { reason });
+                }
+                attempt = attempt.saturating_add(1);
+                let delay = backoff(attempt);
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Jittered exponential backoff: 100 ms doubling to 5 s, each delay between half and all of it.
+fn backoff(attempt: u32) -> Duration {
+    let exp = BACKOFF_MIN.saturating_mul(1u32 << attempt.min(6)).min(BACKOFF_MAX);
+    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
+    exp / 2 + exp / 2 * jitter / 1000
+}
+
+fn describe(e: &ConnectionError) -> String {
+    match e {
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "the broker refused the user name or password".into()
+        }
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "the broker refused the connection: not authorized".into()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?}")
+        }
+        other => other.to_string(),
+    }
+}
+
+impl Transport for MqttTransport {
+    fn kind(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn publish(&self, message: Message) -> Completion<'_, ()> {
+        Completion::Pending(Box::pin(self.send(message)))
+    }
+
+    fn subscribe(&self, options: SubscribeOptions) -> BoxFuture<'_, Result<Subscription>> {
+        Box::pin(self.do_subscribe(options))
+    }
+
+    fn request(&self, message: Message, timeout: Duration) -> BoxFuture<'_, Result<Message>> {
+        Box::pin(self.do_request(message, timeout))
+    }
+
+    fn events(&self) -> ConnectionEvents {
+        ConnectionEvents::new(self.shared.events.subscribe())
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.shared.stats.snapshot()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<()>> {
+        Box::pin(async move {
+            if !self.shared.open.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            // A DISCONNECT tells the broker not to publish the will.
+            let _ = self.shared.client.try_disconnect();
+            let task = lock(&self.supervisor).take();
+            if let Some(mut task) = task {
+                // The event loop ends once the DISCONNECT is written; bound the wait.
+                if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+                    task.abort();
+                }
+            }
+            self.end();
+            Ok(())
+        })
+    }
+}

@@ -8,7 +8,7 @@
 //! retained messages for subscriptions it kept).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -40,6 +40,10 @@ use crate::settings::Settings;
 const REQUEST_CHANNEL: usize = 1024;
 /// How long a subscribe waits for the broker's acknowledgement.
 const SUBACK_TIMEOUT: Duration = Duration::from_secs(10);
+/// The largest packet MQTT can express (a 4-byte variable byte integer).
+const MQTT_MAX_PACKET: u32 = 268_435_455;
+/// Bytes a publish needs besides payload, topic and properties (fixed header, lengths, ids).
+const PUBLISH_OVERHEAD: usize = 16;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -76,6 +80,8 @@ struct Shared {
     events: tokio::sync::broadcast::Sender<ConnectionEvent>,
     open: AtomicBool,
     shutdown: CancellationToken,
+    /// The broker's maximum packet size from its CONNACK (`usize::MAX` when it set none).
+    max_packet: AtomicUsize,
 }
 
 impl Shared {
@@ -267,6 +273,9 @@ impl MqttTransport {
         if let Some(user) = &settings.username {
             mqtt.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
         }
+        // rumqttc refuses incoming packets over 10 KiB unless told otherwise: accept what
+        // MQTT can carry, so the broker's own limit is the one that applies.
+        mqtt.set_max_packet_size(Some(MQTT_MAX_PACKET));
         let mut network = NetworkOptions::new();
         network.set_tcp_nodelay(true);
         mqtt.set_network_options(network);
@@ -296,6 +305,7 @@ impl MqttTransport {
             events: ConnectionEvents::channel(),
             open: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
+            max_packet: AtomicUsize::new(usize::MAX),
         });
         let (first_tx, first_rx) = oneshot::channel();
         let supervisor = tokio::spawn(supervise(shared.clone(), eventloop, first_tx));
@@ -401,6 +411,21 @@ impl MqttTransport {
         let s = &self.shared;
         s.check_open()?;
         let (payload, props) = outgoing(&message)?;
+        // Refused here with a clear error: a broker answers an oversized packet by dropping
+        // the connection, which would take every other call on it down too.
+        let max = s.max_packet.load(Ordering::Relaxed);
+        let around = PUBLISH_OVERHEAD
+            + message.topic.as_str().len()
+            + props.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>()
+            + props.response_topic.as_ref().map_or(0, |t| t.len() + 3)
+            + props.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
+            + props.content_type.as_ref().map_or(0, |c| c.len() + 3);
+        if payload.len().saturating_add(around) > max {
+            return Err(Error::PayloadTooLarge {
+                size: payload.len(),
+                max: max.saturating_sub(around),
+            });
+        }
         s.client
             .publish_with_properties(
                 message.topic.as_str(),
@@ -460,7 +485,8 @@ async fn supervise(
                     ever_connected = true;
                     let _ = shared.events.send(ConnectionEvent::Connected);
                 }
-                let _ = ack;
+                let max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
+                shared.max_packet.store(max.map_or(usize::MAX, |m| m as usize), Ordering::Relaxed);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Ok(()));
                 }

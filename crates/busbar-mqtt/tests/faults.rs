@@ -92,9 +92,7 @@ async fn wrong_credentials_are_a_clear_error() {
         .status();
     let Some(status) = skip_if_missing(
         "wrong_credentials_are_a_clear_error",
-        made.map_err(|_| busbar_testkit::TestkitError::BinaryMissing {
-            name: "mosquitto_passwd".into(),
-        }),
+        made.map_err(|_| busbar_testkit::TestkitError::BinaryMissing { name: "mosquitto_passwd" }),
     ) else {
         return;
     };

@@ -1,4 +1,5 @@
-//! `mqtt://`: busbar's MQTT transport (MQTT 5 over TCP so far).
+//! `mqtt://` and `mqtts://`: busbar's MQTT transport (MQTT 5 over TCP, and over TLS with
+//! rustls and the ring provider).
 //!
 //! Topics are MQTT's own, so busbar names go to the broker unchanged; queue groups are shared
 //! subscriptions (`$share/<group>/<filter>`); headers are user properties (`content-type` is
@@ -8,9 +9,10 @@
 mod convert;
 mod registry;
 mod settings;
+mod tls;
 mod transport;
 
-pub use settings::Settings;
+pub use settings::{Settings, TlsSettings};
 pub use transport::MqttTransport;
 
 use std::sync::Arc;
@@ -24,7 +26,7 @@ pub struct MqttConnector;
 
 impl Connector for MqttConnector {
     fn schemes(&self) -> &[&'static str] {
-        &["mqtt"]
+        &["mqtt", "mqtts"]
     }
 
     fn connect(

@@ -1,12 +1,14 @@
-//! `mqtt://` URLs.
+//! `mqtt://` and `mqtts://` URLs.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use busbar_core::connection::redact_url;
 use busbar_core::{Error, Result};
 
 /// Where and how to connect, from a URL such as
-/// `mqtt://user:pass@127.0.0.1:1883?keep_alive=30&session_expiry=60`.
+/// `mqtt://user:pass@127.0.0.1:1883?keep_alive=30&session_expiry=60` or
+/// `mqtts://broker:8883?ca=/etc/ca.pem&cert=/etc/me.pem&key=/etc/me.key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     /// Broker host.
@@ -21,23 +23,41 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// Session expiry after a disconnect; `None` starts a clean session every time.
     pub session_expiry: Option<Duration>,
+    /// TLS settings for `mqtts://`; `None` for plain TCP.
+    pub tls: Option<TlsSettings>,
     /// The URL with the password hidden, for messages.
     pub shown: String,
 }
 
+/// How to secure the connection. The server's certificate is always verified: against `ca`
+/// when given, else against the system's trusted roots.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct TlsSettings {
+    /// PEM file of the certificate authorities to trust instead of the system's.
+    pub ca: Option<PathBuf>,
+    /// PEM file of the client certificate (chain), for brokers that require one.
+    pub cert: Option<PathBuf>,
+    /// PEM file of the client certificate's private key.
+    pub key: Option<PathBuf>,
+}
+
 impl Settings {
-    /// Parses an `mqtt://` URL.
+    /// Parses an `mqtt://` or `mqtts://` URL.
     pub fn parse(url: &str) -> Result<Settings> {
         let shown = redact_url(url);
         let invalid = |reason: String| Error::InvalidUrl { url: shown.clone(), reason };
         let (scheme, rest) =
             url.split_once("://").ok_or_else(|| invalid("expected mqtt://HOST[:PORT]".into()))?;
-        if !scheme.eq_ignore_ascii_case("mqtt") {
+        let tls = if scheme.eq_ignore_ascii_case("mqtt") {
+            None
+        } else if scheme.eq_ignore_ascii_case("mqtts") {
+            Some(TlsSettings::default())
+        } else {
             return Err(Error::Unsupported {
                 transport: "mqtt",
-                feature: "this URL scheme (only mqtt:// so far)",
+                feature: "this URL scheme (mqtt:// and mqtts:// so far)",
             });
-        }
+        };
         let (authority, query) = match rest.split_once('?') {
             Some((a, q)) => (a, q),
             None => (rest, ""),
@@ -59,7 +79,7 @@ impl Settings {
                 let port = p.parse::<u16>().map_err(|_| invalid(format!("bad port {p:?}")))?;
                 (h, port)
             }
-            None => (hostport, 1883),
+            None => (hostport, if tls.is_some() { 8883 } else { 1883 }),
         };
         if host.is_empty() {
             return Err(invalid("no host".into()));
@@ -71,6 +91,7 @@ impl Settings {
             password,
             keep_alive: Duration::from_secs(30),
             session_expiry: None,
+            tls,
             shown: shown.clone(),
         };
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -86,12 +107,28 @@ impl Settings {
             match key {
                 "keep_alive" => settings.keep_alive = secs()?.max(Duration::from_secs(5)),
                 "session_expiry" => settings.session_expiry = Some(secs()?),
+                "ca" | "cert" | "key" => {
+                    let tls = settings.tls.as_mut().ok_or_else(|| {
+                        invalid(format!("{key} needs a TLS connection: use mqtts://"))
+                    })?;
+                    let path = Some(PathBuf::from(value));
+                    match key {
+                        "ca" => tls.ca = path,
+                        "cert" => tls.cert = path,
+                        _ => tls.key = path,
+                    }
+                }
                 _ => {
                     return Err(invalid(format!(
-                        "unknown parameter {key:?} (known: keep_alive, session_expiry)"
+                        "unknown parameter {key:?} (known: keep_alive, session_expiry, ca, cert, key)"
                     )));
                 }
             }
+        }
+        if let Some(tls) = &settings.tls
+            && tls.cert.is_some() != tls.key.is_some()
+        {
+            return Err(invalid("a client certificate needs both cert and key".into()));
         }
         Ok(settings)
     }
@@ -111,13 +148,19 @@ mod tests {
         assert_eq!(s.session_expiry, Some(Duration::from_secs(60)));
         assert!(!s.shown.contains(":p@"), "{}", s.shown);
         assert_eq!(Settings::parse("mqtt://h").expect("default port").port, 1883);
+        let tls = Settings::parse("mqtts://h?ca=/c.pem&cert=/m.pem&key=/m.key").expect("tls");
+        assert_eq!(tls.port, 8883);
+        let t = tls.tls.expect("tls settings");
+        assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/c.pem")));
     }
 
     #[test]
     fn refuses_what_it_cannot_use() {
         assert!(matches!(Settings::parse("mqtt://h:x"), Err(Error::InvalidUrl { .. })));
         assert!(matches!(Settings::parse("mqtt://h?colour=red"), Err(Error::InvalidUrl { .. })));
-        assert!(matches!(Settings::parse("mqtts://h"), Err(Error::Unsupported { .. })));
+        assert!(matches!(Settings::parse("ws://h"), Err(Error::Unsupported { .. })));
+        assert!(matches!(Settings::parse("mqtt://h?ca=/x"), Err(Error::InvalidUrl { .. })));
+        assert!(matches!(Settings::parse("mqtts://h?cert=/x"), Err(Error::InvalidUrl { .. })));
         assert!(matches!(Settings::parse("mqtt://"), Err(Error::InvalidUrl { .. })));
     }
 }

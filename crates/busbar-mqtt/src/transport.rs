@@ -279,6 +279,10 @@ impl MqttTransport {
         let mut network = NetworkOptions::new();
         network.set_tcp_nodelay(true);
         mqtt.set_network_options(network);
+        if let Some(tls) = &settings.tls {
+            let config = crate::tls::client_config(tls)?;
+            mqtt.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(config)));
+        }
         if let Some(will) = &options.last_will {
             let payload = will.payload.to_bytes()?;
             mqtt.set_last_will(LastWill::new(

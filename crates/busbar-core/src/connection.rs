@@ -69,6 +69,9 @@ impl Connection {
         if options.queue_group.is_some() && !self.capabilities().queue_groups {
             return Err(self.unsupported("queue groups"));
         }
+        if options.no_local && !self.capabilities().no_local {
+            return Err(self.unsupported("no-local subscriptions"));
+        }
         self.transport.subscribe(options).await
     }
 

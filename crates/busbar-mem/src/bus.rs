@@ -173,7 +173,8 @@ impl BusInner {
 
     /// Routes `message` to every matching subscription without waiting. Deliveries to full
     /// `Block` queues are returned for the caller to await outside the lock.
-    pub(crate) fn route(&self, mut message: Message, publisher: &Stats) -> Routed {
+    pub(crate) fn route(&self, mut message: Message, from: &Arc<Owner>) -> Routed {
+        let publisher = &*from.stats;
         // The first byte rules out almost every topic before any string comparison.
         let topic = message.topic.as_str();
         if let Some(id) = (topic.as_bytes().first() == Some(&b'_'))
@@ -205,7 +206,7 @@ impl BusInner {
             // Live subscribers get it as a live message; the flag marks store deliveries.
             message.retain = false;
         }
-        let targets = routes.targets(message.topic.as_str());
+        let targets = routes.targets(message.topic.as_str(), from);
         let reached = targets.len();
         let mut blocked = Vec::new();
         // The last target takes the original: a typed payload then has a single owner and
@@ -285,9 +286,9 @@ impl Blocked {
 }
 
 /// Publishes `message` on `bus`, waiting for room in `Block` queues.
-pub(crate) async fn publish(bus: &BusInner, message: Message, publisher: &Stats) -> Result<usize> {
-    Stats::bump(&publisher.published);
-    let Routed { reached, blocked } = bus.route(message, publisher);
+pub(crate) async fn publish(bus: &BusInner, message: Message, from: &Arc<Owner>) -> Result<usize> {
+    Stats::bump(&from.stats.published);
+    let Routed { reached, blocked } = bus.route(message, from);
     for b in blocked {
         b.deliver().await;
     }

@@ -24,6 +24,8 @@ pub(crate) struct Entry {
     pub(crate) filter: TopicFilter,
     pub(crate) tx: QueueSender<Message>,
     pub(crate) owner: Arc<Owner>,
+    /// Skip messages its own connection published.
+    pub(crate) no_local: bool,
 }
 
 /// What the trie stores under a filter: a plain subscription, or a queue group whose
@@ -67,11 +69,13 @@ pub(crate) struct Routes {
 pub(crate) type Targets<'a> = SmallVec<[&'a Entry; 4]>;
 
 impl Routes {
-    /// Every subscription (one member per group) that `topic` reaches.
-    pub(crate) fn targets(&self, topic: &str) -> Targets<'_> {
+    /// Every subscription (one member per group) that `topic` reaches from `publisher`.
+    pub(crate) fn targets(&self, topic: &str, publisher: &Arc<Owner>) -> Targets<'_> {
         let mut out = Targets::new();
         self.trie.for_each_match(topic, |slot| {
-            if let Some(e) = slot.pick() {
+            if let Some(e) = slot.pick()
+                && !(e.no_local && Arc::ptr_eq(&e.owner, publisher))
+            {
                 out.push(e);
             }
         });

@@ -78,7 +78,7 @@ impl Session {
         self.bus.inner.unregister(&self.client_id, self);
         let will = lock(&self.will).take();
         if publish_will && let Some(will) = will {
-            let routed = self.bus.inner.route(will, &self.owner.stats);
+            let routed = self.bus.inner.route(will, &self.owner);
             // Waiting deliveries of a will are finished in the background: termination can
             // happen in a destructor, which cannot wait.
             if !routed.blocked.is_empty()
@@ -116,6 +116,7 @@ fn capabilities() -> Capabilities {
     c.last_will = true;
     c.typed_payloads = true;
     c.no_responders = true;
+    c.no_local = true;
     c.max_qos = QoS::ExactlyOnce;
     c
 }
@@ -154,7 +155,13 @@ impl MemTransport {
             s.check_open()?;
             subs.insert(id, (filter.clone(), group.clone()));
             bus.add(
-                Entry { id, filter: filter.clone(), tx, owner: s.owner.clone() },
+                Entry {
+                    id,
+                    filter: filter.clone(),
+                    tx,
+                    owner: s.owner.clone(),
+                    no_local: options.no_local,
+                },
                 group.clone(),
             );
         }
@@ -183,7 +190,7 @@ impl MemTransport {
         let topic = message.topic.clone();
         // One deadline covers both waiting for room in a busy server's queue and the reply.
         let exchange = async {
-            let reached = publish(bus, message, &s.owner.stats).await?;
+            let reached = publish(bus, message, &s.owner).await?;
             if reached == 0 {
                 return Err(Error::NoResponders { topic: topic.as_str().to_owned() });
             }
@@ -235,7 +242,7 @@ impl Transport for MemTransport {
         }
         let stats = &self.session.owner.stats;
         Stats::bump(&stats.published);
-        let routed = self.session.bus.inner.route(message, stats);
+        let routed = self.session.bus.inner.route(message, &self.session.owner);
         if routed.blocked.is_empty() {
             return Completion::ready(Ok(()));
         }

@@ -27,6 +27,7 @@ pub(crate) struct BrokerSub {
     pub(crate) filter: TopicFilter,
     pub(crate) group: Option<String>,
     pub(crate) qos: QoS,
+    pub(crate) no_local: bool,
     pub(crate) locals: Vec<Local>,
     next: AtomicUsize,
 }
@@ -63,14 +64,24 @@ impl Registry {
         filter: TopicFilter,
         group: Option<String>,
         qos: QoS,
+        no_local: bool,
         local: Local,
-    ) -> Added {
+    ) -> busbar_core::Result<Added> {
+        // MQTT keeps one subscription per filter and session: a second SUBSCRIBE to the same
+        // filter replaces the first, options included. Local subscriptions therefore share
+        // it, and must agree on what the broker applies for all of them.
         let key = (filter.clone(), group.clone());
         if let Some(&sub_id) = self.by_key.get(&key)
             && let Some(sub) = self.subs.get_mut(&sub_id)
         {
+            if sub.no_local != no_local {
+                return Err(busbar_core::Error::Unsupported {
+                    transport: "mqtt",
+                    feature: "a no-local and a plain subscription to the same filter on one connection",
+                });
+            }
             sub.locals.push(local);
-            return Added { sub_id, new: false };
+            return Ok(Added { sub_id, new: false });
         }
         // Identifiers run 1..=268,435,455 (a variable byte integer); wrapping is harmless
         // because an identifier is reused only after its subscription is gone.
@@ -79,9 +90,16 @@ impl Registry {
         self.by_key.insert(key, sub_id);
         self.subs.insert(
             sub_id,
-            BrokerSub { filter, group, qos, locals: vec![local], next: AtomicUsize::new(0) },
+            BrokerSub {
+                filter,
+                group,
+                qos,
+                no_local,
+                locals: vec![local],
+                next: AtomicUsize::new(0),
+            },
         );
-        Added { sub_id, new: true }
+        Ok(Added { sub_id, new: true })
     }
 
     /// Removes local subscription `id` from broker subscription `sub_id`; returns the broker

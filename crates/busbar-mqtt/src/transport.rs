@@ -96,12 +96,14 @@ impl Shared {
         sub_id: usize,
         path: String,
         qos: QoS,
+        no_local: bool,
         retain: RetainForwardRule,
         waiter: Option<oneshot::Sender<Result<()>>>,
     ) -> Result<()> {
         let mut acks = lock(&self.subacks);
         let mut filter = Filter::new(path, qos_out(qos));
         filter.retain_forward_rule = retain;
+        filter.nolocal = no_local;
         let props = SubscribeProperties { id: Some(sub_id), user_properties: Vec::new() };
         self.client
             .try_subscribe_many_with_properties([filter], props)
@@ -113,15 +115,16 @@ impl Shared {
         Ok(())
     }
 
-    async fn subscribe_and_wait(&self, sub_id: usize, path: String, qos: QoS) -> Result<()> {
+    async fn subscribe_and_wait(
+        &self,
+        sub_id: usize,
+        path: String,
+        qos: QoS,
+        no_local: bool,
+    ) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        self.send_subscribe(
-            sub_id,
-            path.clone(),
-            qos,
-            RetainForwardRule::OnEverySubscribe,
-            Some(tx),
-        )?;
+        let every = RetainForwardRule::OnEverySubscribe;
+        self.send_subscribe(sub_id, path.clone(), qos, no_local, every, Some(tx))?;
         match tokio::time::timeout(SUBACK_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed),
@@ -140,14 +143,15 @@ impl Shared {
                 let filter = busbar_core::TopicFilter::from(self.reply_topic.clone());
                 // Replies are taken before routing; the registry entry only keeps the broker
                 // subscription alive and re-subscribed.
-                let added =
-                    lock(&self.registry).add(filter, None, QoS::AtLeastOnce, Local { id: 0, tx });
-                self.subscribe_and_wait(
-                    added.sub_id,
-                    self.reply_topic.as_str().to_owned(),
+                let added = lock(&self.registry).add(
+                    filter,
+                    None,
                     QoS::AtLeastOnce,
-                )
-                .await?;
+                    false,
+                    Local { id: 0, tx },
+                )?;
+                let path = self.reply_topic.as_str().to_owned();
+                self.subscribe_and_wait(added.sub_id, path, QoS::AtLeastOnce, false).await?;
                 Ok::<_, Error>(added.sub_id)
             })
             .await
@@ -185,12 +189,14 @@ impl Shared {
             acks.sent_order.clear();
             acks.by_pkid.clear();
         }
-        let subs: Vec<(usize, String, QoS)> =
-            lock(&self.registry).subs.iter().map(|(id, s)| (*id, s.path(), s.qos)).collect();
-        for (id, path, qos) in subs {
-            if let Err(e) =
-                self.send_subscribe(id, path, qos, RetainForwardRule::OnNewSubscribe, None)
-            {
+        let subs: Vec<(usize, String, QoS, bool)> = lock(&self.registry)
+            .subs
+            .iter()
+            .map(|(id, s)| (*id, s.path(), s.qos, s.no_local))
+            .collect();
+        for (id, path, qos, no_local) in subs {
+            let kept = RetainForwardRule::OnNewSubscribe;
+            if let Err(e) = self.send_subscribe(id, path, qos, no_local, kept, None) {
                 tracing::warn!(error = %e, "re-subscription not queued");
             }
         }
@@ -250,6 +256,7 @@ fn capabilities() -> Capabilities {
     c.headers = true;
     c.expiry = true;
     c.last_will = true;
+    c.no_local = true;
     c.max_qos = QoS::ExactlyOnce;
     c
 }
@@ -363,11 +370,13 @@ impl MqttTransport {
             filter.clone(),
             options.queue_group.clone(),
             options.qos,
+            options.no_local,
             Local { id, tx },
-        );
+        )?;
         let path = lock(&s.registry).subs.get(&added.sub_id).map(|b| b.path()).unwrap_or_default();
         if added.new
-            && let Err(e) = s.subscribe_and_wait(added.sub_id, path, options.qos).await
+            && let Err(e) =
+                s.subscribe_and_wait(added.sub_id, path, options.qos, options.no_local).await
         {
             lock(&s.registry).remove(added.sub_id, id);
             return Err(e);

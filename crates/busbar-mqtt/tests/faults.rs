@@ -150,3 +150,19 @@ async fn payloads_over_the_broker_maximum_are_refused_and_large_ones_arrive() {
         .expect("open");
     assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"small");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_and_a_no_local_subscription_to_one_filter_conflict_clearly() {
+    let Some(broker) = mosquitto("no_local_conflict", MosquittoConfig::new()).await else { return };
+    let conn = connect(&broker.url()).await;
+    let filter = busbar_core::TopicFilter::new("t/#").expect("filter");
+    let _plain = conn
+        .subscribe_with(busbar_core::SubscribeOptions::new(filter.clone()))
+        .await
+        .expect("plain");
+    let err = conn
+        .subscribe_with(busbar_core::SubscribeOptions::new(filter).no_local(true))
+        .await
+        .expect_err("conflicting options on one filter");
+    assert!(matches!(err, Error::Unsupported { .. }), "{err}");
+}

@@ -238,3 +238,38 @@ pub async fn events(h: Arc<impl Harness>) -> TestResult {
     ensure(got.value.source == conn.client_id(), || format!("source {}", got.value.source))?;
     Ok(())
 }
+
+/// A no-local subscription skips what its own connection publishes and gets everyone
+/// else's (refused where unsupported).
+pub async fn no_local(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("no-local");
+    let conn = connect(&*h).await?;
+    let filter = busbar_core::TopicFilter::new(format!("{p}/x"))?;
+    let options = busbar_core::SubscribeOptions::new(filter.clone()).no_local(true);
+    if !conn.capabilities().no_local {
+        let err = conn.subscribe_with(options).await.err().ok_or("no-local must be refused")?;
+        ensure(matches!(err, Error::Unsupported { .. }), || format!("wrong error {err}"))?;
+        return Ok(());
+    }
+    let mut skips_own = conn.subscribe_with(options).await?;
+    // The plain subscription lives on the other connection (MQTT keeps one subscription per
+    // filter and connection, so the two kinds cannot share one there).
+    let other = connect(&*h).await?;
+    let mut plain = other.subscribe_with(busbar_core::SubscribeOptions::new(filter)).await?;
+    conn.publish(message(&format!("{p}/x"), 1)?).await?;
+    other.publish(message(&format!("{p}/x"), 2)?).await?;
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let m = next(&mut plain, "both messages on the plain subscription").await?;
+        seen.push(
+            busbar_core::Codec::Json.decode::<u32>(&m.payload.to_bytes()?, m.topic.as_str())?,
+        );
+    }
+    seen.sort_unstable();
+    ensure(seen == [1, 2], || format!("plain subscription saw {seen:?}"))?;
+    let first = next(&mut skips_own, "the other connection's message").await?;
+    let n: u32 =
+        busbar_core::Codec::Json.decode(&first.payload.to_bytes()?, first.topic.as_str())?;
+    ensure(n == 2, || format!("the no-local subscription got its own connection's message ({n})"))?;
+    Ok(())
+}

@@ -24,6 +24,8 @@ pub struct Capabilities {
     pub typed_payloads: bool,
     /// Requests to a topic nobody serves fail at once with `NoResponders`.
     pub no_responders: bool,
+    /// Subscriptions can refuse messages published on their own connection.
+    pub no_local: bool,
     /// Highest QoS honoured.
     pub max_qos: QoS,
     /// Largest payload accepted, if bounded.
@@ -42,6 +44,7 @@ impl Capabilities {
             last_will: false,
             typed_payloads: false,
             no_responders: false,
+            no_local: false,
             max_qos: QoS::AtMostOnce,
             max_payload: None,
         }
@@ -90,6 +93,8 @@ pub struct SubscribeOptions {
     pub queue: QueueConfig,
     /// Requested QoS.
     pub qos: QoS,
+    /// Do not deliver messages published on this same connection.
+    pub no_local: bool,
 }
 
 impl SubscribeOptions {
@@ -100,6 +105,7 @@ impl SubscribeOptions {
             queue_group: None,
             queue: QueueConfig::default(),
             qos: QoS::default(),
+            no_local: false,
         }
     }
 
@@ -124,6 +130,13 @@ impl SubscribeOptions {
     /// Sets the QoS.
     pub fn qos(mut self, qos: QoS) -> Self {
         self.qos = qos;
+        self
+    }
+
+    /// Skips messages this same connection published (MQTT 5's noLocal). Refused with
+    /// `Unsupported` by transports that cannot honour it.
+    pub fn no_local(mut self, no_local: bool) -> Self {
+        self.no_local = no_local;
         self
     }
 }

@@ -9,6 +9,7 @@
 //!   transport.
 //! * [`node`]: a named component owning one connection and its endpoints.
 
+pub mod auth;
 pub mod codec;
 pub mod connection;
 pub mod error;

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
+use busbar_core::auth::{SharedTokenProvider, Token, TokenPlacement};
 use busbar_core::message::Message;
 use busbar_core::queue::queue;
 use busbar_core::stats::{Stats, StatsSnapshot};
@@ -277,8 +278,14 @@ impl MqttTransport {
                 Some(expiry.as_secs().min(u64::from(u32::MAX)) as u32),
             );
         }
-        if let Some(user) = &settings.username {
-            mqtt.set_credentials(user.clone(), settings.password.clone().unwrap_or_default());
+        let first_token = match &options.token {
+            Some(provider) => Some(provider.token().await?),
+            None => None,
+        };
+        if let Some((user, pass)) =
+            credentials(&settings, first_token.as_ref(), options.token_placement)
+        {
+            mqtt.set_credentials(user, pass);
         }
         // rumqttc refuses incoming packets over 10 KiB unless told otherwise: accept what
         // MQTT can carry, so the broker's own limit is the one that applies.
@@ -319,7 +326,19 @@ impl MqttTransport {
             max_packet: AtomicUsize::new(usize::MAX),
         });
         let (first_tx, first_rx) = oneshot::channel();
-        let supervisor = tokio::spawn(supervise(shared.clone(), eventloop, first_tx));
+        let (token_tx, token_rx) = tokio::sync::mpsc::channel(1);
+        let refresher = match (&options.token, first_token) {
+            (Some(provider), Some(token)) => Some(tokio::spawn(refresh_tokens(
+                provider.clone(),
+                token,
+                token_tx,
+                shared.shutdown.clone(),
+            ))),
+            _ => None,
+        };
+        let placement = options.token_placement;
+        let supervisor =
+            tokio::spawn(supervise(shared.clone(), eventloop, first_tx, token_rx, placement));
         let first = tokio::time::timeout(Duration::from_secs(10), first_rx).await;
         let outcome = match first {
             Ok(Ok(outcome)) => outcome,
@@ -332,6 +351,9 @@ impl MqttTransport {
         if let Err(e) = outcome {
             shared.shutdown.cancel();
             supervisor.abort();
+            if let Some(r) = refresher {
+                r.abort();
+            }
             return Err(e);
         }
         Ok(MqttTransport {
@@ -477,14 +499,27 @@ async fn supervise(
     shared: Arc<Shared>,
     mut eventloop: EventLoop,
     first: oneshot::Sender<Result<()>>,
+    mut tokens: tokio::sync::mpsc::Receiver<Token>,
+    placement: TokenPlacement,
 ) {
     let mut first = Some(first);
     let mut connected = false;
     let mut ever_connected = false;
     let mut attempt: u32 = 0;
+    // Set while a DISCONNECT is on its way for a token refresh: the loop goes on to
+    // reconnect with the new credentials instead of ending.
+    let mut refreshing = false;
     loop {
         let polled = tokio::select! {
             _ = shared.shutdown.cancelled() => break,
+            Some(token) = tokens.recv() => {
+                if let Some((user, pass)) = credentials(&shared.settings, Some(&token), placement) {
+                    eventloop.options.set_credentials(user, pass);
+                }
+                // A clean goodbye (no will), then a reconnect that presents the new token.
+                refreshing = shared.client.try_disconnect().is_ok();
+                continue;
+            }
             p = eventloop.poll() => p,
         };
         match polled {
@@ -511,6 +546,7 @@ async fn supervise(
             Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => shared.on_outgoing_subscribe(pkid),
             // The DISCONNECT of a graceful close is on the wire: stop here, or the loop would
             // reconnect (and a later cut would make the broker send the will after all).
+            Ok(Event::Outgoing(Outgoing::Disconnect)) if refreshing => refreshing = false,
             Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
             Ok(_) => {}
             Err(e) => {
@@ -531,6 +567,57 @@ async fn supervise(
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
+                }
+            }
+        }
+    }
+}
+
+/// The user name and password to present: the token where `placement` says, the URL's
+/// credentials otherwise.
+fn credentials(
+    settings: &Settings,
+    token: Option<&Token>,
+    placement: TokenPlacement,
+) -> Option<(String, String)> {
+    let user = settings.username.clone();
+    let pass = settings.password.clone();
+    match (token, placement) {
+        (Some(t), TokenPlacement::Username) => Some((t.value.clone(), pass.unwrap_or_default())),
+        (Some(t), TokenPlacement::Password) => Some((user.unwrap_or_default(), t.value.clone())),
+        (None, _) => user.map(|u| (u, pass.unwrap_or_default())),
+    }
+}
+
+/// Fetches a new token shortly before the current one expires and hands it to the
+/// supervisor; retries a failing provider with backoff. Runs apart from the supervisor so a
+/// slow provider never holds up the connection.
+async fn refresh_tokens(
+    provider: SharedTokenProvider,
+    mut current: Token,
+    to_supervisor: tokio::sync::mpsc::Sender<Token>,
+    shutdown: CancellationToken,
+) {
+    let mut failures: u32 = 0;
+    while let Some(at) = current.refresh_at() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        match provider.token().await {
+            Ok(token) => {
+                failures = 0;
+                current = token.clone();
+                if to_supervisor.send(token).await.is_err() {
+                    return;
+                }
+            }
+            Err(e) => {
+                failures = failures.saturating_add(1);
+                tracing::warn!(error = %e, "token refresh failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(backoff(failures)) => {}
                 }
             }
         }

@@ -1,5 +1,6 @@
 //! Options for connecting and subscribing, and what a transport can do.
 
+use crate::auth::{SharedTokenProvider, TokenPlacement};
 use crate::message::{Message, QoS};
 use crate::queue::{Overflow, QueueConfig};
 use crate::topic::TopicFilter;
@@ -52,13 +53,28 @@ impl Capabilities {
 }
 
 /// How to connect.
-#[derive(Debug, Clone, Default)]
+#[derive(Clone, Default)]
 #[non_exhaustive]
 pub struct ConnectOptions {
     /// Client identifier; a unique one is generated when absent.
     pub client_id: Option<String>,
     /// Published by the broker if this connection ends without a graceful close.
     pub last_will: Option<Message>,
+    /// Supplies (and refreshes) the credential token, where the transport uses one.
+    pub token: Option<SharedTokenProvider>,
+    /// Where the token goes.
+    pub token_placement: TokenPlacement,
+}
+
+impl std::fmt::Debug for ConnectOptions {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectOptions")
+            .field("client_id", &self.client_id)
+            .field("last_will", &self.last_will)
+            .field("token", &self.token.as_ref().map(|_| "<provider>"))
+            .field("token_placement", &self.token_placement)
+            .finish()
+    }
 }
 
 impl ConnectOptions {
@@ -76,6 +92,13 @@ impl ConnectOptions {
     /// Sets the last will.
     pub fn last_will(mut self, will: Message) -> Self {
         self.last_will = Some(will);
+        self
+    }
+
+    /// Authenticates with tokens from `provider`, placed as `placement` says.
+    pub fn token(mut self, provider: SharedTokenProvider, placement: TokenPlacement) -> Self {
+        self.token = Some(provider);
+        self.token_placement = placement;
         self
     }
 }

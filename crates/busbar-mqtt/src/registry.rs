@@ -6,7 +6,7 @@
 //! is delivered once to each of their local subscriptions (overlapping filters do not
 //! double-deliver, and a queue group's copy goes to one member only).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use busbar_core::message::{Message, QoS};
@@ -43,11 +43,32 @@ impl BrokerSub {
 }
 
 /// All subscriptions of one connection.
-#[derive(Default)]
 pub(crate) struct Registry {
     pub(crate) subs: HashMap<usize, BrokerSub>,
     by_key: HashMap<(TopicFilter, Option<String>), usize>,
     next_sub_id: usize,
+    /// Messages a persistent session delivered before anything here subscribed to them
+    /// (queued by the broker while this client was away), kept until a local subscription
+    /// wants them.
+    orphans: VecDeque<Message>,
+}
+
+/// Most messages kept for subscriptions not made yet; beyond that the oldest go (counted).
+pub(crate) const ORPHANS: usize = 10_000;
+
+impl Default for Registry {
+    fn default() -> Self {
+        // Identifiers start at a random point: a persistent session may still deliver
+        // messages tagged with a previous connection's identifiers, which must not be
+        // mistaken for this connection's (a match on the filter is checked as well).
+        let start = (uuid::Uuid::new_v4().as_u128() % 200_000_000) as usize;
+        Registry {
+            subs: HashMap::new(),
+            by_key: HashMap::new(),
+            next_sub_id: start,
+            orphans: VecDeque::new(),
+        }
+    }
 }
 
 /// What `add` did.
@@ -152,9 +173,35 @@ impl Registry {
         if ids.is_empty() {
             self.subs.values().filter(|s| s.filter.matches_str(topic)).for_each(&mut take);
         } else {
-            ids.iter().filter_map(|id| self.subs.get(id)).for_each(&mut take);
+            ids.iter()
+                .filter_map(|id| self.subs.get(id))
+                .filter(|s| s.filter.matches_str(topic))
+                .for_each(&mut take);
         }
         out
+    }
+
+    /// The queue of local subscription `id` under broker subscription `sub_id`.
+    pub(crate) fn sender(&self, sub_id: usize, id: u64) -> Option<QueueSender<Message>> {
+        self.subs.get(&sub_id)?.locals.iter().find(|l| l.id == id).map(|l| l.tx.clone())
+    }
+
+    /// Keeps a message nobody here subscribed to yet; returns true if an older one had to go.
+    pub(crate) fn keep_orphan(&mut self, message: Message) -> bool {
+        let full = self.orphans.len() >= ORPHANS;
+        if full {
+            self.orphans.pop_front();
+        }
+        self.orphans.push_back(message);
+        full
+    }
+
+    /// Takes the kept messages `filter` matches (not for queue groups: only live traffic).
+    pub(crate) fn take_orphans(&mut self, filter: &TopicFilter) -> Vec<Message> {
+        let (matching, rest): (Vec<_>, Vec<_>) =
+            self.orphans.drain(..).partition(|m| filter.matches(&m.topic));
+        self.orphans = rest.into();
+        matching
     }
 }
 

@@ -231,7 +231,28 @@ impl Shared {
             Stats::bump(&self.stats.expired);
             return;
         }
-        let targets = lock(&self.registry).targets(&ids, &message);
+        let targets = {
+            let mut registry = lock(&self.registry);
+            let persistent = self.settings.session_expiry.is_some();
+            let mut targets = registry.targets(&ids, &message);
+            if targets.is_empty() && persistent && !ids.is_empty() {
+                // Tagged by an earlier connection of this session: route by filter instead.
+                targets = registry.targets(&[], &message);
+            }
+            if targets.is_empty() {
+                // A persistent session hands over what the broker kept while we were away,
+                // possibly before the application has subscribed again: keep it for them.
+                if persistent && !ids.is_empty() {
+                    if registry.keep_orphan(message) {
+                        Stats::bump(&self.stats.dropped);
+                    }
+                } else {
+                    tracing::debug!(topic = %message.topic, "message for no local subscription");
+                }
+                return;
+            }
+            targets
+        };
         if let Some(((last_tx, last_filter), rest)) = targets.split_last() {
             for (tx, filter) in rest {
                 deliver(tx.clone(), filter.clone(), message.clone(), &self.stats, &self.events)
@@ -396,6 +417,19 @@ impl MqttTransport {
             Local { id, tx },
         )?;
         let path = lock(&s.registry).subs.get(&added.sub_id).map(|b| b.path()).unwrap_or_default();
+        // What a persistent session delivered before this subscription existed comes first,
+        // ahead of anything the new subscription brings.
+        if options.queue_group.is_none() {
+            let mut registry = lock(&s.registry);
+            let kept = registry.take_orphans(&filter);
+            if let Some(tx) = registry.sender(added.sub_id, id) {
+                for m in kept {
+                    if tx.force_push(m).is_ok() {
+                        Stats::bump(&s.stats.delivered);
+                    }
+                }
+            }
+        }
         if added.new
             && let Err(e) =
                 s.subscribe_and_wait(added.sub_id, path, options.qos, options.no_local).await

@@ -166,3 +166,62 @@ async fn a_plain_and_a_no_local_subscription_to_one_filter_conflict_clearly() {
         .expect_err("conflicting options on one filter");
     assert!(matches!(err, Error::Unsupported { .. }), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
+    let Some(broker) = mosquitto("persistent_session", MosquittoConfig::new()).await else {
+        return;
+    };
+    let url = format!("{}?session_expiry=60", broker.url());
+    let id = format!("persistent-{}", uuid::Uuid::new_v4().simple());
+    let away = MqttTransport::connect(&url, ConnectOptions::new().client_id(id.clone()))
+        .await
+        .expect("connect");
+    let away = Connection::new(std::sync::Arc::new(away));
+    let sub = away
+        .subscribe_with(busbar_core::SubscribeOptions::new(
+            busbar_core::TopicFilter::new("plant/#").expect("filter"),
+        ))
+        .await
+        .expect("subscribe");
+    // Closing ends the connection but not the session: the broker keeps the subscription.
+    // (The local subscription is dropped only after the close, so it sends no UNSUBSCRIBE.)
+    away.close().await.expect("close");
+    drop(sub);
+    let publisher = connect(&broker.url()).await;
+    for i in 0..5u8 {
+        publisher
+            .publish(
+                Message::new(Topic::new("plant/log").expect("topic"), vec![i])
+                    .with_qos(busbar_core::QoS::AtLeastOnce),
+            )
+            .await
+            .expect("publish");
+    }
+    // Make sure the broker has taken them all before the client comes back.
+    let mut probe = publisher.subscribe("plant/probe").await.expect("probe");
+    publisher.publish_bytes("plant/probe", &b"."[..]).await.expect("probe publish");
+    tokio::time::timeout(Duration::from_secs(5), probe.recv()).await.expect("probe in time");
+
+    let back =
+        MqttTransport::connect(&url, ConnectOptions::new().client_id(id)).await.expect("reconnect");
+    let back = Connection::new(std::sync::Arc::new(back));
+    // The broker hands the queued messages over right after the connection is accepted; a
+    // probe round trip on this connection proves they have arrived before we subscribe, so
+    // they must have been kept for the subscription to come.
+    let mut ready = back.subscribe("handover/probe").await.expect("probe subscribe");
+    publisher.publish_bytes("handover/probe", &b"."[..]).await.expect("probe publish");
+    tokio::time::timeout(Duration::from_secs(5), ready.recv()).await.expect("probe in time");
+    let mut sub = back.subscribe("plant/#").await.expect("subscribe again");
+    let mut got = Vec::new();
+    while got.len() < 5 {
+        let m = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .expect("the queued messages arrive")
+            .expect("open");
+        if m.topic.as_str() == "plant/log" {
+            got.push(m.payload.to_bytes().expect("bytes")[0]);
+        }
+    }
+    assert_eq!(got, [0, 1, 2, 3, 4]);
+}

@@ -7,11 +7,13 @@
 //! one reply subscription per connection.
 
 mod convert;
+mod protocol;
 mod registry;
 mod settings;
 mod tls;
 mod transport;
 
+pub use protocol::Version;
 pub use settings::{Settings, TlsSettings};
 pub use transport::MqttTransport;
 

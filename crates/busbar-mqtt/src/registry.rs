@@ -218,9 +218,14 @@ pub(crate) async fn deliver(
     let slow = |dropped| {
         let _ = events.send(ConnectionEvent::SlowConsumer { filter: filter.clone(), dropped });
     };
+    // Counted before the push, so whoever reads a message also sees it counted; taken back
+    // when the message does not end up queued.
+    Stats::bump(&stats.delivered);
+    let uncount = || stats.delivered.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     match tx.try_push(message) {
-        Pushed::Queued => Stats::bump(&stats.delivered),
+        Pushed::Queued => {}
         Pushed::Dropped { first_of_burst } => {
+            uncount();
             Stats::bump(&stats.dropped);
             if first_of_burst {
                 slow(tx.dropped());
@@ -230,10 +235,12 @@ pub(crate) async fn deliver(
             if first_of_burst {
                 slow(0);
             }
-            if tx.push(item).await.is_ok() {
-                Stats::bump(&stats.delivered);
+            if tx.push(item).await.is_err() {
+                uncount();
             }
         }
-        Pushed::Closed(_) => {}
+        Pushed::Closed(_) => {
+            uncount();
+        }
     }
 }

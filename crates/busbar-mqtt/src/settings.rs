@@ -25,6 +25,8 @@ pub struct Settings {
     pub session_expiry: Option<Duration>,
     /// TLS settings for `mqtts://`; `None` for plain TCP.
     pub tls: Option<TlsSettings>,
+    /// Protocol version (`?version=5`, the default, or `?version=3.1.1`).
+    pub version: crate::protocol::Version,
     /// The URL with the password hidden, for messages.
     pub shown: String,
 }
@@ -91,6 +93,7 @@ impl Settings {
             password,
             keep_alive: Duration::from_secs(30),
             session_expiry: None,
+            version: crate::protocol::Version::V5,
             tls,
             shown: shown.clone(),
         };
@@ -107,6 +110,17 @@ impl Settings {
             match key {
                 "keep_alive" => settings.keep_alive = secs()?.max(Duration::from_secs(5)),
                 "session_expiry" => settings.session_expiry = Some(secs()?),
+                "version" => {
+                    settings.version = match value {
+                        "5" | "5.0" => crate::protocol::Version::V5,
+                        "3.1.1" | "4" => crate::protocol::Version::V311,
+                        _ => {
+                            return Err(invalid(format!(
+                                "version must be 5 or 3.1.1, not {value:?}"
+                            )));
+                        }
+                    }
+                }
                 "ca" | "cert" | "key" => {
                     let tls = settings.tls.as_mut().ok_or_else(|| {
                         invalid(format!("{key} needs a TLS connection: use mqtts://"))
@@ -120,7 +134,7 @@ impl Settings {
                 }
                 _ => {
                     return Err(invalid(format!(
-                        "unknown parameter {key:?} (known: keep_alive, session_expiry, ca, cert, key)"
+                        "unknown parameter {key:?} (known: version, keep_alive, session_expiry, ca, cert, key)"
                     )));
                 }
             }
@@ -148,6 +162,9 @@ mod tests {
         assert_eq!(s.session_expiry, Some(Duration::from_secs(60)));
         assert!(!s.shown.contains(":p@"), "{}", s.shown);
         assert_eq!(Settings::parse("mqtt://h").expect("default port").port, 1883);
+        let v = Settings::parse("mqtt://h?version=3.1.1").expect("3.1.1");
+        assert_eq!(v.version, crate::protocol::Version::V311);
+        assert!(matches!(Settings::parse("mqtt://h?version=6"), Err(Error::InvalidUrl { .. })));
         let tls = Settings::parse("mqtts://h?ca=/c.pem&cert=/m.pem&key=/m.key").expect("tls");
         assert_eq!(tls.port, 8883);
         let t = tls.tls.expect("tls settings");

@@ -23,17 +23,13 @@ use busbar_core::transport::{
 };
 use busbar_core::{Error, QoS, Result};
 use bytes::Bytes;
-use rumqttc::v5::mqttbytes::v5::{
-    ConnectReturnCode, Filter, LastWill, Packet, RetainForwardRule, SubscribeProperties,
-    SubscribeReasonCode,
-};
-use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc::{NetworkOptions, Outgoing};
+use rumqttc::NetworkOptions;
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::convert::{incoming, outgoing, qos_out};
+use crate::convert::qos_out;
+use crate::protocol::{Client, Events, Happened, Version};
 use crate::registry::{Local, Registry, deliver};
 use crate::settings::Settings;
 
@@ -43,8 +39,6 @@ const REQUEST_CHANNEL: usize = 1024;
 const SUBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest packet MQTT can express (a 4-byte variable byte integer).
 const MQTT_MAX_PACKET: u32 = 268_435_455;
-/// Bytes a publish needs besides payload, topic and properties (fixed header, lengths, ids).
-const PUBLISH_OVERHEAD: usize = 16;
 /// Reconnect backoff bounds.
 const BACKOFF_MIN: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
@@ -68,7 +62,7 @@ struct SubAcks {
 }
 
 struct Shared {
-    client: AsyncClient,
+    client: Client,
     client_id: String,
     settings: Settings,
     registry: Mutex<Registry>,
@@ -83,6 +77,10 @@ struct Shared {
     shutdown: CancellationToken,
     /// The broker's maximum packet size from its CONNACK (`usize::MAX` when it set none).
     max_packet: AtomicUsize,
+    /// The subscription whose SUBACK came last (0: none since the last live message). On
+    /// MQTT 3.1.1 messages name no subscription, but a broker sends a new subscription's
+    /// retained messages right after its SUBACK: those copies belong to it alone.
+    last_subacked: AtomicUsize,
 }
 
 impl Shared {
@@ -98,17 +96,12 @@ impl Shared {
         path: String,
         qos: QoS,
         no_local: bool,
-        retain: RetainForwardRule,
+        resend_retained: bool,
         waiter: Option<oneshot::Sender<Result<()>>>,
     ) -> Result<()> {
+        // Under the lock: the FIFO order must be the order requests enter rumqttc.
         let mut acks = lock(&self.subacks);
-        let mut filter = Filter::new(path, qos_out(qos));
-        filter.retain_forward_rule = retain;
-        filter.nolocal = no_local;
-        let props = SubscribeProperties { id: Some(sub_id), user_properties: Vec::new() };
-        self.client
-            .try_subscribe_many_with_properties([filter], props)
-            .map_err(|e| broker_error(format!("cannot queue the subscription: {e}")))?;
+        self.client.try_subscribe(path, qos, no_local, resend_retained, sub_id)?;
         acks.sent_order.push_back(sub_id);
         if let Some(w) = waiter {
             acks.waiting.entry(sub_id).or_default().push(w);
@@ -124,8 +117,7 @@ impl Shared {
         no_local: bool,
     ) -> Result<()> {
         let (tx, rx) = oneshot::channel();
-        let every = RetainForwardRule::OnEverySubscribe;
-        self.send_subscribe(sub_id, path.clone(), qos, no_local, every, Some(tx))?;
+        self.send_subscribe(sub_id, path.clone(), qos, no_local, true, Some(tx))?;
         match tokio::time::timeout(SUBACK_TIMEOUT, rx).await {
             Ok(Ok(result)) => result,
             Ok(Err(_)) => Err(Error::Closed),
@@ -166,17 +158,17 @@ impl Shared {
         }
     }
 
-    fn on_suback(&self, pkid: u16, codes: &[SubscribeReasonCode]) {
+    fn on_suback(&self, pkid: u16, refused: Option<String>) {
         let mut acks = lock(&self.subacks);
         let Some(sub_id) = acks.by_pkid.remove(&pkid) else { return };
+        self.last_subacked.store(sub_id, Ordering::Relaxed);
         let waiters = acks.waiting.remove(&sub_id).unwrap_or_default();
         drop(acks);
-        let refused = codes.iter().find(|c| !matches!(c, SubscribeReasonCode::Success(_)));
         for w in waiters {
-            let _ = w.send(match refused {
+            let _ = w.send(match &refused {
                 None => Ok(()),
                 Some(code) => {
-                    Err(broker_error(format!("the broker refused the subscription: {code:?}")))
+                    Err(broker_error(format!("the broker refused the subscription: {code}")))
                 }
             });
         }
@@ -196,15 +188,14 @@ impl Shared {
             .map(|(id, s)| (*id, s.path(), s.qos, s.no_local))
             .collect();
         for (id, path, qos, no_local) in subs {
-            let kept = RetainForwardRule::OnNewSubscribe;
-            if let Err(e) = self.send_subscribe(id, path, qos, no_local, kept, None) {
+            if let Err(e) = self.send_subscribe(id, path, qos, no_local, false, None) {
                 tracing::warn!(error = %e, "re-subscription not queued");
             }
         }
     }
 
-    async fn dispatch(&self, publish: rumqttc::v5::mqttbytes::v5::Publish) {
-        let (message, ids) = match incoming(publish) {
+    async fn dispatch(&self, received: Result<(Message, Vec<usize>)>) {
+        let (message, mut ids) = match received {
             Ok(m) => m,
             Err(e) => {
                 Stats::bump(&self.stats.dropped);
@@ -233,6 +224,17 @@ impl Shared {
         }
         let targets = {
             let mut registry = lock(&self.registry);
+            if ids.is_empty() {
+                // MQTT 3.1.1: attribute a retained copy to the subscription just made.
+                if message.retain {
+                    let last = self.last_subacked.load(Ordering::Relaxed);
+                    if registry.subs.get(&last).is_some_and(|s| s.filter.matches(&message.topic)) {
+                        ids.push(last);
+                    }
+                } else {
+                    self.last_subacked.store(0, Ordering::Relaxed);
+                }
+            }
             let persistent = self.settings.session_expiry.is_some();
             let mut targets = registry.targets(&ids, &message);
             if targets.is_empty() && persistent && !ids.is_empty() {
@@ -270,15 +272,17 @@ pub struct MqttTransport {
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn capabilities() -> Capabilities {
+fn capabilities(version: Version) -> Capabilities {
+    let v5 = version == Version::V5;
     let mut c = Capabilities::none();
     c.queue_groups = true;
     c.retained = true;
-    c.native_request = true;
-    c.headers = true;
+    // On 3.1.1 reply topics, correlation ids, headers and expiry ride in the envelope.
+    c.native_request = v5;
+    c.headers = v5;
     c.expiry = true;
     c.last_will = true;
-    c.no_local = true;
+    c.no_local = v5;
     c.max_qos = QoS::ExactlyOnce;
     c
 }
@@ -291,44 +295,92 @@ impl MqttTransport {
             .client_id
             .clone()
             .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
-        let mut mqtt = MqttOptions::new(client_id.clone(), settings.host.clone(), settings.port);
-        mqtt.set_keep_alive(settings.keep_alive);
-        mqtt.set_clean_start(settings.session_expiry.is_none());
-        if let Some(expiry) = settings.session_expiry {
-            mqtt.set_session_expiry_interval(
-                Some(expiry.as_secs().min(u64::from(u32::MAX)) as u32),
-            );
-        }
         let first_token = match &options.token {
             Some(provider) => Some(provider.token().await?),
             None => None,
         };
-        if let Some((user, pass)) =
-            credentials(&settings, first_token.as_ref(), options.token_placement)
-        {
-            mqtt.set_credentials(user, pass);
-        }
-        // rumqttc refuses incoming packets over 10 KiB unless told otherwise: accept what
-        // MQTT can carry, so the broker's own limit is the one that applies.
-        mqtt.set_max_packet_size(Some(MQTT_MAX_PACKET));
+        let creds = credentials(&settings, first_token.as_ref(), options.token_placement);
+        let transport = match &settings.tls {
+            Some(tls) => Some(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
+                crate::tls::client_config(tls)?,
+            ))),
+            None => None,
+        };
         let mut network = NetworkOptions::new();
         network.set_tcp_nodelay(true);
-        mqtt.set_network_options(network);
-        if let Some(tls) = &settings.tls {
-            let config = crate::tls::client_config(tls)?;
-            mqtt.set_transport(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(config)));
-        }
-        if let Some(will) = &options.last_will {
-            let payload = will.payload.to_bytes()?;
-            mqtt.set_last_will(LastWill::new(
-                will.topic.as_str(),
-                payload.to_vec(),
-                qos_out(will.qos),
-                will.retain,
-                None,
-            ));
-        }
-        let (client, eventloop) = AsyncClient::new(mqtt, REQUEST_CHANNEL);
+        let will = match &options.last_will {
+            Some(w) => Some((w.topic.as_str().to_owned(), w.payload.to_bytes()?, w.qos, w.retain)),
+            None => None,
+        };
+        let (client, eventloop) = match settings.version {
+            Version::V5 => {
+                use rumqttc::v5::mqttbytes::v5::LastWill;
+                let mut mqtt = rumqttc::v5::MqttOptions::new(
+                    client_id.clone(),
+                    settings.host.clone(),
+                    settings.port,
+                );
+                mqtt.set_keep_alive(settings.keep_alive);
+                mqtt.set_clean_start(settings.session_expiry.is_none());
+                if let Some(expiry) = settings.session_expiry {
+                    mqtt.set_session_expiry_interval(Some(
+                        expiry.as_secs().min(u64::from(u32::MAX)) as u32,
+                    ));
+                }
+                if let Some((user, pass)) = creds {
+                    mqtt.set_credentials(user, pass);
+                }
+                // rumqttc refuses incoming packets over 10 KiB unless told otherwise: accept
+                // what MQTT can carry, so the broker's own limit is the one that applies.
+                mqtt.set_max_packet_size(Some(MQTT_MAX_PACKET));
+                mqtt.set_network_options(network);
+                if let Some(t) = transport {
+                    mqtt.set_transport(t);
+                }
+                if let Some((topic, payload, qos, retain)) = will {
+                    mqtt.set_last_will(LastWill::new(
+                        topic,
+                        payload.to_vec(),
+                        qos_out(qos),
+                        retain,
+                        None,
+                    ));
+                }
+                let (c, l) = rumqttc::v5::AsyncClient::new(mqtt, REQUEST_CHANNEL);
+                (Client::V5(c), Events::V5(Box::new(l)))
+            }
+            Version::V311 => {
+                let mut mqtt = rumqttc::MqttOptions::new(
+                    client_id.clone(),
+                    settings.host.clone(),
+                    settings.port,
+                );
+                mqtt.set_keep_alive(settings.keep_alive);
+                // 3.1.1 has no expiry interval: a persistent session lasts until the broker's
+                // own limit.
+                mqtt.set_clean_session(settings.session_expiry.is_none());
+                if let Some((user, pass)) = creds {
+                    mqtt.set_credentials(user, pass);
+                }
+                let max = MQTT_MAX_PACKET as usize;
+                mqtt.set_max_packet_size(max, max);
+                if let Some(t) = transport {
+                    mqtt.set_transport(t);
+                }
+                if let Some((topic, payload, qos, retain)) = will {
+                    let qos = match qos {
+                        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+                        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+                        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+                    };
+                    mqtt.set_last_will(rumqttc::LastWill::new(topic, payload, qos, retain));
+                }
+                let (c, mut l) = rumqttc::AsyncClient::new(mqtt, REQUEST_CHANNEL);
+                l.set_network_options(network);
+                (Client::V4(c), Events::V4(Box::new(l)))
+            }
+        };
+        let version = settings.version;
         let reply_topic = Topic::new(format!("_busbar/reply/{}", uuid::Uuid::new_v4().simple()))?;
         let shared = Arc::new(Shared {
             client,
@@ -345,6 +397,7 @@ impl MqttTransport {
             open: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
             max_packet: AtomicUsize::new(usize::MAX),
+            last_subacked: AtomicUsize::new(0),
         });
         let (first_tx, first_rx) = oneshot::channel();
         let (token_tx, token_rx) = tokio::sync::mpsc::channel(1);
@@ -379,7 +432,7 @@ impl MqttTransport {
         }
         Ok(MqttTransport {
             shared,
-            capabilities: capabilities(),
+            capabilities: capabilities(version),
             supervisor: Mutex::new(Some(supervisor)),
         })
     }
@@ -479,32 +532,7 @@ impl MqttTransport {
     async fn send(&self, message: Message) -> Result<()> {
         let s = &self.shared;
         s.check_open()?;
-        let (payload, props) = outgoing(&message)?;
-        // Refused here with a clear error: a broker answers an oversized packet by dropping
-        // the connection, which would take every other call on it down too.
-        let max = s.max_packet.load(Ordering::Relaxed);
-        let around = PUBLISH_OVERHEAD
-            + message.topic.as_str().len()
-            + props.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>()
-            + props.response_topic.as_ref().map_or(0, |t| t.len() + 3)
-            + props.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
-            + props.content_type.as_ref().map_or(0, |c| c.len() + 3);
-        if payload.len().saturating_add(around) > max {
-            return Err(Error::PayloadTooLarge {
-                size: payload.len(),
-                max: max.saturating_sub(around),
-            });
-        }
-        s.client
-            .publish_with_properties(
-                message.topic.as_str(),
-                qos_out(message.qos),
-                message.retain,
-                payload,
-                props,
-            )
-            .await
-            .map_err(|e| broker_error(format!("cannot queue the publish: {e}")))?;
+        s.client.publish(&message, s.max_packet.load(Ordering::Relaxed)).await?;
         Stats::bump(&s.stats.published);
         Ok(())
     }
@@ -531,7 +559,7 @@ impl Drop for MqttTransport {
 /// Owns the event loop until shutdown.
 async fn supervise(
     shared: Arc<Shared>,
-    mut eventloop: EventLoop,
+    mut eventloop: Events,
     first: oneshot::Sender<Result<()>>,
     mut tokens: tokio::sync::mpsc::Receiver<Token>,
     placement: TokenPlacement,
@@ -548,7 +576,7 @@ async fn supervise(
             _ = shared.shutdown.cancelled() => break,
             Some(token) = tokens.recv() => {
                 if let Some((user, pass)) = credentials(&shared.settings, Some(&token), placement) {
-                    eventloop.options.set_credentials(user, pass);
+                    eventloop.set_credentials(user, pass);
                 }
                 // A clean goodbye (no will), then a reconnect that presents the new token.
                 refreshing = shared.client.try_disconnect().is_ok();
@@ -557,7 +585,7 @@ async fn supervise(
             p = eventloop.poll() => p,
         };
         match polled {
-            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+            Ok(Happened::Connected { max_packet, .. }) => {
                 attempt = 0;
                 connected = true;
                 if ever_connected {
@@ -567,24 +595,21 @@ async fn supervise(
                     ever_connected = true;
                     let _ = shared.events.send(ConnectionEvent::Connected);
                 }
-                let max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
-                shared.max_packet.store(max.map_or(usize::MAX, |m| m as usize), Ordering::Relaxed);
+                let max = max_packet.map_or(usize::MAX, |m| m as usize);
+                shared.max_packet.store(max, Ordering::Relaxed);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Ok(()));
                 }
             }
-            Ok(Event::Incoming(Packet::Publish(p))) => shared.dispatch(p).await,
-            Ok(Event::Incoming(Packet::SubAck(ack))) => {
-                shared.on_suback(ack.pkid, &ack.return_codes)
-            }
-            Ok(Event::Outgoing(Outgoing::Subscribe(pkid))) => shared.on_outgoing_subscribe(pkid),
+            Ok(Happened::Message(received)) => shared.dispatch(received).await,
+            Ok(Happened::SubAck { pkid, refused }) => shared.on_suback(pkid, refused),
+            Ok(Happened::SentSubscribe(pkid)) => shared.on_outgoing_subscribe(pkid),
             // The DISCONNECT of a graceful close is on the wire: stop here, or the loop would
             // reconnect (and a later cut would make the broker send the will after all).
-            Ok(Event::Outgoing(Outgoing::Disconnect)) if refreshing => refreshing = false,
-            Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
-            Ok(_) => {}
-            Err(e) => {
-                let reason = describe(&e);
+            Ok(Happened::SentDisconnect) if refreshing => refreshing = false,
+            Ok(Happened::SentDisconnect) => break,
+            Ok(Happened::Other) => {}
+            Err(reason) => {
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Err(Error::NotConnected {
                         url: shared.settings.shown.clone(),
@@ -663,21 +688,6 @@ fn backoff(attempt: u32) -> Duration {
     let exp = BACKOFF_MIN.saturating_mul(1u32 << attempt.min(6)).min(BACKOFF_MAX);
     let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
     exp / 2 + exp / 2 * jitter / 1000
-}
-
-fn describe(e: &ConnectionError) -> String {
-    match e {
-        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
-            "the broker refused the user name or password".into()
-        }
-        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-            "the broker refused the connection: not authorized".into()
-        }
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection: {code:?}")
-        }
-        other => other.to_string(),
-    }
 }
 
 impl Transport for MqttTransport {

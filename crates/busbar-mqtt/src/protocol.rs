@@ -1,0 +1,253 @@
+//! The two MQTT versions behind one face: a client that queues requests and an event source
+//! the supervisor polls. rumqttc has a separate module tree per version; everything version
+//! specific lives here so the supervisor and the routing are written once.
+
+use busbar_core::message::{Message, QoS};
+use busbar_core::{Error, Result};
+use bytes::Bytes;
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, Packet as Packet5, PublishProperties, RetainForwardRule, SubscribeProperties,
+    SubscribeReasonCode as Code5,
+};
+use rumqttc::{Outgoing, Packet as Packet4, SubscribeReasonCode as Code4};
+
+use crate::convert::{self, qos_out};
+
+/// Which protocol a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Version {
+    /// MQTT 3.1.1 (headers, reply topics and expiry travel in a small envelope).
+    V311,
+    /// MQTT 5 (the default).
+    #[default]
+    V5,
+}
+
+/// Queues requests to the event loop.
+pub(crate) enum Client {
+    V5(rumqttc::v5::AsyncClient),
+    V4(rumqttc::AsyncClient),
+}
+
+fn queue_error(e: impl std::fmt::Display) -> Error {
+    Error::Broker {
+        transport: "mqtt",
+        message: format!("cannot queue the request: {e}"),
+        source: None,
+    }
+}
+
+impl Client {
+    pub(crate) fn try_subscribe(
+        &self,
+        path: String,
+        qos: QoS,
+        no_local: bool,
+        resend_retained: bool,
+        id: usize,
+    ) -> Result<()> {
+        match self {
+            Client::V5(c) => {
+                let mut filter = Filter::new(path, qos_out(qos));
+                filter.nolocal = no_local;
+                filter.retain_forward_rule = if resend_retained {
+                    RetainForwardRule::OnEverySubscribe
+                } else {
+                    RetainForwardRule::OnNewSubscribe
+                };
+                let props = SubscribeProperties { id: Some(id), user_properties: Vec::new() };
+                c.try_subscribe_many_with_properties([filter], props).map_err(queue_error)
+            }
+            Client::V4(c) => c.try_subscribe(path, qos4(qos)).map_err(queue_error),
+        }
+    }
+
+    pub(crate) fn try_unsubscribe(&self, path: String) -> Result<()> {
+        match self {
+            Client::V5(c) => c.try_unsubscribe(path).map_err(queue_error),
+            Client::V4(c) => c.try_unsubscribe(path).map_err(queue_error),
+        }
+    }
+
+    pub(crate) fn try_disconnect(&self) -> Result<()> {
+        match self {
+            Client::V5(c) => c.try_disconnect().map_err(queue_error),
+            Client::V4(c) => c.try_disconnect().map_err(queue_error),
+        }
+    }
+
+    /// Publishes `message` (MQTT 5: with properties and the broker's size limit checked;
+    /// 3.1.1: in the envelope when it needs one).
+    pub(crate) async fn publish(&self, message: &Message, max_packet: usize) -> Result<()> {
+        match self {
+            Client::V5(c) => {
+                let (payload, props) = convert::outgoing(message)?;
+                check_size(message, &payload, &props, max_packet)?;
+                c.publish_with_properties(
+                    message.topic.as_str(),
+                    qos_out(message.qos),
+                    message.retain,
+                    payload,
+                    props,
+                )
+                .await
+                .map_err(queue_error)
+            }
+            Client::V4(c) => {
+                let payload = convert::envelope(message)?;
+                c.publish(message.topic.as_str(), qos4(message.qos), message.retain, payload)
+                    .await
+                    .map_err(queue_error)
+            }
+        }
+    }
+}
+
+/// Bytes a publish needs besides payload, topic and properties (fixed header, lengths, ids).
+const PUBLISH_OVERHEAD: usize = 16;
+
+/// Refuses a publish the broker would answer by dropping the connection (taking every other
+/// call on it down too).
+fn check_size(
+    message: &Message,
+    payload: &Bytes,
+    props: &PublishProperties,
+    max: usize,
+) -> Result<()> {
+    let around = PUBLISH_OVERHEAD
+        + message.topic.as_str().len()
+        + props.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>()
+        + props.response_topic.as_ref().map_or(0, |t| t.len() + 3)
+        + props.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
+        + props.content_type.as_ref().map_or(0, |c| c.len() + 3);
+    if payload.len().saturating_add(around) > max {
+        return Err(Error::PayloadTooLarge {
+            size: payload.len(),
+            max: max.saturating_sub(around),
+        });
+    }
+    Ok(())
+}
+
+fn qos4(q: QoS) -> rumqttc::QoS {
+    match q {
+        QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+        QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+        QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+    }
+}
+
+/// What the event loop reported, in version-free terms.
+pub(crate) enum Happened {
+    Connected {
+        max_packet: Option<u32>,
+    },
+    /// A message (or the error converting it) and the subscription identifiers it matched.
+    Message(Result<(Message, Vec<usize>)>),
+    SubAck {
+        pkid: u16,
+        refused: Option<String>,
+    },
+    SentSubscribe(u16),
+    SentDisconnect,
+    Other,
+}
+
+/// The event loop of one connection.
+pub(crate) enum Events {
+    V5(Box<rumqttc::v5::EventLoop>),
+    V4(Box<rumqttc::EventLoop>),
+}
+
+impl Events {
+    pub(crate) async fn poll(&mut self) -> std::result::Result<Happened, String> {
+        match self {
+            Events::V5(l) => {
+                use rumqttc::v5::Event;
+                Ok(match l.poll().await.map_err(|e| describe5(&e))? {
+                    Event::Incoming(Packet5::ConnAck(ack)) => Happened::Connected {
+                        max_packet: ack.properties.and_then(|p| p.max_packet_size),
+                    },
+                    Event::Incoming(Packet5::Publish(p)) => Happened::Message(convert::incoming(p)),
+                    Event::Incoming(Packet5::SubAck(ack)) => Happened::SubAck {
+                        pkid: ack.pkid,
+                        refused: ack
+                            .return_codes
+                            .iter()
+                            .find(|c| !matches!(c, Code5::Success(_)))
+                            .map(|c| format!("{c:?}")),
+                    },
+                    Event::Outgoing(Outgoing::Subscribe(pkid)) => Happened::SentSubscribe(pkid),
+                    Event::Outgoing(Outgoing::Disconnect) => Happened::SentDisconnect,
+                    _ => Happened::Other,
+                })
+            }
+            Events::V4(l) => {
+                use rumqttc::Event;
+                Ok(match l.poll().await.map_err(|e| describe4(&e))? {
+                    Event::Incoming(Packet4::ConnAck(_)) => {
+                        Happened::Connected { max_packet: None }
+                    }
+                    Event::Incoming(Packet4::Publish(p)) => {
+                        Happened::Message(convert::incoming_v4(p))
+                    }
+                    Event::Incoming(Packet4::SubAck(ack)) => Happened::SubAck {
+                        pkid: ack.pkid,
+                        refused: ack
+                            .return_codes
+                            .iter()
+                            .find(|c| !matches!(c, Code4::Success(_)))
+                            .map(|c| format!("{c:?}")),
+                    },
+                    Event::Outgoing(Outgoing::Subscribe(pkid)) => Happened::SentSubscribe(pkid),
+                    Event::Outgoing(Outgoing::Disconnect) => Happened::SentDisconnect,
+                    _ => Happened::Other,
+                })
+            }
+        }
+    }
+
+    pub(crate) fn set_credentials(&mut self, user: String, pass: String) {
+        match self {
+            Events::V5(l) => {
+                l.options.set_credentials(user, pass);
+            }
+            Events::V4(l) => {
+                l.mqtt_options.set_credentials(user, pass);
+            }
+        }
+    }
+}
+
+fn describe5(e: &rumqttc::v5::ConnectionError) -> String {
+    use rumqttc::v5::ConnectionError;
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+    match e {
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "the broker refused the user name or password".into()
+        }
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "the broker refused the connection: not authorized".into()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?}")
+        }
+        other => other.to_string(),
+    }
+}
+
+fn describe4(e: &rumqttc::ConnectionError) -> String {
+    use rumqttc::{ConnectReturnCode, ConnectionError};
+    match e {
+        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
+            "the broker refused the user name or password".into()
+        }
+        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
+            "the broker refused the connection: not authorized".into()
+        }
+        ConnectionError::ConnectionRefused(code) => {
+            format!("the broker refused the connection: {code:?}")
+        }
+        other => other.to_string(),
+    }
+}

@@ -25,6 +25,10 @@ pub struct Settings {
     pub session_expiry: Option<Duration>,
     /// TLS settings for `mqtts://`; `None` for plain TCP.
     pub tls: Option<TlsSettings>,
+    /// How publishes wait when the broker cannot take them (connection down or slow):
+    /// `Block` (the default) makes `publish` wait; the drop policies never wait and count
+    /// what they discard (`?publish_overflow=drop-oldest&publish_queue=N`).
+    pub publish_queue: busbar_core::QueueConfig,
     /// Protocol version (`?version=5`, the default, or `?version=3.1.1`).
     pub version: crate::protocol::Version,
     /// The URL with the password hidden, for messages.
@@ -93,6 +97,7 @@ impl Settings {
             password,
             keep_alive: Duration::from_secs(30),
             session_expiry: None,
+            publish_queue: busbar_core::QueueConfig::new(1024, busbar_core::Overflow::Block),
             version: crate::protocol::Version::V5,
             tls,
             shown: shown.clone(),
@@ -110,6 +115,22 @@ impl Settings {
             match key {
                 "keep_alive" => settings.keep_alive = secs()?.max(Duration::from_secs(5)),
                 "session_expiry" => settings.session_expiry = Some(secs()?),
+                "publish_queue" => {
+                    let n = value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        invalid(format!("publish_queue must be a positive count, not {value:?}"))
+                    })?;
+                    settings.publish_queue =
+                        busbar_core::QueueConfig::new(n, settings.publish_queue.overflow);
+                }
+                "publish_overflow" => {
+                    let overflow = busbar_core::Overflow::from_name(value).ok_or_else(|| {
+                        invalid(format!(
+                            "publish_overflow must be block, drop-oldest or drop-newest, not {value:?}"
+                        ))
+                    })?;
+                    settings.publish_queue =
+                        busbar_core::QueueConfig::new(settings.publish_queue.capacity, overflow);
+                }
                 "version" => {
                     settings.version = match value {
                         "5" | "5.0" => crate::protocol::Version::V5,
@@ -134,7 +155,7 @@ impl Settings {
                 }
                 _ => {
                     return Err(invalid(format!(
-                        "unknown parameter {key:?} (known: version, keep_alive, session_expiry, ca, cert, key)"
+                        "unknown parameter {key:?} (known: version, keep_alive, session_expiry, publish_queue, publish_overflow, ca, cert, key)"
                     )));
                 }
             }
@@ -162,6 +183,16 @@ mod tests {
         assert_eq!(s.session_expiry, Some(Duration::from_secs(60)));
         assert!(!s.shown.contains(":p@"), "{}", s.shown);
         assert_eq!(Settings::parse("mqtt://h").expect("default port").port, 1883);
+        let q = Settings::parse("mqtt://h?publish_queue=10&publish_overflow=drop-oldest")
+            .expect("queue");
+        assert_eq!(
+            q.publish_queue,
+            busbar_core::QueueConfig::new(10, busbar_core::Overflow::DropOldest)
+        );
+        assert!(matches!(
+            Settings::parse("mqtt://h?publish_overflow=x"),
+            Err(Error::InvalidUrl { .. })
+        ));
         let v = Settings::parse("mqtt://h?version=3.1.1").expect("3.1.1");
         assert_eq!(v.version, crate::protocol::Version::V311);
         assert!(matches!(Settings::parse("mqtt://h?version=6"), Err(Error::InvalidUrl { .. })));

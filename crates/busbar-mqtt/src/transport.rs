@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use busbar_core::auth::{SharedTokenProvider, Token, TokenPlacement};
 use busbar_core::message::Message;
-use busbar_core::queue::queue;
+use busbar_core::queue::{Pushed, QueueReceiver, QueueSender, queue};
 use busbar_core::stats::{Stats, StatsSnapshot};
 use busbar_core::topic::Topic;
 use busbar_core::transport::{
@@ -269,6 +269,9 @@ impl Shared {
 pub struct MqttTransport {
     shared: Arc<Shared>,
     capabilities: Capabilities,
+    /// The publish queue when a drop policy is configured (`Block` publishes go straight to
+    /// rumqttc's own bounded channel and wait there).
+    publish_queue: Option<QueueSender<Message>>,
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -430,8 +433,17 @@ impl MqttTransport {
             }
             return Err(e);
         }
+        let publish_queue = match shared.settings.publish_queue.overflow {
+            busbar_core::Overflow::Block => None,
+            _ => {
+                let (tx, rx) = queue(shared.settings.publish_queue);
+                tokio::spawn(forward_publishes(shared.clone(), rx));
+                Some(tx)
+            }
+        };
         Ok(MqttTransport {
             shared,
+            publish_queue,
             capabilities: capabilities(version),
             supervisor: Mutex::new(Some(supervisor)),
         })
@@ -535,6 +547,34 @@ impl MqttTransport {
         s.client.publish(&message, s.max_packet.load(Ordering::Relaxed)).await?;
         Stats::bump(&s.stats.published);
         Ok(())
+    }
+
+    /// Hands `message` to the publish queue of a drop policy: never waits.
+    fn enqueue(&self, queue: &QueueSender<Message>, message: Message) -> Result<()> {
+        let s = &self.shared;
+        s.check_open()?;
+        match queue.try_push(message) {
+            Pushed::Queued => Ok(()),
+            Pushed::Dropped { .. } => {
+                Stats::bump(&s.stats.dropped);
+                Ok(())
+            }
+            Pushed::Full { .. } | Pushed::Closed(_) => Err(Error::Closed),
+        }
+    }
+}
+
+/// Moves publishes from the drop-policy queue to rumqttc, waiting there as needed; the
+/// waiting happens here, never in the caller of `publish`.
+async fn forward_publishes(shared: Arc<Shared>, mut queue: QueueReceiver<Message>) {
+    while let Some(message) = tokio::select! {
+        _ = shared.shutdown.cancelled() => None,
+        m = queue.recv() => m,
+    } {
+        match shared.client.publish(&message, shared.max_packet.load(Ordering::Relaxed)).await {
+            Ok(()) => Stats::bump(&shared.stats.published),
+            Err(e) => tracing::warn!(topic = %message.topic, error = %e, "queued publish failed"),
+        }
     }
 }
 
@@ -704,7 +744,10 @@ impl Transport for MqttTransport {
     }
 
     fn publish(&self, message: Message) -> Completion<'_, ()> {
-        Completion::Pending(Box::pin(self.send(message)))
+        match &self.publish_queue {
+            Some(queue) => Completion::ready(self.enqueue(queue, message)),
+            None => Completion::Pending(Box::pin(self.send(message))),
+        }
     }
 
     fn subscribe(&self, options: SubscribeOptions) -> BoxFuture<'_, Result<Subscription>> {

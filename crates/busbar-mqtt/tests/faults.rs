@@ -225,3 +225,40 @@ async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
     }
     assert_eq!(got, [0, 1, 2, 3, 4]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publishes_during_an_outage_wait_or_drop_as_declared() {
+    let Some(mut broker) = mosquitto("publish_overflow", MosquittoConfig::new()).await else {
+        return;
+    };
+    let blocking = connect(&broker.url()).await;
+    let dropping =
+        connect(&format!("{}?publish_queue=10&publish_overflow=drop-newest", broker.url())).await;
+    let mut events = (blocking.events(), dropping.events());
+    broker.stop().await.expect("stop");
+    next_event(&mut events.0, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
+    next_event(&mut events.1, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
+
+    const N: u64 = 3_000;
+    // A drop policy never makes the publisher wait: every call returns, the excess is counted.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        for _ in 0..N {
+            dropping.publish_bytes("telemetry/x", &b"reading"[..]).await.expect("publish");
+        }
+    })
+    .await
+    .expect("drop-newest publishes must not wait for the broker");
+    let dropped = dropping.stats().dropped;
+    // What is not dropped waits in rumqttc's channel (1,024) and our queue (10).
+    assert!(dropped >= N - 1_024 - 10 - 2, "only {dropped} of {N} counted as dropped");
+
+    // Block (the default) pushes back: once the channel is full, publish waits.
+    let waited = tokio::time::timeout(Duration::from_secs(2), async {
+        for _ in 0..N {
+            blocking.publish_bytes("telemetry/x", &b"reading"[..]).await.expect("publish");
+        }
+    })
+    .await;
+    assert!(waited.is_err(), "Block publishes never waited while the broker was down");
+    assert_eq!(blocking.stats().dropped, 0);
+}

@@ -28,7 +28,7 @@ pub struct MqttConnector;
 
 impl Connector for MqttConnector {
     fn schemes(&self) -> &[&'static str] {
-        &["mqtt", "mqtts"]
+        &["mqtt", "mqtts", "ws", "wss"]
     }
 
     fn connect(

@@ -23,8 +23,10 @@ pub struct Settings {
     pub keep_alive: Duration,
     /// Session expiry after a disconnect; `None` starts a clean session every time.
     pub session_expiry: Option<Duration>,
-    /// TLS settings for `mqtts://`; `None` for plain TCP.
+    /// TLS settings for `mqtts://` and `wss://`; `None` for plain TCP or WebSocket.
     pub tls: Option<TlsSettings>,
+    /// The WebSocket path for `ws://` and `wss://` (default `/mqtt`); `None` for TCP.
+    pub websocket_path: Option<String>,
     /// How publishes wait when the broker cannot take them (connection down or slow):
     /// `Block` (the default) makes `publish` wait; the drop policies never wait and count
     /// what they discard (`?publish_overflow=drop-oldest&publish_queue=N`).
@@ -54,21 +56,35 @@ impl Settings {
         let invalid = |reason: String| Error::InvalidUrl { url: shown.clone(), reason };
         let (scheme, rest) =
             url.split_once("://").ok_or_else(|| invalid("expected mqtt://HOST[:PORT]".into()))?;
-        let tls = if scheme.eq_ignore_ascii_case("mqtt") {
-            None
-        } else if scheme.eq_ignore_ascii_case("mqtts") {
-            Some(TlsSettings::default())
-        } else {
-            return Err(Error::Unsupported {
-                transport: "mqtt",
-                feature: "this URL scheme (mqtt:// and mqtts:// so far)",
-            });
+        let scheme = scheme.to_ascii_lowercase();
+        let (tls, websocket) = match scheme.as_str() {
+            "mqtt" => (None, false),
+            "mqtts" => (Some(TlsSettings::default()), false),
+            "ws" => (None, true),
+            "wss" => (Some(TlsSettings::default()), true),
+            _ => {
+                return Err(Error::Unsupported {
+                    transport: "mqtt",
+                    feature: "this URL scheme (mqtt://, mqtts://, ws://, wss://)",
+                });
+            }
         };
-        let (authority, query) = match rest.split_once('?') {
+        let (before_query, query) = match rest.split_once('?') {
             Some((a, q)) => (a, q),
             None => (rest, ""),
         };
-        let authority = authority.strip_suffix('/').unwrap_or(authority);
+        let (authority, path) = match before_query.find('/') {
+            Some(i) => before_query.split_at(i),
+            None => (before_query, ""),
+        };
+        if !websocket && !path.is_empty() && path != "/" {
+            return Err(invalid(format!(
+                "a path ({path}) only means something for ws:// and wss://"
+            )));
+        }
+        // WebSocket brokers usually serve MQTT on /mqtt.
+        let websocket_path =
+            websocket.then(|| if path.is_empty() { "/mqtt".to_owned() } else { path.to_owned() });
         let (userinfo, hostport) = match authority.rsplit_once('@') {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
@@ -85,7 +101,15 @@ impl Settings {
                 let port = p.parse::<u16>().map_err(|_| invalid(format!("bad port {p:?}")))?;
                 (h, port)
             }
-            None => (hostport, if tls.is_some() { 8883 } else { 1883 }),
+            None => (
+                hostport,
+                match (websocket, tls.is_some()) {
+                    (false, false) => 1883,
+                    (false, true) => 8883,
+                    (true, false) => 80,
+                    (true, true) => 443,
+                },
+            ),
         };
         if host.is_empty() {
             return Err(invalid("no host".into()));
@@ -99,6 +123,7 @@ impl Settings {
             session_expiry: None,
             publish_queue: busbar_core::QueueConfig::new(1024, busbar_core::Overflow::Block),
             version: crate::protocol::Version::V5,
+            websocket_path,
             tls,
             shown: shown.clone(),
         };
@@ -144,7 +169,7 @@ impl Settings {
                 }
                 "ca" | "cert" | "key" => {
                     let tls = settings.tls.as_mut().ok_or_else(|| {
-                        invalid(format!("{key} needs a TLS connection: use mqtts://"))
+                        invalid(format!("{key} needs a TLS connection: use mqtts:// or wss://"))
                     })?;
                     let path = Some(PathBuf::from(value));
                     match key {
@@ -206,7 +231,15 @@ mod tests {
     fn refuses_what_it_cannot_use() {
         assert!(matches!(Settings::parse("mqtt://h:x"), Err(Error::InvalidUrl { .. })));
         assert!(matches!(Settings::parse("mqtt://h?colour=red"), Err(Error::InvalidUrl { .. })));
-        assert!(matches!(Settings::parse("ws://h"), Err(Error::Unsupported { .. })));
+        assert!(matches!(Settings::parse("gopher://h"), Err(Error::Unsupported { .. })));
+        let ws = Settings::parse("ws://h:9001").expect("ws");
+        assert_eq!((ws.port, ws.websocket_path.as_deref()), (9001, Some("/mqtt")));
+        let wss = Settings::parse("wss://h/custom").expect("wss");
+        assert_eq!(
+            (wss.port, wss.websocket_path.as_deref(), wss.tls.is_some()),
+            (443, Some("/custom"), true)
+        );
+        assert!(matches!(Settings::parse("mqtt://h/x"), Err(Error::InvalidUrl { .. })));
         assert!(matches!(Settings::parse("mqtt://h?ca=/x"), Err(Error::InvalidUrl { .. })));
         assert!(matches!(Settings::parse("mqtts://h?cert=/x"), Err(Error::InvalidUrl { .. })));
         assert!(matches!(Settings::parse("mqtt://"), Err(Error::InvalidUrl { .. })));

@@ -303,11 +303,24 @@ impl MqttTransport {
             None => None,
         };
         let creds = credentials(&settings, first_token.as_ref(), options.token_placement);
-        let transport = match &settings.tls {
-            Some(tls) => Some(rumqttc::Transport::Tls(rumqttc::TlsConfiguration::Rustls(
-                crate::tls::client_config(tls)?,
-            ))),
+        let tls_config = match &settings.tls {
+            Some(tls) => Some(rumqttc::TlsConfiguration::Rustls(crate::tls::client_config(tls)?)),
             None => None,
+        };
+        // For WebSockets rumqttc takes the whole URL as the broker address. It is built here
+        // from the scheme that was asked for, so a wss:// connection can never go out as
+        // plain ws://.
+        let (broker_addr, transport) = match (&settings.websocket_path, tls_config) {
+            (None, None) => (settings.host.clone(), None),
+            (None, Some(tls)) => (settings.host.clone(), Some(rumqttc::Transport::Tls(tls))),
+            (Some(path), None) => (
+                format!("ws://{}:{}{path}", settings.host, settings.port),
+                Some(rumqttc::Transport::Ws),
+            ),
+            (Some(path), Some(tls)) => (
+                format!("wss://{}:{}{path}", settings.host, settings.port),
+                Some(rumqttc::Transport::Wss(tls)),
+            ),
         };
         let mut network = NetworkOptions::new();
         network.set_tcp_nodelay(true);
@@ -318,11 +331,8 @@ impl MqttTransport {
         let (client, eventloop) = match settings.version {
             Version::V5 => {
                 use rumqttc::v5::mqttbytes::v5::LastWill;
-                let mut mqtt = rumqttc::v5::MqttOptions::new(
-                    client_id.clone(),
-                    settings.host.clone(),
-                    settings.port,
-                );
+                let mut mqtt =
+                    rumqttc::v5::MqttOptions::new(client_id.clone(), broker_addr, settings.port);
                 mqtt.set_keep_alive(settings.keep_alive);
                 mqtt.set_clean_start(settings.session_expiry.is_none());
                 if let Some(expiry) = settings.session_expiry {
@@ -353,11 +363,8 @@ impl MqttTransport {
                 (Client::V5(c), Events::V5(Box::new(l)))
             }
             Version::V311 => {
-                let mut mqtt = rumqttc::MqttOptions::new(
-                    client_id.clone(),
-                    settings.host.clone(),
-                    settings.port,
-                );
+                let mut mqtt =
+                    rumqttc::MqttOptions::new(client_id.clone(), broker_addr, settings.port);
                 mqtt.set_keep_alive(settings.keep_alive);
                 // 3.1.1 has no expiry interval: a persistent session lasts until the broker's
                 // own limit.

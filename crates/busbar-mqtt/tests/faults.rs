@@ -262,3 +262,80 @@ async fn publishes_during_an_outage_wait_or_drop_as_declared() {
     assert!(waited.is_err(), "Block publishes never waited while the broker was down");
     assert_eq!(blocking.stats().dropped, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_persistent_session_nothing_published_during_a_broker_outage_is_lost() {
+    let store =
+        std::env::temp_dir().join(format!("busbar-persist-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&store).expect("store dir");
+    // Mosquitto started as root drops to its own user, which must be able to write here.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&store, std::fs::Permissions::from_mode(0o777)).expect("chmod");
+    }
+    let config = MosquittoConfig::new()
+        .line("persistence true")
+        .line(format!("persistence_location {}/", store.display()))
+        .line("autosave_interval 1");
+    let Some(mut broker) = mosquitto("persistent_outage", config).await else { return };
+    let url = broker.url();
+    let id = format!("durable-{}", uuid::Uuid::new_v4().simple());
+    let sub_conn = Connection::new(std::sync::Arc::new(
+        MqttTransport::connect(
+            &format!("{url}?session_expiry=300"),
+            ConnectOptions::new().client_id(id),
+        )
+        .await
+        .expect("subscriber"),
+    ));
+    let mut sub = sub_conn.subscribe("pipe/#").await.expect("subscribe");
+    let publisher = connect(&url).await;
+    let mut pub_events = publisher.events();
+    let send =
+        |n: u32| Message::new(Topic::new("pipe/x").expect("topic"), n.to_be_bytes().to_vec());
+    let mut got = std::collections::BTreeSet::new();
+    for n in 0..20 {
+        publisher.publish(send(n)).await.expect("publish");
+    }
+    while got.len() < 20 {
+        let m = tokio::time::timeout(Duration::from_secs(5), sub.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        got.insert(u32::from_be_bytes(
+            m.payload.to_bytes().expect("bytes")[..4].try_into().expect("4 bytes"),
+        ));
+    }
+    // The broker saves its state every second: wait until it has saved the session.
+    let db = store.join("mosquitto.db");
+    let saved_after = std::time::SystemTime::now();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            if std::fs::metadata(&db).and_then(|m| m.modified()).is_ok_and(|t| t > saved_after) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .expect("the broker saved its state");
+
+    broker.stop().await.expect("stop");
+    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
+    for n in 20..60 {
+        publisher.publish(send(n)).await.expect("publish during the outage");
+    }
+    broker.restart().await.expect("restart");
+    while got.len() < 60 {
+        let m = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+            .await
+            .unwrap_or_else(|_| {
+                panic!("lost {:?}", (0..60).filter(|n| !got.contains(n)).collect::<Vec<_>>())
+            })
+            .expect("open");
+        got.insert(u32::from_be_bytes(
+            m.payload.to_bytes().expect("bytes")[..4].try_into().expect("4 bytes"),
+        ));
+    }
+    let _ = std::fs::remove_dir_all(&store);
+}

@@ -52,3 +52,19 @@ fn bad_input_gets_a_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--count"));
 }
+
+#[tokio::test]
+async fn demo_runs_on_a_real_mqtt_broker() {
+    let Some(broker) = busbar_testkit::shared_broker(busbar_testkit::BrokerKind::Mqtt).await else {
+        return;
+    };
+    let out = busbar(&["demo", "--url", broker.url()]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "demo on MQTT failed: {}\n{text}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("sensor-7 is DOWN (its last will arrived)"), "{text}");
+    assert!(text.contains("Canceling -> Canceled"), "{text}");
+}

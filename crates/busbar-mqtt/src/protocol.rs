@@ -219,35 +219,37 @@ impl Events {
     }
 }
 
+/// Why a broker refused a connection, in words, whichever version's code it sent.
+fn refusal(bad_credentials: bool, not_authorized: bool, code: &dyn std::fmt::Debug) -> String {
+    if bad_credentials {
+        "the broker refused the user name or password".into()
+    } else if not_authorized {
+        "the broker refused the connection: not authorized".into()
+    } else {
+        format!("the broker refused the connection: {code:?}")
+    }
+}
+
 fn describe5(e: &rumqttc::v5::ConnectionError) -> String {
-    use rumqttc::v5::ConnectionError;
-    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode;
+    use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
     match e {
-        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
-            "the broker refused the user name or password".into()
-        }
-        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-            "the broker refused the connection: not authorized".into()
-        }
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection: {code:?}")
-        }
+        rumqttc::v5::ConnectionError::ConnectionRefused(code) => refusal(
+            matches!(code, Code::BadUserNamePassword),
+            matches!(code, Code::NotAuthorized),
+            code,
+        ),
         other => other.to_string(),
     }
 }
 
 fn describe4(e: &rumqttc::ConnectionError) -> String {
-    use rumqttc::{ConnectReturnCode, ConnectionError};
+    use rumqttc::ConnectReturnCode as Code;
     match e {
-        ConnectionError::ConnectionRefused(ConnectReturnCode::BadUserNamePassword) => {
-            "the broker refused the user name or password".into()
-        }
-        ConnectionError::ConnectionRefused(ConnectReturnCode::NotAuthorized) => {
-            "the broker refused the connection: not authorized".into()
-        }
-        ConnectionError::ConnectionRefused(code) => {
-            format!("the broker refused the connection: {code:?}")
-        }
+        rumqttc::ConnectionError::ConnectionRefused(code) => refusal(
+            matches!(code, Code::BadUserNamePassword),
+            matches!(code, Code::NotAuthorized),
+            code,
+        ),
         other => other.to_string(),
     }
 }

@@ -1,10 +1,11 @@
-//! `mqtt://` and `mqtts://`: busbar's MQTT transport (MQTT 5 over TCP, and over TLS with
-//! rustls and the ring provider).
+//! `mqtt://`, `mqtts://`, `ws://`, `wss://`: busbar's MQTT transport, MQTT 5 (the default)
+//! or 3.1.1 (`?version=3.1.1`), over TCP, TLS (rustls with the ring provider) or WebSockets.
 //!
 //! Topics are MQTT's own, so busbar names go to the broker unchanged; queue groups are shared
-//! subscriptions (`$share/<group>/<filter>`); headers are user properties (`content-type` is
-//! the content type property); request/reply uses response topic and correlation data with
-//! one reply subscription per connection.
+//! subscriptions (`$share/<group>/<filter>`); on MQTT 5 headers are user properties
+//! (`content-type` is the content type property) and request/reply uses response topic and
+//! correlation data, with one reply subscription per connection; on 3.1.1 these travel in a
+//! small envelope (see `docs/ARCHITECTURE.md`).
 
 mod convert;
 mod protocol;

@@ -25,6 +25,7 @@ pub use harness::{CASE_DEADLINE, Harness, TestResult, run_case, within};
 pub const CASES: &[&str] = &[
     "ordering_per_publisher",
     "wildcard_semantics",
+    "concurrent_subscribes",
     "queue_groups_share_the_load",
     "overflow_drop_newest",
     "overflow_drop_oldest",
@@ -62,6 +63,7 @@ macro_rules! suite {
         $crate::suite!(@cases $harness;
             ordering_per_publisher,
             wildcard_semantics,
+            concurrent_subscribes,
             queue_groups_share_the_load,
             overflow_drop_newest,
             overflow_drop_oldest,

@@ -56,6 +56,48 @@ impl fmt::Debug for Token {
     }
 }
 
+/// Keeps a connection's credentials fresh: waits until `current` is due for refresh, fetches
+/// the next token from `provider` and hands it to `apply`, which puts it to use (a reconnect,
+/// a re-authentication). A failing provider is retried with [`backoff`](crate::backoff).
+/// Ends at `shutdown`, with a token that never expires, or when `apply` returns false.
+///
+/// Transports run this apart from their connection task, so a slow provider never holds the
+/// connection up.
+pub async fn keep_fresh<F, Fut>(
+    provider: SharedTokenProvider,
+    mut current: Token,
+    shutdown: tokio_util::sync::CancellationToken,
+    mut apply: F,
+) where
+    F: FnMut(Token) -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let mut failures: u32 = 0;
+    while let Some(at) = current.refresh_at() {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep_until(at) => {}
+        }
+        match provider.token().await {
+            Ok(token) => {
+                failures = 0;
+                current = token.clone();
+                if !apply(token).await {
+                    return;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "token refresh failed; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(crate::backoff::backoff(failures)) => {}
+                }
+                failures = failures.saturating_add(1);
+            }
+        }
+    }
+}
+
 /// Supplies tokens on demand.
 pub trait TokenProvider: Send + Sync + 'static {
     /// A currently valid token.

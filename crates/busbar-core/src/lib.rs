@@ -10,6 +10,7 @@
 //! * [`node`]: a named component owning one connection and its endpoints.
 
 pub mod auth;
+pub mod backoff;
 pub mod codec;
 pub mod connection;
 pub mod error;

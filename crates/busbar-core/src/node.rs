@@ -91,7 +91,7 @@ impl NodeBuilder {
         }
         let mut options = ConnectOptions::new().client_id(self.name.clone());
         if let Some(interval) = self.heartbeat {
-            options = options.last_will(heartbeat::last_will(&self.name, interval)?);
+            options = options.last_will_if_supported(heartbeat::last_will(&self.name, interval)?);
         }
         let conn = connector.connect(&self.url, options).await?;
         self.start_on(conn)

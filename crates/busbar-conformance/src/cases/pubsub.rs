@@ -56,6 +56,38 @@ pub async fn ordering_per_publisher(h: Arc<impl Harness>) -> TestResult {
     Ok(())
 }
 
+/// Many subscribes on one connection at once (as per-call reply subscriptions make them):
+/// each resolves only once it is in place, and each gets its own message.
+pub async fn concurrent_subscribes(h: Arc<impl Harness>) -> TestResult {
+    const N: usize = 60;
+    let p = prefix("concurrent-subs");
+    let conn = connect(&*h).await?;
+    let subscribing: Vec<_> = (0..N)
+        .map(|i| {
+            let conn = conn.clone();
+            let filter = format!("{p}/{i}");
+            tokio::spawn(async move { conn.subscribe(&filter).await })
+        })
+        .collect();
+    let mut subs = Vec::with_capacity(N);
+    for s in subscribing {
+        subs.push(crate::within(super::WAIT, "a subscription in place", s).await???);
+    }
+    for i in 0..N {
+        conn.publish_bytes(&format!("{p}/{i}"), i.to_string().into_bytes()).await?;
+    }
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let m = crate::within(super::WAIT, "the subscription's own message", sub.recv())
+            .await?
+            .ok_or("subscription ended early")?;
+        let body = m.payload.to_bytes()?;
+        ensure(body.as_ref() == i.to_string().as_bytes(), || {
+            format!("subscription {i} got {:?}", String::from_utf8_lossy(&body))
+        })?;
+    }
+    Ok(())
+}
+
 /// `+` matches one level, `#` the rest including none; subscribers learn the concrete topic.
 pub async fn wildcard_semantics(h: Arc<impl Harness>) -> TestResult {
     let p = prefix("wildcards");

@@ -60,6 +60,9 @@ pub struct ConnectOptions {
     pub client_id: Option<String>,
     /// Published by the broker if this connection ends without a graceful close.
     pub last_will: Option<Message>,
+    /// The last will is a nicety, not a requirement: a transport without last wills connects
+    /// without it instead of refusing (set by [`last_will_if_supported`](Self::last_will_if_supported)).
+    pub last_will_optional: bool,
     /// Supplies (and refreshes) the credential token, where the transport uses one.
     pub token: Option<SharedTokenProvider>,
     /// Where the token goes.
@@ -71,6 +74,7 @@ impl std::fmt::Debug for ConnectOptions {
         f.debug_struct("ConnectOptions")
             .field("client_id", &self.client_id)
             .field("last_will", &self.last_will)
+            .field("last_will_optional", &self.last_will_optional)
             .field("token", &self.token.as_ref().map(|_| "<provider>"))
             .field("token_placement", &self.token_placement)
             .finish()
@@ -89,10 +93,27 @@ impl ConnectOptions {
         self
     }
 
-    /// Sets the last will.
+    /// Sets the last will. A transport that has none (see
+    /// [`Capabilities::last_will`]) refuses to connect with `Unsupported`.
     pub fn last_will(mut self, will: Message) -> Self {
         self.last_will = Some(will);
+        self.last_will_optional = false;
         self
+    }
+
+    /// Sets a last will where the transport has them, and connects without one where it does
+    /// not. For wills that only speed something up, like the node's liveness report: without
+    /// one, watchers notice the silence when heartbeats stop.
+    pub fn last_will_if_supported(mut self, will: Message) -> Self {
+        self.last_will = Some(will);
+        self.last_will_optional = true;
+        self
+    }
+
+    /// Whether a transport without last wills must refuse these options: true when a will
+    /// was set with [`last_will`](Self::last_will).
+    pub fn requires_last_will(&self) -> bool {
+        self.last_will.is_some() && !self.last_will_optional
     }
 
     /// Authenticates with tokens from `provider`, placed as `placement` says.

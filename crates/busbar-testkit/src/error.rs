@@ -88,4 +88,8 @@ pub enum TestkitError {
         #[source]
         source: io::Error,
     },
+
+    /// A test certificate could not be made.
+    #[error("could not make a test certificate: {0}")]
+    Certificate(String),
 }

@@ -51,14 +51,17 @@
 
 #![warn(missing_docs)]
 
+pub mod bench;
 mod error;
+mod pki;
 mod process;
 mod shared;
 
 use std::net::{Ipv4Addr, TcpListener};
 
 pub use error::TestkitError;
-pub use process::{BrokerProcess, MosquittoConfig, READY_TIMEOUT};
+pub use pki::Pki;
+pub use process::{BrokerProcess, MosquittoConfig, NatsConfig, READY_TIMEOUT};
 pub use shared::{BrokerKind, PROBE_TIMEOUT, SharedBroker, shared_broker, shared_broker_for};
 
 /// The environment variable that turns skips into failures when set to `1`.
@@ -133,6 +136,48 @@ pub(crate) fn current_test_name() -> String {
         Some(name) if name != "main" => name.to_owned(),
         _ => "<unknown test>".to_owned(),
     }
+}
+
+/// Waits up to 20 s for the first connection event that `want` accepts, skipping others;
+/// panics (failing the test) when none comes or the events end.
+pub async fn next_event(
+    events: &mut busbar_core::ConnectionEvents,
+    want: impl Fn(&busbar_core::ConnectionEvent) -> bool,
+) -> busbar_core::ConnectionEvent {
+    next_event_within(events, std::time::Duration::from_secs(20), want).await
+}
+
+/// [`next_event`] with a bound of `limit`.
+pub async fn next_event_within(
+    events: &mut busbar_core::ConnectionEvents,
+    limit: std::time::Duration,
+    want: impl Fn(&busbar_core::ConnectionEvent) -> bool,
+) -> busbar_core::ConnectionEvent {
+    let found = tokio::time::timeout(limit, async {
+        while let Some(event) = events.next().await {
+            if want(&event) {
+                return Some(event);
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(event)) => event,
+        Ok(None) => panic!("connection events ended before the awaited one"),
+        Err(_) => panic!("the awaited connection event did not come within {limit:?}"),
+    }
+}
+
+/// A name unique to this process and call (for temporary directories and topics).
+pub(crate) fn unique_name() -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("{}-{nanos}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 #[cfg(test)]

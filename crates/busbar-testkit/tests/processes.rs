@@ -6,7 +6,9 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use busbar_testkit::{BrokerKind, BrokerProcess, MosquittoConfig, shared_broker, skip_if_missing};
+use busbar_testkit::{
+    BrokerKind, BrokerProcess, MosquittoConfig, NatsConfig, shared_broker, skip_if_missing,
+};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
@@ -99,6 +101,24 @@ async fn nats_sends_info_on_connect() {
         .expect("read INFO");
     assert!(line.starts_with("INFO "), "unexpected greeting: {line:?}");
     assert!(line.ends_with("\r\n"), "INFO line not terminated: {line:?}");
+}
+
+#[tokio::test]
+async fn nats_takes_extra_configuration() {
+    let config = NatsConfig::new().line("authorization { token: \"s3cret\" }");
+    let Some(nats) = skip_if_missing(
+        "nats_takes_extra_configuration",
+        BrokerProcess::nats_with_config(config).await,
+    ) else {
+        return;
+    };
+    let mut reader = BufReader::new(connect(nats.port()).await);
+    let mut line = String::new();
+    timeout(IO_TIMEOUT, reader.read_line(&mut line))
+        .await
+        .expect("INFO timed out")
+        .expect("read INFO");
+    assert!(line.contains("\"auth_required\":true"), "the token was not configured: {line:?}");
 }
 
 /// An MQTT 3.1.1 CONNECT packet with a clean session, keepalive 30 and the given client id.

@@ -8,19 +8,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use busbar_core::message::Message;
-use busbar_core::patterns::rpc::RpcServer;
-use busbar_core::patterns::{RpcClient, RpcError};
-use busbar_core::transport::{ConnectOptions, SubscribeOptions};
-use busbar_core::{Connection, QoS, Topic, TopicFilter};
+use busbar_core::transport::ConnectOptions;
+use busbar_core::{Connection, QoS};
 use busbar_mqtt::MqttTransport;
+use busbar_testkit::bench::{self, IDLE};
 use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS as RawQoS;
 use rumqttc::v5::mqttbytes::v5::{Packet, PublishProperties};
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
-
-const IDLE: Duration = Duration::from_secs(2);
 
 fn raw_options(id: &str, host: &str, port: u16) -> MqttOptions {
     let mut o = MqttOptions::new(id, host, port);
@@ -86,49 +82,8 @@ async fn busbar_connect(url: &str) -> Connection {
 
 /// busbar: one publisher connection, one subscriber connection.
 async fn busbar_pubsub(url: &str, size: usize, count: u64, qos: QoS) -> (f64, u64) {
-    let topic = format!("bench/busbar/{}", uuid::Uuid::new_v4().simple());
-    let sub_conn = busbar_connect(url).await;
-    let pub_conn = busbar_connect(url).await;
-    let options = SubscribeOptions::new(TopicFilter::new(&topic).expect("filter"))
-        .capacity(64 * 1024)
-        .qos(qos);
-    let mut sub = sub_conn.subscribe_with(options).await.expect("subscribe");
-    let receiver = tokio::spawn(async move {
-        let mut received = 0u64;
-        let mut last = Instant::now();
-        while received < count {
-            if sub.try_recv().is_some() {
-                received += 1;
-                continue;
-            }
-            last = Instant::now();
-            match tokio::time::timeout(IDLE, sub.recv()).await {
-                Ok(Some(_)) => received += 1,
-                _ => break,
-            }
-        }
-        if received == count {
-            last = Instant::now();
-        }
-        (received, last)
-    });
-    let message = Message::new(Topic::new(&topic).expect("topic"), Bytes::from(vec![0x5a; size]))
-        .with_qos(qos);
-    let started = Instant::now();
-    for _ in 0..count {
-        pub_conn.publish(message.clone()).await.expect("publish");
-    }
-    let (received, last) = receiver.await.expect("receiver");
-    let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
-    (received as f64 / elapsed, count - received)
-}
-
-fn percentiles(mut v: Vec<Duration>) -> (f64, f64) {
-    v.sort_unstable();
-    let at = |p: f64| {
-        v.get(((v.len() as f64 - 1.0) * p).round() as usize).map_or(0.0, |d| d.as_secs_f64() * 1e6)
-    };
-    (at(0.5), at(0.99))
+    let (sub_conn, pub_conn) = (busbar_connect(url).await, busbar_connect(url).await);
+    bench::busbar_pubsub(&sub_conn, &pub_conn, size, count, qos, 64 * 1024).await
 }
 
 /// Raw rumqttc request/response at QoS 1: response topic and correlation data by hand.
@@ -219,32 +174,16 @@ async fn raw_rpc(host: &str, port: u16, calls: usize) -> (f64, f64) {
     }
     serving.abort();
     receiving.abort();
-    percentiles(latencies)
+    bench::percentiles(latencies)
 }
 
-/// busbar's typed RPC pattern at its default QoS 1.
+/// busbar's typed RPC pattern (JSON, a handler task per call, the reply inbox).
 async fn busbar_rpc(url: &str, calls: usize) -> (f64, f64) {
-    let topic = format!("bench/busbar-rpc/{}", uuid::Uuid::new_v4().simple());
-    let server_conn = busbar_connect(url).await;
-    let client_conn = busbar_connect(url).await;
-    let _server =
-        RpcServer::spawn(&server_conn, &topic, |s: String| async move { Ok::<_, RpcError>(s) })
-            .await
-            .expect("serve");
-    let client = RpcClient::<String, String>::new(&client_conn, &topic).expect("client");
-    let request = "x".repeat(100);
-    client.call(request.clone()).await.expect("warm-up");
-    let mut latencies = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let t = Instant::now();
-        client.call(request.clone()).await.expect("call");
-        latencies.push(t.elapsed());
-    }
-    percentiles(latencies)
+    bench::busbar_rpc(&busbar_connect(url).await, &busbar_connect(url).await, calls).await
 }
 
 fn main() {
-    let quick = !std::env::args().any(|a| a == "--bench");
+    let quick = bench::quick();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
     runtime.block_on(async {

@@ -115,8 +115,9 @@ fn unhex(text: &str) -> Option<Bytes> {
 }
 
 /// The payload to send on MQTT 3.1.1, wrapped when the message needs the envelope.
-pub(crate) fn envelope(message: &Message) -> Result<Bytes> {
+pub(crate) fn envelope(message: &Message) -> Result<(Bytes, usize)> {
     let payload = message.payload.to_bytes()?;
+    let size = payload.len();
     let meta = Envelope {
         h: message.headers.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect(),
         r: message.reply_to.as_ref().map(|t| t.as_str().to_owned()),
@@ -126,7 +127,7 @@ pub(crate) fn envelope(message: &Message) -> Result<Bytes> {
             .map(|ttl| ttl.as_millis().div_ceil(1000).clamp(1, u128::from(u32::MAX)) as u32),
     };
     if meta.h.is_empty() && meta.r.is_none() && meta.c.is_none() && meta.e.is_none() {
-        return Ok(payload);
+        return Ok((payload, size));
     }
     let json = serde_json::to_vec(&meta).map_err(|e| Error::Broker {
         transport: "mqtt",
@@ -138,7 +139,7 @@ pub(crate) fn envelope(message: &Message) -> Result<Bytes> {
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
     out.extend_from_slice(&json);
     out.extend_from_slice(&payload);
-    Ok(Bytes::from(out))
+    Ok((Bytes::from(out), size))
 }
 
 /// A received MQTT 3.1.1 publish, unwrapping the envelope when there is one. A payload that
@@ -187,7 +188,7 @@ mod tests {
     #[test]
     fn plain_messages_travel_unwrapped() {
         let m = Message::new(Topic::new("a/b").expect("topic"), &b"plain"[..]);
-        assert_eq!(envelope(&m).expect("encode").as_ref(), b"plain");
+        assert_eq!(envelope(&m).expect("encode").0.as_ref(), b"plain");
     }
 
     #[test]
@@ -197,7 +198,7 @@ mod tests {
             .with_expiry(Duration::from_secs(30));
         m.reply_to = Some(Topic::new("r/1").expect("topic"));
         m.correlation_id = Some(Bytes::from_static(&[0, 1, 254, 255]));
-        let wire = envelope(&m).expect("encode");
+        let (wire, _) = envelope(&m).expect("encode");
         assert!(wire.starts_with(ENVELOPE_MAGIC));
         let (back, ids) = incoming_v4(publish(wire)).expect("decode");
         assert!(ids.is_empty());

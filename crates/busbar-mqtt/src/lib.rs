@@ -6,12 +6,30 @@
 //! (`content-type` is the content type property) and request/reply uses response topic and
 //! correlation data, with one reply subscription per connection; on 3.1.1 these travel in a
 //! small envelope (see `docs/ARCHITECTURE.md`).
+//!
+//! # URLs
+//!
+//! `SCHEME://[USER[:PASSWORD]@]HOST[:PORT][/PATH][?PARAM=VALUE&...]`, with default ports 1883
+//! (`mqtt`), 8883 (`mqtts`), 80 (`ws`) and 443 (`wss`), and for WebSockets the path `/mqtt`.
+//!
+//! | Parameter | Meaning | Default |
+//! |---|---|---|
+//! | `version` | `5` or `3.1.1` | `5` |
+//! | `keep_alive` | keep-alive interval, whole seconds (at least 5) | `30` |
+//! | `session_expiry` | keep the session this many seconds after a disconnect (persistent session); absent: a clean session every time | absent |
+//! | `publish_queue` | messages a drop policy holds while the broker cannot take them | `1024` |
+//! | `publish_overflow` | `block` (publish waits), `drop-oldest` or `drop-newest` (never wait; drops counted) | `block` |
+//! | `max_packet` | largest packet to send, in bytes; larger publishes fail with `PayloadTooLarge` (MQTT 5 also applies the broker's CONNACK maximum) | MQTT's limit |
+//! | `ca` | PEM file of the authorities to trust instead of the system's (`mqtts`, `wss`) | system roots |
+//! | `cert`, `key` | PEM client certificate and key (`mqtts`, `wss`) | none |
+//!
+//! An unknown parameter or a bad value is an [`Error::InvalidUrl`](busbar_core::Error) that
+//! names it.
 
 mod convert;
 mod protocol;
 mod registry;
 mod settings;
-mod tls;
 mod transport;
 
 pub use protocol::Version;

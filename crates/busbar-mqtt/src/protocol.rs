@@ -4,10 +4,8 @@
 
 use busbar_core::message::{Message, QoS};
 use busbar_core::{Error, Result};
-use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{
-    Filter, Packet as Packet5, PublishProperties, RetainForwardRule, SubscribeProperties,
-    SubscribeReasonCode as Code5,
+    Filter, Packet as Packet5, RetainForwardRule, SubscribeProperties, SubscribeReasonCode as Code5,
 };
 use rumqttc::{Outgoing, Packet as Packet4, SubscribeReasonCode as Code4};
 
@@ -76,13 +74,18 @@ impl Client {
         }
     }
 
-    /// Publishes `message` (MQTT 5: with properties and the broker's size limit checked;
-    /// 3.1.1: in the envelope when it needs one).
+    /// Publishes `message` (MQTT 5: with properties; 3.1.1: in the envelope when it needs
+    /// one), refusing it when its packet would exceed `max_packet`.
     pub(crate) async fn publish(&self, message: &Message, max_packet: usize) -> Result<()> {
         match self {
             Client::V5(c) => {
                 let (payload, props) = convert::outgoing(message)?;
-                check_size(message, &payload, &props, max_packet)?;
+                let around =
+                    props.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>()
+                        + props.response_topic.as_ref().map_or(0, |t| t.len() + 3)
+                        + props.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
+                        + props.content_type.as_ref().map_or(0, |c| c.len() + 3);
+                check_size(message, payload.len(), around, max_packet)?;
                 c.publish_with_properties(
                     message.topic.as_str(),
                     qos_out(message.qos),
@@ -94,7 +97,9 @@ impl Client {
                 .map_err(queue_error)
             }
             Client::V4(c) => {
-                let payload = convert::envelope(message)?;
+                // The envelope, if any, counts against the limit as the payload's overhead.
+                let (payload, size) = convert::envelope(message)?;
+                check_size(message, size, payload.len().saturating_sub(size), max_packet)?;
                 c.publish(message.topic.as_str(), qos4(message.qos), message.retain, payload)
                     .await
                     .map_err(queue_error)
@@ -106,25 +111,13 @@ impl Client {
 /// Bytes a publish needs besides payload, topic and properties (fixed header, lengths, ids).
 const PUBLISH_OVERHEAD: usize = 16;
 
-/// Refuses a publish the broker would answer by dropping the connection (taking every other
-/// call on it down too).
-fn check_size(
-    message: &Message,
-    payload: &Bytes,
-    props: &PublishProperties,
-    max: usize,
-) -> Result<()> {
-    let around = PUBLISH_OVERHEAD
-        + message.topic.as_str().len()
-        + props.user_properties.iter().map(|(k, v)| k.len() + v.len() + 5).sum::<usize>()
-        + props.response_topic.as_ref().map_or(0, |t| t.len() + 3)
-        + props.correlation_data.as_ref().map_or(0, |c| c.len() + 3)
-        + props.content_type.as_ref().map_or(0, |c| c.len() + 3);
-    if payload.len().saturating_add(around) > max {
-        return Err(Error::PayloadTooLarge {
-            size: payload.len(),
-            max: max.saturating_sub(around),
-        });
+/// Refuses a publish larger than `max`: a broker answers one by dropping the connection
+/// (taking every other call on it down too) or by discarding it unseen. `around` is what the
+/// message adds besides payload and topic (properties or envelope).
+fn check_size(message: &Message, payload: usize, around: usize, max: usize) -> Result<()> {
+    let around = PUBLISH_OVERHEAD + message.topic.as_str().len() + around;
+    if payload.saturating_add(around) > max {
+        return Err(Error::PayloadTooLarge { size: payload, max: max.saturating_sub(around) });
     }
     Ok(())
 }
@@ -141,6 +134,8 @@ fn qos4(q: QoS) -> rumqttc::QoS {
 pub(crate) enum Happened {
     Connected {
         max_packet: Option<u32>,
+        /// Requests left unfinished by the previous connection and sent again on this one.
+        resent: usize,
     },
     /// A message (or the error converting it) and the subscription identifiers it matched.
     Message(Result<(Message, Vec<usize>)>),
@@ -153,21 +148,39 @@ pub(crate) enum Happened {
     Other,
 }
 
-/// The event loop of one connection.
+/// The event loop of one connection, with the requests a dropped connection left unfinished.
+///
+/// When a connection drops, rumqttc moves its unacknowledged publishes and every request still
+/// in its channel into `pending`, and on the next CONNACK without a resumed session it clears
+/// that list: publishes the user was told were accepted would vanish without a trace. So the
+/// supervisor takes them out at the drop and puts them back after the CONNACK: all of them to
+/// a resumed session, and to a new session the publishes alone, as new packets (the broker no
+/// longer knows their packet ids; subscriptions are restored from the registry instead).
 pub(crate) enum Events {
-    V5(Box<rumqttc::v5::EventLoop>),
-    V4(Box<rumqttc::EventLoop>),
+    V5(Box<rumqttc::v5::EventLoop>, Vec<rumqttc::v5::Request>),
+    V4(Box<rumqttc::EventLoop>, Vec<rumqttc::Request>),
 }
 
 impl Events {
     pub(crate) async fn poll(&mut self) -> std::result::Result<Happened, String> {
         match self {
-            Events::V5(l) => {
+            Events::V5(l, stranded) => {
                 use rumqttc::v5::Event;
-                Ok(match l.poll().await.map_err(|e| describe5(&e))? {
-                    Event::Incoming(Packet5::ConnAck(ack)) => Happened::Connected {
-                        max_packet: ack.properties.and_then(|p| p.max_packet_size),
-                    },
+                let event = match l.poll().await {
+                    Ok(event) => event,
+                    Err(e) => {
+                        stranded.extend(l.pending.drain(..));
+                        return Err(describe5(&e));
+                    }
+                };
+                Ok(match event {
+                    Event::Incoming(Packet5::ConnAck(ack)) => {
+                        let resent = restore(&mut l.pending, stranded, ack.session_present);
+                        Happened::Connected {
+                            max_packet: ack.properties.and_then(|p| p.max_packet_size),
+                            resent,
+                        }
+                    }
                     Event::Incoming(Packet5::Publish(p)) => Happened::Message(convert::incoming(p)),
                     Event::Incoming(Packet5::SubAck(ack)) => Happened::SubAck {
                         pkid: ack.pkid,
@@ -182,11 +195,19 @@ impl Events {
                     _ => Happened::Other,
                 })
             }
-            Events::V4(l) => {
+            Events::V4(l, stranded) => {
                 use rumqttc::Event;
-                Ok(match l.poll().await.map_err(|e| describe4(&e))? {
-                    Event::Incoming(Packet4::ConnAck(_)) => {
-                        Happened::Connected { max_packet: None }
+                let event = match l.poll().await {
+                    Ok(event) => event,
+                    Err(e) => {
+                        stranded.extend(l.pending.drain(..));
+                        return Err(describe4(&e));
+                    }
+                };
+                Ok(match event {
+                    Event::Incoming(Packet4::ConnAck(ack)) => {
+                        let resent = restore(&mut l.pending, stranded, ack.session_present);
+                        Happened::Connected { max_packet: None, resent }
                     }
                     Event::Incoming(Packet4::Publish(p)) => {
                         Happened::Message(convert::incoming_v4(p))
@@ -209,14 +230,63 @@ impl Events {
 
     pub(crate) fn set_credentials(&mut self, user: String, pass: String) {
         match self {
-            Events::V5(l) => {
+            Events::V5(l, _) => {
                 l.options.set_credentials(user, pass);
             }
-            Events::V4(l) => {
+            Events::V4(l, _) => {
                 l.mqtt_options.set_credentials(user, pass);
             }
         }
     }
+}
+
+/// A request a dropped connection left unfinished, as it may go to a new session.
+trait Unfinished: Sized {
+    /// The request for a new session: a publish as a new packet (the broker no longer knows
+    /// its id); nothing else (subscriptions come back from the registry, acknowledgements
+    /// belong to the old session).
+    fn for_new_session(self) -> Option<Self>;
+}
+
+impl Unfinished for rumqttc::v5::Request {
+    fn for_new_session(self) -> Option<Self> {
+        match self {
+            rumqttc::v5::Request::Publish(mut p) => {
+                (p.pkid, p.dup) = (0, false);
+                Some(rumqttc::v5::Request::Publish(p))
+            }
+            _ => None,
+        }
+    }
+}
+
+impl Unfinished for rumqttc::Request {
+    fn for_new_session(self) -> Option<Self> {
+        match self {
+            rumqttc::Request::Publish(mut p) => {
+                (p.pkid, p.dup) = (0, false);
+                Some(rumqttc::Request::Publish(p))
+            }
+            _ => None,
+        }
+    }
+}
+
+/// Puts the requests a dropped connection left unfinished back in front of the event loop's
+/// queue after a CONNACK: all of them to a resumed session, otherwise what a new session can
+/// take. Returns how many went back.
+fn restore<R: Unfinished>(
+    pending: &mut std::collections::VecDeque<R>,
+    stranded: &mut Vec<R>,
+    resumed: bool,
+) -> usize {
+    let before = pending.len();
+    if resumed {
+        pending.extend(stranded.drain(..));
+    } else {
+        pending.extend(stranded.drain(..).filter_map(R::for_new_session));
+    }
+    pending.len() - before
 }
 
 /// Why a broker refused a connection, in words, whichever version's code it sent.

@@ -1,10 +1,10 @@
 //! `mqtt://` and `mqtts://` URLs.
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use busbar_core::connection::redact_url;
 use busbar_core::{Error, Result};
+pub use busbar_tls::TlsSettings;
 
 /// Where and how to connect, from a URL such as
 /// `mqtt://user:pass@127.0.0.1:1883?keep_alive=30&session_expiry=60` or
@@ -33,20 +33,13 @@ pub struct Settings {
     pub publish_queue: busbar_core::QueueConfig,
     /// Protocol version (`?version=5`, the default, or `?version=3.1.1`).
     pub version: crate::protocol::Version,
+    /// The largest packet this client sends (`?max_packet=BYTES`). Over MQTT 5 the broker's
+    /// own maximum, from its CONNACK, applies as well; MQTT 3.1.1 has no way to learn it, so
+    /// set this to the broker's limit (Mosquitto: `message_size_limit`) to have oversized
+    /// publishes refused with a typed error instead of dropped by the broker.
+    pub max_packet: Option<usize>,
     /// The URL with the password hidden, for messages.
     pub shown: String,
-}
-
-/// How to secure the connection. The server's certificate is always verified: against `ca`
-/// when given, else against the system's trusted roots.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct TlsSettings {
-    /// PEM file of the certificate authorities to trust instead of the system's.
-    pub ca: Option<PathBuf>,
-    /// PEM file of the client certificate (chain), for brokers that require one.
-    pub cert: Option<PathBuf>,
-    /// PEM file of the client certificate's private key.
-    pub key: Option<PathBuf>,
 }
 
 impl Settings {
@@ -123,6 +116,7 @@ impl Settings {
             session_expiry: None,
             publish_queue: busbar_core::QueueConfig::new(1024, busbar_core::Overflow::Block),
             version: crate::protocol::Version::V5,
+            max_packet: None,
             websocket_path,
             tls,
             shown: shown.clone(),
@@ -156,6 +150,12 @@ impl Settings {
                     settings.publish_queue =
                         busbar_core::QueueConfig::new(settings.publish_queue.capacity, overflow);
                 }
+                "max_packet" => {
+                    let n = value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        invalid(format!("max_packet must be a positive byte count, not {value:?}"))
+                    })?;
+                    settings.max_packet = Some(n);
+                }
                 "version" => {
                     settings.version = match value {
                         "5" | "5.0" => crate::protocol::Version::V5,
@@ -171,24 +171,17 @@ impl Settings {
                     let tls = settings.tls.as_mut().ok_or_else(|| {
                         invalid(format!("{key} needs a TLS connection: use mqtts:// or wss://"))
                     })?;
-                    let path = Some(PathBuf::from(value));
-                    match key {
-                        "ca" => tls.ca = path,
-                        "cert" => tls.cert = path,
-                        _ => tls.key = path,
-                    }
+                    tls.set(key, value);
                 }
                 _ => {
                     return Err(invalid(format!(
-                        "unknown parameter {key:?} (known: version, keep_alive, session_expiry, publish_queue, publish_overflow, ca, cert, key)"
+                        "unknown parameter {key:?} (known: version, keep_alive, session_expiry, publish_queue, publish_overflow, max_packet, ca, cert, key)"
                     )));
                 }
             }
         }
-        if let Some(tls) = &settings.tls
-            && tls.cert.is_some() != tls.key.is_some()
-        {
-            return Err(invalid("a client certificate needs both cert and key".into()));
+        if let Some(problem) = settings.tls.as_ref().and_then(TlsSettings::problem) {
+            return Err(invalid(problem.into()));
         }
         Ok(settings)
     }
@@ -221,6 +214,11 @@ mod tests {
         let v = Settings::parse("mqtt://h?version=3.1.1").expect("3.1.1");
         assert_eq!(v.version, crate::protocol::Version::V311);
         assert!(matches!(Settings::parse("mqtt://h?version=6"), Err(Error::InvalidUrl { .. })));
+        assert_eq!(
+            Settings::parse("mqtt://h?max_packet=1024").expect("max").max_packet,
+            Some(1024)
+        );
+        assert!(matches!(Settings::parse("mqtt://h?max_packet=0"), Err(Error::InvalidUrl { .. })));
         let tls = Settings::parse("mqtts://h?ca=/c.pem&cert=/m.pem&key=/m.key").expect("tls");
         assert_eq!(tls.port, 8883);
         let t = tls.tls.expect("tls settings");

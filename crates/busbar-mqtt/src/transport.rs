@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use busbar_core::auth::{SharedTokenProvider, Token, TokenPlacement};
+use busbar_core::auth::{Token, TokenPlacement};
 use busbar_core::message::Message;
 use busbar_core::queue::{Pushed, QueueReceiver, QueueSender, queue};
 use busbar_core::stats::{Stats, StatsSnapshot};
@@ -39,9 +39,6 @@ const REQUEST_CHANNEL: usize = 1024;
 const SUBACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// The largest packet MQTT can express (a 4-byte variable byte integer).
 const MQTT_MAX_PACKET: u32 = 268_435_455;
-/// Reconnect backoff bounds.
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -57,7 +54,10 @@ fn broker_error(message: String) -> Error {
 #[derive(Default)]
 struct SubAcks {
     sent_order: VecDeque<usize>,
-    by_pkid: HashMap<u16, usize>,
+    /// Subscriptions by the packet id their SUBSCRIBE went out with. rumqttc reuses packet
+    /// ids in a small cycle (its inflight bound), so with many subscribes in flight one id can
+    /// stand for several, acknowledged in the order they were sent.
+    by_pkid: HashMap<u16, VecDeque<usize>>,
     waiting: HashMap<usize, Vec<oneshot::Sender<Result<()>>>>,
 }
 
@@ -84,6 +84,11 @@ struct Shared {
 }
 
 impl Shared {
+    /// The packet size limit before the broker's: the user's, or what MQTT can encode.
+    fn packet_limit(&self) -> usize {
+        self.settings.max_packet.unwrap_or(MQTT_MAX_PACKET as usize)
+    }
+
     fn check_open(&self) -> Result<()> {
         if self.open.load(Ordering::Acquire) { Ok(()) } else { Err(Error::Closed) }
     }
@@ -154,13 +159,17 @@ impl Shared {
     fn on_outgoing_subscribe(&self, pkid: u16) {
         let mut acks = lock(&self.subacks);
         if let Some(sub_id) = acks.sent_order.pop_front() {
-            acks.by_pkid.insert(pkid, sub_id);
+            acks.by_pkid.entry(pkid).or_default().push_back(sub_id);
         }
     }
 
     fn on_suback(&self, pkid: u16, refused: Option<String>) {
         let mut acks = lock(&self.subacks);
-        let Some(sub_id) = acks.by_pkid.remove(&pkid) else { return };
+        let Some(queue) = acks.by_pkid.get_mut(&pkid) else { return };
+        let Some(sub_id) = queue.pop_front() else { return };
+        if queue.is_empty() {
+            acks.by_pkid.remove(&pkid);
+        }
         self.last_subacked.store(sub_id, Ordering::Relaxed);
         let waiters = acks.waiting.remove(&sub_id).unwrap_or_default();
         drop(acks);
@@ -304,7 +313,7 @@ impl MqttTransport {
         };
         let creds = credentials(&settings, first_token.as_ref(), options.token_placement);
         let tls_config = match &settings.tls {
-            Some(tls) => Some(rumqttc::TlsConfiguration::Rustls(crate::tls::client_config(tls)?)),
+            Some(tls) => Some(rumqttc::TlsConfiguration::Rustls(busbar_tls::client_config(tls)?)),
             None => None,
         };
         // For WebSockets rumqttc takes the whole URL as the broker address. It is built here
@@ -360,7 +369,7 @@ impl MqttTransport {
                     ));
                 }
                 let (c, l) = rumqttc::v5::AsyncClient::new(mqtt, REQUEST_CHANNEL);
-                (Client::V5(c), Events::V5(Box::new(l)))
+                (Client::V5(c), Events::V5(Box::new(l), Vec::new()))
             }
             Version::V311 => {
                 let mut mqtt =
@@ -387,10 +396,11 @@ impl MqttTransport {
                 }
                 let (c, mut l) = rumqttc::AsyncClient::new(mqtt, REQUEST_CHANNEL);
                 l.set_network_options(network);
-                (Client::V4(c), Events::V4(Box::new(l)))
+                (Client::V4(c), Events::V4(Box::new(l), Vec::new()))
             }
         };
         let version = settings.version;
+        let packet_limit = settings.max_packet.unwrap_or(MQTT_MAX_PACKET as usize);
         let reply_topic = Topic::new(format!("_busbar/reply/{}", uuid::Uuid::new_v4().simple()))?;
         let shared = Arc::new(Shared {
             client,
@@ -406,17 +416,21 @@ impl MqttTransport {
             events: ConnectionEvents::channel(),
             open: AtomicBool::new(true),
             shutdown: CancellationToken::new(),
-            max_packet: AtomicUsize::new(usize::MAX),
+            max_packet: AtomicUsize::new(packet_limit),
             last_subacked: AtomicUsize::new(0),
         });
         let (first_tx, first_rx) = oneshot::channel();
         let (token_tx, token_rx) = tokio::sync::mpsc::channel(1);
         let refresher = match (&options.token, first_token) {
-            (Some(provider), Some(token)) => Some(tokio::spawn(refresh_tokens(
+            // The supervisor swaps the credentials and reconnects.
+            (Some(provider), Some(token)) => Some(tokio::spawn(busbar_core::auth::keep_fresh(
                 provider.clone(),
                 token,
-                token_tx,
                 shared.shutdown.clone(),
+                move |token| {
+                    let to_supervisor = token_tx.clone();
+                    async move { to_supervisor.send(token).await.is_ok() }
+                },
             ))),
             _ => None,
         };
@@ -632,8 +646,14 @@ async fn supervise(
             p = eventloop.poll() => p,
         };
         match polled {
-            Ok(Happened::Connected { max_packet, .. }) => {
+            Ok(Happened::Connected { max_packet, resent }) => {
                 attempt = 0;
+                if resent > 0 {
+                    tracing::info!(
+                        resent,
+                        "re-sending the requests the last connection left unfinished"
+                    );
+                }
                 connected = true;
                 if ever_connected {
                     shared.resubscribe_all();
@@ -642,8 +662,8 @@ async fn supervise(
                     ever_connected = true;
                     let _ = shared.events.send(ConnectionEvent::Connected);
                 }
-                let max = max_packet.map_or(usize::MAX, |m| m as usize);
-                shared.max_packet.store(max, Ordering::Relaxed);
+                let broker_max = max_packet.map_or(usize::MAX, |m| m as usize);
+                shared.max_packet.store(shared.packet_limit().min(broker_max), Ordering::Relaxed);
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Ok(()));
                 }
@@ -669,7 +689,7 @@ async fn supervise(
                     let _ = shared.events.send(ConnectionEvent::Disconnected { reason });
                 }
                 attempt = attempt.saturating_add(1);
-                let delay = backoff(attempt);
+                let delay = busbar_core::backoff::backoff(attempt);
                 tokio::select! {
                     _ = shared.shutdown.cancelled() => break,
                     _ = tokio::time::sleep(delay) => {}
@@ -693,48 +713,6 @@ fn credentials(
         (Some(t), TokenPlacement::Password) => Some((user.unwrap_or_default(), t.value.clone())),
         (None, _) => user.map(|u| (u, pass.unwrap_or_default())),
     }
-}
-
-/// Fetches a new token shortly before the current one expires and hands it to the
-/// supervisor; retries a failing provider with backoff. Runs apart from the supervisor so a
-/// slow provider never holds up the connection.
-async fn refresh_tokens(
-    provider: SharedTokenProvider,
-    mut current: Token,
-    to_supervisor: tokio::sync::mpsc::Sender<Token>,
-    shutdown: CancellationToken,
-) {
-    let mut failures: u32 = 0;
-    while let Some(at) = current.refresh_at() {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(at) => {}
-        }
-        match provider.token().await {
-            Ok(token) => {
-                failures = 0;
-                current = token.clone();
-                if to_supervisor.send(token).await.is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                failures = failures.saturating_add(1);
-                tracing::warn!(error = %e, "token refresh failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(backoff(failures)) => {}
-                }
-            }
-        }
-    }
-}
-
-/// Jittered exponential backoff: 100 ms doubling to 5 s, each delay between half and all of it.
-fn backoff(attempt: u32) -> Duration {
-    let exp = BACKOFF_MIN.saturating_mul(1u32 << attempt.min(6)).min(BACKOFF_MAX);
-    let jitter = (uuid::Uuid::new_v4().as_u128() % 1000) as u32;
-    exp / 2 + exp / 2 * jitter / 1000
 }
 
 impl Transport for MqttTransport {

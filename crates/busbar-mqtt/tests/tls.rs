@@ -1,73 +1,13 @@
 //! `mqtts://` against a Mosquitto TLS listener with certificates made for the test: a real
 //! handshake, client certificates, and the errors for a certificate that does not verify.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use busbar_core::Error;
 use busbar_core::transport::ConnectOptions;
 use busbar_mqtt::MqttTransport;
-use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
-use rcgen::{
-    BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair, KeyUsagePurpose,
-};
-
-/// A throwaway PKI: a CA, a server certificate for 127.0.0.1, a client certificate, and an
-/// unrelated CA.
-struct Pki {
-    dir: PathBuf,
-}
-
-impl Pki {
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.join(name)
-    }
-
-    fn make() -> Pki {
-        let dir =
-            std::env::temp_dir().join(format!("busbar-tls-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let write =
-            |name: &str, text: String| std::fs::write(dir.join(name), text).expect("write pem");
-        let ca = ca("busbar test CA");
-        write("ca.pem", ca.pem());
-        let other = ca_only("someone else's CA");
-        write("other-ca.pem", other);
-        for (name, sans) in [
-            ("server", vec!["127.0.0.1".to_owned(), "localhost".to_owned()]),
-            ("client", vec!["client".to_owned()]),
-        ] {
-            let key = KeyPair::generate().expect("key");
-            let params = CertificateParams::new(sans).expect("params");
-            let cert = params.signed_by(&key, &ca).expect("sign");
-            write(&format!("{name}.pem"), cert.pem());
-            write(&format!("{name}.key"), key.serialize_pem());
-        }
-        Pki { dir }
-    }
-}
-
-impl Drop for Pki {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
-    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
-    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    params.distinguished_name.push(DnType::CommonName, name);
-    params.key_usages = vec![
-        KeyUsagePurpose::KeyCertSign,
-        KeyUsagePurpose::CrlSign,
-        KeyUsagePurpose::DigitalSignature,
-    ];
-    CertifiedIssuer::self_signed(params, KeyPair::generate().expect("key")).expect("CA")
-}
-
-fn ca_only(name: &str) -> String {
-    ca(name).pem()
-}
+use busbar_testkit::{BrokerProcess, MosquittoConfig, Pki, skip_if_missing};
 
 async fn tls_broker(test: &str, pki: &Pki) -> Option<BrokerProcess> {
     let config = MosquittoConfig::new()
@@ -88,7 +28,7 @@ fn url(port: u16, ca: &Path, client: Option<(&Path, &Path)>) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_real_handshake_with_a_client_certificate_carries_messages() {
-    let pki = Pki::make();
+    let pki = Pki::make().expect("certificates");
     let Some(broker) = tls_broker("a_real_handshake_with_a_client_certificate", &pki).await else {
         return;
     };
@@ -108,7 +48,7 @@ async fn a_real_handshake_with_a_client_certificate_carries_messages() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_certificate_from_another_ca_is_refused() {
-    let pki = Pki::make();
+    let pki = Pki::make().expect("certificates");
     let Some(broker) = tls_broker("a_server_certificate_from_another_ca_is_refused", &pki).await
     else {
         return;
@@ -123,7 +63,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broker_requiring_a_client_certificate_refuses_one_without() {
-    let pki = Pki::make();
+    let pki = Pki::make().expect("certificates");
     let Some(broker) = tls_broker("a_broker_requiring_a_client_certificate", &pki).await else {
         return;
     };

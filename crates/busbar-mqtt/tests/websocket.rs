@@ -1,11 +1,26 @@
-//! MQTT over WebSockets against a real broker with a WebSocket listener: rumqttd, run in the
-//! test (Debian's Mosquitto is built without WebSockets). rumqttd speaks MQTT 3.1.1.
+//! MQTT over WebSockets against real brokers. Debian's Mosquitto is built without WebSockets,
+//! so two set-ups stand in for a broker's own WebSocket listener:
+//!
+//! * rumqttd, run in the test, whose WebSocket listener speaks MQTT 3.1.1;
+//! * Mosquitto (MQTT 5) behind a WebSocket front end written here, the way nginx or HAProxy
+//!   front brokers in deployments: it accepts `ws://` or, with a certificate made for the test,
+//!   `wss://`, answers the `mqtt` subprotocol and relays the binary frames to Mosquitto over
+//!   TCP. Everything MQTT is Mosquitto's; the front end only carries bytes.
 
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use busbar_core::Connection;
-use busbar_core::transport::ConnectOptions;
+use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+use async_tungstenite::tungstenite::http::HeaderValue;
+use busbar_core::transport::{ConnectOptions, SubscribeOptions};
+use busbar_core::{Connection, Error, Message, Topic, TopicFilter};
 use busbar_mqtt::MqttTransport;
+use busbar_testkit::{BrokerKind, Pki, shared_broker};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use ws_stream_tungstenite::WsStream;
 
 /// Starts rumqttd with one WebSocket listener on a free loopback port.
 fn rumqttd_ws() -> u16 {
@@ -95,4 +110,160 @@ async fn wss_never_falls_back_to_plain_text() {
     }
     let text = outcome.expect("the listener came up");
     assert!(text.to_lowercase().contains("tls"), "expected a TLS failure, got: {text}");
+}
+
+/// The request paths the front end was asked for, in order.
+type Paths = Arc<Mutex<Vec<String>>>;
+
+/// Starts a WebSocket front end for the MQTT broker at `broker`, over TLS when `tls` is given.
+/// Returns its port and the paths clients asked for.
+async fn websocket_front(broker: SocketAddr, tls: Option<TlsAcceptor>) -> (u16, Paths) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the front end");
+    let port = listener.local_addr().expect("front end address").port();
+    let paths = Paths::default();
+    let seen = paths.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let (tls, seen) = (tls.clone(), seen.clone());
+            tokio::spawn(async move {
+                match tls {
+                    Some(acceptor) => match acceptor.accept(stream).await {
+                        Ok(stream) => relay(stream, broker, seen).await,
+                        // The refused-certificate test ends here, by design.
+                        Err(e) => eprintln!("front end: TLS handshake failed: {e}"),
+                    },
+                    None => relay(stream, broker, seen).await,
+                }
+            });
+        }
+    });
+    (port, paths)
+}
+
+/// Upgrades one client connection to a WebSocket and relays it to the broker until either
+/// side closes.
+async fn relay<S>(stream: S, broker: SocketAddr, seen: Paths)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    // The callback's signature, large error included, is tungstenite's.
+    #[allow(clippy::result_large_err)]
+    let answer = move |request: &Request, mut response: Response| {
+        seen.lock().unwrap_or_else(|p| p.into_inner()).push(request.uri().path().to_owned());
+        let offered = request
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.split(',').any(|p| p.trim() == "mqtt"));
+        if !offered {
+            let mut refusal =
+                ErrorResponse::new(Some("MQTT clients offer the mqtt subprotocol".into()));
+            *refusal.status_mut() = async_tungstenite::tungstenite::http::StatusCode::BAD_REQUEST;
+            return Err(refusal);
+        }
+        response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
+        Ok(response)
+    };
+    let Ok(ws) = async_tungstenite::tokio::accept_hdr_async(stream, answer).await else {
+        return;
+    };
+    let Ok(mut tcp) = TcpStream::connect(broker).await else {
+        return;
+    };
+    let mut ws = WsStream::new(ws);
+    let _ = tokio::io::copy_bidirectional(&mut ws, &mut tcp).await;
+}
+
+/// The machine's Mosquitto (MQTT 5), or `None` when the test is skipped.
+async fn mosquitto() -> Option<SocketAddr> {
+    let broker = shared_broker(BrokerKind::Mqtt).await?;
+    tokio::net::lookup_host((broker.host(), broker.port())).await.ok()?.next()
+}
+
+/// Checks that a message with a header (an MQTT 5 user property) and a response topic
+/// crosses `url` intact, and that noLocal, MQTT 5 only, holds back the connection's own
+/// publish.
+async fn mqtt5_round_trip(url: &str) {
+    let a = Connection::new(Arc::new(
+        MqttTransport::connect(url, ConnectOptions::new()).await.expect("connect over WebSocket"),
+    ));
+    let b = Connection::new(Arc::new(
+        MqttTransport::connect(url, ConnectOptions::new()).await.expect("connect over WebSocket"),
+    ));
+    let prefix = format!("ws5/{}", uuid::Uuid::new_v4().simple());
+    let filter = TopicFilter::new(format!("{prefix}/#")).expect("filter");
+    let mut heard_by_a =
+        a.subscribe_with(SubscribeOptions::new(filter.clone()).no_local(true)).await.expect("sub");
+    let mut heard_by_b = b.subscribe_with(SubscribeOptions::new(filter)).await.expect("sub");
+
+    let topic = |t: &str| Topic::new(format!("{prefix}/{t}")).expect("topic");
+    let mut own = Message::new(topic("from-a"), &b"a"[..]);
+    own.reply_to = Some(topic("replies"));
+    a.publish(own.with_header("trace", "t-1")).await.expect("publish");
+    let wait = Duration::from_secs(5);
+    let first =
+        tokio::time::timeout(wait, heard_by_b.recv()).await.expect("in time").expect("open");
+    // Only now does b publish, so a's own message reached the broker first: had noLocal
+    // failed, a would hear it before b's.
+    b.publish(Message::new(topic("from-b"), &b"b"[..])).await.expect("publish");
+    assert_eq!(first.topic.as_str(), format!("{prefix}/from-a"));
+    assert_eq!(first.headers.get("trace"), Some("t-1"), "user property lost");
+    assert_eq!(first.reply_to.as_ref().map(Topic::as_str), Some(&*format!("{prefix}/replies")));
+    // a hears only b's message: its own was held back by the broker (noLocal).
+    let only = tokio::time::timeout(wait, heard_by_a.recv()).await.expect("in time").expect("open");
+    assert_eq!(only.topic.as_str(), format!("{prefix}/from-b"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_over_websockets_on_a_configured_path() {
+    let Some(broker) = mosquitto().await else { return };
+    let (port, paths) = websocket_front(broker, None).await;
+    mqtt5_round_trip(&format!("ws://127.0.0.1:{port}/brokers/mqtt")).await;
+    let paths = paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(paths, ["/brokers/mqtt", "/brokers/mqtt"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_websocket_path_defaults_to_mqtt() {
+    let Some(broker) = mosquitto().await else { return };
+    let (port, paths) = websocket_front(broker, None).await;
+    let url = format!("ws://127.0.0.1:{port}");
+    let conn = MqttTransport::connect(&url, ConnectOptions::new()).await.expect("connect");
+    drop(conn);
+    assert_eq!(paths.lock().unwrap_or_else(|p| p.into_inner()).as_slice(), ["/mqtt"]);
+}
+
+fn tls_acceptor(pki: &Pki) -> TlsAcceptor {
+    let (chain, key) = pki.server_identity();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(chain, key)
+    .expect("server certificate");
+    TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mqtt5_over_secure_websockets_with_a_custom_ca() {
+    let Some(broker) = mosquitto().await else { return };
+    let pki = Pki::make().expect("certificates");
+    let (port, _) = websocket_front(broker, Some(tls_acceptor(&pki))).await;
+    let ca = pki.path("ca.pem");
+    mqtt5_round_trip(&format!("wss://127.0.0.1:{port}/mqtt?ca={}", ca.display())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_websockets_refuse_a_server_the_ca_did_not_sign() {
+    let Some(broker) = mosquitto().await else { return };
+    let pki = Pki::make().expect("certificates");
+    let (port, paths) = websocket_front(broker, Some(tls_acceptor(&pki))).await;
+    let other = pki.path("other-ca.pem");
+    let url = format!("wss://127.0.0.1:{port}/mqtt?ca={}", other.display());
+    let err = MqttTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
+    assert!(matches!(err, Error::NotConnected { .. }), "{err}");
+    assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
+    assert!(paths.lock().unwrap_or_else(|p| p.into_inner()).is_empty(), "no request was sent");
 }

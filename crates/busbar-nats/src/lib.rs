@@ -1,0 +1,50 @@
+//! `nats://` and `tls://`: busbar's transport for core NATS, on the official async-nats
+//! client (no JetStream).
+//!
+//! * Topics map to subjects with [`busbar_core::topic::native`]: `/` becomes `.`, `+` becomes
+//!   `*`, `#` becomes `>`; a filter `a/#` is two NATS subscriptions (`a` and `a.>`), because
+//!   NATS `a.>` does not match `a` itself. async-nats gives each subscription its own
+//!   buffer, so the order *between* the two halves is not kept: messages on `a` keep their
+//!   order, messages under `a/...` keep theirs, but one on `a` may overtake one on `a/b`
+//!   published before it (or the other way round).
+//! * Queue groups are NATS queue groups. Requests are native NATS requests on one muxed
+//!   reply inbox per connection, and fail at once with `NoResponders` when nobody listens.
+//! * Headers are NATS headers. Core NATS keeps no retained messages, has no per-message
+//!   expiry, no last will and no per-subscription no-local: those are declared absent in the
+//!   capabilities and refused with `Unsupported`.
+//! * async-nats reconnects (jittered exponential backoff, 100 ms to 5 s, without end) and
+//!   re-subscribes; busbar turns its events into [`ConnectionEvent`](busbar_core::ConnectionEvent)s
+//!   and its slow-consumer drops into the `dropped` counter.
+
+mod convert;
+mod settings;
+mod transport;
+
+pub use settings::{Credentials, DEFAULT_SUBSCRIPTION_CAPACITY, Settings, TlsSettings};
+pub use transport::NatsTransport;
+
+use std::sync::Arc;
+
+use busbar_core::transport::{BoxFuture, ConnectOptions};
+use busbar_core::{Connection, Connector, Result};
+
+/// Connects `nats://` and `tls://` URLs.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NatsConnector;
+
+impl Connector for NatsConnector {
+    fn schemes(&self) -> &[&'static str] {
+        &["nats", "tls"]
+    }
+
+    fn connect(
+        &self,
+        url: &str,
+        options: ConnectOptions,
+    ) -> BoxFuture<'static, Result<Connection>> {
+        let url = url.to_owned();
+        Box::pin(async move {
+            Ok(Connection::new(Arc::new(NatsTransport::connect(&url, options).await?)))
+        })
+    }
+}

@@ -1,0 +1,34 @@
+//! The commlib-py wire profile: talk to a running commlib-py system from busbar.
+//!
+//! commlib-py names endpoints with dotted names (`sensors.sonar.front`), sends pub/sub bodies
+//! as bare JSON objects and RPC bodies in a `header`/`data` envelope, and does request/reply
+//! per transport in its own way. This crate reproduces that wire on top of any busbar
+//! [`Connection`](busbar_core::Connection), so a busbar node can publish to and subscribe from
+//! commlib nodes, call their RPC services and serve their clients, unchanged on the Python
+//! side. It speaks both commlib generations in use, 0.13.1 and 0.13.2, which differ on the
+//! wire: decoding is tolerant ([`body`]), encoding always takes the form both accept.
+//!
+//! Supported so far: MQTT (names, pub/sub, pattern subscriptions, RPC both ways, node
+//! heartbeats, node control services, driving an action service) and pub/sub on AMQP and
+//! Redis. RPC on AMQP and Redis,
+//! actions and compression follow; see `docs/commlib.md`.
+
+pub mod action;
+pub mod body;
+pub mod control;
+mod error;
+pub mod heartbeat;
+pub mod names;
+pub mod pubsub;
+pub mod rpc;
+
+pub use error::CommlibError;
+pub use pubsub::{CommlibPublisher, CommlibSubscriber, Received};
+pub use rpc::{CommlibRpcClient, CommlibRpcService};
+
+/// Nanoseconds since the Unix epoch, commlib's timestamp (`time.time_ns()`).
+pub(crate) fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+}

@@ -1,0 +1,101 @@
+//! commlib publish/subscribe: bare JSON objects at QoS 0 on commlib's names.
+
+use std::marker::PhantomData;
+
+use busbar_core::{Connection, Message, QoS, SubscribeOptions, Subscription, Topic, TopicFilter};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::body;
+use crate::error::{CommlibError, Result};
+use crate::names;
+
+/// The transport's spelling of a commlib name, for the transports the profile covers.
+pub(crate) fn topic_for(conn: &Connection, name: &str) -> Result<Topic> {
+    match conn.kind() {
+        // On AMQP commlib's name is the routing key, which busbar's topic with `/` as `.`
+        // becomes: the same topic as on MQTT.
+        "mqtt" | "mem" | "amqp" => names::mqtt_topic(name),
+        "redis" => names::redis_topic(name),
+        other => Err(not_yet(other)),
+    }
+}
+
+pub(crate) fn filter_for(conn: &Connection, pattern: &str) -> Result<TopicFilter> {
+    match conn.kind() {
+        "mqtt" | "mem" => names::mqtt_filter(pattern),
+        "amqp" => names::amqp_filter(pattern),
+        "redis" => names::redis_filter(pattern),
+        other => Err(not_yet(other)),
+    }
+}
+
+fn not_yet(kind: &'static str) -> CommlibError {
+    CommlibError::Busbar(busbar_core::Error::Unsupported {
+        transport: kind,
+        feature: "the commlib wire profile (MQTT, and pub/sub on AMQP and Redis, so far)",
+    })
+}
+
+/// Publishes `T` as a commlib publisher does: the bare JSON object at QoS 0.
+pub struct CommlibPublisher<T> {
+    conn: Connection,
+    topic: Topic,
+    _type: PhantomData<fn(T)>,
+}
+
+impl<T: Serialize> CommlibPublisher<T> {
+    /// A publisher for the commlib name `name` (e.g. `sensors.sonar.front`).
+    pub fn new(conn: &Connection, name: &str) -> Result<Self> {
+        Ok(CommlibPublisher {
+            conn: conn.clone(),
+            topic: topic_for(conn, name)?,
+            _type: PhantomData,
+        })
+    }
+
+    /// Publishes one message.
+    pub async fn publish(&self, value: &T) -> Result<()> {
+        let payload = body::encode(self.topic.as_str(), value)?;
+        let message = Message::new(self.topic.clone(), payload).with_qos(QoS::AtMostOnce);
+        Ok(self.conn.publish(message).await?)
+    }
+}
+
+/// One message from a commlib publisher.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Received<T> {
+    /// The topic as the transport names it (MQTT: with slashes, as commlib's pattern
+    /// subscribers report it).
+    pub topic: Topic,
+    /// The decoded body.
+    pub value: T,
+}
+
+/// Subscribes as a commlib subscriber does (a name, or a pattern with `*`).
+pub struct CommlibSubscriber<T> {
+    sub: Subscription,
+    _type: PhantomData<fn() -> T>,
+}
+
+impl<T: DeserializeOwned> CommlibSubscriber<T> {
+    /// Subscribes to the commlib name or pattern `pattern` (e.g. `sensors.*`).
+    pub async fn new(conn: &Connection, pattern: &str) -> Result<Self> {
+        let options = SubscribeOptions::new(filter_for(conn, pattern)?).qos(QoS::AtMostOnce);
+        Ok(CommlibSubscriber { sub: conn.subscribe_with(options).await?, _type: PhantomData })
+    }
+
+    /// The next message; `None` once the subscription has ended. A body that does not decode
+    /// is an error for that message only.
+    pub async fn recv(&mut self) -> Option<Result<Received<T>>> {
+        let message = self.sub.recv().await?;
+        let bytes = match message.payload.to_bytes() {
+            Ok(b) => b,
+            Err(e) => return Some(Err(CommlibError::Busbar(e.into()))),
+        };
+        Some(
+            body::decode(message.topic.as_str(), &bytes)
+                .map(|value| Received { topic: message.topic, value }),
+        )
+    }
+}

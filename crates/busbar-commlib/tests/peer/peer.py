@@ -1,0 +1,172 @@
+"""A commlib-py peer for busbar's interop tests, run with the Python of a venv that holds
+commlib-py 0.13.1 or 0.13.2. One endpoint per process, driven from the command line:
+
+    peer.py BROKER MODE ARGS...
+
+BROKER is `mqtt:HOST:PORT`, `redis:HOST:PORT` or `amqp:HOST:PORT` (guest/guest, vhost
+`/`). The peer prints `READY` once its endpoint runs, then one JSON
+object per line (each line of its own marked `@@ `) for what it received or was answered, and exits when done (or when its
+standard input closes, for services). Publishers wait for a line on standard input before
+publishing, so the Rust side can subscribe first. commlib reports a subscriber running
+before the broker has its subscription, so the Rust side sends probes (`seq` -1) until one
+is reported (`{"probe": true}`), then the real messages.
+"""
+
+import json
+import sys
+import threading
+
+from commlib.msg import ActionMessage, PubSubMessage, RPCMessage
+from commlib.node import Node
+
+
+class Sample(PubSubMessage):
+    seq: int = 0
+    n: int = 0
+    text: str = ""
+
+
+class Count(ActionMessage):
+    class Goal(ActionMessage.Goal):
+        to: int = 0
+
+    class Result(ActionMessage.Result):
+        total: int = 0
+
+    class Feedback(ActionMessage.Feedback):
+        at: int = 0
+
+
+class AddTwoInt(RPCMessage):
+    class Request(RPCMessage.Request):
+        a: int = 0
+        b: int = 0
+
+    class Response(RPCMessage.Response):
+        c: int = 0
+
+
+def say(obj):
+    # Marked, so that commlib's own log lines on standard output are never taken for ours.
+    print("@@ " + json.dumps(obj, ensure_ascii=False), flush=True)
+
+
+def node_for(broker, **options):
+    kind, host, port = broker.split(":")
+    if kind == "mqtt":
+        from commlib.transports.mqtt import ConnectionParameters
+    elif kind == "amqp":
+        from commlib.transports.amqp import ConnectionParameters
+    elif kind == "redis":
+        from commlib.transports.redis import ConnectionParameters
+    else:
+        raise SystemExit(f"unknown broker kind {kind}")
+
+    params = ConnectionParameters(host=host, port=int(port))
+    options.setdefault("node_name", "busbar_itest_peer")
+    options.setdefault("heartbeats", False)
+    return Node(connection_params=params, **options)
+
+
+def main():
+    broker, mode, *args = sys.argv[1:]
+    if mode == "heartbeats":
+        # A node that only sends heartbeats, every 0.2 s, until its standard input closes.
+        node = node_for(broker, node_name=args[0], heartbeats=True, heartbeat_interval=0.2)
+        node.run()
+        say("READY")
+        sys.stdin.read()
+        node.stop()
+        return
+    if mode == "ctrl-node":
+        # A node with its start/stop services; prints its state once it has been stopped.
+        node = node_for(broker, node_name=args[0], ctrl_services=True)
+        node.run()
+        say("READY")
+        import time
+
+        while node.state.name == "RUNNING":
+            time.sleep(0.01)
+        say({"state": node.state.name})
+        return
+    node = node_for(broker)
+    done = threading.Event()
+
+    if mode == "pub":
+        topic, count = args[0], int(args[1])
+        pub = node.create_publisher(topic=topic, msg_type=Sample)
+        node.run()
+        say("READY")
+        sys.stdin.readline()
+        for i in range(count):
+            pub.publish(Sample(seq=i, n=-3 - i, text="caf\u00e9"))
+        # Let paho hand the last QoS 0 messages to the socket before the process ends.
+        import time
+
+        time.sleep(0.5)
+    elif mode in ("sub", "sub-untyped", "psub"):
+        topic, count = args[0], int(args[1])
+        got = []
+
+        def on_message(msg, *rest):
+            body = msg if isinstance(msg, dict) else msg.model_dump()
+            if body.get("seq") == -1:
+                # A probe: the sender learns that the subscription is in place.
+                say({"probe": True})
+                return
+            say({"topic": rest[0] if rest else topic, "msg": body})
+            got.append(1)
+            if len(got) >= count:
+                done.set()
+
+        msg_type = None if mode == "sub-untyped" else Sample
+        if mode == "psub":
+            node.create_psubscriber(topic=topic, msg_type=msg_type, on_message=on_message)
+        else:
+            node.create_subscriber(topic=topic, msg_type=msg_type, on_message=on_message)
+        node.run()
+        say("READY")
+        done.wait(30)
+    elif mode == "rpc-service":
+        name = args[0]
+
+        def on_request(req):
+            return AddTwoInt.Response(c=req.a + req.b)
+
+        node.create_rpc(rpc_name=name, msg_type=AddTwoInt, on_request=on_request)
+        node.run()
+        say("READY")
+        sys.stdin.read()
+    elif mode == "action-service":
+        # Counts to the goal's `to`, one feedback per step, 50 ms apart; stops early when
+        # cancelled.
+        import time
+
+        def on_goal(goal_h):
+            total = 0
+            for i in range(1, goal_h.data.to + 1):
+                if goal_h.cancel_event.is_set():
+                    break
+                total += i
+                goal_h.send_feedback(Count.Feedback(at=i))
+                time.sleep(0.05)
+            return Count.Result(total=total)
+
+        node.create_action(action_name=args[0], msg_type=Count, on_goal=on_goal)
+        node.run()
+        say("READY")
+        sys.stdin.read()
+    elif mode == "rpc-call":
+        name, a, b = args[0], int(args[1]), int(args[2])
+        client = node.create_rpc_client(rpc_name=name, msg_type=AddTwoInt)
+        node.run()
+        say("READY")
+        resp = client.call(AddTwoInt.Request(a=a, b=b), timeout=10)
+        say({"response": None if resp is None else resp.model_dump()})
+    else:
+        raise SystemExit(f"unknown mode {mode}")
+    node.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -68,3 +68,34 @@ async fn demo_runs_on_a_real_mqtt_broker() {
     assert!(text.contains("sensor-7 is DOWN (its last will arrived)"), "{text}");
     assert!(text.contains("Canceling -> Canceled"), "{text}");
 }
+
+/// `busbar bench` on every broker transport, through the URL alone.
+#[tokio::test]
+async fn bench_runs_on_every_broker() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    for kind in BrokerKind::ALL {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        for pattern in ["pubsub", "rpc"] {
+            let out = busbar(&[
+                "bench",
+                "--url",
+                broker.url(),
+                "--pattern",
+                pattern,
+                "--count",
+                "500",
+                "--json",
+            ]);
+            let name = kind.name();
+            assert!(
+                out.status.success(),
+                "{name} {pattern}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let v: serde_json::Value =
+                serde_json::from_slice(&out.stdout).expect("one JSON object");
+            assert_eq!(v["lost"], 0, "{name} {pattern}: {v}");
+            assert!(v["msgs_per_s"].as_f64().is_some_and(|x| x > 0.0), "{name} {pattern}: {v}");
+        }
+    }
+}

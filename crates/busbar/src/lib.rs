@@ -24,10 +24,16 @@ pub use busbar_core::patterns::{
 };
 pub use busbar_core::*;
 
+#[cfg(feature = "amqp")]
+pub use busbar_amqp as amqp;
 #[cfg(feature = "mem")]
 pub use busbar_mem as mem;
 #[cfg(feature = "mqtt")]
 pub use busbar_mqtt as mqtt;
+#[cfg(feature = "nats")]
+pub use busbar_nats as nats;
+#[cfg(feature = "redis")]
+pub use busbar_redis as redis;
 
 mod registry;
 pub use registry::Registry;

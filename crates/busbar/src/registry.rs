@@ -17,6 +17,7 @@ const PLANNED: &[(&str, &str)] = &[
     ("redis", "redis"),
     ("rediss", "redis"),
     ("nats", "nats"),
+    ("tls", "nats"),
     ("kafka", "kafka"),
 ];
 
@@ -35,6 +36,12 @@ impl Default for Registry {
         r.connectors.push(Arc::new(busbar_mem::MemConnector));
         #[cfg(feature = "mqtt")]
         r.connectors.push(Arc::new(busbar_mqtt::MqttConnector));
+        #[cfg(feature = "redis")]
+        r.connectors.push(Arc::new(busbar_redis::RedisConnector));
+        #[cfg(feature = "nats")]
+        r.connectors.push(Arc::new(busbar_nats::NatsConnector));
+        #[cfg(feature = "amqp")]
+        r.connectors.push(Arc::new(busbar_amqp::AmqpConnector));
         r
     }
 }
@@ -100,11 +107,11 @@ mod tests {
     #[tokio::test]
     async fn unknown_scheme_names_what_is_known() {
         let err = Registry::default()
-            .connect("amqp://127.0.0.1:5672", ConnectOptions::new())
+            .connect("kafka://127.0.0.1:9092", ConnectOptions::new())
             .await
-            .expect_err("no amqp transport yet");
+            .expect_err("no kafka transport yet");
         let text = err.to_string();
-        assert!(text.contains("`amqp`"), "{text}");
+        assert!(text.contains("`kafka`"), "{text}");
         assert!(text.contains("mem"), "{text}");
         let err = Registry::default()
             .connect("gopher://x", ConnectOptions::new())

@@ -7,18 +7,13 @@
 use std::time::Duration;
 
 use busbar_core::message::{Headers, Message, header};
+use busbar_core::topic::NAMED_QUEUE_PREFIX;
 use busbar_core::topic::native::{amqp_routing_key, topic_from_amqp};
 use busbar_core::{Error, QoS, Result, Topic};
 use bytes::Bytes;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use tokio::time::Instant;
-
-/// Topics under this prefix name an AMQP queue rather than a topic: the rest is the queue
-/// name, hex-encoded (RabbitMQ's direct reply-to names contain `/`, `+` and `.`, which a
-/// busbar topic cannot carry). A reply published there goes to the default exchange with that
-/// queue name as routing key.
-pub(crate) const QUEUE_TOPIC_PREFIX: &str = "_busbar/amqp-queue/";
 
 /// What the reply property of our own requests names: RabbitMQ's direct reply-to.
 pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
@@ -34,36 +29,33 @@ fn short(what: &str, value: &str) -> Result<ShortString> {
 
 /// The exchange and routing key `topic` is published with.
 pub(crate) fn target(topic: &Topic, exchange: &str) -> Result<(ShortString, ShortString)> {
-    if let Some(hex) = topic.as_str().strip_prefix(QUEUE_TOPIC_PREFIX) {
-        let queue = hex_decode(hex).ok_or_else(|| {
-            Error::Config(format!("{topic} does not name an AMQP queue (bad hex encoding)"))
-        })?;
+    if let Some(queue) = topic.queue_name() {
         return Ok((ShortString::from(""), short("the queue name", &queue)?));
+    }
+    if topic.as_str().starts_with(NAMED_QUEUE_PREFIX) {
+        return Err(Error::Config(format!(
+            "{topic} does not name an AMQP queue (bad hex encoding)"
+        )));
     }
     let key = amqp_routing_key(topic)?;
     Ok((short("the exchange name", exchange)?, short("the routing key", &key)?))
 }
 
 /// The busbar topic standing for an AMQP `reply-to` value: the topic itself when the value
-/// is an ordinary routing key, else a queue topic (direct reply-to, plain queue names).
+/// is an ordinary routing key, else a named-queue topic (direct reply-to, plain queue names).
 pub(crate) fn reply_topic(reply_to: &str) -> Result<Topic> {
     if !reply_to.starts_with("amq.")
         && let Ok(topic) = topic_from_amqp(reply_to)
     {
         return Ok(topic);
     }
-    Ok(Topic::new(format!("{QUEUE_TOPIC_PREFIX}{}", hex_encode(reply_to.as_bytes())))?)
+    Ok(Topic::named_queue(reply_to)?)
 }
 
 /// The AMQP `reply-to` value for a busbar reply topic (inverse of [`reply_topic`]).
 fn reply_to_property(topic: &Topic) -> Result<ShortString> {
-    match topic.as_str().strip_prefix(QUEUE_TOPIC_PREFIX) {
-        Some(hex) => {
-            let queue = hex_decode(hex).ok_or_else(|| {
-                Error::Config(format!("{topic} does not name an AMQP queue (bad hex encoding)"))
-            })?;
-            short("the reply queue", &queue)
-        }
+    match topic.queue_name() {
+        Some(queue) => short("the reply queue", &queue),
         None => short("the reply topic", &amqp_routing_key(topic)?),
     }
 }
@@ -183,27 +175,6 @@ fn value_text(value: &AMQPValue) -> Option<String> {
     })
 }
 
-fn hex_encode(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
-}
-
-fn hex_decode(s: &str) -> Option<String> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let bytes: Option<Vec<u8>> = (0..s.len())
-        .step_by(2)
-        .map(|i| s.get(i..i + 2).and_then(|h| u8::from_str_radix(h, 16).ok()))
-        .collect();
-    String::from_utf8(bytes?).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -216,7 +187,7 @@ mod tests {
     fn direct_reply_to_names_round_trip_through_a_topic() {
         let name = "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAx/+=.abc";
         let t = reply_topic(name).expect("topic");
-        assert!(t.as_str().starts_with(QUEUE_TOPIC_PREFIX), "{t}");
+        assert!(t.as_str().starts_with(NAMED_QUEUE_PREFIX), "{t}");
         let (exchange, key) = target(&t, "amq.topic").expect("target");
         assert_eq!((exchange.as_str(), key.as_str()), ("", name));
         // An ordinary routing key stays a topic and goes through the exchange.
@@ -255,6 +226,6 @@ mod tests {
         let long = Message::new(topic("a"), &b"x"[..]).with_header("h".repeat(300), "v");
         assert!(matches!(properties(&long, None, None), Err(Error::Config(_))));
         assert!(target(&topic("a.b"), "amq.topic").is_err());
-        assert!(target(&topic(&format!("{QUEUE_TOPIC_PREFIX}zz")), "x").is_err());
+        assert!(target(&topic(&format!("{NAMED_QUEUE_PREFIX}zz")), "x").is_err());
     }
 }

@@ -115,6 +115,7 @@ struct Locals {
 struct SubEntry {
     key: (String, Option<String>),
     filter: TopicFilter,
+    /// Empty for a named queue, which is bound to nothing.
     binding: String,
     queue: String,
     /// A queue group's queue, shared with other connections: never deleted by one member.
@@ -196,7 +197,9 @@ impl Shared {
         }
     }
 
-    /// Publishes one message on `link`, awaiting the broker's confirm for QoS >= 1.
+    /// Publishes one message on `link`, awaiting the broker's confirm for QoS >= 1. A
+    /// message for a named queue (the default exchange) is always confirmed and `mandatory`:
+    /// when no such queue exists the broker returns it, and the caller hears so.
     async fn publish_on(
         &self,
         link: &Link,
@@ -206,23 +209,29 @@ impl Shared {
         props: BasicProperties,
         qos: QoS,
     ) -> std::result::Result<(), PublishFailure> {
-        let channel = if qos == QoS::AtMostOnce { &link.plain } else { &link.confirm };
+        let to_queue = exchange.as_str().is_empty();
+        let confirmed = to_queue || qos != QoS::AtMostOnce;
+        let channel = if confirmed { &link.confirm } else { &link.plain };
+        let options = BasicPublishOptions { mandatory: to_queue, ..BasicPublishOptions::default() };
         let confirm = channel
-            .basic_publish(
-                exchange.clone(),
-                key.clone(),
-                BasicPublishOptions::default(),
-                payload,
-                props,
-            )
+            .basic_publish(exchange.clone(), key.clone(), options, payload, props)
             .await
             .map_err(PublishFailure::Link)?;
-        if qos == QoS::AtMostOnce {
+        if !confirmed {
             return Ok(());
         }
         match confirm.await.map_err(PublishFailure::Link)? {
-            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Nack(_) => Err(PublishFailure::Refused(broker_error(
+            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
+                Err(PublishFailure::Refused(broker_error(
+                    format!(
+                        "no queue named {} exists: the broker returned the message",
+                        key.as_str()
+                    ),
+                    None,
+                )))
+            }
+            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Nack(None) => Err(PublishFailure::Refused(broker_error(
                 format!("the broker refused (nacked) a message for {}", key.as_str()),
                 None,
             ))),
@@ -374,18 +383,21 @@ impl Shared {
                 .queue_declare(queue.clone(), QueueDeclareOptions::default(), args)
                 .await
                 .map_err(|e| fail("declaring the queue", e))?;
-            let key = ShortString::try_new(binding.clone())
-                .map_err(|_| Error::Config(format!("binding key {binding:?} is too long")))?;
-            channel
-                .queue_bind(
-                    queue.clone(),
-                    self.exchange.clone(),
-                    key,
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await
-                .map_err(|e| fail("binding the queue", e))?;
+            // Named queues have no binding: they are reached through the default exchange.
+            if !binding.is_empty() {
+                let key = ShortString::try_new(binding.clone())
+                    .map_err(|_| Error::Config(format!("binding key {binding:?} is too long")))?;
+                channel
+                    .queue_bind(
+                        queue.clone(),
+                        self.exchange.clone(),
+                        key,
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .map_err(|e| fail("binding the queue", e))?;
+            }
             let tag = ShortString::from(format!("busbar-{}-{id}-{}", self.nonce, link.generation));
             let consumer = channel
                 .basic_consume(
@@ -547,6 +559,9 @@ struct Sink {
 /// queued (in batches, and whenever the consumer has caught up).
 async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
     let Sink { locals, group, filter, stats, events, trouble, generation } = sink;
+    // Deliveries from a named queue carry the queue's topic, whatever key they were sent
+    // with (usually the queue's own name, through the default exchange).
+    let named_queue = filter.queue_name().and_then(|_| Topic::new(filter.as_str()).ok());
     let mut unacked: Option<lapin::Acker> = None;
     let mut pending: u64 = 0;
     loop {
@@ -575,7 +590,11 @@ async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
             }
         };
         let received = Instant::now();
-        let message = convert::delivery_topic(delivery.routing_key.as_str()).and_then(|topic| {
+        let topic = match &named_queue {
+            Some(topic) => Ok(topic.clone()),
+            None => convert::delivery_topic(delivery.routing_key.as_str()),
+        };
+        let message = topic.and_then(|topic| {
             // AMQP's `*`/`#` ignore MQTT's `$` rule: re-check with busbar's matcher.
             if filter.matches(&topic) {
                 convert::message(topic, &delivery.properties, delivery.data, received).map(Some)
@@ -723,6 +742,7 @@ fn capabilities(settings: &Settings) -> Capabilities {
     c.expiry = true;
     // Requests are published `mandatory`: an unroutable one comes back at once.
     c.no_responders = true;
+    c.named_queues = true;
     c.max_qos = QoS::AtLeastOnce;
     c.max_payload = Some(settings.max_payload);
     c
@@ -887,7 +907,12 @@ impl AmqpTransport {
             });
         }
         let filter = options.filter.clone();
-        let binding = amqp_binding_key(&filter)?;
+        // A named queue is consumed as it is, bound to nothing (an empty binding).
+        let named = filter.queue_name();
+        let binding = match named {
+            Some(_) => String::new(),
+            None => amqp_binding_key(&filter)?,
+        };
         let key = (filter.as_str().to_owned(), options.queue_group.clone());
         let local = s.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = queue(options.queue);
@@ -908,7 +933,12 @@ impl AmqpTransport {
                 }
                 None => {
                     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
-                    let (queue_name, shared_queue) = queue_name(s, &options, &binding, id);
+                    // A named queue is shared like a group's: each message reaches one
+                    // subscriber, and no subscriber deletes it.
+                    let (queue_name, shared_queue) = match &named {
+                        Some(name) => (name.clone(), true),
+                        None => queue_name(s, &options, &binding, id),
+                    };
                     let locals = Locals { list: vec![Local { id: local, tx }], next: 0 };
                     subs.insert(
                         id,

@@ -30,7 +30,7 @@ pub(crate) fn filter_for(conn: &Connection, pattern: &str) -> Result<TopicFilter
     }
 }
 
-fn not_yet(kind: &'static str) -> CommlibError {
+pub(crate) fn not_yet(kind: &'static str) -> CommlibError {
     CommlibError::Busbar(busbar_core::Error::Unsupported {
         transport: kind,
         feature: "the commlib wire profile (MQTT, and pub/sub on AMQP and Redis, so far)",

@@ -1,9 +1,18 @@
-//! commlib RPC: the `header`/`data` envelope, and on MQTT one reply topic `rpc-<32 hex>` per
-//! call, subscribed before the request goes out, at QoS 1.
+//! commlib RPC: the `header`/`data` envelope, carried the way commlib carries it on each
+//! transport ([`Wire`]):
+//!
+//! * MQTT: the request on the service's topic at QoS 1, the reply on a topic `rpc-<32 hex>`
+//!   of the call's own, subscribed before the request goes out.
+//! * Redis: `RPUSH` of the request on the list named after the service, the reply pushed on a
+//!   list `rpc-<32 hex>` of the call's own (both read as busbar named queues).
+//! * AMQP: the request to the queue named after the service through the default exchange,
+//!   the reply through RabbitMQ's direct reply-to, matched by correlation id; a service
+//!   answers in the shape it was asked in (0.13.1 sends bare bodies, 0.13.2 envelopes).
 //!
 //! commlib's own client keeps one reply slot, so one client object must not be used by two
-//! callers at once. Here every call has its own reply topic, so one [`CommlibRpcClient`]
-//! serves any number of concurrent callers and every reply reaches its caller.
+//! callers at once. Here every call has its own reply name (or correlation id), so one
+//! [`CommlibRpcClient`] serves any number of concurrent callers and every reply reaches its
+//! caller.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -11,6 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_core::{Connection, Message, QoS, SubscribeOptions, Topic, TopicFilter};
+use bytes::Bytes;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -61,9 +71,53 @@ struct Outgoing<'a, T> {
     data: &'a T,
 }
 
-/// Splits an envelope into header and data; the header may be missing (0.13.1 replies
-/// without one), the data may not.
-fn open_envelope(topic: &str, bytes: &[u8]) -> Result<(RpcHeader, Value)> {
+/// How commlib carries RPC on a transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wire {
+    /// Topics: the service's topic, a reply topic per call (MQTT, and busbar's in-process bus).
+    Topics,
+    /// Redis lists: the service's list, a reply list per call.
+    Lists,
+    /// AMQP: the service's queue through the default exchange, direct reply-to.
+    Queues,
+}
+
+impl Wire {
+    /// The mechanism commlib uses on `conn`'s transport.
+    pub fn of(conn: &Connection) -> Result<Wire> {
+        match conn.kind() {
+            "mqtt" | "mem" => Ok(Wire::Topics),
+            "redis" => Ok(Wire::Lists),
+            "amqp" => Ok(Wire::Queues),
+            other => Err(pubsub::not_yet(other)),
+        }
+    }
+
+    /// Where requests to the service `name` go.
+    fn service_topic(self, conn: &Connection, name: &str) -> Result<Topic> {
+        match self {
+            Wire::Topics => pubsub::topic_for(conn, name),
+            Wire::Lists | Wire::Queues => {
+                names::validate_name(name)?;
+                named_queue(name)
+            }
+        }
+    }
+}
+
+fn named_queue(name: &str) -> Result<Topic> {
+    Topic::named_queue(name).map_err(|e| CommlibError::Busbar(busbar_core::Error::Topic(e)))
+}
+
+/// An RPC body as it arrived: in the envelope (with its header) or bare (AMQP, 0.13.1).
+struct Opened {
+    header: Option<RpcHeader>,
+    data: Value,
+}
+
+/// Opens an RPC body of either shape: an object with both `header` and `data` is an
+/// envelope, any other object is a bare body.
+fn open(topic: &str, bytes: &[u8]) -> Result<Opened> {
     let value: Value = serde_json::from_slice(bytes).map_err(|e| CommlibError::Body {
         topic: topic.to_owned(),
         reason: format!("not JSON: {e}"),
@@ -71,21 +125,19 @@ fn open_envelope(topic: &str, bytes: &[u8]) -> Result<(RpcHeader, Value)> {
     let Value::Object(mut map) = value else {
         return Err(CommlibError::Body { topic: topic.to_owned(), reason: "not an object".into() });
     };
-    let data = map.remove("data").ok_or_else(|| CommlibError::Body {
-        topic: topic.to_owned(),
-        reason: "an RPC body without `data`".into(),
-    })?;
-    let header = match map.remove("header") {
-        Some(h) => body::decode_value(topic, h)?,
-        None => RpcHeader::default(),
-    };
-    Ok((header, data))
+    if map.get("header").is_some_and(Value::is_object) && map.contains_key("data") {
+        let header = map.remove("header").unwrap_or_default();
+        let data = map.remove("data").unwrap_or_default();
+        return Ok(Opened { header: Some(body::decode_value(topic, header)?), data });
+    }
+    Ok(Opened { header: None, data: Value::Object(map) })
 }
 
 /// Calls a commlib RPC service.
 pub struct CommlibRpcClient<Req, Resp> {
     conn: Connection,
     name: String,
+    wire: Wire,
     topic: Topic,
     timeout: Duration,
     _types: PhantomData<fn(Req) -> Resp>,
@@ -94,10 +146,12 @@ pub struct CommlibRpcClient<Req, Resp> {
 impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
     /// A client for the service `name` (e.g. `demo.add`), with a 10 s deadline per call.
     pub fn new(conn: &Connection, name: &str) -> Result<Self> {
+        let wire = Wire::of(conn)?;
         Ok(CommlibRpcClient {
             conn: conn.clone(),
             name: name.to_owned(),
-            topic: pubsub::topic_for(conn, name)?,
+            wire,
+            topic: wire.service_topic(conn, name)?,
             timeout: Duration::from_secs(10),
             _types: PhantomData,
         })
@@ -111,35 +165,74 @@ impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
 
     /// Calls the service once.
     pub async fn call(&self, request: &Req) -> Result<Resp> {
-        let reply_to = names::reply_name();
-        let filter = TopicFilter::new(&reply_to)
-            .map_err(|e| CommlibError::Busbar(busbar_core::Error::Topic(e)))?;
         let deadline = tokio::time::Instant::now() + self.timeout;
-        // Subscribed (and acknowledged) before the request goes out, so the reply cannot
-        // arrive first.
-        let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce).capacity(4);
+        let reply = match self.wire {
+            Wire::Topics | Wire::Lists => self.call_on_reply_name(request, deadline).await?,
+            Wire::Queues => self.call_direct(request).await?,
+        };
+        let bytes = reply.payload.to_bytes().map_err(|e| CommlibError::Busbar(e.into()))?;
+        let opened = open(reply.topic.as_str(), &bytes)?;
+        body::decode_value(reply.topic.as_str(), opened.data)
+    }
+
+    fn timed_out(&self) -> CommlibError {
+        CommlibError::Timeout { name: self.name.clone(), timeout: self.timeout }
+    }
+
+    /// MQTT and Redis: the reply comes on a name of the call's own, listened to before the
+    /// request goes out so that it cannot arrive first.
+    async fn call_on_reply_name(
+        &self,
+        request: &Req,
+        deadline: tokio::time::Instant,
+    ) -> Result<Message> {
+        let reply_to = names::reply_name();
+        let reply_topic = match self.wire {
+            Wire::Lists => named_queue(&reply_to)?,
+            _ => Topic::new(&reply_to)
+                .map_err(|e| CommlibError::Busbar(busbar_core::Error::Topic(e)))?,
+        };
+        let options =
+            SubscribeOptions::new(TopicFilter::from(reply_topic)).qos(QoS::AtLeastOnce).capacity(4);
         let mut replies = self.conn.subscribe_with(options).await?;
         let envelope = Outgoing { header: RpcHeader::new(reply_to, None), data: request };
-        let payload = body::encode(self.topic.as_str(), &envelope)?;
+        let payload = body::encode(&self.name, &envelope)?;
         let message = Message::new(self.topic.clone(), payload).with_qos(QoS::AtLeastOnce);
         self.conn.publish(message).await?;
-        let timeout = || CommlibError::Timeout { name: self.name.clone(), timeout: self.timeout };
-        let reply = tokio::time::timeout_at(deadline, replies.recv())
+        tokio::time::timeout_at(deadline, replies.recv())
             .await
-            .map_err(|_| timeout())?
-            .ok_or_else(timeout)?;
-        let bytes = reply.payload.to_bytes().map_err(|e| CommlibError::Busbar(e.into()))?;
-        let (_, data) = open_envelope(reply.topic.as_str(), &bytes)?;
-        body::decode_value(reply.topic.as_str(), data)
+            .map_err(|_| self.timed_out())?
+            .ok_or_else(|| self.timed_out())
+    }
+
+    /// AMQP: direct reply-to, which the transport's request does; the envelope is what
+    /// 0.13.2 services take (0.13.1's AMQP service never starts).
+    async fn call_direct(&self, request: &Req) -> Result<Message> {
+        let header = RpcHeader::new(DIRECT_REPLY_TO.to_owned(), None);
+        let payload = body::encode(&self.name, &Outgoing { header, data: request })?;
+        let message = Message::new(self.topic.clone(), payload)
+            .with_header(busbar_core::message::header::CONTENT_TYPE, "application/json");
+        match self.conn.request(message, self.timeout).await {
+            Err(busbar_core::Error::Timeout { .. }) => Err(self.timed_out()),
+            other => Ok(other?),
+        }
     }
 }
 
+/// RabbitMQ's direct reply-to, which commlib's AMQP client names in its request header.
+const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
+
+/// The value commlib's Redis services skip in their list.
+const QUEUE_INIT: &[u8] = b"QueueInit";
+
 /// Serves a commlib RPC name: commlib clients (either generation) call it unchanged.
 ///
-/// Replies always carry both `header` and `data` (0.13.2 clients fail without the header),
-/// go to the request's `reply_to` with dots turned into slashes, at QoS 1, and echo the
-/// request's `correlation_id`. Requests without `reply_to` are dropped, as commlib does.
-/// Stops when dropped.
+/// Replies carry both `header` and `data` (0.13.2 clients fail without the header), echo the
+/// request's `correlation_id`, and go where commlib's clients wait: on MQTT to the request's
+/// `reply_to` with dots turned into slashes, at QoS 1; on Redis pushed on the list it names;
+/// on AMQP to the request's reply-to property, in the shape the request came in (bare for a
+/// bare request). Requests without a reply address are dropped, as commlib does. Each
+/// request is handled in a task of its own. Stops when dropped.
 pub struct CommlibRpcService {
     task: tokio::task::JoinHandle<()>,
 }
@@ -151,8 +244,9 @@ impl Drop for CommlibRpcService {
 }
 
 impl CommlibRpcService {
-    /// Subscribes to `name` (at QoS 1, as commlib services do) and answers each request with
-    /// `handler`, each call in a task of its own.
+    /// Listens for requests to `name` (on MQTT at QoS 1, as commlib services do; on Redis
+    /// the list `name`; on AMQP the queue `name`, declared as a shared queue so that
+    /// several services can take turns) and answers each with `handler`.
     pub async fn spawn<Req, Resp, H, Fut>(conn: &Connection, name: &str, handler: H) -> Result<Self>
     where
         Req: DeserializeOwned + Send + 'static,
@@ -160,16 +254,17 @@ impl CommlibRpcService {
         H: Fn(Req) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Resp> + Send + 'static,
     {
-        let filter = TopicFilter::from(pubsub::topic_for(conn, name)?);
+        let wire = Wire::of(conn)?;
+        let filter = TopicFilter::from(wire.service_topic(conn, name)?);
         let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce);
         let mut requests = conn.subscribe_with(options).await?;
-        let (conn, handler) = (conn.clone(), Arc::new(handler));
+        let (conn, handler, name) = (conn.clone(), Arc::new(handler), Arc::<str>::from(name));
         let task = tokio::spawn(async move {
             while let Some(request) = requests.recv().await {
-                let (conn, handler) = (conn.clone(), handler.clone());
+                let (conn, handler, name) = (conn.clone(), handler.clone(), name.clone());
                 tokio::spawn(async move {
-                    if let Err(e) = answer(&conn, &*handler, request).await {
-                        tracing::warn!(error = %e, "commlib request not answered");
+                    if let Err(e) = answer(wire, &conn, &name, &*handler, request).await {
+                        tracing::warn!(service = &*name, error = %e, "commlib request not answered");
                     }
                 });
             }
@@ -178,31 +273,59 @@ impl CommlibRpcService {
     }
 }
 
-async fn answer<Req, Resp, H, Fut>(conn: &Connection, handler: &H, request: Message) -> Result<()>
+async fn answer<Req, Resp, H, Fut>(
+    wire: Wire,
+    conn: &Connection,
+    name: &str,
+    handler: &H,
+    request: Message,
+) -> Result<()>
 where
     Req: DeserializeOwned,
     Resp: Serialize,
     H: Fn(Req) -> Fut,
     Fut: Future<Output = Resp>,
 {
-    let topic = request.topic.as_str();
     let bytes = request.payload.to_bytes().map_err(|e| CommlibError::Busbar(e.into()))?;
-    let (header, data) = open_envelope(topic, &bytes)?;
-    if header.reply_to.is_empty() {
-        tracing::debug!(topic, "commlib request without reply_to dropped");
+    if wire == Wire::Lists && bytes.as_ref() == QUEUE_INIT {
         return Ok(());
     }
-    let reply_topic = Topic::new(header.reply_to.replace('.', "/"))
-        .map_err(|e| CommlibError::Busbar(busbar_core::Error::Topic(e)))?;
-    let response = handler(body::decode_value(topic, data)?).await;
-    let payload = {
-        let envelope = Outgoing {
-            header: RpcHeader::new(String::new(), header.correlation_id),
-            data: &response,
-        };
-        body::encode(reply_topic.as_str(), &envelope)?
+    let opened = open(name, &bytes)?;
+    let header_reply = opened.header.as_ref().map(|h| h.reply_to.as_str()).unwrap_or_default();
+    let reply_topic = match wire {
+        Wire::Topics if !header_reply.is_empty() => Some(
+            Topic::new(header_reply.replace('.', "/"))
+                .map_err(|e| CommlibError::Busbar(busbar_core::Error::Topic(e)))?,
+        ),
+        Wire::Lists if !header_reply.is_empty() => Some(named_queue(header_reply)?),
+        // The property first; 0.13.2 services fall back to the header's name too.
+        Wire::Queues => match request.reply_to.clone() {
+            Some(topic) => Some(topic),
+            None if !header_reply.is_empty() => Some(named_queue(header_reply)?),
+            None => None,
+        },
+        _ => None,
+    };
+    let Some(reply_topic) = reply_topic else {
+        tracing::debug!(service = name, "commlib request without a reply address dropped");
+        return Ok(());
+    };
+    let enveloped = opened.header.is_some() || wire != Wire::Queues;
+    let correlation = opened.header.and_then(|h| h.correlation_id);
+    let response = handler(body::decode_value(name, opened.data)?).await;
+    let payload: Bytes = if enveloped {
+        let envelope =
+            Outgoing { header: RpcHeader::new(String::new(), correlation), data: &response };
+        body::encode(name, &envelope)?
+    } else {
+        body::encode(name, &response)?
     };
     drop(response);
-    conn.publish(Message::new(reply_topic, payload).with_qos(QoS::AtLeastOnce)).await?;
+    let mut reply = Message::new(reply_topic, payload).with_qos(QoS::AtLeastOnce);
+    if wire == Wire::Queues {
+        reply.correlation_id = request.correlation_id;
+        reply = reply.with_header(busbar_core::message::header::CONTENT_TYPE, "application/json");
+    }
+    conn.publish(reply).await?;
     Ok(())
 }

@@ -72,6 +72,18 @@ impl Connection {
         if options.no_local && !self.capabilities().no_local {
             return Err(self.unsupported("no-local subscriptions"));
         }
+        if crate::topic::is_queue_namespace(options.filter.as_str()) {
+            if !self.capabilities().named_queues {
+                return Err(self.unsupported("named queues"));
+            }
+            if options.filter.queue_name().is_none() {
+                return Err(Error::Config(format!(
+                    "{} is in the named-queue namespace but names no queue; make it with \
+                     Topic::named_queue",
+                    options.filter
+                )));
+            }
+        }
         self.transport.subscribe(options).await
     }
 
@@ -114,6 +126,18 @@ impl Connection {
         }
         if message.expires_at.is_some() && !caps.expiry {
             return Err(self.unsupported("message expiry"));
+        }
+        if crate::topic::is_queue_namespace(message.topic.as_str()) {
+            if !caps.named_queues {
+                return Err(self.unsupported("named queues"));
+            }
+            if message.topic.queue_name().is_none() {
+                return Err(Error::Config(format!(
+                    "{} is in the named-queue namespace but names no queue; make it with \
+                     Topic::named_queue",
+                    message.topic
+                )));
+            }
         }
         Ok(())
     }

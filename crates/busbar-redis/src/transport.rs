@@ -38,6 +38,9 @@ const BATCH: usize = 512;
 /// Most items one BLMPOP takes from a queue group's list: small, so that members share the
 /// load, while still amortising the round trip under a burst.
 const GROUP_POP: usize = 16;
+/// Longest one BLMPOP blocks: how long a list reader may outlive its last subscriber.
+const POP_BLOCK: Duration = Duration::from_millis(500);
+
 /// Most replies one BLMPOP takes from the inbox.
 const INBOX_POP: usize = 256;
 /// Largest bulk string Redis accepts by default (`proto-max-bulk-len`), less room for the
@@ -103,7 +106,7 @@ struct Routes {
     subs: HashMap<u64, LocalSub>,
     /// (is_pattern, channel or pattern) -> subscription ids.
     by_key: HashMap<(bool, String), Vec<u64>>,
-    /// List key -> the local members of that queue group.
+    /// List key -> the local members reading that list (a queue group's or a named queue's).
     groups: HashMap<String, LocalGroup>,
 }
 
@@ -114,11 +117,30 @@ struct LocalSub {
     overflow: Overflow,
 }
 
+/// The local subscriptions reading one list; each item goes to one of them.
 struct LocalGroup {
-    entry: String,
+    role: ListRole,
     members: Vec<(u64, QueueSender<Message>, Overflow, TopicFilter)>,
     next: usize,
     cancel: CancellationToken,
+}
+
+/// What a list read by local subscriptions is.
+enum ListRole {
+    /// A queue group's list: items are envelopes, and the group is in the registry.
+    Group { entry: String },
+    /// A named queue (`Topic::named_queue`): items are bare payloads, delivered on `topic`.
+    Named { topic: Topic },
+}
+
+impl LocalGroup {
+    /// The group registry entry, for a queue group.
+    fn entry(&self) -> Option<&String> {
+        match &self.role {
+            ListRole::Group { entry } => Some(entry),
+            ListRole::Named { .. } => None,
+        }
+    }
 }
 
 /// Queue groups known to exist anywhere, as every connection's publisher sees them.
@@ -275,6 +297,7 @@ impl Drop for RedisTransport {
 fn capabilities() -> Capabilities {
     let mut c = Capabilities::none();
     c.queue_groups = true;
+    c.named_queues = true;
     c.expiry = true;
     c.no_responders = true;
     c.max_qos = QoS::AtMostOnce;
@@ -377,7 +400,7 @@ impl Inner {
             r.map_err(|e| self.connect_error(e))?;
         }
         let entries: Vec<String> =
-            self.lock_routes().groups.values().map(|g| g.entry.clone()).collect();
+            self.lock_routes().groups.values().filter_map(|g| g.entry().cloned()).collect();
         for entry in entries {
             self.join(&mut conn, &entry).await?;
         }
@@ -519,7 +542,7 @@ impl Inner {
                 }
                 Ctl::Leave(entry) => {
                     let _guard = self.sub_lock.lock().await;
-                    if self.lock_routes().groups.values().any(|g| g.entry == entry) {
+                    if self.lock_routes().groups.values().any(|g| g.entry() == Some(&entry)) {
                         continue;
                     }
                     if let Ok(mut conn) = self.current()
@@ -578,6 +601,13 @@ impl Inner {
                         continue;
                     }
                 };
+                if let Some(list) = m.topic.queue_name() {
+                    // A named queue is a Redis list of bare payloads, as other clients use it.
+                    pipe.cmd("RPUSH").arg(list).arg(payload.as_ref());
+                    counts.push(Some((results, 0)));
+                    results += 1;
+                    continue;
+                }
                 let topic = m.topic.as_str();
                 if topic.starts_with(INBOX_PREFIX) {
                     let key = format!("busbar:{topic}");
@@ -772,6 +802,11 @@ impl Inner {
 
     /// Pops up to `count` items from `key`, blocking until there is one. `None` when the
     /// transport or `cancel` ends; connection losses are repaired here.
+    ///
+    /// A pop in flight is never abandoned: the server may already have taken items for it,
+    /// which would then be lost. Each pop blocks for at most [`POP_BLOCK`], `cancel` is looked
+    /// at between pops, and items that arrive after it are pushed back to the head of the
+    /// list, in order, for the next reader.
     async fn pop(
         &self,
         conn: &mut Option<MultiplexedConnection>,
@@ -781,6 +816,9 @@ impl Inner {
     ) -> Option<Vec<Vec<u8>>> {
         let mut attempt = 0;
         loop {
+            if cancel.is_cancelled() {
+                return None;
+            }
             if conn.is_none() {
                 tokio::select! {
                     _ = cancel.cancelled() => return None,
@@ -803,16 +841,20 @@ impl Inner {
                 }
             }
             let c = conn.as_mut()?;
-            let cmd = {
-                let mut cmd = redis::cmd("BLMPOP");
-                cmd.arg(0).arg(1).arg(key).arg("LEFT").arg("COUNT").arg(count);
-                cmd
-            };
-            let r = tokio::select! {
-                _ = cancel.cancelled() => return None,
-                r = cmd.query_async::<Option<(String, Vec<Vec<u8>>)>>(c) => r,
-            };
-            match r {
+            let mut cmd = redis::cmd("BLMPOP");
+            cmd.arg(POP_BLOCK.as_secs_f64()).arg(1).arg(key).arg("LEFT").arg("COUNT").arg(count);
+            match cmd.query_async::<Option<(String, Vec<Vec<u8>>)>>(c).await {
+                Ok(Some((_, items))) if cancel.is_cancelled() => {
+                    let mut back = redis::cmd("LPUSH");
+                    back.arg(key);
+                    for item in items.iter().rev() {
+                        back.arg(item.as_slice());
+                    }
+                    if let Err(e) = back.query_async::<i64>(c).await {
+                        tracing::warn!(error = %e, key, lost = items.len(), "could not return items taken after a reader stopped");
+                    }
+                    return None;
+                }
                 Ok(Some((_, items))) => return Some(items),
                 Ok(None) => continue,
                 Err(e) => {
@@ -861,17 +903,28 @@ impl Inner {
         });
     }
 
-    /// Reads one queue group's list for this connection's members.
+    /// Reads one list (a queue group's or a named queue's) for this connection's members.
     async fn serve_group(self: Arc<Self>, key: String, cancel: CancellationToken) {
+        let named = match self.lock_routes().groups.get(&key).map(|g| &g.role) {
+            Some(ListRole::Named { topic }) => Some(topic.clone()),
+            Some(ListRole::Group { .. }) => None,
+            None => return,
+        };
         let mut conn = None;
         while let Some(items) = self.pop(&mut conn, &key, GROUP_POP, &cancel).await {
             for item in items {
-                let Ok(d) = envelope::decode(Bytes::from(item)) else {
-                    tracing::warn!(key, "malformed queue-group item skipped");
-                    continue;
+                let m = match &named {
+                    // A named queue holds bare payloads, as other Redis clients push them.
+                    Some(topic) => Message::new(topic.clone(), Bytes::from(item)),
+                    None => {
+                        let Ok(d) = envelope::decode(Bytes::from(item)) else {
+                            tracing::warn!(key, "malformed queue-group item skipped");
+                            continue;
+                        };
+                        let Some(topic) = d.topic.clone() else { continue };
+                        d.into_message(topic)
+                    }
                 };
-                let Some(topic) = d.topic.clone() else { continue };
-                let m = d.into_message(topic);
                 // Round robin over the local members, preferring one with room.
                 let chosen = {
                     let mut routes = self.lock_routes();
@@ -1039,11 +1092,12 @@ impl Transport for RedisTransport {
             let id = inner.next_sub.fetch_add(1, Ordering::Relaxed);
             let filter = options.filter.clone();
             let overflow = options.queue.overflow;
-            let guard = match options.queue_group {
-                Some(group) => {
+            let guard = match (filter.queue_name(), options.queue_group) {
+                (Some(list), _) => inner.subscribe_list(id, list, filter.clone(), tx, overflow)?,
+                (None, Some(group)) => {
                     inner.subscribe_group(id, group, filter.clone(), tx, overflow).await?
                 }
-                None => inner.subscribe_plain(id, filter.clone(), tx, overflow).await?,
+                (None, None) => inner.subscribe_plain(id, filter.clone(), tx, overflow).await?,
             };
             Ok(Subscription::new(filter, rx, inner.stats.clone(), guard))
         })
@@ -1053,6 +1107,13 @@ impl Transport for RedisTransport {
         Box::pin(async move {
             let inner = &self.inner;
             inner.check_outgoing(&message)?;
+            if message.topic.queue_name().is_some() {
+                return Err(Error::Unsupported {
+                    transport: KIND,
+                    feature: "requests to a named queue (a Redis list item carries no reply \
+                              address; put one in the payload and read it from another list)",
+                });
+            }
             inner.current()?;
             inner.ensure_inbox();
             let id = inner.next_correlation.fetch_add(1, Ordering::Relaxed);
@@ -1117,7 +1178,7 @@ impl Transport for RedisTransport {
             }
             // Leave queue groups first so their lists stop receiving for us.
             let entries: Vec<String> =
-                inner.lock_routes().groups.values().map(|g| g.entry.clone()).collect();
+                inner.lock_routes().groups.values().filter_map(|g| g.entry().cloned()).collect();
             if let Ok(mut conn) = inner.current() {
                 for entry in entries {
                     let _ = tokio::time::timeout(
@@ -1140,6 +1201,19 @@ impl Inner {
         }
         if message.retain {
             return Err(Error::Unsupported { transport: KIND, feature: "retained messages" });
+        }
+        if message.topic.queue_name().is_some()
+            && (!message.headers.is_empty()
+                || message.reply_to.is_some()
+                || message.correlation_id.is_some()
+                || message.expires_at.is_some())
+        {
+            // Refused rather than dropped: a list item is the payload alone.
+            return Err(Error::Unsupported {
+                transport: KIND,
+                feature: "headers, reply topics, correlation ids or expiry on a named queue \
+                          (a Redis list item is the payload alone)",
+            });
         }
         if let busbar_core::Payload::Bytes(b) = &message.payload
             && b.len() > MAX_PAYLOAD
@@ -1210,6 +1284,44 @@ impl Inner {
         Ok(SubscriptionGuard::new(remove))
     }
 
+    /// Reads the named queue (Redis list) `list`, sharing its items among this connection's
+    /// subscribers to it; other connections reading it compete for the items.
+    fn subscribe_list(
+        self: &Arc<Self>,
+        id: u64,
+        list: String,
+        filter: TopicFilter,
+        tx: QueueSender<Message>,
+        overflow: Overflow,
+    ) -> Result<SubscriptionGuard> {
+        let topic = Topic::new(filter.as_str())?;
+        {
+            let mut routes = self.lock_routes();
+            let g = routes.groups.entry(list.clone()).or_insert_with(|| LocalGroup {
+                role: ListRole::Named { topic },
+                members: Vec::new(),
+                next: 0,
+                cancel: self.cancel.child_token(),
+            });
+            g.members.push((id, tx, overflow, filter));
+            if g.members.len() == 1 {
+                tokio::spawn(self.clone().serve_group(list.clone(), g.cancel.clone()));
+            }
+        }
+        let inner = Arc::downgrade(self);
+        Ok(SubscriptionGuard::new(move || {
+            let Some(inner) = inner.upgrade() else { return };
+            let mut routes = inner.lock_routes();
+            let Some(g) = routes.groups.get_mut(&list) else { return };
+            g.members.retain(|m| m.0 != id);
+            if g.members.is_empty()
+                && let Some(g) = routes.groups.remove(&list)
+            {
+                g.cancel.cancel();
+            }
+        }))
+    }
+
     async fn subscribe_group(
         self: &Arc<Self>,
         id: u64,
@@ -1225,7 +1337,7 @@ impl Inner {
             let mut routes = self.lock_routes();
             let is_new = !routes.groups.contains_key(&key);
             let g = routes.groups.entry(key.clone()).or_insert_with(|| LocalGroup {
-                entry: entry.clone(),
+                role: ListRole::Group { entry: entry.clone() },
                 members: Vec::new(),
                 next: 0,
                 cancel: self.cancel.child_token(),
@@ -1248,7 +1360,9 @@ impl Inner {
                     && let Some(g) = routes.groups.remove(&key)
                 {
                     g.cancel.cancel();
-                    let _ = inner.ctl.send(Ctl::Leave(g.entry));
+                    if let ListRole::Group { entry } = g.role {
+                        let _ = inner.ctl.send(Ctl::Leave(entry));
+                    }
                 }
             }
         };

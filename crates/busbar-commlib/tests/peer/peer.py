@@ -158,7 +158,9 @@ def main():
         sys.stdin.read()
     elif mode == "rpc-call":
         name, a, b = args[0], int(args[1]), int(args[2])
-        client = node.create_rpc_client(rpc_name=name, msg_type=AddTwoInt)
+        # `corr` (AMQP only): the client sets and checks a correlation id.
+        extra = {"use_corr_id": True} if args[3:] == ["corr"] else {}
+        client = node.create_rpc_client(rpc_name=name, msg_type=AddTwoInt, **extra)
         node.run()
         say("READY")
         resp = client.call(AddTwoInt.Request(a=a, b=b), timeout=10)

@@ -263,3 +263,82 @@ pub async fn close_ends_everything(h: Arc<impl Harness>) -> TestResult {
     ensure(matches!(err, Error::Closed), || format!("wrong error after close: {err}"))?;
     Ok(())
 }
+
+/// A named queue (an AMQP queue, a Redis list) gives each message to one of its readers, each
+/// reader's share in publish order, and keeps what is published while nobody reads for the
+/// next reader. Transports without named queues refuse them.
+pub async fn named_queues(h: Arc<impl Harness>) -> TestResult {
+    const N: u32 = 60;
+    const LATER: u32 = 5;
+    let p = prefix("named-queue");
+    let conn = connect(&*h).await?;
+    let topic = Topic::named_queue(&p.replace('/', "."))?;
+    let filter = TopicFilter::from(&topic);
+    if !conn.capabilities().named_queues {
+        let err = conn
+            .publish(numbered(&topic, 0)?)
+            .await
+            .err()
+            .ok_or("a publish to a named queue must be refused")?;
+        ensure(matches!(err, Error::Unsupported { .. }), || format!("wrong error {err}"))?;
+        let err = conn
+            .subscribe_with(SubscribeOptions::new(filter))
+            .await
+            .err()
+            .ok_or("a named-queue subscription must be refused")?;
+        ensure(matches!(err, Error::Unsupported { .. }), || format!("wrong error {err}"))?;
+        return Ok(());
+    }
+    let mut readers = Vec::new();
+    for _ in 0..2 {
+        let c = connect(&*h).await?;
+        let sub = c.subscribe_with(SubscribeOptions::new(filter.clone())).await?;
+        readers.push((c, sub));
+    }
+    for n in 0..N {
+        conn.publish(numbered(&topic, n)?).await?;
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut reading = Vec::new();
+    let mut keep_open = Vec::new();
+    for (i, (c, mut sub)) in readers.into_iter().enumerate() {
+        keep_open.push(c);
+        let tx = tx.clone();
+        reading.push(tokio::spawn(async move {
+            while let Some(m) = sub.recv().await {
+                if tx.send((i, m)).is_err() {
+                    break;
+                }
+            }
+        }));
+    }
+    let mut seen = vec![false; N as usize];
+    let mut last: [Option<u32>; 2] = [None, None];
+    for _ in 0..N {
+        let (i, m) = crate::within(super::WAIT, "a reader's message", rx.recv())
+            .await?
+            .ok_or("the readers ended early")?;
+        ensure(m.topic == topic, || format!("delivered on {} instead of {topic}", m.topic))?;
+        let n = number(&m)?;
+        ensure(!seen[n as usize], || format!("message {n} reached two readers"))?;
+        seen[n as usize] = true;
+        ensure(last[i].is_none_or(|l| l < n), || format!("reader {i} got {n} after {last:?}"))?;
+        last[i] = Some(n);
+    }
+    // Nobody reads now: what is published waits in the queue for the next reader.
+    // (Aborting a reader's task drops its subscription.)
+    for task in reading {
+        task.abort();
+    }
+    for n in N..N + LATER {
+        conn.publish(numbered(&topic, n)?).await?;
+    }
+    let mut late = conn.subscribe_with(SubscribeOptions::new(filter)).await?;
+    let mut got = Vec::new();
+    for _ in 0..LATER {
+        got.push(number(&next(&mut late, "a message kept for the next reader").await?)?);
+    }
+    got.sort_unstable();
+    ensure(got == (N..N + LATER).collect::<Vec<_>>(), || format!("kept for later: {got:?}"))?;
+    Ok(())
+}

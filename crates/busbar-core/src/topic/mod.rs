@@ -13,6 +13,8 @@
 //!   subscriptions exist.
 //! * [`native`]: how a canonical name is spelled on each broker, and the typed
 //!   [`TopicError::NotRepresentable`] for names a broker cannot express.
+//! * [`Topic::named_queue`]: the topic standing for a broker's own named queue (an AMQP queue,
+//!   a Redis list), for the systems that use those directly.
 //!
 //! ```
 //! use busbar_core::topic::{Topic, TopicFilter, TopicTrie};
@@ -36,6 +38,7 @@
 
 mod name;
 pub mod native;
+mod queue;
 mod trie;
 
 pub use name::{MAX_TOPIC_LEN, Topic, TopicError, TopicFilter};
@@ -44,4 +47,6 @@ pub use native::{
     mqtt_filter, mqtt_topic, nats_filters, nats_subject, redis_channel, redis_subscription,
     topic_from_amqp, topic_from_kafka, topic_from_mqtt, topic_from_nats, topic_from_redis,
 };
+pub use queue::NAMED_QUEUE_PREFIX;
+pub(crate) use queue::is_queue_namespace;
 pub use trie::TopicTrie;

@@ -27,6 +27,9 @@ pub struct Capabilities {
     pub no_responders: bool,
     /// Subscriptions can refuse messages published on their own connection.
     pub no_local: bool,
+    /// Topics made by [`Topic::named_queue`](crate::Topic::named_queue) reach the broker's
+    /// own named queues (AMQP queues, Redis lists).
+    pub named_queues: bool,
     /// Highest QoS honoured.
     pub max_qos: QoS,
     /// Largest payload accepted, if bounded.
@@ -46,6 +49,7 @@ impl Capabilities {
             typed_payloads: false,
             no_responders: false,
             no_local: false,
+            named_queues: false,
             max_qos: QoS::AtMostOnce,
             max_payload: None,
         }

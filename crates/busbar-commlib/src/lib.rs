@@ -14,6 +14,7 @@
 //! actions and compression follow; see `docs/commlib.md`.
 
 pub mod action;
+pub mod action_service;
 pub mod body;
 pub mod control;
 mod error;
@@ -22,6 +23,7 @@ pub mod names;
 pub mod pubsub;
 pub mod rpc;
 
+pub use action_service::{CommlibActionService, GoalContext};
 pub use error::CommlibError;
 pub use pubsub::{CommlibPublisher, CommlibSubscriber, Received};
 pub use rpc::{CommlibRpcClient, CommlibRpcService};

@@ -565,67 +565,212 @@ async fn redis_pubsub_both_ways() {
     }
 }
 
-/// Case 13: a busbar client drives a commlib action service: goal, feedback in order, the
-/// result after the terminal status, and cancel.
+#[derive(Serialize)]
+struct Goal {
+    to: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Total {
+    total: i64,
+}
+
+#[derive(Debug, Deserialize)]
+struct At {
+    at: i64,
+}
+
+/// Case 13 on MQTT: a busbar client drives a commlib action service: goal, feedback in
+/// order, the result after the terminal status, and cancel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busbar_drives_a_python_action() {
-    use busbar_commlib::action::{CommlibActionClient, GoalStatus};
-    #[derive(Serialize)]
-    struct Goal {
-        to: i64,
-    }
-    #[derive(Debug, Deserialize)]
-    struct Total {
-        total: i64,
-    }
-    #[derive(Debug, Deserialize)]
-    struct At {
-        at: i64,
-    }
     let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let conn = connect(&broker).await;
     for version in VERSIONS {
-        let Some(py) = python(version) else { return };
-        let name = format!("{}.count", run_id(version));
-        let _peer = Peer::start(&py, &broker, &["action-service", &name]).await;
-        let conn = connect(&broker).await;
-        // commlib reports the service running before its subscriptions are in place: send
-        // the goal with a short deadline until the service takes it (a goal that was not
-        // received started nothing).
-        let client = CommlibActionClient::<Goal, Total, At>::new(&conn, &name)
+        drive_python_action("mqtt", &conn, &broker, version).await;
+    }
+}
+
+/// Case 13 on Redis: the action's three RPCs on lists, status and feedback on channels.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busbar_drives_a_python_action_on_redis() {
+    let Some(broker) = shared_broker(BrokerKind::Redis).await else { return };
+    let conn = connect_to(BrokerKind::Redis, &broker).await;
+    for version in VERSIONS {
+        drive_python_action("redis", &conn, &broker, version).await;
+    }
+}
+
+async fn drive_python_action(kind: &str, conn: &Connection, broker: &SharedBroker, version: &str) {
+    use busbar_commlib::action::{CommlibActionClient, GoalStatus};
+    let Some(py) = python(version) else { return };
+    let name = format!("{}.count", run_id(version));
+    let _peer = Peer::start_on(kind, &py, broker, &["action-service", &name]).await;
+    let client = CommlibActionClient::<Goal, Total, At>::new(conn, &name);
+    let mut goal = if kind == "redis" {
+        // A list keeps the goal request until the service reads it: one send is enough.
+        client.send_goal(&Goal { to: 4 }).await.expect("the action service took the goal")
+    } else {
+        // On MQTT commlib reports the service running before its subscriptions are in
+        // place: send the goal with a short deadline until the service takes it (a goal that
+        // was not received started nothing).
+        let probing = CommlibActionClient::<Goal, Total, At>::new(conn, &name)
             .timeout(Duration::from_millis(500));
         let mut sent = None;
         for _ in 0..30 {
-            if let Ok(g) = client.send_goal(&Goal { to: 4 }).await {
+            if let Ok(g) = probing.send_goal(&Goal { to: 4 }).await {
                 sent = Some(g);
                 break;
             }
         }
-        let mut goal = sent.expect("the action service took the goal");
-        assert!(goal.goal_id.len() == 32 && goal.goal_id.chars().all(|c| c.is_ascii_hexdigit()));
-        for i in 1..=4 {
-            let f = tokio::time::timeout(Duration::from_secs(10), goal.next_feedback())
-                .await
-                .expect("feedback in time")
-                .expect("open")
-                .expect("feedback decodes");
-            assert_eq!(f.at, i, "{version}");
-        }
-        let (status, result) = goal.result(Duration::from_secs(10)).await.expect("a result");
-        assert_eq!((status, result.total), (GoalStatus::Succeeded, 10), "{version}");
-
-        // Cancel: 0.13.2 cancels; 0.13.1's cancel service fails (a known commlib bug), and
-        // the goal runs to its end.
-        let mut goal = client.send_goal(&Goal { to: 30 }).await.expect("second goal");
-        goal.next_feedback().await.expect("open").expect("feedback");
-        let cancelled = goal.cancel().await.unwrap_or(false);
-        let (status, result) = goal.result(Duration::from_secs(10)).await.expect("a result");
-        if version == "0.13.2" {
-            assert!(cancelled, "0.13.2 refused the cancel");
-            assert_eq!(status, GoalStatus::Canceled);
-            assert!(result.total < 465, "cancelled, yet counted to the end");
-        } else {
-            assert!(!cancelled, "0.13.1 cancels after all: update the note on its bug");
-            assert_eq!((status, result.total), (GoalStatus::Succeeded, 465));
-        }
+        sent.expect("the action service took the goal")
+    };
+    assert!(goal.goal_id.len() == 32 && goal.goal_id.chars().all(|c| c.is_ascii_hexdigit()));
+    for i in 1..=4 {
+        let f = tokio::time::timeout(Duration::from_secs(10), goal.next_feedback())
+            .await
+            .expect("feedback in time")
+            .expect("open")
+            .expect("feedback decodes");
+        assert_eq!(f.at, i, "{kind} {version}");
     }
+    let (status, result) = goal.result(Duration::from_secs(10)).await.expect("a result");
+    assert_eq!((status, result.total), (GoalStatus::Succeeded, 10), "{kind} {version}");
+
+    // Cancel: 0.13.2 cancels; 0.13.1's cancel service fails (a known commlib bug: its cancel
+    // response lacks a required field), and the goal runs to its end.
+    let mut goal = client.send_goal(&Goal { to: 30 }).await.expect("second goal");
+    goal.next_feedback().await.expect("open").expect("feedback");
+    let cancelled = goal.cancel().await.unwrap_or(false);
+    let (status, result) = goal.result(Duration::from_secs(10)).await.expect("a result");
+    if version == "0.13.2" {
+        assert!(cancelled, "{kind}: 0.13.2 refused the cancel");
+        assert_eq!(status, GoalStatus::Canceled, "{kind}");
+        assert!(result.total < 465, "{kind}: cancelled, yet counted to the end");
+    } else {
+        assert!(!cancelled, "{kind}: 0.13.1 cancels after all: update the note on its bug");
+        assert_eq!((status, result.total), (GoalStatus::Succeeded, 465), "{kind}");
+    }
+}
+
+#[derive(Deserialize)]
+struct CountTo {
+    to: i64,
+}
+
+#[derive(Serialize)]
+struct Counted {
+    total: i64,
+}
+
+#[derive(Serialize)]
+struct Step {
+    at: i64,
+}
+
+/// Case 14 on MQTT: a commlib action client drives a busbar action service: feedback, the
+/// result (the terminal status goes out only once it is stored), and cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drives_a_busbar_action() {
+    let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let conn = connect(&broker).await;
+    for version in VERSIONS {
+        python_drives_busbar_action("mqtt", &conn, &broker, version).await;
+    }
+}
+
+/// Case 14 on Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drives_a_busbar_action_on_redis() {
+    let Some(broker) = shared_broker(BrokerKind::Redis).await else { return };
+    let conn = connect_to(BrokerKind::Redis, &broker).await;
+    for version in VERSIONS {
+        python_drives_busbar_action("redis", &conn, &broker, version).await;
+    }
+}
+
+async fn python_drives_busbar_action(
+    kind: &str,
+    conn: &Connection,
+    broker: &SharedBroker,
+    version: &str,
+) {
+    use busbar_commlib::{CommlibActionService, GoalContext};
+    let Some(py) = python(version) else { return };
+    let name = format!("{}.count", run_id(version));
+    // commlib reports its client running before its subscriptions are in place, and a
+    // client that misses the terminal status never asks for the result. So each goal first
+    // sends probe feedback (`at` 0) until the test has seen one reach the client (or the
+    // client cancels), then counts to `to`, a step per 50 ms, stopping early when cancelled.
+    let heard = Arc::new(tokio::sync::Notify::new());
+    let probe_heard = heard.clone();
+    let _service = CommlibActionService::spawn(
+        conn,
+        &name,
+        move |goal: CountTo, mut ctx: GoalContext<Step>| {
+            let heard = probe_heard.clone();
+            async move {
+                let fail = |e: busbar_commlib::CommlibError| e.to_string();
+                loop {
+                    ctx.feedback(&Step { at: 0 }).await.map_err(fail)?;
+                    tokio::select! {
+                        _ = heard.notified() => break,
+                        _ = ctx.cancelled() => return Ok(Counted { total: 0 }),
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+                let mut total = 0;
+                for at in 1..=goal.to {
+                    total += at;
+                    ctx.feedback(&Step { at }).await.map_err(fail)?;
+                    tokio::select! {
+                        _ = ctx.cancelled() => break,
+                        _ = tokio::time::sleep(Duration::from_millis(50)) => {}
+                    }
+                }
+                Ok::<_, String>(Counted { total })
+            }
+        },
+    )
+    .await
+    .expect("serve the action");
+
+    let mut peer = Peer::start_on(kind, &py, broker, &["action-client", &name, "4"]).await;
+    peer.go().await;
+    let goal = peer.next().await;
+    assert_eq!(goal["goal"]["status"], 1, "{kind} {version}: {goal}");
+    let id = goal["goal"]["goal_id"].as_str().unwrap_or_default().to_owned();
+    assert!(id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+    let mut feedback = Vec::new();
+    let result = loop {
+        let line = peer.next().await;
+        match line["feedback"].as_i64() {
+            Some(0) => heard.notify_one(),
+            Some(at) => feedback.push(at),
+            None if line.get("result").is_some() => break line,
+            None => {}
+        }
+    };
+    // The result is there at the terminal status: commlib 0.13.1 asks for it exactly once.
+    assert_eq!(result["result"]["total"], 10, "{kind} {version}: {result}");
+    assert_eq!(feedback, [1, 2, 3, 4], "{kind} {version}");
+
+    // Cancel after the first feedback: the goal ends CANCELED with what it had counted.
+    let mut peer =
+        Peer::start_on(kind, &py, broker, &["action-client", &name, "100", "cancel"]).await;
+    peer.go().await;
+    let mut cancel = None;
+    let result = loop {
+        let line = peer.next().await;
+        if line.get("cancel").is_some() {
+            cancel = Some(line);
+        } else if line.get("result").is_some() {
+            break line;
+        }
+    };
+    if let Some(cancel) = cancel.filter(|_| version == "0.13.2") {
+        assert_eq!(cancel["cancel"]["status"], 1, "{kind} {version}: {cancel}");
+    }
+    let total = result["result"]["total"].as_i64().unwrap_or(-1);
+    assert!((0..5050).contains(&total), "{kind} {version}: cancelled at {total}: {result}");
 }

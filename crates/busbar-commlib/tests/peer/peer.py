@@ -156,6 +156,34 @@ def main():
         node.run()
         say("READY")
         sys.stdin.read()
+    elif mode == "action-client":
+        # Sends one goal counting to `to` and reports its feedback and result; with `cancel`,
+        # cancels after the first feedback.
+        name, to = args[0], int(args[1])
+        cancel = args[2:] == ["cancel"]
+        first_feedback = threading.Event()
+
+        def on_feedback(fb):
+            say({"feedback": fb.at})
+            first_feedback.set()
+
+        def on_result(res):
+            say({"result": None if res is None else res.model_dump()})
+            done.set()
+
+        client = node.create_action_client(
+            action_name=name, msg_type=Count, on_feedback=on_feedback, on_result=on_result
+        )
+        node.run()
+        say("READY")
+        sys.stdin.readline()
+        resp = client.send_goal(Count.Goal(to=to))
+        say({"goal": resp.model_dump()})
+        if cancel:
+            first_feedback.wait(10)
+            reply = client.cancel_goal()
+            say({"cancel": None if reply is None else reply.model_dump()})
+        done.wait(20)
     elif mode == "rpc-call":
         name, a, b = args[0], int(args[1]), int(args[2])
         # `corr` (AMQP only): the client sets and checks a correlation id.

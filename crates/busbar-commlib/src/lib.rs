@@ -8,10 +8,10 @@
 //! side. It speaks both commlib generations in use, 0.13.1 and 0.13.2, which differ on the
 //! wire: decoding is tolerant ([`body`]), encoding always takes the form both accept.
 //!
-//! Supported so far: MQTT (names, pub/sub, pattern subscriptions, RPC both ways, node
-//! heartbeats, node control services, driving an action service) and pub/sub on AMQP and
-//! Redis. RPC on AMQP and Redis,
-//! actions and compression follow; see `docs/commlib.md`.
+//! Supported: MQTT, Redis and AMQP names and pub/sub, RPC both ways on all three (topics on
+//! MQTT, lists on Redis, direct reply-to on AMQP; see [`rpc::Wire`]), actions both ways
+//! ([`action`], [`action_service`]), node heartbeats and control services. Compression and
+//! commlib's Redis glob patterns are not supported yet; see `docs/commlib.md`.
 
 pub mod action;
 pub mod action_service;

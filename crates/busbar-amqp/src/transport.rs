@@ -221,7 +221,9 @@ impl Shared {
             return Ok(());
         }
         match confirm.await.map_err(PublishFailure::Link)? {
-            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) => {
+            // Only a `mandatory` publish can come back; lapin has been seen to attach a
+            // return to the confirm of another publish on the channel, so others ignore it.
+            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) if to_queue => {
                 Err(PublishFailure::Refused(broker_error(
                     format!(
                         "no queue named {} exists: the broker returned the message",
@@ -230,8 +232,8 @@ impl Shared {
                     None,
                 )))
             }
-            Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Nack(None) => Err(PublishFailure::Refused(broker_error(
+            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Nack(_) => Err(PublishFailure::Refused(broker_error(
                 format!("the broker refused (nacked) a message for {}", key.as_str()),
                 None,
             ))),

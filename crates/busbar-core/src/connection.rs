@@ -72,18 +72,7 @@ impl Connection {
         if options.no_local && !self.capabilities().no_local {
             return Err(self.unsupported("no-local subscriptions"));
         }
-        if crate::topic::is_queue_namespace(options.filter.as_str()) {
-            if !self.capabilities().named_queues {
-                return Err(self.unsupported("named queues"));
-            }
-            if options.filter.queue_name().is_none() {
-                return Err(Error::Config(format!(
-                    "{} is in the named-queue namespace but names no queue; make it with \
-                     Topic::named_queue",
-                    options.filter
-                )));
-            }
-        }
+        self.check_named_queue(options.filter.as_str(), options.filter.queue_name().is_some())?;
         self.transport.subscribe(options).await
     }
 
@@ -127,17 +116,24 @@ impl Connection {
         if message.expires_at.is_some() && !caps.expiry {
             return Err(self.unsupported("message expiry"));
         }
-        if crate::topic::is_queue_namespace(message.topic.as_str()) {
-            if !caps.named_queues {
-                return Err(self.unsupported("named queues"));
-            }
-            if message.topic.queue_name().is_none() {
-                return Err(Error::Config(format!(
-                    "{} is in the named-queue namespace but names no queue; make it with \
-                     Topic::named_queue",
-                    message.topic
-                )));
-            }
+        self.check_named_queue(message.topic.as_str(), message.topic.queue_name().is_some())
+    }
+
+    /// Refuses a topic or filter in the named-queue namespace where the transport has no
+    /// named queues, or that names no queue (`names_one`) because it was not made by
+    /// `Topic::named_queue`.
+    fn check_named_queue(&self, name: &str, names_one: bool) -> Result<()> {
+        if !crate::topic::is_queue_namespace(name) {
+            return Ok(());
+        }
+        if !self.capabilities().named_queues {
+            return Err(self.unsupported("named queues"));
+        }
+        if !names_one {
+            return Err(Error::Config(format!(
+                "{name} is in the named-queue namespace but names no queue; make it with \
+                 Topic::named_queue"
+            )));
         }
         Ok(())
     }

@@ -158,14 +158,16 @@ def main():
         sys.stdin.read()
     elif mode == "action-client":
         # Sends one goal counting to `to` and reports its feedback and result; with `cancel`,
-        # cancels after the first feedback.
+        # cancels after the first feedback past the probes.
         name, to = args[0], int(args[1])
         cancel = args[2:] == ["cancel"]
         first_feedback = threading.Event()
 
         def on_feedback(fb):
             say({"feedback": fb.at})
-            first_feedback.set()
+            # `at` 0 is the service's probe; cancel only once the goal really runs.
+            if fb.at > 0:
+                first_feedback.set()
 
         def on_result(res):
             say({"result": None if res is None else res.model_dump()})

@@ -326,9 +326,12 @@ pub async fn named_queues(h: Arc<impl Harness>) -> TestResult {
         last[i] = Some(n);
     }
     // Nobody reads now: what is published waits in the queue for the next reader.
-    // (Aborting a reader's task drops its subscription.)
+    // Aborting a reader's task drops its subscription; waiting for the task makes sure it
+    // is gone before anything else is published (what a subscription holds unread when it
+    // is dropped goes with it).
     for task in reading {
         task.abort();
+        let _ = task.await;
     }
     for n in N..N + LATER {
         conn.publish(numbered(&topic, n)?).await?;

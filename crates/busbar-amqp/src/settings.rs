@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use busbar_core::connection::redact_url;
+use busbar_core::url::percent_decode;
 use busbar_core::{Error, Result};
 
 /// The exchange busbar topics are published to unless the URL names another.
@@ -101,8 +102,7 @@ impl Settings {
             None => (None, authority),
         };
         let decode = |what: &str, s: &str| {
-            percent_decode(s)
-                .ok_or_else(|| invalid(format!("the {what} is not valid percent-encoded UTF-8")))
+            percent_decode(s).map_err(|e| invalid(format!("the {what}: {e}")))
         };
         let (username, password) = match userinfo {
             Some(u) => match u.split_once(':') {
@@ -202,24 +202,6 @@ impl Settings {
         }
         Ok(settings)
     }
-}
-
-/// Decodes `%XX` escapes; `None` for a bad escape or bytes that are not UTF-8.
-fn percent_decode(s: &str) -> Option<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod queue;
 pub mod stats;
 pub mod topic;
 pub mod transport;
+pub mod url;
 
 pub use codec::{Codec, CodecError};
 pub use connection::{Connection, Connector};

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use busbar_core::connection::redact_url;
+use busbar_core::url::percent_decode;
 use busbar_core::{Error, Overflow, QueueConfig, Result};
 pub use busbar_tls::TlsSettings;
 
@@ -216,28 +217,6 @@ fn redact(url: &str) -> String {
         Some((userinfo, host)) if !userinfo.contains(':') => format!("{scheme}://***@{host}{tail}"),
         _ => redacted,
     }
-}
-
-/// Decodes `%XX` escapes in URL credentials (a password may hold `@` or `:`).
-fn percent_decode(s: &str) -> std::result::Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes
-                .get(i + 1..i + 3)
-                .and_then(|h| std::str::from_utf8(h).ok())
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-                .ok_or_else(|| "a bad %-escape in the credentials".to_owned())?;
-            out.push(hex);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "credentials are not UTF-8 after %-decoding".to_owned())
 }
 
 #[cfg(test)]

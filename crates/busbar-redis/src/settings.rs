@@ -21,6 +21,7 @@
 use std::time::Duration;
 
 use busbar_core::connection::redact_url;
+use busbar_core::url::percent_decode;
 use busbar_core::{Error, Overflow, Result};
 
 /// Everything a `redis://` or `rediss://` URL says.
@@ -207,24 +208,6 @@ fn split_host_port(hostport: &str) -> std::result::Result<(String, u16), String>
             .ok_or_else(|| format!("port {p:?} is not a number from 1 to 65535"))?,
     };
     Ok((host.to_owned(), port))
-}
-
-fn percent_decode(s: &str) -> std::result::Result<String, String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = bytes.get(i + 1..i + 3).ok_or("a '%' escape is cut short")?;
-            let hex = std::str::from_utf8(hex).map_err(|_| "bad '%' escape")?;
-            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad '%' escape %{hex}"))?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).map_err(|_| "'%' escapes do not form UTF-8".into())
 }
 
 #[cfg(test)]

@@ -1,0 +1,37 @@
+//! Small pieces of URL handling every transport's settings need.
+
+/// Decodes the `%XX` escapes of a URL part (credentials, parameter values). The error says
+/// what is wrong in words: an escape cut short, one that is not hex, or escapes that do not
+/// form UTF-8.
+pub fn percent_decode(s: &str) -> Result<String, String> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3).ok_or("a '%' escape is cut short")?;
+            out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad '%' escape %{hex}"))?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| "'%' escapes do not form UTF-8".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::percent_decode;
+
+    #[test]
+    fn escapes_decode_and_bad_ones_say_why() {
+        assert_eq!(percent_decode("p%40ss%2F").as_deref(), Ok("p@ss/"));
+        assert_eq!(percent_decode("plain").as_deref(), Ok("plain"));
+        assert!(percent_decode("a%4").is_err_and(|e| e.contains("cut short")));
+        assert!(percent_decode("a%zz").is_err_and(|e| e.contains("%zz")));
+        assert!(percent_decode("%ff").is_err_and(|e| e.contains("UTF-8")));
+        // A multi-byte character before an escape does not confuse the byte offsets.
+        assert_eq!(percent_decode("é%41").as_deref(), Ok("éA"));
+    }
+}

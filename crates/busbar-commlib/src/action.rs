@@ -13,6 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::compression::Compression;
 use crate::error::{CommlibError, Result};
 use crate::pubsub::CommlibSubscriber;
 use crate::rpc::CommlibRpcClient;
@@ -111,6 +112,7 @@ pub struct CommlibActionClient<G, R, F> {
     conn: Connection,
     name: String,
     timeout: Duration,
+    compression: Compression,
     _types: PhantomData<fn(G) -> (R, F)>,
 }
 
@@ -121,6 +123,7 @@ pub struct CommlibGoal<R, F> {
     conn: Connection,
     name: String,
     timeout: Duration,
+    compression: Compression,
     status: CommlibSubscriber<StatusUpdateWire>,
     feedback: CommlibSubscriber<FeedbackUpdate<F>>,
     _result: PhantomData<fn() -> R>,
@@ -136,6 +139,7 @@ impl<G: Serialize, R: DeserializeOwned, F: DeserializeOwned> CommlibActionClient
             conn: conn.clone(),
             name: name.to_owned(),
             timeout: Duration::from_secs(10),
+            compression: Compression::None,
             _types: PhantomData,
         }
     }
@@ -143,6 +147,12 @@ impl<G: Serialize, R: DeserializeOwned, F: DeserializeOwned> CommlibActionClient
     /// Sets the deadline of each RPC.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Compresses the requests, for a commlib action service built with the same compression.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 
@@ -156,7 +166,8 @@ impl<G: Serialize, R: DeserializeOwned, F: DeserializeOwned> CommlibActionClient
             &self.conn,
             &format!("{}.send_goal", self.name),
         )?
-        .timeout(self.timeout);
+        .timeout(self.timeout)
+        .compression(self.compression);
         let reply = rpc.call(&GoalRequest { description: "", goal_data: goal }).await?;
         if reply.status != 1 || reply.goal_id.is_empty() {
             return Err(CommlibError::Body {
@@ -169,6 +180,7 @@ impl<G: Serialize, R: DeserializeOwned, F: DeserializeOwned> CommlibActionClient
             conn: self.conn.clone(),
             name: self.name.clone(),
             timeout: self.timeout,
+            compression: self.compression,
             status,
             feedback,
             _result: PhantomData,
@@ -195,7 +207,8 @@ impl<R: DeserializeOwned, F: DeserializeOwned> CommlibGoal<R, F> {
             &self.conn,
             &format!("{}.cancel_goal", self.name),
         )?
-        .timeout(self.timeout);
+        .timeout(self.timeout)
+        .compression(self.compression);
         let reply =
             rpc.call(&CancelRequest { goal_id: &self.goal_id, timestamp: crate::now_ns() }).await?;
         Ok(reply.status == 1)
@@ -224,7 +237,8 @@ impl<R: DeserializeOwned, F: DeserializeOwned> CommlibGoal<R, F> {
             &self.conn,
             &format!("{}.get_result", self.name),
         )?
-        .timeout(self.timeout);
+        .timeout(self.timeout)
+        .compression(self.compression);
         // An empty result is taken as the real one after a few asks (a result type may have
         // no fields); commlib's own client polls the same way, every 200 ms.
         let mut asked = 0;

@@ -25,6 +25,7 @@ use serde_json::Value;
 use tokio::sync::watch;
 
 use crate::action::GoalStatus;
+use crate::compression::Compression;
 use crate::error::Result;
 use crate::pubsub::CommlibPublisher;
 use crate::rpc::CommlibRpcService;
@@ -193,11 +194,30 @@ impl CommlibActionService {
         H: Fn(G, GoalContext<F>) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = std::result::Result<R, String>> + Send + 'static,
     {
-        let shared = Arc::new(Shared {
-            goals: Mutex::default(),
-            status: CommlibPublisher::new(conn, &format!("{name}.status"))?,
-        });
-        let feedback = Arc::new(CommlibPublisher::new(conn, &format!("{name}.feedback"))?);
+        Self::spawn_with(conn, name, Compression::None, handler).await
+    }
+
+    /// [`spawn`](Self::spawn) for commlib clients built with a compression: statuses and
+    /// feedback go out compressed (RPC replies follow their requests either way).
+    pub async fn spawn_with<G, R, F, H, Fut>(
+        conn: &Connection,
+        name: &str,
+        compression: Compression,
+        handler: H,
+    ) -> Result<Self>
+    where
+        G: DeserializeOwned + Send + 'static,
+        R: Serialize + Send + 'static,
+        F: Serialize + Send + Sync + 'static,
+        H: Fn(G, GoalContext<F>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = std::result::Result<R, String>> + Send + 'static,
+    {
+        let publisher = |topic: &str| {
+            CommlibPublisher::new(conn, &format!("{name}.{topic}"))
+                .map(|p| p.compression(compression))
+        };
+        let shared = Arc::new(Shared { goals: Mutex::default(), status: publisher("status")? });
+        let feedback = Arc::new(publisher("feedback")?);
         let handler = Arc::new(handler);
 
         let goals = shared.clone();

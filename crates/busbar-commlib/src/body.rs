@@ -12,6 +12,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::Compression;
 use crate::error::{CommlibError, Result};
 
 fn body_error(topic: &str, reason: impl Into<String>) -> CommlibError {
@@ -28,11 +29,24 @@ pub fn encode<T: Serialize>(topic: &str, value: &T) -> Result<Bytes> {
     serde_json::to_vec(&json).map(Bytes::from).map_err(|e| body_error(topic, e.to_string()))
 }
 
-/// Decodes a body from either commlib generation into `T`.
+/// [`encode`], then compressed as `compression` says.
+pub fn encode_with<T: Serialize>(
+    topic: &str,
+    value: &T,
+    compression: Compression,
+) -> Result<Bytes> {
+    compression.apply(topic, encode(topic, value)?)
+}
+
+/// Parses a body as JSON, inflating it first when it came zlib-compressed.
+pub fn parse(topic: &str, body: &[u8]) -> Result<Value> {
+    let json = crate::compression::open(topic, body)?;
+    serde_json::from_slice(&json).map_err(|e| body_error(topic, format!("not JSON: {e}")))
+}
+
+/// Decodes a body from either commlib generation, compressed or not, into `T`.
 pub fn decode<T: DeserializeOwned>(topic: &str, body: &[u8]) -> Result<T> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| body_error(topic, format!("not JSON: {e}")))?;
-    decode_value(topic, value)
+    decode_value(topic, parse(topic, body)?)
 }
 
 /// [`decode`] from an already parsed value.

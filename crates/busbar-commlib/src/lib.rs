@@ -10,12 +10,14 @@
 //!
 //! Supported: MQTT, Redis and AMQP names and pub/sub, RPC both ways on all three (topics on
 //! MQTT, lists on Redis, direct reply-to on AMQP; see [`rpc::Wire`]), actions both ways
-//! ([`action`], [`action_service`]), node heartbeats and control services. Compression and
+//! ([`action`], [`action_service`]), node heartbeats and control services, and commlib's
+//! zlib compression ([`Compression`]: bodies are inflated on arrival whatever the setting).
 //! commlib's Redis glob patterns are not supported yet; see `docs/commlib.md`.
 
 pub mod action;
 pub mod action_service;
 pub mod body;
+mod compression;
 pub mod control;
 mod error;
 pub mod heartbeat;
@@ -24,6 +26,7 @@ pub mod pubsub;
 pub mod rpc;
 
 pub use action_service::{CommlibActionService, GoalContext};
+pub use compression::Compression;
 pub use error::CommlibError;
 pub use pubsub::{CommlibPublisher, CommlibSubscriber, Received};
 pub use rpc::{CommlibRpcClient, CommlibRpcService};

@@ -75,19 +75,62 @@ pub fn redis_topic(name: &str) -> Result<Topic> {
     Topic::new(name).map_err(|e| refuse(name, &e.to_string()))
 }
 
-/// The busbar filter for a commlib subscription on Redis. commlib subscribes with a Redis
-/// glob, where `*` matches any characters, dots included, inside what busbar sees as one
-/// topic level: a filter cannot say that, so patterns are refused with that reason.
-pub fn redis_filter(pattern: &str) -> Result<TopicFilter> {
+/// How busbar subscribes on Redis for a commlib subscription `pattern`.
+///
+/// commlib always subscribes with `PSUBSCRIBE pattern`: a Redis glob in which `*` matches any
+/// characters, dots and slashes included. A name without `*` is one channel, subscribed as
+/// such. A pattern with `*` says something no busbar filter can (busbar's wildcards stand for
+/// whole `/` levels, and commlib's channels have none), so it is subscribed to every channel
+/// (`#`) and each message is kept only when [`redis_glob_matches`] the pattern: the messages
+/// are the ones commlib's subscriber gets, at the cost of reading all pub/sub traffic of that
+/// Redis server.
+pub fn redis_filter(pattern: &str) -> Result<RedisSubscription> {
     validate_pattern(pattern)?;
     if pattern.contains('*') {
-        return Err(refuse(
-            pattern,
-            "on Redis a commlib pattern is a glob across dots, which a busbar filter cannot \
-             express; subscribe to the exact names",
-        ));
+        let filter = TopicFilter::new("#").map_err(|e| refuse(pattern, &e.to_string()))?;
+        return Ok(RedisSubscription { filter, glob: Some(pattern.to_owned()) });
     }
-    TopicFilter::new(pattern).map_err(|e| refuse(pattern, &e.to_string()))
+    let filter = TopicFilter::new(pattern).map_err(|e| refuse(pattern, &e.to_string()))?;
+    Ok(RedisSubscription { filter, glob: None })
+}
+
+/// A commlib subscription on Redis, as busbar makes it ([`redis_filter`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSubscription {
+    /// What busbar subscribes to.
+    pub filter: TopicFilter,
+    /// The glob each message's channel must match, when the filter takes in more.
+    pub glob: Option<String>,
+}
+
+/// Whether `channel` matches the commlib pattern `glob` as Redis matches it: `*` is any run
+/// of characters, every other character (commlib allows no other glob specials) itself.
+pub fn redis_glob_matches(glob: &str, channel: &str) -> bool {
+    let (glob, channel) = (glob.as_bytes(), channel.as_bytes());
+    // Greedy matching with one backtrack point, the last `*` seen: linear in practice.
+    let (mut g, mut c) = (0, 0);
+    let mut star: Option<(usize, usize)> = None;
+    while c < channel.len() {
+        match glob.get(g) {
+            Some(b'*') => {
+                star = Some((g, c));
+                g += 1;
+            }
+            Some(&b) if b == channel[c] => {
+                g += 1;
+                c += 1;
+            }
+            _ => match star {
+                Some((sg, sc)) => {
+                    g = sg + 1;
+                    c = sc + 1;
+                    star = Some((sg, sc + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    glob[g..].iter().all(|b| *b == b'*')
 }
 
 /// A fresh RPC reply name as commlib makes them: `rpc-` and 32 lowercase hex digits (no
@@ -114,9 +157,32 @@ mod tests {
         }
         assert_eq!(amqp_filter("a.*.b").expect("pattern").as_str(), "a/+/b");
         assert_eq!(redis_topic("a.b.c").expect("name").as_str(), "a.b.c");
-        assert!(redis_filter("a.*").is_err());
+        let glob = redis_filter("a.*").expect("pattern");
+        assert_eq!((glob.filter.as_str(), glob.glob.as_deref()), ("#", Some("a.*")));
+        let plain = redis_filter("a.b").expect("name");
+        assert_eq!((plain.filter.as_str(), plain.glob), ("a.b", None));
         // commlib would send `#/a`, which no broker accepts: refused here instead.
         assert!(mqtt_filter("*.a").is_err());
+    }
+
+    #[test]
+    fn redis_globs_match_as_redis_does() {
+        for (glob, channel, matches) in [
+            ("itest.sensors.*", "itest.sensors.sonar", true),
+            ("itest.sensors.*", "itest.sensors.a.b", true),
+            ("itest.sensors.*", "itest.sensors.", true),
+            ("itest.sensors.*", "itest.sensors", false),
+            ("itest.sensors.*", "itest.other.x", false),
+            ("*.heartbeat", "node.a.heartbeat", true),
+            ("*.heartbeat", "node.heartbeat.x", false),
+            ("a*b*c", "aXbYbZc", true),
+            ("a*b*c", "aXbYc.d", false),
+            ("*", "", true),
+            ("a", "a", true),
+            ("a", "ab", false),
+        ] {
+            assert_eq!(redis_glob_matches(glob, channel), matches, "{glob} {channel}");
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::body;
+use crate::compression::Compression;
 use crate::error::{CommlibError, Result};
 use crate::names;
 
@@ -21,11 +22,16 @@ pub(crate) fn topic_for(conn: &Connection, name: &str) -> Result<Topic> {
     }
 }
 
-pub(crate) fn filter_for(conn: &Connection, pattern: &str) -> Result<TopicFilter> {
+/// The filter to subscribe to for a commlib pattern, and on Redis the glob that messages
+/// must match besides ([`names::redis_filter`]).
+pub(crate) fn filter_for(
+    conn: &Connection,
+    pattern: &str,
+) -> Result<(TopicFilter, Option<String>)> {
     match conn.kind() {
-        "mqtt" | "mem" => names::mqtt_filter(pattern),
-        "amqp" => names::amqp_filter(pattern),
-        "redis" => names::redis_filter(pattern),
+        "mqtt" | "mem" => Ok((names::mqtt_filter(pattern)?, None)),
+        "amqp" => Ok((names::amqp_filter(pattern)?, None)),
+        "redis" => names::redis_filter(pattern).map(|s| (s.filter, s.glob)),
         other => Err(not_yet(other)),
     }
 }
@@ -41,6 +47,7 @@ pub(crate) fn not_yet(kind: &'static str) -> CommlibError {
 pub struct CommlibPublisher<T> {
     conn: Connection,
     topic: Topic,
+    compression: Compression,
     _type: PhantomData<fn(T)>,
 }
 
@@ -50,13 +57,20 @@ impl<T: Serialize> CommlibPublisher<T> {
         Ok(CommlibPublisher {
             conn: conn.clone(),
             topic: topic_for(conn, name)?,
+            compression: Compression::None,
             _type: PhantomData,
         })
     }
 
+    /// Compresses what it publishes, for commlib subscribers built with the same compression.
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
     /// Publishes one message.
     pub async fn publish(&self, value: &T) -> Result<()> {
-        let payload = body::encode(self.topic.as_str(), value)?;
+        let payload = body::encode_with(self.topic.as_str(), value, self.compression)?;
         let message = Message::new(self.topic.clone(), payload).with_qos(QoS::AtMostOnce);
         Ok(self.conn.publish(message).await?)
     }
@@ -75,20 +89,30 @@ pub struct Received<T> {
 /// Subscribes as a commlib subscriber does (a name, or a pattern with `*`).
 pub struct CommlibSubscriber<T> {
     sub: Subscription,
+    /// Redis: the commlib glob a message's channel must match to be kept.
+    glob: Option<String>,
     _type: PhantomData<fn() -> T>,
 }
 
 impl<T: DeserializeOwned> CommlibSubscriber<T> {
     /// Subscribes to the commlib name or pattern `pattern` (e.g. `sensors.*`).
     pub async fn new(conn: &Connection, pattern: &str) -> Result<Self> {
-        let options = SubscribeOptions::new(filter_for(conn, pattern)?).qos(QoS::AtMostOnce);
-        Ok(CommlibSubscriber { sub: conn.subscribe_with(options).await?, _type: PhantomData })
+        let (filter, glob) = filter_for(conn, pattern)?;
+        let options = SubscribeOptions::new(filter).qos(QoS::AtMostOnce);
+        let sub = conn.subscribe_with(options).await?;
+        Ok(CommlibSubscriber { sub, glob, _type: PhantomData })
     }
 
-    /// The next message; `None` once the subscription has ended. A body that does not decode
-    /// is an error for that message only.
+    /// The next message; `None` once the subscription has ended. A zlib-compressed body is
+    /// inflated first. A body that does not decode is an error for that message only.
     pub async fn recv(&mut self) -> Option<Result<Received<T>>> {
-        let message = self.sub.recv().await?;
+        let message = loop {
+            let message = self.sub.recv().await?;
+            match &self.glob {
+                Some(glob) if !names::redis_glob_matches(glob, message.topic.as_str()) => {}
+                _ => break message,
+            }
+        };
         let bytes = match message.payload.to_bytes() {
             Ok(b) => b,
             Err(e) => return Some(Err(CommlibError::Busbar(e.into()))),

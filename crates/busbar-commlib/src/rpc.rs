@@ -25,6 +25,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::compression::Compression;
 use crate::error::{CommlibError, Result};
 use crate::{body, names, now_ns, pubsub};
 
@@ -109,28 +110,28 @@ fn named_queue(name: &str) -> Result<Topic> {
     Topic::named_queue(name).map_err(|e| CommlibError::Busbar(busbar_core::Error::Topic(e)))
 }
 
-/// An RPC body as it arrived: in the envelope (with its header) or bare (AMQP, 0.13.1).
+/// An RPC body as it arrived: in the envelope (with its header) or bare (AMQP, 0.13.1),
+/// compressed or not.
 struct Opened {
     header: Option<RpcHeader>,
     data: Value,
+    compression: Compression,
 }
 
 /// Opens an RPC body of either shape: an object with both `header` and `data` is an
 /// envelope, any other object is a bare body.
 fn open(topic: &str, bytes: &[u8]) -> Result<Opened> {
-    let value: Value = serde_json::from_slice(bytes).map_err(|e| CommlibError::Body {
-        topic: topic.to_owned(),
-        reason: format!("not JSON: {e}"),
-    })?;
-    let Value::Object(mut map) = value else {
+    let compression = Compression::of(bytes);
+    let Value::Object(mut map) = body::parse(topic, bytes)? else {
         return Err(CommlibError::Body { topic: topic.to_owned(), reason: "not an object".into() });
     };
     if map.get("header").is_some_and(Value::is_object) && map.contains_key("data") {
         let header = map.remove("header").unwrap_or_default();
         let data = map.remove("data").unwrap_or_default();
-        return Ok(Opened { header: Some(body::decode_value(topic, header)?), data });
+        let header = Some(body::decode_value(topic, header)?);
+        return Ok(Opened { header, data, compression });
     }
-    Ok(Opened { header: None, data: Value::Object(map) })
+    Ok(Opened { header: None, data: Value::Object(map), compression })
 }
 
 /// Calls a commlib RPC service.
@@ -140,6 +141,7 @@ pub struct CommlibRpcClient<Req, Resp> {
     wire: Wire,
     topic: Topic,
     timeout: Duration,
+    compression: Compression,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -153,6 +155,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
             wire,
             topic: wire.service_topic(conn, name)?,
             timeout: Duration::from_secs(10),
+            compression: Compression::None,
             _types: PhantomData,
         })
     }
@@ -160,6 +163,13 @@ impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
     /// Sets the deadline of each call.
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
+        self
+    }
+
+    /// Compresses requests, for a commlib service built with the same compression (replies
+    /// are read compressed or not).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
         self
     }
 
@@ -196,7 +206,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
             SubscribeOptions::new(TopicFilter::from(reply_topic)).qos(QoS::AtLeastOnce).capacity(4);
         let mut replies = self.conn.subscribe_with(options).await?;
         let envelope = Outgoing { header: RpcHeader::new(reply_to, None), data: request };
-        let payload = body::encode(&self.name, &envelope)?;
+        let payload = body::encode_with(&self.name, &envelope, self.compression)?;
         let message = Message::new(self.topic.clone(), payload).with_qos(QoS::AtLeastOnce);
         self.conn.publish(message).await?;
         tokio::time::timeout_at(deadline, replies.recv())
@@ -209,7 +219,8 @@ impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
     /// 0.13.2 services take (0.13.1's AMQP service never starts).
     async fn call_direct(&self, request: &Req) -> Result<Message> {
         let header = RpcHeader::new(DIRECT_REPLY_TO.to_owned(), None);
-        let payload = body::encode(&self.name, &Outgoing { header, data: request })?;
+        let outgoing = Outgoing { header, data: request };
+        let payload = body::encode_with(&self.name, &outgoing, self.compression)?;
         let message = Message::new(self.topic.clone(), payload)
             .with_header(busbar_core::message::header::CONTENT_TYPE, "application/json");
         match self.conn.request(message, self.timeout).await {
@@ -231,8 +242,8 @@ const QUEUE_INIT: &[u8] = b"QueueInit";
 /// request's `correlation_id`, and go where commlib's clients wait: on MQTT to the request's
 /// `reply_to` with dots turned into slashes, at QoS 1; on Redis pushed on the list it names;
 /// on AMQP to the request's reply-to property, in the shape the request came in (bare for a
-/// bare request). Requests without a reply address are dropped, as commlib does. Each
-/// request is handled in a task of its own. Stops when dropped.
+/// bare request), and compressed when the request was. Requests without a reply address are
+/// dropped, as commlib does. Each request is handled in a task of its own. Stops when dropped.
 pub struct CommlibRpcService {
     task: tokio::task::JoinHandle<()>,
 }
@@ -311,14 +322,15 @@ where
         return Ok(());
     };
     let enveloped = opened.header.is_some() || wire != Wire::Queues;
+    let compression = opened.compression;
     let correlation = opened.header.and_then(|h| h.correlation_id);
     let response = handler(body::decode_value(name, opened.data)?).await;
     let payload: Bytes = if enveloped {
         let envelope =
             Outgoing { header: RpcHeader::new(String::new(), correlation), data: &response };
-        body::encode(name, &envelope)?
+        body::encode_with(name, &envelope, compression)?
     } else {
-        body::encode(name, &response)?
+        body::encode_with(name, &response, compression)?
     };
     drop(response);
     let mut reply = Message::new(reply_topic, payload).with_qos(QoS::AtLeastOnce);

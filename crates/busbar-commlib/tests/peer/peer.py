@@ -10,7 +10,13 @@ standard input closes, for services). Publishers wait for a line on standard inp
 publishing, so the Rust side can subscribe first. commlib reports a subscriber running
 before the broker has its subscription, so the Rust side sends probes (`seq` -1) until one
 is reported (`{"probe": true}`), then the real messages.
+
+With `PEER_COMPRESSION=zlib` in its environment the peer's node compresses what it sends and
+inflates what it receives (commlib's DEFAULT_COMPRESSION); it refuses to run where commlib
+would use lz4 instead, so that the test knows what is on the wire.
 """
+
+import os
 
 import json
 import sys
@@ -51,7 +57,7 @@ def say(obj):
     print("@@ " + json.dumps(obj, ensure_ascii=False), flush=True)
 
 
-def node_for(broker, **options):
+def params_for(broker):
     kind, host, port = broker.split(":")
     if kind == "mqtt":
         from commlib.transports.mqtt import ConnectionParameters
@@ -62,7 +68,17 @@ def node_for(broker, **options):
     else:
         raise SystemExit(f"unknown broker kind {kind}")
 
-    params = ConnectionParameters(host=host, port=int(port))
+    return ConnectionParameters(host=host, port=int(port))
+
+
+def node_for(broker, **options):
+    params = params_for(broker)
+    if os.environ.get("PEER_COMPRESSION") == "zlib":
+        from commlib import compression
+
+        if getattr(compression, "HAS_LZ4", False):
+            raise SystemExit("lz4 is installed: commlib would compress with lz4, not zlib")
+        options["compression"] = compression.CompressionType.DEFAULT_COMPRESSION
     options.setdefault("node_name", "busbar_itest_peer")
     options.setdefault("heartbeats", False)
     return Node(connection_params=params, **options)
@@ -88,6 +104,26 @@ def main():
         while node.state.name == "RUNNING":
             time.sleep(0.01)
         say({"state": node.state.name})
+        return
+    if mode == "ptopic-bridge":
+        # commlib's pattern bridge from BROKER (pattern FROM) to TO_BROKER, under the prefix
+        # TO; runs until its standard input closes.
+        from commlib.bridges import PTopicBridge
+
+        pattern, prefix, to_broker = args
+        bridge = PTopicBridge(
+            from_uri=pattern,
+            to_uri=prefix,
+            from_broker_params=params_for(broker),
+            to_broker_params=params_for(to_broker),
+        )
+        bridge.run()
+        # commlib bug (0.13.1 and 0.13.2): PTopicBridge.run() starts only its subscriber,
+        # so its publisher has no connection and every forward fails. Start it here.
+        bridge._pub.run()
+        say("READY")
+        sys.stdin.read()
+        bridge.stop()
         return
     node = node_for(broker)
     done = threading.Event()

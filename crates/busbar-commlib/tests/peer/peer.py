@@ -53,8 +53,64 @@ class AddTwoInt(RPCMessage):
 
 
 def say(obj):
-    # Marked, so that commlib's own log lines on standard output are never taken for ours.
-    print("@@ " + json.dumps(obj, ensure_ascii=False), flush=True)
+    # Marked, so that commlib's own log lines on standard output are never taken for ours,
+    # and written in one system call: `print` writes the text and its newline apart, and
+    # commlib's logging threads write in between. A pipe write this short is atomic, so a
+    # line of ours is never split (at worst a log fragment comes before it on its line).
+    sys.stdout.flush()
+    os.write(1, ("@@ " + json.dumps(obj, ensure_ascii=False) + "\n").encode())
+
+
+class MqttSubscriptions:
+    """The MQTT topics the broker has acknowledged (SUBACK), across every paho client of the
+    process. commlib reports its endpoints running before the broker has their
+    subscriptions, and its action client subscribes to status and feedback on two
+    connections of its own; a peer that waits here before it reports READY cannot miss what
+    the busbar side publishes next."""
+
+    def __init__(self):
+        import paho.mqtt.client as paho
+
+        self._done = threading.Condition()
+        self._acked = set()
+        self._pending = {}  # (client, mid) -> topic, sent and not yet acknowledged
+        self._early = set()  # (client, mid) acknowledged before subscribe() returned
+        tracker = self
+        subscribe, init = paho.Client.subscribe, paho.Client.__init__
+
+        def tracked_subscribe(client, topic, *args, **kwargs):
+            result = subscribe(client, topic, *args, **kwargs)
+            if result[1] is not None and isinstance(topic, str):
+                with tracker._done:
+                    key = (id(client), result[1])
+                    if key in tracker._early:
+                        tracker._acked.add(topic)
+                        tracker._done.notify_all()
+                    else:
+                        tracker._pending[key] = topic
+            return result
+
+        def tracked_init(client, *args, **kwargs):
+            init(client, *args, **kwargs)
+
+            def on_subscribe(c, _userdata, mid, *_rest):
+                with tracker._done:
+                    topic = tracker._pending.pop((id(c), mid), None)
+                    if topic is None:
+                        tracker._early.add((id(c), mid))
+                    else:
+                        tracker._acked.add(topic)
+                        tracker._done.notify_all()
+
+            client.on_subscribe = on_subscribe
+
+        paho.Client.subscribe = tracked_subscribe
+        paho.Client.__init__ = tracked_init
+
+    def wait_for(self, *topics):
+        with self._done:
+            if not self._done.wait_for(lambda: set(topics) <= self._acked, timeout=20):
+                raise SystemExit(f"the broker never acknowledged {topics}")
 
 
 def params_for(broker):
@@ -197,6 +253,7 @@ def main():
         # cancels after the first feedback past the probes.
         name, to = args[0], int(args[1])
         cancel = args[2:] == ["cancel"]
+        subscriptions = MqttSubscriptions() if broker.startswith("mqtt:") else None
         first_feedback = threading.Event()
 
         def on_feedback(fb):
@@ -213,6 +270,9 @@ def main():
             action_name=name, msg_type=Count, on_feedback=on_feedback, on_result=on_result
         )
         node.run()
+        if subscriptions is not None:
+            topic = name.replace(".", "/")
+            subscriptions.wait_for(f"{topic}/status", f"{topic}/feedback")
         say("READY")
         sys.stdin.readline()
         resp = client.send_goal(Count.Goal(to=to))

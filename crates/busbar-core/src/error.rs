@@ -111,6 +111,16 @@ pub enum Error {
     #[error("invalid configuration: {0}")]
     Config(String),
 
+    /// Credentials could not be obtained (a token provider failed).
+    #[error("credentials: {message}")]
+    Auth {
+        /// What went wrong, in words (never the secret itself).
+        message: String,
+        /// The provider's error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+
     /// The broker or its client library reported an error.
     #[error("{transport}: {message}")]
     Broker {

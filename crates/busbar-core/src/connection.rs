@@ -29,6 +29,14 @@ impl Connection {
         Connection { transport }
     }
 
+    /// The same connection with every topic under `prefix`: published and subscribed topics
+    /// get `prefix/` put before them, and arriving messages have it taken off (see
+    /// [`Prefixed`](crate::transport::Prefixed)).
+    pub fn with_topic_prefix(&self, prefix: &str) -> Result<Connection> {
+        let layer = crate::transport::Prefixed::new(self.transport.clone(), prefix)?;
+        Ok(Connection::new(Arc::new(layer)))
+    }
+
     /// The underlying transport.
     pub fn transport(&self) -> &Arc<dyn Transport> {
         &self.transport

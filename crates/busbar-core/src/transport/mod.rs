@@ -10,6 +10,7 @@
 
 mod events;
 mod options;
+mod prefix;
 mod subscription;
 
 use std::future::Future;
@@ -19,6 +20,7 @@ use std::time::Duration;
 
 pub use events::{ConnectionEvent, ConnectionEvents};
 pub use options::{Capabilities, ConnectOptions, SubscribeOptions};
+pub use prefix::Prefixed;
 pub use subscription::{Subscription, SubscriptionGuard};
 
 use crate::error::Result;

@@ -11,6 +11,9 @@ use crate::queue::{DropCounter, QueueReceiver};
 use crate::stats::Stats;
 use crate::topic::TopicFilter;
 
+/// What a layer does to each message a subscription delivers.
+type Rewrite = dyn Fn(Message) -> Message + Send + Sync;
+
 /// Runs an unsubscribe action when dropped. Transports hand one to each [`Subscription`].
 pub struct SubscriptionGuard(Option<Box<dyn FnOnce() + Send + Sync>>);
 
@@ -42,6 +45,8 @@ pub struct Subscription {
     rx: QueueReceiver<Message>,
     filter: TopicFilter,
     stats: Arc<Stats>,
+    /// Applied to every message delivered (a layer's view of it, e.g. a prefix taken off).
+    rewrite: Option<Arc<Rewrite>>,
     // Declared last: dropped after the receiver, so the transport sees the queue closed
     // before it is told to unsubscribe.
     _guard: SubscriptionGuard,
@@ -56,7 +61,29 @@ impl Subscription {
         stats: Arc<Stats>,
         guard: SubscriptionGuard,
     ) -> Self {
-        Subscription { rx, filter, stats, _guard: guard }
+        Subscription { rx, filter, stats, rewrite: None, _guard: guard }
+    }
+
+    /// The same subscription as a layer presents it: reporting `filter`, and delivering each
+    /// message through `rewrite` (after the layers below, if any).
+    pub fn rewritten(
+        mut self,
+        filter: TopicFilter,
+        rewrite: impl Fn(Message) -> Message + Send + Sync + 'static,
+    ) -> Self {
+        self.filter = filter;
+        self.rewrite = Some(match self.rewrite.take() {
+            Some(inner) => Arc::new(move |m| rewrite(inner(m))),
+            None => Arc::new(rewrite),
+        });
+        self
+    }
+
+    fn deliver(&self, m: Message) -> Message {
+        match &self.rewrite {
+            Some(f) => f(m),
+            None => m,
+        }
     }
 
     /// The filter subscribed to.
@@ -75,6 +102,7 @@ impl Subscription {
                 Poll::Ready(Some(m)) if m.is_expired() => {
                     Stats::bump(&self.stats.expired);
                 }
+                Poll::Ready(Some(m)) => return Poll::Ready(Some(self.deliver(m))),
                 other => return other,
             }
         }
@@ -84,7 +112,7 @@ impl Subscription {
     pub fn try_recv(&mut self) -> Option<Message> {
         while let Some(m) = self.rx.try_recv() {
             if !m.is_expired() {
-                return Some(m);
+                return Some(self.deliver(m));
             }
             Stats::bump(&self.stats.expired);
         }

@@ -9,7 +9,7 @@ use busbar_core::auth::{Token, TokenPlacement, TokenProvider};
 use busbar_core::transport::{BoxFuture, ConnectOptions};
 use busbar_core::{Connection, ConnectionEvent, Error, Result};
 use busbar_mqtt::MqttTransport;
-use busbar_testkit::{BrokerProcess, MosquittoConfig, TestkitError, skip_if_missing};
+use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
 
 /// Hands out `tok-1` (valid for two seconds), then `tok-2` for good.
 #[derive(Default)]
@@ -30,34 +30,14 @@ impl TokenProvider for Rotating {
 }
 
 /// A broker whose only users are the two tokens, both with password `pw`.
-async fn broker(test: &str) -> Option<(BrokerProcess, std::path::PathBuf)> {
-    let dir = std::env::temp_dir().join(format!("busbar-token-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("passwords");
-    for (i, user) in ["tok-1", "tok-2"].iter().enumerate() {
-        let mut cmd = std::process::Command::new("mosquitto_passwd");
-        cmd.arg("-b");
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let status = cmd.arg(&file).args([user, "pw"]).status();
-        let status = skip_if_missing(
-            test,
-            status.map_err(|_| TestkitError::BinaryMissing { name: "mosquitto_passwd" }),
-        )?;
-        assert!(status.success(), "mosquitto_passwd failed");
-    }
-    let config = MosquittoConfig::new()
-        .line("allow_anonymous false")
-        .line(format!("password_file {}", file.display()));
-    let broker = skip_if_missing(test, BrokerProcess::mosquitto(config).await)?;
-    Some((broker, dir))
+async fn broker(test: &str) -> Option<BrokerProcess> {
+    let config = MosquittoConfig::new().user("tok-1", "pw").user("tok-2", "pw");
+    skip_if_missing(test, BrokerProcess::mosquitto(config).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refreshed_token_reconnects_and_keeps_subscriptions() {
-    let Some((broker, dir)) = broker("a_refreshed_token_reconnects_and_keeps_subscriptions").await
-    else {
+    let Some(broker) = broker("a_refreshed_token_reconnects_and_keeps_subscriptions").await else {
         return;
     };
     let url = format!("mqtt://:pw@127.0.0.1:{}", broker.port());
@@ -97,7 +77,6 @@ async fn a_refreshed_token_reconnects_and_keeps_subscriptions() {
         }
     }
     assert!(delivered, "the subscription did not survive the token refresh");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 struct Fixed(&'static str);
@@ -111,7 +90,7 @@ impl TokenProvider for Fixed {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rejected_token_is_a_clear_error() {
-    let Some((broker, dir)) = broker("a_rejected_token_is_a_clear_error").await else { return };
+    let Some(broker) = broker("a_rejected_token_is_a_clear_error").await else { return };
     let url = format!("mqtt://:pw@127.0.0.1:{}", broker.port());
     let options = ConnectOptions::new().token(Arc::new(Fixed("stolen")), TokenPlacement::Username);
     let err = MqttTransport::connect(&url, options).await.err().expect("refused");
@@ -119,5 +98,4 @@ async fn a_rejected_token_is_a_clear_error() {
     let text = err.to_string();
     assert!(text.contains("user name or password") || text.contains("not authorized"), "{text}");
     assert!(!text.contains("stolen"), "the token leaked into the error: {text}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -2,176 +2,16 @@
 //! shapes: `/realms/<realm>` with its discovery document and token endpoint), and a real
 //! Mosquitto that accepts the issued tokens as user names.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_core::auth::{TokenPlacement, TokenProvider};
 use busbar_core::transport::ConnectOptions;
 use busbar_core::{Connection, ConnectionEvent};
 use busbar_oidc::{OidcError, OidcProvider, OidcSettings};
-use busbar_testkit::{BrokerProcess, MosquittoConfig, TestkitError, skip_if_missing};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use busbar_testkit::oidc::{Behaviour, Issuer};
+use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
 use tokio::net::TcpListener;
-
-/// How the test issuer answers token requests.
-#[derive(Clone)]
-struct Behaviour {
-    /// `expires_in` of issued tokens; `None` leaves it out.
-    expires_in: Option<u64>,
-    /// Issue refresh tokens.
-    refresh_tokens: bool,
-    /// Refuse refresh grants (so the provider must fall back).
-    refuse_refresh: bool,
-    /// Refuse every token request with `invalid_client`.
-    refuse_all: bool,
-}
-
-impl Default for Behaviour {
-    fn default() -> Self {
-        Behaviour {
-            expires_in: Some(60),
-            refresh_tokens: false,
-            refuse_refresh: false,
-            refuse_all: false,
-        }
-    }
-}
-
-#[derive(Default)]
-struct Log {
-    discoveries: usize,
-    /// The form of every token request, in order.
-    token_requests: Vec<HashMap<String, String>>,
-}
-
-struct Issuer {
-    base: String,
-    log: Arc<Mutex<Log>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Issuer {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-impl Issuer {
-    async fn start(behaviour: Behaviour) -> Issuer {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the issuer");
-        let addr = listener.local_addr().expect("address");
-        let base = format!("http://{addr}/realms/plant");
-        let log = Arc::new(Mutex::new(Log::default()));
-        let (shared_log, shared_base) = (log.clone(), base.clone());
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
-                let (log, base, behaviour) =
-                    (shared_log.clone(), shared_base.clone(), behaviour.clone());
-                tokio::spawn(async move {
-                    let service = hyper::service::service_fn(move |req| {
-                        answer(req, log.clone(), base.clone(), behaviour.clone())
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Issuer { base, log, task }
-    }
-
-    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
-        self.log.lock().expect("log")
-    }
-}
-
-fn json(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(body.to_string())));
-    *response.status_mut() = status;
-    response
-}
-
-async fn answer(
-    req: Request<Incoming>,
-    log: Arc<Mutex<Log>>,
-    base: String,
-    behaviour: Behaviour,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path().to_owned();
-    if path == "/realms/plant/.well-known/openid-configuration" {
-        log.lock().expect("log").discoveries += 1;
-        return Ok(json(
-            StatusCode::OK,
-            serde_json::json!({
-                "issuer": base,
-                "token_endpoint": format!("{base}/protocol/openid-connect/token"),
-                "jwks_uri": format!("{base}/protocol/openid-connect/certs"),
-            }),
-        ));
-    }
-    if path != "/realms/plant/protocol/openid-connect/token" {
-        return Ok(json(StatusCode::NOT_FOUND, serde_json::json!({"error": "not_found"})));
-    }
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-    let form: HashMap<String, String> = String::from_utf8_lossy(&body)
-        .split('&')
-        .filter_map(|pair| pair.split_once('='))
-        .map(|(k, v)| (k.to_owned(), decode(v)))
-        .collect();
-    let grant = form.get("grant_type").cloned().unwrap_or_default();
-    let n = {
-        let mut log = log.lock().expect("log");
-        log.token_requests.push(form);
-        log.token_requests.len()
-    };
-    if behaviour.refuse_all {
-        let body = serde_json::json!({"error": "invalid_client", "error_description": "Invalid client credentials"});
-        return Ok(json(StatusCode::UNAUTHORIZED, body));
-    }
-    if grant == "refresh_token" && behaviour.refuse_refresh {
-        let body = serde_json::json!({"error": "invalid_grant", "error_description": "Token is not active"});
-        return Ok(json(StatusCode::BAD_REQUEST, body));
-    }
-    let mut token = serde_json::json!({"access_token": format!("tok-{n}"), "token_type": "Bearer"});
-    if let Some(s) = behaviour.expires_in {
-        token["expires_in"] = s.into();
-    }
-    if behaviour.refresh_tokens {
-        token["refresh_token"] = format!("refresh-{n}").into();
-    }
-    Ok(json(StatusCode::OK, token))
-}
-
-fn decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        match (bytes[i], bytes.get(i + 1..i + 3)) {
-            (b'%', Some(hex)) => {
-                let hex = std::str::from_utf8(hex).unwrap_or("00");
-                out.push(u8::from_str_radix(hex, 16).unwrap_or(b'?'));
-                i += 3;
-            }
-            (b'+', _) => {
-                out.push(b' ');
-                i += 1;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
 
 fn settings(issuer: &Issuer) -> OidcSettings {
     OidcSettings::new(issuer.base.clone(), "gateway-7", "s3cret&=")
@@ -262,12 +102,7 @@ async fn renewal_tries_the_refresh_grant_first_then_falls_back() {
     tokio::time::sleep_until(first.refresh_at().expect("due")).await;
     let second = provider.access_token().await.expect("a token after the fallback");
     assert_eq!(second.value, "tok-3");
-    let grants: Vec<_> = issuer
-        .log()
-        .token_requests
-        .iter()
-        .map(|f| f.get("grant_type").cloned().unwrap_or_default())
-        .collect();
+    let grants = issuer.grants();
     assert_eq!(grants, ["client_credentials", "refresh_token", "client_credentials"]);
 }
 
@@ -296,37 +131,15 @@ async fn failures_are_clear_and_keep_the_secret() {
 
 /// A Mosquitto whose only users are the tokens the issuer hands out, with the password `jwt`
 /// (the CELINE placement: token as user name).
-async fn broker_for_tokens(
-    test: &str,
-    tokens: &[&str],
-) -> Option<(BrokerProcess, std::path::PathBuf)> {
-    let dir = std::env::temp_dir().join(format!("busbar-oidc-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    let file = dir.join("passwords");
-    for (i, user) in tokens.iter().enumerate() {
-        let mut cmd = std::process::Command::new("mosquitto_passwd");
-        cmd.arg("-b");
-        if i == 0 {
-            cmd.arg("-c");
-        }
-        let status = cmd.arg(&file).args([user, "jwt"]).status();
-        let status = skip_if_missing(
-            test,
-            status.map_err(|_| TestkitError::BinaryMissing { name: "mosquitto_passwd" }),
-        )?;
-        assert!(status.success(), "mosquitto_passwd failed");
-    }
-    let config = MosquittoConfig::new()
-        .line("allow_anonymous false")
-        .line(format!("password_file {}", file.display()));
-    let broker = skip_if_missing(test, BrokerProcess::mosquitto(config).await)?;
-    Some((broker, dir))
+async fn broker_for_tokens(test: &str, tokens: &[&str]) -> Option<BrokerProcess> {
+    let config = tokens.iter().fold(MosquittoConfig::new(), |c, t| c.user(*t, "jwt"));
+    skip_if_missing(test, BrokerProcess::mosquitto(config).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mosquitto_accepts_issued_tokens_and_a_renewal_keeps_subscriptions() {
     let test = "mosquitto_accepts_issued_tokens_and_a_renewal_keeps_subscriptions";
-    let Some((broker, dir)) = broker_for_tokens(test, &["tok-1", "tok-2", "tok-3"]).await else {
+    let Some(broker) = broker_for_tokens(test, &["tok-1", "tok-2", "tok-3"]).await else {
         return;
     };
     let behaviour = Behaviour { expires_in: Some(3), refresh_tokens: true, ..Behaviour::default() };
@@ -352,11 +165,8 @@ async fn mosquitto_accepts_issued_tokens_and_a_renewal_keeps_subscriptions() {
     {
         let log = issuer.log();
         assert_eq!(log.discoveries, 1);
-        let grants: Vec<_> = log
-            .token_requests
-            .iter()
-            .map(|f| f.get("grant_type").cloned().unwrap_or_default())
-            .collect();
+        drop(log);
+        let grants = issuer.grants();
         assert_eq!(grants[..2], ["client_credentials", "refresh_token"]);
     }
     // The renewed session still has the subscription: publish from the same connection.
@@ -366,5 +176,4 @@ async fn mosquitto_accepts_issued_tokens_and_a_renewal_keeps_subscriptions() {
         .expect("delivered after the renewal")
         .expect("open");
     assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"after renewal");
-    let _ = std::fs::remove_dir_all(&dir);
 }

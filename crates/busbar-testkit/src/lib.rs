@@ -53,6 +53,7 @@
 
 pub mod bench;
 mod error;
+pub mod oidc;
 mod pki;
 mod process;
 mod shared;

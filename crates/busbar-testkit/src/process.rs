@@ -51,6 +51,9 @@ const LOG_TAIL_LINES: usize = 30;
 pub struct MosquittoConfig {
     /// Configuration lines appended to the generated file, without trailing newlines.
     pub extra_lines: Vec<String>,
+    /// Users and passwords: when there are any, anonymous clients are refused and these
+    /// are the only logins (a password file made with `mosquitto_passwd`).
+    pub users: Vec<(String, String)>,
 }
 
 impl MosquittoConfig {
@@ -64,6 +67,37 @@ impl MosquittoConfig {
         self.extra_lines.push(line.into());
         self
     }
+
+    /// Accept the login `name`/`password` (and, once any user is given, no anonymous one).
+    pub fn user(mut self, name: impl Into<String>, password: impl Into<String>) -> Self {
+        self.users.push((name.into(), password.into()));
+        self
+    }
+}
+
+/// Writes Mosquitto's password file for `users` to `file`, with `mosquitto_passwd`.
+fn password_file(file: &Path, users: &[(String, String)]) -> Result<(), TestkitError> {
+    let program = find_binary("mosquitto_passwd")?;
+    for (i, (user, password)) in users.iter().enumerate() {
+        let mut cmd = std::process::Command::new(&program);
+        cmd.arg("-b");
+        if i == 0 {
+            cmd.arg("-c");
+        }
+        let status = cmd
+            .arg(file)
+            .args([user, password])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_err(|source| TestkitError::Spawn { program: "mosquitto_passwd".into(), source })?;
+        if !status.success() {
+            return Err(TestkitError::Prepare {
+                path: file.to_owned(),
+                source: std::io::Error::other(format!("mosquitto_passwd failed: {status}")),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// Configuration for an owned nats-server ([`BrokerProcess::nats_with_config`]).
@@ -131,6 +165,12 @@ impl BrokerProcess {
             text.push_str("allow_anonymous true\n");
             // Writing to a String cannot fail.
             let _ = writeln!(text, "listener {port} 127.0.0.1");
+            if !config.users.is_empty() {
+                let file = dir.join("passwords");
+                password_file(&file, &config.users)?;
+                text.push_str("allow_anonymous false\n");
+                let _ = writeln!(text, "password_file {}", file.display());
+            }
             for line in &config.extra_lines {
                 text.push_str(line);
                 text.push('\n');

@@ -32,10 +32,14 @@ pub use busbar_mem as mem;
 pub use busbar_mqtt as mqtt;
 #[cfg(feature = "nats")]
 pub use busbar_nats as nats;
+#[cfg(feature = "oidc")]
+pub use busbar_oidc as oidc;
 #[cfg(feature = "redis")]
 pub use busbar_redis as redis;
 
+pub mod config;
 mod registry;
+pub use config::Config;
 pub use registry::Registry;
 
 /// Connects to `url` with default options. Schemes: `mem://` (in-process), and each broker

@@ -1,0 +1,255 @@
+//! The configuration file as written: busbar's own shape and the CELINE `brokers.yaml` shape,
+//! read by one set of types so that every error has a position. Unknown keys are refused.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::expand::Expanded;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct File {
+    /// The broker used when none is named. Optional when there is only one.
+    #[serde(default)]
+    pub default: Option<String>,
+    /// CELINE's spelling of `default`.
+    #[serde(default)]
+    pub default_broker: Option<String>,
+    /// The identity provider that `token: {oidc: ...}` and CELINE's `auth_with_token` use.
+    #[serde(default)]
+    pub oidc: Option<OidcFile>,
+    /// The brokers, by name.
+    pub brokers: BTreeMap<String, BrokerFile>,
+}
+
+/// An OpenID Connect client-credentials client.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct OidcFile {
+    /// The issuer URL; its discovery document names the token endpoint.
+    pub issuer: Expanded<String>,
+    /// The client id.
+    pub client_id: Expanded<String>,
+    /// The client secret (use `${VAR}`).
+    pub client_secret: Expanded<String>,
+    /// Space-separated scopes; none sent when absent.
+    #[serde(default)]
+    pub scope: Option<Expanded<String>>,
+    /// Seconds before expiry that a token counts as used up (default 30).
+    #[serde(default)]
+    #[cfg_attr(test, schemars(with = "Option<Expanded<f64>>"))]
+    pub margin: Option<Expanded<Duration>>,
+    /// Seconds each request to the issuer may take (default 10).
+    #[serde(default)]
+    #[cfg_attr(test, schemars(with = "Option<Expanded<f64>>"))]
+    pub timeout: Option<Expanded<Duration>>,
+    /// PEM file of the authorities to trust for an https issuer (default: the system's).
+    #[serde(default)]
+    pub ca: Option<Expanded<PathBuf>>,
+}
+
+/// The transports a broker entry can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) enum TransportName {
+    /// MQTT over TCP (TLS with `tls`).
+    Mqtt,
+    /// MQTT over WebSocket (secure with `tls`).
+    Ws,
+    /// Redis.
+    Redis,
+    /// NATS.
+    Nats,
+    /// AMQP 0.9.1 (RabbitMQ).
+    Amqp,
+    /// The in-process bus; `host` names the bus.
+    Mem,
+}
+
+/// One broker. Either `url`, or `transport` and `host` with the other connection fields, or
+/// (CELINE) `config`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct BrokerFile {
+    /// Whether the broker may be used (default true).
+    #[serde(default)]
+    pub enabled: Option<Expanded<bool>>,
+    /// The broker's URL, as `busbar --url` takes it.
+    #[serde(default)]
+    pub url: Option<Expanded<String>>,
+    /// The transport, when the URL is given as fields.
+    #[serde(default)]
+    pub transport: Option<TransportName>,
+    /// Host name or address.
+    #[serde(default)]
+    pub host: Option<Expanded<String>>,
+    /// Port (default: the transport's).
+    #[serde(default)]
+    pub port: Option<Expanded<u16>>,
+    /// User name.
+    #[serde(default)]
+    pub username: Option<Expanded<String>>,
+    /// Password (use `${VAR}`).
+    #[serde(default)]
+    pub password: Option<Expanded<String>>,
+    /// AMQP virtual host.
+    #[serde(default)]
+    pub vhost: Option<Expanded<String>>,
+    /// Redis database number.
+    #[serde(default)]
+    pub database: Option<Expanded<u32>>,
+    /// WebSocket path (default `/mqtt`).
+    #[serde(default)]
+    pub path: Option<Expanded<String>>,
+    /// TLS: present means on; files optional.
+    #[serde(default)]
+    pub tls: Option<TlsFile>,
+    /// Client identifier (default: a unique one).
+    #[serde(default)]
+    pub client_id: Option<Expanded<String>>,
+    /// MQTT keep-alive in seconds.
+    #[serde(default)]
+    pub keep_alive: Option<Expanded<u64>>,
+    /// Prefix put before every topic of this connection (and taken off what arrives).
+    #[serde(default)]
+    pub topic_prefix: Option<Expanded<String>>,
+    /// Log in with a token.
+    #[serde(default)]
+    pub token: Option<TokenFile>,
+    /// CELINE: log in with a token from the identity provider (`oidc`, or the
+    /// `CELINE_OIDC_*` environment variables).
+    #[serde(default)]
+    pub auth_with_token: Option<Expanded<bool>>,
+    /// CELINE's `MqttBroker` settings.
+    #[serde(default)]
+    pub config: Option<CelineMqttFile>,
+}
+
+/// TLS files; the system's authorities are trusted when `ca` is absent.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct TlsFile {
+    /// PEM file of the authorities to trust instead of the system's.
+    #[serde(default)]
+    pub ca: Option<Expanded<PathBuf>>,
+    /// PEM file of the client certificate.
+    #[serde(default)]
+    pub cert: Option<Expanded<PathBuf>>,
+    /// PEM file of the client certificate's key.
+    #[serde(default)]
+    pub key: Option<Expanded<PathBuf>>,
+}
+
+/// Where the token goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) enum PlacementName {
+    /// The token is the user name (CELINE, SERMAS).
+    Username,
+    /// The token is the password.
+    Password,
+}
+
+/// A token login: exactly one of `static` and `oidc`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct TokenFile {
+    /// A fixed token (use `${VAR}`).
+    #[serde(default, rename = "static")]
+    pub static_token: Option<Expanded<String>>,
+    /// Tokens from the file's `oidc` identity provider.
+    #[serde(default)]
+    pub oidc: Option<OidcUseFile>,
+    /// Where the token goes (default: password).
+    #[serde(default, rename = "as")]
+    pub placement: Option<PlacementName>,
+    /// The other half of the login: the password when the token is the user name (CELINE
+    /// uses `jwt`), the user name when it is the password.
+    #[serde(default)]
+    pub with: Option<Expanded<String>>,
+}
+
+/// How a broker uses the identity provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct OidcUseFile {
+    /// Scope added (once) to the provider's for this broker's tokens, e.g. `mqtt`.
+    #[serde(default)]
+    pub scope: Option<Expanded<String>>,
+}
+
+/// CELINE's `MqttConfig`, key for key. Values may be strings, as CELINE's loader coerces.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct CelineMqttFile {
+    /// Host (default `localhost`).
+    #[serde(default)]
+    pub host: Option<Expanded<String>>,
+    /// Port (default 1883).
+    #[serde(default)]
+    pub port: Option<Expanded<u16>>,
+    /// Client id (default: a unique one).
+    #[serde(default)]
+    pub client_id: Option<Expanded<String>>,
+    /// User name (replaced by the token with `auth_with_token`).
+    #[serde(default)]
+    pub username: Option<Expanded<String>>,
+    /// Password.
+    #[serde(default)]
+    pub password: Option<Expanded<String>>,
+    /// TLS on or off.
+    #[serde(default)]
+    pub use_tls: Option<Expanded<bool>>,
+    /// CA file.
+    #[serde(default)]
+    pub ca_certs: Option<Expanded<PathBuf>>,
+    /// Client certificate file.
+    #[serde(default)]
+    pub certfile: Option<Expanded<PathBuf>>,
+    /// Client key file.
+    #[serde(default)]
+    pub keyfile: Option<Expanded<PathBuf>>,
+    /// Keep-alive in seconds.
+    #[serde(default)]
+    pub keepalive: Option<Expanded<u64>>,
+    /// Accepted; busbar's MQTT sessions are chosen by `session_expiry` in a URL.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted so that CELINE files load; busbar has its own")]
+    pub clean_session: Option<Expanded<bool>>,
+    /// Accepted; busbar reconnects with its own backoff.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted so that CELINE files load; busbar has its own")]
+    pub reconnect_interval: Option<Expanded<f64>>,
+    /// Accepted; busbar reconnects until closed.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted so that CELINE files load; busbar has its own")]
+    pub max_reconnect_attempts: Option<Expanded<u64>>,
+    /// Topic prefix.
+    #[serde(default)]
+    pub topic_prefix: Option<Expanded<String>>,
+    /// Seconds before expiry that a token is renewed (default 30).
+    #[serde(default)]
+    #[cfg_attr(test, schemars(with = "Option<Expanded<f64>>"))]
+    pub token_refresh_margin: Option<Expanded<Duration>>,
+    /// Accepted; busbar's connect has its own deadline.
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted so that CELINE files load; busbar has its own")]
+    pub connect_timeout: Option<Expanded<f64>>,
+    /// Scope added to the identity provider's for broker tokens (default `mqtt`; empty for
+    /// none).
+    #[serde(default)]
+    pub token_scope: Option<Expanded<String>>,
+}

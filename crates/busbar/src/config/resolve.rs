@@ -1,0 +1,601 @@
+//! From the file as written to brokers ready to connect: URLs composed from fields, tokens
+//! chosen, CELINE entries translated, and every inconsistency reported by broker name.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use busbar_core::auth::{StaticToken, Token, TokenPlacement};
+use busbar_core::transport::ConnectOptions;
+
+use super::ConfigError;
+use super::expand::{Expanded, Lookup};
+use super::file::{BrokerFile, CelineMqttFile, File, OidcFile, PlacementName, TransportName};
+use crate::{Connection, Error, Result};
+
+/// One broker of a configuration, ready to connect.
+#[derive(Clone)]
+pub struct Broker {
+    /// Its name in the file.
+    pub name: String,
+    /// False when the file disables it.
+    pub enabled: bool,
+    url: String,
+    /// The client id to connect with, if the file sets one.
+    pub client_id: Option<String>,
+    /// Put before every topic of the connection, and taken off what arrives.
+    pub topic_prefix: Option<String>,
+    /// Where tokens come from, for a token login.
+    pub token: Option<TokenSource>,
+    /// Where the token goes.
+    pub placement: TokenPlacement,
+}
+
+/// Where a broker's tokens come from.
+#[derive(Clone)]
+pub enum TokenSource {
+    /// A fixed token.
+    Static(String),
+    /// An OIDC client-credentials client, asking for `scope` on top of its own.
+    Oidc {
+        /// The identity provider.
+        client: OidcClient,
+        /// Scope added for this broker.
+        scope: Option<String>,
+    },
+}
+
+/// An OpenID Connect client-credentials client, as configured.
+#[derive(Clone)]
+pub struct OidcClient {
+    /// The issuer URL.
+    pub issuer: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret.
+    pub client_secret: String,
+    /// Scopes asked for.
+    pub scope: Option<String>,
+    /// How long before expiry a token is renewed.
+    pub margin: Duration,
+    /// Deadline of each request.
+    pub timeout: Duration,
+    /// Authorities for an https issuer.
+    pub ca: Option<PathBuf>,
+}
+
+impl Broker {
+    /// The URL to connect to, credentials included.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The URL with any password replaced by `***`, for messages.
+    pub fn redacted_url(&self) -> String {
+        redact(&self.url)
+    }
+
+    /// The connect options the entry asks for (client id, token).
+    pub fn options(&self) -> Result<ConnectOptions> {
+        self.complete(ConnectOptions::new())
+    }
+
+    /// `options` completed with the entry's: its token, and its client id where `options`
+    /// has none. A last will goes under the topic prefix like everything else.
+    pub fn complete(&self, mut options: ConnectOptions) -> Result<ConnectOptions> {
+        if options.client_id.is_none()
+            && let Some(id) = &self.client_id
+        {
+            options = options.client_id(id.clone());
+        }
+        if let (Some(prefix), Some(will)) = (&self.topic_prefix, options.last_will.as_mut()) {
+            will.topic = busbar_core::Topic::new(format!("{prefix}/{}", will.topic.as_str()))?;
+        }
+        match &self.token {
+            None => {}
+            Some(TokenSource::Static(value)) => {
+                let provider = Arc::new(StaticToken(Token::forever(value.clone())));
+                options = options.token(provider, self.placement);
+            }
+            Some(TokenSource::Oidc { client, scope }) => {
+                options = options.token(oidc_provider(client, scope.as_deref())?, self.placement);
+            }
+        }
+        Ok(options)
+    }
+
+    /// Connects with every transport compiled in, the topic prefix applied.
+    pub async fn connect(&self) -> Result<Connection> {
+        self.connect_with(ConnectOptions::new()).await
+    }
+
+    /// [`connect`](Self::connect) with `options`, completed by the entry's.
+    pub async fn connect_with(&self, options: ConnectOptions) -> Result<Connection> {
+        let conn = crate::connect_with(&self.url, self.complete(options)?).await?;
+        Ok(match &self.topic_prefix {
+            Some(prefix) => conn.with_topic_prefix(prefix)?,
+            None => conn,
+        })
+    }
+
+    /// A connector that connects to this broker whatever URL it is given, for
+    /// [`NodeBuilder::connector`](busbar_core::NodeBuilder::connector): nodes started with it
+    /// get the entry's token, client id and topic prefix.
+    pub fn connector(&self) -> Arc<dyn busbar_core::Connector> {
+        Arc::new(BrokerConnector(self.clone()))
+    }
+}
+
+struct BrokerConnector(Broker);
+
+impl busbar_core::Connector for BrokerConnector {
+    fn schemes(&self) -> &[&'static str] {
+        &[]
+    }
+
+    fn connect(
+        &self,
+        _url: &str,
+        options: ConnectOptions,
+    ) -> busbar_core::transport::BoxFuture<'static, Result<Connection>> {
+        let broker = self.0.clone();
+        Box::pin(async move { broker.connect_with(options).await })
+    }
+}
+
+#[cfg(feature = "oidc")]
+fn oidc_provider(
+    client: &OidcClient,
+    scope: Option<&str>,
+) -> Result<busbar_core::auth::SharedTokenProvider> {
+    let mut settings = busbar_oidc::OidcSettings::new(
+        client.issuer.clone(),
+        client.client_id.clone(),
+        client.client_secret.clone(),
+    )
+    .margin(client.margin);
+    settings.scope = client.scope.clone();
+    settings.timeout = client.timeout;
+    settings.tls.ca = client.ca.clone();
+    let provider = busbar_oidc::OidcProvider::new(settings).map_err(Error::from)?;
+    Ok(Arc::new(match scope {
+        Some(scope) => provider.with_scope(scope),
+        None => provider,
+    }))
+}
+
+#[cfg(not(feature = "oidc"))]
+fn oidc_provider(
+    _client: &OidcClient,
+    _scope: Option<&str>,
+) -> Result<busbar_core::auth::SharedTokenProvider> {
+    Err(Error::Unsupported { transport: "config", feature: "OIDC tokens (the `oidc` feature)" })
+}
+
+impl fmt::Debug for Broker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Broker")
+            .field("name", &self.name)
+            .field("enabled", &self.enabled)
+            .field("url", &self.redacted_url())
+            .field("client_id", &self.client_id)
+            .field("topic_prefix", &self.topic_prefix)
+            .field(
+                "token",
+                &self.token.as_ref().map(|t| match t {
+                    TokenSource::Static(_) => "static",
+                    TokenSource::Oidc { .. } => "oidc",
+                }),
+            )
+            .field("placement", &self.placement)
+            .finish()
+    }
+}
+
+/// `scheme://user:***@host...` for `scheme://user:password@host...`.
+fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    match rest[..authority_end].rfind('@') {
+        Some(at) => {
+            let user = rest[..at].split(':').next().unwrap_or_default();
+            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
+        }
+        None => url.to_owned(),
+    }
+}
+
+fn get<T: Clone>(v: &Option<Expanded<T>>) -> Option<T> {
+    v.as_ref().map(|e| e.0.clone())
+}
+
+pub(super) fn resolve(
+    file: File,
+    origin: &Path,
+    lookup: Lookup<'_>,
+) -> std::result::Result<super::Config, ConfigError> {
+    let problem = |message: String| ConfigError::Problem { file: origin.to_owned(), message };
+    let default = match (file.default, file.default_broker) {
+        (Some(a), Some(b)) if a != b => {
+            return Err(problem(format!("`default` ({a}) and `default_broker` ({b}) disagree")));
+        }
+        (Some(a), _) | (None, Some(a)) => Some(a),
+        (None, None) if file.brokers.len() == 1 => file.brokers.keys().next().cloned(),
+        (None, None) => None,
+    };
+    if let Some(name) = &default
+        && !file.brokers.contains_key(name)
+    {
+        return Err(ConfigError::UnknownBroker {
+            file: origin.to_owned(),
+            name: name.clone(),
+            known: file.brokers.keys().cloned().collect::<Vec<_>>().join(", "),
+        });
+    }
+    let oidc = file.oidc.map(oidc_client);
+    let mut brokers = BTreeMap::new();
+    for (name, entry) in file.brokers {
+        let broker = broker(&name, entry, oidc.as_ref(), lookup)
+            .map_err(|message| problem(format!("broker {name:?}: {message}")))?;
+        brokers.insert(name, broker);
+    }
+    Ok(super::Config { file: origin.to_owned(), brokers, default })
+}
+
+fn oidc_client(f: OidcFile) -> OidcClient {
+    OidcClient {
+        issuer: f.issuer.0,
+        client_id: f.client_id.0,
+        client_secret: f.client_secret.0,
+        scope: get(&f.scope).filter(|s| !s.trim().is_empty()),
+        margin: get(&f.margin).unwrap_or(Duration::from_secs(30)),
+        timeout: get(&f.timeout).unwrap_or(Duration::from_secs(10)),
+        ca: get(&f.ca),
+    }
+}
+
+/// CELINE's identity provider settings from its environment (`CELINE_OIDC_*`).
+fn celine_oidc_from_env(lookup: Lookup<'_>) -> Option<OidcClient> {
+    let var = |name: &str| lookup(&format!("CELINE_OIDC_{name}")).filter(|v| !v.is_empty());
+    Some(OidcClient {
+        issuer: var("BASE_URL")?,
+        client_id: var("CLIENT_ID")?,
+        client_secret: var("CLIENT_SECRET").unwrap_or_default(),
+        scope: var("SCOPE"),
+        margin: Duration::from_secs(30),
+        timeout: Duration::from_secs(10),
+        ca: None,
+    })
+}
+
+fn broker(
+    name: &str,
+    entry: BrokerFile,
+    oidc: Option<&OidcClient>,
+    lookup: Lookup<'_>,
+) -> std::result::Result<Broker, String> {
+    let enabled = get(&entry.enabled).unwrap_or(true);
+    if let Some(celine) = entry.config {
+        let fields = [
+            ("url", entry.url.is_some()),
+            ("transport", entry.transport.is_some()),
+            ("host", entry.host.is_some()),
+            ("token", entry.token.is_some()),
+            ("topic_prefix", entry.topic_prefix.is_some()),
+        ];
+        if let Some((field, _)) = fields.iter().find(|(_, set)| *set) {
+            return Err(format!(
+                "`config` (CELINE's shape) and `{field}` cannot be mixed: put the settings in \
+                 `config`"
+            ));
+        }
+        let with_token = get(&entry.auth_with_token).unwrap_or(false);
+        return celine_broker(name, enabled, with_token, celine, oidc, lookup);
+    }
+    if entry.auth_with_token.is_some() {
+        return Err(
+            "`auth_with_token` belongs to CELINE's shape, with `config`; use `token`".into()
+        );
+    }
+
+    let url = match (get(&entry.url), entry.transport) {
+        (Some(_), Some(_)) => return Err("give `url` or `transport` with `host`, not both".into()),
+        (Some(url), None) => {
+            let fields = [
+                ("host", entry.host.is_some()),
+                ("port", entry.port.is_some()),
+                ("username", entry.username.is_some()),
+                ("password", entry.password.is_some()),
+                ("vhost", entry.vhost.is_some()),
+                ("database", entry.database.is_some()),
+                ("path", entry.path.is_some()),
+                ("tls", entry.tls.is_some()),
+                ("keep_alive", entry.keep_alive.is_some()),
+            ];
+            if let Some((field, _)) = fields.iter().find(|(_, set)| *set) {
+                return Err(format!("`{field}` goes into the `url` when `url` is given"));
+            }
+            url
+        }
+        (None, Some(transport)) => compose_url(transport, &entry)?,
+        (None, None) => return Err("give `url`, or `transport` with `host`".into()),
+    };
+    check_scheme(&url)?;
+
+    let (token, placement, url) = match entry.token {
+        None => (None, TokenPlacement::default(), url),
+        Some(t) => {
+            let source = match (get(&t.static_token), t.oidc) {
+                (Some(value), None) => TokenSource::Static(value),
+                (None, Some(use_)) => {
+                    let client = oidc.cloned().ok_or(
+                        "`token: {oidc: ...}` needs the file's `oidc:` section (issuer, \
+                         client_id, client_secret)",
+                    )?;
+                    TokenSource::Oidc { client, scope: get(&use_.scope) }
+                }
+                (Some(_), Some(_)) => {
+                    return Err("`token` takes `static` or `oidc`, not both".into());
+                }
+                (None, None) => return Err("`token` needs `static` or `oidc`".into()),
+            };
+            let placement = match t.placement {
+                Some(PlacementName::Username) => TokenPlacement::Username,
+                Some(PlacementName::Password) | None => TokenPlacement::Password,
+            };
+            let url = match get(&t.with) {
+                Some(other) => with_other_half(&url, placement, &other)?,
+                None => url,
+            };
+            (Some(source), placement, url)
+        }
+    };
+    Ok(Broker {
+        name: name.to_owned(),
+        enabled,
+        url,
+        client_id: get(&entry.client_id),
+        topic_prefix: prefix(get(&entry.topic_prefix)),
+        token,
+        placement,
+    })
+}
+
+fn prefix(p: Option<String>) -> Option<String> {
+    p.map(|p| p.trim_matches('/').to_owned()).filter(|p| !p.is_empty())
+}
+
+fn celine_broker(
+    name: &str,
+    enabled: bool,
+    with_token: bool,
+    c: CelineMqttFile,
+    oidc: Option<&OidcClient>,
+    lookup: Lookup<'_>,
+) -> std::result::Result<Broker, String> {
+    let tls = get(&c.use_tls).unwrap_or(false);
+    let host = get(&c.host).unwrap_or_else(|| "localhost".into());
+    let port = get(&c.port).unwrap_or(1883);
+    let mut query = Vec::new();
+    for (key, file) in [("ca", &c.ca_certs), ("cert", &c.certfile), ("key", &c.keyfile)] {
+        if let Some(path) = get(file) {
+            if !tls {
+                return Err(format!("`{}` is set but `use_tls` is not", celine_key(key)));
+            }
+            query.push((key, path.display().to_string()));
+        }
+    }
+    if let Some(k) = get(&c.keepalive) {
+        query.push(("keep_alive", k.to_string()));
+    }
+    let (token, placement, username, password) = if with_token {
+        let mut client = oidc.cloned().or_else(|| celine_oidc_from_env(lookup)).ok_or(
+            "`auth_with_token` needs an identity provider: the file's `oidc:` section or the \
+             CELINE_OIDC_BASE_URL and CELINE_OIDC_CLIENT_ID variables",
+        )?;
+        if let Some(margin) = get(&c.token_refresh_margin) {
+            client.margin = margin;
+        }
+        let scope = match get(&c.token_scope) {
+            Some(s) if s.trim().is_empty() => None,
+            Some(s) => Some(s),
+            None => Some("mqtt".to_owned()),
+        };
+        // CELINE logs in with the token as user name and the literal password `jwt`.
+        let password = get(&c.password).unwrap_or_else(|| "jwt".into());
+        (Some(TokenSource::Oidc { client, scope }), TokenPlacement::Username, None, Some(password))
+    } else {
+        (None, TokenPlacement::default(), get(&c.username), get(&c.password))
+    };
+    let scheme = if tls { "mqtts" } else { "mqtt" };
+    let url =
+        assemble(scheme, username.as_deref(), password.as_deref(), &host, Some(port), "", &query);
+    Ok(Broker {
+        name: name.to_owned(),
+        enabled,
+        url,
+        client_id: get(&c.client_id),
+        topic_prefix: prefix(get(&c.topic_prefix)),
+        token,
+        placement,
+    })
+}
+
+fn celine_key(key: &str) -> &'static str {
+    match key {
+        "ca" => "ca_certs",
+        "cert" => "certfile",
+        _ => "keyfile",
+    }
+}
+
+/// The URL for a broker given as fields.
+fn compose_url(transport: TransportName, e: &BrokerFile) -> std::result::Result<String, String> {
+    let tls = e.tls.is_some();
+    let scheme = match (transport, tls) {
+        (TransportName::Mqtt, false) => "mqtt",
+        (TransportName::Mqtt, true) => "mqtts",
+        (TransportName::Ws, false) => "ws",
+        (TransportName::Ws, true) => "wss",
+        (TransportName::Redis, false) => "redis",
+        (TransportName::Redis, true) => "rediss",
+        (TransportName::Nats, false) => "nats",
+        (TransportName::Nats, true) => "tls",
+        (TransportName::Amqp, false) => "amqp",
+        (TransportName::Amqp, true) => "amqps",
+        (TransportName::Mem, false) => "mem",
+        (TransportName::Mem, true) => return Err("the in-process bus has no TLS".into()),
+    };
+    let host = match (get(&e.host), transport) {
+        (Some(h), _) => h,
+        (None, TransportName::Mem) => String::new(),
+        (None, _) => return Err("`host` is missing".into()),
+    };
+    let only = |field: &str, set: bool, for_: TransportName| {
+        if set && transport != for_ {
+            Err(format!("`{field}` applies to {for_:?} brokers only").to_lowercase())
+        } else {
+            Ok(())
+        }
+    };
+    only("vhost", e.vhost.is_some(), TransportName::Amqp)?;
+    only("database", e.database.is_some(), TransportName::Redis)?;
+    only("path", e.path.is_some(), TransportName::Ws)?;
+    let path = match transport {
+        TransportName::Amqp => {
+            get(&e.vhost).map(|v| format!("/{}", encode(&v))).unwrap_or_default()
+        }
+        TransportName::Redis => get(&e.database).map(|d| format!("/{d}")).unwrap_or_default(),
+        TransportName::Ws => get(&e.path).unwrap_or_default(),
+        _ => String::new(),
+    };
+    let mut query = Vec::new();
+    if let Some(t) = &e.tls {
+        for (key, file) in [("ca", &t.ca), ("cert", &t.cert), ("key", &t.key)] {
+            if let Some(path) = get(file) {
+                query.push((key, path.display().to_string()));
+            }
+        }
+    }
+    if let Some(k) = get(&e.keep_alive) {
+        if !matches!(transport, TransportName::Mqtt | TransportName::Ws) {
+            return Err("`keep_alive` applies to MQTT brokers only".into());
+        }
+        query.push(("keep_alive", k.to_string()));
+    }
+    Ok(assemble(
+        scheme,
+        get(&e.username).as_deref(),
+        get(&e.password).as_deref(),
+        &host,
+        get(&e.port),
+        &path,
+        &query,
+    ))
+}
+
+fn assemble(
+    scheme: &str,
+    username: Option<&str>,
+    password: Option<&str>,
+    host: &str,
+    port: Option<u16>,
+    path: &str,
+    query: &[(&str, String)],
+) -> String {
+    let mut url = format!("{scheme}://");
+    if username.is_some() || password.is_some() {
+        url.push_str(&encode(username.unwrap_or_default()));
+        if let Some(p) = password {
+            url.push(':');
+            url.push_str(&encode(p));
+        }
+        url.push('@');
+    }
+    // An IPv6 address goes in brackets.
+    if host.contains(':') && !host.starts_with('[') {
+        url.push_str(&format!("[{host}]"));
+    } else {
+        url.push_str(host);
+    }
+    if let Some(port) = port {
+        url.push_str(&format!(":{port}"));
+    }
+    url.push_str(path);
+    for (i, (key, value)) in query.iter().enumerate() {
+        url.push(if i == 0 { '?' } else { '&' });
+        url.push_str(key);
+        url.push('=');
+        url.push_str(&encode(value));
+    }
+    url
+}
+
+/// Percent-encodes everything but unreserved characters (and `/` would be encoded too).
+fn encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Puts `other` into the URL as the half of the login the token does not fill.
+fn with_other_half(
+    url: &str,
+    placement: TokenPlacement,
+    other: &str,
+) -> std::result::Result<String, String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err(format!("{} is not a URL", redact(url)));
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    if rest[..authority_end].contains('@') {
+        return Err("`token.with` and credentials in the URL cannot be combined".into());
+    }
+    let login = match placement {
+        TokenPlacement::Username => format!(":{}", encode(other)),
+        TokenPlacement::Password => encode(other),
+    };
+    Ok(format!("{scheme}://{login}@{rest}"))
+}
+
+/// Every scheme a busbar build can have. Whether this build has its transport is checked
+/// when connecting, so a file stays loadable by builds with fewer transports.
+const SCHEMES: [&str; 11] =
+    ["mem", "mqtt", "mqtts", "ws", "wss", "redis", "rediss", "nats", "tls", "amqp", "amqps"];
+
+fn check_scheme(url: &str) -> std::result::Result<(), String> {
+    let Some((scheme, _)) = url.split_once("://") else {
+        return Err(format!("{} is not a URL (scheme://...)", redact(url)));
+    };
+    if SCHEMES.contains(&scheme) {
+        Ok(())
+    } else {
+        Err(format!("busbar has no transport for {scheme}:// (it knows {})", SCHEMES.join(", ")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_redacted() {
+        assert_eq!(redact("amqp://u:secret@h:5672/%2f"), "amqp://u:***@h:5672/%2f");
+        assert_eq!(redact("mqtt://h:1883"), "mqtt://h:1883");
+        assert_eq!(redact("mqtt://:p@h?x=@"), "mqtt://:***@h?x=@");
+    }
+
+    #[test]
+    fn logins_are_encoded() {
+        let url = assemble("amqp", Some("a@b"), Some("p:ss/é"), "::1", Some(5672), "/%2f", &[]);
+        assert_eq!(url, "amqp://a%40b:p%3Ass%2F%C3%A9@[::1]:5672/%2f");
+    }
+}

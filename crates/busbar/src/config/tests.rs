@@ -1,0 +1,255 @@
+use super::*;
+use crate::auth::TokenPlacement;
+
+fn env(name: &str) -> Option<String> {
+    match name {
+        "MQTT_HOST" => Some("10.1.2.3".into()),
+        "AMQP_PASSWORD" => Some("p@ss:word".into()),
+        "OIDC_SECRET" => Some("s3cret".into()),
+        "EMPTY" => Some(String::new()),
+        _ => None,
+    }
+}
+
+fn parse(text: &str) -> std::result::Result<Config, ConfigError> {
+    Config::parse(text, "site.yaml", env)
+}
+
+const OURS: &str = r#"
+# Two brokers, the first by URL, the second by fields.
+default: plant
+oidc:
+  issuer: http://127.0.0.1:8080/realms/plant
+  client_id: gateway-7
+  client_secret: ${OIDC_SECRET}
+  scope: openid
+brokers:
+  plant:
+    url: mqtt://${MQTT_HOST:-127.0.0.1}:1883
+    client_id: gw-7
+    topic_prefix: /site-a/
+  cloud:
+    transport: amqp
+    host: rabbit.example.com
+    port: "5671"
+    username: gateway
+    password: ${AMQP_PASSWORD}
+    vhost: /
+    tls:
+      ca: /etc/busbar/ca.pem
+    token:
+      oidc: {scope: amqp}
+      as: username
+  edge:
+    enabled: ${EDGE_ENABLED:-true}
+    transport: redis
+    host: 127.0.0.1
+    database: 2
+  static:
+    url: nats://127.0.0.1:4222
+    enabled: false
+    token: {static: abc}
+"#;
+
+#[test]
+fn brokers_load_by_url_and_by_fields() {
+    let config = parse(OURS).expect("loads");
+    assert_eq!(config.default_name(), Some("plant"));
+    let plant = config.broker(None).expect("default");
+    assert_eq!(plant.url(), "mqtt://10.1.2.3:1883");
+    assert_eq!(plant.client_id.as_deref(), Some("gw-7"));
+    assert_eq!(plant.topic_prefix.as_deref(), Some("site-a"));
+    assert!(plant.token.is_none());
+
+    let cloud = config.broker(Some("cloud")).expect("cloud");
+    assert_eq!(
+        cloud.url(),
+        "amqps://gateway:p%40ss%3Aword@rabbit.example.com:5671/%2F?ca=%2Fetc%2Fbusbar%2Fca.pem"
+    );
+    assert_eq!(
+        cloud.redacted_url(),
+        "amqps://gateway:***@rabbit.example.com:5671/%2F?ca=%2Fetc%2Fbusbar%2Fca.pem"
+    );
+    assert_eq!(cloud.placement, TokenPlacement::Username);
+    match &cloud.token {
+        Some(TokenSource::Oidc { client, scope }) => {
+            assert_eq!(client.client_secret, "s3cret");
+            assert_eq!(client.scope.as_deref(), Some("openid"));
+            assert_eq!(scope.as_deref(), Some("amqp"));
+        }
+        other => panic!("oidc token expected, got {:?}", other.is_some()),
+    }
+    // Nothing secret in the debug form.
+    let debug = format!("{cloud:?}");
+    assert!(!debug.contains("p%40ss") && !debug.contains("s3cret"), "{debug}");
+
+    assert_eq!(config.broker(Some("edge")).expect("edge").url(), "redis://127.0.0.1/2");
+    // CELINE's rule: a variable set to the empty string wins over the default.
+    let err = parse(&OURS.replace("${EDGE_ENABLED:-true}", "${EMPTY:-true}")).expect_err("empty");
+    assert!(err.to_string().contains("\"\" is not a boolean"), "{err}");
+
+    let disabled = config.broker(Some("static")).expect_err("disabled");
+    assert!(matches!(disabled, ConfigError::Disabled { .. }), "{disabled}");
+    let unknown = config.broker(Some("kafka")).expect_err("unknown");
+    assert_eq!(
+        unknown.to_string(),
+        "site.yaml: no broker named \"kafka\" (it has cloud, edge, plant, static)"
+    );
+}
+
+#[test]
+fn unknown_keys_are_refused_where_they_are() {
+    let text = "brokers:\n  plant:\n    url: mqtt://h\n    hots: h\n";
+    let err = parse(text).expect_err("unknown key");
+    let ConfigError::Invalid { line, message, .. } = &err else { panic!("{err}") };
+    assert_eq!(*line, 4, "{err}");
+    assert!(message.contains("unknown field `hots`"), "{err}");
+    assert!(err.to_string().starts_with("site.yaml:4:"), "{err}");
+}
+
+#[test]
+fn unset_variables_are_named_with_their_place() {
+    let text =
+        "brokers:\n  plant:\n    transport: mqtt\n    host: h\n    password: ${MQTT_PASSWORD}\n";
+    let err = parse(text).expect_err("unset");
+    let text = err.to_string();
+    assert!(text.starts_with("site.yaml:5:"), "{text}");
+    assert!(text.contains("MQTT_PASSWORD is not set"), "{text}");
+    // Keys and comments are never expanded.
+    let text = "# ${NOT_A_VALUE}\nbrokers:\n  plant:\n    url: mqtt://h\n";
+    parse(text).expect("comments are not expanded");
+}
+
+#[test]
+fn values_of_the_wrong_type_are_refused_where_they_are() {
+    let text = "brokers:\n  p:\n    transport: mqtt\n    host: h\n    port: ${MQTT_HOST}\n";
+    let err = parse(text).expect_err("not a port");
+    assert!(err.to_string().starts_with("site.yaml:5:"), "{err}");
+    assert!(err.to_string().contains("not a port number"), "{err}");
+    let err = parse("brokers:\n  p:\n    transport: kafka\n    host: h\n").expect_err("transport");
+    assert!(err.to_string().contains("unknown variant `kafka`"), "{err}");
+}
+
+#[test]
+fn inconsistent_entries_are_explained() {
+    for (text, expect) in [
+        ("brokers:\n  p:\n    url: mqtt://h\n    host: h\n", "`host` goes into the `url`"),
+        ("brokers:\n  p:\n    port: 1\n", "give `url`, or `transport` with `host`"),
+        ("brokers:\n  p:\n    transport: mqtt\n", "`host` is missing"),
+        (
+            "brokers:\n  p:\n    transport: mqtt\n    host: h\n    vhost: v\n",
+            "`vhost` applies to amqp",
+        ),
+        ("brokers:\n  p:\n    url: mqtt://h\n    token: {oidc: {}}\n", "needs the file's `oidc:`"),
+        ("brokers:\n  p:\n    url: mqtt://h\n    token: {}\n", "`token` needs `static` or `oidc`"),
+        ("brokers:\n  p:\n    url: gopher://h\n", "no transport for gopher://"),
+        ("default: q\nbrokers:\n  p:\n    url: mqtt://h\n", "no broker named \"q\""),
+        ("brokers:\n  p:\n    url: mqtt://h\n  q:\n    url: mqtt://h\n", ""),
+    ] {
+        match parse(text) {
+            Err(e) => {
+                assert!(!expect.is_empty() && e.to_string().contains(expect), "{expect:?}: {e}")
+            }
+            Ok(c) => {
+                assert!(expect.is_empty(), "{expect:?} loaded");
+                // Two brokers and no default: naming one is required.
+                let err = c.broker(None).expect_err("no default");
+                assert!(err.to_string().contains("no default"), "{err}");
+            }
+        }
+    }
+}
+
+/// CELINE's shipped `config/brokers.yaml`, unchanged.
+const CELINE: &str = r#"
+brokers:
+  celine_mqtt:
+    enabled: true
+    auth_with_token: true
+    config:
+      host: "${MQTT_HOST:-host.docker.internal}"
+      port: "${MQTT_PORT:-1883}"
+      use_tls: "${MQTT_USE_TLS:-false}"
+      keepalive: 60
+      clean_session: true
+      token_refresh_margin: 30.0
+default_broker: celine_mqtt
+"#;
+
+#[test]
+fn celine_brokers_yaml_loads() {
+    let celine_env = |name: &str| match name {
+        "CELINE_OIDC_BASE_URL" => Some("http://127.0.0.1:9/realms/celine".to_owned()),
+        "CELINE_OIDC_CLIENT_ID" => Some("dt".to_owned()),
+        "CELINE_OIDC_CLIENT_SECRET" => Some("x".to_owned()),
+        "CELINE_OIDC_SCOPE" => Some("openid a.events.read".to_owned()),
+        other => env(other),
+    };
+    let config = Config::parse(CELINE, "brokers.yaml", celine_env).expect("loads");
+    let broker = config.broker(None).expect("default_broker");
+    assert_eq!(broker.name, "celine_mqtt");
+    // Token as user name, password `jwt`: CELINE's login.
+    assert_eq!(broker.url(), "mqtt://:jwt@10.1.2.3:1883?keep_alive=60");
+    assert_eq!(broker.placement, TokenPlacement::Username);
+    let Some(TokenSource::Oidc { client, scope }) = &broker.token else { panic!("oidc") };
+    assert_eq!(
+        (client.issuer.as_str(), client.client_id.as_str()),
+        ("http://127.0.0.1:9/realms/celine", "dt")
+    );
+    assert_eq!(client.scope.as_deref(), Some("openid a.events.read"));
+    assert_eq!(scope.as_deref(), Some("mqtt"));
+
+    // Without an identity provider, the token login cannot work: said so.
+    let err = Config::parse(CELINE, "brokers.yaml", env).expect_err("no provider");
+    assert!(err.to_string().contains("CELINE_OIDC_BASE_URL"), "{err}");
+
+    // TLS on, files given, no token.
+    let tls = CELINE.replace("auth_with_token: true", "auth_with_token: false").replace(
+        "keepalive: 60",
+        "keepalive: 60\n      ca_certs: /ca.pem\n      topic_prefix: celine/dt",
+    );
+    let config = Config::parse(&tls, "brokers.yaml", |n| {
+        (n == "MQTT_USE_TLS").then(|| "TRUE".to_owned()).or_else(|| env(n))
+    })
+    .expect("loads");
+    let broker = config.broker(None).expect("default");
+    assert_eq!(broker.url(), "mqtts://10.1.2.3:1883?ca=%2Fca.pem&keep_alive=60");
+    assert_eq!(broker.topic_prefix.as_deref(), Some("celine/dt"));
+    assert!(broker.token.is_none());
+
+    // CELINE's MqttConfig has no `hots` either.
+    let err = Config::parse(&CELINE.replace("keepalive:", "keepalivee:"), "brokers.yaml", env)
+        .expect_err("unknown");
+    assert!(err.to_string().contains("unknown field `keepalivee`"), "{err}");
+}
+
+/// The JSON Schema shipped in `docs/` is the one the file's types describe. After a change
+/// to them, run with `BUSBAR_BLESS=1` to write the new schema.
+#[test]
+fn the_shipped_json_schema_is_current() {
+    let schema = schemars::schema_for!(file::File);
+    let text = serde_json::to_string_pretty(&schema).expect("schema") + "\n";
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../docs/busbar-config.schema.json");
+    if std::env::var_os("BUSBAR_BLESS").is_some() {
+        std::fs::write(&path, &text).expect("write the schema");
+    }
+    let shipped = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        shipped == text,
+        "docs/busbar-config.schema.json is out of date: run `BUSBAR_BLESS=1 cargo test -p busbar \
+         the_shipped_json_schema_is_current` and commit it"
+    );
+}
+
+#[test]
+fn the_example_file_loads() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/busbar.example.yaml");
+    let config =
+        Config::parse(&std::fs::read_to_string(&path).expect("the example file"), &path, |name| {
+            (name == "OIDC_CLIENT_SECRET" || name == "AMQP_PASSWORD").then(|| "x".to_owned())
+        })
+        .expect("the example loads");
+    assert!(config.broker(None).is_ok());
+}

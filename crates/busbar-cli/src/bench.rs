@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use busbar::message::Message;
 use busbar::patterns::rpc::RpcServer;
 use busbar::transport::SubscribeOptions;
@@ -14,9 +14,9 @@ use serde::Serialize;
 /// Options of `busbar bench`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Broker URL.
-    #[arg(long, default_value = "mem://")]
-    url: String,
+    /// Where to measure.
+    #[command(flatten)]
+    target: crate::target::Target,
     /// What to measure.
     #[arg(long, value_enum, default_value = "pubsub")]
     pattern: Pattern,
@@ -88,11 +88,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if args.runs == 0 {
         bail!("--runs must be at least 1");
     }
-    if args.baseline && !args.url.to_ascii_lowercase().starts_with("mem:") {
+    let url = args.target.describe()?;
+    if args.baseline && !args.target.is_mem_url() {
         bail!(
             "--baseline measures a bare tokio channel, the raw equivalent of mem:// only; \
-             drop --baseline for {}",
-            args.url
+             drop --baseline for {url}"
         );
     }
     let mut busbar_runs = Vec::new();
@@ -112,7 +112,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let figures = median(&busbar_runs);
     let baseline = (!baseline_runs.is_empty()).then(|| median(&baseline_runs));
     let report = Report {
-        url: &args.url,
+        url: &url,
         pattern: args.pattern,
         size: args.size,
         count: args.count,
@@ -164,8 +164,8 @@ fn bench_topic() -> String {
     format!("bench/{}", std::process::id())
 }
 
-async fn connect(url: &str) -> anyhow::Result<Connection> {
-    busbar::connect(url).await.with_context(|| format!("connecting to {url}"))
+async fn connect(args: &Args) -> anyhow::Result<Connection> {
+    args.target.connect().await
 }
 
 /// The median of every figure over several runs (lost: the worst run, so loss is never hidden).
@@ -188,8 +188,8 @@ fn median(runs: &[Figures]) -> Figures {
 /// One publisher connection, one subscriber connection; counts what arrives in order.
 async fn pubsub(args: &Args) -> anyhow::Result<Figures> {
     let topic = bench_topic();
-    let sub_conn = connect(&args.url).await?;
-    let pub_conn = connect(&args.url).await?;
+    let sub_conn = connect(args).await?;
+    let pub_conn = connect(args).await?;
     let options = SubscribeOptions::new(TopicFilter::new(&topic)?).capacity(64 * 1024);
     let mut sub = sub_conn.subscribe_with(options).await?;
     let count = args.count;
@@ -238,8 +238,8 @@ async fn pubsub(args: &Args) -> anyhow::Result<Figures> {
 /// payload is a string of `size` bytes); latency percentiles.
 async fn rpc(args: &Args) -> anyhow::Result<Figures> {
     let topic = format!("{}/echo", bench_topic());
-    let server_conn = connect(&args.url).await?;
-    let client_conn = connect(&args.url).await?;
+    let server_conn = connect(args).await?;
+    let client_conn = connect(args).await?;
     let server =
         RpcServer::spawn(&server_conn, &topic, |s: String| async move { Ok::<_, RpcError>(s) })
             .await?;

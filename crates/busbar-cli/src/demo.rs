@@ -13,9 +13,9 @@ use serde::{Deserialize, Serialize};
 /// Options of `busbar demo`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Broker URL to run the tour on.
-    #[arg(long, default_value = "mem://")]
-    url: String,
+    /// Where to run the tour.
+    #[command(flatten)]
+    target: crate::target::Target,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -41,13 +41,16 @@ fn say(who: &str, what: impl std::fmt::Display) {
 
 /// Runs the tour.
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    println!("busbar demo: every pattern, end to end, on {}", args.url);
+    let on = args.target.describe()?;
+    let (url, connector) = args.target.for_nodes()?;
+    let nodes = Nodes { url, connector };
+    println!("busbar demo: every pattern, end to end, on {on}");
     println!("(two nodes, `plant` and `control`, each with one connection to the bus)");
 
     step(1, "Nodes start and announce themselves with heartbeats");
-    let control = start(&args.url, "control").await?;
+    let control = nodes.start("control").await?;
     let mut monitor = control.liveness_monitor().await?;
-    let plant = start(&args.url, "plant").await?;
+    let plant = nodes.start("plant").await?;
     for _ in 0..2 {
         report(&mut monitor).await?;
     }
@@ -137,12 +140,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     );
 
     step(6, "Liveness: a graceful stop, and a crash caught by the last will");
-    let sensor = start(&args.url, "sensor-7").await?;
+    let sensor = nodes.start("sensor-7").await?;
     report(&mut monitor).await?;
     let report_stop = plant.stop().await?;
     say("plant", format!("stopped gracefully ({} requests/goals drained)", report_stop.completed));
     report(&mut monitor).await?;
-    if let Some(bus) = mem_bus(&args.url) {
+    if let Some(bus) = mem_bus(&nodes.url) {
         say("sensor-7", "crashes (the bus cuts its connection)");
         bus.disconnect(sensor.connection().client_id());
     } else {
@@ -162,15 +165,24 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start(url: &str, name: &str) -> anyhow::Result<Node> {
-    let node = busbar::node(name)
-        .url(url)
-        .heartbeat(Some(HEARTBEAT))
-        .start()
-        .await
-        .with_context(|| format!("starting node {name} on {url}"))?;
-    say(name, "started");
-    Ok(node)
+/// Starts the tour's nodes on the target.
+struct Nodes {
+    url: String,
+    connector: std::sync::Arc<dyn busbar::Connector>,
+}
+
+impl Nodes {
+    async fn start(&self, name: &str) -> anyhow::Result<Node> {
+        let node = busbar::node(name)
+            .url(self.url.clone())
+            .connector(self.connector.clone())
+            .heartbeat(Some(HEARTBEAT))
+            .start()
+            .await
+            .with_context(|| format!("starting node {name}"))?;
+        say(name, "started");
+        Ok(node)
+    }
 }
 
 async fn report(monitor: &mut LivenessMonitor) -> anyhow::Result<()> {

@@ -2,6 +2,7 @@
 
 mod bench;
 mod demo;
+mod target;
 
 use clap::{Parser, Subcommand};
 

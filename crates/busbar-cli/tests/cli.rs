@@ -99,3 +99,87 @@ async fn bench_runs_on_every_broker() {
         }
     }
 }
+
+/// A configuration file in a fresh temporary directory.
+fn config_file(text: &str) -> std::path::PathBuf {
+    let dir =
+        std::env::temp_dir().join(format!("busbar-cli-{}-{}", std::process::id(), rand_suffix()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("busbar.yaml");
+    std::fs::write(&path, text).expect("write the configuration");
+    path
+}
+
+fn rand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default()
+}
+
+#[test]
+fn commands_take_a_named_broker_from_a_configuration() {
+    let path = config_file(
+        "default: local\nbrokers:\n  local:\n    url: mem://cli-config\n  off:\n    url: mem://x\n    enabled: false\n",
+    );
+    let file = path.to_string_lossy().into_owned();
+    let out = busbar(&["bench", "--config", &file, "--count", "1000", "--json"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(v["url"], "local (mem://cli-config)", "{v}");
+
+    // Mistakes, each one readable line naming what is wrong.
+    for (args, expect) in [
+        (
+            vec!["bench", "--config", &file, "--broker", "nosuch"],
+            "no broker named \"nosuch\" (it has local, off)",
+        ),
+        (vec!["bench", "--config", &file, "--broker", "off"], "broker \"off\" is disabled"),
+        (
+            vec!["bench", "--config", "/nonexistent/busbar.yaml"],
+            "cannot read the configuration /nonexistent/busbar.yaml",
+        ),
+    ] {
+        let out = busbar(&args);
+        assert!(!out.status.success(), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(expect), "{args:?}: {err}");
+    }
+    let out = busbar(&["bench", "--broker", "local"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--config"), "--broker needs --config");
+    let bad = config_file("brokers:\n  local:\n    url: mem://x\n    colour: blue\n");
+    let out = busbar(&["bench", "--config", &bad.to_string_lossy()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("busbar.yaml:4:") && err.contains("unknown field `colour`"), "{err}");
+}
+
+/// The demo on Mosquitto through a configuration whose broker puts every topic under a
+/// prefix: a plain subscriber sees the tour's messages under it, and the crash is still
+/// reported by the (prefixed) last will.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_runs_through_a_configuration_with_a_topic_prefix() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let prefix = format!("site-{}", rand_suffix());
+    let path = config_file(&format!(
+        "brokers:\n  plant:\n    transport: mqtt\n    host: {}\n    port: {}\n    topic_prefix: {prefix}\n",
+        broker.host(),
+        broker.port()
+    ));
+    let watcher = busbar::connect(broker.url()).await.expect("connect");
+    let mut seen = watcher.subscribe(&format!("{prefix}/plant/#")).await.expect("subscribe");
+    let file = path.to_string_lossy().into_owned();
+    let out = tokio::task::spawn_blocking(move || busbar(&["demo", "--config", &file]))
+        .await
+        .expect("demo");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}\n{text}", String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("on plant (mqtt://"), "{text}");
+    assert!(text.contains("sensor-7 is DOWN (its last will arrived)"), "{text}");
+    let m = tokio::time::timeout(std::time::Duration::from_secs(5), seen.recv())
+        .await
+        .expect("the tour's messages under the prefix")
+        .expect("open");
+    assert!(m.topic.as_str().starts_with(&format!("{prefix}/plant/")), "{}", m.topic.as_str());
+}

@@ -1,0 +1,68 @@
+//! Which broker a command talks to: `--url`, or `--config FILE` with `--broker NAME`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use busbar::config::{Broker, Config};
+use busbar::{ConnectOptions, Connection, Connector};
+
+/// Where to connect.
+#[derive(clap::Args, Debug, Clone)]
+pub struct Target {
+    /// Broker URL, e.g. mqtt://127.0.0.1:1883 (default mem://, the in-process bus).
+    #[arg(long, conflicts_with = "config")]
+    url: Option<String>,
+    /// Configuration file of named brokers (see docs/configuration.md).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Broker of the configuration file (default: the file's default broker).
+    #[arg(long, value_name = "NAME", requires = "config")]
+    broker: Option<String>,
+}
+
+impl Target {
+    /// The target as one URL-like text, for messages (passwords hidden).
+    pub fn describe(&self) -> anyhow::Result<String> {
+        Ok(match self.broker_entry()? {
+            Some(b) => format!("{} ({})", b.name, b.redacted_url()),
+            None => self.url().to_owned(),
+        })
+    }
+
+    fn url(&self) -> &str {
+        self.url.as_deref().unwrap_or("mem://")
+    }
+
+    fn broker_entry(&self) -> anyhow::Result<Option<Broker>> {
+        let Some(file) = &self.config else { return Ok(None) };
+        let config = Config::load(file)?;
+        Ok(Some(config.broker(self.broker.as_deref())?.clone()))
+    }
+
+    /// The URL and connector for nodes.
+    pub fn for_nodes(&self) -> anyhow::Result<(String, Arc<dyn Connector>)> {
+        Ok(match self.broker_entry()? {
+            Some(b) => (b.url().to_owned(), b.connector()),
+            None => (self.url().to_owned(), Arc::new(busbar::Registry::default())),
+        })
+    }
+
+    /// Connects.
+    pub async fn connect(&self) -> anyhow::Result<Connection> {
+        match self.broker_entry()? {
+            Some(b) => b
+                .connect_with(ConnectOptions::new())
+                .await
+                .with_context(|| format!("connecting to {} ({})", b.name, b.redacted_url())),
+            None => busbar::connect(self.url())
+                .await
+                .with_context(|| format!("connecting to {}", self.url())),
+        }
+    }
+
+    /// True when the target is the in-process bus given by URL.
+    pub fn is_mem_url(&self) -> bool {
+        self.config.is_none() && self.url().to_ascii_lowercase().starts_with("mem:")
+    }
+}

@@ -7,19 +7,17 @@
 //! (or the one named by `BUSBAR_COMMLIB_0131_PYTHON` / `BUSBAR_COMMLIB_0132_PYTHON`).
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::process::Stdio;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_commlib::{CommlibPublisher, CommlibRpcClient, CommlibRpcService, CommlibSubscriber};
 use busbar_core::Connection;
 use busbar_core::transport::ConnectOptions;
+use busbar_testkit::peer::Peer;
 use busbar_testkit::{BrokerKind, SharedBroker, shared_broker};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
 
 const VERSIONS: [&str; 2] = ["0.13.1", "0.13.2"];
 
@@ -45,130 +43,32 @@ struct Sum {
 /// brokers are required).
 fn python(version: &str) -> Option<PathBuf> {
     let var = format!("BUSBAR_COMMLIB_{}_PYTHON", version.replace('.', ""));
-    let path = std::env::var_os(&var).map(PathBuf::from).unwrap_or_else(|| {
-        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../target/commlib-venvs")
-            .join(version)
-            .join("bin/python")
-    });
-    if path.exists() {
-        return Some(path);
-    }
-    busbar_testkit::skip(
-        "commlib interop",
-        &format!("no commlib-py {version} venv at {} (scripts/test-all makes it)", path.display()),
-    );
-    None
+    busbar_testkit::peer::python("commlib interop", &var, &format!("commlib-venvs/{version}"))
 }
 
-/// One commlib-py endpoint in a child process.
-struct Peer {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-    /// What it was started as, for failure messages.
-    what: String,
+/// One commlib-py endpoint in a child process, on MQTT.
+async fn start(python: &Path, broker: &SharedBroker, args: &[&str]) -> Peer {
+    start_on("mqtt", python, broker, args).await
 }
 
-impl Peer {
-    async fn start(python: &PathBuf, broker: &SharedBroker, args: &[&str]) -> Peer {
-        Peer::start_on("mqtt", python, broker, args).await
-    }
+/// One commlib-py endpoint in a child process, on the broker of `kind`.
+async fn start_on(kind: &str, python: &Path, broker: &SharedBroker, args: &[&str]) -> Peer {
+    start_with(kind, python, broker, args, &[]).await
+}
 
-    async fn start_on(kind: &str, python: &PathBuf, broker: &SharedBroker, args: &[&str]) -> Peer {
-        Peer::start_with(kind, python, broker, args, &[]).await
-    }
-
-    /// A peer with `env` set in its environment (see `peer.py` for `PEER_COMPRESSION`).
-    async fn start_with(
-        kind: &str,
-        python: &PathBuf,
-        broker: &SharedBroker,
-        args: &[&str],
-        env: &[(&str, &str)],
-    ) -> Peer {
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/peer/peer.py");
-        let mut child = Command::new(python)
-            .arg(script)
-            .arg(format!("{kind}:{}:{}", broker.host(), broker.port()))
-            .args(args)
-            .envs(env.iter().copied())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start the commlib peer");
-        let stdout = child.stdout.take().expect("peer stdout");
-        let what = format!("{kind} {args:?}");
-        let mut peer = Peer { child, lines: BufReader::new(stdout).lines(), what };
-        let started = std::time::Instant::now();
-        let ready = peer.next().await;
-        eprintln!("peer {} ready after {:?}", peer.what, started.elapsed());
-        assert_eq!(ready, Value::from("READY"), "peer {args:?} did not start");
-        peer
-    }
-
-    /// The next line the peer printed for us, probes aside.
-    async fn next(&mut self) -> Value {
-        loop {
-            let v = self.next_line().await;
-            if v.get("probe").is_none() {
-                return v;
-            }
-        }
-    }
-
-    /// Sends probes with `probe` until the peer reports one: its subscription is then in
-    /// place at the broker.
-    async fn wait_subscribed<F, Fut>(&mut self, mut probe: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = ()>,
-    {
-        for _ in 0..50 {
-            probe().await;
-            let heard = tokio::time::timeout(Duration::from_millis(200), async {
-                while self.next_line().await.get("probe").is_none() {}
-            });
-            if heard.await.is_ok() {
-                return;
-            }
-        }
-        panic!("the commlib subscriber never reported a probe");
-    }
-
-    /// The next line the peer printed for us (marked `@@ `; commlib's log lines are skipped).
-    /// commlib logs from its own threads to the same standard output, which once cost a
-    /// READY line when both were printed at once: the peer writes each line in one call.
-    async fn next_line(&mut self) -> Value {
-        loop {
-            let line = tokio::time::timeout(Duration::from_secs(20), self.lines.next_line())
-                .await
-                .unwrap_or_else(|_| panic!("peer {} did not answer in time", self.what))
-                .expect("peer output")
-                .unwrap_or_else(|| panic!("peer {} ended early", self.what));
-            // Ours start at the mark, which a fragment of commlib's logging may precede.
-            let ours = line.find("@@ ").map(|at| &line[at + 3..]);
-            if let Some(v) = ours.and_then(|l| serde_json::from_str(l).ok()) {
-                return v;
-            }
-        }
-    }
-
-    /// Waits for the peer to end on its own (a publisher, once it has published).
-    async fn finished(mut self) {
-        let status = tokio::time::timeout(Duration::from_secs(20), self.child.wait())
-            .await
-            .unwrap_or_else(|_| panic!("peer {} did not end in time", self.what))
-            .expect("peer status");
-        assert!(status.success(), "peer {} failed: {status}", self.what);
-    }
-
-    async fn go(&mut self) {
-        let stdin = self.child.stdin.as_mut().expect("peer stdin");
-        stdin.write_all(b"go\n").await.expect("tell the peer to go");
-        stdin.flush().await.expect("flush");
-    }
+/// A peer with `env` set in its environment (see `peer.py` for `PEER_COMPRESSION`).
+async fn start_with(
+    kind: &str,
+    python: &Path,
+    broker: &SharedBroker,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Peer {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/peer.py");
+    let mut all =
+        vec![script.display().to_string(), format!("{kind}:{}:{}", broker.host(), broker.port())];
+    all.extend(args.iter().map(|a| (*a).to_owned()));
+    Peer::start(python, &all, env).await
 }
 
 /// commlib reports a service running before the broker has its subscription (or, on AMQP,
@@ -261,7 +161,7 @@ async fn python_calls_busbar(
         let (a_arg, b_arg) = (a.to_string(), b.to_string());
         let mut args = vec!["rpc-call", &name, &a_arg, &b_arg];
         args.extend_from_slice(extra);
-        let mut peer = Peer::start_on(kind, &py, broker, &args).await;
+        let mut peer = start_on(kind, &py, broker, &args).await;
         let got = peer.next().await;
         assert_eq!(got["response"]["c"], Value::from(a + b), "{kind} {version} {extra:?}: {got}");
     }
@@ -278,7 +178,7 @@ async fn redis_rpc_both_ways() {
         // commlib 0.13.1's Redis service thread dies after 10 s without a request (its
         // BLPOP timeout unpacks None): the calls below come well within that.
         let name = format!("{}.add", run_id(version));
-        let _peer = Peer::start_on("redis", &py, &broker, &["rpc-service", &name]).await;
+        let _peer = start_on("redis", &py, &broker, &["rpc-service", &name]).await;
         // The list keeps requests until the service pops them: no probing needed.
         many_at_once(&conn, &name, version, 50).await;
         python_calls_busbar("redis", &conn, &broker, version, &[]).await;
@@ -302,7 +202,7 @@ async fn amqp_rpc_both_ways() {
             );
         } else {
             let name = format!("{}.add", run_id(version));
-            let _peer = Peer::start_on("amqp", &py, &broker, &["rpc-service", &name]).await;
+            let _peer = start_on("amqp", &py, &broker, &["rpc-service", &name]).await;
             wait_for_service(&conn, &name).await;
             // Known commlib-py limit: its AMQP service queue holds 10 requests
             // (`x-max-length=10`, `drop-head`), so the broker drops the oldest of 50 sent at
@@ -336,7 +236,7 @@ async fn python_publisher_to_busbar_subscriber() {
         let name = format!("{}.sensors.sonar", run_id(version));
         let conn = connect(&broker).await;
         let mut sub = CommlibSubscriber::<Sample>::new(&conn, &name).await.expect("subscribe");
-        let mut peer = Peer::start(&py, &broker, &["pub", &name, "5"]).await;
+        let mut peer = start(&py, &broker, &["pub", &name, "5"]).await;
         peer.go().await;
         for i in 0..5 {
             let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
@@ -358,7 +258,7 @@ async fn busbar_publisher_to_python_subscribers() {
         let Some(py) = python(version) else { return };
         for mode in ["sub", "sub-untyped"] {
             let name = format!("{}.sensors.sonar", run_id(version));
-            let mut peer = Peer::start(&py, &broker, &[mode, &name, "3"]).await;
+            let mut peer = start(&py, &broker, &[mode, &name, "3"]).await;
             let conn = connect(&broker).await;
             let publisher = CommlibPublisher::<Value>::new(&conn, &name).expect("publisher");
             let probe = serde_json::json!({"seq": -1, "n": 0, "text": ""});
@@ -385,7 +285,7 @@ async fn python_pattern_subscriber_hears_busbar_topics() {
         let Some(py) = python(version) else { return };
         let base = run_id(version);
         let pattern = format!("{base}.sensors.*");
-        let mut peer = Peer::start(&py, &broker, &["psub", &pattern, "1"]).await;
+        let mut peer = start(&py, &broker, &["psub", &pattern, "1"]).await;
         let conn = connect(&broker).await;
         let topic = format!("{base}.sensors.a.b");
         let publisher = CommlibPublisher::<Sample>::new(&conn, &topic).expect("publisher");
@@ -405,7 +305,7 @@ async fn busbar_client_calls_a_python_service_fifty_at_once() {
     for version in VERSIONS {
         let Some(py) = python(version) else { return };
         let name = format!("{}.add", run_id(version));
-        let _peer = Peer::start(&py, &broker, &["rpc-service", &name]).await;
+        let _peer = start(&py, &broker, &["rpc-service", &name]).await;
         let conn = connect(&broker).await;
         wait_for_service(&conn, &name).await;
         // commlib's own client cannot do this: one client, 50 callers at once.
@@ -442,7 +342,7 @@ async fn heartbeats_on(kind: BrokerKind, conn: &Connection, broker: &SharedBroke
     // `<node>.heartbeat` as the transport spells it.
     let node = format!("py_node_{}", uuid_hex());
     let mut beats = heartbeat::watch(conn, &node).await.expect("watch");
-    let _peer = Peer::start_on(scheme, &py, broker, &["heartbeats", &node]).await;
+    let _peer = start_on(scheme, &py, broker, &["heartbeats", &node]).await;
     let topic = match kind {
         BrokerKind::Redis => format!("{node}.heartbeat"),
         _ => format!("{node}/heartbeat"),
@@ -461,7 +361,7 @@ async fn heartbeats_on(kind: BrokerKind, conn: &Connection, broker: &SharedBroke
     // busbar's heartbeats, heard by an untyped commlib subscriber.
     let ours = format!("rs_node_{}", uuid_hex());
     let name = heartbeat::heartbeat_name(&ours);
-    let mut peer = Peer::start_on(scheme, &py, broker, &["sub-untyped", &name, "2"]).await;
+    let mut peer = start_on(scheme, &py, broker, &["sub-untyped", &name, "2"]).await;
     let _sender = HeartbeatSender::spawn(conn, &ours, Duration::from_millis(200)).expect("send");
     for _ in 0..2 {
         let got = peer.next().await;
@@ -485,7 +385,7 @@ async fn busbar_stops_a_commlib_node() {
     for version in VERSIONS {
         let Some(py) = python(version) else { return };
         let node = format!("ctrl_node_{}", uuid_hex());
-        let mut peer = Peer::start(&py, &broker, &["ctrl-node", &node]).await;
+        let mut peer = start(&py, &broker, &["ctrl-node", &node]).await;
         let conn = connect(&broker).await;
         // `start` on a running node changes nothing (status 1): a safe probe that the control
         // services are subscribed.
@@ -519,7 +419,7 @@ async fn python_services_tolerate_lean_and_extended_requests() {
     for version in VERSIONS {
         let Some(py) = python(version) else { return };
         let name = format!("{}.add", run_id(version));
-        let _peer = Peer::start(&py, &broker, &["rpc-service", &name]).await;
+        let _peer = start(&py, &broker, &["rpc-service", &name]).await;
         let conn = connect(&broker).await;
         wait_for_service(&conn, &name).await;
         let service = Topic::new(name.replace('.', "/")).expect("topic");
@@ -558,7 +458,7 @@ async fn pubsub_both_ways(kind: &str, conn: &Connection, broker: &SharedBroker, 
     let Some(py) = python(version) else { return };
     let name = format!("{}.sensors.sonar", run_id(version));
     let mut sub = CommlibSubscriber::<Sample>::new(conn, &name).await.expect("subscribe");
-    let mut peer = Peer::start_on(kind, &py, broker, &["pub", &name, "3"]).await;
+    let mut peer = start_on(kind, &py, broker, &["pub", &name, "3"]).await;
     peer.go().await;
     for i in 0..3 {
         let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
@@ -569,7 +469,7 @@ async fn pubsub_both_ways(kind: &str, conn: &Connection, broker: &SharedBroker, 
         assert_eq!(got.value, Sample { seq: i, n: -3 - i, text: "café".into() }, "{version}");
     }
     let name = format!("{}.sensors.sonar", run_id(version));
-    let mut peer = Peer::start_on(kind, &py, broker, &["sub", &name, "3"]).await;
+    let mut peer = start_on(kind, &py, broker, &["sub", &name, "3"]).await;
     let publisher = CommlibPublisher::<Sample>::new(conn, &name).expect("publisher");
     let probe = Sample { seq: -1, n: 0, text: String::new() };
     peer.wait_subscribed(|| async { publisher.publish(&probe).await.expect("probe") }).await;
@@ -627,12 +527,12 @@ async fn redis_patterns_both_ways() {
         // First, channels the glob does not match; they reach Redis before the matching
         // ones, so one of them let through would be received first.
         for outside in [format!("{base}.sensorsX"), format!("{base}.other.sensors.a")] {
-            let mut peer = Peer::start_on("redis", &py, &broker, &["pub", &outside, "2"]).await;
+            let mut peer = start_on("redis", &py, &broker, &["pub", &outside, "2"]).await;
             peer.go().await;
             peer.finished().await;
         }
         let inside = format!("{base}.sensors.front.left");
-        let mut peer = Peer::start_on("redis", &py, &broker, &["pub", &inside, "3"]).await;
+        let mut peer = start_on("redis", &py, &broker, &["pub", &inside, "3"]).await;
         peer.go().await;
         for i in 0..3 {
             let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
@@ -644,7 +544,7 @@ async fn redis_patterns_both_ways() {
             assert_eq!(got.value.seq, i, "{version}");
         }
 
-        let mut peer = Peer::start_on("redis", &py, &broker, &["psub", &pattern, "1"]).await;
+        let mut peer = start_on("redis", &py, &broker, &["psub", &pattern, "1"]).await;
         let publisher = CommlibPublisher::<Sample>::new(&conn, &inside).expect("publisher");
         let probe = Sample { seq: -1, n: 0, text: String::new() };
         peer.wait_subscribed(|| async { publisher.publish(&probe).await.expect("probe") }).await;
@@ -676,7 +576,7 @@ async fn compressed_bodies_both_ways() {
             .subscribe_with(SubscribeOptions::new(raw_filter).qos(QoS::AtMostOnce))
             .await
             .expect("raw subscribe");
-        let mut peer = Peer::start_with("mqtt", &py, &broker, &["pub", &name, "3"], &zlib).await;
+        let mut peer = start_with("mqtt", &py, &broker, &["pub", &name, "3"], &zlib).await;
         peer.go().await;
         for i in 0..3 {
             let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
@@ -691,7 +591,7 @@ async fn compressed_bodies_both_ways() {
 
         // busbar compressing for a commlib subscriber built with compression.
         let name = format!("{}.sensors.sonar", run_id(version));
-        let mut peer = Peer::start_with("mqtt", &py, &broker, &["sub", &name, "2"], &zlib).await;
+        let mut peer = start_with("mqtt", &py, &broker, &["sub", &name, "2"], &zlib).await;
         let publisher = CommlibPublisher::<Sample>::new(&conn, &name)
             .expect("publisher")
             .compression(Compression::zlib());
@@ -717,13 +617,13 @@ async fn compressed_bodies_both_ways() {
             .await
             .expect("serve");
         let args = ["rpc-call", &name, "-7", "2"];
-        let mut peer = Peer::start_with("mqtt", &py, &broker, &args, &zlib).await;
+        let mut peer = start_with("mqtt", &py, &broker, &args, &zlib).await;
         let got = peer.next().await;
         assert_eq!(got["response"]["c"], Value::from(-5), "{version}: {got}");
 
         // A busbar client with compression calls a commlib service built with it.
         let name = format!("{}.add", run_id(version));
-        let _peer = Peer::start_with("mqtt", &py, &broker, &["rpc-service", &name], &zlib).await;
+        let _peer = start_with("mqtt", &py, &broker, &["rpc-service", &name], &zlib).await;
         let client = CommlibRpcClient::<Add, Sum>::new(&conn, &name)
             .expect("client")
             .compression(Compression::zlib())
@@ -756,7 +656,7 @@ async fn commlib_bridge_carries_busbar_messages_from_redis_to_mqtt() {
         let base = run_id(version);
         let mqtt_at = format!("mqtt:{}:{}", mqtt.host(), mqtt.port());
         let args = ["ptopic-bridge", &format!("{base}.sensors.*"), "robot", &mqtt_at];
-        let _bridge = Peer::start_on("redis", &py, &redis, &args).await;
+        let _bridge = start_on("redis", &py, &redis, &args).await;
         let mut sub = CommlibSubscriber::<Value>::new(&to, &format!("robot.{base}.sensors.*"))
             .await
             .expect("subscribe");
@@ -855,7 +755,7 @@ async fn drive_python_action(kind: &str, conn: &Connection, broker: &SharedBroke
     use busbar_commlib::action::{CommlibActionClient, GoalStatus};
     let Some(py) = python(version) else { return };
     let name = format!("{}.count", run_id(version));
-    let _peer = Peer::start_on(kind, &py, broker, &["action-service", &name]).await;
+    let _peer = start_on(kind, &py, broker, &["action-service", &name]).await;
     let client = CommlibActionClient::<Goal, Total, At>::new(conn, &name);
     let mut goal = if kind == "redis" {
         // A list keeps the goal request until the service reads it: one send is enough.
@@ -990,7 +890,7 @@ async fn python_drives_busbar_action(
     .await
     .expect("serve the action");
 
-    let mut peer = Peer::start_on(kind, &py, broker, &["action-client", &name, "4"]).await;
+    let mut peer = start_on(kind, &py, broker, &["action-client", &name, "4"]).await;
     peer.go().await;
     // Feedback may be printed before the goal's reply: read everything until both are in.
     let (mut goal, mut result) = (None, None);
@@ -1015,8 +915,7 @@ async fn python_drives_busbar_action(
 
     // Cancel after the first real feedback (the probes done, the client's subscriptions
     // work): the goal ends CANCELED with what it had counted.
-    let mut peer =
-        Peer::start_on(kind, &py, broker, &["action-client", &name, "100", "cancel"]).await;
+    let mut peer = start_on(kind, &py, broker, &["action-client", &name, "100", "cancel"]).await;
     peer.go().await;
     let mut cancel = None;
     let result = loop {

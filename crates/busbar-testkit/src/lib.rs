@@ -54,6 +54,7 @@
 pub mod bench;
 mod error;
 pub mod oidc;
+pub mod peer;
 mod pki;
 mod process;
 mod shared;

@@ -1,0 +1,243 @@
+//! Publishing and subscribing as CELINE's `MqttBroker` does, on a busbar connection.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use busbar_core::{Connection, Message, QoS, SubscribeOptions, Subscription, Topic, TopicFilter};
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::error::{CelineError, Result};
+use crate::event::DtEvent;
+
+/// How one message is published.
+#[derive(Debug, Clone)]
+pub struct PublishOptions {
+    /// Delivery guarantee (CELINE's default: at least once).
+    pub qos: QoS,
+    /// Keep as the topic's retained message.
+    pub retain: bool,
+    /// Added to the payload as `correlation_id`, unless the payload has one.
+    pub correlation_id: Option<String>,
+    /// Added to the payload as `created`, unless it has one (default: now, ISO-8601).
+    pub created: Option<String>,
+}
+
+impl Default for PublishOptions {
+    fn default() -> Self {
+        PublishOptions { qos: QoS::AtLeastOnce, retain: false, correlation_id: None, created: None }
+    }
+}
+
+/// One message as a CELINE handler receives it.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// The topic (without the connection's topic prefix, if it has one).
+    pub topic: Topic,
+    /// The JSON payload, or `{"_raw": <text>}` for a payload that is not JSON.
+    pub payload: Value,
+    /// The bytes as they arrived.
+    pub raw: bytes::Bytes,
+    /// The delivery guarantee it came with.
+    pub qos: QoS,
+}
+
+/// Counters, as CELINE's `get_stats()` reports them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct CelineStats {
+    /// Messages published.
+    pub publish_count: u64,
+    /// Messages received, by every subscription.
+    pub receive_count: u64,
+    /// Publishes that failed.
+    pub error_count: u64,
+    /// Subscriptions open.
+    pub subscription_count: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    published: AtomicU64,
+    received: AtomicU64,
+    errors: AtomicU64,
+    subscriptions: AtomicU64,
+}
+
+/// CELINE's broker behaviour over a busbar connection (usually MQTT, and usually made from
+/// a configuration whose broker has CELINE's `topic_prefix`). Cheap to clone.
+#[derive(Clone)]
+pub struct CelineBroker {
+    conn: Connection,
+    counters: Arc<Counters>,
+}
+
+impl CelineBroker {
+    /// CELINE's behaviour on `conn`.
+    pub fn new(conn: &Connection) -> Self {
+        CelineBroker { conn: conn.clone(), counters: Arc::default() }
+    }
+
+    /// The connection underneath.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Publishes `payload` (a JSON object) to `topic`, enriched as CELINE does: `created` and
+    /// (when given) `correlation_id` are added, never overwriting keys the payload has.
+    pub async fn publish(
+        &self,
+        topic: &str,
+        payload: &impl Serialize,
+        options: PublishOptions,
+    ) -> Result<()> {
+        let result = self.try_publish(topic, payload, options).await;
+        let counter = if result.is_ok() { &self.counters.published } else { &self.counters.errors };
+        counter.fetch_add(1, Ordering::Relaxed);
+        result
+    }
+
+    async fn try_publish(
+        &self,
+        topic: &str,
+        payload: &impl Serialize,
+        options: PublishOptions,
+    ) -> Result<()> {
+        let topic = Topic::new(topic).map_err(|e| CelineError::Busbar(e.into()))?;
+        let mut map = match serde_json::to_value(payload) {
+            Ok(Value::Object(map)) => map,
+            Ok(_) => return Err(CelineError::NotAnObject { topic: topic.as_str().to_owned() }),
+            Err(e) => {
+                return Err(CelineError::Serialize {
+                    topic: topic.as_str().to_owned(),
+                    reason: e.to_string(),
+                });
+            }
+        };
+        enrich(&mut map, options.created, options.correlation_id);
+        let bytes = serde_json::to_vec(&map).map_err(|e| CelineError::Serialize {
+            topic: topic.as_str().to_owned(),
+            reason: e.to_string(),
+        })?;
+        let mut message = Message::new(topic, bytes).with_qos(options.qos);
+        message.retain = options.retain;
+        Ok(self.conn.publish(message).await?)
+    }
+
+    /// Publishes an event, to `topic` or to the topic CELINE derives from it
+    /// ([`DtEvent::derived_topic`]); its timestamp becomes `created`, its correlation id
+    /// `correlation_id`.
+    pub async fn publish_event<T: Serialize>(
+        &self,
+        event: &DtEvent<T>,
+        topic: Option<&str>,
+    ) -> Result<()> {
+        let topic = topic.map_or_else(|| event.derived_topic(), str::to_owned);
+        let options = PublishOptions {
+            correlation_id: event.correlation_id.clone(),
+            created: Some(event.timestamp.clone()),
+            ..PublishOptions::default()
+        };
+        self.publish(&topic, event, options).await
+    }
+
+    /// Subscribes to `filters` (MQTT wildcards) at least once, as CELINE's `subscribe` does.
+    pub async fn subscribe(&self, filters: &[&str]) -> Result<CelineSubscription> {
+        let mut subscriptions = Vec::with_capacity(filters.len());
+        for filter in filters {
+            let filter = TopicFilter::new(filter).map_err(|e| CelineError::Busbar(e.into()))?;
+            let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce);
+            subscriptions.push(self.conn.subscribe_with(options).await?);
+        }
+        self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        Ok(CelineSubscription {
+            inner: futures_util::stream::select_all(subscriptions),
+            counters: self.counters.clone(),
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> CelineStats {
+        let c = &self.counters;
+        CelineStats {
+            publish_count: c.published.load(Ordering::Relaxed),
+            receive_count: c.received.load(Ordering::Relaxed),
+            error_count: c.errors.load(Ordering::Relaxed),
+            subscription_count: c.subscriptions.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Adds `created` and `correlation_id` where the payload has none.
+fn enrich(map: &mut Map<String, Value>, created: Option<String>, correlation: Option<String>) {
+    map.entry("created").or_insert_with(|| Value::from(created.unwrap_or_else(crate::time::now)));
+    if let Some(id) = correlation {
+        map.entry("correlation_id").or_insert(Value::from(id));
+    }
+}
+
+/// Messages for one [`CelineBroker::subscribe`] call, from all its filters. Dropping it
+/// unsubscribes.
+pub struct CelineSubscription {
+    inner: futures_util::stream::SelectAll<Subscription>,
+    counters: Arc<Counters>,
+}
+
+impl Drop for CelineSubscription {
+    fn drop(&mut self) {
+        self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl CelineSubscription {
+    /// The next message; `None` once the connection is closed.
+    pub async fn recv(&mut self) -> Option<Received> {
+        use futures_util::StreamExt;
+        let message = self.inner.next().await?;
+        self.counters.received.fetch_add(1, Ordering::Relaxed);
+        Some(received(message))
+    }
+}
+
+/// A message as CELINE hands it over: JSON parsed, anything else as `{"_raw": text}`.
+fn received(message: Message) -> Received {
+    let raw = message.payload.to_bytes().unwrap_or_default();
+    let payload = match serde_json::from_slice::<Value>(&raw) {
+        Ok(v) => v,
+        Err(_) => {
+            let mut map = Map::new();
+            map.insert("_raw".into(), Value::from(String::from_utf8_lossy(&raw).into_owned()));
+            Value::Object(map)
+        }
+    };
+    Received { topic: message.topic, payload, raw, qos: message.qos }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn enrichment_never_overwrites() {
+        let mut map = Map::new();
+        map.insert("v".into(), Value::from(1));
+        map.insert("created".into(), Value::from("mine"));
+        enrich(&mut map, Some("then".into()), Some("c-1".into()));
+        assert_eq!(
+            Value::Object(map),
+            serde_json::json!({"v": 1, "created": "mine", "correlation_id": "c-1"})
+        );
+        let mut map = Map::new();
+        enrich(&mut map, None, None);
+        assert!(map["created"].as_str().is_some_and(|c| c.ends_with("+00:00")));
+        assert!(!map.contains_key("correlation_id"));
+    }
+
+    #[test]
+    fn non_json_arrives_raw() {
+        let topic = Topic::new("celine/dt/echo/a").expect("topic");
+        let r = received(Message::new(topic.clone(), &b"not json \xff"[..]));
+        assert_eq!(r.payload, serde_json::json!({"_raw": "not json \u{fffd}"}));
+        let r = received(Message::new(topic, &br#"{"v":1}"#[..]));
+        assert_eq!(r.payload, serde_json::json!({"v": 1}));
+    }
+}

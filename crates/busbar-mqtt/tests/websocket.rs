@@ -2,25 +2,18 @@
 //! so two set-ups stand in for a broker's own WebSocket listener:
 //!
 //! * rumqttd, run in the test, whose WebSocket listener speaks MQTT 3.1.1;
-//! * Mosquitto (MQTT 5) behind a WebSocket front end written here, the way nginx or HAProxy
-//!   front brokers in deployments: it accepts `ws://` or, with a certificate made for the test,
-//!   `wss://`, answers the `mqtt` subprotocol and relays the binary frames to Mosquitto over
-//!   TCP. Everything MQTT is Mosquitto's; the front end only carries bytes.
+//! * Mosquitto (MQTT 5) behind the testkit's WebSocket front end, the way nginx or HAProxy
+//!   front brokers in deployments (`busbar_testkit::websocket`).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
-use async_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
-use async_tungstenite::tungstenite::http::HeaderValue;
 use busbar_core::transport::{ConnectOptions, SubscribeOptions};
 use busbar_core::{Connection, Error, Message, Topic, TopicFilter};
 use busbar_mqtt::MqttTransport;
+use busbar_testkit::websocket::WebSocketFront;
 use busbar_testkit::{BrokerKind, Pki, shared_broker};
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, TcpStream};
-use tokio_rustls::TlsAcceptor;
-use ws_stream_tungstenite::WsStream;
 
 /// Starts rumqttd with one WebSocket listener on a free loopback port.
 fn rumqttd_ws() -> u16 {
@@ -112,68 +105,6 @@ async fn wss_never_falls_back_to_plain_text() {
     assert!(text.to_lowercase().contains("tls"), "expected a TLS failure, got: {text}");
 }
 
-/// The request paths the front end was asked for, in order.
-type Paths = Arc<Mutex<Vec<String>>>;
-
-/// Starts a WebSocket front end for the MQTT broker at `broker`, over TLS when `tls` is given.
-/// Returns its port and the paths clients asked for.
-async fn websocket_front(broker: SocketAddr, tls: Option<TlsAcceptor>) -> (u16, Paths) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the front end");
-    let port = listener.local_addr().expect("front end address").port();
-    let paths = Paths::default();
-    let seen = paths.clone();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (tls, seen) = (tls.clone(), seen.clone());
-            tokio::spawn(async move {
-                match tls {
-                    Some(acceptor) => match acceptor.accept(stream).await {
-                        Ok(stream) => relay(stream, broker, seen).await,
-                        // The refused-certificate test ends here, by design.
-                        Err(e) => eprintln!("front end: TLS handshake failed: {e}"),
-                    },
-                    None => relay(stream, broker, seen).await,
-                }
-            });
-        }
-    });
-    (port, paths)
-}
-
-/// Upgrades one client connection to a WebSocket and relays it to the broker until either
-/// side closes.
-async fn relay<S>(stream: S, broker: SocketAddr, seen: Paths)
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    // The callback's signature, large error included, is tungstenite's.
-    #[allow(clippy::result_large_err)]
-    let answer = move |request: &Request, mut response: Response| {
-        seen.lock().unwrap_or_else(|p| p.into_inner()).push(request.uri().path().to_owned());
-        let offered = request
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok())
-            .is_some_and(|v| v.split(',').any(|p| p.trim() == "mqtt"));
-        if !offered {
-            let mut refusal =
-                ErrorResponse::new(Some("MQTT clients offer the mqtt subprotocol".into()));
-            *refusal.status_mut() = async_tungstenite::tungstenite::http::StatusCode::BAD_REQUEST;
-            return Err(refusal);
-        }
-        response.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static("mqtt"));
-        Ok(response)
-    };
-    let Ok(ws) = async_tungstenite::tokio::accept_hdr_async(stream, answer).await else {
-        return;
-    };
-    let Ok(mut tcp) = TcpStream::connect(broker).await else {
-        return;
-    };
-    let mut ws = WsStream::new(ws);
-    let _ = tokio::io::copy_bidirectional(&mut ws, &mut tcp).await;
-}
-
 /// The machine's Mosquitto (MQTT 5), or `None` when the test is skipped.
 async fn mosquitto() -> Option<SocketAddr> {
     let broker = shared_broker(BrokerKind::Mqtt).await?;
@@ -217,53 +148,39 @@ async fn mqtt5_round_trip(url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_over_websockets_on_a_configured_path() {
     let Some(broker) = mosquitto().await else { return };
-    let (port, paths) = websocket_front(broker, None).await;
-    mqtt5_round_trip(&format!("ws://127.0.0.1:{port}/brokers/mqtt")).await;
-    let paths = paths.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    assert_eq!(paths, ["/brokers/mqtt", "/brokers/mqtt"]);
+    let front = WebSocketFront::start(broker, None).await;
+    mqtt5_round_trip(&format!("ws://127.0.0.1:{}/brokers/mqtt", front.port())).await;
+    assert_eq!(front.paths(), ["/brokers/mqtt", "/brokers/mqtt"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_websocket_path_defaults_to_mqtt() {
     let Some(broker) = mosquitto().await else { return };
-    let (port, paths) = websocket_front(broker, None).await;
-    let url = format!("ws://127.0.0.1:{port}");
+    let front = WebSocketFront::start(broker, None).await;
+    let url = format!("ws://127.0.0.1:{}", front.port());
     let conn = MqttTransport::connect(&url, ConnectOptions::new()).await.expect("connect");
     drop(conn);
-    assert_eq!(paths.lock().unwrap_or_else(|p| p.into_inner()).as_slice(), ["/mqtt"]);
-}
-
-fn tls_acceptor(pki: &Pki) -> TlsAcceptor {
-    let (chain, key) = pki.server_identity();
-    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_no_client_auth()
-    .with_single_cert(chain, key)
-    .expect("server certificate");
-    TlsAcceptor::from(Arc::new(config))
+    assert_eq!(front.paths(), ["/mqtt"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mqtt5_over_secure_websockets_with_a_custom_ca() {
     let Some(broker) = mosquitto().await else { return };
     let pki = Pki::make().expect("certificates");
-    let (port, _) = websocket_front(broker, Some(tls_acceptor(&pki))).await;
+    let front = WebSocketFront::start(broker, Some(&pki)).await;
     let ca = pki.path("ca.pem");
-    mqtt5_round_trip(&format!("wss://127.0.0.1:{port}/mqtt?ca={}", ca.display())).await;
+    mqtt5_round_trip(&format!("wss://127.0.0.1:{}/mqtt?ca={}", front.port(), ca.display())).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_websockets_refuse_a_server_the_ca_did_not_sign() {
     let Some(broker) = mosquitto().await else { return };
     let pki = Pki::make().expect("certificates");
-    let (port, paths) = websocket_front(broker, Some(tls_acceptor(&pki))).await;
+    let front = WebSocketFront::start(broker, Some(&pki)).await;
     let other = pki.path("other-ca.pem");
-    let url = format!("wss://127.0.0.1:{port}/mqtt?ca={}", other.display());
+    let url = format!("wss://127.0.0.1:{}/mqtt?ca={}", front.port(), other.display());
     let err = MqttTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
     assert!(matches!(err, Error::NotConnected { .. }), "{err}");
     assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
-    assert!(paths.lock().unwrap_or_else(|p| p.into_inner()).is_empty(), "no request was sent");
+    assert!(front.paths().is_empty(), "no request was sent");
 }

@@ -58,6 +58,7 @@ pub mod peer;
 mod pki;
 mod process;
 mod shared;
+pub mod websocket;
 
 use std::net::{Ipv4Addr, TcpListener};
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use busbar_core::connection::redact_url;
+use busbar_core::url::percent_decode;
 use busbar_core::{Error, Result};
 pub use busbar_tls::TlsSettings;
 
@@ -82,10 +83,16 @@ impl Settings {
             Some((u, h)) => (Some(u), h),
             None => (None, authority),
         };
+        // URL parts are percent-encoded: `p%40ss` is the password `p@ss`.
+        let decode = |what: &str, s: &str| {
+            percent_decode(s).map_err(|e| invalid(format!("the {what}: {e}")))
+        };
         let (username, password) = match userinfo {
             Some(u) => match u.split_once(':') {
-                Some((user, pass)) => (Some(user.to_owned()), Some(pass.to_owned())),
-                None => (Some(u.to_owned()), None),
+                Some((user, pass)) => {
+                    (Some(decode("user name", user)?), Some(decode("password", pass)?))
+                }
+                None => (Some(decode("user name", u)?), None),
             },
             None => (None, None),
         };
@@ -125,6 +132,8 @@ impl Settings {
             let (key, value) = pair
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("parameter {pair:?} has no value")))?;
+            let decoded = decode(key, value)?;
+            let value = decoded.as_str();
             let secs = || {
                 value
                     .parse::<u64>()
@@ -201,6 +210,11 @@ mod tests {
         assert_eq!(s.session_expiry, Some(Duration::from_secs(60)));
         assert!(!s.shown.contains(":p@"), "{}", s.shown);
         assert_eq!(Settings::parse("mqtt://h").expect("default port").port, 1883);
+        // Percent-encoded parts are decoded.
+        let e = Settings::parse("mqtts://a%40b:p%3Ass%2F@h?ca=%2Ftmp%2Fca.pem").expect("encoded");
+        assert_eq!((e.username.as_deref(), e.password.as_deref()), (Some("a@b"), Some("p:ss/")));
+        assert_eq!(e.tls.and_then(|t| t.ca), Some(std::path::PathBuf::from("/tmp/ca.pem")));
+        assert!(matches!(Settings::parse("mqtt://u:%zz@h"), Err(Error::InvalidUrl { .. })));
         let q = Settings::parse("mqtt://h?publish_queue=10&publish_overflow=drop-oldest")
             .expect("queue");
         assert_eq!(

@@ -140,6 +140,10 @@ impl Settings {
             let (key, value) = pair
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("parameter {pair:?} has no value")))?;
+            // Values are percent-encoded like every URL part (`ca=%2Fetc%2Fca.pem`).
+            let decoded =
+                percent_decode(value).map_err(|e| invalid(format!("parameter {key}: {e}")))?;
+            let value = decoded.as_str();
             let count = || {
                 value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
                     invalid(format!("{key} must be a positive count, not {value:?}"))
@@ -243,7 +247,7 @@ mod tests {
         assert_eq!(d.server_address(), "nats://localhost:4222");
         let t = Settings::parse("nats://s3cret@h:1").expect("token");
         assert_eq!(t.credentials, Credentials::Token("s3cret".into()));
-        let c = Settings::parse("nats://h?creds=/etc/me.creds").expect("creds");
+        let c = Settings::parse("nats://h?creds=%2Fetc%2Fme.creds").expect("creds");
         assert_eq!(c.credentials, Credentials::CredsFile("/etc/me.creds".into()));
         assert!(Settings::parse("nats://u:p@h?creds=/x").is_err());
         assert!(!t.shown.contains("s3cret"), "{}", t.shown);

@@ -169,7 +169,7 @@ impl CelineBroker {
 
 /// Adds `created` and `correlation_id` where the payload has none.
 fn enrich(map: &mut Map<String, Value>, created: Option<String>, correlation: Option<String>) {
-    map.entry("created").or_insert_with(|| Value::from(created.unwrap_or_else(crate::time::now)));
+    map.entry("created").or_insert_with(|| Value::from(created.unwrap_or_else(crate::now)));
     if let Some(id) = correlation {
         map.entry("correlation_id").or_insert(Value::from(id));
     }

@@ -71,7 +71,7 @@ impl<T> DtEvent<T> {
             context: default_context(),
             id: uuid::Uuid::new_v4().to_string(),
             source,
-            timestamp: crate::time::now(),
+            timestamp: crate::now(),
             payload,
             metadata: Map::new(),
             correlation_id: None,
@@ -136,7 +136,7 @@ pub fn to_event(topic: &str, json: Value, info: &SubscriptionInfo) -> DtEvent<Va
         });
         map.entry("payload").or_insert_with(|| Value::Object(Map::new()));
         map.entry("id").or_insert_with(|| Value::from(uuid::Uuid::new_v4().to_string()));
-        map.entry("timestamp").or_insert_with(|| Value::from(crate::time::now()));
+        map.entry("timestamp").or_insert_with(|| Value::from(crate::now()));
         if let Ok(event) = serde_json::from_value::<DtEvent<Value>>(Value::Object(map)) {
             return event;
         }

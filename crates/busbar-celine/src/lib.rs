@@ -33,9 +33,12 @@
 mod broker;
 mod error;
 mod event;
-mod time;
 
 pub use broker::{CelineBroker, CelineStats, CelineSubscription, PublishOptions, Received};
 pub use error::{CelineError, Result};
 pub use event::{DEFAULT_CONTEXT, DtEvent, EventSource, SubscriptionInfo, to_event};
-pub use time::{iso8601, now as now_iso8601};
+
+/// Now, as CELINE's Python writes times (`2026-11-23T07:16:45.985532+00:00`).
+pub fn now() -> String {
+    busbar_core::time::iso8601_micros(std::time::SystemTime::now())
+}

@@ -19,6 +19,7 @@ pub mod node;
 pub mod patterns;
 pub mod queue;
 pub mod stats;
+pub mod time;
 pub mod topic;
 pub mod transport;
 pub mod url;

@@ -10,7 +10,7 @@ use busbar_amqp::AmqpTransport;
 use busbar_core::auth::{StaticToken, Token, TokenPlacement, TokenProvider};
 use busbar_core::transport::{BoxFuture, ConnectOptions};
 use busbar_core::{Connection, ConnectionEvent, Error};
-use busbar_testkit::{BrokerKind, TestkitError, shared_broker, skip_if_missing};
+use busbar_testkit::{BrokerKind, TestkitError, next_event_within, shared_broker, skip_if_missing};
 
 fn rabbitmqctl(args: &[&str]) -> bool {
     std::process::Command::new("rabbitmqctl")
@@ -121,15 +121,9 @@ async fn a_refreshed_token_reconnects_and_keeps_subscriptions() {
     let mut sub = conn.subscribe(&topic).await.expect("subscribe");
     // Only the second token works from now on: the reconnect must present it.
     assert!(rabbitmqctl(&["change_password", &user.0, &second]), "change_password");
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while let Some(ev) = events.next().await {
-            if ev == ConnectionEvent::Reconnected {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("reconnected with the refreshed token");
+    // Reconnected with the refreshed token.
+    next_event_within(&mut events, Duration::from_secs(20), |e| *e == ConnectionEvent::Reconnected)
+        .await;
     conn.publish_bytes(&topic, &b"after refresh"[..]).await.expect("publish");
     let m = tokio::time::timeout(Duration::from_secs(5), sub.recv())
         .await

@@ -9,7 +9,7 @@ use busbar_core::auth::{Token, TokenPlacement, TokenProvider};
 use busbar_core::transport::{BoxFuture, ConnectOptions};
 use busbar_core::{Connection, ConnectionEvent, Error, Result};
 use busbar_mqtt::MqttTransport;
-use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+use busbar_testkit::{BrokerProcess, MosquittoConfig, next_event_within, skip_if_missing};
 
 /// Hands out `tok-1` (valid for two seconds), then `tok-2` for good.
 #[derive(Default)]
@@ -48,15 +48,9 @@ async fn a_refreshed_token_reconnects_and_keeps_subscriptions() {
     ));
     let mut events = conn.events();
     let mut sub = conn.subscribe("fleet/#").await.expect("subscribe");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = events.next().await {
-            if ev == ConnectionEvent::Reconnected {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("reconnected with the new token before the old one expired");
+    // Reconnected with the new token before the old one expired.
+    next_event_within(&mut events, Duration::from_secs(10), |e| *e == ConnectionEvent::Reconnected)
+        .await;
     assert_eq!(provider.calls.load(Ordering::SeqCst), 2, "the provider was asked for a new token");
     // Same connection handle, same subscription, new credentials.
     let other = Connection::new(Arc::new(

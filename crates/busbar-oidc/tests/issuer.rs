@@ -10,7 +10,7 @@ use busbar_core::transport::ConnectOptions;
 use busbar_core::{Connection, ConnectionEvent};
 use busbar_oidc::{OidcError, OidcProvider, OidcSettings};
 use busbar_testkit::oidc::{Behaviour, Issuer};
-use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+use busbar_testkit::{BrokerProcess, MosquittoConfig, next_event_within, skip_if_missing};
 use tokio::net::TcpListener;
 
 fn settings(issuer: &Issuer) -> OidcSettings {
@@ -153,15 +153,9 @@ async fn mosquitto_accepts_issued_tokens_and_a_renewal_keeps_subscriptions() {
     ));
     let mut events = conn.events();
     let mut sub = conn.subscribe("fleet/#").await.expect("subscribe");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = events.next().await {
-            if ev == ConnectionEvent::Reconnected {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("reconnected with the renewed token before the first expired");
+    // Reconnected with the renewed token before the first expired.
+    next_event_within(&mut events, Duration::from_secs(10), |e| *e == ConnectionEvent::Reconnected)
+        .await;
     {
         let log = issuer.log();
         assert_eq!(log.discoveries, 1);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use busbar::{Config, ConnectionEvent};
 use busbar_testkit::oidc::{Behaviour, Issuer};
-use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+use busbar_testkit::{BrokerProcess, MosquittoConfig, next_event_within, skip_if_missing};
 
 async fn setup(test: &str) -> Option<(BrokerProcess, Issuer)> {
     let config = ["tok-1", "tok-2", "tok-3", "tok-4"]
@@ -24,15 +24,9 @@ async fn connect_and_renew(config: &Config) {
     let conn = config.connect(None).await.expect("the first token is accepted");
     let mut events = conn.events();
     let mut sub = conn.subscribe("twin/#").await.expect("subscribe");
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while let Some(ev) = events.next().await {
-            if ev == ConnectionEvent::Reconnected {
-                return;
-            }
-        }
-    })
-    .await
-    .expect("reconnected with a renewed token");
+    // Reconnected with a renewed token.
+    next_event_within(&mut events, Duration::from_secs(10), |e| *e == ConnectionEvent::Reconnected)
+        .await;
     conn.publish_bytes("twin/meter-1", &b"42"[..]).await.expect("publish");
     let m = tokio::time::timeout(Duration::from_secs(10), sub.recv())
         .await

@@ -148,6 +148,23 @@ fn commands_take_a_named_broker_from_a_configuration() {
     let out = busbar(&["bench", "--broker", "local"]);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--config"), "--broker needs --config");
+    // The example file of docs/configuration.md, as shipped.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../docs/busbar.example.yaml");
+    let run = |secrets: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_busbar"));
+        cmd.args(["bench", "--config", example, "--count", "1000", "--json"]);
+        if secrets {
+            cmd.env("OIDC_CLIENT_SECRET", "x").env("REDIS_PASSWORD", "y");
+        } else {
+            cmd.env_remove("OIDC_CLIENT_SECRET").env_remove("REDIS_PASSWORD");
+        }
+        cmd.output().expect("run busbar")
+    };
+    let out = run(true);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = run(false);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("OIDC_CLIENT_SECRET is not set"), "{err}");
     let bad = config_file("brokers:\n  local:\n    url: mem://x\n    colour: blue\n");
     let out = busbar(&["bench", "--config", &bad.to_string_lossy()]);
     let err = String::from_utf8_lossy(&out.stderr);

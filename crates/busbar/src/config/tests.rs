@@ -248,7 +248,7 @@ fn the_example_file_loads() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/busbar.example.yaml");
     let config =
         Config::parse(&std::fs::read_to_string(&path).expect("the example file"), &path, |name| {
-            (name == "OIDC_CLIENT_SECRET" || name == "AMQP_PASSWORD").then(|| "x".to_owned())
+            (name == "OIDC_CLIENT_SECRET" || name == "REDIS_PASSWORD").then(|| "x".to_owned())
         })
         .expect("the example loads");
     assert!(config.broker(None).is_ok());

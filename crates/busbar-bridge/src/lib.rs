@@ -1,0 +1,323 @@
+//! Bridges between two busbar connections, of any transports: an edge MQTT broker to a cloud
+//! RabbitMQ, a robot's Redis to a platform's NATS, the in-process bus to any of them.
+//!
+//! * [`Bridge::topics`] forwards what matches a filter (a topic or a pattern) from one
+//!   connection to the other, renaming topics by a [`Rewrite`] rule.
+//! * [`Bridge::two_way`] is a pair of those in opposite directions that never send a message
+//!   back where it came from.
+//! * [`Bridge::rpc`] serves a topic on one side by calling a service on the other and
+//!   returning its reply (errors and deadlines included).
+//!
+//! **Loops.** Every message a bridge forwards carries the bridge's loop id in the header
+//! [`VIA_HEADER`]; a bridge never forwards a message that already carries its own id. The
+//! two directions of a two-way bridge share one id, so nothing crosses back; chains of
+//! bridges that come back to their start stop there too.
+//!
+//! **Backpressure.** A bridge reads from a subscription with a bounded queue and publishes
+//! each message before reading the next, so a slow target slows the bridge. What happens
+//! when the queue is full is the bridge's [`Overflow`] policy: `Block` (the default) slows
+//! the source (on the in-process bus the publisher itself waits; on a broker, the
+//! connection stops reading), `DropOldest` and `DropNewest` drop, and every drop is counted
+//! in [`BridgeStats::dropped`].
+//!
+//! **Restarts.** Connections reconnect and restore their subscriptions on their own, so a
+//! bridge outlives a restart of either broker; publishes made while the target is away wait
+//! in the target connection's outgoing queue or fail, and failures are counted.
+
+mod rewrite;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use busbar_core::patterns::rpc::RpcError;
+use busbar_core::queue::DropCounter;
+use busbar_core::{Codec, Connection, Message, Overflow, SubscribeOptions, TopicFilter};
+use tokio::sync::Semaphore;
+
+pub use rewrite::Rewrite;
+
+/// The header naming the bridges a message has crossed (comma-separated loop ids).
+pub const VIA_HEADER: &str = "busbar-via";
+
+/// What can go wrong setting a bridge up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BridgeError {
+    /// A rewrite rule cannot work with the bridge's filter.
+    #[error("rewrite rule {rule}: {reason}")]
+    Rewrite {
+        /// The rule.
+        rule: String,
+        /// Why.
+        reason: String,
+    },
+    /// The filter or topic given is not one.
+    #[error("bridge {name}: {reason}")]
+    Invalid {
+        /// The bridge.
+        name: String,
+        /// Why.
+        reason: String,
+    },
+    /// A connection refused the subscription.
+    #[error(transparent)]
+    Busbar(#[from] busbar_core::Error),
+}
+
+/// How a topic bridge forwards.
+#[derive(Debug, Clone)]
+pub struct BridgeOptions {
+    /// How topics are renamed (default: kept).
+    pub rewrite: Rewrite,
+    /// Messages queued between the source and the target (default 1024).
+    pub capacity: usize,
+    /// What a full queue does (default `Block`: the source slows down).
+    pub overflow: Overflow,
+    /// The loop id (default: the bridge's name).
+    pub loop_id: Option<String>,
+}
+
+impl Default for BridgeOptions {
+    fn default() -> Self {
+        BridgeOptions {
+            rewrite: Rewrite::Keep,
+            capacity: 1024,
+            overflow: Overflow::Block,
+            loop_id: None,
+        }
+    }
+}
+
+/// A bridge's counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct BridgeStats {
+    /// Messages (or calls) forwarded.
+    pub forwarded: u64,
+    /// Messages dropped by the overflow policy.
+    pub dropped: u64,
+    /// Forwards that failed (a publish refused, a call unanswered, a topic that could not
+    /// be renamed).
+    pub failed: u64,
+    /// Messages not forwarded because they had crossed this bridge (or its pair) already.
+    pub looped: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    forwarded: AtomicU64,
+    failed: AtomicU64,
+    looped: AtomicU64,
+}
+
+fn bump(counter: &AtomicU64) {
+    counter.fetch_add(1, Ordering::Relaxed);
+}
+
+/// A running bridge. Stops when dropped.
+pub struct Bridge {
+    name: String,
+    counters: Arc<Counters>,
+    drops: Option<DropCounter>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl std::fmt::Debug for Bridge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bridge").field("name", &self.name).field("stats", &self.stats()).finish()
+    }
+}
+
+impl Bridge {
+    /// Forwards what matches `filter` on `from` to `to`. The subscription is in place when
+    /// this returns.
+    pub async fn topics(
+        name: &str,
+        from: &Connection,
+        to: &Connection,
+        filter: &str,
+        options: BridgeOptions,
+    ) -> Result<Bridge, BridgeError> {
+        let filter = TopicFilter::new(filter)
+            .map_err(|e| BridgeError::Invalid { name: name.to_owned(), reason: e.to_string() })?;
+        options.rewrite.check(&filter)?;
+        let subscribe = SubscribeOptions::new(filter.clone())
+            .capacity(options.capacity)
+            .overflow(options.overflow)
+            .qos(busbar_core::QoS::AtLeastOnce);
+        let mut sub = from.subscribe_with(subscribe).await?;
+        let drops = sub.drop_counter();
+        let counters = Arc::new(Counters::default());
+        let loop_id = options.loop_id.unwrap_or_else(|| name.to_owned());
+        let (to, stats, rewrite) = (to.clone(), counters.clone(), options.rewrite);
+        let bridge_name = name.to_owned();
+        let task = tokio::spawn(async move {
+            while let Some(message) = sub.recv().await {
+                forward(&bridge_name, &loop_id, &rewrite, &filter, &to, &stats, message).await;
+            }
+        });
+        Ok(Bridge { name: name.to_owned(), counters, drops: Some(drops), task })
+    }
+
+    /// Two bridges in opposite directions sharing one loop id, so that what one forwards the
+    /// other never sends back: `filter` on `a` goes to `b` with `rewrite`, and `back_filter`
+    /// on `b` to `a` with `back_rewrite`.
+    pub async fn two_way(
+        name: &str,
+        a: &Connection,
+        b: &Connection,
+        (filter, rewrite): (&str, Rewrite),
+        (back_filter, back_rewrite): (&str, Rewrite),
+    ) -> Result<(Bridge, Bridge), BridgeError> {
+        let options = |rewrite| BridgeOptions {
+            rewrite,
+            loop_id: Some(name.to_owned()),
+            ..BridgeOptions::default()
+        };
+        let there = Bridge::topics(&format!("{name}>"), a, b, filter, options(rewrite)).await?;
+        let back =
+            Bridge::topics(&format!("{name}<"), b, a, back_filter, options(back_rewrite)).await?;
+        Ok((there, back))
+    }
+
+    /// Serves `topic` on `from` by calling `target` on `to` within `timeout`, up to
+    /// `concurrency` calls at once, and returns each reply (or the error a caller of a busbar
+    /// RPC service gets: `unavailable` when the other side does not answer).
+    pub async fn rpc(
+        name: &str,
+        from: &Connection,
+        to: &Connection,
+        topic: &str,
+        target: &str,
+        timeout: Duration,
+    ) -> Result<Bridge, BridgeError> {
+        let invalid = |e: busbar_core::TopicError| BridgeError::Invalid {
+            name: name.to_owned(),
+            reason: e.to_string(),
+        };
+        let filter = TopicFilter::new(topic).map_err(invalid)?;
+        let target = busbar_core::Topic::new(target).map_err(invalid)?;
+        let options = SubscribeOptions::new(filter).qos(busbar_core::QoS::AtLeastOnce);
+        let mut requests = from.subscribe_with(options).await?;
+        let counters = Arc::new(Counters::default());
+        let (from, to, stats) = (from.clone(), to.clone(), counters.clone());
+        let calls = Arc::new(Semaphore::new(64));
+        let bridge_name = name.to_owned();
+        let task = tokio::spawn(async move {
+            while let Some(request) = requests.recv().await {
+                let Ok(permit) = calls.clone().acquire_owned().await else { return };
+                let (from, to, target, stats) =
+                    (from.clone(), to.clone(), target.clone(), stats.clone());
+                let name = bridge_name.clone();
+                tokio::spawn(async move {
+                    call_across(&name, &from, &to, target, &stats, request, timeout).await;
+                    drop(permit);
+                });
+            }
+        });
+        Ok(Bridge { name: name.to_owned(), counters, drops: None, task })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its counters.
+    pub fn stats(&self) -> BridgeStats {
+        let c = &self.counters;
+        BridgeStats {
+            forwarded: c.forwarded.load(Ordering::Relaxed),
+            dropped: self.drops.as_ref().map_or(0, DropCounter::get),
+            failed: c.failed.load(Ordering::Relaxed),
+            looped: c.looped.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// Forwards one message, unless it has crossed this bridge already.
+async fn forward(
+    name: &str,
+    loop_id: &str,
+    rewrite: &Rewrite,
+    filter: &TopicFilter,
+    to: &Connection,
+    stats: &Counters,
+    mut message: Message,
+) {
+    let via = message.headers.get(VIA_HEADER).unwrap_or_default().to_owned();
+    if via.split(',').any(|id| id == loop_id) {
+        bump(&stats.looped);
+        return;
+    }
+    message.topic = match rewrite.apply(filter, &message.topic) {
+        Ok(t) => t,
+        Err(e) => {
+            tracing::warn!(bridge = name, error = %e, "message not forwarded");
+            bump(&stats.failed);
+            return;
+        }
+    };
+    let via = if via.is_empty() { loop_id.to_owned() } else { format!("{via},{loop_id}") };
+    message.headers.insert(VIA_HEADER, via);
+    // A reply address names an inbox of the source's transport: meaningless on the other
+    // side. Conversations cross through RPC bridges.
+    message.reply_to = None;
+    match to.publish(message).await {
+        Ok(()) => bump(&stats.forwarded),
+        Err(e) => {
+            tracing::warn!(bridge = name, error = %e, "message not forwarded");
+            bump(&stats.failed);
+        }
+    }
+}
+
+/// One call across an RPC bridge.
+async fn call_across(
+    name: &str,
+    from: &Connection,
+    to: &Connection,
+    target: busbar_core::Topic,
+    stats: &Counters,
+    request: Message,
+    timeout: Duration,
+) {
+    if request.reply_to.is_none() {
+        tracing::debug!(bridge = name, "request without a reply address dropped");
+        return;
+    }
+    let mut outgoing = Message::new(target, request.payload.clone());
+    outgoing.headers = request.headers.clone();
+    outgoing.qos = request.qos;
+    let reply = match to.request(outgoing, timeout).await {
+        Ok(answer) => {
+            bump(&stats.forwarded);
+            let Some(mut reply) = Message::reply(&request, answer.payload) else { return };
+            reply.headers = answer.headers;
+            reply
+        }
+        Err(e) => {
+            bump(&stats.failed);
+            tracing::debug!(bridge = name, error = %e, "call across the bridge failed");
+            let error = RpcError::new(
+                RpcError::UNAVAILABLE,
+                format!("bridge {name}: the service on the other side failed: {e}"),
+            );
+            let Ok(body) = Codec::Json.encode(&error) else { return };
+            let Some(reply) = Message::reply(&request, body) else { return };
+            reply.with_header(
+                busbar_core::message::header::STATUS,
+                busbar_core::message::header::STATUS_ERROR,
+            )
+        }
+    };
+    if let Err(e) = from.publish(reply).await {
+        tracing::debug!(bridge = name, error = %e, "reply not delivered");
+    }
+}

@@ -1,0 +1,237 @@
+//! Bridges on real brokers: every pair of transports (the in-process bus included), loops
+//! stopped in two-way set-ups, overflow policies, a broker restart, and RPC across brokers.
+
+use std::time::Duration;
+
+use busbar::{Connection, ConnectionEvent, Overflow, RpcClient, RpcError, RpcServer};
+use busbar_bridge::{Bridge, BridgeOptions, Rewrite};
+use busbar_testkit::{BrokerKind, BrokerProcess, MosquittoConfig, next_event, shared_broker};
+
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("bridge{}x{nanos}", std::process::id())
+}
+
+/// A connection to each transport there is, the in-process bus first (its own bus per
+/// call); `None` where a broker is missing (skipped, or failed when brokers are required).
+async fn every_transport() -> Vec<Option<(String, Connection)>> {
+    let mut all = vec![Some((
+        "mem".to_owned(),
+        busbar::connect(&format!("mem://{}", run_id())).await.expect("mem"),
+    ))];
+    for kind in BrokerKind::ALL {
+        all.push(match shared_broker(kind).await {
+            Some(b) => {
+                Some((kind.name().to_owned(), busbar::connect(b.url()).await.expect("connect")))
+            }
+            None => None,
+        });
+    }
+    all
+}
+
+async fn recv(sub: &mut busbar::Subscription, what: &str) -> busbar::Message {
+    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+        .await
+        .unwrap_or_else(|_| panic!("{what}: nothing arrived in time"))
+        .unwrap_or_else(|| panic!("{what}: the subscription ended"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_pair_of_transports_carries_messages_in_order() {
+    let sources = every_transport().await;
+    let targets = every_transport().await;
+    for (from_name, from) in sources.iter().flatten() {
+        for (to_name, to) in targets.iter().flatten() {
+            let pair = format!("{from_name} -> {to_name}");
+            let run = run_id();
+            let rewrite = Rewrite::Template(format!("{run}/out/{{1}}"));
+            let options = BridgeOptions { rewrite, ..BridgeOptions::default() };
+            let bridge = Bridge::topics(&pair, from, to, &format!("{run}/in/#"), options)
+                .await
+                .unwrap_or_else(|e| panic!("{pair}: {e}"));
+            let mut out = to.subscribe(&format!("{run}/out/#")).await.expect("subscribe");
+            const N: usize = 20;
+            for i in 0..N {
+                let topic = format!("{run}/in/sensor/{i}");
+                from.publish_bytes(&topic, i.to_string().into_bytes()).await.expect("publish");
+            }
+            for i in 0..N {
+                let m = recv(&mut out, &pair).await;
+                assert_eq!(m.topic.as_str(), format!("{run}/out/sensor/{i}"), "{pair}");
+                assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), i.to_string().as_bytes());
+                assert_eq!(m.headers.get(busbar_bridge::VIA_HEADER), Some(pair.as_str()), "{pair}");
+            }
+            // The counters move once a publish has completed, which can be just after the
+            // copy arrives: one more message through the (sequential) bridge settles them.
+            from.publish_bytes(&format!("{run}/in/end"), &b"end"[..]).await.expect("publish");
+            assert_eq!(recv(&mut out, &pair).await.topic.as_str(), format!("{run}/out/end"));
+            let stats = bridge.stats();
+            assert!(stats.forwarded >= N as u64, "{pair}: {stats:?}");
+            assert_eq!((stats.failed, stats.dropped, stats.looped), (0, 0, 0), "{pair}");
+        }
+    }
+}
+
+/// A two-way bridge between the in-process bus and Mosquitto: a message crosses once and
+/// never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_way_bridges_never_send_a_message_back() {
+    let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let run = run_id();
+    let a = busbar::connect(&format!("mem://{run}")).await.expect("mem");
+    let b = busbar::connect(broker.url()).await.expect("mqtt");
+    let filter = format!("{run}/x/#");
+    let (there, back) =
+        Bridge::two_way("edge", &a, &b, (&filter, Rewrite::Keep), (&filter, Rewrite::Keep))
+            .await
+            .expect("bridges");
+    let mut on_a = a.subscribe(&filter).await.expect("subscribe");
+    let mut on_b = b.subscribe(&filter).await.expect("subscribe");
+    a.publish_bytes(&format!("{run}/x/1"), &b"from a"[..]).await.expect("publish");
+    assert_eq!(recv(&mut on_a, "a, own").await.topic.as_str(), format!("{run}/x/1"));
+    assert_eq!(recv(&mut on_b, "b, crossed").await.topic.as_str(), format!("{run}/x/1"));
+    // b's copy reached the broker before this marker; the way back reads both in that order,
+    // so had it sent x/1 back, a would get it before the marker.
+    b.publish_bytes(&format!("{run}/x/marker"), &b"from b"[..]).await.expect("publish");
+    assert_eq!(recv(&mut on_a, "a, marker").await.topic.as_str(), format!("{run}/x/marker"));
+    // The way back counted x/1 as looped before it forwarded the marker.
+    assert_eq!(back.stats().looped, 1, "x/1 stopped on the way back");
+    assert_eq!(there.stats().failed + back.stats().failed, 0);
+}
+
+/// A target that does not read: with `DropNewest` the source never waits and the excess is
+/// counted; with `Block` nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_target_slows_or_drops_by_the_declared_policy() {
+    for overflow in [Overflow::DropNewest, Overflow::Block] {
+        let run = run_id();
+        let from = busbar::connect(&format!("mem://{run}-a")).await.expect("mem");
+        let to = busbar::connect(&format!("mem://{run}-b")).await.expect("mem");
+        let options = BridgeOptions { capacity: 4, overflow, ..BridgeOptions::default() };
+        let bridge = Bridge::topics("slow", &from, &to, "t/#", options).await.expect("bridge");
+        // The target's reader holds one message and does not read yet: the bridge's publish
+        // waits, and so the bridge stops reading its own queue.
+        let target_options =
+            busbar::SubscribeOptions::new(busbar::TopicFilter::new("t/#").expect("filter"))
+                .capacity(1)
+                .overflow(Overflow::Block);
+        let mut reader = to.subscribe_with(target_options).await.expect("subscribe");
+        const N: u64 = 50;
+        let publisher = {
+            let from = from.clone();
+            tokio::spawn(async move {
+                for i in 0..N {
+                    from.publish_bytes("t/v", i.to_string().into_bytes()).await.expect("publish");
+                }
+            })
+        };
+        if overflow == Overflow::DropNewest {
+            // The publisher is never held up, whatever the target does.
+            tokio::time::timeout(Duration::from_secs(10), publisher)
+                .await
+                .expect("the publisher finished while the target did not read")
+                .expect("join");
+            let dropped = bridge.stats().dropped;
+            assert!(dropped > 0, "nothing dropped");
+            let mut last = None;
+            for _ in 0..N - dropped {
+                let m = recv(&mut reader, "drop-newest").await;
+                let v: u64 = String::from_utf8_lossy(&m.payload.to_bytes().expect("bytes"))
+                    .parse()
+                    .expect("a number");
+                assert!(last.is_none_or(|l| l < v), "out of order");
+                last = Some(v);
+            }
+        } else {
+            for i in 0..N {
+                let m = recv(&mut reader, "block").await;
+                assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), i.to_string().as_bytes());
+            }
+            publisher.await.expect("join");
+            assert_eq!(bridge.stats().dropped, 0);
+        }
+    }
+}
+
+/// The target broker restarts: the bridge carries on once the connections are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bridge_outlives_a_broker_restart() {
+    let test = "a_bridge_outlives_a_broker_restart";
+    let Some(mut broker) = busbar_testkit::skip_if_missing(
+        test,
+        BrokerProcess::mosquitto(MosquittoConfig::new()).await,
+    ) else {
+        return;
+    };
+    let run = run_id();
+    let from = busbar::connect(&format!("mem://{run}")).await.expect("mem");
+    let to = busbar::connect(&broker.url()).await.expect("mqtt");
+    let watcher = busbar::connect(&broker.url()).await.expect("mqtt");
+    let _bridge = Bridge::topics("up", &from, &to, "plant/#", BridgeOptions::default())
+        .await
+        .expect("bridge");
+    let mut seen = watcher.subscribe("plant/#").await.expect("subscribe");
+    from.publish_bytes("plant/a", &b"before"[..]).await.expect("publish");
+    assert_eq!(
+        recv(&mut seen, "before").await.payload.to_bytes().expect("bytes").as_ref(),
+        b"before"
+    );
+
+    let (mut to_events, mut watcher_events) = (to.events(), watcher.events());
+    broker.restart().await.expect("restart");
+    next_event(&mut to_events, |e| *e == ConnectionEvent::Reconnected).await;
+    next_event(&mut watcher_events, |e| *e == ConnectionEvent::Reconnected).await;
+    from.publish_bytes("plant/a", &b"after"[..]).await.expect("publish");
+    let m = recv(&mut seen, "after").await;
+    assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"after");
+}
+
+/// RPC across brokers: a client on MQTT calls a service on NATS through the bridge; with no
+/// service behind it, the caller gets `unavailable` at the bridge's deadline, not its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rpc_crosses_brokers_with_errors_and_deadlines() {
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let Some(nats) = shared_broker(BrokerKind::Nats).await else { return };
+    let run = run_id();
+    let edge = busbar::connect(mqtt.url()).await.expect("mqtt");
+    let cloud = busbar::connect(nats.url()).await.expect("nats");
+    let service = format!("{run}/cloud/add");
+    let _server = RpcServer::spawn(&cloud, &service, |(a, b): (i64, i64)| async move {
+        if a < 0 {
+            return Err(RpcError::new(RpcError::INVALID_ARGUMENT, "a must not be negative"));
+        }
+        Ok(a + b)
+    })
+    .await
+    .expect("serve");
+    let local = format!("{run}/edge/add");
+    let bridge = Bridge::rpc("rpc", &edge, &cloud, &local, &service, Duration::from_secs(5))
+        .await
+        .expect("bridge");
+    let client = RpcClient::<(i64, i64), i64>::new(&edge, &local).expect("client");
+    assert_eq!(client.call((40, 2)).await.expect("a call across"), 42);
+    let err = client.call((-1, 2)).await.expect_err("the service's error");
+    assert!(err.to_string().contains("must not be negative"), "{err}");
+
+    let nobody = format!("{run}/edge/nobody");
+    let _dead = Bridge::rpc(
+        "dead",
+        &edge,
+        &cloud,
+        &nobody,
+        &format!("{run}/cloud/nobody"),
+        Duration::from_millis(300),
+    )
+    .await
+    .expect("bridge");
+    let client = RpcClient::<(i64, i64), i64>::new(&edge, &nobody).expect("client");
+    let started = std::time::Instant::now();
+    let err = client.call((1, 2)).await.expect_err("nobody serves");
+    assert!(err.to_string().contains("unavailable"), "{err}");
+    assert!(started.elapsed() < Duration::from_secs(4), "the caller waited for its own deadline");
+    assert_eq!(bridge.stats().forwarded, 2);
+}

@@ -157,7 +157,11 @@ impl Bridge {
         let loop_id = options.loop_id.unwrap_or_else(|| name.to_owned());
         let (to, stats, rewrite) = (to.clone(), counters.clone(), options.rewrite);
         let bridge_name = name.to_owned();
+        // The bridge keeps its source connection open: a connection closes with its last
+        // handle, and its subscriptions with it.
+        let source = from.clone();
         let task = tokio::spawn(async move {
+            let _source = source;
             while let Some(message) = sub.recv().await {
                 forward(&bridge_name, &loop_id, &rewrite, &filter, &to, &stats, message).await;
             }

@@ -1,6 +1,7 @@
 //! `busbar`: the command line.
 
 mod bench;
+mod bridge;
 mod demo;
 mod target;
 
@@ -23,6 +24,8 @@ enum Command {
     Demo(demo::Args),
     /// Measures throughput, loss and latency on a transport.
     Bench(bench::Args),
+    /// Runs the bridges of a configuration file until Ctrl-C.
+    Bridge(bridge::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -38,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
+            Command::Bridge(args) => bridge::run(args).await,
         }
     })
 }

@@ -200,3 +200,59 @@ async fn demo_runs_through_a_configuration_with_a_topic_prefix() {
         .expect("open");
     assert!(m.topic.as_str().starts_with(&format!("{prefix}/plant/")), "{}", m.topic.as_str());
 }
+
+/// `busbar bridge -c FILE` between Mosquitto and Redis: what is published on one arrives on
+/// the other under the prefix, and Ctrl-C ends it with its counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bridge_runs_the_bridges_of_a_configuration() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let Some(redis) = shared_broker(BrokerKind::Redis).await else { return };
+    let run = format!("clibridge{}", rand_suffix());
+    let path = config_file(&format!(
+        "brokers:\n  edge:\n    url: {}\n  cloud:\n    url: {}\nbridges:\n  - name: up\n    from: edge\n    to: cloud\n    topics: [\"{run}/#\"]\n    rewrite: {{add_prefix: site-a}}\n",
+        mqtt.url(),
+        redis.url()
+    ));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["bridge", "--config"])
+        .arg(&path)
+        .args(["--interval", "0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start busbar bridge");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    loop {
+        let line = lines.next_line().await.expect("output").expect("running line");
+        if line.contains("bridge(s) running") {
+            break;
+        }
+    }
+    let cloud = busbar::connect(redis.url()).await.expect("redis");
+    let mut arrived = cloud.subscribe(&format!("site-a/{run}/#")).await.expect("subscribe");
+    let edge = busbar::connect(mqtt.url()).await.expect("mqtt");
+    for i in 0..5 {
+        edge.publish_bytes(&format!("{run}/m/{i}"), i.to_string().into_bytes())
+            .await
+            .expect("publish");
+    }
+    for i in 0..5 {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), arrived.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        assert_eq!(m.topic.as_str(), format!("site-a/{run}/m/{i}"));
+    }
+    let pid = child.id().expect("pid").to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let status = child.wait().await.expect("exit");
+    assert!(status.success(), "{status}");
+    let mut rest = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        rest.push_str(&line);
+        rest.push('\n');
+    }
+    assert!(rest.contains(&format!("up:{run}/#: forwarded 5, dropped 0, failed 0")), "{rest}");
+}

@@ -37,6 +37,7 @@ pub use busbar_oidc as oidc;
 #[cfg(feature = "redis")]
 pub use busbar_redis as redis;
 
+pub use busbar_bridge as bridge;
 pub mod config;
 mod registry;
 pub use config::Config;

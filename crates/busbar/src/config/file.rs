@@ -25,6 +25,73 @@ pub(crate) struct File {
     pub oidc: Option<OidcFile>,
     /// The brokers, by name.
     pub brokers: BTreeMap<String, BrokerFile>,
+    /// Bridges between the brokers, started by `busbar bridge --config FILE`.
+    #[serde(default)]
+    pub bridges: Vec<BridgeFile>,
+}
+
+/// One bridge between two brokers of the file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct BridgeFile {
+    /// Its name (in counters, logs, and the loop header).
+    pub name: String,
+    /// The broker messages (or calls) come from.
+    pub from: String,
+    /// The broker they go to.
+    pub to: String,
+    /// Topics or patterns to forward, each a bridge of its own.
+    #[serde(default)]
+    pub topics: Vec<String>,
+    /// How forwarded topics are renamed (default: kept).
+    #[serde(default)]
+    pub rewrite: Option<RewriteFile>,
+    /// Also forward the same topics back, never returning a message where it came from
+    /// (the rewrite must be a prefix, undone on the way back).
+    #[serde(default)]
+    pub two_way: bool,
+    /// What a full queue does: `block` (default: the source slows down), `drop-oldest`,
+    /// `drop-newest`.
+    #[serde(default)]
+    pub overflow: Option<String>,
+    /// Messages queued between the brokers (default 1024).
+    #[serde(default)]
+    pub capacity: Option<usize>,
+    /// RPC services of `to` served on `from`.
+    #[serde(default)]
+    pub rpc: Vec<RpcBridgeFile>,
+}
+
+/// A topic rewrite: exactly one of the keys.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct RewriteFile {
+    /// Put `prefix/` before topics.
+    #[serde(default)]
+    pub add_prefix: Option<String>,
+    /// Take `prefix/` off topics.
+    #[serde(default)]
+    pub strip_prefix: Option<String>,
+    /// `{1}`, `{2}`, ...: the levels the filter's wildcards captured.
+    #[serde(default)]
+    pub template: Option<String>,
+}
+
+/// One RPC service across a bridge.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) struct RpcBridgeFile {
+    /// The topic callers use on `from`.
+    pub topic: String,
+    /// The service's topic on `to` (default: the same).
+    #[serde(default)]
+    pub target: Option<String>,
+    /// Seconds the service on `to` may take (default 5).
+    #[serde(default)]
+    pub timeout: Option<f64>,
 }
 
 /// An OpenID Connect client-credentials client.

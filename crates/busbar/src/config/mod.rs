@@ -32,7 +32,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 pub use expand::{Expanded, FromConfigText};
-pub use resolve::{Broker, OidcClient, TokenSource};
+pub use resolve::{BridgeSpec, Broker, OidcClient, TokenSource};
 
 use crate::{Connection, Error, Result};
 
@@ -100,6 +100,7 @@ pub struct Config {
     file: PathBuf,
     brokers: BTreeMap<String, Broker>,
     default: Option<String>,
+    bridges: Vec<BridgeSpec>,
 }
 
 impl Config {
@@ -175,6 +176,34 @@ impl Config {
             return "none".into();
         }
         self.brokers.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+    }
+
+    /// The file's bridges.
+    pub fn bridges(&self) -> &[BridgeSpec] {
+        &self.bridges
+    }
+
+    /// Connects to every broker the bridges name (once each) and starts every bridge.
+    pub async fn start_bridges(&self) -> Result<Vec<busbar_bridge::Bridge>> {
+        let mut connections: BTreeMap<&str, Connection> = BTreeMap::new();
+        let mut running = Vec::new();
+        for spec in &self.bridges {
+            for side in [&spec.from, &spec.to] {
+                if !connections.contains_key(side.as_str()) {
+                    connections.insert(side, self.connect(Some(side)).await?);
+                }
+            }
+            let (Some(from), Some(to)) =
+                (connections.get(spec.from.as_str()), connections.get(spec.to.as_str()))
+            else {
+                continue;
+            };
+            running.extend(spec.start(from, to).await.map_err(|e| match e {
+                busbar_bridge::BridgeError::Busbar(e) => e,
+                other => Error::Config(other.to_string()),
+            })?);
+        }
+        Ok(running)
     }
 
     /// Connects to the broker `name` (the default one for `None`) with every transport

@@ -12,8 +12,12 @@ use busbar_core::transport::ConnectOptions;
 
 use super::ConfigError;
 use super::expand::{Expanded, Lookup};
-use super::file::{BrokerFile, CelineMqttFile, File, OidcFile, PlacementName, TransportName};
+use super::file::{
+    BridgeFile, BrokerFile, CelineMqttFile, File, OidcFile, PlacementName, RewriteFile,
+    TransportName,
+};
 use crate::{Connection, Error, Result};
+use busbar_bridge::{Bridge, BridgeError, BridgeOptions, Rewrite};
 
 /// One broker of a configuration, ready to connect.
 #[derive(Clone)]
@@ -241,7 +245,157 @@ pub(super) fn resolve(
             .map_err(|message| problem(format!("broker {name:?}: {message}")))?;
         brokers.insert(name, broker);
     }
-    Ok(super::Config { file: origin.to_owned(), brokers, default })
+    let mut bridges: Vec<BridgeSpec> = Vec::new();
+    for entry in file.bridges {
+        let name = entry.name.clone();
+        if bridges.iter().any(|b| b.name == name) {
+            return Err(problem(format!("two bridges are named {name:?}")));
+        }
+        let spec = bridge_spec(entry, &brokers)
+            .map_err(|message| problem(format!("bridge {name:?}: {message}")))?;
+        bridges.push(spec);
+    }
+    Ok(super::Config { file: origin.to_owned(), brokers, default, bridges })
+}
+
+/// A bridge of a configuration, checked against its brokers.
+#[derive(Debug, Clone)]
+pub struct BridgeSpec {
+    /// Its name.
+    pub name: String,
+    /// The broker it reads from.
+    pub from: String,
+    /// The broker it writes to.
+    pub to: String,
+    /// Filters forwarded, each a bridge of its own.
+    pub topics: Vec<String>,
+    /// How topics are renamed.
+    pub rewrite: Rewrite,
+    /// Also forward back (with the rewrite undone).
+    pub two_way: bool,
+    /// What a full queue does.
+    pub overflow: busbar_core::Overflow,
+    /// Messages queued between the brokers.
+    pub capacity: usize,
+    /// RPC services of `to` served on `from`: (topic on `from`, topic on `to`, deadline).
+    pub rpc: Vec<(String, String, Duration)>,
+}
+
+impl BridgeSpec {
+    /// Starts every bridge the entry describes, between `from` and `to`.
+    pub async fn start(
+        &self,
+        from: &Connection,
+        to: &Connection,
+    ) -> std::result::Result<Vec<Bridge>, BridgeError> {
+        let mut running = Vec::new();
+        for filter in &self.topics {
+            let options = BridgeOptions {
+                rewrite: self.rewrite.clone(),
+                capacity: self.capacity,
+                overflow: self.overflow,
+                loop_id: Some(self.name.clone()),
+            };
+            let name = format!("{}:{filter}", self.name);
+            running.push(Bridge::topics(&name, from, to, filter, options.clone()).await?);
+            if self.two_way {
+                let (back_filter, back_rewrite) = reverse(filter, &self.rewrite);
+                let back = BridgeOptions { rewrite: back_rewrite, ..options };
+                let name = format!("{}:{back_filter} (back)", self.name);
+                running.push(Bridge::topics(&name, to, from, &back_filter, back).await?);
+            }
+        }
+        for (topic, target, timeout) in &self.rpc {
+            let name = format!("{}:rpc {topic}", self.name);
+            running.push(Bridge::rpc(&name, from, to, topic, target, *timeout).await?);
+        }
+        Ok(running)
+    }
+}
+
+/// The filter and rewrite of the way back: a prefix added on the way there is taken off on
+/// the way back, and the other way round.
+fn reverse(filter: &str, rewrite: &Rewrite) -> (String, Rewrite) {
+    match rewrite {
+        Rewrite::AddPrefix(p) => {
+            (format!("{}/{filter}", p.trim_matches('/')), Rewrite::StripPrefix(p.clone()))
+        }
+        Rewrite::StripPrefix(p) => {
+            let p = p.trim_matches('/');
+            let back = filter.strip_prefix(p).and_then(|r| r.strip_prefix('/')).unwrap_or(filter);
+            (back.to_owned(), Rewrite::AddPrefix(p.to_owned()))
+        }
+        _ => (filter.to_owned(), Rewrite::Keep),
+    }
+}
+
+fn bridge_spec(
+    entry: BridgeFile,
+    brokers: &BTreeMap<String, Broker>,
+) -> std::result::Result<BridgeSpec, String> {
+    for side in [&entry.from, &entry.to] {
+        if !brokers.contains_key(side) {
+            let known = brokers.keys().cloned().collect::<Vec<_>>().join(", ");
+            return Err(format!("no broker named {side:?} (the file has {known})"));
+        }
+    }
+    if entry.topics.is_empty() && entry.rpc.is_empty() {
+        return Err("nothing to carry: give `topics`, `rpc`, or both".into());
+    }
+    let rewrite = match entry.rewrite {
+        None => Rewrite::Keep,
+        Some(RewriteFile { add_prefix: Some(p), strip_prefix: None, template: None }) => {
+            Rewrite::AddPrefix(p)
+        }
+        Some(RewriteFile { add_prefix: None, strip_prefix: Some(p), template: None }) => {
+            Rewrite::StripPrefix(p)
+        }
+        Some(RewriteFile { add_prefix: None, strip_prefix: None, template: Some(t) }) => {
+            Rewrite::Template(t)
+        }
+        Some(_) => {
+            return Err("`rewrite` takes exactly one of add_prefix, strip_prefix, template".into());
+        }
+    };
+    if entry.two_way && matches!(rewrite, Rewrite::Template(_)) {
+        return Err("a template cannot be undone on the way back: a two-way bridge takes a \
+                    prefix rewrite or none"
+            .into());
+    }
+    for filter in &entry.topics {
+        let parsed =
+            busbar_core::TopicFilter::new(filter).map_err(|e| format!("topic {filter:?}: {e}"))?;
+        rewrite.check(&parsed).map_err(|e| e.to_string())?;
+    }
+    let overflow = match entry.overflow.as_deref() {
+        None => busbar_core::Overflow::Block,
+        Some(name) => busbar_core::Overflow::from_name(name).ok_or_else(|| {
+            format!("overflow {name:?} is none of block, drop-oldest, drop-newest")
+        })?,
+    };
+    let mut rpc = Vec::new();
+    for r in entry.rpc {
+        let timeout = r.timeout.unwrap_or(5.0);
+        let timeout = Duration::try_from_secs_f64(timeout)
+            .ok()
+            .filter(|t| !t.is_zero())
+            .ok_or_else(|| {
+                format!("rpc {}: timeout {timeout} is not a positive number of seconds", r.topic)
+            })?;
+        let target = r.target.unwrap_or_else(|| r.topic.clone());
+        rpc.push((r.topic, target, timeout));
+    }
+    Ok(BridgeSpec {
+        name: entry.name,
+        from: entry.from,
+        to: entry.to,
+        topics: entry.topics,
+        rewrite,
+        two_way: entry.two_way,
+        overflow,
+        capacity: entry.capacity.unwrap_or(1024).max(1),
+        rpc,
+    })
 }
 
 fn oidc_client(f: OidcFile) -> OidcClient {

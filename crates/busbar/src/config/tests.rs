@@ -253,3 +253,54 @@ fn the_example_file_loads() {
         .expect("the example loads");
     assert!(config.broker(None).is_ok());
 }
+
+#[test]
+fn bridges_are_checked_against_the_brokers() {
+    let base = "brokers:\n  edge:\n    url: mem://edge\n  cloud:\n    url: mqtt://127.0.0.1\n";
+    let ok = format!(
+        "{base}bridges:\n  - name: up\n    from: edge\n    to: cloud\n    topics: [\"sensors/#\"]\n    rewrite: {{add_prefix: site-a}}\n    two_way: true\n    overflow: drop-oldest\n    rpc: [{{topic: svc/add, target: cloud/add, timeout: 2}}]\n"
+    );
+    let config = parse(&ok).expect("loads");
+    let spec = &config.bridges()[0];
+    assert_eq!((spec.from.as_str(), spec.to.as_str(), spec.two_way), ("edge", "cloud", true));
+    assert_eq!(spec.overflow, crate::Overflow::DropOldest);
+    assert_eq!(
+        spec.rpc[0],
+        ("svc/add".into(), "cloud/add".into(), std::time::Duration::from_secs(2))
+    );
+    for (bridge, expect) in [
+        ("  - {name: b, from: edge, to: nowhere, topics: [a]}", "no broker named \"nowhere\""),
+        ("  - {name: b, from: edge, to: cloud}", "nothing to carry"),
+        (
+            "  - {name: b, from: edge, to: cloud, topics: [\"a/+\"], rewrite: {template: \"x/{2}\"}}",
+            "capture",
+        ),
+        (
+            "  - {name: b, from: edge, to: cloud, topics: [a], two_way: true, rewrite: {template: x}}",
+            "cannot be undone",
+        ),
+        ("  - {name: b, from: edge, to: cloud, topics: [a], overflow: sometimes}", "none of block"),
+        ("  - {name: b, from: edge, to: cloud, topics: [a], rewrite: {}}", "exactly one of"),
+        (
+            "  - {name: b, from: edge, to: cloud, topics: [a], colour: red}",
+            "unknown field `colour`",
+        ),
+    ] {
+        let err = parse(&format!("{base}bridges:\n{bridge}\n")).expect_err(expect);
+        assert!(err.to_string().contains(expect), "{expect}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn bridges_start_from_the_file() {
+    let text = "brokers:\n  a:\n    url: mem://cfg-bridge-a\n  b:\n    url: mem://cfg-bridge-b\nbridges:\n  - {name: ab, from: a, to: b, topics: [\"t/#\"], rewrite: {add_prefix: from-a}}\n";
+    let config = parse(text).expect("loads");
+    let running = config.start_bridges().await.expect("started");
+    assert_eq!(running.len(), 1);
+    let b = config.connect(Some("b")).await.expect("b");
+    let mut sub = b.subscribe("from-a/t/#").await.expect("subscribe");
+    let a = config.connect(Some("a")).await.expect("a");
+    a.publish_bytes("t/1", &b"x"[..]).await.expect("publish");
+    let m = sub.recv().await.expect("crossed");
+    assert_eq!(m.topic.as_str(), "from-a/t/1");
+}

@@ -1,0 +1,60 @@
+//! `busbar bridge`: runs the bridges of a configuration file until Ctrl-C.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use busbar::Config;
+
+/// Options of `busbar bridge`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The configuration file whose `bridges:` to run (see docs/configuration.md).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+    /// Print every bridge's counters this often, in seconds (0: only at the end).
+    #[arg(long, default_value_t = 10.0)]
+    interval: f64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let config = Config::load(&args.config)?;
+    if config.bridges().is_empty() {
+        anyhow::bail!("{}: no `bridges:` to run", args.config.display());
+    }
+    let bridges = config.start_bridges().await.context("starting the bridges")?;
+    for spec in config.bridges() {
+        let carries = spec.topics.len() + spec.rpc.len();
+        println!("bridging {}: {} -> {} ({carries} route(s))", spec.name, spec.from, spec.to);
+    }
+    println!("{} bridge(s) running; Ctrl-C stops them", bridges.len());
+    let interval = Duration::try_from_secs_f64(args.interval).unwrap_or(Duration::ZERO);
+    let mut tick = (!interval.is_zero()).then(|| tokio::time::interval(interval));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = async {
+                match tick.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => print_stats(&bridges),
+        }
+    }
+    print_stats(&bridges);
+    Ok(())
+}
+
+fn print_stats(bridges: &[busbar::bridge::Bridge]) {
+    for b in bridges {
+        let s = b.stats();
+        println!(
+            "{}: forwarded {}, dropped {}, failed {}, looped {}",
+            b.name(),
+            s.forwarded,
+            s.dropped,
+            s.failed,
+            s.looped
+        );
+    }
+}

@@ -209,7 +209,11 @@ impl Shared {
         props: BasicProperties,
         qos: QoS,
     ) -> std::result::Result<(), PublishFailure> {
-        let to_queue = exchange.as_str().is_empty();
+        // RabbitMQ delivers a message to a direct reply-to name (`amq.rabbitmq.reply-to.*`)
+        // and still returns it NO_ROUTE when it is mandatory, since no queue routed it: so
+        // replies go out without `mandatory` (a caller that has gone cannot be told apart).
+        let direct_reply = key.as_str().starts_with("amq.rabbitmq.reply-to");
+        let to_queue = exchange.as_str().is_empty() && !direct_reply;
         let confirmed = to_queue || qos != QoS::AtMostOnce;
         let channel = if confirmed { &link.confirm } else { &link.plain };
         let options = BasicPublishOptions { mandatory: to_queue, ..BasicPublishOptions::default() };

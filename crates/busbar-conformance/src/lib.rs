@@ -74,6 +74,7 @@ macro_rules! suite {
             message_expiry,
             unsubscribe_on_drop,
             close_ends_everything,
+            close_sends_what_was_published,
             malformed_payloads,
             codecs_interoperate,
             no_local,

@@ -145,6 +145,8 @@ pub(crate) enum Happened {
     },
     SentSubscribe(u16),
     SentDisconnect,
+    /// The broker acknowledged a publish of ours (PUBACK, or PUBCOMP for QoS 2).
+    Acked,
     Other,
 }
 
@@ -182,6 +184,7 @@ impl Events {
                         }
                     }
                     Event::Incoming(Packet5::Publish(p)) => Happened::Message(convert::incoming(p)),
+                    Event::Incoming(Packet5::PubAck(_) | Packet5::PubComp(_)) => Happened::Acked,
                     Event::Incoming(Packet5::SubAck(ack)) => Happened::SubAck {
                         pkid: ack.pkid,
                         refused: ack
@@ -212,6 +215,7 @@ impl Events {
                     Event::Incoming(Packet4::Publish(p)) => {
                         Happened::Message(convert::incoming_v4(p))
                     }
+                    Event::Incoming(Packet4::PubAck(_) | Packet4::PubComp(_)) => Happened::Acked,
                     Event::Incoming(Packet4::SubAck(ack)) => Happened::SubAck {
                         pkid: ack.pkid,
                         refused: ack

@@ -61,6 +61,9 @@ struct SubAcks {
     waiting: HashMap<usize, Vec<oneshot::Sender<Result<()>>>>,
 }
 
+/// How long a graceful close waits for the broker to acknowledge what was published.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+
 struct Shared {
     client: Client,
     client_id: String,
@@ -77,6 +80,11 @@ struct Shared {
     shutdown: CancellationToken,
     /// The broker's maximum packet size from its CONNACK (`usize::MAX` when it set none).
     max_packet: AtomicUsize,
+    /// QoS 1 and 2 publishes handed to rumqttc and not acknowledged yet: a graceful close
+    /// waits for them (rumqttc's MQTT 3.1.1 event loop sends its DISCONNECT ahead of
+    /// publishes still in its channel, which the broker then never gets).
+    unacked: AtomicUsize,
+    acked: tokio::sync::Notify,
     /// The subscription whose SUBACK came last (0: none since the last live message). On
     /// MQTT 3.1.1 messages name no subscription, but a broker sends a new subscription's
     /// retained messages right after its SUBACK: those copies belong to it alone.
@@ -84,6 +92,39 @@ struct Shared {
 }
 
 impl Shared {
+    /// Hands `message` to rumqttc, counting it until the broker acknowledges it.
+    async fn publish_tracked(&self, message: &Message) -> Result<()> {
+        let tracked = message.qos != QoS::AtMostOnce;
+        if tracked {
+            self.unacked.fetch_add(1, Ordering::AcqRel);
+        }
+        let result = self.client.publish(message, self.max_packet.load(Ordering::Relaxed)).await;
+        if result.is_err() && tracked {
+            self.on_acked();
+        }
+        result
+    }
+
+    fn on_acked(&self) {
+        let _ =
+            self.unacked.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        self.acked.notify_waiters();
+    }
+
+    /// Waits, up to `limit`, until every counted publish is acknowledged.
+    async fn all_acked(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.acked.notified();
+            if self.unacked.load(Ordering::Acquire) == 0 {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return false;
+            }
+        }
+    }
+
     /// The packet size limit before the broker's: the user's, or what MQTT can encode.
     fn packet_limit(&self) -> usize {
         self.settings.max_packet.unwrap_or(MQTT_MAX_PACKET as usize)
@@ -418,6 +459,8 @@ impl MqttTransport {
             shutdown: CancellationToken::new(),
             max_packet: AtomicUsize::new(packet_limit),
             last_subacked: AtomicUsize::new(0),
+            unacked: AtomicUsize::new(0),
+            acked: tokio::sync::Notify::new(),
         });
         let (first_tx, first_rx) = oneshot::channel();
         let (token_tx, token_rx) = tokio::sync::mpsc::channel(1);
@@ -565,7 +608,7 @@ impl MqttTransport {
     async fn send(&self, message: Message) -> Result<()> {
         let s = &self.shared;
         s.check_open()?;
-        s.client.publish(&message, s.max_packet.load(Ordering::Relaxed)).await?;
+        s.publish_tracked(&message).await?;
         Stats::bump(&s.stats.published);
         Ok(())
     }
@@ -592,7 +635,7 @@ async fn forward_publishes(shared: Arc<Shared>, mut queue: QueueReceiver<Message
         _ = shared.shutdown.cancelled() => None,
         m = queue.recv() => m,
     } {
-        match shared.client.publish(&message, shared.max_packet.load(Ordering::Relaxed)).await {
+        match shared.publish_tracked(&message).await {
             Ok(()) => Stats::bump(&shared.stats.published),
             Err(e) => tracing::warn!(topic = %message.topic, error = %e, "queued publish failed"),
         }
@@ -675,6 +718,7 @@ async fn supervise(
             // reconnect (and a later cut would make the broker send the will after all).
             Ok(Happened::SentDisconnect) if refreshing => refreshing = false,
             Ok(Happened::SentDisconnect) => break,
+            Ok(Happened::Acked) => shared.on_acked(),
             Ok(Happened::Other) => {}
             Err(reason) => {
                 if let Some(tx) = first.take() {
@@ -755,6 +799,13 @@ impl Transport for MqttTransport {
         Box::pin(async move {
             if !self.shared.open.load(Ordering::Acquire) {
                 return Ok(());
+            }
+            // What was published before the close is delivered first.
+            if !self.shared.all_acked(CLOSE_FLUSH).await {
+                tracing::warn!(
+                    unacked = self.shared.unacked.load(Ordering::Acquire),
+                    "closing with publishes not yet acknowledged ({CLOSE_FLUSH:?} passed)"
+                );
             }
             // A DISCONNECT tells the broker not to publish the will.
             let _ = self.shared.client.try_disconnect();

@@ -1076,7 +1076,14 @@ impl Transport for NatsTransport {
             if !self.end() {
                 return Ok(());
             }
-            // Publishes already handed to async-nats go out before the connection closes.
+            // Publishes already handed to async-nats go out before the connection closes:
+            // flush (written and seen by the server, a PING answered) before draining, which
+            // alone was seen to close with a fresh publish still in the client's buffer.
+            match tokio::time::timeout(CLOSE_TIMEOUT, self.shared.client.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "flush on close"),
+                Err(_) => tracing::debug!("flush on close took too long"),
+            }
             match tokio::time::timeout(CLOSE_TIMEOUT, self.shared.client.drain()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "drain on close"),

@@ -27,6 +27,9 @@ use crate::settings::Settings;
 const KIND: &str = "redis";
 /// Control channel: queue-group registrations and departures ("+entry" / "-entry").
 const CTL_CHANNEL: &str = "busbar:ctl";
+
+/// How long a graceful close waits for queued publishes to be sent.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
 /// Set of every queue group entry (`group \0 filter`) that has members somewhere.
 const GROUPS_KEY: &str = "busbar:groups";
 /// Reply topics start with this; replies to them go to a list, not to pub/sub.
@@ -181,6 +184,9 @@ enum Outgoing {
     Publish(Message),
     /// A request: the forwarder reports how many receivers it reached.
     Request(Message, oneshot::Sender<Result<usize>>),
+    /// Answered once everything queued before it has been sent (a graceful close waits for
+    /// it, so that publishes that returned are not lost).
+    Flush(oneshot::Sender<()>),
 }
 
 enum Ctl {
@@ -567,15 +573,25 @@ impl Inner {
                     None => return,
                 },
             };
-            batch.push(first);
-            while batch.len() < BATCH {
-                match rx.try_recv() {
-                    Some(i) => batch.push(i),
-                    None => break,
+            let mut flushes = Vec::new();
+            let mut next = Some(first);
+            while let Some(item) = next.take() {
+                match item {
+                    Outgoing::Flush(done) => flushes.push(done),
+                    item => batch.push(item),
+                }
+                if batch.len() < BATCH {
+                    next = rx.try_recv();
                 }
             }
-            self.send_batch(&mut batch).await;
-            batch.clear();
+            if !batch.is_empty() {
+                self.send_batch(&mut batch).await;
+                batch.clear();
+            }
+            // Everything queued before the flush markers has been sent.
+            for done in flushes {
+                let _ = done.send(());
+            }
         }
     }
 
@@ -590,6 +606,10 @@ impl Inner {
             for item in batch.iter() {
                 let m = match item {
                     Outgoing::Publish(m) | Outgoing::Request(m, _) => m,
+                    Outgoing::Flush(_) => {
+                        counts.push(None);
+                        continue;
+                    }
                 };
                 let payload = match m.payload.to_bytes() {
                     Ok(p) => p,
@@ -1175,6 +1195,14 @@ impl Transport for RedisTransport {
             let inner = &self.inner;
             if inner.closed.load(Ordering::Acquire) {
                 return Ok(());
+            }
+            // What was published before the close goes out first (publishes return once
+            // queued): wait, within reason, for the publish queue to be sent.
+            let (done, sent) = oneshot::channel();
+            if inner.outgoing.push(Outgoing::Flush(done)).await.is_ok()
+                && tokio::time::timeout(CLOSE_FLUSH, sent).await.is_err()
+            {
+                tracing::warn!("closing with publishes not yet sent ({CLOSE_FLUSH:?} passed)");
             }
             // Leave queue groups first so their lists stop receiving for us.
             let entries: Vec<String> =

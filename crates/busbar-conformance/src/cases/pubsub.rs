@@ -56,6 +56,39 @@ pub async fn ordering_per_publisher(h: Arc<impl Harness>) -> TestResult {
     Ok(())
 }
 
+/// A publish that returned is sent even when the connection is closed right after it: a
+/// graceful close delivers what was published before it, in order.
+pub async fn close_sends_what_was_published(h: Arc<impl Harness>) -> TestResult {
+    const N: u32 = 200;
+    let p = prefix("close-flush");
+    let sub_conn = connect(&*h).await?;
+    let mut sub = Subscriber::<Numbered>::new(&sub_conn, &format!("{p}/#")).await?;
+    // One message from a connection that closes at once (as a command-line `pub` does)...
+    let conn = connect(&*h).await?;
+    Publisher::<Numbered>::new(&conn, &format!("{p}/one"))?
+        .publish(Numbered { publisher: 1, seq: 0 })
+        .await?;
+    conn.close().await?;
+    let got = crate::within(super::WAIT, "the one message published before a close", sub.recv())
+        .await?
+        .ok_or("subscription ended early")??;
+    ensure(got.value.publisher == 1, || format!("got {:?}", got.value))?;
+    // ... and many.
+    let conn = connect(&*h).await?;
+    let out = Publisher::<Numbered>::new(&conn, &format!("{p}/last-words"))?;
+    for seq in 0..N {
+        out.publish(Numbered { publisher: 0, seq }).await?;
+    }
+    conn.close().await?;
+    for seq in 0..N {
+        let got = crate::within(super::WAIT, "a message published before the close", sub.recv())
+            .await?
+            .ok_or("subscription ended early")??;
+        ensure(got.value.seq == seq, || format!("got seq {} where {seq} was due", got.value.seq))?;
+    }
+    Ok(())
+}
+
 /// Many subscribes on one connection at once (as per-call reply subscriptions make them):
 /// each resolves only once it is in place, and each gets its own message.
 pub async fn concurrent_subscribes(h: Arc<impl Harness>) -> TestResult {

@@ -256,3 +256,97 @@ async fn bridge_runs_the_bridges_of_a_configuration() {
     }
     assert!(rest.contains(&format!("up:{run}/#: forwarded 5, dropped 0, failed 0")), "{rest}");
 }
+
+/// Starts `busbar ARGS` and waits for the line on its standard error that says it is ready
+/// (`busbar sub: listening ...`, `busbar serve: answering ...`).
+async fn start_ready(args: &[&str]) -> tokio::process::Child {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start busbar");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(20), err.next_line())
+        .await
+        .expect("ready in time")
+        .expect("stderr")
+        .unwrap_or_default();
+    assert!(line.starts_with("busbar "), "{args:?} did not start: {line}");
+    child
+}
+
+/// `pub`, `sub`, `call` and `serve` against every broker, through the real binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_sub_call_and_serve_on_every_broker() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    for kind in BrokerKind::ALL {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let url = broker.url();
+        let run = format!("cli{}{}", kind.name(), rand_suffix());
+
+        eprintln!("cli on {}", kind.name());
+        // sub (JSON lines, two filters) while pub sends from an argument and from stdin.
+        let a = format!("{run}/a/#");
+        let b = format!("{run}/b");
+        let sub = start_ready(&[
+            "sub",
+            &a,
+            &b,
+            "--count",
+            "3",
+            "--timeout",
+            "20",
+            "--json",
+            "--url",
+            url,
+        ])
+        .await;
+        let out = busbar(&["pub", &format!("{run}/a/1"), "héllo", "-H", "trace=t1", "--url", url]);
+        assert!(out.status.success(), "{}: {}", kind.name(), String::from_utf8_lossy(&out.stderr));
+        let mut piped = Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .args(["pub", &b, "-", "--url", url])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("pub from stdin");
+        {
+            use std::io::Write;
+            let mut stdin = piped.stdin.take().expect("stdin");
+            stdin.write_all(b"line 1\nline 2\n").expect("write");
+        }
+        assert!(piped.wait().expect("pub").success());
+        let out = sub.wait_with_output().await.expect("sub");
+        assert!(out.status.success(), "{}: sub", kind.name());
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        assert_eq!(lines.len(), 3, "{}: {lines:?}", kind.name());
+        assert_eq!(lines[0]["topic"], format!("{run}/a/1"));
+        assert_eq!(lines[0]["payload"], "héllo");
+        assert_eq!(lines[0]["headers"][0], serde_json::json!(["trace", "t1"]), "{}", kind.name());
+        assert_eq!(
+            (lines[1]["payload"].as_str(), lines[2]["payload"].as_str()),
+            (Some("line 1"), Some("line 2"))
+        );
+
+        eprintln!("cli on {}: serve", kind.name());
+        // serve: an echo, then a command per request, with a failing one.
+        let svc = format!("{run}/echo");
+        let serve = start_ready(&["serve", &svc, "--count", "1", "--url", url]).await;
+        let out = busbar(&["call", &svc, "{\"a\":1}", "--url", url]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "{\"a\":1}\n", "{}", kind.name());
+        assert!(serve.wait_with_output().await.expect("serve").status.success());
+        let svc = format!("{run}/upper");
+        let _serve =
+            start_ready(&["serve", &svc, "--exec", "tr a-z A-Z | grep -v FAIL", "--url", url])
+                .await;
+        let out = busbar(&["call", &svc, "quiet", "--url", url]);
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "QUIET\n", "{}", kind.name());
+        let out = busbar(&["call", &svc, "fail", "--url", url]);
+        assert_eq!(out.status.code(), Some(4), "{}: an error answer", kind.name());
+        assert!(String::from_utf8_lossy(&out.stderr).contains("answered with an error"));
+    }
+}

@@ -1,0 +1,32 @@
+//! Exit codes, documented in `busbar --help`:
+//!
+//! * 0: done;
+//! * 1: an error (connection, configuration, input), described in one line;
+//! * 2: the command line is wrong (clap's own code);
+//! * 3: a deadline passed (`sub --timeout` with fewer messages than `--count`, `call` without
+//!   an answer);
+//! * 4: the remote side answered with an error (`call` to a service that failed).
+
+/// An error that ends the program with a particular exit code.
+#[derive(Debug)]
+pub struct Exit {
+    pub code: u8,
+    pub message: String,
+}
+
+impl std::fmt::Display for Exit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Exit {}
+
+/// A deadline passed.
+pub const TIMEOUT: u8 = 3;
+/// The remote side failed.
+pub const REMOTE: u8 = 4;
+
+pub fn with(code: u8, message: impl Into<String>) -> anyhow::Error {
+    Exit { code, message: message.into() }.into()
+}

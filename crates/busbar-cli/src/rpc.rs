@@ -1,0 +1,160 @@
+//! `busbar call` and `busbar serve`.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::Context;
+use busbar::message::header;
+use busbar::{Message, SubscribeOptions, Topic, TopicFilter};
+use tokio::io::AsyncWriteExt;
+
+use crate::exit;
+use crate::message::{Body, parse_header};
+use crate::target::Target;
+
+/// Options of `busbar call`.
+#[derive(clap::Args)]
+pub struct CallArgs {
+    /// The service's topic.
+    topic: String,
+    #[command(flatten)]
+    body: Body,
+    /// Seconds to wait for the answer (exit code 3 without one).
+    #[arg(long, default_value_t = 5.0)]
+    timeout: f64,
+    /// A header NAME=VALUE (repeatable).
+    #[arg(long = "header", short = 'H', value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub async fn call(args: CallArgs) -> anyhow::Result<()> {
+    let topic = Topic::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
+    let timeout = Duration::try_from_secs_f64(args.timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .context("--timeout must be a positive number of seconds")?;
+    let body = args.body.read()?.into_iter().next().unwrap_or_default();
+    let conn = args.target.connect().await?;
+    let mut request = Message::new(topic.clone(), body);
+    for (k, v) in &args.headers {
+        request = request.with_header(k.clone(), v.clone());
+    }
+    let reply = match conn.request(request, timeout).await {
+        Ok(reply) => reply,
+        Err(busbar::Error::Timeout { .. }) => {
+            return Err(exit::with(
+                exit::TIMEOUT,
+                format!("no answer from {topic} within {timeout:?}"),
+            ));
+        }
+        Err(busbar::Error::NoResponders { .. }) => {
+            return Err(exit::with(exit::REMOTE, format!("nobody serves {topic}")));
+        }
+        Err(e) => return Err(e).with_context(|| format!("calling {topic}")),
+    };
+    let bytes = reply.payload.to_bytes().context("the answer")?;
+    if reply.headers.get(header::STATUS) == Some(header::STATUS_ERROR) {
+        let text = String::from_utf8_lossy(&bytes);
+        return Err(exit::with(exit::REMOTE, format!("{topic} answered with an error: {text}")));
+    }
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(&bytes)?;
+    if !bytes.ends_with(b"\n") {
+        out.write_all(b"\n")?;
+    }
+    Ok(())
+}
+
+/// Options of `busbar serve`.
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// The topic to serve.
+    topic: String,
+    /// Run this shell command per request: the request on its standard input, its standard
+    /// output the answer; a non-zero exit is an error answer with its standard error.
+    /// Without it, every request is answered with itself (an echo service).
+    #[arg(long, value_name = "COMMAND")]
+    exec: Option<String>,
+    /// Stop after answering this many requests.
+    #[arg(long)]
+    count: Option<u64>,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let filter =
+        TopicFilter::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
+    let conn = args.target.connect().await?;
+    // Several `busbar serve` on one topic share the requests where the broker can.
+    let mut options = SubscribeOptions::new(filter);
+    if conn.capabilities().queue_groups {
+        options = options.queue_group("busbar-serve");
+    }
+    let mut requests = conn.subscribe_with(options).await?;
+    eprintln!(
+        "busbar serve: answering {} with {}",
+        args.topic,
+        args.exec.as_deref().map_or("an echo".to_owned(), |c| format!("`{c}`"))
+    );
+    let mut answered = 0u64;
+    while args.count.is_none_or(|c| answered < c) {
+        let sleep_or_stop = tokio::select! {
+            m = requests.recv() => m,
+            _ = tokio::signal::ctrl_c() => None,
+        };
+        let Some(request) = sleep_or_stop else { break };
+        let Some(reply_to) = request.reply_to.clone() else { continue };
+        let body = request.payload.to_bytes().unwrap_or_default();
+        let (answer, failed) = match &args.exec {
+            None => (body.to_vec(), false),
+            Some(command) => run(command, &body).await,
+        };
+        let mut reply = Message::new(reply_to, answer);
+        reply.correlation_id = request.correlation_id.clone();
+        reply.qos = request.qos;
+        if failed {
+            reply = reply.with_header(header::STATUS, header::STATUS_ERROR);
+        }
+        conn.publish(reply).await.context("answering")?;
+        answered += 1;
+    }
+    // Sends the last answers before the process ends.
+    conn.close().await.context("closing the connection")?;
+    Ok(())
+}
+
+/// Runs `command` with `input`; its output, or its error output and true when it failed.
+async fn run(command: &str, input: &[u8]) -> (Vec<u8>, bool) {
+    let child = tokio::process::Command::new("sh")
+        .args(["-c", command])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn();
+    let mut child = match child {
+        Ok(c) => c,
+        Err(e) => return (error_body(&format!("cannot run `{command}`: {e}")), true),
+    };
+    if let Some(mut stdin) = child.stdin.take() {
+        let _ = stdin.write_all(input).await;
+    }
+    match child.wait_with_output().await {
+        Ok(out) if out.status.success() => (out.stdout, false),
+        Ok(out) => {
+            let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+            (error_body(&format!("`{command}` failed ({}): {err}", out.status)), true)
+        }
+        Err(e) => (error_body(&format!("`{command}` failed: {e}")), true),
+    }
+}
+
+/// An error answer in the shape busbar's RPC clients read.
+fn error_body(message: &str) -> Vec<u8> {
+    serde_json::to_vec(&serde_json::json!({"code": "internal", "message": message}))
+        .unwrap_or_default()
+}

@@ -4,6 +4,7 @@ mod bench;
 mod bridge;
 mod demo;
 mod exit;
+mod gateway;
 mod message;
 mod pubsub;
 mod rpc;
@@ -46,6 +47,8 @@ enum Command {
     Bench(bench::Args),
     /// Runs the bridges of a configuration file until Ctrl-C.
     Bridge(bridge::Args),
+    /// Runs a rule-based gateway (CSTBox semantics) until Ctrl-C.
+    Gateway(gateway::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -78,6 +81,7 @@ fn run() -> anyhow::Result<()> {
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Bridge(args) => bridge::run(args).await,
+            Command::Gateway(args) => gateway::run(args).await,
         }
     })
 }

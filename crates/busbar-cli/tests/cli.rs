@@ -350,3 +350,41 @@ async fn pub_sub_call_and_serve_on_every_broker() {
         assert!(String::from_utf8_lossy(&out.stderr).contains("answered with an error"));
     }
 }
+
+/// `busbar gateway -c FILE`: a CSTBox configuration whose rule names an unknown topic
+/// parameter is refused in one line, and a good one runs until Ctrl-C and reports.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_runs_a_cstbox_configuration() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let bad = config_file(
+        r#"{"events": {"url": "mem://gw"}, "broker": {"host": "127.0.0.1"}, "adapters": {"outbound": {"channels": {"sensor": {"default_builder": "event", "rules": [["a:(?P<x>.*)", "/t/%(y)s"]]}}}}}"#,
+    );
+    let out = busbar(&["gateway", "-c", &bad.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("topic format parameter(s) not found in rule regex: y"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let good = config_file(&format!(
+        r#"{{"events": {{"url": "mem://gw"}}, "broker": {{"host": "{}", "port": {}}}, "adapters": {{"outbound": {{"channels": {{"sensor": {{"default_builder": "event", "rules": [["flow:main", "/main_flow"]]}}}}}}}}}}"#,
+        mqtt.host(),
+        mqtt.port()
+    ));
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["gateway", "-c"])
+        .arg(&good)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("output").unwrap_or_default();
+    assert!(first.starts_with("gateway running"), "{first}");
+    let pid = child.id().expect("pid").to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    assert!(child.wait().await.expect("exit").success());
+    let last = lines.next_line().await.expect("output").unwrap_or_default();
+    assert!(last.starts_with("published 0, unrouted 0"), "{last}");
+}

@@ -38,6 +38,8 @@ pub use busbar_oidc as oidc;
 pub use busbar_redis as redis;
 
 pub use busbar_bridge as bridge;
+#[cfg(feature = "gateway")]
+pub use busbar_gateway as gateway;
 pub mod config;
 mod registry;
 pub use config::Config;

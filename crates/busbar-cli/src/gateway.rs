@@ -1,0 +1,37 @@
+//! `busbar gateway`: a CSTBox-style rule-based gateway until Ctrl-C.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use busbar::gateway::{Builders, Gateway, GatewayConfig};
+
+/// Options of `busbar gateway`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The gateway's configuration (CSTBox's JSON shape, with `events`; see
+    /// docs/gateway.md).
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: PathBuf,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(&args.config)
+        .with_context(|| format!("cannot read {}", args.config.display()))?;
+    let config =
+        GatewayConfig::from_json(&text).with_context(|| format!("{}", args.config.display()))?;
+    let gateway = Gateway::start(&config, &busbar::Registry::default(), &Builders::default())
+        .await
+        .with_context(|| format!("{}", args.config.display()))?;
+    println!(
+        "gateway running: {} <-> {}; Ctrl-C stops it",
+        config.events.url,
+        config.broker_url_redacted()
+    );
+    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    let s = gateway.stats();
+    println!(
+        "published {}, unrouted {}, produced {}, failed {}",
+        s.published, s.unrouted, s.produced, s.failed
+    );
+    Ok(())
+}

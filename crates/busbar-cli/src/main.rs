@@ -1,5 +1,6 @@
 //! `busbar`: the command line.
 
+mod action;
 mod bench;
 mod bridge;
 mod demo;
@@ -41,6 +42,8 @@ enum Command {
     Call(rpc::CallArgs),
     /// Answers calls: an echo, or a shell command per request.
     Serve(rpc::ServeArgs),
+    /// Sends a goal to an action, follows its feedback, and cancels it on Ctrl-C.
+    Action(action::Args),
     /// A narrated tour of every pattern on the in-process bus.
     Demo(demo::Args),
     /// Measures throughput, loss and latency on a transport.
@@ -78,6 +81,7 @@ fn run() -> anyhow::Result<()> {
             Command::Sub(args) => pubsub::subscribe(args).await,
             Command::Call(args) => rpc::call(args).await,
             Command::Serve(args) => rpc::serve(args).await,
+            Command::Action(args) => action::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Bridge(args) => bridge::run(args).await,

@@ -388,3 +388,52 @@ async fn gateway_runs_a_cstbox_configuration() {
     let last = lines.next_line().await.expect("output").unwrap_or_default();
     assert!(last.starts_with("published 0, unrouted 0"), "{last}");
 }
+
+/// `busbar action` against an action served on Mosquitto: feedback in order and the result;
+/// then Ctrl-C cancels a long goal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn action_follows_feedback_and_cancels_on_ctrl_c() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let conn = busbar::connect(mqtt.url()).await.expect("connect");
+    let name = format!("cliact{}/fill", rand_suffix());
+    let _server = busbar::ActionServer::builder::<u32>(&conn, &name)
+        .serve(|target: u32, ctx: std::sync::Arc<busbar::GoalContext<u32>>| async move {
+            let mut level = 0;
+            while level < target {
+                tokio::select! {
+                    _ = ctx.cancelled() => return Err(busbar::ActionError::Canceled),
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                }
+                level += 10;
+                ctx.feedback(level).await.map_err(|e| busbar::RpcError::internal(e.to_string()))?;
+            }
+            Ok(format!("filled to {level}"))
+        })
+        .await
+        .expect("serve");
+
+    let out = busbar(&["action", &name, "30", "--json", "--url", mqtt.url()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().collect::<Vec<_>>(), ["10", "20", "30", "\"filled to 30\""], "{text}");
+
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["action", &name, "100000", "--json", "--url", mqtt.url()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("output").unwrap_or_default();
+    assert_eq!(first, "10", "feedback flows before the cancel");
+    let pid = child.id().expect("pid").to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let mut last = String::new();
+    while let Ok(Some(line)) = lines.next_line().await {
+        last = line;
+    }
+    assert_eq!(last, "canceled");
+    assert!(child.wait().await.expect("exit").success());
+}

@@ -1,0 +1,122 @@
+//! `busbar action`: sends a goal, follows its feedback, cancels it on Ctrl-C.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::Context;
+use busbar::{ActionClient, Error};
+use serde_json::Value;
+
+use crate::exit;
+use crate::target::Target;
+
+/// Options of `busbar action`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// The action's name, e.g. plant/tank/fill.
+    name: String,
+    /// The goal, as JSON (e.g. 80, or '{"to": 80}').
+    goal: String,
+    /// Give up waiting for the outcome after this many seconds (exit code 3).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Print feedback as JSON lines instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    target: Target,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let goal: Value = serde_json::from_str(&args.goal)
+        .with_context(|| format!("the goal {:?} is not JSON", args.goal))?;
+    let conn = args.target.connect().await?;
+    let client = ActionClient::<Value, Value, Value>::new(&conn, &args.name).await?;
+    let mut handle = client
+        .send_goal(goal)
+        .await
+        .with_context(|| format!("sending the goal to {}", args.name))?;
+    eprintln!("busbar action: goal {} accepted by {}; Ctrl-C cancels it", handle.id(), args.name);
+    let deadline = args
+        .timeout
+        .map(|t| Duration::try_from_secs_f64(t).context("--timeout"))
+        .transpose()?
+        .map(|t| tokio::time::Instant::now() + t);
+    let mut cancelled = false;
+    loop {
+        let wait = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            feedback = handle.feedback() => match feedback {
+                Some(f) => show(&f, args.json),
+                None => break,
+            },
+            _ = tokio::signal::ctrl_c(), if !cancelled => {
+                cancelled = true;
+                eprintln!("\nbusbar action: cancelling");
+                handle.cancel().await.context("cancelling")?;
+            }
+            () = wait => {
+                return Err(exit::with(exit::TIMEOUT, format!("{} did not finish in time", args.name)));
+            }
+        }
+    }
+    if !args.json {
+        eprintln!();
+    }
+    match handle.result().await {
+        Ok(result) => {
+            println!("{result}");
+            Ok(())
+        }
+        Err(Error::Canceled) => {
+            println!("canceled");
+            Ok(())
+        }
+        Err(Error::Remote(e)) => {
+            Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {e}", args.name)))
+        }
+        Err(e) => Err(e).context("waiting for the outcome"),
+    }
+}
+
+/// Feedback as a JSON line, or as a progress bar when it says how far the goal is: a number,
+/// or an object with `progress`, `percent` or `level` (0 to 100, or 0 to 1 for `progress`).
+fn show(feedback: &Value, json: bool) {
+    if json {
+        println!("{feedback}");
+        return;
+    }
+    let percent = match feedback {
+        Value::Number(n) => n.as_f64(),
+        Value::Object(m) => {
+            m.get("percent").or_else(|| m.get("level")).and_then(Value::as_f64).or_else(|| {
+                m.get("progress")
+                    .and_then(Value::as_f64)
+                    .map(|p| if p <= 1.0 { p * 100.0 } else { p })
+            })
+        }
+        _ => None,
+    };
+    let mut err = std::io::stderr().lock();
+    match percent {
+        Some(p) => {
+            let p = p.clamp(0.0, 100.0);
+            let filled = (p / 5.0).round() as usize;
+            let _ = write!(
+                err,
+                "\r[{}{}] {p:5.1} %  {feedback}",
+                "#".repeat(filled),
+                " ".repeat(20 - filled)
+            );
+        }
+        None => {
+            let _ = write!(err, "\rfeedback: {feedback}");
+        }
+    }
+    let _ = err.flush();
+}

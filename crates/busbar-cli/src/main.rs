@@ -7,6 +7,7 @@ mod demo;
 mod exit;
 mod gateway;
 mod message;
+mod monitor;
 mod pubsub;
 mod rpc;
 mod target;
@@ -44,6 +45,8 @@ enum Command {
     Serve(rpc::ServeArgs),
     /// Sends a goal to an action, follows its feedback, and cancels it on Ctrl-C.
     Action(action::Args),
+    /// Shows which nodes are up (from their heartbeats) and each topic's message rate.
+    Monitor(monitor::Args),
     /// A narrated tour of every pattern on the in-process bus.
     Demo(demo::Args),
     /// Measures throughput, loss and latency on a transport.
@@ -82,6 +85,7 @@ fn run() -> anyhow::Result<()> {
             Command::Call(args) => rpc::call(args).await,
             Command::Serve(args) => rpc::serve(args).await,
             Command::Action(args) => action::run(args).await,
+            Command::Monitor(args) => monitor::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
             Command::Bridge(args) => bridge::run(args).await,

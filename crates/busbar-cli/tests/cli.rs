@@ -437,3 +437,63 @@ async fn action_follows_feedback_and_cancels_on_ctrl_c() {
     assert_eq!(last, "canceled");
     assert!(child.wait().await.expect("exit").success());
 }
+
+/// `busbar monitor` sees a node come up and go down, and counts a topic's messages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_shows_nodes_and_topic_rates() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let run = format!("climon{}", rand_suffix());
+    let filter = format!("{run}/#");
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["monitor", "--filter", &filter, "--interval", "0.3", "--json", "--url", mqtt.url()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let ready = err.next_line().await.expect("stderr").unwrap_or_default();
+    assert!(ready.starts_with("busbar monitor: watching"), "{ready}");
+    let mut reports = BufReader::new(child.stdout.take().expect("stdout")).lines();
+
+    let node_name = format!("{run}-node");
+    let node = busbar::node(&node_name)
+        .url(mqtt.url())
+        .heartbeat(Some(std::time::Duration::from_secs(1)))
+        .start()
+        .await
+        .expect("node");
+    for i in 0..5 {
+        node.connection()
+            .publish_bytes(&format!("{run}/x"), i.to_string().into_bytes())
+            .await
+            .expect("publish");
+    }
+    let mut seen_up = false;
+    for _ in 0..100 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(20), reports.next_line())
+            .await
+            .expect("a report in time")
+            .expect("stdout")
+            .unwrap_or_default();
+        let r: serde_json::Value = serde_json::from_str(&line).expect("a JSON report");
+        if r["nodes"][&node_name] == "up" && r["totals"][format!("{run}/x")] == 5 {
+            seen_up = true;
+            break;
+        }
+    }
+    assert!(seen_up, "the node and its messages never showed");
+    node.stop().await.expect("stop");
+    let mut seen_down = false;
+    for _ in 0..100 {
+        let line = reports.next_line().await.expect("stdout").unwrap_or_default();
+        let r: serde_json::Value = serde_json::from_str(&line).expect("a JSON report");
+        if r["nodes"][&node_name] == "down (stopped)" {
+            seen_down = true;
+            break;
+        }
+    }
+    assert!(seen_down, "the stop never showed");
+}

@@ -152,8 +152,13 @@ def main():
         return
     if mode == "ctrl-node":
         # A node with its start/stop services; prints its state once it has been stopped.
+        # On MQTT each service has a connection of its own, subscribed after commlib says it
+        # runs: READY waits for the broker's SUBACK of both.
+        subscriptions = MqttSubscriptions() if broker.startswith("mqtt:") else None
         node = node_for(broker, node_name=args[0], ctrl_services=True)
         node.run()
+        if subscriptions is not None:
+            subscriptions.wait_for(f"{args[0]}/start", f"{args[0]}/stop")
         say("READY")
         import time
 

@@ -20,9 +20,31 @@ pub fn percent_decode(s: &str) -> Result<String, String> {
     String::from_utf8(out).map_err(|_| "'%' escapes do not form UTF-8".into())
 }
 
+/// Percent-encodes everything but the unreserved characters (letters, digits, `- . _ ~`),
+/// so the text can go in any URL part or form field (`p@ss/` becomes `p%40ss%2F`).
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::percent_decode;
+    use super::{percent_decode, percent_encode};
+
+    #[test]
+    fn encoding_round_trips() {
+        for text in ["p@ss:w/rd é", "plain-._~", ""] {
+            assert_eq!(percent_decode(&percent_encode(text)).as_deref(), Ok(text));
+        }
+        assert_eq!(percent_encode("a b/c&=é"), "a%20b%2Fc%26%3D%C3%A9");
+    }
 
     #[test]
     fn escapes_decode_and_bad_ones_say_why() {

@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use busbar_core::url::percent_encode as encode;
 use busbar_core::{
     ConnectOptions, Connection, Connector, Message, QoS, SubscribeOptions, Topic, TopicFilter,
 };
@@ -187,18 +188,6 @@ impl GatewayConfig {
         }
         url
     }
-}
-
-fn encode(text: &str) -> String {
-    text.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-                char::from(b).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// A gateway's counters.

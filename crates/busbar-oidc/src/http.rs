@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use busbar_core::url::percent_encode;
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::header::{ACCEPT, CONTENT_TYPE, HOST, USER_AGENT};
@@ -142,21 +143,11 @@ fn encode_form(form: &[(&str, &str)]) -> String {
         if i > 0 {
             out.push('&');
         }
-        push_encoded(&mut out, name);
+        out.push_str(&percent_encode(name));
         out.push('=');
-        push_encoded(&mut out, value);
+        out.push_str(&percent_encode(value));
     }
     out
-}
-
-fn push_encoded(out: &mut String, text: &str) {
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
 }
 
 #[cfg(test)]

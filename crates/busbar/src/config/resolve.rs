@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use busbar_core::auth::{StaticToken, Token, TokenPlacement};
 use busbar_core::transport::ConnectOptions;
+use busbar_core::url::percent_encode as encode;
 
 use super::ConfigError;
 use super::expand::{Expanded, Lookup};
@@ -685,19 +686,6 @@ fn assemble(
         url.push_str(&encode(value));
     }
     url
-}
-
-/// Percent-encodes everything but unreserved characters (and `/` would be encoded too).
-fn encode(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for b in text.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Puts `other` into the URL as the half of the login the token does not fill.

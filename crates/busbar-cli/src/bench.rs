@@ -185,6 +185,41 @@ fn median(runs: &[Figures]) -> Figures {
     }
 }
 
+/// A progress bar on standard error, drawn 20 times over a run (never with `--json`, whose
+/// standard output is for machines; standard error stays quiet then too).
+struct Progress {
+    what: &'static str,
+    total: u64,
+    step: u64,
+    quiet: bool,
+}
+
+impl Progress {
+    fn new(what: &'static str, total: u64, quiet: bool) -> Self {
+        Progress { what, total, step: (total / 20).max(1), quiet }
+    }
+
+    fn at(&self, done: u64) {
+        if self.quiet || (!done.is_multiple_of(self.step) && done != self.total) {
+            return;
+        }
+        let filled = (done * 20 / self.total.max(1)) as usize;
+        eprint!(
+            "\r[{}{}] {done}/{} {}",
+            "#".repeat(filled),
+            " ".repeat(20 - filled.min(20)),
+            self.total,
+            self.what
+        );
+    }
+
+    fn done(&self) {
+        if !self.quiet {
+            eprintln!();
+        }
+    }
+}
+
 /// One publisher connection, one subscriber connection; counts what arrives in order.
 async fn pubsub(args: &Args) -> anyhow::Result<Figures> {
     let topic = bench_topic();
@@ -217,11 +252,14 @@ async fn pubsub(args: &Args) -> anyhow::Result<Figures> {
     });
     let message = Message::new(Topic::new(&topic)?, Bytes::from(vec![0x5a; args.size]))
         .with_qos(busbar::QoS::AtMostOnce);
+    let progress = Progress::new("published", count, args.json);
     let started = Instant::now();
-    for _ in 0..count {
+    for i in 0..count {
         pub_conn.publish(message.clone()).await?;
+        progress.at(i + 1);
     }
     let (received, last) = receiver.await?;
+    progress.done();
     let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
     pub_conn.close().await?;
     sub_conn.close().await?;
@@ -250,16 +288,19 @@ async fn rpc(args: &Args) -> anyhow::Result<Figures> {
     for _ in 0..args.count.min(1_000) / 10 {
         client.call(request.clone()).await?;
     }
+    let progress = Progress::new("calls", args.count, args.json);
     let started = Instant::now();
-    for _ in 0..args.count {
+    for i in 0..args.count {
         let t = Instant::now();
         let reply = client.call(request.clone()).await?;
         latencies.push(t.elapsed());
+        progress.at(i + 1);
         if reply.len() != args.size {
             bail!("echo returned {} bytes for {}", reply.len(), args.size);
         }
     }
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    progress.done();
     server.stop(Duration::from_secs(1)).await;
     server_conn.close().await?;
     client_conn.close().await?;

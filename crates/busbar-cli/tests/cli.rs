@@ -39,6 +39,13 @@ fn bench_prints_one_json_object() {
         assert_eq!(v["lost"], 0, "{pattern}: {v}");
         assert!(v["msgs_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
         assert!(v["baseline"]["msgs_per_s"].as_f64().is_some_and(|x| x > 0.0), "{v}");
+        // Machines read standard output; nothing is drawn on standard error either.
+        assert!(!String::from_utf8_lossy(&out.stderr).contains('['), "a progress bar with --json");
+        // Without --json, a progress bar on standard error reaches the end.
+        let out = busbar(&["bench", "--pattern", pattern, "--count", "2000"]);
+        let bar = String::from_utf8_lossy(&out.stderr);
+        let end = if pattern == "pubsub" { "2000/2000 published" } else { "2000/2000 calls" };
+        assert!(bar.contains(&format!("[####################] {end}")), "{pattern}: {bar}");
     }
 }
 

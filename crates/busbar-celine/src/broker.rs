@@ -3,7 +3,9 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use busbar_core::{Connection, Message, QoS, SubscribeOptions, Subscription, Topic, TopicFilter};
+use busbar_core::{
+    Connection, ConnectionEvent, Message, QoS, SubscribeOptions, Subscription, Topic, TopicFilter,
+};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -42,9 +44,20 @@ pub struct Received {
     pub qos: QoS,
 }
 
-/// Counters, as CELINE's `get_stats()` reports them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+/// One subscription, as CELINE's `get_stats()` lists them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SubscriptionStats {
+    /// Its id (`sub-<n>`).
+    pub id: String,
+    /// Its filters.
+    pub topics: Vec<String>,
+}
+
+/// What CELINE's `get_stats()` reports.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct CelineStats {
+    /// Whether the connection is up (as of the last event it reported).
+    pub connected: bool,
     /// Messages published.
     pub publish_count: u64,
     /// Messages received, by every subscription.
@@ -53,6 +66,8 @@ pub struct CelineStats {
     pub error_count: u64,
     /// Subscriptions open.
     pub subscription_count: u64,
+    /// The subscriptions open.
+    pub subscriptions: Vec<SubscriptionStats>,
 }
 
 #[derive(Default)]
@@ -60,7 +75,35 @@ struct Counters {
     published: AtomicU64,
     received: AtomicU64,
     errors: AtomicU64,
-    subscriptions: AtomicU64,
+    next_subscription: AtomicU64,
+    subscriptions: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<String>>>,
+}
+
+impl Counters {
+    fn subscriptions(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Vec<String>>> {
+        self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// The connection's state, brought up to date from its events when asked.
+struct Link {
+    events: busbar_core::ConnectionEvents,
+    up: bool,
+}
+
+impl Link {
+    fn up(&mut self) -> bool {
+        while let Some(event) = self.events.try_next() {
+            match event {
+                ConnectionEvent::Connected | ConnectionEvent::Reconnected => self.up = true,
+                ConnectionEvent::Disconnected { .. } | ConnectionEvent::Closed => self.up = false,
+                _ => {}
+            }
+        }
+        self.up
+    }
 }
 
 /// CELINE's broker behaviour over a busbar connection (usually MQTT, and usually made from
@@ -69,12 +112,19 @@ struct Counters {
 pub struct CelineBroker {
     conn: Connection,
     counters: Arc<Counters>,
+    link: Arc<std::sync::Mutex<Link>>,
 }
 
 impl CelineBroker {
     /// CELINE's behaviour on `conn`.
     pub fn new(conn: &Connection) -> Self {
-        CelineBroker { conn: conn.clone(), counters: Arc::default() }
+        // A connection is handed over connected; its events say what happens next.
+        let link = Link { events: conn.events(), up: true };
+        CelineBroker {
+            conn: conn.clone(),
+            counters: Arc::default(),
+            link: Arc::new(std::sync::Mutex::new(link)),
+        }
     }
 
     /// The connection underneath.
@@ -148,21 +198,34 @@ impl CelineBroker {
             let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce);
             subscriptions.push(self.conn.subscribe_with(options).await?);
         }
-        self.counters.subscriptions.fetch_add(1, Ordering::Relaxed);
+        let id = self.counters.next_subscription.fetch_add(1, Ordering::Relaxed) + 1;
+        let topics = filters.iter().map(|f| (*f).to_owned()).collect();
+        self.counters.subscriptions().insert(id, topics);
         Ok(CelineSubscription {
             inner: futures_util::stream::select_all(subscriptions),
             counters: self.counters.clone(),
+            id,
         })
     }
 
     /// The counters.
     pub fn stats(&self) -> CelineStats {
         let c = &self.counters;
+        let subscriptions: Vec<SubscriptionStats> = c
+            .subscriptions()
+            .iter()
+            .map(|(id, topics)| SubscriptionStats {
+                id: format!("sub-{id}"),
+                topics: topics.clone(),
+            })
+            .collect();
         CelineStats {
+            connected: self.link.lock().unwrap_or_else(|p| p.into_inner()).up(),
             publish_count: c.published.load(Ordering::Relaxed),
             receive_count: c.received.load(Ordering::Relaxed),
             error_count: c.errors.load(Ordering::Relaxed),
-            subscription_count: c.subscriptions.load(Ordering::Relaxed),
+            subscription_count: subscriptions.len() as u64,
+            subscriptions,
         }
     }
 }
@@ -180,11 +243,12 @@ fn enrich(map: &mut Map<String, Value>, created: Option<String>, correlation: Op
 pub struct CelineSubscription {
     inner: futures_util::stream::SelectAll<Subscription>,
     counters: Arc<Counters>,
+    id: u64,
 }
 
 impl Drop for CelineSubscription {
     fn drop(&mut self) {
-        self.counters.subscriptions.fetch_sub(1, Ordering::Relaxed);
+        self.counters.subscriptions().remove(&self.id);
     }
 }
 
@@ -230,6 +294,29 @@ mod tests {
         enrich(&mut map, None, None);
         assert!(map["created"].as_str().is_some_and(|c| c.ends_with("+00:00")));
         assert!(!map.contains_key("correlation_id"));
+    }
+
+    #[tokio::test]
+    async fn stats_list_subscriptions_and_follow_the_connection() {
+        let bus = busbar_mem::MemBus::new();
+        let conn = bus.connect(busbar_core::ConnectOptions::new());
+        let broker = CelineBroker::new(&conn);
+        let sub = broker.subscribe(&["echo/+", "dt/#"]).await.expect("subscribe");
+        let stats = broker.stats();
+        assert!(stats.connected);
+        assert_eq!(stats.subscription_count, 1);
+        assert_eq!(
+            stats.subscriptions,
+            [SubscriptionStats {
+                id: "sub-1".into(),
+                topics: vec!["echo/+".into(), "dt/#".into()]
+            }]
+        );
+        drop(sub);
+        assert_eq!(broker.stats().subscription_count, 0);
+        // The connection cut as by a crash: the next stats say so.
+        assert!(bus.disconnect(conn.client_id()));
+        assert!(!broker.stats().connected);
     }
 
     #[test]

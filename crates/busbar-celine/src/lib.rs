@@ -34,7 +34,9 @@ mod broker;
 mod error;
 mod event;
 
-pub use broker::{CelineBroker, CelineStats, CelineSubscription, PublishOptions, Received};
+pub use broker::{
+    CelineBroker, CelineStats, CelineSubscription, PublishOptions, Received, SubscriptionStats,
+};
 pub use error::{CelineError, Result};
 pub use event::{DEFAULT_CONTEXT, DtEvent, EventSource, SubscriptionInfo, to_event};
 

@@ -19,6 +19,9 @@ pub struct Target {
     /// Broker of the configuration file (default: the file's default broker).
     #[arg(long, value_name = "NAME", requires = "config")]
     broker: Option<String>,
+    /// The configuration's broker, read once however often it is asked for.
+    #[arg(skip)]
+    entry: std::sync::OnceLock<Option<Broker>>,
 }
 
 impl Target {
@@ -35,9 +38,14 @@ impl Target {
     }
 
     fn broker_entry(&self) -> anyhow::Result<Option<Broker>> {
-        let Some(file) = &self.config else { return Ok(None) };
-        let config = Config::load(file)?;
-        Ok(Some(config.broker(self.broker.as_deref())?.clone()))
+        if let Some(entry) = self.entry.get() {
+            return Ok(entry.clone());
+        }
+        let entry = match &self.config {
+            Some(file) => Some(Config::load(file)?.broker(self.broker.as_deref())?.clone()),
+            None => None,
+        };
+        Ok(self.entry.get_or_init(|| entry).clone())
     }
 
     /// The URL and connector for nodes.

@@ -183,7 +183,9 @@ pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let authority_end = rest.find('/').unwrap_or(rest.len());
+    // The authority ends at the path or the query, whichever comes first (a query value
+    // may hold an `@`).
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
     let (authority, path) = rest.split_at(authority_end);
     match authority.rsplit_once('@') {
         Some((userinfo, host)) => {
@@ -209,6 +211,9 @@ mod tests {
             "amqp://guest:***@127.0.0.1:5672/%2f"
         );
         assert_eq!(redact_url("mqtt://user@h"), "mqtt://user@h");
+        // An `@` in the query is not the end of a login.
+        assert_eq!(redact_url("mqtt://:p@h?x=@"), "mqtt://:***@h?x=@");
+        assert_eq!(redact_url("mqtt://h?ca=a@b"), "mqtt://h?ca=a@b");
         assert_eq!(redact_url("mem://"), "mem://");
     }
 

@@ -21,6 +21,11 @@ const PLANNED: &[(&str, &str)] = &[
     ("kafka", "kafka"),
 ];
 
+/// Whether `scheme` is one busbar has a transport for, in this build or another.
+pub(crate) fn is_known_scheme(scheme: &str) -> bool {
+    scheme == "mem" || PLANNED.iter().any(|(s, _)| *s == scheme)
+}
+
 /// A set of connectors dispatching on the URL scheme. `Registry::default()` holds every
 /// transport compiled into this build.
 #[derive(Clone)]

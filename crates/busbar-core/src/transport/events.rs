@@ -48,6 +48,17 @@ impl ConnectionEvents {
         broadcast::channel(256).0
     }
 
+    /// The next event if one has been sent, without waiting.
+    pub fn try_next(&mut self) -> Option<ConnectionEvent> {
+        loop {
+            match self.rx.try_recv() {
+                Ok(ev) => return Some(ev),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     /// The next event; `None` once the connection is gone.
     pub async fn next(&mut self) -> Option<ConnectionEvent> {
         loop {

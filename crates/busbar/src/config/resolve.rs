@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_core::auth::{StaticToken, Token, TokenPlacement};
+use busbar_core::connection::redact_url as redact;
 use busbar_core::transport::ConnectOptions;
 use busbar_core::url::percent_encode as encode;
 
@@ -196,19 +197,6 @@ impl fmt::Debug for Broker {
             )
             .field("placement", &self.placement)
             .finish()
-    }
-}
-
-/// `scheme://user:***@host...` for `scheme://user:password@host...`.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_owned() };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    match rest[..authority_end].rfind('@') {
-        Some(at) => {
-            let user = rest[..at].split(':').next().unwrap_or_default();
-            format!("{scheme}://{user}:***@{}", &rest[at + 1..])
-        }
-        None => url.to_owned(),
     }
 }
 
@@ -708,32 +696,22 @@ fn with_other_half(
     Ok(format!("{scheme}://{login}@{rest}"))
 }
 
-/// Every scheme a busbar build can have. Whether this build has its transport is checked
-/// when connecting, so a file stays loadable by builds with fewer transports.
-const SCHEMES: [&str; 11] =
-    ["mem", "mqtt", "mqtts", "ws", "wss", "redis", "rediss", "nats", "tls", "amqp", "amqps"];
-
 fn check_scheme(url: &str) -> std::result::Result<(), String> {
     let Some((scheme, _)) = url.split_once("://") else {
         return Err(format!("{} is not a URL (scheme://...)", redact(url)));
     };
-    if SCHEMES.contains(&scheme) {
+    // Whether this build has the transport is checked when connecting, so that a file stays
+    // loadable by builds with fewer transports.
+    if crate::registry::is_known_scheme(&scheme.to_ascii_lowercase()) {
         Ok(())
     } else {
-        Err(format!("busbar has no transport for {scheme}:// (it knows {})", SCHEMES.join(", ")))
+        Err(format!("busbar has no transport for {scheme}://"))
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn urls_are_redacted() {
-        assert_eq!(redact("amqp://u:secret@h:5672/%2f"), "amqp://u:***@h:5672/%2f");
-        assert_eq!(redact("mqtt://h:1883"), "mqtt://h:1883");
-        assert_eq!(redact("mqtt://:p@h?x=@"), "mqtt://:***@h?x=@");
-    }
 
     #[test]
     fn logins_are_encoded() {

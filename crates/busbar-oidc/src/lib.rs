@@ -120,7 +120,7 @@ pub struct OidcProvider {
 
 struct Inner {
     settings: OidcSettings,
-    http: http::Client,
+    http: busbar_http::HttpClient,
     /// The token endpoint, from discovery (read once, shared with scoped siblings).
     endpoint: Arc<OnceCell<String>>,
     cache: Mutex<Option<Cached>>,
@@ -176,7 +176,7 @@ impl OidcProvider {
         } else {
             None
         };
-        let http = http::Client { timeout: settings.timeout, tls };
+        let http = http::client(settings.timeout, tls);
         Ok(OidcProvider {
             inner: Arc::new(Inner {
                 settings,
@@ -204,10 +204,7 @@ impl OidcProvider {
         OidcProvider {
             inner: Arc::new(Inner {
                 settings,
-                http: http::Client {
-                    timeout: self.inner.http.timeout,
-                    tls: self.inner.http.tls.clone(),
-                },
+                http: self.inner.http.clone(),
                 endpoint: self.inner.endpoint.clone(),
                 cache: Mutex::new(None),
                 fetching: tokio::sync::Mutex::new(()),
@@ -277,7 +274,7 @@ impl OidcProvider {
             .inner
             .endpoint
             .get_or_try_init(|| async {
-                let response = self.inner.http.get(&url).await?;
+                let response = http::get(&self.inner.http, &url).await?;
                 let discovery: Discovery = parse(&url, response)?;
                 Ok::<_, OidcError>(discovery.token_endpoint)
             })
@@ -295,7 +292,7 @@ impl OidcProvider {
         if let Some(scope) = s.scope.as_deref() {
             form.push(("scope", scope));
         }
-        parse(endpoint, self.inner.http.post_form(endpoint, &form).await?)
+        parse(endpoint, http::post_form(&self.inner.http, endpoint, &form).await?)
     }
 
     async fn refresh(
@@ -310,7 +307,7 @@ impl OidcProvider {
             ("client_id", s.client_id.as_str()),
             ("client_secret", s.client_secret.as_str()),
         ];
-        parse(endpoint, self.inner.http.post_form(endpoint, &form).await?)
+        parse(endpoint, http::post_form(&self.inner.http, endpoint, &form).await?)
     }
 }
 
@@ -318,9 +315,9 @@ impl OidcProvider {
 /// error it names.
 fn parse<T: serde::de::DeserializeOwned>(
     url: &str,
-    response: http::Response,
+    response: busbar_http::HttpResponse,
 ) -> Result<T, OidcError> {
-    if !response.status.is_success() {
+    if !response.is_success() {
         let detail = match serde_json::from_slice::<OAuthError>(&response.body) {
             Ok(e) => match e.error_description {
                 Some(d) => format!("{}: {d}", e.error),
@@ -328,11 +325,7 @@ fn parse<T: serde::de::DeserializeOwned>(
             },
             Err(_) => String::from_utf8_lossy(&response.body).chars().take(200).collect(),
         };
-        return Err(OidcError::Refused {
-            url: url.to_owned(),
-            status: response.status.as_u16(),
-            detail,
-        });
+        return Err(OidcError::Refused { url: url.to_owned(), status: response.status, detail });
     }
     serde_json::from_slice(&response.body)
         .map_err(|e| OidcError::BadResponse { url: url.to_owned(), reason: e.to_string() })

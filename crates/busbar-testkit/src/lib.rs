@@ -55,7 +55,7 @@ pub mod bench;
 mod error;
 pub mod oidc;
 pub mod peer;
-mod pki;
+pub mod pki;
 mod process;
 mod shared;
 pub mod websocket;
@@ -173,7 +173,7 @@ pub async fn next_event_within(
 }
 
 /// A name unique to this process and call (for temporary directories and topics).
-pub(crate) fn unique_name() -> String {
+pub fn unique_name() -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()

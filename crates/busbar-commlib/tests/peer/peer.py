@@ -296,6 +296,35 @@ def main():
         say("READY")
         resp = client.call(AddTwoInt.Request(a=a, b=b), timeout=10)
         say({"response": None if resp is None else resp.model_dump()})
+    elif mode == "rest-call":
+        # A client of commlib's REST proxy, with the proxy's message type as
+        # commlib-rest-proxy defines it (fields, types and defaults).
+        from typing import Any, Dict, Optional, Union
+
+        class RESTProxyMessage(RPCMessage):
+            class Request(RPCMessage.Request):
+                host: Optional[str] = "localhost"
+                port: Optional[int] = 8080
+                ssl: Optional[bool] = False
+                base_url: str = ""
+                path: str = "/"
+                verb: str = "GET"
+                query_params: Dict = {}
+                path_params: Dict = {}
+                body_params: Dict = {}
+                headers: Dict = {}
+
+            class Response(RPCMessage.Response):
+                data: Union[str, Dict, int]
+                headers: Dict[str, Any]
+                status_code: int = 200
+
+        name, request = args[0], json.loads(args[1])
+        client = node.create_rpc_client(rpc_name=name, msg_type=RESTProxyMessage)
+        node.run()
+        say("READY")
+        resp = client.call(RESTProxyMessage.Request(**request), timeout=10)
+        say({"response": None if resp is None else resp.model_dump()})
     else:
         raise SystemExit(f"unknown mode {mode}")
     node.stop()

@@ -7,6 +7,8 @@
 //!   back where it came from.
 //! * [`Bridge::rpc`] serves a topic on one side by calling a service on the other and
 //!   returning its reply (errors and deadlines included).
+//! * [`TcpBridge`] is of another kind: a bidirectional TCP proxy from a local port to one
+//!   address, for protocols busbar does not speak (see [`tcp`]).
 //!
 //! **Loops.** Every message a bridge forwards carries the bridge's loop id in the header
 //! [`VIA_HEADER`]; a bridge never forwards a message that already carries its own id. The
@@ -25,6 +27,7 @@
 //! in the target connection's outgoing queue or fail, and failures are counted.
 
 mod rewrite;
+pub mod tcp;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +39,7 @@ use busbar_core::{Codec, Connection, Message, Overflow, SubscribeOptions, TopicF
 use tokio::sync::Semaphore;
 
 pub use rewrite::Rewrite;
+pub use tcp::{TcpBridge, TcpBridgeOptions, TcpBridgeStats};
 
 /// The header naming the bridges a message has crossed (comma-separated loop ids).
 pub const VIA_HEADER: &str = "busbar-via";

@@ -8,6 +8,7 @@ use busbar::{ActionClient, Error};
 use serde_json::Value;
 
 use crate::exit;
+use crate::profile::{Dialect, Profile};
 use crate::target::Target;
 
 /// Options of `busbar action`.
@@ -24,12 +25,19 @@ pub struct Args {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    dialect: Dialect,
+    #[command(flatten)]
     target: Target,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let goal: Value = serde_json::from_str(&args.goal)
         .with_context(|| format!("the goal {:?} is not JSON", args.goal))?;
+    match args.dialect.profile {
+        Profile::Busbar => {}
+        Profile::Commlib => return run_commlib(args, goal).await,
+        Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("actions")),
+    }
     let conn = args.target.connect().await?;
     let client = ActionClient::<Value, Value, Value>::new(&conn, &args.name).await?;
     let mut handle = client
@@ -37,19 +45,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("sending the goal to {}", args.name))?;
     eprintln!("busbar action: goal {} accepted by {}; Ctrl-C cancels it", handle.id(), args.name);
-    let deadline = args
-        .timeout
-        .map(|t| Duration::try_from_secs_f64(t).context("--timeout"))
-        .transpose()?
-        .map(|t| tokio::time::Instant::now() + t);
+    let deadline = deadline(args.timeout)?;
     let mut cancelled = false;
     loop {
-        let wait = async {
-            match deadline {
-                Some(d) => tokio::time::sleep_until(d).await,
-                None => std::future::pending().await,
-            }
-        };
         tokio::select! {
             feedback = handle.feedback() => match feedback {
                 Some(f) => show(&f, args.json),
@@ -60,7 +58,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("\nbusbar action: cancelling");
                 handle.cancel().await.context("cancelling")?;
             }
-            () = wait => {
+            () = until(deadline) => {
                 return Err(exit::with(exit::TIMEOUT, format!("{} did not finish in time", args.name)));
             }
         }
@@ -81,6 +79,77 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {e}", args.name)))
         }
         Err(e) => Err(e).context("waiting for the outcome"),
+    }
+}
+
+fn deadline(timeout: Option<f64>) -> anyhow::Result<Option<tokio::time::Instant>> {
+    Ok(timeout
+        .map(|t| Duration::try_from_secs_f64(t).context("--timeout"))
+        .transpose()?
+        .map(|t| tokio::time::Instant::now() + t))
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// `action --profile commlib`: a goal to a commlib action service.
+async fn run_commlib(args: Args, goal: Value) -> anyhow::Result<()> {
+    use busbar_commlib::action::{CommlibActionClient, GoalStatus, GoalUpdate};
+    let conn = args.target.connect().await?;
+    let client = CommlibActionClient::<Value, Value, Value>::new(&conn, &args.name);
+    let mut handle = client
+        .send_goal(&goal)
+        .await
+        .with_context(|| format!("sending the goal to {}", args.name))?;
+    eprintln!(
+        "busbar action: goal {} accepted by {} (commlib); Ctrl-C cancels it",
+        handle.goal_id, args.name
+    );
+    let deadline = deadline(args.timeout)?;
+    let mut cancelled = false;
+    loop {
+        tokio::select! {
+            update = handle.next_update() => match update {
+                Some(Ok(GoalUpdate::Feedback(f))) => show(&f, args.json),
+                Some(Ok(GoalUpdate::Status(s))) if s.is_terminal() => break,
+                Some(Ok(GoalUpdate::Status(_))) => {}
+                Some(Err(e)) => eprintln!("busbar action: {e}"),
+                None => anyhow::bail!("the connection closed"),
+            },
+            _ = tokio::signal::ctrl_c(), if !cancelled => {
+                cancelled = true;
+                eprintln!("\nbusbar action: cancelling");
+                if !handle.cancel().await.context("cancelling")? {
+                    eprintln!("busbar action: {} refused to cancel", args.name);
+                }
+            }
+            () = until(deadline) => {
+                return Err(exit::with(exit::TIMEOUT, format!("{} did not finish in time", args.name)));
+            }
+        }
+    }
+    if !args.json {
+        eprintln!();
+    }
+    let (status, result) =
+        handle.result(std::time::Duration::from_secs(10)).await.context("fetching the result")?;
+    match status {
+        GoalStatus::Canceled => {
+            println!("canceled");
+            Ok(())
+        }
+        GoalStatus::Aborted => {
+            Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {result}", args.name)))
+        }
+        _ => {
+            println!("{result}");
+            Ok(())
+        }
     }
 }
 

@@ -8,16 +8,20 @@ mod exit;
 mod gateway;
 mod message;
 mod monitor;
+mod profile;
 mod pubsub;
+mod rest_proxy;
 mod rpc;
 mod target;
+mod tcp_bridge;
 
 use clap::{Parser, Subcommand};
 
 /// busbar: publish/subscribe, RPC, actions, events and heartbeats over message brokers.
 ///
 /// Every command that talks to a broker takes `--url URL` (default `mem://`, the in-process
-/// bus) or `--config FILE` with `--broker NAME`.
+/// bus) or `--config FILE` with `--broker NAME`, and `--profile` for the wire dialect:
+/// busbar (the default), commlib (commlib-py), celine or sermas (with `--app-id`).
 ///
 /// Exit codes: 0 done; 1 an error, described in one line; 2 a wrong command line; 3 a
 /// deadline passed (`sub --timeout` short of `--count`, `call` unanswered); 4 the remote side
@@ -55,6 +59,12 @@ enum Command {
     Bridge(bridge::Args),
     /// Runs a rule-based gateway (CSTBox semantics) until Ctrl-C.
     Gateway(gateway::Args),
+    /// Forwards TCP connections from a local port to another address, both ways, until
+    /// Ctrl-C (for protocols busbar does not speak).
+    TcpBridge(tcp_bridge::Args),
+    /// Makes HTTP calls for RPC callers (commlib's REST proxy, with every HTTP method) until
+    /// Ctrl-C.
+    RestProxy(rest_proxy::Args),
 }
 
 fn main() -> std::process::ExitCode {
@@ -90,6 +100,8 @@ fn run() -> anyhow::Result<()> {
             Command::Bench(args) => bench::run(args).await,
             Command::Bridge(args) => bridge::run(args).await,
             Command::Gateway(args) => gateway::run(args).await,
+            Command::TcpBridge(args) => tcp_bridge::run(args).await,
+            Command::RestProxy(args) => rest_proxy::run(args).await,
         }
     })
 }

@@ -93,6 +93,15 @@ pub fn render(message: &Message, json: bool) -> anyhow::Result<String> {
     Ok(serde_json::to_string(&line)?)
 }
 
+/// A dialect's JSON body as a line: `topic  {json}`, or `{"topic": ..., "payload": {json}}`.
+pub fn render_json(topic: &str, payload: &serde_json::Value, json: bool) -> String {
+    if json {
+        serde_json::json!({"topic": topic, "payload": payload}).to_string()
+    } else {
+        format!("{topic}  {payload}")
+    }
+}
+
 pub fn check_rate(rate: Option<f64>) -> anyhow::Result<Option<std::time::Duration>> {
     match rate {
         None => Ok(None),

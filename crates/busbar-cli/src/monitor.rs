@@ -8,6 +8,7 @@ use busbar::{LivenessEvent, LivenessMonitor, SubscribeOptions, TopicFilter};
 use futures_util::StreamExt;
 use serde::Serialize;
 
+use crate::profile::{Dialect, Profile};
 use crate::target::Target;
 
 /// Options of `busbar monitor`.
@@ -25,8 +26,103 @@ pub struct Args {
     /// One JSON object per report instead of a table.
     #[arg(long)]
     json: bool,
+    /// commlib: a node whose heartbeats to follow (repeatable; commlib's heartbeats name
+    /// their node in the topic only, so the nodes are named here).
+    #[arg(long = "node", value_name = "NAME")]
+    nodes: Vec<String>,
+    /// commlib: the nodes' heartbeat interval in seconds; a node silent for three is down.
+    #[arg(long, default_value_t = 10.0)]
+    heartbeat_interval: f64,
+    #[command(flatten)]
+    dialect: Dialect,
     #[command(flatten)]
     target: Target,
+}
+
+/// Where node liveness comes from.
+enum Liveness {
+    /// busbar's heartbeats and last wills.
+    Busbar(LivenessMonitor),
+    /// commlib heartbeats of the named nodes: when each was last heard.
+    Commlib {
+        beats: futures_util::stream::BoxStream<'static, String>,
+        last: BTreeMap<String, Instant>,
+        silence: Duration,
+    },
+    /// The profile has no heartbeats: topic rates only.
+    None,
+}
+
+impl Liveness {
+    async fn start(args: &Args, conn: &busbar::Connection) -> anyhow::Result<Liveness> {
+        Ok(match args.dialect.profile {
+            Profile::Busbar => Liveness::Busbar(LivenessMonitor::spawn(conn, 3).await?),
+            Profile::Commlib => {
+                if args.nodes.is_empty() {
+                    return Err(crate::exit::with(
+                        crate::profile::USAGE,
+                        "the commlib profile needs the nodes to follow: --node NAME",
+                    ));
+                }
+                let interval = Duration::try_from_secs_f64(args.heartbeat_interval)
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .context("--heartbeat-interval must be a positive number of seconds")?;
+                let mut beats = Vec::new();
+                for node in &args.nodes {
+                    let sub = busbar_commlib::heartbeat::watch(conn, node).await?;
+                    let node = node.clone();
+                    beats.push(
+                        futures_util::stream::unfold(sub, move |mut sub| {
+                            let node = node.clone();
+                            async move { sub.recv().await.map(|_| (node, sub)) }
+                        })
+                        .boxed(),
+                    );
+                }
+                Liveness::Commlib {
+                    beats: futures_util::stream::select_all(beats).boxed(),
+                    last: BTreeMap::new(),
+                    silence: interval * 3,
+                }
+            }
+            Profile::Celine | Profile::Sermas => Liveness::None,
+        })
+    }
+
+    /// The next change to the node table.
+    async fn next(&mut self, nodes: &mut BTreeMap<String, String>) {
+        match self {
+            Liveness::Busbar(monitor) => match monitor.next().await {
+                Some(LivenessEvent::Up { node }) => {
+                    nodes.insert(node, "up".into());
+                }
+                Some(LivenessEvent::Down { node, reason }) => {
+                    nodes.insert(node, format!("down ({reason:?})").to_lowercase());
+                }
+                None => std::future::pending().await,
+            },
+            Liveness::Commlib { beats, last, .. } => match beats.next().await {
+                Some(node) => {
+                    last.insert(node.clone(), Instant::now());
+                    nodes.insert(node, "up".into());
+                }
+                None => std::future::pending().await,
+            },
+            Liveness::None => std::future::pending().await,
+        }
+    }
+
+    /// Marks commlib nodes not heard from for three intervals as down.
+    fn sweep(&self, nodes: &mut BTreeMap<String, String>) {
+        if let Liveness::Commlib { last, silence, .. } = self {
+            for (node, heard) in last {
+                if heard.elapsed() > *silence {
+                    nodes.insert(node.clone(), "down (silent)".into());
+                }
+            }
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -45,7 +141,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|d| !d.is_zero())
         .context("--interval must be a positive number of seconds")?;
     let conn = args.target.connect().await?;
-    let mut liveness = LivenessMonitor::spawn(&conn, 3).await?;
+    let mut liveness = Liveness::start(&args, &conn).await?;
     let mut subs = Vec::new();
     for f in &args.filter {
         let filter = TopicFilter::new(f).with_context(|| format!("filter {f:?}"))?;
@@ -66,13 +162,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 *totals.entry(topic.clone()).or_default() += 1;
                 *window.entry(topic).or_default() += 1;
             }
-            Some(event) = liveness.next() => {
-                match event {
-                    LivenessEvent::Up { node } => nodes.insert(node, "up".into()),
-                    LivenessEvent::Down { node, reason } => nodes.insert(node, format!("down ({reason:?})").to_lowercase()),
-                };
-            }
+            () = liveness.next(&mut nodes) => {}
             _ = tick.tick() => {
+                liveness.sweep(&mut nodes);
                 let secs = since.elapsed().as_secs_f64().max(1e-3);
                 let rates = window.iter().map(|(t, n)| (t.as_str(), *n as f64 / secs)).collect();
                 print(&Report { nodes: &nodes, rates, totals: &totals }, args.json)?;

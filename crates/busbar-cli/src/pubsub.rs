@@ -6,7 +6,8 @@ use anyhow::Context;
 use busbar::{Message, QoS, SubscribeOptions, Topic, TopicFilter};
 
 use crate::exit;
-use crate::message::{Body, check_rate, parse_header, parse_qos, render};
+use crate::message::{Body, check_rate, parse_header, parse_qos, render, render_json};
+use crate::profile::{Dialect, Profile, json_body};
 use crate::target::Target;
 
 /// Options of `busbar pub`.
@@ -22,9 +23,9 @@ pub struct PubArgs {
     /// At most this many messages per second.
     #[arg(long)]
     rate: Option<f64>,
-    /// Delivery guarantee: 0, 1 or 2.
-    #[arg(long, default_value = "1", value_parser = parse_qos)]
-    qos: QoS,
+    /// Delivery guarantee: 0, 1 or 2 (default 1; busbar and celine profiles).
+    #[arg(long, value_parser = parse_qos)]
+    qos: Option<QoS>,
     /// Keep as the topic's retained message (where the broker has them).
     #[arg(long)]
     retain: bool,
@@ -32,30 +33,110 @@ pub struct PubArgs {
     #[arg(long = "header", short = 'H', value_parser = parse_header)]
     headers: Vec<(String, String)>,
     #[command(flatten)]
+    dialect: Dialect,
+    #[command(flatten)]
     target: Target,
 }
 
 pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
-    let topic = Topic::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
+    let dialect = &args.dialect;
+    let profile = dialect.profile;
+    // What each profile's wire cannot carry is refused before anything is sent.
+    if profile != Profile::Busbar && !args.headers.is_empty() {
+        return Err(dialect.refuse("--header"));
+    }
+    if matches!(profile, Profile::Commlib | Profile::Sermas) {
+        if args.qos.is_some() {
+            return Err(dialect.refuse("--qos"));
+        }
+        if args.retain {
+            return Err(dialect.refuse("--retain"));
+        }
+    }
     let bodies = args.body.read()?;
     let pause = check_rate(args.rate)?;
-    let conn = args.target.connect().await?;
+    let sender = Sender::new(&args, args.target.connect().await?)?;
     let mut tick = pause.map(tokio::time::interval);
     for _ in 0..args.count {
         for body in &bodies {
             if let Some(t) = tick.as_mut() {
                 t.tick().await;
             }
-            let mut m = Message::new(topic.clone(), body.clone()).with_qos(args.qos);
-            m.retain = args.retain;
-            for (k, v) in &args.headers {
-                m = m.with_header(k.clone(), v.clone());
-            }
-            conn.publish(m).await.with_context(|| format!("publishing to {topic}"))?;
+            sender
+                .send(&args, body)
+                .await
+                .with_context(|| format!("publishing to {}", args.topic))?;
         }
     }
-    conn.close().await.context("closing the connection")?;
+    sender.connection().close().await.context("closing the connection")?;
     Ok(())
+}
+
+/// Publishes in one profile's way.
+enum Sender {
+    Busbar(busbar::Connection, Topic),
+    Commlib(busbar::Connection, busbar_commlib::CommlibPublisher<serde_json::Value>),
+    Celine(busbar_celine::CelineBroker),
+    Sermas(busbar::Connection, busbar_sermas::SermasClient),
+}
+
+impl Sender {
+    fn new(args: &PubArgs, conn: busbar::Connection) -> anyhow::Result<Sender> {
+        let name = &args.topic;
+        Ok(match args.dialect.profile {
+            Profile::Busbar => {
+                let topic = Topic::new(name).with_context(|| format!("topic {name:?}"))?;
+                Sender::Busbar(conn, topic)
+            }
+            Profile::Commlib => {
+                let publisher = busbar_commlib::CommlibPublisher::new(&conn, name)?;
+                Sender::Commlib(conn, publisher)
+            }
+            Profile::Celine => Sender::Celine(busbar_celine::CelineBroker::new(&conn)),
+            Profile::Sermas => {
+                // The template is checked here, before anything is sent.
+                busbar_sermas::TopicTemplate::new(name)?;
+                let client = busbar_sermas::SermasClient::new(&conn, args.dialect.sermas()?);
+                Sender::Sermas(conn, client)
+            }
+        })
+    }
+
+    fn connection(&self) -> &busbar::Connection {
+        match self {
+            Sender::Busbar(c, _) | Sender::Commlib(c, _) | Sender::Sermas(c, _) => c,
+            Sender::Celine(broker) => broker.connection(),
+        }
+    }
+
+    async fn send(&self, args: &PubArgs, body: &[u8]) -> anyhow::Result<()> {
+        let profile = args.dialect.profile;
+        match self {
+            Sender::Busbar(conn, topic) => {
+                let qos = args.qos.unwrap_or(QoS::AtLeastOnce);
+                let mut m = Message::new(topic.clone(), body.to_vec()).with_qos(qos);
+                m.retain = args.retain;
+                for (k, v) in &args.headers {
+                    m = m.with_header(k.clone(), v.clone());
+                }
+                conn.publish(m).await?;
+            }
+            Sender::Commlib(_, publisher) => publisher.publish(&json_body(body, profile)?).await?,
+            Sender::Celine(broker) => {
+                let options = busbar_celine::PublishOptions {
+                    qos: args.qos.unwrap_or(QoS::AtLeastOnce),
+                    retain: args.retain,
+                    ..busbar_celine::PublishOptions::default()
+                };
+                broker.publish(&args.topic, &json_body(body, profile)?, options).await?;
+            }
+            Sender::Sermas(_, client) => {
+                let params = busbar_sermas::Params::default();
+                client.publish(&args.topic, &params, &json_body(body, profile)?).await?;
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Options of `busbar sub`.
@@ -74,20 +155,87 @@ pub struct SubArgs {
     #[arg(long)]
     json: bool,
     #[command(flatten)]
+    dialect: Dialect,
+    #[command(flatten)]
     target: Target,
+}
+
+/// What a subscription gives: busbar messages, or a dialect's JSON bodies.
+enum Arrived {
+    Message(Message),
+    Json { topic: String, payload: serde_json::Value },
+}
+
+/// The subscriptions of every filter, in one stream.
+async fn arrivals(
+    args: &SubArgs,
+    conn: &busbar::Connection,
+) -> anyhow::Result<futures_util::stream::BoxStream<'static, anyhow::Result<Arrived>>> {
+    use futures_util::StreamExt;
+    let mut streams: Vec<futures_util::stream::BoxStream<'static, anyhow::Result<Arrived>>> =
+        Vec::new();
+    for f in &args.filters {
+        match args.dialect.profile {
+            Profile::Busbar => {
+                let filter = TopicFilter::new(f).with_context(|| format!("filter {f:?}"))?;
+                let sub = conn.subscribe_with(SubscribeOptions::new(filter)).await?;
+                streams.push(sub.map(|m| Ok(Arrived::Message(m))).boxed());
+            }
+            Profile::Commlib => {
+                let sub =
+                    busbar_commlib::CommlibSubscriber::<serde_json::Value>::new(conn, f).await?;
+                let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+                    let next = sub.recv().await?;
+                    let item = next
+                        .map(|r| Arrived::Json {
+                            topic: r.topic.as_str().to_owned(),
+                            payload: r.value,
+                        })
+                        .map_err(anyhow::Error::from);
+                    Some((item, sub))
+                });
+                streams.push(stream.boxed());
+            }
+            Profile::Celine => {
+                let sub = busbar_celine::CelineBroker::new(conn).subscribe(&[f.as_str()]).await?;
+                let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+                    let r = sub.recv().await?;
+                    Some((
+                        Ok(Arrived::Json {
+                            topic: r.topic.as_str().to_owned(),
+                            payload: r.payload,
+                        }),
+                        sub,
+                    ))
+                });
+                streams.push(stream.boxed());
+            }
+            Profile::Sermas => {
+                let client = busbar_sermas::SermasClient::new(conn, args.dialect.sermas()?);
+                let sub = client.subscribe(f, &busbar_sermas::Params::default()).await?;
+                let stream = futures_util::stream::unfold(sub, |mut sub| async move {
+                    let r = sub.recv().await?;
+                    Some((
+                        Ok(Arrived::Json {
+                            topic: r.topic.as_str().to_owned(),
+                            payload: r.payload,
+                        }),
+                        sub,
+                    ))
+                });
+                streams.push(stream.boxed());
+            }
+        }
+    }
+    Ok(futures_util::stream::select_all(streams).boxed())
 }
 
 pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     let conn = args.target.connect().await?;
-    let mut subs = Vec::new();
-    for f in &args.filters {
-        let filter = TopicFilter::new(f).with_context(|| format!("filter {f:?}"))?;
-        subs.push(conn.subscribe_with(SubscribeOptions::new(filter)).await?);
-    }
+    let mut all = arrivals(&args, &conn).await?;
     // On standard error, so that standard output holds messages only: scripts and tests
     // wait for this line before publishing.
     eprintln!("busbar sub: listening on {}", args.filters.join(", "));
-    let mut all = futures_util::stream::select_all(subs);
     let deadline = match args.timeout {
         Some(t) => Some(
             tokio::time::Instant::now() + Duration::try_from_secs_f64(t).context("--timeout")?,
@@ -116,10 +264,17 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
             },
             None => all.next().await,
         };
-        let Some(message) = next else {
-            anyhow::bail!("the connection closed");
+        let line = match next {
+            None => anyhow::bail!("the connection closed"),
+            Some(Ok(Arrived::Message(message))) => render(&message, args.json)?,
+            Some(Ok(Arrived::Json { topic, payload })) => render_json(&topic, &payload, args.json),
+            // One body that does not decode: said, and the next one waited for.
+            Some(Err(e)) => {
+                eprintln!("busbar sub: {e:#}");
+                continue;
+            }
         };
-        println!("{}", render(&message, args.json)?);
+        println!("{line}");
         received += 1;
     }
 }

@@ -10,6 +10,7 @@ use tokio::io::AsyncWriteExt;
 
 use crate::exit;
 use crate::message::{Body, parse_header};
+use crate::profile::{Dialect, Profile, json_body};
 use crate::target::Target;
 
 /// Options of `busbar call`.
@@ -26,15 +27,19 @@ pub struct CallArgs {
     #[arg(long = "header", short = 'H', value_parser = parse_header)]
     headers: Vec<(String, String)>,
     #[command(flatten)]
+    dialect: Dialect,
+    #[command(flatten)]
     target: Target,
 }
 
 pub async fn call(args: CallArgs) -> anyhow::Result<()> {
+    match args.dialect.profile {
+        Profile::Busbar => {}
+        Profile::Commlib => return call_commlib(args).await,
+        Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("RPC")),
+    }
     let topic = Topic::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
-    let timeout = Duration::try_from_secs_f64(args.timeout)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .context("--timeout must be a positive number of seconds")?;
+    let timeout = positive_seconds(args.timeout)?;
     let body = args.body.read()?.into_iter().next().unwrap_or_default();
     let conn = args.target.connect().await?;
     let mut request = Message::new(topic.clone(), body);
@@ -68,6 +73,40 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `call --profile commlib`: commlib's RPC, with a JSON request and answer.
+async fn call_commlib(args: CallArgs) -> anyhow::Result<()> {
+    if !args.headers.is_empty() {
+        return Err(args.dialect.refuse("--header"));
+    }
+    let timeout = positive_seconds(args.timeout)?;
+    let body = args.body.read()?.into_iter().next().unwrap_or_default();
+    let request = json_body(&body, Profile::Commlib)?;
+    let conn = args.target.connect().await?;
+    let client = busbar_commlib::CommlibRpcClient::<serde_json::Value, serde_json::Value>::new(
+        &conn,
+        &args.topic,
+    )?
+    .timeout(timeout);
+    match client.call(&request).await {
+        Ok(answer) => {
+            println!("{answer}");
+            Ok(())
+        }
+        Err(busbar_commlib::CommlibError::Timeout { .. }) => Err(exit::with(
+            exit::TIMEOUT,
+            format!("no answer from {} within {timeout:?}", args.topic),
+        )),
+        Err(e) => Err(e).with_context(|| format!("calling {}", args.topic)),
+    }
+}
+
+fn positive_seconds(seconds: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(seconds)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .context("--timeout must be a positive number of seconds")
+}
+
 /// Options of `busbar serve`.
 #[derive(clap::Args)]
 pub struct ServeArgs {
@@ -82,10 +121,17 @@ pub struct ServeArgs {
     #[arg(long)]
     count: Option<u64>,
     #[command(flatten)]
+    dialect: Dialect,
+    #[command(flatten)]
     target: Target,
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    match args.dialect.profile {
+        Profile::Busbar => {}
+        Profile::Commlib => return serve_commlib(args).await,
+        Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("RPC")),
+    }
     let filter =
         TopicFilter::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
     let conn = args.target.connect().await?;
@@ -127,6 +173,44 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `serve --profile commlib`: a commlib RPC service. commlib has no error answers, so a
+/// failing command is answered with `{"error": ...}`; an answer that is not JSON is sent as
+/// a JSON string.
+async fn serve_commlib(args: ServeArgs) -> anyhow::Result<()> {
+    let conn = args.target.connect().await?;
+    let exec = args.exec.clone();
+    let service = busbar_commlib::CommlibRpcService::spawn(
+        &conn,
+        &args.topic,
+        move |request: serde_json::Value| {
+            let exec = exec.clone();
+            async move {
+                let Some(command) = exec else { return request };
+                match run(&command, request.to_string().as_bytes()).await {
+                    (out, false) => serde_json::from_slice(&out).unwrap_or_else(|_| {
+                        serde_json::Value::from(String::from_utf8_lossy(&out).trim_end())
+                    }),
+                    (err, true) => serde_json::from_slice(&err).unwrap_or_default(),
+                }
+            }
+        },
+    )
+    .await?;
+    eprintln!(
+        "busbar serve: answering {} (commlib) with {}",
+        args.topic,
+        args.exec.as_deref().map_or("an echo".to_owned(), |c| format!("`{c}`"))
+    );
+    let mut answered = service.answered();
+    tokio::select! {
+        _ = answered.wait_for(|n| args.count.is_some_and(|c| *n >= c)) => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+    // Answers are counted once handed to the connection: closing sends them.
+    conn.close().await.context("closing the connection")?;
+    Ok(())
+}
+
 /// Runs `command` with `input`; its output, or its error output and true when it failed.
 async fn run(command: &str, input: &[u8]) -> (Vec<u8>, bool) {
     let child = tokio::process::Command::new("sh")
@@ -153,8 +237,10 @@ async fn run(command: &str, input: &[u8]) -> (Vec<u8>, bool) {
     }
 }
 
-/// An error answer in the shape busbar's RPC clients read.
+/// An error answer in the shape busbar's RPC clients read (commlib's see `error` too).
 fn error_body(message: &str) -> Vec<u8> {
-    serde_json::to_vec(&serde_json::json!({"code": "internal", "message": message}))
-        .unwrap_or_default()
+    serde_json::to_vec(
+        &serde_json::json!({"code": "internal", "message": message, "error": message}),
+    )
+    .unwrap_or_default()
 }

@@ -504,3 +504,411 @@ async fn monitor_shows_nodes_and_topic_rates() {
     }
     assert!(seen_down, "the stop never showed");
 }
+
+/// `busbar tcp-bridge` in front of Mosquitto: MQTT clients connect through it, messages cross
+/// it both ways, and Ctrl-C ends it with its counters.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_bridge_carries_a_broker_protocol() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let target = format!("{}:{}", mqtt.host(), mqtt.port());
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["tcp-bridge", "--listen", "127.0.0.1:0", "--to", &target, "--interval", "0"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start busbar tcp-bridge");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("output").unwrap_or_default();
+    // "tcp-bridge: 127.0.0.1:PORT -> HOST:PORT; Ctrl-C stops it"
+    let local = first
+        .strip_prefix("tcp-bridge: ")
+        .and_then(|r| r.split_once(' '))
+        .map(|(addr, _)| addr.to_owned())
+        .unwrap_or_else(|| panic!("no address in {first:?}"));
+    let through = format!("mqtt://{local}");
+    let run = format!("clitcp{}", rand_suffix());
+    let topic = format!("{run}/t");
+    let sub =
+        start_ready(&["sub", &topic, "--count", "2", "--timeout", "20", "--url", &through]).await;
+    for body in ["one", "two"] {
+        let out = busbar(&["pub", &topic, body, "--url", &through]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = sub.wait_with_output().await.expect("sub");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{topic}  one\n{topic}  two\n"));
+    let pid = child.id().expect("pid").to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    assert!(child.wait().await.expect("exit").success());
+    let last = lines.next_line().await.expect("output").unwrap_or_default();
+    // Three clients: the subscriber and two publishers.
+    assert!(last.starts_with("accepted 3, ") && last.contains("failed 0"), "{last}");
+}
+
+/// Runs `busbar ARGS` and returns its standard output, failing the test with its standard
+/// error when it fails.
+fn ok(args: &[&str]) -> String {
+    let out = busbar(args);
+    assert!(out.status.success(), "busbar {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `--profile commlib` on each commlib transport: names, JSON bodies and RPC as commlib-py
+/// puts them on the wire (checked with a plain busbar subscriber), and `call` answered by
+/// the real commlib-py service on MQTT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commlib_profile_speaks_commlibs_wire() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    for kind in [BrokerKind::Mqtt, BrokerKind::Redis, BrokerKind::Amqp] {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let url = broker.url();
+        let name = kind.name();
+        let run = format!("clicl{}{}", name, rand_suffix());
+        let sensor = format!("{run}.sensors.temp");
+
+        // pub and sub in commlib's names; the wire has the transport's spelling of them.
+        let conn = busbar::connect(url).await.expect("connect");
+        // MQTT topics and AMQP routing keys have levels (busbar's `/`); a Redis channel is
+        // one level, dots and all.
+        let wire_topic =
+            if kind == BrokerKind::Redis { sensor.clone() } else { sensor.replace('.', "/") };
+        let mut raw = conn.subscribe(&wire_topic).await.expect("raw subscription");
+        let sub = start_ready(&[
+            "sub",
+            &sensor,
+            "--count",
+            "1",
+            "--timeout",
+            "20",
+            "--json",
+            "--profile",
+            "commlib",
+            "--url",
+            url,
+        ])
+        .await;
+        ok(&["pub", &sensor, r#"{"v": 21.5}"#, "--profile", "commlib", "--url", url]);
+        let out = sub.wait_with_output().await.expect("sub");
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON line");
+        assert_eq!(line["payload"], serde_json::json!({"v": 21.5}), "{name}: {line}");
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), raw.recv())
+            .await
+            .expect("in time")
+            .expect("open");
+        let body: serde_json::Value = serde_json::from_slice(&m.payload.to_bytes().expect("bytes"))
+            .expect("JSON on the wire");
+        assert_eq!(body, serde_json::json!({"v": 21.5}), "{name}: a bare JSON object");
+
+        // serve and call on commlib's RPC of the transport.
+        let svc = format!("{run}.echo");
+        let serve =
+            start_ready(&["serve", &svc, "--count", "1", "--profile", "commlib", "--url", url])
+                .await;
+        let answer = ok(&["call", &svc, r#"{"a": 1}"#, "--profile", "commlib", "--url", url]);
+        assert_eq!(answer.trim(), r#"{"a":1}"#, "{name}");
+        assert!(serve.wait_with_output().await.expect("serve").status.success(), "{name}");
+    }
+
+    // The real commlib-py service answers `busbar call --profile commlib`.
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let Some(python) = busbar_testkit::peer::python(
+        "cli commlib profile",
+        "BUSBAR_COMMLIB_0132_PYTHON",
+        "commlib-venvs/0.13.2",
+    ) else {
+        return;
+    };
+    let svc = format!("clipy{}.add", rand_suffix());
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../busbar-commlib/tests/peer/peer.py");
+    let args = vec![
+        script.display().to_string(),
+        format!("mqtt:{}:{}", mqtt.host(), mqtt.port()),
+        "rpc-service".to_owned(),
+        svc.clone(),
+    ];
+    let _peer = busbar_testkit::peer::Peer::start(&python, &args, &[]).await;
+    // commlib says it runs before the broker has its subscription: a few short calls.
+    let mut answer = None;
+    for _ in 0..40 {
+        let out = busbar(&[
+            "call",
+            &svc,
+            r#"{"a": 2, "b": 3}"#,
+            "--timeout",
+            "0.5",
+            "--profile",
+            "commlib",
+            "--url",
+            mqtt.url(),
+        ]);
+        if out.status.success() {
+            answer = Some(String::from_utf8_lossy(&out.stdout).trim().to_owned());
+            break;
+        }
+        assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(answer.as_deref(), Some(r#"{"c":5}"#));
+}
+
+/// `action --profile commlib` against a commlib action service: feedback in order and the
+/// result, on MQTT and Redis (the transports commlib has actions on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commlib_profile_drives_commlib_actions() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    for kind in [BrokerKind::Mqtt, BrokerKind::Redis] {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let conn = busbar::connect(broker.url()).await.expect("connect");
+        let name = format!("cliclact{}{}.fill", kind.name(), rand_suffix());
+        let _service = busbar_commlib::CommlibActionService::spawn(
+            &conn,
+            &name,
+            |target: u32, ctx: busbar_commlib::GoalContext<u32>| async move {
+                for level in (10..=target).step_by(10) {
+                    ctx.feedback(&level).await.map_err(|e| e.to_string())?;
+                }
+                Ok::<_, String>(format!("filled to {target}"))
+            },
+        )
+        .await
+        .expect("serve");
+        let out =
+            ok(&["action", &name, "30", "--json", "--profile", "commlib", "--url", broker.url()]);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["10", "20", "30", "\"filled to 30\""],
+            "{}",
+            kind.name()
+        );
+    }
+}
+
+/// `--profile celine` and `--profile sermas` on Mosquitto: what each adds on the wire, and
+/// what each reads back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_celine_and_sermas_profiles_shape_their_payloads() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = mqtt.url();
+    let conn = busbar::connect(url).await.expect("connect");
+    let run = format!("cliprof{}", rand_suffix());
+
+    // celine: `created` added on publish; a body that is not JSON is read as {"_raw": ...}.
+    let topic = format!("{run}/dt/ev/ready");
+    let mut raw = conn.subscribe(&topic).await.expect("subscribe");
+    ok(&["pub", &topic, r#"{"ready": true}"#, "--profile", "celine", "--url", url]);
+    let (_, v) = next_json(&mut raw).await;
+    assert_eq!(v["ready"], true);
+    assert!(v["created"].as_str().is_some_and(|t| t.ends_with("+00:00")), "{v}");
+    let sub = start_ready(&[
+        "sub",
+        &topic,
+        "--count",
+        "1",
+        "--timeout",
+        "20",
+        "--json",
+        "--profile",
+        "celine",
+        "--url",
+        url,
+    ])
+    .await;
+    ok(&["pub", &topic, "not json", "--url", url]);
+    let out = sub.wait_with_output().await.expect("sub");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON line");
+    assert_eq!(line["payload"], serde_json::json!({"_raw": "not json"}), "{line}");
+
+    // sermas: the template filled from the payload and --app-id, the payload stamped.
+    let app = format!("{run}app");
+    let mut raw =
+        conn.subscribe(&format!("app/{app}/dialogue/messages/+")).await.expect("subscribe");
+    ok(&[
+        "pub",
+        "app/:appId/dialogue/messages/:sessionId",
+        r#"{"sessionId": "s1", "text": "hi"}"#,
+        "--profile",
+        "sermas",
+        "--app-id",
+        &app,
+        "--url",
+        url,
+    ]);
+    let (topic, v) = next_json(&mut raw).await;
+    assert_eq!(topic, format!("app/{app}/dialogue/messages/s1"));
+    assert_eq!((v["appId"].as_str(), v["text"].as_str()), (Some(app.as_str()), Some("hi")), "{v}");
+    assert!(v["ts"].as_str().is_some(), "{v}");
+    // sermas subscriptions never deliver their own publishes, which takes MQTT 5.
+    let v5 = format!("{url}?version=5");
+    let sub = start_ready(&[
+        "sub",
+        "app/:appId/dialogue/messages/:sessionId",
+        "--count",
+        "1",
+        "--timeout",
+        "20",
+        "--json",
+        "--profile",
+        "sermas",
+        "--app-id",
+        &app,
+        "--url",
+        &v5,
+    ])
+    .await;
+    conn.publish_bytes(&format!("app/{app}/dialogue/messages/s2"), br#"{"text":"yo"}"#.to_vec())
+        .await
+        .expect("publish");
+    let out = sub.wait_with_output().await.expect("sub");
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON line");
+    assert_eq!(line["payload"]["text"], "yo", "{line}");
+    assert_eq!(line["payload"]["appId"], app.as_str(), "the app from the topic: {line}");
+}
+
+/// The next message of `sub`, with its body as JSON.
+async fn next_json(sub: &mut busbar::Subscription) -> (String, serde_json::Value) {
+    let m = tokio::time::timeout(std::time::Duration::from_secs(10), sub.recv())
+        .await
+        .expect("in time")
+        .expect("open");
+    let v: serde_json::Value =
+        serde_json::from_slice(&m.payload.to_bytes().expect("bytes")).expect("JSON");
+    (m.topic.as_str().to_owned(), v)
+}
+
+/// What a profile has no place for is a usage error (exit 2) that says so; a body a JSON
+/// profile cannot send is an error (exit 1) that shows it.
+#[test]
+fn profiles_refuse_what_their_wire_cannot_carry() {
+    for (args, code, says) in [
+        (
+            &["call", "svc", "{}", "--profile", "celine"][..],
+            2,
+            "RPC is not part of the celine profile",
+        ),
+        (&["serve", "svc", "--profile", "sermas"][..], 2, "RPC is not part of the sermas profile"),
+        (
+            &["action", "a", "1", "--profile", "celine"][..],
+            2,
+            "actions is not part of the celine profile",
+        ),
+        (
+            &["pub", "t", "{}", "-H", "a=b", "--profile", "commlib"][..],
+            2,
+            "--header is not part of the commlib profile",
+        ),
+        (&["pub", "t", "{}", "--qos", "0", "--profile", "sermas", "--app-id", "a"][..], 2, "--qos"),
+        (&["pub", "app/:appId/x", "{}", "--profile", "sermas"][..], 2, "needs --app-id"),
+        (&["monitor", "--profile", "commlib"][..], 2, "--node"),
+        (
+            &["pub", "sensors.temp", "21.5 C", "--profile", "commlib"][..],
+            1,
+            "\"21.5 C\" is not JSON",
+        ),
+        (&["pub", "t", "x", "--profile", "nosuch"][..], 2, "nosuch"),
+    ] {
+        let out = busbar(args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+}
+
+/// A one-shot HTTP server on loopback: answers every request with `status`, a JSON body
+/// naming the request line, and an `X-Served-By` header. Returns its port.
+async fn tiny_http_server(status: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let text = String::from_utf8_lossy(&head);
+                let line = text.lines().next().unwrap_or_default().to_owned();
+                let body = serde_json::json!({"request": line}).to_string();
+                let reply = format!(
+                    "HTTP/1.1 {status} Whatever\r\nContent-Type: application/json\r\nX-Served-By: tiny\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = s.write_all(reply.as_bytes()).await;
+            });
+        }
+    });
+    port
+}
+
+/// `busbar rest-proxy` on Mosquitto, on both wires: `busbar call` gets the HTTP status,
+/// headers and body; a host off the allow-list is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_proxy_makes_http_calls_for_callers() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = mqtt.url();
+    let port = tiny_http_server(201).await;
+    let run = format!("clirest{}", rand_suffix());
+    for (profile, name) in
+        [("commlib", format!("{run}.proxy.rest")), ("busbar", format!("{run}/proxy/rest"))]
+    {
+        let _proxy = start_ready(&[
+            "rest-proxy",
+            "--name",
+            &name,
+            "--allow",
+            "127.0.0.1",
+            "--profile",
+            profile,
+            "--url",
+            url,
+        ])
+        .await;
+        let request = serde_json::json!({"host": "127.0.0.1", "port": port, "base_url": "/api", "path": "/items/{id}", "path_params": {"id": 7}, "query_params": {"full": true}, "verb": "PUT"});
+        let out = ok(&[
+            "call",
+            &name,
+            &request.to_string(),
+            "--timeout",
+            "15",
+            "--profile",
+            profile,
+            "--url",
+            url,
+        ]);
+        let answer: serde_json::Value = serde_json::from_str(&out).expect("a JSON answer");
+        assert_eq!(answer["status_code"], 201, "{profile}: {answer}");
+        assert_eq!(answer["data"]["request"], "PUT /api/items/7?full=true HTTP/1.1", "{profile}");
+        assert_eq!(answer["headers"]["X-Served-By"], "tiny", "{profile}");
+
+        let elsewhere = serde_json::json!({"host": "localhost", "port": port});
+        let out = busbar(&[
+            "call",
+            &name,
+            &elsewhere.to_string(),
+            "--timeout",
+            "15",
+            "--profile",
+            profile,
+            "--url",
+            url,
+        ]);
+        if profile == "busbar" {
+            // busbar's RPC has error replies: exit 4 and the reason.
+            assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(String::from_utf8_lossy(&out.stderr).contains("permission_denied"));
+        } else {
+            // commlib's has none: a 403 answer with `error`.
+            let answer: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON");
+            assert_eq!(answer["status_code"], 403, "{answer}");
+            assert!(answer["error"].as_str().is_some_and(|e| e.contains("not among the hosts")));
+        }
+    }
+}

@@ -126,7 +126,18 @@ pub struct CommlibGoal<R, F> {
     compression: Compression,
     status: CommlibSubscriber<StatusUpdateWire>,
     feedback: CommlibSubscriber<FeedbackUpdate<F>>,
+    /// The terminal status, once [`CommlibGoal::next_update`] has seen it.
+    ended: Option<GoalStatus>,
     _result: PhantomData<fn() -> R>,
+}
+
+/// What a goal reports while it runs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GoalUpdate<F> {
+    /// A feedback message.
+    Feedback(F),
+    /// A new status; a terminal one ends the goal.
+    Status(GoalStatus),
 }
 
 /// The status topic's body, as the subscriber decodes it.
@@ -183,6 +194,7 @@ impl<G: Serialize, R: DeserializeOwned, F: DeserializeOwned> CommlibActionClient
             compression: self.compression,
             status,
             feedback,
+            ended: None,
             _result: PhantomData,
         })
     }
@@ -197,6 +209,43 @@ impl<R: DeserializeOwned, F: DeserializeOwned> CommlibGoal<R, F> {
                 Ok(f) if f.value.goal_id == self.goal_id => return Some(Ok(f.value.feedback_data)),
                 Ok(_) => continue,
                 Err(e) => return Some(Err(e)),
+            }
+        }
+    }
+
+    /// The next feedback or status of this goal, as they come; `None` when the subscriptions
+    /// ended. After a terminal status, [`result`](Self::result) fetches the result at once.
+    pub async fn next_update(&mut self) -> Option<Result<GoalUpdate<F>>> {
+        loop {
+            tokio::select! {
+                // Feedback first: what a service sent before its final status has reached
+                // the feedback queue by the time the status is read, and is not passed over.
+                biased;
+                feedback = self.feedback.recv() => match feedback? {
+                    Ok(f) if f.value.goal_id == self.goal_id => {
+                        return Some(Ok(GoalUpdate::Feedback(f.value.feedback_data)));
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Some(Err(e)),
+                },
+                status = self.status.recv() => {
+                    let update = match status? {
+                        Ok(u) => crate::body::decode_value::<StatusUpdate>(u.topic.as_str(), u.value),
+                        Err(e) => Err(e),
+                    };
+                    match update {
+                        Ok(u) if u.goal_id == self.goal_id => {
+                            if let Some(s) = GoalStatus::from_code(u.status) {
+                                if s.is_terminal() {
+                                    self.ended = Some(s);
+                                }
+                                return Some(Ok(GoalUpdate::Status(s)));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Some(Err(e)),
+                    }
+                }
             }
         }
     }
@@ -218,8 +267,8 @@ impl<R: DeserializeOwned, F: DeserializeOwned> CommlibGoal<R, F> {
     pub async fn result(mut self, deadline: Duration) -> Result<(GoalStatus, R)> {
         let until = tokio::time::Instant::now() + deadline;
         let timeout = || CommlibError::Timeout { name: self.name.clone(), timeout: deadline };
-        // The terminal status first ...
-        loop {
+        // The terminal status first (unless next_update saw it) ...
+        while self.ended.is_none() {
             let update = tokio::time::timeout_at(until, self.status.recv())
                 .await
                 .map_err(|_| timeout())?
@@ -229,7 +278,7 @@ impl<R: DeserializeOwned, F: DeserializeOwned> CommlibGoal<R, F> {
             let terminal =
                 GoalStatus::from_code(update.status).is_some_and(GoalStatus::is_terminal);
             if update.goal_id == self.goal_id && terminal {
-                break;
+                self.ended = GoalStatus::from_code(update.status);
             }
         }
         // ... then the result, asked again while the service has not stored it yet.

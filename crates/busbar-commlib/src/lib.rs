@@ -11,8 +11,8 @@
 //! Supported: MQTT, Redis and AMQP names and pub/sub, RPC both ways on all three (topics on
 //! MQTT, lists on Redis, direct reply-to on AMQP; see [`rpc::Wire`]), actions both ways
 //! ([`action`], [`action_service`]), node heartbeats and control services, and commlib's
-//! zlib compression ([`Compression`]: bodies are inflated on arrival whatever the setting).
-//! commlib's Redis glob patterns are not supported yet; see `docs/commlib.md`.
+//! zlib compression ([`Compression`]: bodies are inflated on arrival whatever the setting),
+//! and commlib's Redis glob patterns (matched as Redis does; see `docs/commlib.md`).
 
 pub mod action;
 pub mod action_service;

@@ -246,6 +246,7 @@ const QUEUE_INIT: &[u8] = b"QueueInit";
 /// dropped, as commlib does. Each request is handled in a task of its own. Stops when dropped.
 pub struct CommlibRpcService {
     task: tokio::task::JoinHandle<()>,
+    answered: tokio::sync::watch::Receiver<u64>,
 }
 
 impl Drop for CommlibRpcService {
@@ -270,27 +271,42 @@ impl CommlibRpcService {
         let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce);
         let mut requests = conn.subscribe_with(options).await?;
         let (conn, handler, name) = (conn.clone(), Arc::new(handler), Arc::<str>::from(name));
+        let (count, answered) = tokio::sync::watch::channel(0u64);
+        let count = Arc::new(count);
         let task = tokio::spawn(async move {
             while let Some(request) = requests.recv().await {
                 let (conn, handler, name) = (conn.clone(), handler.clone(), name.clone());
+                let count = count.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = answer(wire, &conn, &name, &*handler, request).await {
-                        tracing::warn!(service = &*name, error = %e, "commlib request not answered");
+                    match answer(wire, &conn, &name, &*handler, request).await {
+                        Ok(true) => count.send_modify(|n| *n += 1),
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(service = &*name, error = %e, "commlib request not answered");
+                        }
                     }
                 });
             }
         });
-        Ok(CommlibRpcService { task })
+        Ok(CommlibRpcService { task, answered })
+    }
+
+    /// The number of requests answered so far (answers handed to the connection), to read
+    /// or to wait on.
+    pub fn answered(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.answered.clone()
     }
 }
 
+/// Answers one request: `true` once the answer is handed to the connection, `false` for a
+/// request that gets none (commlib's Redis sentinel, no reply address).
 async fn answer<Req, Resp, H, Fut>(
     wire: Wire,
     conn: &Connection,
     name: &str,
     handler: &H,
     request: Message,
-) -> Result<()>
+) -> Result<bool>
 where
     Req: DeserializeOwned,
     Resp: Serialize,
@@ -299,7 +315,7 @@ where
 {
     let bytes = request.payload.to_bytes().map_err(|e| CommlibError::Busbar(e.into()))?;
     if wire == Wire::Lists && bytes.as_ref() == QUEUE_INIT {
-        return Ok(());
+        return Ok(false);
     }
     let opened = open(name, &bytes)?;
     let header_reply = opened.header.as_ref().map(|h| h.reply_to.as_str()).unwrap_or_default();
@@ -319,7 +335,7 @@ where
     };
     let Some(reply_topic) = reply_topic else {
         tracing::debug!(service = name, "commlib request without a reply address dropped");
-        return Ok(());
+        return Ok(false);
     };
     let enveloped = opened.header.is_some() || wire != Wire::Queues;
     let compression = opened.compression;
@@ -339,5 +355,5 @@ where
         reply = reply.with_header(busbar_core::message::header::CONTENT_TYPE, "application/json");
     }
     conn.publish(reply).await?;
-    Ok(())
+    Ok(true)
 }

@@ -1,0 +1,61 @@
+//! `busbar tcp-bridge`: a bidirectional TCP proxy from a local port to one address.
+
+use std::time::Duration;
+
+use anyhow::Context;
+use busbar::bridge::{TcpBridge, TcpBridgeOptions};
+
+/// Options of `busbar tcp-bridge`.
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to listen, HOST:PORT (port 0 picks a free one, printed at the start).
+    #[arg(long, value_name = "HOST:PORT")]
+    listen: String,
+    /// Where to forward every connection, HOST:PORT.
+    #[arg(long, value_name = "HOST:PORT")]
+    to: String,
+    /// Seconds to wait for the target to accept a connection.
+    #[arg(long, default_value_t = 10.0)]
+    connect_timeout: f64,
+    /// Connections forwarded at once; more callers wait their turn.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Print the counters this often, in seconds (0: only at the end).
+    #[arg(long, default_value_t = 10.0)]
+    interval: f64,
+}
+
+pub async fn run(args: Args) -> anyhow::Result<()> {
+    let connect_timeout = Duration::try_from_secs_f64(args.connect_timeout)
+        .ok()
+        .filter(|t| !t.is_zero())
+        .context("--connect-timeout must be a positive number of seconds")?;
+    let options = TcpBridgeOptions { connect_timeout, max_connections: args.max_connections };
+    let bridge = TcpBridge::bind(&args.listen, &args.to, options).await?;
+    println!("tcp-bridge: {} -> {}; Ctrl-C stops it", bridge.local_addr(), bridge.target());
+    let interval = Duration::try_from_secs_f64(args.interval).unwrap_or(Duration::ZERO);
+    let mut tick = (!interval.is_zero())
+        .then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = async {
+                match tick.as_mut() {
+                    Some(t) => { t.tick().await; }
+                    None => std::future::pending::<()>().await,
+                }
+            } => print_stats(&bridge),
+        }
+    }
+    print_stats(&bridge);
+    bridge.shutdown().await;
+    Ok(())
+}
+
+fn print_stats(bridge: &TcpBridge) {
+    let s = bridge.stats();
+    println!(
+        "accepted {}, open {}, failed {}, bytes to target {}, bytes back {}",
+        s.accepted, s.open, s.failed, s.bytes_to_target, s.bytes_to_caller
+    );
+}

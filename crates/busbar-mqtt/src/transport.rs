@@ -89,6 +89,9 @@ struct Shared {
     /// MQTT 3.1.1 messages name no subscription, but a broker sends a new subscription's
     /// retained messages right after its SUBACK: those copies belong to it alone.
     last_subacked: AtomicUsize,
+    /// Counts connections made, so that a late `Reconnected` for a connection already lost
+    /// is not sent.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl Shared {
@@ -225,8 +228,8 @@ impl Shared {
     }
 
     /// After a reconnect: every subscription again, without a second copy of retained
-    /// messages for subscriptions the broker kept.
-    fn resubscribe_all(&self) {
+    /// messages for subscriptions the broker kept. Returns the acknowledgements to wait for.
+    fn resubscribe_all(&self) -> Vec<oneshot::Receiver<Result<()>>> {
         {
             let mut acks = lock(&self.subacks);
             acks.sent_order.clear();
@@ -237,11 +240,15 @@ impl Shared {
             .iter()
             .map(|(id, s)| (*id, s.path(), s.qos, s.no_local))
             .collect();
+        let mut acks = Vec::with_capacity(subs.len());
         for (id, path, qos, no_local) in subs {
-            if let Err(e) = self.send_subscribe(id, path, qos, no_local, false, None) {
-                tracing::warn!(error = %e, "re-subscription not queued");
+            let (tx, rx) = oneshot::channel();
+            match self.send_subscribe(id, path, qos, no_local, false, Some(tx)) {
+                Ok(()) => acks.push(rx),
+                Err(e) => tracing::warn!(error = %e, "re-subscription not queued"),
             }
         }
+        acks
     }
 
     async fn dispatch(&self, received: Result<(Message, Vec<usize>)>) {
@@ -459,6 +466,7 @@ impl MqttTransport {
             shutdown: CancellationToken::new(),
             max_packet: AtomicUsize::new(packet_limit),
             last_subacked: AtomicUsize::new(0),
+            epoch: std::sync::atomic::AtomicU64::new(0),
             unacked: AtomicUsize::new(0),
             acked: tokio::sync::Notify::new(),
         });
@@ -698,9 +706,24 @@ async fn supervise(
                     );
                 }
                 connected = true;
+                let epoch = shared.epoch.fetch_add(1, Ordering::Relaxed) + 1;
                 if ever_connected {
-                    shared.resubscribe_all();
-                    let _ = shared.events.send(ConnectionEvent::Reconnected);
+                    // `Reconnected` promises restored subscriptions: it waits for the broker's
+                    // SUBACKs (which this loop must go on polling to receive), and is not
+                    // sent if the connection was lost again meanwhile.
+                    let acks = shared.resubscribe_all();
+                    let shared = shared.clone();
+                    tokio::spawn(async move {
+                        for ack in acks {
+                            if let Ok(Ok(Err(e))) = tokio::time::timeout(SUBACK_TIMEOUT, ack).await
+                            {
+                                tracing::warn!(error = %e, "a subscription was not restored");
+                            }
+                        }
+                        if shared.epoch.load(Ordering::Relaxed) == epoch {
+                            let _ = shared.events.send(ConnectionEvent::Reconnected);
+                        }
+                    });
                 } else {
                     ever_connected = true;
                     let _ = shared.events.send(ConnectionEvent::Connected);
@@ -730,6 +753,7 @@ async fn supervise(
                 }
                 if connected {
                     connected = false;
+                    shared.epoch.fetch_add(1, Ordering::Relaxed);
                     let _ = shared.events.send(ConnectionEvent::Disconnected { reason });
                 }
                 attempt = attempt.saturating_add(1);

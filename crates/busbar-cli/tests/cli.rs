@@ -396,113 +396,132 @@ async fn gateway_runs_a_cstbox_configuration() {
     assert!(last.starts_with("published 0, unrouted 0"), "{last}");
 }
 
-/// `busbar action` against an action served on Mosquitto: feedback in order and the result;
-/// then Ctrl-C cancels a long goal.
+/// `busbar action` against an action served on every broker: feedback in order and the
+/// result; then Ctrl-C cancels a long goal.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn action_follows_feedback_and_cancels_on_ctrl_c() {
     use busbar_testkit::{BrokerKind, shared_broker};
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
-    let conn = busbar::connect(mqtt.url()).await.expect("connect");
-    let name = format!("cliact{}/fill", rand_suffix());
-    let _server = busbar::ActionServer::builder::<u32>(&conn, &name)
-        .serve(|target: u32, ctx: std::sync::Arc<busbar::GoalContext<u32>>| async move {
-            let mut level = 0;
-            while level < target {
-                tokio::select! {
-                    _ = ctx.cancelled() => return Err(busbar::ActionError::Canceled),
-                    _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+    for kind in BrokerKind::ALL {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let url = broker.url();
+        let what = kind.name();
+        let conn = busbar::connect(url).await.expect("connect");
+        let name = format!("cliact{what}{}/fill", rand_suffix());
+        let _server = busbar::ActionServer::builder::<u32>(&conn, &name)
+            .serve(|target: u32, ctx: std::sync::Arc<busbar::GoalContext<u32>>| async move {
+                let mut level = 0;
+                while level < target {
+                    tokio::select! {
+                        _ = ctx.cancelled() => return Err(busbar::ActionError::Canceled),
+                        _ = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+                    }
+                    level += 10;
+                    ctx.feedback(level)
+                        .await
+                        .map_err(|e| busbar::RpcError::internal(e.to_string()))?;
                 }
-                level += 10;
-                ctx.feedback(level).await.map_err(|e| busbar::RpcError::internal(e.to_string()))?;
-            }
-            Ok(format!("filled to {level}"))
-        })
-        .await
-        .expect("serve");
+                Ok(format!("filled to {level}"))
+            })
+            .await
+            .expect("serve");
 
-    let out = busbar(&["action", &name, "30", "--json", "--url", mqtt.url()]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(text.lines().collect::<Vec<_>>(), ["10", "20", "30", "\"filled to 30\""], "{text}");
+        let out = ok(&["action", &name, "30", "--json", "--url", url]);
+        assert_eq!(
+            out.lines().collect::<Vec<_>>(),
+            ["10", "20", "30", "\"filled to 30\""],
+            "{what}: {out}"
+        );
 
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .args(["action", &name, "100000", "--json", "--url", mqtt.url()])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start");
-    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-    let first = lines.next_line().await.expect("output").unwrap_or_default();
-    assert_eq!(first, "10", "feedback flows before the cancel");
-    let pid = child.id().expect("pid").to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
-    let mut last = String::new();
-    while let Ok(Some(line)) = lines.next_line().await {
-        last = line;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .args(["action", &name, "100000", "--json", "--url", url])
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start");
+        let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let first = lines.next_line().await.expect("output").unwrap_or_default();
+        assert_eq!(first, "10", "{what}: feedback flows before the cancel");
+        let pid = child.id().expect("pid").to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+        let mut last = String::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            last = line;
+        }
+        assert_eq!(last, "canceled", "{what}");
+        assert!(child.wait().await.expect("exit").success(), "{what}");
     }
-    assert_eq!(last, "canceled");
-    assert!(child.wait().await.expect("exit").success());
 }
 
-/// `busbar monitor` sees a node come up and go down, and counts a topic's messages.
+/// `busbar monitor` sees a node come up and go down, and counts a topic's messages, on
+/// every broker.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn monitor_shows_nodes_and_topic_rates() {
     use busbar_testkit::{BrokerKind, shared_broker};
     use tokio::io::{AsyncBufReadExt, BufReader};
-    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
-    let run = format!("climon{}", rand_suffix());
-    let filter = format!("{run}/#");
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .args(["monitor", "--filter", &filter, "--interval", "0.3", "--json", "--url", mqtt.url()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let ready = err.next_line().await.expect("stderr").unwrap_or_default();
-    assert!(ready.starts_with("busbar monitor: watching"), "{ready}");
-    let mut reports = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    for kind in BrokerKind::ALL {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let url = broker.url();
+        let what = kind.name();
+        let run = format!("climon{what}{}", rand_suffix());
+        let filter = format!("{run}/#");
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .args(["monitor", "--filter", &filter, "--interval", "0.3", "--json", "--url", url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start");
+        let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        let ready = err.next_line().await.expect("stderr").unwrap_or_default();
+        assert!(ready.starts_with("busbar monitor: watching"), "{what}: {ready}");
+        let mut reports = BufReader::new(child.stdout.take().expect("stdout")).lines();
 
-    let node_name = format!("{run}-node");
-    let node = busbar::node(&node_name)
-        .url(mqtt.url())
-        .heartbeat(Some(std::time::Duration::from_secs(1)))
-        .start()
+        let node_name = format!("{run}-node");
+        let node = busbar::node(&node_name)
+            .url(url)
+            .heartbeat(Some(std::time::Duration::from_secs(1)))
+            .start()
+            .await
+            .expect("node");
+        for i in 0..5 {
+            node.connection()
+                .publish_bytes(&format!("{run}/x"), i.to_string().into_bytes())
+                .await
+                .expect("publish");
+        }
+        let mut seen_up = false;
+        for _ in 0..100 {
+            let r = next_report(&mut reports).await;
+            if r["nodes"][&node_name] == "up" && r["totals"][format!("{run}/x")] == 5 {
+                seen_up = true;
+                break;
+            }
+        }
+        assert!(seen_up, "{what}: the node and its messages never showed");
+        node.stop().await.expect("stop");
+        let mut seen_down = false;
+        for _ in 0..100 {
+            let r = next_report(&mut reports).await;
+            if r["nodes"][&node_name] == "down (stopped)" {
+                seen_down = true;
+                break;
+            }
+        }
+        assert!(seen_down, "{what}: the stop never showed");
+    }
+}
+
+/// The next JSON report of `busbar monitor --json`.
+async fn next_report(
+    reports: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> serde_json::Value {
+    let line = tokio::time::timeout(std::time::Duration::from_secs(20), reports.next_line())
         .await
-        .expect("node");
-    for i in 0..5 {
-        node.connection()
-            .publish_bytes(&format!("{run}/x"), i.to_string().into_bytes())
-            .await
-            .expect("publish");
-    }
-    let mut seen_up = false;
-    for _ in 0..100 {
-        let line = tokio::time::timeout(std::time::Duration::from_secs(20), reports.next_line())
-            .await
-            .expect("a report in time")
-            .expect("stdout")
-            .unwrap_or_default();
-        let r: serde_json::Value = serde_json::from_str(&line).expect("a JSON report");
-        if r["nodes"][&node_name] == "up" && r["totals"][format!("{run}/x")] == 5 {
-            seen_up = true;
-            break;
-        }
-    }
-    assert!(seen_up, "the node and its messages never showed");
-    node.stop().await.expect("stop");
-    let mut seen_down = false;
-    for _ in 0..100 {
-        let line = reports.next_line().await.expect("stdout").unwrap_or_default();
-        let r: serde_json::Value = serde_json::from_str(&line).expect("a JSON report");
-        if r["nodes"][&node_name] == "down (stopped)" {
-            seen_down = true;
-            break;
-        }
-    }
-    assert!(seen_down, "the stop never showed");
+        .expect("a report in time")
+        .expect("stdout")
+        .unwrap_or_default();
+    serde_json::from_str(&line).expect("a JSON report")
 }
 
 /// `busbar tcp-bridge` in front of Mosquitto: MQTT clients connect through it, messages cross

@@ -2,7 +2,8 @@
 //!
 //! * 0: done;
 //! * 1: an error (connection, configuration, input), described in one line;
-//! * 2: the command line is wrong (clap's own code);
+//! * 2: the command line is wrong (clap's own code), or asks a `--profile` for something its
+//!   wire has no place for;
 //! * 3: a deadline passed (`sub --timeout` with fewer messages than `--count`, `call` without
 //!   an answer);
 //! * 4: the remote side answered with an error (`call` to a service that failed).

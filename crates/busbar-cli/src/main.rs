@@ -23,7 +23,8 @@ use clap::{Parser, Subcommand};
 /// bus) or `--config FILE` with `--broker NAME`, and `--profile` for the wire dialect:
 /// busbar (the default), commlib (commlib-py), celine or sermas (with `--app-id`).
 ///
-/// Exit codes: 0 done; 1 an error, described in one line; 2 a wrong command line; 3 a
+/// Exit codes: 0 done; 1 an error, described in one line; 2 a wrong command line (or
+/// something the `--profile` has no place for); 3 a
 /// deadline passed (`sub --timeout` short of `--count`, `call` unanswered); 4 the remote side
 /// answered with an error.
 #[derive(Parser)]

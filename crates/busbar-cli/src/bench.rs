@@ -39,6 +39,10 @@ pub struct Args {
     /// How long the subscriber waits for a missing message before counting it lost.
     #[arg(long, default_value = "2", value_parser = parse_secs)]
     idle_timeout: Duration,
+    /// busbar's own wire, or commlib's (JSON bodies `{"data": "<size bytes>"}`, commlib's
+    /// RPC of the transport): what a commlib-py system would see.
+    #[command(flatten)]
+    dialect: crate::profile::Dialect,
 }
 
 fn parse_secs(s: &str) -> Result<Duration, String> {
@@ -70,6 +74,7 @@ struct Figures {
 #[derive(Serialize)]
 struct Report<'a> {
     url: &'a str,
+    profile: String,
     pattern: Pattern,
     size: usize,
     count: u64,
@@ -95,12 +100,20 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
              drop --baseline for {url}"
         );
     }
+    use crate::profile::Profile;
+    let commlib = match args.dialect.profile {
+        Profile::Busbar => false,
+        Profile::Commlib => true,
+        Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("bench")),
+    };
     let mut busbar_runs = Vec::new();
     let mut baseline_runs = Vec::new();
     for _ in 0..args.runs {
-        busbar_runs.push(match args.pattern {
-            Pattern::Pubsub => pubsub(&args).await?,
-            Pattern::Rpc => rpc(&args).await?,
+        busbar_runs.push(match (args.pattern, commlib) {
+            (Pattern::Pubsub, false) => pubsub(&args).await?,
+            (Pattern::Rpc, false) => rpc(&args).await?,
+            (Pattern::Pubsub, true) => commlib_pubsub(&args).await?,
+            (Pattern::Rpc, true) => commlib_rpc(&args).await?,
         });
         if args.baseline {
             baseline_runs.push(match args.pattern {
@@ -113,6 +126,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let baseline = (!baseline_runs.is_empty()).then(|| median(&baseline_runs));
     let report = Report {
         url: &url,
+        profile: args.dialect.profile.to_string(),
         pattern: args.pattern,
         size: args.size,
         count: args.count,
@@ -140,9 +154,10 @@ fn print_text(r: &Report<'_>) {
         ),
     };
     println!(
-        "{} on {}: {} × {} bytes, median of {} run(s)",
+        "{} on {} ({} wire): {} × {} bytes, median of {} run(s)",
         pattern_name(r.pattern),
         r.url,
+        r.profile,
         r.count,
         r.size,
         r.runs
@@ -302,6 +317,92 @@ async fn rpc(args: &Args) -> anyhow::Result<Figures> {
     let elapsed = started.elapsed().as_secs_f64().max(1e-9);
     progress.done();
     server.stop(Duration::from_secs(1)).await;
+    server_conn.close().await?;
+    client_conn.close().await?;
+    Ok(latency_figures(latencies, elapsed, args.count))
+}
+
+/// What commlib bodies carry in the benchmark: `size` bytes of text.
+fn commlib_body(size: usize) -> serde_json::Value {
+    serde_json::json!({"data": "Z".repeat(size)})
+}
+
+/// Pub/sub on commlib's wire: a commlib publisher and subscriber, JSON encoded and decoded
+/// on every message.
+async fn commlib_pubsub(args: &Args) -> anyhow::Result<Figures> {
+    use busbar_commlib::{CommlibPublisher, CommlibSubscriber};
+    let name = format!("bench.{}", std::process::id());
+    let sub_conn = connect(args).await?;
+    let pub_conn = connect(args).await?;
+    let mut sub = CommlibSubscriber::<serde_json::Value>::new(&sub_conn, &name).await?;
+    let publisher = CommlibPublisher::<serde_json::Value>::new(&pub_conn, &name)?;
+    let (count, idle) = (args.count, args.idle_timeout);
+    let receiver = tokio::spawn(async move {
+        let mut received = 0u64;
+        let mut last = Instant::now();
+        while received < count {
+            match tokio::time::timeout(idle, sub.recv()).await {
+                Ok(Some(Ok(_))) => {
+                    received += 1;
+                    last = Instant::now();
+                }
+                Ok(Some(Err(_))) => {}
+                Ok(None) | Err(_) => break,
+            }
+        }
+        (received, last)
+    });
+    let body = commlib_body(args.size);
+    let progress = Progress::new("published", count, args.json);
+    let started = Instant::now();
+    for i in 0..count {
+        publisher.publish(&body).await?;
+        progress.at(i + 1);
+    }
+    let (received, last) = receiver.await?;
+    progress.done();
+    let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
+    pub_conn.close().await?;
+    sub_conn.close().await?;
+    Ok(Figures {
+        msgs_per_s: received as f64 / elapsed,
+        lost: count - received,
+        elapsed_s: elapsed,
+        received,
+        ..Figures::default()
+    })
+}
+
+/// Sequential calls on commlib's RPC of the transport, to a commlib echo service.
+async fn commlib_rpc(args: &Args) -> anyhow::Result<Figures> {
+    use busbar_commlib::{CommlibRpcClient, CommlibRpcService};
+    let name = format!("bench.{}.echo", std::process::id());
+    let server_conn = connect(args).await?;
+    let client_conn = connect(args).await?;
+    let _service =
+        CommlibRpcService::spawn(&server_conn, &name, |v: serde_json::Value| async move { v })
+            .await?;
+    let client =
+        CommlibRpcClient::<serde_json::Value, serde_json::Value>::new(&client_conn, &name)?;
+    let request = commlib_body(args.size);
+    // The first calls also wait for the service's subscription to be in place.
+    for _ in 0..(args.count.min(1_000) / 10).max(1) {
+        client.call(&request).await?;
+    }
+    let mut latencies = Vec::with_capacity(args.count as usize);
+    let progress = Progress::new("calls", args.count, args.json);
+    let started = Instant::now();
+    for i in 0..args.count {
+        let t = Instant::now();
+        let reply = client.call(&request).await?;
+        latencies.push(t.elapsed());
+        progress.at(i + 1);
+        if reply != request {
+            bail!("the echo came back changed");
+        }
+    }
+    let elapsed = started.elapsed().as_secs_f64().max(1e-9);
+    progress.done();
     server_conn.close().await?;
     client_conn.close().await?;
     Ok(latency_figures(latencies, elapsed, args.count))

@@ -103,6 +103,29 @@ async fn bench_runs_on_every_broker() {
                 serde_json::from_slice(&out.stdout).expect("one JSON object");
             assert_eq!(v["lost"], 0, "{name} {pattern}: {v}");
             assert!(v["msgs_per_s"].as_f64().is_some_and(|x| x > 0.0), "{name} {pattern}: {v}");
+            // commlib's wire where commlib runs (MQTT, Redis, AMQP), with the progress bar.
+            if kind == BrokerKind::Nats {
+                continue;
+            }
+            let out = busbar(&[
+                "bench",
+                "--url",
+                broker.url(),
+                "--pattern",
+                pattern,
+                "--count",
+                "40",
+                "--profile",
+                "commlib",
+            ]);
+            let (text, bar) =
+                (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+            assert!(out.status.success(), "{name} {pattern} commlib: {bar}");
+            assert!(text.contains("(commlib wire)"), "{name} {pattern}: {text}");
+            assert!(bar.contains("[####################] 40/40"), "{name} {pattern}: {bar}");
+            if pattern == "pubsub" {
+                assert!(text.contains("lost        0"), "{name} commlib: {text}");
+            }
         }
     }
 }

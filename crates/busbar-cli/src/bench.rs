@@ -275,16 +275,9 @@ async fn pubsub(args: &Args) -> anyhow::Result<Figures> {
     }
     let (received, last) = receiver.await?;
     progress.done();
-    let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
     pub_conn.close().await?;
     sub_conn.close().await?;
-    Ok(Figures {
-        msgs_per_s: received as f64 / elapsed,
-        lost: count - received,
-        elapsed_s: elapsed,
-        received,
-        ..Figures::default()
-    })
+    Ok(throughput(count, received, last.saturating_duration_since(started)))
 }
 
 /// Sequential calls from one client to one echo server, through the typed RPC pattern (the
@@ -361,16 +354,9 @@ async fn commlib_pubsub(args: &Args) -> anyhow::Result<Figures> {
     }
     let (received, last) = receiver.await?;
     progress.done();
-    let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
     pub_conn.close().await?;
     sub_conn.close().await?;
-    Ok(Figures {
-        msgs_per_s: received as f64 / elapsed,
-        lost: count - received,
-        elapsed_s: elapsed,
-        received,
-        ..Figures::default()
-    })
+    Ok(throughput(count, received, last.saturating_duration_since(started)))
 }
 
 /// Sequential calls on commlib's RPC of the transport, to a commlib echo service.
@@ -444,7 +430,12 @@ async fn baseline_pubsub(args: &Args) -> Figures {
         }
     }
     let (received, last) = receiver.await.unwrap_or((0, Instant::now()));
-    let elapsed = last.saturating_duration_since(started).as_secs_f64().max(1e-9);
+    throughput(count, received, last.saturating_duration_since(started))
+}
+
+/// Pub/sub figures: `received` of `count` from the first publish to the last arrival.
+fn throughput(count: u64, received: u64, elapsed: Duration) -> Figures {
+    let elapsed = elapsed.as_secs_f64().max(1e-9);
     Figures {
         msgs_per_s: received as f64 / elapsed,
         lost: count - received,

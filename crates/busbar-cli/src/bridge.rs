@@ -1,10 +1,8 @@
 //! `busbar bridge`: runs the bridges of a configuration file until Ctrl-C.
 
-use std::path::PathBuf;
-use std::time::Duration;
-
 use anyhow::Context;
 use busbar::Config;
+use std::path::PathBuf;
 
 /// Options of `busbar bridge`.
 #[derive(clap::Args)]
@@ -28,20 +26,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         println!("bridging {}: {} -> {} ({carries} route(s))", spec.name, spec.from, spec.to);
     }
     println!("{} bridge(s) running; Ctrl-C stops them", bridges.len());
-    let interval = Duration::try_from_secs_f64(args.interval).unwrap_or(Duration::ZERO);
-    let mut tick = (!interval.is_zero()).then(|| tokio::time::interval(interval));
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = async {
-                match tick.as_mut() {
-                    Some(t) => { t.tick().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => print_stats(&bridges),
-        }
-    }
-    print_stats(&bridges);
+    crate::report::every_until_ctrl_c(args.interval, || print_stats(&bridges)).await;
     Ok(())
 }
 

@@ -10,6 +10,7 @@ mod message;
 mod monitor;
 mod profile;
 mod pubsub;
+mod report;
 mod rest_proxy;
 mod rpc;
 mod target;

@@ -166,6 +166,45 @@ enum Arrived {
     Json { topic: String, payload: serde_json::Value },
 }
 
+/// A dialect's subscription: JSON bodies with their topics.
+trait DialectSubscription: Send + 'static {
+    /// The next body; `None` once the subscription ended, an error for a body that does
+    /// not decode (that one only).
+    fn next_json(
+        &mut self,
+    ) -> impl Future<Output = Option<anyhow::Result<(String, serde_json::Value)>>> + Send;
+}
+
+impl DialectSubscription for busbar_commlib::CommlibSubscriber<serde_json::Value> {
+    async fn next_json(&mut self) -> Option<anyhow::Result<(String, serde_json::Value)>> {
+        let r = self.recv().await?;
+        Some(r.map(|r| (r.topic.as_str().to_owned(), r.value)).map_err(anyhow::Error::from))
+    }
+}
+
+impl DialectSubscription for busbar_celine::CelineSubscription {
+    async fn next_json(&mut self) -> Option<anyhow::Result<(String, serde_json::Value)>> {
+        self.recv().await.map(|r| Ok((r.topic.as_str().to_owned(), r.payload)))
+    }
+}
+
+impl DialectSubscription for busbar_sermas::SermasSubscription {
+    async fn next_json(&mut self) -> Option<anyhow::Result<(String, serde_json::Value)>> {
+        self.recv().await.map(|r| Ok((r.topic.as_str().to_owned(), r.payload)))
+    }
+}
+
+fn dialect_stream(
+    sub: impl DialectSubscription,
+) -> futures_util::stream::BoxStream<'static, anyhow::Result<Arrived>> {
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(sub, |mut sub| async move {
+        let item = sub.next_json().await?;
+        Some((item.map(|(topic, payload)| Arrived::Json { topic, payload }), sub))
+    })
+    .boxed()
+}
+
 /// The subscriptions of every filter, in one stream.
 async fn arrivals(
     args: &SubArgs,
@@ -184,46 +223,16 @@ async fn arrivals(
             Profile::Commlib => {
                 let sub =
                     busbar_commlib::CommlibSubscriber::<serde_json::Value>::new(conn, f).await?;
-                let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-                    let next = sub.recv().await?;
-                    let item = next
-                        .map(|r| Arrived::Json {
-                            topic: r.topic.as_str().to_owned(),
-                            payload: r.value,
-                        })
-                        .map_err(anyhow::Error::from);
-                    Some((item, sub))
-                });
-                streams.push(stream.boxed());
+                streams.push(dialect_stream(sub));
             }
             Profile::Celine => {
                 let sub = busbar_celine::CelineBroker::new(conn).subscribe(&[f.as_str()]).await?;
-                let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-                    let r = sub.recv().await?;
-                    Some((
-                        Ok(Arrived::Json {
-                            topic: r.topic.as_str().to_owned(),
-                            payload: r.payload,
-                        }),
-                        sub,
-                    ))
-                });
-                streams.push(stream.boxed());
+                streams.push(dialect_stream(sub));
             }
             Profile::Sermas => {
                 let client = busbar_sermas::SermasClient::new(conn, args.dialect.sermas()?);
                 let sub = client.subscribe(f, &busbar_sermas::Params::default()).await?;
-                let stream = futures_util::stream::unfold(sub, |mut sub| async move {
-                    let r = sub.recv().await?;
-                    Some((
-                        Ok(Arrived::Json {
-                            topic: r.topic.as_str().to_owned(),
-                            payload: r.payload,
-                        }),
-                        sub,
-                    ))
-                });
-                streams.push(stream.boxed());
+                streams.push(dialect_stream(sub));
             }
         }
     }

@@ -33,21 +33,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let options = TcpBridgeOptions { connect_timeout, max_connections: args.max_connections };
     let bridge = TcpBridge::bind(&args.listen, &args.to, options).await?;
     println!("tcp-bridge: {} -> {}; Ctrl-C stops it", bridge.local_addr(), bridge.target());
-    let interval = Duration::try_from_secs_f64(args.interval).unwrap_or(Duration::ZERO);
-    let mut tick = (!interval.is_zero())
-        .then(|| tokio::time::interval_at(tokio::time::Instant::now() + interval, interval));
-    loop {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => break,
-            _ = async {
-                match tick.as_mut() {
-                    Some(t) => { t.tick().await; }
-                    None => std::future::pending::<()>().await,
-                }
-            } => print_stats(&bridge),
-        }
-    }
-    print_stats(&bridge);
+    crate::report::every_until_ctrl_c(args.interval, || print_stats(&bridge)).await;
     bridge.shutdown().await;
     Ok(())
 }

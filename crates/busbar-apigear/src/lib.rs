@@ -8,7 +8,10 @@
 //!   (`{module}/{Interface}/prop|set|sig|rpc/{member}`, retained properties, JSON array
 //!   arguments, MQTT 5 response topic and correlation data) over any busbar connection.
 
+pub mod build;
+pub mod codegen;
 pub mod module;
+pub mod runtime;
 
 /// serde, for the generated code (which names it through this crate, so that users need not
 /// depend on it themselves).

@@ -137,6 +137,28 @@ impl ModuleSet {
         all
     }
 
+    /// Every topic of every interface, as the ApiGear MQTT mapping names them: `prop` for
+    /// each property, `set` for each writable one, `rpc` for each operation, `sig` for
+    /// each signal (results go to `rpc/{op}/{clientId}/result`, per client).
+    pub fn topics(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for m in &self.modules {
+            for i in &m.interfaces {
+                let members = self.members(&m.name, i);
+                let at = |verb: &str, name: &str| format!("{}/{}/{verb}/{name}", m.name, i.name);
+                for p in &members.properties {
+                    all.push(at("prop", &p.name));
+                    if !p.readonly {
+                        all.push(at("set", &p.name));
+                    }
+                }
+                all.extend(members.operations.iter().map(|o| at("rpc", &o.name)));
+                all.extend(members.signals.iter().map(|s| at("sig", &s.name)));
+            }
+        }
+        all
+    }
+
     /// Resolves every type name, and checks `extends` and struct recursion.
     fn resolve(&mut self, errors: &mut Vec<ModuleError>) {
         // What each module declares: name -> kind.

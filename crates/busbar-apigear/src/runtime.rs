@@ -1,0 +1,648 @@
+//! What generated adapters run on: the ApiGear MQTT mapping over a busbar connection.
+//!
+//! Topics are `{module}/{Interface}/{verb}/{member}`, names exactly as in the module:
+//!
+//! | verb | from → to | payload |
+//! |---|---|---|
+//! | `prop` | service → clients, **retained** | the value |
+//! | `set` | client → service | the value asked for |
+//! | `sig` | service → clients | the arguments, a JSON array |
+//! | `rpc` | client → service | the arguments, a JSON array, with a response topic and correlation data |
+//! | `rpc/{op}/{clientId}/result` | service → one client | the result |
+//!
+//! Rules the peers in use need (Python and C++ adapters), kept here: a service replies on
+//! the request's response topic verbatim and echoes its correlation data as opaque bytes
+//! (Python's are one byte, C++'s decimal text); it replies to void operations too (`null`);
+//! it takes requests at any QoS; a client gives every call a deadline and removes its pending
+//! entry whatever happens. On MQTT 5 the response topic and correlation data are the
+//! protocol's own properties. On other transports busbar carries them its own way, so the
+//! same interfaces work there between busbar peers; with no retained messages there, a
+//! client reads the properties with the internal operation `_properties` when it connects.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use busbar_core::message::header;
+use busbar_core::transport::SubscribeOptions;
+use busbar_core::{ConnectionEvent, Message, QoS, Topic, TopicFilter};
+use bytes::Bytes;
+use serde_json::{Map, Value};
+use tokio::sync::oneshot;
+
+pub use busbar_core::Connection;
+pub use tokio::sync::broadcast::Receiver;
+
+/// Logs a value that could not be read (it is dropped; the cache keeps the last good one).
+pub fn dropped(error: &ApiError) {
+    tracing::warn!(%error, "apigear: a value that does not match the module was dropped");
+}
+
+/// A boxed future, for the handler traits the generated code implements.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// The internal operation that answers with every property's value.
+pub const PROPERTIES_OP: &str = "_properties";
+
+/// How long a call waits by default.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What can go wrong using an interface.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiError {
+    /// The connection failed or refused.
+    #[error(transparent)]
+    Transport(#[from] busbar_core::Error),
+    /// A value could not be encoded or decoded as the module says.
+    #[error("{member}: {reason}")]
+    Serialization {
+        /// The property, operation or signal.
+        member: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// No reply within the deadline.
+    #[error("{operation}: no reply within {timeout:?}")]
+    Timeout {
+        /// The operation.
+        operation: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+    /// The service failed the operation (busbar services say so; ApiGear's own peers have
+    /// no way to).
+    #[error("{operation} failed: {message}")]
+    Remote {
+        /// The operation.
+        operation: String,
+        /// The service's reason.
+        message: String,
+    },
+    /// The implementation refused, or the interface has no such member.
+    #[error("{member}: {reason}")]
+    Refused {
+        /// The member.
+        member: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+impl ApiError {
+    /// A value that is not what the module says.
+    pub fn serialization(member: &str, reason: impl std::fmt::Display) -> Self {
+        ApiError::Serialization { member: member.to_owned(), reason: reason.to_string() }
+    }
+
+    /// An implementation's refusal.
+    pub fn refused(member: &str, reason: impl Into<String>) -> Self {
+        ApiError::Refused { member: member.to_owned(), reason: reason.into() }
+    }
+}
+
+/// Encodes a value for the wire. NaN and infinities are refused, as the Python peers refuse
+/// them (JSON has no way to write them; serde_json would send `null`).
+pub fn encode<T: serde::Serialize + Finite>(member: &str, value: &T) -> Result<Value, ApiError> {
+    if !value.is_finite() {
+        return Err(ApiError::serialization(
+            member,
+            "NaN and infinite numbers cannot travel in JSON",
+        ));
+    }
+    serde_json::to_value(value).map_err(|e| ApiError::serialization(member, e))
+}
+
+/// Encodes a value whose type busbar cannot look into (an extern type).
+pub fn encode_extern<T: serde::Serialize>(member: &str, value: &T) -> Result<Value, ApiError> {
+    serde_json::to_value(value).map_err(|e| ApiError::serialization(member, e))
+}
+
+/// Values that may hold floating-point numbers say whether all of them are finite; the
+/// generated structs implement it too.
+pub trait Finite {
+    /// True when no number in it is NaN or infinite.
+    fn is_finite(&self) -> bool;
+}
+
+macro_rules! always_finite {
+    ($($t:ty),*) => { $(impl Finite for $t { fn is_finite(&self) -> bool { true } })* };
+}
+always_finite!(bool, i32, i64, String, Value, Vec<u8>);
+
+impl Finite for f32 {
+    fn is_finite(&self) -> bool {
+        f32::is_finite(*self)
+    }
+}
+
+impl Finite for f64 {
+    fn is_finite(&self) -> bool {
+        f64::is_finite(*self)
+    }
+}
+
+impl<T: Finite> Finite for Vec<T> {
+    fn is_finite(&self) -> bool {
+        self.iter().all(Finite::is_finite)
+    }
+}
+
+/// Decodes a value from the wire.
+pub fn decode<T: serde::de::DeserializeOwned>(member: &str, value: Value) -> Result<T, ApiError> {
+    serde_json::from_value(value).map_err(|e| ApiError::serialization(member, e))
+}
+
+/// Takes the `index`th argument of an operation or signal.
+pub fn arg<T: serde::de::DeserializeOwned>(
+    member: &str,
+    args: &mut [Value],
+    index: usize,
+) -> Result<T, ApiError> {
+    let value = args
+        .get_mut(index)
+        .map(Value::take)
+        .ok_or_else(|| ApiError::serialization(member, format!("argument {index} is missing")))?;
+    decode(member, value)
+}
+
+/// `{module}/{interface}`: the first two levels of an interface's topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InterfaceName {
+    /// The module's name (dotted).
+    pub module: &'static str,
+    /// The interface's name.
+    pub interface: &'static str,
+}
+
+impl InterfaceName {
+    /// The topic of `member` under `verb`.
+    pub fn topic(&self, verb: &str, member: &str) -> String {
+        format!("{}/{}/{verb}/{member}", self.module, self.interface)
+    }
+
+    fn filter(&self, verb: &str) -> Result<TopicFilter, ApiError> {
+        Ok(TopicFilter::new(&self.topic(verb, "+")).map_err(busbar_core::Error::from)?)
+    }
+}
+
+/// What a service adapter answers with: the generated code implements it for each interface.
+pub trait ServiceHandler: Send + Sync + 'static {
+    /// A client asks to set `property` to `value`; the generated code decodes it, asks the
+    /// implementation, and publishes the property's new value.
+    fn set<'a>(
+        &'a self,
+        link: &'a ServiceLink,
+        property: &'a str,
+        value: Value,
+    ) -> BoxFuture<'a, Result<(), ApiError>>;
+
+    /// A client calls `operation` with `args`; the result, or `null` for a void operation.
+    fn call<'a>(
+        &'a self,
+        operation: &'a str,
+        args: Vec<Value>,
+    ) -> BoxFuture<'a, Result<Value, ApiError>>;
+
+    /// Every property's current value, by name.
+    fn properties(&self) -> Result<Map<String, Value>, ApiError>;
+}
+
+/// A service adapter's side of the bus: publishing properties and signals. Cheap to clone.
+#[derive(Clone)]
+pub struct ServiceLink {
+    conn: Connection,
+    name: InterfaceName,
+}
+
+/// A running service: serves until dropped.
+pub struct Serving {
+    link: ServiceLink,
+    _task: TaskGuard,
+}
+
+struct TaskGuard(tokio::task::JoinHandle<()>);
+
+impl Drop for TaskGuard {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl std::fmt::Debug for ServiceLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServiceLink").field("interface", &self.name).finish()
+    }
+}
+
+impl std::fmt::Debug for Serving {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Serving").field("interface", &self.link.name).finish()
+    }
+}
+
+impl Serving {
+    /// Publishing for the service.
+    pub fn link(&self) -> &ServiceLink {
+        &self.link
+    }
+}
+
+impl ServiceLink {
+    /// Subscribes to the interface's `set` and `rpc` topics, publishes every property
+    /// (retained), and serves with `handler` until the [`Serving`] is dropped. Requests are
+    /// served concurrently, each in a task of its own. Every property is published again
+    /// after each reconnect, so a broker that lost its retained messages gets them back.
+    pub async fn serve(
+        conn: &Connection,
+        name: InterfaceName,
+        handler: Arc<dyn ServiceHandler>,
+    ) -> Result<Serving, ApiError> {
+        let any_qos = |f| SubscribeOptions::new(f).qos(QoS::AtLeastOnce);
+        let mut sets = conn.subscribe_with(any_qos(name.filter("set")?)).await?;
+        let mut calls = conn.subscribe_with(any_qos(name.filter("rpc")?)).await?;
+        let mut events = conn.events();
+        let link = ServiceLink { conn: conn.clone(), name };
+        let (served, runner) = (link.clone(), handler.clone());
+        let task = tokio::spawn(async move {
+            let (link, handler) = (served, runner);
+            loop {
+                tokio::select! {
+                    Some(m) = sets.recv() => {
+                        let (link, handler) = (link.clone(), handler.clone());
+                        tokio::spawn(async move { link.on_set(&*handler, m).await });
+                    }
+                    Some(m) = calls.recv() => {
+                        let (link, handler) = (link.clone(), handler.clone());
+                        tokio::spawn(async move { link.on_call(&*handler, m).await });
+                    }
+                    event = events.next() => match event {
+                        Some(ConnectionEvent::Reconnected) => {
+                            if let Err(e) = link.publish_all(&*handler).await {
+                                tracing::warn!(error = %e, "apigear: properties not republished");
+                            }
+                        }
+                        Some(ConnectionEvent::Closed) | None => return,
+                        Some(_) => {}
+                    },
+                }
+            }
+        });
+        let serving = Serving { link: link.clone(), _task: TaskGuard(task) };
+        link.publish_all(&*handler).await?;
+        Ok(serving)
+    }
+
+    /// Publishes `property`'s value, retained.
+    pub async fn publish_property(&self, property: &str, value: Value) -> Result<(), ApiError> {
+        let topic = self.topic("prop", property)?;
+        let mut m = Message::new(topic, json_bytes(property, &value)?).with_qos(QoS::AtLeastOnce);
+        m.retain = true;
+        Ok(self.conn.publish(m).await?)
+    }
+
+    /// Publishes `signal` with its arguments.
+    pub async fn publish_signal(&self, signal: &str, args: Vec<Value>) -> Result<(), ApiError> {
+        let topic = self.topic("sig", signal)?;
+        let payload = json_bytes(signal, &Value::Array(args))?;
+        Ok(self.conn.publish(Message::new(topic, payload).with_qos(QoS::AtLeastOnce)).await?)
+    }
+
+    /// The interface served.
+    pub fn name(&self) -> &InterfaceName {
+        &self.name
+    }
+
+    fn topic(&self, verb: &str, member: &str) -> Result<Topic, ApiError> {
+        Ok(Topic::new(self.name.topic(verb, member)).map_err(busbar_core::Error::from)?)
+    }
+
+    async fn publish_all(&self, handler: &dyn ServiceHandler) -> Result<(), ApiError> {
+        for (name, value) in handler.properties()? {
+            self.publish_property(&name, value).await?;
+        }
+        Ok(())
+    }
+
+    async fn on_set(&self, handler: &dyn ServiceHandler, m: Message) {
+        let property = last_level(&m.topic).to_owned();
+        let result = match parse_payload(&property, &m) {
+            Ok(value) => handler.set(self, &property, value).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            // ApiGear has no error channel for sets: the property simply keeps its value.
+            tracing::warn!(%property, error = %e, "apigear: set refused");
+        }
+    }
+
+    async fn on_call(&self, handler: &dyn ServiceHandler, m: Message) {
+        let operation = last_level(&m.topic).to_owned();
+        let Some(reply_to) = m.reply_to.clone() else {
+            tracing::warn!(%operation, "apigear: a call without a response topic is dropped");
+            return;
+        };
+        let result = match parse_payload(&operation, &m) {
+            Ok(Value::Array(args)) if operation == PROPERTIES_OP && args.is_empty() => {
+                handler.properties().map(Value::Object)
+            }
+            Ok(Value::Array(args)) => handler.call(&operation, args).await,
+            Ok(other) => Err(ApiError::serialization(
+                &operation,
+                format!("the arguments must be a JSON array, not {other}"),
+            )),
+            Err(e) => Err(e),
+        };
+        let mut reply = match result.and_then(|v| json_bytes(&operation, &v)) {
+            Ok(bytes) => Message::new(reply_to, bytes),
+            Err(e) => {
+                let body = serde_json::json!({"code": "failed", "message": e.to_string()});
+                Message::new(reply_to, body.to_string().into_bytes())
+                    .with_header(header::STATUS, header::STATUS_ERROR)
+            }
+        };
+        reply.correlation_id = m.correlation_id.clone();
+        reply.qos = QoS::AtLeastOnce;
+        if let Err(e) = self.conn.publish(reply).await {
+            tracing::warn!(%operation, error = %e, "apigear: reply not sent");
+        }
+    }
+}
+
+/// A client adapter's state: the property cache and the channels of changes and signals.
+/// `P` is the interface's properties, `C` one property's change, `S` one signal.
+pub struct ClientState<P, C, S> {
+    properties: Mutex<P>,
+    changes: tokio::sync::broadcast::Sender<C>,
+    signals: tokio::sync::broadcast::Sender<S>,
+}
+
+/// Changes and signals a receiver may fall behind by before it misses the oldest.
+const CHANNEL: usize = 1024;
+
+impl<P: Clone + Default, C: Clone, S: Clone> ClientState<P, C, S> {
+    /// Default values, no receivers.
+    pub fn new() -> Arc<Self> {
+        Arc::new(ClientState {
+            properties: Mutex::new(P::default()),
+            changes: tokio::sync::broadcast::channel(CHANNEL).0,
+            signals: tokio::sync::broadcast::channel(CHANNEL).0,
+        })
+    }
+
+    /// Reads from the cache.
+    pub fn read<R>(&self, f: impl FnOnce(&P) -> R) -> R {
+        f(&self.properties.lock().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Updates the cache; `f` returns the change to announce, if the value changed.
+    pub fn update(&self, f: impl FnOnce(&mut P) -> Option<C>) {
+        let change =
+            f(&mut self.properties.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        if let Some(change) = change {
+            let _ = self.changes.send(change);
+        }
+    }
+
+    /// Announces a signal.
+    pub fn signal(&self, signal: S) {
+        let _ = self.signals.send(signal);
+    }
+
+    /// Property changes from now on (a value that arrives again unchanged is not one).
+    pub fn changes(&self) -> tokio::sync::broadcast::Receiver<C> {
+        self.changes.subscribe()
+    }
+
+    /// Signals from now on.
+    pub fn signals(&self) -> tokio::sync::broadcast::Receiver<S> {
+        self.signals.subscribe()
+    }
+}
+
+/// What a client adapter hears: the generated code decodes it into its typed events.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClientEvent {
+    /// A property's value (retained values arrive after subscribing, and again after a
+    /// reconnect).
+    Property {
+        /// The property.
+        name: String,
+        /// Its value.
+        value: Value,
+    },
+    /// A signal.
+    Signal {
+        /// The signal.
+        name: String,
+        /// Its arguments.
+        args: Vec<Value>,
+    },
+}
+
+type Pending = Arc<Mutex<HashMap<Bytes, oneshot::Sender<Message>>>>;
+
+/// A client adapter's side of the bus. Cheap to clone.
+#[derive(Clone)]
+pub struct ClientLink {
+    conn: Connection,
+    name: InterfaceName,
+    client_id: String,
+    pending: Pending,
+    _task: Arc<TaskGuard>,
+}
+
+impl std::fmt::Debug for ClientLink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientLink")
+            .field("interface", &self.name)
+            .field("client_id", &self.client_id)
+            .finish()
+    }
+}
+
+impl ClientLink {
+    /// Subscribes to the interface's properties, signals and this client's results, and
+    /// hands what arrives to `on_event`. Returns once the broker has the subscriptions (the
+    /// adapters' "ready"); retained property values follow. On a transport without retained
+    /// messages, the properties are read from the service (`_properties`) before it returns.
+    pub async fn connect(
+        conn: &Connection,
+        name: InterfaceName,
+        on_event: impl Fn(ClientEvent) + Send + Sync + 'static,
+    ) -> Result<ClientLink, ApiError> {
+        let client_id = uuid::Uuid::new_v4().simple().to_string();
+        let results = TopicFilter::new(&format!(
+            "{}/{}/rpc/+/{client_id}/result",
+            name.module, name.interface
+        ))
+        .map_err(busbar_core::Error::from)?;
+        let opts = |f| SubscribeOptions::new(f).qos(QoS::AtLeastOnce);
+        let mut replies = conn.subscribe_with(opts(results)).await?;
+        let mut props = conn.subscribe_with(opts(name.filter("prop")?)).await?;
+        let mut sigs = conn.subscribe_with(opts(name.filter("sig")?)).await?;
+        let pending: Pending = Arc::default();
+        let waiting = pending.clone();
+        let on_event = Arc::new(on_event);
+        let task = tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    Some(m) = replies.recv() => {
+                        let Some(id) = m.correlation_id.clone() else { continue };
+                        let waiter = waiting.lock().map(|mut p| p.remove(&id)).unwrap_or_default();
+                        if let Some(w) = waiter {
+                            let _ = w.send(m);
+                        }
+                    }
+                    Some(m) = props.recv() => {
+                        let name = last_level(&m.topic).to_owned();
+                        // An empty retained payload clears a value; it is not one.
+                        if m.payload.to_bytes().is_ok_and(|b| b.is_empty()) {
+                            continue;
+                        }
+                        match parse_payload(&name, &m) {
+                            Ok(value) => on_event(ClientEvent::Property { name, value }),
+                            Err(e) => tracing::warn!(error = %e, "apigear: property value dropped"),
+                        }
+                    }
+                    Some(m) = sigs.recv() => {
+                        let name = last_level(&m.topic).to_owned();
+                        match parse_payload(&name, &m) {
+                            Ok(Value::Array(args)) => on_event(ClientEvent::Signal { name, args }),
+                            Ok(other) => tracing::warn!(signal = %name, "apigear: signal arguments are not an array: {other}"),
+                            Err(e) => tracing::warn!(error = %e, "apigear: signal dropped"),
+                        }
+                    }
+                    else => return,
+                }
+            }
+        });
+        let link = ClientLink {
+            conn: conn.clone(),
+            name,
+            client_id,
+            pending,
+            _task: Arc::new(TaskGuard(task)),
+        };
+        Ok(link)
+    }
+
+    /// The id in this client's result topics.
+    pub fn client_id(&self) -> &str {
+        &self.client_id
+    }
+
+    /// Whether property values come retained (else read them with [`ClientLink::properties`]).
+    pub fn has_retained(&self) -> bool {
+        self.conn.capabilities().retained
+    }
+
+    /// Asks the service to set `property` to `value`.
+    pub async fn set(&self, property: &str, value: Value) -> Result<(), ApiError> {
+        let topic =
+            Topic::new(self.name.topic("set", property)).map_err(busbar_core::Error::from)?;
+        let m = Message::new(topic, json_bytes(property, &value)?).with_qos(QoS::AtLeastOnce);
+        Ok(self.conn.publish(m).await?)
+    }
+
+    /// Calls `operation` with `args` and waits up to `timeout` for its result.
+    pub async fn call(
+        &self,
+        operation: &str,
+        args: Vec<Value>,
+        timeout: Duration,
+    ) -> Result<Value, ApiError> {
+        let correlation = Bytes::copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        let (tx, rx) = oneshot::channel();
+        self.lock().insert(correlation.clone(), tx);
+        // The entry goes whatever happens: answered, timed out, failed or dropped.
+        let _forget = Forget { pending: &self.pending, id: correlation.clone() };
+        self.send_call(operation, args, Some(correlation)).await?;
+        let reply = match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => reply,
+            Ok(Err(_)) => return Err(ApiError::Transport(busbar_core::Error::Closed)),
+            Err(_) => return Err(ApiError::Timeout { operation: operation.to_owned(), timeout }),
+        };
+        if reply.headers.get(header::STATUS) == Some(header::STATUS_ERROR) {
+            let body = parse_payload(operation, &reply).unwrap_or_default();
+            let message =
+                body.get("message").and_then(Value::as_str).unwrap_or("failed").to_owned();
+            return Err(ApiError::Remote { operation: operation.to_owned(), message });
+        }
+        parse_payload(operation, &reply)
+    }
+
+    /// Calls `operation` without waiting for a result (for services that send none, as
+    /// C++ services do for void operations).
+    pub async fn call_no_wait(&self, operation: &str, args: Vec<Value>) -> Result<(), ApiError> {
+        self.send_call(operation, args, None).await
+    }
+
+    /// Every property's value, from the service (`_properties`).
+    pub async fn properties(&self, timeout: Duration) -> Result<Map<String, Value>, ApiError> {
+        match self.call(PROPERTIES_OP, Vec::new(), timeout).await? {
+            Value::Object(map) => Ok(map),
+            other => Err(ApiError::serialization(PROPERTIES_OP, format!("not an object: {other}"))),
+        }
+    }
+
+    /// Calls waiting for their results now (none is left behind by a finished call).
+    pub fn pending_calls(&self) -> usize {
+        self.lock().len()
+    }
+
+    async fn send_call(
+        &self,
+        operation: &str,
+        args: Vec<Value>,
+        correlation: Option<Bytes>,
+    ) -> Result<(), ApiError> {
+        let topic =
+            Topic::new(self.name.topic("rpc", operation)).map_err(busbar_core::Error::from)?;
+        let reply_to = Topic::new(format!(
+            "{}/{}/rpc/{operation}/{}/result",
+            self.name.module, self.name.interface, self.client_id
+        ))
+        .map_err(busbar_core::Error::from)?;
+        let mut m = Message::new(topic, json_bytes(operation, &Value::Array(args))?)
+            .with_qos(QoS::AtLeastOnce);
+        m.reply_to = Some(reply_to);
+        m.correlation_id = correlation.or_else(|| Some(Bytes::from_static(b"0")));
+        Ok(self.conn.publish(m).await?)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Bytes, oneshot::Sender<Message>>> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Removes a call's pending entry when the call ends, however it ends.
+struct Forget<'a> {
+    pending: &'a Pending,
+    id: Bytes,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut p) = self.pending.lock() {
+            p.remove(&self.id);
+        }
+    }
+}
+
+fn last_level(topic: &Topic) -> &str {
+    topic.as_str().rsplit('/').next().unwrap_or_default()
+}
+
+/// A topic's JSON payload; for result topics the operation is the level before the client id.
+fn parse_payload(member: &str, m: &Message) -> Result<Value, ApiError> {
+    let bytes = m.payload.to_bytes().map_err(|e| ApiError::serialization(member, e))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ApiError::serialization(member, format!("not JSON: {e}")))
+}
+
+fn json_bytes(member: &str, value: &Value) -> Result<Vec<u8>, ApiError> {
+    serde_json::to_vec(value).map_err(|e| ApiError::serialization(member, e))
+}

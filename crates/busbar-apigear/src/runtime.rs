@@ -184,7 +184,7 @@ impl InterfaceName {
     }
 
     fn filter(&self, verb: &str) -> Result<TopicFilter, ApiError> {
-        Ok(TopicFilter::new(&self.topic(verb, "+")).map_err(busbar_core::Error::from)?)
+        Ok(TopicFilter::new(self.topic(verb, "+")).map_err(busbar_core::Error::from)?)
     }
 }
 
@@ -474,7 +474,7 @@ impl ClientLink {
         on_event: impl Fn(ClientEvent) + Send + Sync + 'static,
     ) -> Result<ClientLink, ApiError> {
         let client_id = uuid::Uuid::new_v4().simple().to_string();
-        let results = TopicFilter::new(&format!(
+        let results = TopicFilter::new(format!(
             "{}/{}/rpc/+/{client_id}/result",
             name.module, name.interface
         ))

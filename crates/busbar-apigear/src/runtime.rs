@@ -178,13 +178,43 @@ pub struct InterfaceName {
 }
 
 impl InterfaceName {
-    /// The topic of `member` under `verb`.
+    /// The topic of `member` under `verb`, as ApiGear's MQTT mapping names it.
     pub fn topic(&self, verb: &str, member: &str) -> String {
         format!("{}/{}/{verb}/{member}", self.module, self.interface)
     }
 
+    /// The first two levels of the interface's topics on `conn`. On MQTT, the in-process
+    /// bus and Redis, the module name stays one level, dots and all, as ApiGear writes it.
+    /// NATS subjects and AMQP routing keys separate words with dots, so there the module's
+    /// dots become levels: the subject `tb.simple.SimpleInterface.prop.propInt` reads as
+    /// the dotted names do.
+    pub fn on(&self, conn: &Connection) -> Levels {
+        let module = match conn.kind() {
+            "nats" | "amqp" => self.module.replace('.', "/"),
+            _ => self.module.to_owned(),
+        };
+        Levels(format!("{module}/{}", self.interface))
+    }
+}
+
+/// An interface's topic prefix on one connection (see [`InterfaceName::on`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Levels(String);
+
+impl Levels {
+    /// The topic of `member` under `verb`.
+    pub fn topic(&self, verb: &str, member: &str) -> Result<Topic, ApiError> {
+        Ok(Topic::new(format!("{}/{verb}/{member}", self.0)).map_err(busbar_core::Error::from)?)
+    }
+
+    /// Every member under `verb`.
     fn filter(&self, verb: &str) -> Result<TopicFilter, ApiError> {
-        Ok(TopicFilter::new(self.topic(verb, "+")).map_err(busbar_core::Error::from)?)
+        Ok(TopicFilter::new(format!("{}/{verb}/+", self.0)).map_err(busbar_core::Error::from)?)
+    }
+
+    /// The result topic of `operation` for the client `client_id`.
+    fn result(&self, operation: &str, client_id: &str) -> String {
+        format!("{}/rpc/{operation}/{client_id}/result", self.0)
     }
 }
 
@@ -215,6 +245,7 @@ pub trait ServiceHandler: Send + Sync + 'static {
 pub struct ServiceLink {
     conn: Connection,
     name: InterfaceName,
+    levels: Levels,
 }
 
 /// A running service: serves until dropped.
@@ -261,10 +292,11 @@ impl ServiceLink {
         handler: Arc<dyn ServiceHandler>,
     ) -> Result<Serving, ApiError> {
         let any_qos = |f| SubscribeOptions::new(f).qos(QoS::AtLeastOnce);
-        let mut sets = conn.subscribe_with(any_qos(name.filter("set")?)).await?;
-        let mut calls = conn.subscribe_with(any_qos(name.filter("rpc")?)).await?;
+        let levels = name.on(conn);
+        let mut sets = conn.subscribe_with(any_qos(levels.filter("set")?)).await?;
+        let mut calls = conn.subscribe_with(any_qos(levels.filter("rpc")?)).await?;
         let mut events = conn.events();
-        let link = ServiceLink { conn: conn.clone(), name };
+        let link = ServiceLink { conn: conn.clone(), name, levels };
         let (served, runner) = (link.clone(), handler.clone());
         let task = tokio::spawn(async move {
             let (link, handler) = (served, runner);
@@ -299,7 +331,8 @@ impl ServiceLink {
     pub async fn publish_property(&self, property: &str, value: Value) -> Result<(), ApiError> {
         let topic = self.topic("prop", property)?;
         let mut m = Message::new(topic, json_bytes(property, &value)?).with_qos(QoS::AtLeastOnce);
-        m.retain = true;
+        // Where the broker keeps nothing, clients read `_properties` instead.
+        m.retain = self.conn.capabilities().retained;
         Ok(self.conn.publish(m).await?)
     }
 
@@ -316,7 +349,7 @@ impl ServiceLink {
     }
 
     fn topic(&self, verb: &str, member: &str) -> Result<Topic, ApiError> {
-        Ok(Topic::new(self.name.topic(verb, member)).map_err(busbar_core::Error::from)?)
+        self.levels.topic(verb, member)
     }
 
     async fn publish_all(&self, handler: &dyn ServiceHandler) -> Result<(), ApiError> {
@@ -449,6 +482,7 @@ type Pending = Arc<Mutex<HashMap<Bytes, oneshot::Sender<Message>>>>;
 pub struct ClientLink {
     conn: Connection,
     name: InterfaceName,
+    levels: Levels,
     client_id: String,
     pending: Pending,
     _task: Arc<TaskGuard>,
@@ -474,15 +508,13 @@ impl ClientLink {
         on_event: impl Fn(ClientEvent) + Send + Sync + 'static,
     ) -> Result<ClientLink, ApiError> {
         let client_id = uuid::Uuid::new_v4().simple().to_string();
-        let results = TopicFilter::new(format!(
-            "{}/{}/rpc/+/{client_id}/result",
-            name.module, name.interface
-        ))
-        .map_err(busbar_core::Error::from)?;
+        let levels = name.on(conn);
+        let results =
+            TopicFilter::new(levels.result("+", &client_id)).map_err(busbar_core::Error::from)?;
         let opts = |f| SubscribeOptions::new(f).qos(QoS::AtLeastOnce);
         let mut replies = conn.subscribe_with(opts(results)).await?;
-        let mut props = conn.subscribe_with(opts(name.filter("prop")?)).await?;
-        let mut sigs = conn.subscribe_with(opts(name.filter("sig")?)).await?;
+        let mut props = conn.subscribe_with(opts(levels.filter("prop")?)).await?;
+        let mut sigs = conn.subscribe_with(opts(levels.filter("sig")?)).await?;
         let pending: Pending = Arc::default();
         let waiting = pending.clone();
         let on_event = Arc::new(on_event);
@@ -522,6 +554,7 @@ impl ClientLink {
         let link = ClientLink {
             conn: conn.clone(),
             name,
+            levels,
             client_id,
             pending,
             _task: Arc::new(TaskGuard(task)),
@@ -541,8 +574,7 @@ impl ClientLink {
 
     /// Asks the service to set `property` to `value`.
     pub async fn set(&self, property: &str, value: Value) -> Result<(), ApiError> {
-        let topic =
-            Topic::new(self.name.topic("set", property)).map_err(busbar_core::Error::from)?;
+        let topic = self.levels.topic("set", property)?;
         let m = Message::new(topic, json_bytes(property, &value)?).with_qos(QoS::AtLeastOnce);
         Ok(self.conn.publish(m).await?)
     }
@@ -554,7 +586,9 @@ impl ClientLink {
         args: Vec<Value>,
         timeout: Duration,
     ) -> Result<Value, ApiError> {
-        let correlation = Bytes::copy_from_slice(uuid::Uuid::new_v4().as_bytes());
+        // A UUID's 32 hex digits: unique, and text, which every transport carries (AMQP
+        // takes correlation ids as text only).
+        let correlation = Bytes::from(uuid::Uuid::new_v4().simple().to_string());
         let (tx, rx) = oneshot::channel();
         self.lock().insert(correlation.clone(), tx);
         // The entry goes whatever happens: answered, timed out, failed or dropped.
@@ -599,13 +633,9 @@ impl ClientLink {
         args: Vec<Value>,
         correlation: Option<Bytes>,
     ) -> Result<(), ApiError> {
-        let topic =
-            Topic::new(self.name.topic("rpc", operation)).map_err(busbar_core::Error::from)?;
-        let reply_to = Topic::new(format!(
-            "{}/{}/rpc/{operation}/{}/result",
-            self.name.module, self.name.interface, self.client_id
-        ))
-        .map_err(busbar_core::Error::from)?;
+        let topic = self.levels.topic("rpc", operation)?;
+        let reply_to = Topic::new(self.levels.result(operation, &self.client_id))
+            .map_err(busbar_core::Error::from)?;
         let mut m = Message::new(topic, json_bytes(operation, &Value::Array(args))?)
             .with_qos(QoS::AtLeastOnce);
         m.reply_to = Some(reply_to);

@@ -119,6 +119,15 @@ impl Peer {
         stdin.flush().await.expect("flush");
     }
 
+    /// Writes `command` to the peer's standard input as one JSON line.
+    pub async fn send(&mut self, command: &Value) {
+        let stdin = self.child.stdin.as_mut().expect("the peer's standard input");
+        let mut line = command.to_string().into_bytes();
+        line.push(b'\n');
+        stdin.write_all(&line).await.expect("write to the peer");
+        stdin.flush().await.expect("flush");
+    }
+
     /// Waits for the peer to end on its own, successfully.
     pub async fn finished(mut self) {
         let status = tokio::time::timeout(PEER_SILENCE, self.child.wait())

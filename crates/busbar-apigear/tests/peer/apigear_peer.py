@@ -37,15 +37,36 @@ PRIMITIVE_DEFAULTS = {"bool": False, "int": 0, "int32": 0, "int64": 0,
 _say_lock = threading.Lock()
 
 
+_started = False
+_held = []
+
+
 def say(obj):
     # One os.write per line, so that nothing else written to standard output (by paho or
     # Python) can land inside one of our lines; the lock keeps our own threads apart.
-    data = ("@@ " + json.dumps(obj, allow_nan=False, ensure_ascii=False) + "\n").encode()
+    # "READY" is always the first line: events that come earlier (retained values arrive
+    # while later subscriptions still wait for their SUBACKs) are held until it is out.
+    global _started
     with _say_lock:
-        sys.stdout.flush()
-        written = os.write(1, data)
-        while written < len(data):  # only on a signal-interrupted huge write
-            written += os.write(1, data[written:])
+        if not _started and obj != "READY":
+            _held.append(obj)
+            return
+        if obj == "READY":
+            _started = True
+            for line in ["READY"] + _held:
+                _write(line)
+            _held.clear()
+            return
+        _write(obj)
+
+
+def _write(obj):
+    # Called with _say_lock held.
+    data = ("@@ " + json.dumps(obj, allow_nan=False, ensure_ascii=False) + "\n").encode()
+    sys.stdout.flush()
+    written = os.write(1, data)
+    while written < len(data):  # only on a signal-interrupted huge write
+        written += os.write(1, data[written:])
 
 
 def die(message):

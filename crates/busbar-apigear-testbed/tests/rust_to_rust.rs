@@ -1,0 +1,223 @@
+//! Generated clients and services, Rust to Rust: on the in-process bus, on Mosquitto (MQTT
+//! 5, retained properties), and on Redis, NATS and AMQP (busbar's own mapping, properties
+//! read with `_properties`).
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use busbar::Connection;
+use busbar_apigear::runtime::ApiError;
+use busbar_apigear_testbed::tb_enum::{
+    Enum0, Enum1, Enum2, EnumInterface, EnumInterfaceClient, EnumInterfaceService,
+};
+use busbar_apigear_testbed::tb_simple::{
+    SimpleArrayInterface, SimpleArrayInterfaceClient, SimpleInterface, SimpleInterfaceClient,
+    SimpleInterfaceProperty, SimpleInterfaceService, SimpleInterfaceSignal, VoidInterface,
+    VoidInterfaceClient, VoidInterfaceService,
+};
+use busbar_apigear_testbed::testbed1::{
+    StructBool, StructInt, StructInterface, StructInterfaceClient, StructInterfaceService,
+    StructNested, StructString,
+};
+use busbar_testkit::{BrokerKind, shared_broker};
+use common::{DEADLINE, Enums, Simple, Structs, Void, wait_until};
+
+/// A connection per transport there is, each under a prefix of its own (the module's
+/// topics are fixed, so runs on a shared broker must not meet); Mosquitto is this test's
+/// own, so retained values start empty.
+async fn transports(
+    test: &str,
+) -> (Vec<(String, Connection, Connection)>, Option<busbar_testkit::BrokerProcess>) {
+    let run = busbar_testkit::unique_name();
+    let mut all = Vec::new();
+    let mem = busbar::connect(&format!("mem://{run}")).await.expect("mem");
+    all.push(("mem".to_owned(), mem.clone(), mem));
+    let mosquitto = common::mosquitto(test).await;
+    if let Some(m) = &mosquitto {
+        let a = busbar::connect(&m.url()).await.expect("mqtt");
+        let b = busbar::connect(&m.url()).await.expect("mqtt");
+        all.push(("mqtt".to_owned(), a, b));
+    }
+    for kind in [BrokerKind::Redis, BrokerKind::Nats, BrokerKind::Amqp] {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let connect = || async {
+            busbar::connect(broker.url())
+                .await
+                .expect("connect")
+                .with_topic_prefix(&format!("apigear-{run}"))
+                .expect("prefix")
+        };
+        let (a, b) = (connect().await, connect().await);
+        all.push((kind.name().to_owned(), a, b));
+    }
+    (all, mosquitto)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_simple_interface_works_end_to_end_on_every_transport() {
+    let (all, _mosquitto) =
+        transports("a_simple_interface_works_end_to_end_on_every_transport").await;
+    for (name, service_conn, client_conn) in all {
+        let implementation = Arc::new(Simple::with_prop_int(5));
+        let service = SimpleInterfaceService::serve(&service_conn, implementation.clone())
+            .await
+            .unwrap_or_else(|e| panic!("{name}: serve: {e}"));
+        let client = SimpleInterfaceClient::connect(&client_conn)
+            .await
+            .unwrap_or_else(|e| panic!("{name}: connect: {e}"));
+
+        // The service's value is in the cache without asking.
+        let c = client.clone();
+        wait_until(client.changes(), move || c.prop_int(), |v| *v == 5).await;
+
+        // A set goes to the service and comes back as exactly one change.
+        let mut changes = client.changes();
+        client.set_prop_int(7).await.expect("set");
+        let change =
+            tokio::time::timeout(DEADLINE, changes.recv()).await.expect("in time").expect("open");
+        assert_eq!(change, SimpleInterfaceProperty::PropInt(7), "{name}");
+        assert_eq!(implementation.prop_int(), 7, "{name}: the implementation has it");
+        client.set_prop_string("héllo".into()).await.expect("set");
+        let change =
+            tokio::time::timeout(DEADLINE, changes.recv()).await.expect("in time").expect("open");
+        assert_eq!(change, SimpleInterfaceProperty::PropString("héllo".into()), "{name}");
+        assert!(changes.try_recv().is_err(), "{name}: one change per set");
+
+        // Operations, 100 at once, each answered to its caller.
+        assert_eq!(client.func_int(21).await.expect("call"), 42, "{name}");
+        assert_eq!(client.func_string("abc".into()).await.expect("call"), "ABC", "{name}");
+        assert!(!client.func_bool(true).await.expect("call"), "{name}");
+        assert_eq!(client.func_int64(i64::MAX).await.expect("call"), i64::MAX, "{name}: int64");
+        let calls: Vec<_> = (0..100)
+            .map(|i| {
+                let c = client.clone();
+                tokio::spawn(async move { (i, c.func_int(i).await) })
+            })
+            .collect();
+        for call in calls {
+            let (i, answer) = call.await.expect("task");
+            assert_eq!(answer.expect("answered"), i * 2, "{name}: call {i}");
+        }
+        client.func_no_return_value(true).await.expect("a void call is answered");
+        assert_eq!(implementation.no_return_calls.load(Ordering::Relaxed), 1, "{name}");
+
+        // NaN cannot travel: refused before anything is sent.
+        let err = client.func_float64(f64::NAN).await.expect_err("NaN refused");
+        assert!(matches!(err, ApiError::Serialization { .. }), "{name}: {err}");
+
+        // Signals.
+        let mut signals = client.signals();
+        service.notifier().sig_int(3).await.expect("signal");
+        service.notifier().sig_string("s".into()).await.expect("signal");
+        let got =
+            tokio::time::timeout(DEADLINE, signals.recv()).await.expect("in time").expect("open");
+        assert_eq!(got, SimpleInterfaceSignal::SigInt { param_int: 3 }, "{name}");
+        let got =
+            tokio::time::timeout(DEADLINE, signals.recv()).await.expect("in time").expect("open");
+        assert_eq!(got, SimpleInterfaceSignal::SigString { param_string: "s".into() }, "{name}");
+
+        // A change the implementation makes on its own, announced by the notifier.
+        implementation.props.lock().expect("lock").prop_bool = true;
+        service.notifier().prop_bool_changed(&true).await.expect("notify");
+        let c = client.clone();
+        wait_until(client.changes(), move || c.prop_bool(), |v| *v).await;
+
+        assert_eq!(client.link().pending_calls(), 0, "{name}: nothing left pending");
+        drop(service);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn void_operations_readonly_properties_and_deadlines() {
+    let (all, _mosquitto) = transports("void_operations_readonly_properties_and_deadlines").await;
+    for (name, service_conn, client_conn) in all {
+        let void = Arc::new(Void::default());
+        let _service =
+            VoidInterfaceService::serve(&service_conn, void.clone()).await.expect("serve");
+        let client = VoidInterfaceClient::connect(&client_conn).await.expect("connect");
+        client.func_void().await.expect("void call");
+        assert_eq!(void.calls.load(Ordering::Relaxed), 1, "{name}");
+        // Fire and forget: back at once, done all the same.
+        let quick = client.clone().without_void_replies();
+        quick.func_void().await.expect("sent");
+        tokio::time::timeout(DEADLINE, async {
+            while void.calls.load(Ordering::Relaxed) < 2 {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await
+        .expect("the fire-and-forget call ran");
+
+        // Nobody serves this one: the deadline ends the call, and nothing stays pending.
+        let lonely = SimpleArrayInterfaceClient::connect(&client_conn).await;
+        if let Ok(lonely) = lonely {
+            let lonely = lonely.with_timeout(Duration::from_millis(300));
+            let err = lonely.func_int(vec![1]).await.expect_err("no service");
+            assert!(matches!(err, ApiError::Timeout { .. }), "{name}: {err}");
+            assert_eq!(lonely.link().pending_calls(), 0, "{name}");
+            // A read-only property has a getter and no setter (checked by the compiler).
+            assert_eq!(lonely.prop_read_only_string(), "");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn structs_and_enums_keep_their_wire_form() {
+    let (all, _mosquitto) = transports("structs_and_enums_keep_their_wire_form").await;
+    for (name, service_conn, client_conn) in all {
+        let _s = StructInterfaceService::serve(&service_conn, Arc::new(Structs::default()))
+            .await
+            .expect("serve");
+        let _e = EnumInterfaceService::serve(&service_conn, Arc::new(Enums::default()))
+            .await
+            .expect("serve");
+        let structs = StructInterfaceClient::connect(&client_conn).await.expect("connect");
+        let enums = EnumInterfaceClient::connect(&client_conn).await.expect("connect");
+
+        let nested = StructNested {
+            field_bool: StructBool { field_bool: true },
+            field_ints: vec![StructInt { field_int: 1 }, StructInt { field_int: -2 }],
+        };
+        let back = structs
+            .func_nested(nested.clone(), StructString { field_string: "x".into() })
+            .await
+            .expect("call");
+        assert_eq!(back, nested, "{name}");
+        structs.set_prop_bool(StructBool { field_bool: true }).await.expect("set");
+        let c = structs.clone();
+        wait_until(structs.changes(), move || c.prop_bool(), |v| v.field_bool).await;
+
+        assert_eq!(enums.func0(Enum0::Value2).await.expect("call"), Enum0::Value2, "{name}");
+        enums.set_prop1(Enum1::Value3).await.expect("set");
+        enums.set_prop2(vec![Enum2::Value6, Enum2::Value0]).await.expect("set");
+        let c = enums.clone();
+        wait_until(
+            enums.changes(),
+            move || c.properties(),
+            |p| p.prop1 == Enum1::Value3 && p.prop2.len() == 2,
+        )
+        .await;
+    }
+}
+
+#[test]
+fn the_wire_form_of_structs_and_enums() {
+    let nested = StructNested {
+        field_bool: StructBool { field_bool: true },
+        field_ints: vec![StructInt { field_int: 3 }],
+    };
+    // IDL field names as keys, enums as integers.
+    assert_eq!(
+        serde_json::to_string(&nested).expect("json"),
+        r#"{"fieldBool":{"fieldBool":true},"fieldInts":[{"fieldInt":3}]}"#
+    );
+    assert_eq!(serde_json::to_string(&Enum2::Value6).expect("json"), "6");
+    assert_eq!(serde_json::from_str::<Enum1>("2").expect("an Enum1"), Enum1::Value2);
+    let err = serde_json::from_str::<Enum1>("7").expect_err("7 is no Enum1");
+    assert!(err.to_string().contains("7 is not a value of Enum1"), "{err}");
+    assert_eq!(Enum0::default(), Enum0::Value0);
+    assert_eq!(Enum2::from_value(5), Some(Enum2::Value5));
+}

@@ -151,16 +151,17 @@ async fn void_operations_readonly_properties_and_deadlines() {
         .await
         .expect("the fire-and-forget call ran");
 
-        // Nobody serves this one: the deadline ends the call, and nothing stays pending.
-        let lonely = SimpleArrayInterfaceClient::connect(&client_conn).await;
-        if let Ok(lonely) = lonely {
-            let lonely = lonely.with_timeout(Duration::from_millis(300));
-            let err = lonely.func_int(vec![1]).await.expect_err("no service");
-            assert!(matches!(err, ApiError::Timeout { .. }), "{name}: {err}");
-            assert_eq!(lonely.link().pending_calls(), 0, "{name}");
-            // A read-only property has a getter and no setter (checked by the compiler).
-            assert_eq!(lonely.prop_read_only_string(), "");
-        }
+        // Nobody serves this one: a client still starts (from defaults), the deadline ends
+        // a call, and nothing stays pending.
+        let lonely = SimpleArrayInterfaceClient::connect(&client_conn)
+            .await
+            .expect("a client without a service")
+            .with_timeout(Duration::from_millis(300));
+        let err = lonely.func_int(vec![1]).await.expect_err("no service");
+        assert!(matches!(err, ApiError::Timeout { .. }), "{name}: {err}");
+        assert_eq!(lonely.link().pending_calls(), 0, "{name}");
+        // A read-only property has a getter and no setter (checked by the compiler).
+        assert_eq!(lonely.prop_read_only_string(), "");
     }
 }
 

@@ -40,11 +40,21 @@ pub fn dropped(error: &ApiError) {
     tracing::warn!(%error, "apigear: a value that does not match the module was dropped");
 }
 
+/// Logs a client that started without the service's property values.
+pub fn no_snapshot(error: &ApiError) {
+    tracing::info!(%error, "apigear: no property values from the service yet; defaults until it publishes");
+}
+
 /// A boxed future, for the handler traits the generated code implements.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// The internal operation that answers with every property's value.
 pub const PROPERTIES_OP: &str = "_properties";
+
+/// How long a client waits, when it connects where nothing is retained, for the service's
+/// property values; without an answer it starts from defaults (and takes the values the
+/// service publishes when it starts).
+pub const SNAPSHOT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How long a call waits by default.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);

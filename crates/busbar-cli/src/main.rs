@@ -6,6 +6,7 @@ mod bridge;
 mod demo;
 mod exit;
 mod gateway;
+mod r#gen;
 mod message;
 mod monitor;
 mod profile;
@@ -64,6 +65,9 @@ enum Command {
     /// Forwards TCP connections from a local port to another address, both ways, until
     /// Ctrl-C (for protocols busbar does not speak).
     TcpBridge(tcp_bridge::Args),
+    /// Generates Rust from ApiGear ObjectAPI modules (structs, enums, and per interface a
+    /// trait, a service and a client), or lists their topics.
+    Gen(r#gen::Args),
     /// Makes HTTP calls for RPC callers (commlib's REST proxy, with every HTTP method) until
     /// Ctrl-C.
     RestProxy(rest_proxy::Args),
@@ -104,6 +108,7 @@ fn run() -> anyhow::Result<()> {
             Command::Gateway(args) => gateway::run(args).await,
             Command::TcpBridge(args) => tcp_bridge::run(args).await,
             Command::RestProxy(args) => rest_proxy::run(args).await,
+            Command::Gen(args) => r#gen::run(args),
         }
     })
 }

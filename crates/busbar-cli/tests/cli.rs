@@ -954,3 +954,41 @@ async fn rest_proxy_makes_http_calls_for_callers() {
         }
     }
 }
+
+/// `busbar gen`: Rust for a set of modules (the same as the build-script helper makes),
+/// their topics, and every problem of a module set that does not resolve.
+#[test]
+fn gen_turns_modules_into_rust() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../busbar-apigear/tests/modules");
+    let module = |name: &str| dir.join(name).display().to_string();
+    let (counter, custom, externs) = (
+        module("counter.module.yaml"),
+        module("custom_types.module.yaml"),
+        module("extern_types.module.yaml"),
+    );
+    let out_dir = config_file("").with_file_name("gen");
+    std::fs::create_dir_all(&out_dir).expect("dir");
+    let out = out_dir.join("apigear.rs");
+    ok(&["gen", &counter, &custom, &externs, "-o", &out.display().to_string()]);
+    let rust = std::fs::read_to_string(&out).expect("the generated file");
+    for expected in [
+        "pub mod counter {",
+        "pub trait Counter: Send + Sync + 'static",
+        "pub struct CounterClient",
+        "pub struct Vector3D",
+    ] {
+        assert!(rust.contains(expected), "no {expected:?} in the generated Rust");
+    }
+    let topics = ok(&["gen", "--topics", &counter, &custom, &externs]);
+    assert!(topics.lines().any(|t| t == "counter/Counter/rpc/decrementArray"), "{topics}");
+    // Without the modules it imports, each missing import is named once.
+    let bad = busbar(&["gen", &counter]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(err.contains("2 problem(s)"), "{err}");
+    assert!(
+        err.contains("import custom_types: module custom_types is not among the modules loaded"),
+        "{err}"
+    );
+}

@@ -357,11 +357,20 @@ fn client(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
         "let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };",
     );
     out.line("if !client.link.has_retained() {");
-    out.line("for (name, value) in client.link.properties(client.timeout).await? {");
-    out.line(&format!("{event}(&client.state, rt::ClientEvent::Property {{ name, value }});"));
+    out.line("// No service yet is no error: it publishes every value when it starts.");
+    out.line("if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {");
+    out.line("rt::no_snapshot(&e);");
     out.line("}");
     out.line("}");
     out.line("Ok(client)");
+    out.line("}");
+    out.blank();
+    out.line("/// Reads every property from the service (`_properties`) into the cache.");
+    out.line("pub async fn refresh_properties(&self, timeout: std::time::Duration) -> Result<(), rt::ApiError> {");
+    out.line("for (name, value) in self.link.properties(timeout).await? {");
+    out.line(&format!("{event}(&self.state, rt::ClientEvent::Property {{ name, value }});"));
+    out.line("}");
+    out.line("Ok(())");
     out.line("}");
     out.blank();
     out.line("/// How long calls wait for their results (default 10 s).");

@@ -205,6 +205,7 @@ impl ModuleSet {
                         Ok((_, kind)) => {
                             fail(at.clone(), format!("extends {}, which is a {kind}", base.name))
                         }
+                        Err(problem) if problem.is_empty() => {}
                         Err(problem) => fail(at.clone(), problem),
                     }
                 }
@@ -340,7 +341,9 @@ impl Resolver<'_> {
                 "type {name} comes from module {module}, which this module does not import"
             ));
         }
-        let kind = self.symbols.get(&module).and_then(|t| t.get(&local)).ok_or_else(|| {
+        // An imported module that was not loaded is reported once, at its import.
+        let table = self.symbols.get(&module).ok_or(String::new())?;
+        let kind = table.get(&local).ok_or_else(|| {
             format!("unknown type {name}: no extern, enum, struct or interface {local} in module {module}")
         })?;
         Ok((Symbol { module, name: local }, kind))
@@ -372,7 +375,9 @@ impl Resolver<'_> {
                 Ok((s, "struct")) => Type::Struct(s),
                 Ok((s, _)) => Type::Interface(s),
                 Err(problem) => {
-                    fail(element(), problem);
+                    if !problem.is_empty() {
+                        fail(element(), problem);
+                    }
                     Type::Any
                 }
             },

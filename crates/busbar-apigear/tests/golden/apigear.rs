@@ -327,11 +327,23 @@ pub mod counter {
                     .await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    counter_event(&client.state, rt::ClientEvent::Property { name, value });
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                counter_event(&self.state, rt::ClientEvent::Property { name, value });
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).
@@ -971,11 +983,23 @@ pub mod tb_enum {
             .await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    enum_interface_event(&client.state, rt::ClientEvent::Property { name, value });
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                enum_interface_event(&self.state, rt::ClientEvent::Property { name, value });
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).
@@ -1270,11 +1294,23 @@ pub mod tb_extends {
                 rt::ClientLink::connect(conn, BASE_NAME, move |e| base_event(&events, e)).await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    base_event(&client.state, rt::ClientEvent::Property { name, value });
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                base_event(&self.state, rt::ClientEvent::Property { name, value });
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).
@@ -1529,11 +1565,23 @@ pub mod tb_extends {
                     .await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    derived_event(&client.state, rt::ClientEvent::Property { name, value });
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                derived_event(&self.state, rt::ClientEvent::Property { name, value });
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).
@@ -2076,14 +2124,23 @@ pub mod tb_simple {
             .await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    simple_interface_event(
-                        &client.state,
-                        rt::ClientEvent::Property { name, value },
-                    );
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                simple_interface_event(&self.state, rt::ClientEvent::Property { name, value });
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).
@@ -2626,14 +2683,26 @@ pub mod tb_simple {
             .await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    simple_array_interface_event(
-                        &client.state,
-                        rt::ClientEvent::Property { name, value },
-                    );
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                simple_array_interface_event(
+                    &self.state,
+                    rt::ClientEvent::Property { name, value },
+                );
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).
@@ -2907,11 +2976,23 @@ pub mod tb_simple {
             .await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    void_interface_event(&client.state, rt::ClientEvent::Property { name, value });
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                void_interface_event(&self.state, rt::ClientEvent::Property { name, value });
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).
@@ -3272,14 +3353,23 @@ pub mod testbed1 {
             .await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    struct_interface_event(
-                        &client.state,
-                        rt::ClientEvent::Property { name, value },
-                    );
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                struct_interface_event(&self.state, rt::ClientEvent::Property { name, value });
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).
@@ -3581,14 +3671,26 @@ pub mod testbed1 {
             .await?;
             let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
             if !client.link.has_retained() {
-                for (name, value) in client.link.properties(client.timeout).await? {
-                    struct_array_interface_event(
-                        &client.state,
-                        rt::ClientEvent::Property { name, value },
-                    );
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
                 }
             }
             Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                struct_array_interface_event(
+                    &self.state,
+                    rt::ClientEvent::Property { name, value },
+                );
+            }
+            Ok(())
         }
 
         /// How long calls wait for their results (default 10 s).

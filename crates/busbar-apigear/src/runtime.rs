@@ -329,6 +329,7 @@ impl ServiceLink {
                         Some(ConnectionEvent::Closed) | None => return,
                         Some(_) => {}
                     },
+                    else => return,
                 }
             }
         });

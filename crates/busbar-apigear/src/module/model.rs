@@ -52,7 +52,7 @@ pub struct Interface {
     pub description: Option<String>,
     /// The interface it extends, whose members it has too.
     pub extends: Option<Symbol>,
-    /// Its own properties (the base's come first in [`Interface::all_properties`]).
+    /// Its own properties (with its bases', see [`ModuleSet::members`](super::ModuleSet::members)).
     pub properties: Vec<Property>,
     /// Its own operations.
     pub operations: Vec<Operation>,

@@ -78,16 +78,7 @@ async fn a_rust_client_uses_a_python_service() {
     assert!(changes.try_recv().is_err(), "one change for one set");
 
     // 100 calls at once, each answered to its caller (the service echoes).
-    let calls: Vec<_> = (0..100)
-        .map(|i| {
-            let c = client.clone();
-            tokio::spawn(async move { (i, c.func_int(i).await) })
-        })
-        .collect();
-    for call in calls {
-        let (i, answer) = call.await.expect("task");
-        assert_eq!(answer.expect("answered"), i, "call {i}");
-    }
+    common::hundred_calls(&client, |i| i, "python service").await;
     let seen = event(&mut service, &mut events, |e| e.get("call").is_some()).await;
     let response_topic = seen["call"]["response_topic"].as_str().unwrap_or_default();
     assert_eq!(

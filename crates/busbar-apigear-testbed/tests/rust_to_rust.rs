@@ -97,16 +97,7 @@ async fn a_simple_interface_works_end_to_end_on_every_transport() {
         assert_eq!(client.func_string("abc".into()).await.expect("call"), "ABC", "{name}");
         assert!(!client.func_bool(true).await.expect("call"), "{name}");
         assert_eq!(client.func_int64(i64::MAX).await.expect("call"), i64::MAX, "{name}: int64");
-        let calls: Vec<_> = (0..100)
-            .map(|i| {
-                let c = client.clone();
-                tokio::spawn(async move { (i, c.func_int(i).await) })
-            })
-            .collect();
-        for call in calls {
-            let (i, answer) = call.await.expect("task");
-            assert_eq!(answer.expect("answered"), i * 2, "{name}: call {i}");
-        }
+        common::hundred_calls(&client, |i| i * 2, &name).await;
         client.func_no_return_value(true).await.expect("a void call is answered");
         assert_eq!(implementation.no_return_calls.load(Ordering::Relaxed), 1, "{name}");
 

@@ -206,6 +206,25 @@ impl EnumInterface for Enums {
     }
 }
 
+/// Calls `funcInt(i)` for i in 0..100 all at once; each answer must be `expected(i)`,
+/// delivered to its own caller.
+pub async fn hundred_calls(
+    client: &busbar_apigear_testbed::tb_simple::SimpleInterfaceClient,
+    expected: fn(i32) -> i32,
+    what: &str,
+) {
+    let calls: Vec<_> = (0..100)
+        .map(|i| {
+            let c = client.clone();
+            tokio::spawn(async move { (i, c.func_int(i).await) })
+        })
+        .collect();
+    for call in calls {
+        let (i, answer) = call.await.expect("task");
+        assert_eq!(answer.expect("answered"), expected(i), "{what}: call {i}");
+    }
+}
+
 /// A Mosquitto of this test's own: the test modules' topics are fixed, so their retained
 /// values must not meet another test's.
 pub async fn mosquitto(test: &str) -> Option<BrokerProcess> {

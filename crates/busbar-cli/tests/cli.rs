@@ -992,3 +992,59 @@ fn gen_turns_modules_into_rust() {
         "{err}"
     );
 }
+
+/// The command line against an ApiGear service (the Python reference peer, on a Mosquitto of
+/// the test's own): `call` an operation (MQTT 5 response topic and correlation data, which
+/// the service echoes), `pub` a property set, `sub` the retained value it publishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_drives_an_apigear_service() {
+    let Some(broker) = busbar_testkit::skip_if_missing(
+        "the_command_line_drives_an_apigear_service",
+        busbar_testkit::BrokerProcess::mosquitto(busbar_testkit::MosquittoConfig::new()).await,
+    ) else {
+        return;
+    };
+    let Some(python) =
+        busbar_testkit::peer::python("cli apigear", "BUSBAR_APIGEAR_PYTHON", "apigear-venv")
+    else {
+        return;
+    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../busbar-apigear/tests");
+    let args = vec![
+        dir.join("peer/apigear_peer.py").display().to_string(),
+        "127.0.0.1".to_owned(),
+        broker.port().to_string(),
+        "service".to_owned(),
+        "cli-apigear".to_owned(),
+        dir.join("modules/testbed.simple.module.yaml").display().to_string(),
+    ];
+    let _service = busbar_testkit::peer::Peer::start(&python, &args, &[]).await;
+    let url = broker.url();
+    assert_eq!(
+        ok(&["call", "tb.simple/SimpleInterface/rpc/funcInt", "[21]", "--url", &url]),
+        "21\n"
+    );
+    // Void operations are answered (0) by Python services.
+    assert_eq!(ok(&["call", "tb.simple/VoidInterface/rpc/funcVoid", "[]", "--url", &url]), "0\n");
+    ok(&["pub", "tb.simple/SimpleInterface/set/propInt", "7", "--url", &url]);
+    // The service handles its messages in order: once a later call is answered, the new
+    // value has gone out, and a subscriber that comes now gets it retained.
+    ok(&["call", "tb.simple/SimpleInterface/rpc/funcInt", "[1]", "--url", &url]);
+    let out = busbar(&[
+        "sub",
+        "tb.simple/SimpleInterface/prop/propInt",
+        "--count",
+        "1",
+        "--timeout",
+        "10",
+        "--json",
+        "--url",
+        &url,
+    ]);
+    let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON line");
+    assert_eq!(
+        (line["payload"].as_str(), line["retain"].as_bool()),
+        (Some("7"), Some(true)),
+        "{line}"
+    );
+}

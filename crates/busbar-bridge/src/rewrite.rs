@@ -19,6 +19,13 @@ pub enum Rewrite {
     /// `sensors/+/temp/#`, `site-a/{1}/{2}` sends `sensors/boiler/temp/c/max` to
     /// `site-a/boiler/c/max`.
     Template(String),
+    /// Every `.` becomes a level break: `sensors.sonar.front` -> `sensors/sonar/front`. For
+    /// dotted names (commlib's) that are one level on one side (a Redis channel) and levels
+    /// on the other (MQTT topics, AMQP routing keys).
+    DotsToLevels,
+    /// Every level break becomes a `.`: `sensors/sonar/front` -> `sensors.sonar.front`
+    /// (the other way of [`Rewrite::DotsToLevels`]).
+    LevelsToDots,
 }
 
 impl Rewrite {
@@ -27,7 +34,7 @@ impl Rewrite {
     pub fn check(&self, filter: &TopicFilter) -> Result<(), BridgeError> {
         let bad = |reason: String| BridgeError::Rewrite { rule: format!("{self:?}"), reason };
         match self {
-            Rewrite::Keep => Ok(()),
+            Rewrite::Keep | Rewrite::DotsToLevels | Rewrite::LevelsToDots => Ok(()),
             Rewrite::AddPrefix(p) | Rewrite::StripPrefix(p) => {
                 Topic::new(p.trim_matches('/')).map(|_| ()).map_err(|e| bad(e.to_string()))
             }
@@ -58,6 +65,8 @@ impl Rewrite {
     pub fn apply(&self, filter: &TopicFilter, topic: &Topic) -> Result<Topic, BridgeError> {
         let text = match self {
             Rewrite::Keep => return Ok(topic.clone()),
+            Rewrite::DotsToLevels => topic.as_str().replace('.', "/"),
+            Rewrite::LevelsToDots => topic.as_str().replace('/', "."),
             Rewrite::AddPrefix(p) => format!("{}/{}", p.trim_matches('/'), topic.as_str()),
             Rewrite::StripPrefix(p) => {
                 let p = p.trim_matches('/');
@@ -129,6 +138,18 @@ mod tests {
         let tpl = Rewrite::Template("site-a/{1}/{2}".into());
         tpl.check(&f).expect("valid");
         assert_eq!(tpl.apply(&f, &topic).expect("template").as_str(), "site-a/boiler/c/max");
+    }
+
+    #[test]
+    fn dotted_names_become_levels_and_back() {
+        let all = TopicFilter::new("#").expect("filter");
+        let to_levels =
+            Rewrite::DotsToLevels.apply(&all, &t("sensors.sonar.front")).expect("levels");
+        assert_eq!(to_levels.as_str(), "sensors/sonar/front");
+        let back = Rewrite::LevelsToDots.apply(&all, &to_levels).expect("dots");
+        assert_eq!(back.as_str(), "sensors.sonar.front");
+        // An empty part is no topic: the forward fails (and is counted), nothing is made up.
+        assert!(Rewrite::DotsToLevels.apply(&all, &t("sensors..front")).is_err());
     }
 
     #[test]

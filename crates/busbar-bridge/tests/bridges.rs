@@ -292,3 +292,73 @@ async fn rpc_crosses_brokers_with_errors_and_deadlines() {
     assert!(started.elapsed() < Duration::from_secs(4), "the caller waited for its own deadline");
     assert_eq!(bridge.stats().forwarded, 2);
 }
+
+/// A commlib system on Redis and one on MQTT joined by a two-way bridge from a configuration
+/// file: commlib spells a name as one dotted Redis channel and as MQTT levels, and
+/// `dots_to_levels` respells it each way, so commlib endpoints on either side meet; nothing
+/// comes back where it started.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commlib_names_cross_between_redis_and_mqtt() {
+    use busbar_commlib::{CommlibPublisher, CommlibSubscriber};
+    let Some(redis) = shared_broker(BrokerKind::Redis).await else { return };
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let run = run_id();
+    let name = format!("{run}.sensors.temp");
+    let text = format!(
+        "brokers:\n  robot: {{url: \"{}\"}}\n  site: {{url: \"{}\"}}\nbridges:\n  - name: commlib\n    from: robot\n    to: site\n    topics: [\"{name}\"]\n    rewrite: {{dots_to_levels: true}}\n    two_way: true\n",
+        redis.url(),
+        mqtt.url()
+    );
+    let config = busbar::Config::parse(&text, "bridge.yaml", |_| None).expect("configuration");
+    let _bridges = config.start_bridges().await.expect("bridges");
+    let on_redis = busbar::connect(redis.url()).await.expect("redis");
+    let on_mqtt = busbar::connect(mqtt.url()).await.expect("mqtt");
+    let mut heard_on_mqtt =
+        CommlibSubscriber::<serde_json::Value>::new(&on_mqtt, &name).await.expect("sub");
+    let mut heard_on_redis =
+        CommlibSubscriber::<serde_json::Value>::new(&on_redis, &name).await.expect("sub");
+
+    CommlibPublisher::new(&on_redis, &name)
+        .expect("publisher")
+        .publish(&serde_json::json!({"from": "robot"}))
+        .await
+        .expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(10), heard_on_mqtt.recv())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("a commlib body");
+    assert_eq!(got.topic.as_str(), format!("{run}/sensors/temp"));
+    assert_eq!(got.value["from"], "robot");
+    // The Redis side hears its own publish once, directly.
+    let own = tokio::time::timeout(Duration::from_secs(10), heard_on_redis.recv())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("body");
+    assert_eq!(own.value["from"], "robot");
+
+    CommlibPublisher::new(&on_mqtt, &name)
+        .expect("publisher")
+        .publish(&serde_json::json!({"from": "site"}))
+        .await
+        .expect("publish");
+    let got = tokio::time::timeout(Duration::from_secs(10), heard_on_redis.recv())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("body");
+    assert_eq!(
+        (got.topic.as_str(), &got.value["from"]),
+        (name.as_str(), &serde_json::json!("site"))
+    );
+    // The MQTT side hears only its own publish: nothing looped back.
+    let own = tokio::time::timeout(Duration::from_secs(10), heard_on_mqtt.recv())
+        .await
+        .expect("in time")
+        .expect("open")
+        .expect("body");
+    assert_eq!(own.value["from"], "site");
+    let extra = tokio::time::timeout(Duration::from_millis(300), heard_on_mqtt.recv()).await;
+    assert!(extra.is_err(), "a message came back: {extra:?}");
+}

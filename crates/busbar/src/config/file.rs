@@ -77,6 +77,13 @@ pub(crate) struct RewriteFile {
     /// `{1}`, `{2}`, ...: the levels the filter's wildcards captured.
     #[serde(default)]
     pub template: Option<String>,
+    /// `true`: every `.` becomes a level break (commlib names from a Redis channel to MQTT
+    /// or AMQP levels).
+    #[serde(default)]
+    pub dots_to_levels: Option<bool>,
+    /// `true`: every level break becomes a `.` (the other way).
+    #[serde(default)]
+    pub levels_to_dots: Option<bool>,
 }
 
 /// One RPC service across a bridge.

@@ -15,8 +15,7 @@ use busbar_core::url::percent_encode as encode;
 use super::ConfigError;
 use super::expand::{Expanded, Lookup};
 use super::file::{
-    BridgeFile, BrokerFile, CelineMqttFile, File, OidcFile, PlacementName, RewriteFile,
-    TransportName,
+    BridgeFile, BrokerFile, CelineMqttFile, File, OidcFile, PlacementName, TransportName,
 };
 use crate::{Connection, Error, Result};
 use busbar_bridge::{Bridge, BridgeError, BridgeOptions, Rewrite};
@@ -314,6 +313,8 @@ fn reverse(filter: &str, rewrite: &Rewrite) -> (String, Rewrite) {
             let back = filter.strip_prefix(p).and_then(|r| r.strip_prefix('/')).unwrap_or(filter);
             (back.to_owned(), Rewrite::AddPrefix(p.to_owned()))
         }
+        Rewrite::DotsToLevels => (filter.replace('.', "/"), Rewrite::LevelsToDots),
+        Rewrite::LevelsToDots => (filter.replace('/', "."), Rewrite::DotsToLevels),
         _ => (filter.to_owned(), Rewrite::Keep),
     }
 }
@@ -333,22 +334,36 @@ fn bridge_spec(
     }
     let rewrite = match entry.rewrite {
         None => Rewrite::Keep,
-        Some(RewriteFile { add_prefix: Some(p), strip_prefix: None, template: None }) => {
-            Rewrite::AddPrefix(p)
-        }
-        Some(RewriteFile { add_prefix: None, strip_prefix: Some(p), template: None }) => {
-            Rewrite::StripPrefix(p)
-        }
-        Some(RewriteFile { add_prefix: None, strip_prefix: None, template: Some(t) }) => {
-            Rewrite::Template(t)
-        }
-        Some(_) => {
-            return Err("`rewrite` takes exactly one of add_prefix, strip_prefix, template".into());
+        Some(r) => {
+            let mut chosen = Vec::new();
+            if let Some(p) = r.add_prefix {
+                chosen.push(Rewrite::AddPrefix(p));
+            }
+            if let Some(p) = r.strip_prefix {
+                chosen.push(Rewrite::StripPrefix(p));
+            }
+            if let Some(t) = r.template {
+                chosen.push(Rewrite::Template(t));
+            }
+            if r.dots_to_levels == Some(true) {
+                chosen.push(Rewrite::DotsToLevels);
+            }
+            if r.levels_to_dots == Some(true) {
+                chosen.push(Rewrite::LevelsToDots);
+            }
+            match (chosen.pop(), chosen.is_empty()) {
+                (Some(rule), true) => rule,
+                _ => {
+                    return Err("`rewrite` takes exactly one of add_prefix, strip_prefix, \
+                                template, dots_to_levels, levels_to_dots"
+                        .into());
+                }
+            }
         }
     };
     if entry.two_way && matches!(rewrite, Rewrite::Template(_)) {
         return Err("a template cannot be undone on the way back: a two-way bridge takes a \
-                    prefix rewrite or none"
+                    prefix or dots rewrite, or none"
             .into());
     }
     for filter in &entry.topics {

@@ -223,3 +223,64 @@ fn the_wire_form_of_structs_and_enums() {
     assert_eq!(Enum0::default(), Enum0::Value0);
     assert_eq!(Enum2::from_value(5), Some(Enum2::Value5));
 }
+
+/// Parameters named like the generated code's own locals (`link`, `timeout`,
+/// `void_replies`, `operation`, `args`) and keywords (`type`, `async`, `loop`) carry the
+/// caller's values, not the adapter's.
+#[tokio::test]
+async fn names_that_meet_the_generated_code_keep_their_values() {
+    use busbar_apigear_testbed::tb_names::{T, TClient, TService, TSignal, Type};
+    #[derive(Default)]
+    struct Names {
+        enabled: std::sync::Mutex<Vec<(bool, i32)>>,
+    }
+    impl T for Names {
+        fn clone(&self) -> i32 {
+            1
+        }
+        async fn set_clone(&self, _value: i32) -> Result<(), ApiError> {
+            Ok(())
+        }
+        fn r#type(&self) -> Type {
+            Type { r#type: "t".into(), self_: 2 }
+        }
+        async fn set_type(&self, _value: Type) -> Result<(), ApiError> {
+            Ok(())
+        }
+        fn r#async(&self) -> bool {
+            true
+        }
+        async fn call(
+            &self,
+            link: i32,
+            timeout: i32,
+            operation: String,
+            args: Vec<i32>,
+        ) -> Result<i32, ApiError> {
+            Ok(link + timeout + operation.len() as i32 + args.iter().sum::<i32>())
+        }
+        async fn enable(&self, void_replies: bool, value: i32) -> Result<(), ApiError> {
+            self.enabled.lock().expect("lock").push((void_replies, value));
+            Ok(())
+        }
+    }
+    let conn =
+        busbar::connect(&format!("mem://{}", busbar_testkit::unique_name())).await.expect("mem");
+    let names = Arc::new(Names::default());
+    let service = TService::serve(&conn, names.clone()).await.expect("serve");
+    let client = TClient::connect(&conn).await.expect("client");
+    assert_eq!(T::call(&client, 1, 10, "abc".into(), vec![100, 1000]).await.expect("call"), 1114);
+    T::enable(&client, false, 7).await.expect("enable");
+    assert_eq!(
+        *names.enabled.lock().expect("lock"),
+        [(false, 7)],
+        "the caller's false, not the adapter's setting"
+    );
+    let mut signals = client.signals();
+    service.notifier().r#loop("n".into(), 3).await.expect("signal");
+    let got = tokio::time::timeout(DEADLINE, signals.recv()).await.expect("in time").expect("open");
+    assert_eq!(got, TSignal::Loop { name: "n".into(), args: 3 });
+    // A property named `clone` meets `Clone::clone`: say which one.
+    let c = Clone::clone(&client);
+    wait_until(client.changes(), move || T::r#type(&c), |t| t.self_ == 2).await;
+}

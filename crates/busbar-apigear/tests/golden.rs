@@ -42,7 +42,8 @@ fn compare(name: &str, actual: &str) {
 
 #[test]
 fn the_generated_rust_is_pinned() {
-    compare("apigear.rs", &busbar_apigear::codegen::generate(&fixtures()));
+    let rust = busbar_apigear::codegen::generate(&fixtures()).unwrap_or_else(|e| panic!("{e}"));
+    compare("apigear.rs", &rust);
 }
 
 #[test]

@@ -27,7 +27,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let rust = busbar_apigear::codegen::generate(&set);
+    let rust = busbar_apigear::codegen::generate(&set)
+        .map_err(|e| anyhow::anyhow!("{} problem(s) in the modules:\n{e}", e.0.len()))?;
     match &args.output {
         Some(path) => std::fs::write(path, rust)
             .with_context(|| format!("cannot write {}", path.display()))?,

@@ -165,7 +165,7 @@ fn service(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
     out.line("/// Serves `implementation`: answers sets and calls, and publishes every property");
     out.line("/// (retained) now and after each reconnect.");
     out.line(&format!(
-        "pub async fn serve<T: {}>(conn: &rt::Connection, implementation: std::sync::Arc<T>) -> Result<Self, rt::ApiError> {{",
+        "pub async fn serve<Implementation: {}>(conn: &rt::Connection, implementation: std::sync::Arc<Implementation>) -> Result<Self, rt::ApiError> {{",
         n.tr
     ));
     out.line(&format!("let handler = std::sync::Arc::new({dispatch}(implementation));"));
@@ -215,53 +215,68 @@ fn service(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
     out.line("}");
 
     out.blank();
-    out.line(&format!("struct {dispatch}<T>(std::sync::Arc<T>);"));
+    out.line(&format!("struct {dispatch}<Implementation>(std::sync::Arc<Implementation>);"));
     out.blank();
     // An interface without properties or operations leaves some parameters unused.
     out.line("#[allow(unused_variables, unused_mut)]");
-    out.line(&format!("impl<T: {}> rt::ServiceHandler for {dispatch}<T> {{", n.tr));
-    out.line("fn set<'a>(&'a self, link: &'a rt::ServiceLink, property: &'a str, value: busbar_apigear::serde_json::Value) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {");
+    out.line(&format!(
+        "impl<Implementation: {}> rt::ServiceHandler for {dispatch}<Implementation> {{",
+        n.tr
+    ));
+    out.line("fn set<'a>(&'a self, __link: &'a rt::ServiceLink, __property: &'a str, __value: busbar_apigear::serde_json::Value) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {");
     out.line("Box::pin(async move {");
-    out.line("match property {");
+    out.line("match __property {");
     for p in &m.properties {
         if p.readonly {
             out.line(&format!(
-                "{:?} => Err(rt::ApiError::refused(property, \"the property is read-only\")),",
+                "{:?} => Err(rt::ApiError::refused(__property, \"the property is read-only\")),",
                 p.name
             ));
             continue;
         }
         out.line(&format!("{:?} => {{", p.name));
-        out.line(&format!("self.0.{}(rt::decode(property, value)?).await?;", setter(p)));
         out.line(&format!(
-            "link.publish_property(property, {}(property, &self.0.{}())?).await",
+            "<Implementation as {}>::{}(&self.0, rt::decode(__property, __value)?).await?;",
+            n.tr,
+            setter(p)
+        ));
+        out.line(&format!(
+            "__link.publish_property(__property, {}(__property, &<Implementation as {}>::{}(&self.0))?).await",
             tn.encoder(&p.ty),
+            n.tr,
             names::snake(&p.name)
         ));
         out.line("}");
     }
-    out.line("_ => Err(rt::ApiError::refused(property, \"no such property\")),");
+    out.line("_ => Err(rt::ApiError::refused(__property, \"no such property\")),");
     out.line("}");
     out.line("})");
     out.line("}");
     out.blank();
-    out.line("fn call<'a>(&'a self, operation: &'a str, args: Vec<busbar_apigear::serde_json::Value>) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {");
+    out.line("fn call<'a>(&'a self, __operation: &'a str, __args: Vec<busbar_apigear::serde_json::Value>) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {");
     out.line("Box::pin(async move {");
-    out.line("let mut args = args;");
-    out.line("match operation {");
+    out.line("let mut __args = __args;");
+    out.line("match __operation {");
     for o in &m.operations {
         out.line(&format!("{:?} => {{", o.name));
         let mut call_args = Vec::new();
         for (index, p) in o.params.iter().enumerate() {
             let var = names::snake(&p.name);
-            out.line(&format!("let {var} = rt::arg(operation, &mut args, {index})?;"));
+            out.line(&format!("let {var} = rt::arg(__operation, &mut __args, {index})?;"));
             call_args.push(var);
         }
-        let call = format!("self.0.{}({}).await?", names::snake(&o.name), call_args.join(", "));
+        let mut call_args_with_self = vec!["&self.0".to_owned()];
+        call_args_with_self.extend(call_args);
+        let call = format!(
+            "<Implementation as {}>::{}({}).await?",
+            n.tr,
+            names::snake(&o.name),
+            call_args_with_self.join(", ")
+        );
         match &o.returns {
             Some(r) => {
-                out.line(&format!("let result = {call};"));
-                out.line(&format!("{}(operation, &result)", tn.encoder(r)));
+                out.line(&format!("let __result = {call};"));
+                out.line(&format!("{}(__operation, &__result)", tn.encoder(r)));
             }
             None => {
                 out.line(&format!("{call};"));
@@ -270,7 +285,7 @@ fn service(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
         }
         out.line("}");
     }
-    out.line("_ => Err(rt::ApiError::refused(operation, \"no such operation\")),");
+    out.line("_ => Err(rt::ApiError::refused(__operation, \"no such operation\")),");
     out.line("}");
     out.line("})");
     out.line("}");
@@ -279,10 +294,11 @@ fn service(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
     out.line("let mut all = busbar_apigear::serde_json::Map::new();");
     for p in &m.properties {
         out.line(&format!(
-            "all.insert({:?}.to_owned(), {}({:?}, &self.0.{}())?);",
+            "all.insert({:?}.to_owned(), {}({:?}, &<Implementation as {}>::{}(&self.0))?);",
             p.name,
             tn.encoder(&p.ty),
             p.name,
+            n.tr,
             names::snake(&p.name)
         ));
     }
@@ -432,8 +448,8 @@ fn client(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
         return;
     }
     out.line("rt::ClientEvent::Signal { name, args } => {");
-    out.line("let mut args = args;");
-    out.line("let signal = match name.as_str() {");
+    out.line("let (__name, mut __args) = (name, args);");
+    out.line("let signal = match __name.as_str() {");
     for s in &m.signals {
         let variant = names::camel(&s.name);
         if s.params.is_empty() {
@@ -443,7 +459,9 @@ fn client(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
                 .params
                 .iter()
                 .enumerate()
-                .map(|(i, p)| format!("{}: rt::arg(&name, &mut args, {i})?", names::snake(&p.name)))
+                .map(|(i, p)| {
+                    format!("{}: rt::arg(&__name, &mut __args, {i})?", names::snake(&p.name))
+                })
                 .collect();
             out.line(&format!(
                 "{:?} => (|| Ok({signal}::{variant} {{ {} }}))(),",
@@ -477,9 +495,9 @@ fn client_impl(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members, client: &str
         out.blank();
         if !p.readonly {
             out.line(&format!("fn {}(&self, value: {ty}) -> {} {{", setter(p), future("()")));
-            out.line("let link = self.link.clone();");
+            out.line("let __link = self.link.clone();");
             out.line(&format!(
-                "async move {{ link.set({:?}, {}({:?}, &value)?).await }}",
+                "async move {{ __link.set({:?}, {}({:?}, &value)?).await }}",
                 p.name,
                 tn.encoder(&p.ty),
                 p.name
@@ -496,9 +514,9 @@ fn client_impl(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members, client: &str
             future(&returns(tn, o))
         ));
         if o.returns.is_some() {
-            out.line("let (link, timeout) = (self.link.clone(), self.timeout);");
+            out.line("let (__link, __timeout) = (self.link.clone(), self.timeout);");
         } else {
-            out.line("let (link, timeout, void_replies) = (self.link.clone(), self.timeout, self.void_replies);");
+            out.line("let (__link, __timeout, __void_replies) = (self.link.clone(), self.timeout, self.void_replies);");
         }
         out.line("async move {");
         let args: Vec<String> = o
@@ -506,19 +524,19 @@ fn client_impl(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members, client: &str
             .iter()
             .map(|p| format!("{}({:?}, &{})?", tn.encoder(&p.ty), o.name, names::snake(&p.name)))
             .collect();
-        out.line(&format!("let args = vec![{}];", args.join(", ")));
+        out.line(&format!("let __args = vec![{}];", args.join(", ")));
         match &o.returns {
             Some(_) => {
                 out.line(&format!(
-                    "rt::decode({:?}, link.call({:?}, args, timeout).await?)",
+                    "rt::decode({:?}, __link.call({:?}, __args, __timeout).await?)",
                     o.name, o.name
                 ));
             }
             None => {
-                out.line("if void_replies {");
-                out.line(&format!("link.call({:?}, args, timeout).await?;", o.name));
+                out.line("if __void_replies {");
+                out.line(&format!("__link.call({:?}, __args, __timeout).await?;", o.name));
                 out.line("} else {");
-                out.line(&format!("link.call_no_wait({:?}, args).await?;", o.name));
+                out.line(&format!("__link.call_no_wait({:?}, __args).await?;", o.name));
                 out.line("}");
                 out.line("Ok(())");
             }

@@ -116,9 +116,9 @@ pub mod counter {
     impl CounterService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: Counter>(
+        pub async fn serve<Implementation: Counter>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(CounterDispatch(implementation));
             let serving = rt::ServiceLink::serve(conn, COUNTER_NAME, handler).await?;
@@ -195,76 +195,112 @@ pub mod counter {
         }
     }
 
-    struct CounterDispatch<T>(std::sync::Arc<T>);
+    struct CounterDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: Counter> rt::ServiceHandler for CounterDispatch<T> {
+    impl<Implementation: Counter> rt::ServiceHandler for CounterDispatch<Implementation> {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
+                match __property {
                     "vector" => {
-                        self.0.set_vector(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.vector())?)
+                        <Implementation as Counter>::set_vector(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as Counter>::vector(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "extern_vector" => {
-                        self.0.set_extern_vector(rt::decode(property, value)?).await?;
-                        link.publish_property(
-                            property,
-                            rt::encode_extern(property, &self.0.extern_vector())?,
+                        <Implementation as Counter>::set_extern_vector(
+                            &self.0,
+                            rt::decode(__property, __value)?,
                         )
-                        .await
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode_extern(
+                                    __property,
+                                    &<Implementation as Counter>::extern_vector(&self.0),
+                                )?,
+                            )
+                            .await
                     }
                     "vectorArray" => {
-                        self.0.set_vector_array(rt::decode(property, value)?).await?;
-                        link.publish_property(
-                            property,
-                            rt::encode(property, &self.0.vector_array())?,
+                        <Implementation as Counter>::set_vector_array(
+                            &self.0,
+                            rt::decode(__property, __value)?,
                         )
-                        .await
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as Counter>::vector_array(&self.0),
+                                )?,
+                            )
+                            .await
                     }
                     "extern_vectorArray" => {
-                        self.0.set_extern_vector_array(rt::decode(property, value)?).await?;
-                        link.publish_property(
-                            property,
-                            rt::encode_extern(property, &self.0.extern_vector_array())?,
+                        <Implementation as Counter>::set_extern_vector_array(
+                            &self.0,
+                            rt::decode(__property, __value)?,
                         )
-                        .await
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode_extern(
+                                    __property,
+                                    &<Implementation as Counter>::extern_vector_array(&self.0),
+                                )?,
+                            )
+                            .await
                     }
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "increment" => {
-                        let vec = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.increment(vec).await?;
-                        rt::encode_extern(operation, &result)
+                        let vec = rt::arg(__operation, &mut __args, 0)?;
+                        let __result = <Implementation as Counter>::increment(&self.0, vec).await?;
+                        rt::encode_extern(__operation, &__result)
                     }
                     "decrement" => {
-                        let vec = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.decrement(vec).await?;
-                        rt::encode(operation, &result)
+                        let vec = rt::arg(__operation, &mut __args, 0)?;
+                        let __result = <Implementation as Counter>::decrement(&self.0, vec).await?;
+                        rt::encode(__operation, &__result)
                     }
                     "decrementArray" => {
-                        let vec = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.decrement_array(vec).await?;
-                        rt::encode(operation, &result)
+                        let vec = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as Counter>::decrement_array(&self.0, vec).await?;
+                        rt::encode(__operation, &__result)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -276,18 +312,27 @@ pub mod counter {
             rt::ApiError,
         > {
             let mut all = busbar_apigear::serde_json::Map::new();
-            all.insert("vector".to_owned(), rt::encode("vector", &self.0.vector())?);
+            all.insert(
+                "vector".to_owned(),
+                rt::encode("vector", &<Implementation as Counter>::vector(&self.0))?,
+            );
             all.insert(
                 "extern_vector".to_owned(),
-                rt::encode_extern("extern_vector", &self.0.extern_vector())?,
+                rt::encode_extern(
+                    "extern_vector",
+                    &<Implementation as Counter>::extern_vector(&self.0),
+                )?,
             );
             all.insert(
                 "vectorArray".to_owned(),
-                rt::encode("vectorArray", &self.0.vector_array())?,
+                rt::encode("vectorArray", &<Implementation as Counter>::vector_array(&self.0))?,
             );
             all.insert(
                 "extern_vectorArray".to_owned(),
-                rt::encode_extern("extern_vectorArray", &self.0.extern_vector_array())?,
+                rt::encode_extern(
+                    "extern_vectorArray",
+                    &<Implementation as Counter>::extern_vector_array(&self.0),
+                )?,
             );
             Ok(all)
         }
@@ -425,12 +470,12 @@ pub mod counter {
                 _ => {}
             },
             rt::ClientEvent::Signal { name, args } => {
-                let mut args = args;
-                let signal = match name.as_str() {
+                let (__name, mut __args) = (name, args);
+                let signal = match __name.as_str() {
                     "valueChanged" => (|| {
                         Ok(CounterSignal::ValueChanged {
-                            vector: rt::arg(&name, &mut args, 0)?,
-                            extern_vector: rt::arg(&name, &mut args, 1)?,
+                            vector: rt::arg(&__name, &mut __args, 0)?,
+                            extern_vector: rt::arg(&__name, &mut __args, 1)?,
                         })
                     })(),
                     _ => return,
@@ -452,8 +497,8 @@ pub mod counter {
             &self,
             value: super::custom_types::Vector3D,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("vector", rt::encode("vector", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("vector", rt::encode("vector", &value)?).await }
         }
 
         fn extern_vector(&self) -> crate::MyVector3D {
@@ -464,8 +509,8 @@ pub mod counter {
             &self,
             value: crate::MyVector3D,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("extern_vector", rt::encode_extern("extern_vector", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("extern_vector", rt::encode_extern("extern_vector", &value)?).await }
         }
 
         fn vector_array(&self) -> Vec<super::custom_types::Vector3D> {
@@ -476,8 +521,8 @@ pub mod counter {
             &self,
             value: Vec<super::custom_types::Vector3D>,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("vectorArray", rt::encode("vectorArray", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("vectorArray", rt::encode("vectorArray", &value)?).await }
         }
 
         fn extern_vector_array(&self) -> Vec<crate::MyVector3D> {
@@ -488,9 +533,10 @@ pub mod counter {
             &self,
             value: Vec<crate::MyVector3D>,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
+            let __link = self.link.clone();
             async move {
-                link.set("extern_vectorArray", rt::encode_extern("extern_vectorArray", &value)?)
+                __link
+                    .set("extern_vectorArray", rt::encode_extern("extern_vectorArray", &value)?)
                     .await
             }
         }
@@ -500,10 +546,10 @@ pub mod counter {
             vec: crate::MyVector3D,
         ) -> impl std::future::Future<Output = Result<crate::MyVector3D, rt::ApiError>> + Send
         {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode_extern("increment", &vec)?];
-                rt::decode("increment", link.call("increment", args, timeout).await?)
+                let __args = vec![rt::encode_extern("increment", &vec)?];
+                rt::decode("increment", __link.call("increment", __args, __timeout).await?)
             }
         }
 
@@ -512,10 +558,10 @@ pub mod counter {
             vec: super::custom_types::Vector3D,
         ) -> impl std::future::Future<Output = Result<super::custom_types::Vector3D, rt::ApiError>> + Send
         {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("decrement", &vec)?];
-                rt::decode("decrement", link.call("decrement", args, timeout).await?)
+                let __args = vec![rt::encode("decrement", &vec)?];
+                rt::decode("decrement", __link.call("decrement", __args, __timeout).await?)
             }
         }
 
@@ -525,10 +571,13 @@ pub mod counter {
         ) -> impl std::future::Future<
             Output = Result<Vec<super::custom_types::Vector3D>, rt::ApiError>,
         > + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("decrementArray", &vec)?];
-                rt::decode("decrementArray", link.call("decrementArray", args, timeout).await?)
+                let __args = vec![rt::encode("decrementArray", &vec)?];
+                rt::decode(
+                    "decrementArray",
+                    __link.call("decrementArray", __args, __timeout).await?,
+                )
             }
         }
     }
@@ -840,9 +889,9 @@ pub mod tb_enum {
     impl EnumInterfaceService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: EnumInterface>(
+        pub async fn serve<Implementation: EnumInterface>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(EnumInterfaceDispatch(implementation));
             let serving = rt::ServiceLink::serve(conn, ENUM_INTERFACE_NAME, handler).await?;
@@ -883,52 +932,86 @@ pub mod tb_enum {
         }
     }
 
-    struct EnumInterfaceDispatch<T>(std::sync::Arc<T>);
+    struct EnumInterfaceDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: EnumInterface> rt::ServiceHandler for EnumInterfaceDispatch<T> {
+    impl<Implementation: EnumInterface> rt::ServiceHandler for EnumInterfaceDispatch<Implementation> {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
+                match __property {
                     "prop0" => {
-                        self.0.set_prop0(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop0())?)
+                        <Implementation as EnumInterface>::set_prop0(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as EnumInterface>::prop0(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "prop1" => {
-                        self.0.set_prop1(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop1())?)
+                        <Implementation as EnumInterface>::set_prop1(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as EnumInterface>::prop1(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "prop2" => {
-                        self.0.set_prop2(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop2())?)
+                        <Implementation as EnumInterface>::set_prop2(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as EnumInterface>::prop2(&self.0),
+                                )?,
+                            )
                             .await
                     }
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "func0" => {
-                        let param0 = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func0(param0).await?;
-                        rt::encode(operation, &result)
+                        let param0 = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as EnumInterface>::func0(&self.0, param0).await?;
+                        rt::encode(__operation, &__result)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -940,9 +1023,18 @@ pub mod tb_enum {
             rt::ApiError,
         > {
             let mut all = busbar_apigear::serde_json::Map::new();
-            all.insert("prop0".to_owned(), rt::encode("prop0", &self.0.prop0())?);
-            all.insert("prop1".to_owned(), rt::encode("prop1", &self.0.prop1())?);
-            all.insert("prop2".to_owned(), rt::encode("prop2", &self.0.prop2())?);
+            all.insert(
+                "prop0".to_owned(),
+                rt::encode("prop0", &<Implementation as EnumInterface>::prop0(&self.0))?,
+            );
+            all.insert(
+                "prop1".to_owned(),
+                rt::encode("prop1", &<Implementation as EnumInterface>::prop1(&self.0))?,
+            );
+            all.insert(
+                "prop2".to_owned(),
+                rt::encode("prop2", &<Implementation as EnumInterface>::prop2(&self.0))?,
+            );
             Ok(all)
         }
     }
@@ -1070,12 +1162,11 @@ pub mod tb_enum {
                 _ => {}
             },
             rt::ClientEvent::Signal { name, args } => {
-                let mut args = args;
-                let signal = match name.as_str() {
-                    "sig1" => {
-                        (|| Ok(EnumInterfaceSignal::Sig1 { param1: rt::arg(&name, &mut args, 0)? }))(
-                        )
-                    }
+                let (__name, mut __args) = (name, args);
+                let signal = match __name.as_str() {
+                    "sig1" => (|| {
+                        Ok(EnumInterfaceSignal::Sig1 { param1: rt::arg(&__name, &mut __args, 0)? })
+                    })(),
                     _ => return,
                 };
                 match signal {
@@ -1095,8 +1186,8 @@ pub mod tb_enum {
             &self,
             value: Enum0,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("prop0", rt::encode("prop0", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("prop0", rt::encode("prop0", &value)?).await }
         }
 
         fn prop1(&self) -> Enum1 {
@@ -1107,8 +1198,8 @@ pub mod tb_enum {
             &self,
             value: Enum1,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("prop1", rt::encode("prop1", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("prop1", rt::encode("prop1", &value)?).await }
         }
 
         fn prop2(&self) -> Vec<Enum2> {
@@ -1119,18 +1210,18 @@ pub mod tb_enum {
             &self,
             value: Vec<Enum2>,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("prop2", rt::encode("prop2", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("prop2", rt::encode("prop2", &value)?).await }
         }
 
         fn func0(
             &self,
             param0: Enum0,
         ) -> impl std::future::Future<Output = Result<Enum0, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("func0", &param0)?];
-                rt::decode("func0", link.call("func0", args, timeout).await?)
+                let __args = vec![rt::encode("func0", &param0)?];
+                rt::decode("func0", __link.call("func0", __args, __timeout).await?)
             }
         }
     }
@@ -1186,9 +1277,9 @@ pub mod tb_extends {
     impl BaseService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: Base>(
+        pub async fn serve<Implementation: Base>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(BaseDispatch(implementation));
             let serving = rt::ServiceLink::serve(conn, BASE_NAME, handler).await?;
@@ -1214,37 +1305,37 @@ pub mod tb_extends {
         }
     }
 
-    struct BaseDispatch<T>(std::sync::Arc<T>);
+    struct BaseDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: Base> rt::ServiceHandler for BaseDispatch<T> {
+    impl<Implementation: Base> rt::ServiceHandler for BaseDispatch<Implementation> {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
-                    "id" => Err(rt::ApiError::refused(property, "the property is read-only")),
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                match __property {
+                    "id" => Err(rt::ApiError::refused(__property, "the property is read-only")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "ping" => {
-                        let result = self.0.ping().await?;
-                        rt::encode(operation, &result)
+                        let __result = <Implementation as Base>::ping(&self.0).await?;
+                        rt::encode(__operation, &__result)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -1256,7 +1347,7 @@ pub mod tb_extends {
             rt::ApiError,
         > {
             let mut all = busbar_apigear::serde_json::Map::new();
-            all.insert("id".to_owned(), rt::encode("id", &self.0.id())?);
+            all.insert("id".to_owned(), rt::encode("id", &<Implementation as Base>::id(&self.0))?);
             Ok(all)
         }
     }
@@ -1372,10 +1463,10 @@ pub mod tb_extends {
         }
 
         fn ping(&self) -> impl std::future::Future<Output = Result<String, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![];
-                rt::decode("ping", link.call("ping", args, timeout).await?)
+                let __args = vec![];
+                rt::decode("ping", __link.call("ping", __args, __timeout).await?)
             }
         }
     }
@@ -1438,9 +1529,9 @@ pub mod tb_extends {
     impl DerivedService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: Derived>(
+        pub async fn serve<Implementation: Derived>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(DerivedDispatch(implementation));
             let serving = rt::ServiceLink::serve(conn, DERIVED_NAME, handler).await?;
@@ -1478,42 +1569,53 @@ pub mod tb_extends {
         }
     }
 
-    struct DerivedDispatch<T>(std::sync::Arc<T>);
+    struct DerivedDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: Derived> rt::ServiceHandler for DerivedDispatch<T> {
+    impl<Implementation: Derived> rt::ServiceHandler for DerivedDispatch<Implementation> {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
-                    "id" => Err(rt::ApiError::refused(property, "the property is read-only")),
+                match __property {
+                    "id" => Err(rt::ApiError::refused(__property, "the property is read-only")),
                     "level" => {
-                        self.0.set_level(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.level())?)
+                        <Implementation as Derived>::set_level(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as Derived>::level(&self.0),
+                                )?,
+                            )
                             .await
                     }
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "ping" => {
-                        let result = self.0.ping().await?;
-                        rt::encode(operation, &result)
+                        let __result = <Implementation as Derived>::ping(&self.0).await?;
+                        rt::encode(__operation, &__result)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -1525,8 +1627,14 @@ pub mod tb_extends {
             rt::ApiError,
         > {
             let mut all = busbar_apigear::serde_json::Map::new();
-            all.insert("id".to_owned(), rt::encode("id", &self.0.id())?);
-            all.insert("level".to_owned(), rt::encode("level", &self.0.level())?);
+            all.insert(
+                "id".to_owned(),
+                rt::encode("id", &<Implementation as Derived>::id(&self.0))?,
+            );
+            all.insert(
+                "level".to_owned(),
+                rt::encode("level", &<Implementation as Derived>::level(&self.0))?,
+            );
             Ok(all)
         }
     }
@@ -1643,10 +1751,10 @@ pub mod tb_extends {
                 _ => {}
             },
             rt::ClientEvent::Signal { name, args } => {
-                let mut args = args;
-                let signal = match name.as_str() {
+                let (__name, mut __args) = (name, args);
+                let signal = match __name.as_str() {
                     "levelReached" => (|| {
-                        Ok(DerivedSignal::LevelReached { level: rt::arg(&name, &mut args, 0)? })
+                        Ok(DerivedSignal::LevelReached { level: rt::arg(&__name, &mut __args, 0)? })
                     })(),
                     _ => return,
                 };
@@ -1671,15 +1779,471 @@ pub mod tb_extends {
             &self,
             value: i32,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("level", rt::encode("level", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("level", rt::encode("level", &value)?).await }
         }
 
         fn ping(&self) -> impl std::future::Future<Output = Result<String, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![];
-                rt::decode("ping", link.call("ping", args, timeout).await?)
+                let __args = vec![];
+                rt::decode("ping", __link.call("ping", __args, __timeout).await?)
+            }
+        }
+    }
+}
+
+/// Module `tb.names` 1.0.
+///
+/// Names that meet Rust keywords and the generated code's own names.
+#[allow(dead_code, clippy::all)]
+pub mod tb_names {
+    use busbar_apigear::runtime as rt;
+    use busbar_apigear::serde;
+
+    /// The module's name, the first level of its topics.
+    pub const MODULE: &str = "tb.names";
+
+    /// The struct `Type`.
+    #[derive(Debug, Clone, PartialEq, Default, serde::Serialize, serde::Deserialize)]
+    #[serde(crate = "busbar_apigear::serde", default)]
+    pub struct Type {
+        /// `type`
+        #[serde(rename = "type")]
+        pub r#type: String,
+        /// `self`
+        #[serde(rename = "self")]
+        pub self_: i32,
+    }
+
+    impl rt::Finite for Type {
+        fn is_finite(&self) -> bool {
+            rt::Finite::is_finite(&self.r#type) && rt::Finite::is_finite(&self.self_)
+        }
+    }
+
+    /// Where `T`'s topics are: `tb.names/T/...`.
+    pub const T_NAME: rt::InterfaceName = rt::InterfaceName { module: MODULE, interface: "T" };
+
+    /// The values of `T`'s properties.
+    #[derive(Debug, Clone, PartialEq, Default)]
+    pub struct TProperties {
+        /// `clone`
+        pub clone: i32,
+        /// `type`
+        pub r#type: Type,
+        /// `async`
+        pub r#async: bool,
+    }
+
+    /// A property of `T` that changed, with its new value.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum TProperty {
+        /// `clone`
+        Clone(i32),
+        /// `type`
+        Type(Type),
+        /// `async`
+        Async(bool),
+    }
+
+    /// A signal of `T`, with its arguments.
+    #[derive(Debug, Clone, PartialEq)]
+    pub enum TSignal {
+        /// `loop`
+        Loop { name: String, args: i32 },
+    }
+
+    /// The interface `T`.
+    ///
+    /// Implement it and serve it with [`TService`]; or use it remotely through [`TClient`].
+    pub trait T: Send + Sync + 'static {
+        /// The value of `clone`.
+        fn clone(&self) -> i32;
+
+        /// Sets `clone`: on a client, asks the service; the service publishes the new value.
+        fn set_clone(
+            &self,
+            value: i32,
+        ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send;
+
+        /// The value of `type`.
+        fn r#type(&self) -> Type;
+
+        /// Sets `type`: on a client, asks the service; the service publishes the new value.
+        fn set_type(
+            &self,
+            value: Type,
+        ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send;
+
+        /// The value of `async`.
+        fn r#async(&self) -> bool;
+
+        /// The operation `call`.
+        fn call(
+            &self,
+            link: i32,
+            timeout: i32,
+            operation: String,
+            args: Vec<i32>,
+        ) -> impl std::future::Future<Output = Result<i32, rt::ApiError>> + Send;
+
+        /// The operation `enable`.
+        fn enable(
+            &self,
+            void_replies: bool,
+            value: i32,
+        ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send;
+    }
+
+    /// Serves an implementation of [`T`] on a connection; stops when dropped.
+    #[derive(Debug)]
+    pub struct TService {
+        serving: rt::Serving,
+    }
+
+    impl TService {
+        /// Serves `implementation`: answers sets and calls, and publishes every property
+        /// (retained) now and after each reconnect.
+        pub async fn serve<Implementation: T>(
+            conn: &rt::Connection,
+            implementation: std::sync::Arc<Implementation>,
+        ) -> Result<Self, rt::ApiError> {
+            let handler = std::sync::Arc::new(TDispatch(implementation));
+            let serving = rt::ServiceLink::serve(conn, T_NAME, handler).await?;
+            Ok(Self { serving })
+        }
+
+        /// Publishes property changes and signals for the implementation.
+        pub fn notifier(&self) -> TNotifier {
+            TNotifier { link: self.serving.link().clone() }
+        }
+    }
+
+    /// Announces what `T`'s implementation changes on its own, and emits its signals.
+    #[derive(Debug, Clone)]
+    pub struct TNotifier {
+        link: rt::ServiceLink,
+    }
+
+    impl TNotifier {
+        /// Publishes `clone`'s new value (retained).
+        pub async fn clone_changed(&self, value: &i32) -> Result<(), rt::ApiError> {
+            self.link.publish_property("clone", rt::encode("clone", value)?).await
+        }
+
+        /// Publishes `type`'s new value (retained).
+        pub async fn type_changed(&self, value: &Type) -> Result<(), rt::ApiError> {
+            self.link.publish_property("type", rt::encode("type", value)?).await
+        }
+
+        /// Publishes `async`'s new value (retained).
+        pub async fn async_changed(&self, value: &bool) -> Result<(), rt::ApiError> {
+            self.link.publish_property("async", rt::encode("async", value)?).await
+        }
+
+        /// Emits `loop`.
+        pub async fn r#loop(&self, name: String, args: i32) -> Result<(), rt::ApiError> {
+            self.link
+                .publish_signal(
+                    "loop",
+                    vec![rt::encode("loop", &name)?, rt::encode("loop", &args)?],
+                )
+                .await
+        }
+    }
+
+    struct TDispatch<Implementation>(std::sync::Arc<Implementation>);
+
+    #[allow(unused_variables, unused_mut)]
+    impl<Implementation: T> rt::ServiceHandler for TDispatch<Implementation> {
+        fn set<'a>(
+            &'a self,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
+        ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
+            Box::pin(async move {
+                match __property {
+                    "clone" => {
+                        <Implementation as T>::set_clone(&self.0, rt::decode(__property, __value)?)
+                            .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(__property, &<Implementation as T>::clone(&self.0))?,
+                            )
+                            .await
+                    }
+                    "type" => {
+                        <Implementation as T>::set_type(&self.0, rt::decode(__property, __value)?)
+                            .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(__property, &<Implementation as T>::r#type(&self.0))?,
+                            )
+                            .await
+                    }
+                    "async" => Err(rt::ApiError::refused(__property, "the property is read-only")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
+                }
+            })
+        }
+
+        fn call<'a>(
+            &'a self,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
+        ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
+            Box::pin(async move {
+                let mut __args = __args;
+                match __operation {
+                    "call" => {
+                        let link = rt::arg(__operation, &mut __args, 0)?;
+                        let timeout = rt::arg(__operation, &mut __args, 1)?;
+                        let operation = rt::arg(__operation, &mut __args, 2)?;
+                        let args = rt::arg(__operation, &mut __args, 3)?;
+                        let __result =
+                            <Implementation as T>::call(&self.0, link, timeout, operation, args)
+                                .await?;
+                        rt::encode(__operation, &__result)
+                    }
+                    "enable" => {
+                        let void_replies = rt::arg(__operation, &mut __args, 0)?;
+                        let value = rt::arg(__operation, &mut __args, 1)?;
+                        <Implementation as T>::enable(&self.0, void_replies, value).await?;
+                        Ok(busbar_apigear::serde_json::Value::Null)
+                    }
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
+                }
+            })
+        }
+
+        fn properties(
+            &self,
+        ) -> Result<
+            busbar_apigear::serde_json::Map<String, busbar_apigear::serde_json::Value>,
+            rt::ApiError,
+        > {
+            let mut all = busbar_apigear::serde_json::Map::new();
+            all.insert(
+                "clone".to_owned(),
+                rt::encode("clone", &<Implementation as T>::clone(&self.0))?,
+            );
+            all.insert(
+                "type".to_owned(),
+                rt::encode("type", &<Implementation as T>::r#type(&self.0))?,
+            );
+            all.insert(
+                "async".to_owned(),
+                rt::encode("async", &<Implementation as T>::r#async(&self.0))?,
+            );
+            Ok(all)
+        }
+    }
+
+    type TState = rt::ClientState<TProperties, TProperty, TSignal>;
+
+    /// [`T`] served elsewhere: a cache of its properties, kept in step with the
+    /// service's retained values; its signals and property changes as streams; calls with
+    /// deadlines.
+    #[derive(Clone)]
+    pub struct TClient {
+        link: rt::ClientLink,
+        state: std::sync::Arc<TState>,
+        timeout: std::time::Duration,
+        void_replies: bool,
+    }
+
+    impl std::fmt::Debug for TClient {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.debug_struct("TClient")
+                .field("link", &self.link)
+                .field("properties", &self.properties())
+                .finish()
+        }
+    }
+
+    impl TClient {
+        /// Connects to the service's topics. Returns once subscribed (ApiGear's "ready"): on
+        /// MQTT the retained property values follow at once; elsewhere they are read from the
+        /// service before this returns.
+        pub async fn connect(conn: &rt::Connection) -> Result<Self, rt::ApiError> {
+            let state = TState::new();
+            let events = state.clone();
+            let link = rt::ClientLink::connect(conn, T_NAME, move |e| t_event(&events, e)).await?;
+            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
+            if !client.link.has_retained() {
+                // No service yet is no error: it publishes every value when it starts.
+                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
+                    rt::no_snapshot(&e);
+                }
+            }
+            Ok(client)
+        }
+
+        /// Reads every property from the service (`_properties`) into the cache.
+        pub async fn refresh_properties(
+            &self,
+            timeout: std::time::Duration,
+        ) -> Result<(), rt::ApiError> {
+            for (name, value) in self.link.properties(timeout).await? {
+                t_event(&self.state, rt::ClientEvent::Property { name, value });
+            }
+            Ok(())
+        }
+
+        /// How long calls wait for their results (default 10 s).
+        pub fn with_timeout(mut self, timeout: std::time::Duration) -> Self {
+            self.timeout = timeout;
+            self
+        }
+
+        /// Sends void operations without waiting for a reply (C++ services send none).
+        pub fn without_void_replies(mut self) -> Self {
+            self.void_replies = false;
+            self
+        }
+
+        /// The cached property values.
+        pub fn properties(&self) -> TProperties {
+            self.state.read(Clone::clone)
+        }
+
+        /// Property changes from now on (a value that arrives again unchanged is not one).
+        pub fn changes(&self) -> rt::Receiver<TProperty> {
+            self.state.changes()
+        }
+
+        /// Signals from now on.
+        pub fn signals(&self) -> rt::Receiver<TSignal> {
+            self.state.signals()
+        }
+
+        /// The link underneath (its client id, calls pending).
+        pub fn link(&self) -> &rt::ClientLink {
+            &self.link
+        }
+    }
+
+    // Interfaces without properties, or signals without arguments, leave some unused.
+    #[allow(unused_variables, unused_mut)]
+    fn t_event(state: &TState, event: rt::ClientEvent) {
+        match event {
+            rt::ClientEvent::Property { name, value } => match name.as_str() {
+                "clone" => match rt::decode::<i32>(&name, value) {
+                    Ok(v) => state.update(|p| {
+                        (p.clone != v).then(|| {
+                            p.clone = v.clone();
+                            TProperty::Clone(v)
+                        })
+                    }),
+                    Err(e) => rt::dropped(&e),
+                },
+                "type" => match rt::decode::<Type>(&name, value) {
+                    Ok(v) => state.update(|p| {
+                        (p.r#type != v).then(|| {
+                            p.r#type = v.clone();
+                            TProperty::Type(v)
+                        })
+                    }),
+                    Err(e) => rt::dropped(&e),
+                },
+                "async" => match rt::decode::<bool>(&name, value) {
+                    Ok(v) => state.update(|p| {
+                        (p.r#async != v).then(|| {
+                            p.r#async = v.clone();
+                            TProperty::Async(v)
+                        })
+                    }),
+                    Err(e) => rt::dropped(&e),
+                },
+                _ => {}
+            },
+            rt::ClientEvent::Signal { name, args } => {
+                let (__name, mut __args) = (name, args);
+                let signal = match __name.as_str() {
+                    "loop" => (|| {
+                        Ok(TSignal::Loop {
+                            name: rt::arg(&__name, &mut __args, 0)?,
+                            args: rt::arg(&__name, &mut __args, 1)?,
+                        })
+                    })(),
+                    _ => return,
+                };
+                match signal {
+                    Ok(s) => state.signal(s),
+                    Err(e) => rt::dropped(&e),
+                }
+            }
+        }
+    }
+
+    impl T for TClient {
+        fn clone(&self) -> i32 {
+            self.state.read(|p| p.clone.clone())
+        }
+
+        fn set_clone(
+            &self,
+            value: i32,
+        ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
+            let __link = self.link.clone();
+            async move { __link.set("clone", rt::encode("clone", &value)?).await }
+        }
+
+        fn r#type(&self) -> Type {
+            self.state.read(|p| p.r#type.clone())
+        }
+
+        fn set_type(
+            &self,
+            value: Type,
+        ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
+            let __link = self.link.clone();
+            async move { __link.set("type", rt::encode("type", &value)?).await }
+        }
+
+        fn r#async(&self) -> bool {
+            self.state.read(|p| p.r#async.clone())
+        }
+
+        fn call(
+            &self,
+            link: i32,
+            timeout: i32,
+            operation: String,
+            args: Vec<i32>,
+        ) -> impl std::future::Future<Output = Result<i32, rt::ApiError>> + Send {
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
+            async move {
+                let __args = vec![
+                    rt::encode("call", &link)?,
+                    rt::encode("call", &timeout)?,
+                    rt::encode("call", &operation)?,
+                    rt::encode("call", &args)?,
+                ];
+                rt::decode("call", __link.call("call", __args, __timeout).await?)
+            }
+        }
+
+        fn enable(
+            &self,
+            void_replies: bool,
+            value: i32,
+        ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
+            let (__link, __timeout, __void_replies) =
+                (self.link.clone(), self.timeout, self.void_replies);
+            async move {
+                let __args =
+                    vec![rt::encode("enable", &void_replies)?, rt::encode("enable", &value)?];
+                if __void_replies {
+                    __link.call("enable", __args, __timeout).await?;
+                } else {
+                    __link.call_no_wait("enable", __args).await?;
+                }
+                Ok(())
             }
         }
     }
@@ -1874,9 +2438,9 @@ pub mod tb_simple {
     impl SimpleInterfaceService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: SimpleInterface>(
+        pub async fn serve<Implementation: SimpleInterface>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(SimpleInterfaceDispatch(implementation));
             let serving = rt::ServiceLink::serve(conn, SIMPLE_INTERFACE_NAME, handler).await?;
@@ -1954,111 +2518,205 @@ pub mod tb_simple {
         }
     }
 
-    struct SimpleInterfaceDispatch<T>(std::sync::Arc<T>);
+    struct SimpleInterfaceDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: SimpleInterface> rt::ServiceHandler for SimpleInterfaceDispatch<T> {
+    impl<Implementation: SimpleInterface> rt::ServiceHandler
+        for SimpleInterfaceDispatch<Implementation>
+    {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
+                match __property {
                     "propBool" => {
-                        self.0.set_prop_bool(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop_bool())?)
+                        <Implementation as SimpleInterface>::set_prop_bool(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleInterface>::prop_bool(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "propInt" => {
-                        self.0.set_prop_int(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop_int())?)
+                        <Implementation as SimpleInterface>::set_prop_int(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleInterface>::prop_int(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "propInt32" => {
-                        self.0.set_prop_int32(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop_int32())?)
+                        <Implementation as SimpleInterface>::set_prop_int32(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleInterface>::prop_int32(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "propInt64" => {
-                        self.0.set_prop_int64(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop_int64())?)
+                        <Implementation as SimpleInterface>::set_prop_int64(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleInterface>::prop_int64(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "propFloat" => {
-                        self.0.set_prop_float(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop_float())?)
+                        <Implementation as SimpleInterface>::set_prop_float(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleInterface>::prop_float(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "propFloat32" => {
-                        self.0.set_prop_float32(rt::decode(property, value)?).await?;
-                        link.publish_property(
-                            property,
-                            rt::encode(property, &self.0.prop_float32())?,
+                        <Implementation as SimpleInterface>::set_prop_float32(
+                            &self.0,
+                            rt::decode(__property, __value)?,
                         )
-                        .await
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleInterface>::prop_float32(&self.0),
+                                )?,
+                            )
+                            .await
                     }
                     "propFloat64" => {
-                        self.0.set_prop_float64(rt::decode(property, value)?).await?;
-                        link.publish_property(
-                            property,
-                            rt::encode(property, &self.0.prop_float64())?,
+                        <Implementation as SimpleInterface>::set_prop_float64(
+                            &self.0,
+                            rt::decode(__property, __value)?,
                         )
-                        .await
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleInterface>::prop_float64(&self.0),
+                                )?,
+                            )
+                            .await
                     }
                     "propString" => {
-                        self.0.set_prop_string(rt::decode(property, value)?).await?;
-                        link.publish_property(
-                            property,
-                            rt::encode(property, &self.0.prop_string())?,
+                        <Implementation as SimpleInterface>::set_prop_string(
+                            &self.0,
+                            rt::decode(__property, __value)?,
                         )
-                        .await
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleInterface>::prop_string(&self.0),
+                                )?,
+                            )
+                            .await
                     }
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "funcNoReturnValue" => {
-                        let param_bool = rt::arg(operation, &mut args, 0)?;
-                        self.0.func_no_return_value(param_bool).await?;
+                        let param_bool = rt::arg(__operation, &mut __args, 0)?;
+                        <Implementation as SimpleInterface>::func_no_return_value(
+                            &self.0, param_bool,
+                        )
+                        .await?;
                         Ok(busbar_apigear::serde_json::Value::Null)
                     }
                     "funcBool" => {
-                        let param_bool = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func_bool(param_bool).await?;
-                        rt::encode(operation, &result)
+                        let param_bool = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as SimpleInterface>::func_bool(&self.0, param_bool)
+                                .await?;
+                        rt::encode(__operation, &__result)
                     }
                     "funcInt" => {
-                        let param_int = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func_int(param_int).await?;
-                        rt::encode(operation, &result)
+                        let param_int = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as SimpleInterface>::func_int(&self.0, param_int)
+                                .await?;
+                        rt::encode(__operation, &__result)
                     }
                     "funcInt64" => {
-                        let param_int64 = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func_int64(param_int64).await?;
-                        rt::encode(operation, &result)
+                        let param_int64 = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as SimpleInterface>::func_int64(&self.0, param_int64)
+                                .await?;
+                        rt::encode(__operation, &__result)
                     }
                     "funcFloat64" => {
-                        let param_float = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func_float64(param_float).await?;
-                        rt::encode(operation, &result)
+                        let param_float = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as SimpleInterface>::func_float64(&self.0, param_float)
+                                .await?;
+                        rt::encode(__operation, &__result)
                     }
                     "funcString" => {
-                        let param_string = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func_string(param_string).await?;
-                        rt::encode(operation, &result)
+                        let param_string = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as SimpleInterface>::func_string(&self.0, param_string)
+                                .await?;
+                        rt::encode(__operation, &__result)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -2070,20 +2728,47 @@ pub mod tb_simple {
             rt::ApiError,
         > {
             let mut all = busbar_apigear::serde_json::Map::new();
-            all.insert("propBool".to_owned(), rt::encode("propBool", &self.0.prop_bool())?);
-            all.insert("propInt".to_owned(), rt::encode("propInt", &self.0.prop_int())?);
-            all.insert("propInt32".to_owned(), rt::encode("propInt32", &self.0.prop_int32())?);
-            all.insert("propInt64".to_owned(), rt::encode("propInt64", &self.0.prop_int64())?);
-            all.insert("propFloat".to_owned(), rt::encode("propFloat", &self.0.prop_float())?);
+            all.insert(
+                "propBool".to_owned(),
+                rt::encode("propBool", &<Implementation as SimpleInterface>::prop_bool(&self.0))?,
+            );
+            all.insert(
+                "propInt".to_owned(),
+                rt::encode("propInt", &<Implementation as SimpleInterface>::prop_int(&self.0))?,
+            );
+            all.insert(
+                "propInt32".to_owned(),
+                rt::encode("propInt32", &<Implementation as SimpleInterface>::prop_int32(&self.0))?,
+            );
+            all.insert(
+                "propInt64".to_owned(),
+                rt::encode("propInt64", &<Implementation as SimpleInterface>::prop_int64(&self.0))?,
+            );
+            all.insert(
+                "propFloat".to_owned(),
+                rt::encode("propFloat", &<Implementation as SimpleInterface>::prop_float(&self.0))?,
+            );
             all.insert(
                 "propFloat32".to_owned(),
-                rt::encode("propFloat32", &self.0.prop_float32())?,
+                rt::encode(
+                    "propFloat32",
+                    &<Implementation as SimpleInterface>::prop_float32(&self.0),
+                )?,
             );
             all.insert(
                 "propFloat64".to_owned(),
-                rt::encode("propFloat64", &self.0.prop_float64())?,
+                rt::encode(
+                    "propFloat64",
+                    &<Implementation as SimpleInterface>::prop_float64(&self.0),
+                )?,
             );
-            all.insert("propString".to_owned(), rt::encode("propString", &self.0.prop_string())?);
+            all.insert(
+                "propString".to_owned(),
+                rt::encode(
+                    "propString",
+                    &<Implementation as SimpleInterface>::prop_string(&self.0),
+                )?,
+            );
             Ok(all)
         }
     }
@@ -2256,21 +2941,21 @@ pub mod tb_simple {
                 _ => {}
             },
             rt::ClientEvent::Signal { name, args } => {
-                let mut args = args;
-                let signal = match name.as_str() {
+                let (__name, mut __args) = (name, args);
+                let signal = match __name.as_str() {
                     "sigBool" => (|| {
                         Ok(SimpleInterfaceSignal::SigBool {
-                            param_bool: rt::arg(&name, &mut args, 0)?,
+                            param_bool: rt::arg(&__name, &mut __args, 0)?,
                         })
                     })(),
                     "sigInt" => (|| {
                         Ok(SimpleInterfaceSignal::SigInt {
-                            param_int: rt::arg(&name, &mut args, 0)?,
+                            param_int: rt::arg(&__name, &mut __args, 0)?,
                         })
                     })(),
                     "sigString" => (|| {
                         Ok(SimpleInterfaceSignal::SigString {
-                            param_string: rt::arg(&name, &mut args, 0)?,
+                            param_string: rt::arg(&__name, &mut __args, 0)?,
                         })
                     })(),
                     _ => return,
@@ -2292,8 +2977,8 @@ pub mod tb_simple {
             &self,
             value: bool,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propBool", rt::encode("propBool", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propBool", rt::encode("propBool", &value)?).await }
         }
 
         fn prop_int(&self) -> i32 {
@@ -2304,8 +2989,8 @@ pub mod tb_simple {
             &self,
             value: i32,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propInt", rt::encode("propInt", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propInt", rt::encode("propInt", &value)?).await }
         }
 
         fn prop_int32(&self) -> i32 {
@@ -2316,8 +3001,8 @@ pub mod tb_simple {
             &self,
             value: i32,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propInt32", rt::encode("propInt32", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propInt32", rt::encode("propInt32", &value)?).await }
         }
 
         fn prop_int64(&self) -> i64 {
@@ -2328,8 +3013,8 @@ pub mod tb_simple {
             &self,
             value: i64,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propInt64", rt::encode("propInt64", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propInt64", rt::encode("propInt64", &value)?).await }
         }
 
         fn prop_float(&self) -> f32 {
@@ -2340,8 +3025,8 @@ pub mod tb_simple {
             &self,
             value: f32,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propFloat", rt::encode("propFloat", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propFloat", rt::encode("propFloat", &value)?).await }
         }
 
         fn prop_float32(&self) -> f32 {
@@ -2352,8 +3037,8 @@ pub mod tb_simple {
             &self,
             value: f32,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propFloat32", rt::encode("propFloat32", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propFloat32", rt::encode("propFloat32", &value)?).await }
         }
 
         fn prop_float64(&self) -> f64 {
@@ -2364,8 +3049,8 @@ pub mod tb_simple {
             &self,
             value: f64,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propFloat64", rt::encode("propFloat64", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propFloat64", rt::encode("propFloat64", &value)?).await }
         }
 
         fn prop_string(&self) -> String {
@@ -2376,22 +3061,22 @@ pub mod tb_simple {
             &self,
             value: String,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propString", rt::encode("propString", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propString", rt::encode("propString", &value)?).await }
         }
 
         fn func_no_return_value(
             &self,
             param_bool: bool,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let (link, timeout, void_replies) =
+            let (__link, __timeout, __void_replies) =
                 (self.link.clone(), self.timeout, self.void_replies);
             async move {
-                let args = vec![rt::encode("funcNoReturnValue", &param_bool)?];
-                if void_replies {
-                    link.call("funcNoReturnValue", args, timeout).await?;
+                let __args = vec![rt::encode("funcNoReturnValue", &param_bool)?];
+                if __void_replies {
+                    __link.call("funcNoReturnValue", __args, __timeout).await?;
                 } else {
-                    link.call_no_wait("funcNoReturnValue", args).await?;
+                    __link.call_no_wait("funcNoReturnValue", __args).await?;
                 }
                 Ok(())
             }
@@ -2401,10 +3086,10 @@ pub mod tb_simple {
             &self,
             param_bool: bool,
         ) -> impl std::future::Future<Output = Result<bool, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("funcBool", &param_bool)?];
-                rt::decode("funcBool", link.call("funcBool", args, timeout).await?)
+                let __args = vec![rt::encode("funcBool", &param_bool)?];
+                rt::decode("funcBool", __link.call("funcBool", __args, __timeout).await?)
             }
         }
 
@@ -2412,10 +3097,10 @@ pub mod tb_simple {
             &self,
             param_int: i32,
         ) -> impl std::future::Future<Output = Result<i32, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("funcInt", &param_int)?];
-                rt::decode("funcInt", link.call("funcInt", args, timeout).await?)
+                let __args = vec![rt::encode("funcInt", &param_int)?];
+                rt::decode("funcInt", __link.call("funcInt", __args, __timeout).await?)
             }
         }
 
@@ -2423,10 +3108,10 @@ pub mod tb_simple {
             &self,
             param_int64: i64,
         ) -> impl std::future::Future<Output = Result<i64, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("funcInt64", &param_int64)?];
-                rt::decode("funcInt64", link.call("funcInt64", args, timeout).await?)
+                let __args = vec![rt::encode("funcInt64", &param_int64)?];
+                rt::decode("funcInt64", __link.call("funcInt64", __args, __timeout).await?)
             }
         }
 
@@ -2434,10 +3119,10 @@ pub mod tb_simple {
             &self,
             param_float: f64,
         ) -> impl std::future::Future<Output = Result<f64, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("funcFloat64", &param_float)?];
-                rt::decode("funcFloat64", link.call("funcFloat64", args, timeout).await?)
+                let __args = vec![rt::encode("funcFloat64", &param_float)?];
+                rt::decode("funcFloat64", __link.call("funcFloat64", __args, __timeout).await?)
             }
         }
 
@@ -2445,10 +3130,10 @@ pub mod tb_simple {
             &self,
             param_string: String,
         ) -> impl std::future::Future<Output = Result<String, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("funcString", &param_string)?];
-                rt::decode("funcString", link.call("funcString", args, timeout).await?)
+                let __args = vec![rt::encode("funcString", &param_string)?];
+                rt::decode("funcString", __link.call("funcString", __args, __timeout).await?)
             }
         }
     }
@@ -2527,9 +3212,9 @@ pub mod tb_simple {
     impl SimpleArrayInterfaceService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: SimpleArrayInterface>(
+        pub async fn serve<Implementation: SimpleArrayInterface>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(SimpleArrayInterfaceDispatch(implementation));
             let serving =
@@ -2576,53 +3261,76 @@ pub mod tb_simple {
         }
     }
 
-    struct SimpleArrayInterfaceDispatch<T>(std::sync::Arc<T>);
+    struct SimpleArrayInterfaceDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: SimpleArrayInterface> rt::ServiceHandler for SimpleArrayInterfaceDispatch<T> {
+    impl<Implementation: SimpleArrayInterface> rt::ServiceHandler
+        for SimpleArrayInterfaceDispatch<Implementation>
+    {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
+                match __property {
                     "propInt" => {
-                        self.0.set_prop_int(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop_int())?)
+                        <Implementation as SimpleArrayInterface>::set_prop_int(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleArrayInterface>::prop_int(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "propString" => {
-                        self.0.set_prop_string(rt::decode(property, value)?).await?;
-                        link.publish_property(
-                            property,
-                            rt::encode(property, &self.0.prop_string())?,
+                        <Implementation as SimpleArrayInterface>::set_prop_string(
+                            &self.0,
+                            rt::decode(__property, __value)?,
                         )
-                        .await
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as SimpleArrayInterface>::prop_string(&self.0),
+                                )?,
+                            )
+                            .await
                     }
                     "propReadOnlyString" => {
-                        Err(rt::ApiError::refused(property, "the property is read-only"))
+                        Err(rt::ApiError::refused(__property, "the property is read-only"))
                     }
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "funcInt" => {
-                        let param_int = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func_int(param_int).await?;
-                        rt::encode(operation, &result)
+                        let param_int = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as SimpleArrayInterface>::func_int(&self.0, param_int)
+                                .await?;
+                        rt::encode(__operation, &__result)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -2634,11 +3342,26 @@ pub mod tb_simple {
             rt::ApiError,
         > {
             let mut all = busbar_apigear::serde_json::Map::new();
-            all.insert("propInt".to_owned(), rt::encode("propInt", &self.0.prop_int())?);
-            all.insert("propString".to_owned(), rt::encode("propString", &self.0.prop_string())?);
+            all.insert(
+                "propInt".to_owned(),
+                rt::encode(
+                    "propInt",
+                    &<Implementation as SimpleArrayInterface>::prop_int(&self.0),
+                )?,
+            );
+            all.insert(
+                "propString".to_owned(),
+                rt::encode(
+                    "propString",
+                    &<Implementation as SimpleArrayInterface>::prop_string(&self.0),
+                )?,
+            );
             all.insert(
                 "propReadOnlyString".to_owned(),
-                rt::encode("propReadOnlyString", &self.0.prop_read_only_string())?,
+                rt::encode(
+                    "propReadOnlyString",
+                    &<Implementation as SimpleArrayInterface>::prop_read_only_string(&self.0),
+                )?,
             );
             Ok(all)
         }
@@ -2773,11 +3496,11 @@ pub mod tb_simple {
                 _ => {}
             },
             rt::ClientEvent::Signal { name, args } => {
-                let mut args = args;
-                let signal = match name.as_str() {
+                let (__name, mut __args) = (name, args);
+                let signal = match __name.as_str() {
                     "sigInt" => (|| {
                         Ok(SimpleArrayInterfaceSignal::SigInt {
-                            param_int: rt::arg(&name, &mut args, 0)?,
+                            param_int: rt::arg(&__name, &mut __args, 0)?,
                         })
                     })(),
                     _ => return,
@@ -2799,8 +3522,8 @@ pub mod tb_simple {
             &self,
             value: Vec<i32>,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propInt", rt::encode("propInt", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propInt", rt::encode("propInt", &value)?).await }
         }
 
         fn prop_string(&self) -> Vec<String> {
@@ -2811,8 +3534,8 @@ pub mod tb_simple {
             &self,
             value: Vec<String>,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propString", rt::encode("propString", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propString", rt::encode("propString", &value)?).await }
         }
 
         fn prop_read_only_string(&self) -> String {
@@ -2823,10 +3546,10 @@ pub mod tb_simple {
             &self,
             param_int: Vec<i32>,
         ) -> impl std::future::Future<Output = Result<Vec<i32>, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("funcInt", &param_int)?];
-                rt::decode("funcInt", link.call("funcInt", args, timeout).await?)
+                let __args = vec![rt::encode("funcInt", &param_int)?];
+                rt::decode("funcInt", __link.call("funcInt", __args, __timeout).await?)
             }
         }
     }
@@ -2867,9 +3590,9 @@ pub mod tb_simple {
     impl VoidInterfaceService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: VoidInterface>(
+        pub async fn serve<Implementation: VoidInterface>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(VoidInterfaceDispatch(implementation));
             let serving = rt::ServiceLink::serve(conn, VOID_INTERFACE_NAME, handler).await?;
@@ -2895,36 +3618,36 @@ pub mod tb_simple {
         }
     }
 
-    struct VoidInterfaceDispatch<T>(std::sync::Arc<T>);
+    struct VoidInterfaceDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: VoidInterface> rt::ServiceHandler for VoidInterfaceDispatch<T> {
+    impl<Implementation: VoidInterface> rt::ServiceHandler for VoidInterfaceDispatch<Implementation> {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                match __property {
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "funcVoid" => {
-                        self.0.func_void().await?;
+                        <Implementation as VoidInterface>::func_void(&self.0).await?;
                         Ok(busbar_apigear::serde_json::Value::Null)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -3036,8 +3759,8 @@ pub mod tb_simple {
                 _ => {}
             },
             rt::ClientEvent::Signal { name, args } => {
-                let mut args = args;
-                let signal = match name.as_str() {
+                let (__name, mut __args) = (name, args);
+                let signal = match __name.as_str() {
                     "sigVoid" => Ok(VoidInterfaceSignal::SigVoid),
                     _ => return,
                 };
@@ -3051,14 +3774,14 @@ pub mod tb_simple {
 
     impl VoidInterface for VoidInterfaceClient {
         fn func_void(&self) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let (link, timeout, void_replies) =
+            let (__link, __timeout, __void_replies) =
                 (self.link.clone(), self.timeout, self.void_replies);
             async move {
-                let args = vec![];
-                if void_replies {
-                    link.call("funcVoid", args, timeout).await?;
+                let __args = vec![];
+                if __void_replies {
+                    __link.call("funcVoid", __args, __timeout).await?;
                 } else {
-                    link.call_no_wait("funcVoid", args).await?;
+                    __link.call_no_wait("funcVoid", __args).await?;
                 }
                 Ok(())
             }
@@ -3212,9 +3935,9 @@ pub mod testbed1 {
     impl StructInterfaceService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: StructInterface>(
+        pub async fn serve<Implementation: StructInterface>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(StructInterfaceDispatch(implementation));
             let serving = rt::ServiceLink::serve(conn, STRUCT_INTERFACE_NAME, handler).await?;
@@ -3250,56 +3973,84 @@ pub mod testbed1 {
         }
     }
 
-    struct StructInterfaceDispatch<T>(std::sync::Arc<T>);
+    struct StructInterfaceDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: StructInterface> rt::ServiceHandler for StructInterfaceDispatch<T> {
+    impl<Implementation: StructInterface> rt::ServiceHandler
+        for StructInterfaceDispatch<Implementation>
+    {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
+                match __property {
                     "propBool" => {
-                        self.0.set_prop_bool(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop_bool())?)
+                        <Implementation as StructInterface>::set_prop_bool(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as StructInterface>::prop_bool(&self.0),
+                                )?,
+                            )
                             .await
                     }
                     "propNested" => {
-                        self.0.set_prop_nested(rt::decode(property, value)?).await?;
-                        link.publish_property(
-                            property,
-                            rt::encode(property, &self.0.prop_nested())?,
+                        <Implementation as StructInterface>::set_prop_nested(
+                            &self.0,
+                            rt::decode(__property, __value)?,
                         )
-                        .await
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as StructInterface>::prop_nested(&self.0),
+                                )?,
+                            )
+                            .await
                     }
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "funcBool" => {
-                        let param_bool = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func_bool(param_bool).await?;
-                        rt::encode(operation, &result)
+                        let param_bool = rt::arg(__operation, &mut __args, 0)?;
+                        let __result =
+                            <Implementation as StructInterface>::func_bool(&self.0, param_bool)
+                                .await?;
+                        rt::encode(__operation, &__result)
                     }
                     "funcNested" => {
-                        let param_nested = rt::arg(operation, &mut args, 0)?;
-                        let param_string = rt::arg(operation, &mut args, 1)?;
-                        let result = self.0.func_nested(param_nested, param_string).await?;
-                        rt::encode(operation, &result)
+                        let param_nested = rt::arg(__operation, &mut __args, 0)?;
+                        let param_string = rt::arg(__operation, &mut __args, 1)?;
+                        let __result = <Implementation as StructInterface>::func_nested(
+                            &self.0,
+                            param_nested,
+                            param_string,
+                        )
+                        .await?;
+                        rt::encode(__operation, &__result)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -3311,8 +4062,17 @@ pub mod testbed1 {
             rt::ApiError,
         > {
             let mut all = busbar_apigear::serde_json::Map::new();
-            all.insert("propBool".to_owned(), rt::encode("propBool", &self.0.prop_bool())?);
-            all.insert("propNested".to_owned(), rt::encode("propNested", &self.0.prop_nested())?);
+            all.insert(
+                "propBool".to_owned(),
+                rt::encode("propBool", &<Implementation as StructInterface>::prop_bool(&self.0))?,
+            );
+            all.insert(
+                "propNested".to_owned(),
+                rt::encode(
+                    "propNested",
+                    &<Implementation as StructInterface>::prop_nested(&self.0),
+                )?,
+            );
             Ok(all)
         }
     }
@@ -3431,11 +4191,11 @@ pub mod testbed1 {
                 _ => {}
             },
             rt::ClientEvent::Signal { name, args } => {
-                let mut args = args;
-                let signal = match name.as_str() {
+                let (__name, mut __args) = (name, args);
+                let signal = match __name.as_str() {
                     "sigBool" => (|| {
                         Ok(StructInterfaceSignal::SigBool {
-                            param_bool: rt::arg(&name, &mut args, 0)?,
+                            param_bool: rt::arg(&__name, &mut __args, 0)?,
                         })
                     })(),
                     _ => return,
@@ -3457,8 +4217,8 @@ pub mod testbed1 {
             &self,
             value: StructBool,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propBool", rt::encode("propBool", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propBool", rt::encode("propBool", &value)?).await }
         }
 
         fn prop_nested(&self) -> StructNested {
@@ -3469,18 +4229,18 @@ pub mod testbed1 {
             &self,
             value: StructNested,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propNested", rt::encode("propNested", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propNested", rt::encode("propNested", &value)?).await }
         }
 
         fn func_bool(
             &self,
             param_bool: StructBool,
         ) -> impl std::future::Future<Output = Result<StructBool, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("funcBool", &param_bool)?];
-                rt::decode("funcBool", link.call("funcBool", args, timeout).await?)
+                let __args = vec![rt::encode("funcBool", &param_bool)?];
+                rt::decode("funcBool", __link.call("funcBool", __args, __timeout).await?)
             }
         }
 
@@ -3489,13 +4249,13 @@ pub mod testbed1 {
             param_nested: StructNested,
             param_string: StructString,
         ) -> impl std::future::Future<Output = Result<StructNested, rt::ApiError>> + Send {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![
+                let __args = vec![
                     rt::encode("funcNested", &param_nested)?,
                     rt::encode("funcNested", &param_string)?,
                 ];
-                rt::decode("funcNested", link.call("funcNested", args, timeout).await?)
+                rt::decode("funcNested", __link.call("funcNested", __args, __timeout).await?)
             }
         }
     }
@@ -3551,9 +4311,9 @@ pub mod testbed1 {
     impl StructArrayInterfaceService {
         /// Serves `implementation`: answers sets and calls, and publishes every property
         /// (retained) now and after each reconnect.
-        pub async fn serve<T: StructArrayInterface>(
+        pub async fn serve<Implementation: StructArrayInterface>(
             conn: &rt::Connection,
-            implementation: std::sync::Arc<T>,
+            implementation: std::sync::Arc<Implementation>,
         ) -> Result<Self, rt::ApiError> {
             let handler = std::sync::Arc::new(StructArrayInterfaceDispatch(implementation));
             let serving =
@@ -3580,42 +4340,58 @@ pub mod testbed1 {
         }
     }
 
-    struct StructArrayInterfaceDispatch<T>(std::sync::Arc<T>);
+    struct StructArrayInterfaceDispatch<Implementation>(std::sync::Arc<Implementation>);
 
     #[allow(unused_variables, unused_mut)]
-    impl<T: StructArrayInterface> rt::ServiceHandler for StructArrayInterfaceDispatch<T> {
+    impl<Implementation: StructArrayInterface> rt::ServiceHandler
+        for StructArrayInterfaceDispatch<Implementation>
+    {
         fn set<'a>(
             &'a self,
-            link: &'a rt::ServiceLink,
-            property: &'a str,
-            value: busbar_apigear::serde_json::Value,
+            __link: &'a rt::ServiceLink,
+            __property: &'a str,
+            __value: busbar_apigear::serde_json::Value,
         ) -> rt::BoxFuture<'a, Result<(), rt::ApiError>> {
             Box::pin(async move {
-                match property {
+                match __property {
                     "propBool" => {
-                        self.0.set_prop_bool(rt::decode(property, value)?).await?;
-                        link.publish_property(property, rt::encode(property, &self.0.prop_bool())?)
+                        <Implementation as StructArrayInterface>::set_prop_bool(
+                            &self.0,
+                            rt::decode(__property, __value)?,
+                        )
+                        .await?;
+                        __link
+                            .publish_property(
+                                __property,
+                                rt::encode(
+                                    __property,
+                                    &<Implementation as StructArrayInterface>::prop_bool(&self.0),
+                                )?,
+                            )
                             .await
                     }
-                    _ => Err(rt::ApiError::refused(property, "no such property")),
+                    _ => Err(rt::ApiError::refused(__property, "no such property")),
                 }
             })
         }
 
         fn call<'a>(
             &'a self,
-            operation: &'a str,
-            args: Vec<busbar_apigear::serde_json::Value>,
+            __operation: &'a str,
+            __args: Vec<busbar_apigear::serde_json::Value>,
         ) -> rt::BoxFuture<'a, Result<busbar_apigear::serde_json::Value, rt::ApiError>> {
             Box::pin(async move {
-                let mut args = args;
-                match operation {
+                let mut __args = __args;
+                match __operation {
                     "funcBool" => {
-                        let param_bool = rt::arg(operation, &mut args, 0)?;
-                        let result = self.0.func_bool(param_bool).await?;
-                        rt::encode(operation, &result)
+                        let param_bool = rt::arg(__operation, &mut __args, 0)?;
+                        let __result = <Implementation as StructArrayInterface>::func_bool(
+                            &self.0, param_bool,
+                        )
+                        .await?;
+                        rt::encode(__operation, &__result)
                     }
-                    _ => Err(rt::ApiError::refused(operation, "no such operation")),
+                    _ => Err(rt::ApiError::refused(__operation, "no such operation")),
                 }
             })
         }
@@ -3627,7 +4403,13 @@ pub mod testbed1 {
             rt::ApiError,
         > {
             let mut all = busbar_apigear::serde_json::Map::new();
-            all.insert("propBool".to_owned(), rt::encode("propBool", &self.0.prop_bool())?);
+            all.insert(
+                "propBool".to_owned(),
+                rt::encode(
+                    "propBool",
+                    &<Implementation as StructArrayInterface>::prop_bool(&self.0),
+                )?,
+            );
             Ok(all)
         }
     }
@@ -3755,8 +4537,8 @@ pub mod testbed1 {
             &self,
             value: Vec<StructBool>,
         ) -> impl std::future::Future<Output = Result<(), rt::ApiError>> + Send {
-            let link = self.link.clone();
-            async move { link.set("propBool", rt::encode("propBool", &value)?).await }
+            let __link = self.link.clone();
+            async move { __link.set("propBool", rt::encode("propBool", &value)?).await }
         }
 
         fn func_bool(
@@ -3764,10 +4546,10 @@ pub mod testbed1 {
             param_bool: Vec<StructBool>,
         ) -> impl std::future::Future<Output = Result<Vec<StructBool>, rt::ApiError>> + Send
         {
-            let (link, timeout) = (self.link.clone(), self.timeout);
+            let (__link, __timeout) = (self.link.clone(), self.timeout);
             async move {
-                let args = vec![rt::encode("funcBool", &param_bool)?];
-                rt::decode("funcBool", link.call("funcBool", args, timeout).await?)
+                let __args = vec![rt::encode("funcBool", &param_bool)?];
+                rt::decode("funcBool", __link.call("funcBool", __args, __timeout).await?)
             }
         }
     }

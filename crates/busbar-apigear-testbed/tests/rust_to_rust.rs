@@ -284,3 +284,115 @@ async fn names_that_meet_the_generated_code_keep_their_values() {
     let c = Clone::clone(&client);
     wait_until(client.changes(), move || T::r#type(&c), |t| t.self_ == 2).await;
 }
+
+/// What goes wrong reaches the caller as what it is: an implementation's error, an unknown
+/// operation, arguments of the wrong type, a set of a read-only property (refused, the value
+/// kept); a call given up or cut off by a closed connection leaves nothing pending.
+#[tokio::test]
+async fn failures_reach_the_caller_and_nothing_stays_pending() {
+    use busbar_apigear_testbed::tb_simple::{
+        SimpleArrayInterface, SimpleArrayInterfaceService, VoidInterface,
+    };
+    struct Failing;
+    impl VoidInterface for Failing {
+        async fn func_void(&self) -> Result<(), ApiError> {
+            Err(ApiError::refused("funcVoid", "not today"))
+        }
+    }
+    struct Arrays;
+    impl SimpleArrayInterface for Arrays {
+        fn prop_int(&self) -> Vec<i32> {
+            Vec::new()
+        }
+        async fn set_prop_int(&self, _value: Vec<i32>) -> Result<(), ApiError> {
+            Ok(())
+        }
+        fn prop_string(&self) -> Vec<String> {
+            Vec::new()
+        }
+        async fn set_prop_string(&self, _value: Vec<String>) -> Result<(), ApiError> {
+            Ok(())
+        }
+        fn prop_read_only_string(&self) -> String {
+            "fixed".into()
+        }
+        async fn func_int(&self, param_int: Vec<i32>) -> Result<Vec<i32>, ApiError> {
+            Ok(param_int)
+        }
+    }
+    let conn =
+        busbar::connect(&format!("mem://{}", busbar_testkit::unique_name())).await.expect("mem");
+    let _void = VoidInterfaceService::serve(&conn, Arc::new(Failing)).await.expect("serve");
+    let _arrays = SimpleArrayInterfaceService::serve(&conn, Arc::new(Arrays)).await.expect("serve");
+    let void = VoidInterfaceClient::connect(&conn).await.expect("client");
+    match void.func_void().await {
+        Err(ApiError::Remote { message, .. }) => {
+            assert!(message.contains("not today"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    let arrays = SimpleArrayInterfaceClient::connect(&conn).await.expect("client");
+    let link = arrays.link();
+    for (operation, args, says) in [
+        ("nope", vec![], "no such operation"),
+        ("funcInt", vec![serde_json::json!("not an array of ints")], "invalid type"),
+    ] {
+        match link.call(operation, args, DEADLINE).await {
+            Err(ApiError::Remote { message, .. }) => {
+                assert!(message.contains(says), "{operation}: {message}")
+            }
+            other => panic!("{operation}: {other:?}"),
+        }
+    }
+    // A set of the read-only property is refused; the value published stays.
+    let c = arrays.clone();
+    wait_until(arrays.changes(), move || c.prop_read_only_string(), |v| v == "fixed").await;
+    link.set("propReadOnlyString", serde_json::json!("changed")).await.expect("sent");
+    assert_eq!(arrays.func_int(vec![1]).await.expect("a call after the set"), [1]);
+    assert_eq!(arrays.prop_read_only_string(), "fixed");
+
+    // Nobody serves this one: a call given up early leaves nothing behind ...
+    let lonely_conn =
+        busbar::connect(&format!("mem://{}", busbar_testkit::unique_name())).await.expect("mem");
+    let lonely = SimpleInterfaceClient::connect(&lonely_conn).await.expect("client");
+    let given_up = tokio::time::timeout(Duration::from_millis(50), lonely.func_int(1)).await;
+    assert!(given_up.is_err(), "no answer can come");
+    assert_eq!(lonely.link().pending_calls(), 0);
+    // ... and one cut off by the connection's close ends then, not at its deadline.
+    let waiting = {
+        let c = lonely.clone();
+        tokio::spawn(async move { c.func_int(2).await })
+    };
+    while lonely.link().pending_calls() == 0 {
+        tokio::task::yield_now().await;
+    }
+    lonely_conn.close().await.expect("close");
+    let ended = waiting.await.expect("task");
+    assert!(matches!(ended, Err(ApiError::Transport(_))), "{ended:?}");
+}
+
+/// On Redis nothing is retained: a client whose connection comes back reads the
+/// properties again, and sees what changed while it was away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_retained_values_catches_up_after_a_reconnect() {
+    let test = "a_client_without_retained_values_catches_up_after_a_reconnect";
+    let Some(mut redis) =
+        busbar_testkit::skip_if_missing(test, busbar_testkit::BrokerProcess::redis().await)
+    else {
+        return;
+    };
+    let service_conn = busbar::connect(&redis.url()).await.expect("redis");
+    let client_conn = busbar::connect(&redis.url()).await.expect("redis");
+    let implementation = Arc::new(Simple::with_prop_int(5));
+    let _service =
+        SimpleInterfaceService::serve(&service_conn, implementation.clone()).await.expect("serve");
+    let client = SimpleInterfaceClient::connect(&client_conn).await.expect("client");
+    assert_eq!(client.prop_int(), 5, "read from the service on connecting");
+    let mut events = client_conn.events();
+    redis.stop().await.expect("stop");
+    implementation.props.lock().expect("lock").prop_int = 9;
+    redis.restart().await.expect("restart");
+    busbar_testkit::next_event(&mut events, |e| *e == busbar::ConnectionEvent::Reconnected).await;
+    let c = client.clone();
+    wait_until(client.changes(), move || c.prop_int(), |v| *v == 9).await;
+}

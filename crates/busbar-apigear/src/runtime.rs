@@ -256,12 +256,15 @@ pub struct ServiceLink {
     conn: Connection,
     name: InterfaceName,
     levels: Levels,
+    /// Held while a set runs (setter, getter, publish) and while every property is
+    /// published, so that what goes out is what the implementation holds, in order.
+    state: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// A running service: serves until dropped.
 pub struct Serving {
     link: ServiceLink,
-    _task: TaskGuard,
+    _tasks: (TaskGuard, TaskGuard),
 }
 
 struct TaskGuard(tokio::task::JoinHandle<()>);
@@ -293,8 +296,9 @@ impl Serving {
 
 impl ServiceLink {
     /// Subscribes to the interface's `set` and `rpc` topics, publishes every property
-    /// (retained), and serves with `handler` until the [`Serving`] is dropped. Requests are
-    /// served concurrently, each in a task of its own. Every property is published again
+    /// (retained), and serves with `handler` until the [`Serving`] is dropped. Sets are
+    /// applied one at a time in the order they came; calls are served concurrently, each in
+    /// a task of its own. Every property is published again
     /// after each reconnect, so a broker that lost its retained messages gets them back.
     pub async fn serve(
         conn: &Connection,
@@ -306,16 +310,26 @@ impl ServiceLink {
         let mut sets = conn.subscribe_with(any_qos(levels.filter("set")?)).await?;
         let mut calls = conn.subscribe_with(any_qos(levels.filter("rpc")?)).await?;
         let mut events = conn.events();
-        let link = ServiceLink { conn: conn.clone(), name, levels };
+        let link = ServiceLink {
+            conn: conn.clone(),
+            name,
+            levels,
+            state: Arc::new(tokio::sync::Mutex::new(())),
+        };
+        // Sets one after the other, in the order they came: two quick sets of one property
+        // must end at the second.
+        let (setter, set_handler) = (link.clone(), handler.clone());
+        let set_task = tokio::spawn(async move {
+            while let Some(m) = sets.recv().await {
+                setter.on_set(&*set_handler, m).await;
+            }
+        });
+        // Calls each in a task of its own: a slow one holds up no other.
         let (served, runner) = (link.clone(), handler.clone());
         let task = tokio::spawn(async move {
             let (link, handler) = (served, runner);
             loop {
                 tokio::select! {
-                    Some(m) = sets.recv() => {
-                        let (link, handler) = (link.clone(), handler.clone());
-                        tokio::spawn(async move { link.on_set(&*handler, m).await });
-                    }
                     Some(m) = calls.recv() => {
                         let (link, handler) = (link.clone(), handler.clone());
                         tokio::spawn(async move { link.on_call(&*handler, m).await });
@@ -329,11 +343,11 @@ impl ServiceLink {
                         Some(ConnectionEvent::Closed) | None => return,
                         Some(_) => {}
                     },
-                    else => return,
                 }
             }
         });
-        let serving = Serving { link: link.clone(), _task: TaskGuard(task) };
+        let serving =
+            Serving { link: link.clone(), _tasks: (TaskGuard(set_task), TaskGuard(task)) };
         link.publish_all(&*handler).await?;
         Ok(serving)
     }
@@ -364,6 +378,7 @@ impl ServiceLink {
     }
 
     async fn publish_all(&self, handler: &dyn ServiceHandler) -> Result<(), ApiError> {
+        let _state = self.state.lock().await;
         for (name, value) in handler.properties()? {
             self.publish_property(&name, value).await?;
         }
@@ -372,6 +387,7 @@ impl ServiceLink {
 
     async fn on_set(&self, handler: &dyn ServiceHandler, m: Message) {
         let property = last_level(&m.topic).to_owned();
+        let _state = self.state.lock().await;
         let result = match parse_payload(&property, &m) {
             Ok(value) => handler.set(self, &property, value).await,
             Err(e) => Err(e),
@@ -496,7 +512,8 @@ pub struct ClientLink {
     levels: Levels,
     client_id: String,
     pending: Pending,
-    _task: Arc<TaskGuard>,
+    /// The dispatch task, ended with the last public handle (the task's own copy has none).
+    _task: Option<Arc<TaskGuard>>,
 }
 
 impl std::fmt::Debug for ClientLink {
@@ -512,7 +529,8 @@ impl ClientLink {
     /// Subscribes to the interface's properties, signals and this client's results, and
     /// hands what arrives to `on_event`. Returns once the broker has the subscriptions (the
     /// adapters' "ready"); retained property values follow. On a transport without retained
-    /// messages, the properties are read from the service (`_properties`) before it returns.
+    /// messages, the properties are read from the service (`_properties`) before it returns,
+    /// and again after every reconnect.
     pub async fn connect(
         conn: &Connection,
         name: InterfaceName,
@@ -526,15 +544,24 @@ impl ClientLink {
         let mut replies = conn.subscribe_with(opts(results)).await?;
         let mut props = conn.subscribe_with(opts(levels.filter("prop")?)).await?;
         let mut sigs = conn.subscribe_with(opts(levels.filter("sig")?)).await?;
-        let pending: Pending = Arc::default();
-        let waiting = pending.clone();
-        let on_event = Arc::new(on_event);
+        let mut events = conn.events();
+        let inner = ClientLink {
+            conn: conn.clone(),
+            name,
+            levels,
+            client_id,
+            pending: Pending::default(),
+            _task: None,
+        };
+        let on_event: Arc<dyn Fn(ClientEvent) + Send + Sync> = Arc::new(on_event);
+        let (link, handler) = (inner.clone(), on_event.clone());
         let task = tokio::spawn(async move {
+            let on_event = handler;
             loop {
                 tokio::select! {
                     Some(m) = replies.recv() => {
                         let Some(id) = m.correlation_id.clone() else { continue };
-                        let waiter = waiting.lock().map(|mut p| p.remove(&id)).unwrap_or_default();
+                        let waiter = link.lock().remove(&id);
                         if let Some(w) = waiter {
                             let _ = w.send(m);
                         }
@@ -558,19 +585,40 @@ impl ClientLink {
                             Err(e) => tracing::warn!(error = %e, "apigear: signal dropped"),
                         }
                     }
-                    else => return,
+                    event = events.next() => match event {
+                        // Nothing retained brings the values back: ask for them again, as
+                        // they may have changed while this client was away.
+                        Some(ConnectionEvent::Reconnected) if !link.has_retained() => {
+                            let (link, on_event) = (link.clone(), on_event.clone());
+                            tokio::spawn(async move { link.read_properties(&*on_event).await });
+                        }
+                        Some(ConnectionEvent::Closed) | None => break,
+                        Some(_) => {}
+                    },
                 }
             }
+            // Calls still waiting can have no answer now: they end at once, not at their
+            // deadlines.
+            link.lock().clear();
         });
-        let link = ClientLink {
-            conn: conn.clone(),
-            name,
-            levels,
-            client_id,
-            pending,
-            _task: Arc::new(TaskGuard(task)),
-        };
+        let link = ClientLink { _task: Some(Arc::new(TaskGuard(task))), ..inner };
+        if !link.has_retained() {
+            link.read_properties(&*on_event).await;
+        }
         Ok(link)
+    }
+
+    /// Reads every property from the service and hands the values to `on_event`; no
+    /// service yet is no error (it publishes every value when it starts).
+    async fn read_properties(&self, on_event: &(dyn Fn(ClientEvent) + Send + Sync)) {
+        match self.properties(SNAPSHOT_TIMEOUT).await {
+            Ok(all) => {
+                for (name, value) in all {
+                    on_event(ClientEvent::Property { name, value });
+                }
+            }
+            Err(e) => no_snapshot(&e),
+        }
     }
 
     /// The id in this client's result topics.

@@ -369,16 +369,7 @@ fn client(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
         "let link = rt::ClientLink::connect(conn, {}, move |e| {event}(&events, e)).await?;",
         n.constant()
     ));
-    out.line(
-        "let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };",
-    );
-    out.line("if !client.link.has_retained() {");
-    out.line("// No service yet is no error: it publishes every value when it starts.");
-    out.line("if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {");
-    out.line("rt::no_snapshot(&e);");
-    out.line("}");
-    out.line("}");
-    out.line("Ok(client)");
+    out.line("Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })");
     out.line("}");
     out.blank();
     out.line("/// Reads every property from the service (`_properties`) into the cache.");

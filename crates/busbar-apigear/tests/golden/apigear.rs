@@ -370,14 +370,7 @@ pub mod counter {
             let link =
                 rt::ClientLink::connect(conn, COUNTER_NAME, move |e| counter_event(&events, e))
                     .await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -1073,14 +1066,7 @@ pub mod tb_enum {
                 enum_interface_event(&events, e)
             })
             .await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -1383,14 +1369,7 @@ pub mod tb_extends {
             let events = state.clone();
             let link =
                 rt::ClientLink::connect(conn, BASE_NAME, move |e| base_event(&events, e)).await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -1671,14 +1650,7 @@ pub mod tb_extends {
             let link =
                 rt::ClientLink::connect(conn, DERIVED_NAME, move |e| derived_event(&events, e))
                     .await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -2073,14 +2045,7 @@ pub mod tb_names {
             let state = TState::new();
             let events = state.clone();
             let link = rt::ClientLink::connect(conn, T_NAME, move |e| t_event(&events, e)).await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -2807,14 +2772,7 @@ pub mod tb_simple {
                 simple_interface_event(&events, e)
             })
             .await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -3404,14 +3362,7 @@ pub mod tb_simple {
                 simple_array_interface_event(&events, e)
             })
             .await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -3697,14 +3648,7 @@ pub mod tb_simple {
                 void_interface_event(&events, e)
             })
             .await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -4111,14 +4055,7 @@ pub mod testbed1 {
                 struct_interface_event(&events, e)
             })
             .await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.
@@ -4451,14 +4388,7 @@ pub mod testbed1 {
                 struct_array_interface_event(&events, e)
             })
             .await?;
-            let client = Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true };
-            if !client.link.has_retained() {
-                // No service yet is no error: it publishes every value when it starts.
-                if let Err(e) = client.refresh_properties(rt::SNAPSHOT_TIMEOUT).await {
-                    rt::no_snapshot(&e);
-                }
-            }
-            Ok(client)
+            Ok(Self { link, state, timeout: rt::DEFAULT_TIMEOUT, void_replies: true })
         }
 
         /// Reads every property from the service (`_properties`) into the cache.

@@ -1,7 +1,6 @@
 //! `busbar action`: sends a goal, follows its feedback, cancels it on Ctrl-C.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::Context;
 use busbar::{ActionClient, Error};
@@ -31,11 +30,12 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let mut interrupts = exit::Interrupts::new()?;
     let goal: Value = serde_json::from_str(&args.goal)
         .with_context(|| format!("the goal {:?} is not JSON", args.goal))?;
     match args.dialect.profile {
         Profile::Busbar => {}
-        Profile::Commlib => return run_commlib(args, goal).await,
+        Profile::Commlib => return run_commlib(args, goal, interrupts).await,
         Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("actions")),
     }
     let conn = args.target.connect().await?;
@@ -53,9 +53,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 Some(f) => show(&f, args.json),
                 None => break,
             },
-            _ = tokio::signal::ctrl_c(), if !cancelled => {
+            () = interrupts.next() => {
+                if cancelled {
+                    return Err(interrupted(&args.name));
+                }
                 cancelled = true;
-                eprintln!("\nbusbar action: cancelling");
+                eprintln!("\nbusbar action: cancelling (Ctrl-C again to stop waiting)");
                 handle.cancel().await.context("cancelling")?;
             }
             () = until(deadline) => {
@@ -83,10 +86,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 fn deadline(timeout: Option<f64>) -> anyhow::Result<Option<tokio::time::Instant>> {
-    Ok(timeout
-        .map(|t| Duration::try_from_secs_f64(t).context("--timeout"))
-        .transpose()?
-        .map(|t| tokio::time::Instant::now() + t))
+    match timeout {
+        Some(t) => crate::message::deadline_in(t, "--timeout"),
+        None => Ok(None),
+    }
+}
+
+/// A second Ctrl-C, while the cancel is under way, ends the command at once.
+fn interrupted(name: &str) -> anyhow::Error {
+    exit::with(1, format!("interrupted before {name} confirmed the cancel"))
 }
 
 /// Sleeps until `deadline`, or forever without one.
@@ -98,7 +106,11 @@ async fn until(deadline: Option<tokio::time::Instant>) {
 }
 
 /// `action --profile commlib`: a goal to a commlib action service.
-async fn run_commlib(args: Args, goal: Value) -> anyhow::Result<()> {
+async fn run_commlib(
+    args: Args,
+    goal: Value,
+    mut interrupts: exit::Interrupts,
+) -> anyhow::Result<()> {
     use busbar_commlib::action::{CommlibActionClient, GoalStatus, GoalUpdate};
     let conn = args.target.connect().await?;
     let client = CommlibActionClient::<Value, Value, Value>::new(&conn, &args.name);
@@ -121,9 +133,12 @@ async fn run_commlib(args: Args, goal: Value) -> anyhow::Result<()> {
                 Some(Err(e)) => eprintln!("busbar action: {e}"),
                 None => anyhow::bail!("the connection closed"),
             },
-            _ = tokio::signal::ctrl_c(), if !cancelled => {
+            () = interrupts.next() => {
+                if cancelled {
+                    return Err(interrupted(&args.name));
+                }
                 cancelled = true;
-                eprintln!("\nbusbar action: cancelling");
+                eprintln!("\nbusbar action: cancelling (Ctrl-C again to stop waiting)");
                 if !handle.cancel().await.context("cancelling")? {
                     eprintln!("busbar action: {} refused to cancel", args.name);
                 }

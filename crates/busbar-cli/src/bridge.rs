@@ -20,13 +20,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     if config.bridges().is_empty() {
         anyhow::bail!("{}: no `bridges:` to run", args.config.display());
     }
+    let mut interrupts = crate::exit::Interrupts::new()?;
     let bridges = config.start_bridges().await.context("starting the bridges")?;
     for spec in config.bridges() {
         let carries = spec.topics.len() + spec.rpc.len();
         println!("bridging {}: {} -> {} ({carries} route(s))", spec.name, spec.from, spec.to);
     }
     println!("{} bridge(s) running; Ctrl-C stops them", bridges.len());
-    crate::report::every_until_ctrl_c(args.interval, || print_stats(&bridges)).await;
+    crate::report::every_until_ctrl_c(args.interval, &mut interrupts, || print_stats(&bridges))
+        .await;
     Ok(())
 }
 

@@ -31,3 +31,36 @@ pub const REMOTE: u8 = 4;
 pub fn with(code: u8, message: impl Into<String>) -> anyhow::Error {
     Exit { code, message: message.into() }.into()
 }
+
+/// Ctrl-C presses, counted from the moment this is made: one that comes while the command is
+/// busy elsewhere (between two turns of its loop) is kept until it is asked for, never lost.
+/// (A fresh `tokio::signal::ctrl_c()` per turn would miss those, and once tokio handles the
+/// signal, a missed press does nothing at all.)
+pub struct Interrupts {
+    #[cfg(unix)]
+    signal: tokio::signal::unix::Signal,
+}
+
+impl Interrupts {
+    pub fn new() -> anyhow::Result<Self> {
+        #[cfg(unix)]
+        {
+            let kind = tokio::signal::unix::SignalKind::interrupt();
+            Ok(Interrupts { signal: tokio::signal::unix::signal(kind)? })
+        }
+        #[cfg(not(unix))]
+        Ok(Interrupts {})
+    }
+
+    /// The next press.
+    pub async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            self.signal.recv().await;
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

@@ -19,6 +19,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let config =
         GatewayConfig::from_json(&text).with_context(|| format!("{}", args.config.display()))?;
+    let mut interrupts = crate::exit::Interrupts::new()?;
     let gateway = Gateway::start(&config, &busbar::Registry::default(), &Builders::default())
         .await
         .with_context(|| format!("{}", args.config.display()))?;
@@ -27,7 +28,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         config.events.url,
         config.broker_url_redacted()
     );
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    interrupts.next().await;
     let s = gateway.stats();
     println!(
         "published {}, unrouted {}, produced {}, failed {}",

@@ -111,3 +111,11 @@ pub fn check_rate(rate: Option<f64>) -> anyhow::Result<Option<std::time::Duratio
         Some(r) => bail!("--rate {r} is not a positive number of messages per second"),
     }
 }
+
+/// The moment `seconds` from now, for a command-line deadline: a number too large to reach
+/// means no deadline, not a crash.
+pub fn deadline_in(seconds: f64, what: &str) -> anyhow::Result<Option<tokio::time::Instant>> {
+    let span = std::time::Duration::try_from_secs_f64(seconds)
+        .map_err(|_| anyhow::anyhow!("{what} {seconds} is not a number of seconds"))?;
+    Ok(tokio::time::Instant::now().checked_add(span))
+}

@@ -140,6 +140,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .ok()
         .filter(|d| !d.is_zero())
         .context("--interval must be a positive number of seconds")?;
+    let mut interrupts = crate::exit::Interrupts::new()?;
     let conn = args.target.connect().await?;
     let mut liveness = Liveness::start(&args, &conn).await?;
     let mut subs = Vec::new();
@@ -152,7 +153,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut nodes = BTreeMap::<String, String>::new();
     let mut totals = BTreeMap::<String, u64>::new();
     let mut window = BTreeMap::<String, u64>::new();
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+    let first = tokio::time::Instant::now()
+        .checked_add(interval)
+        .context("--interval is longer than this clock can count")?;
+    let mut tick = tokio::time::interval_at(first, interval);
     let mut since = Instant::now();
     let mut reports = 0;
     loop {
@@ -175,7 +179,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     return Ok(());
                 }
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = interrupts.next() => return Ok(()),
         }
     }
 }

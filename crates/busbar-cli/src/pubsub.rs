@@ -1,7 +1,5 @@
 //! `busbar pub` and `busbar sub`.
 
-use std::time::Duration;
-
 use anyhow::Context;
 use busbar::{Message, QoS, SubscribeOptions, Topic, TopicFilter};
 
@@ -240,17 +238,15 @@ async fn arrivals(
 }
 
 pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
+    let deadline = match args.timeout {
+        Some(t) => crate::message::deadline_in(t, "--timeout")?,
+        None => None,
+    };
     let conn = args.target.connect().await?;
     let mut all = arrivals(&args, &conn).await?;
     // On standard error, so that standard output holds messages only: scripts and tests
     // wait for this line before publishing.
     eprintln!("busbar sub: listening on {}", args.filters.join(", "));
-    let deadline = match args.timeout {
-        Some(t) => Some(
-            tokio::time::Instant::now() + Duration::try_from_secs_f64(t).context("--timeout")?,
-        ),
-        None => None,
-    };
     let mut received = 0u64;
     loop {
         if args.count.is_some_and(|c| received >= c) {

@@ -16,10 +16,14 @@ pub struct Args {
     /// `proxy/rest` otherwise).
     #[arg(long)]
     name: Option<String>,
-    /// A host the proxy may call, `HOST` or `HOST:PORT` (repeatable; without any, every
-    /// host is allowed).
-    #[arg(long = "allow", value_name = "HOST[:PORT]")]
+    /// A host the proxy may call, `HOST` or `HOST:PORT` (repeatable). One of `--allow` and
+    /// `--allow-any` is needed: a proxy anyone on the bus can use reaches whatever its
+    /// machine reaches.
+    #[arg(long = "allow", value_name = "HOST[:PORT]", required_unless_present = "allow_any")]
     allow: Vec<String>,
+    /// Let the proxy call any host.
+    #[arg(long, conflicts_with = "allow")]
+    allow_any: bool,
     /// Seconds one HTTP call may take.
     #[arg(long, default_value_t = 10.0)]
     timeout: f64,
@@ -56,6 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         }
         .to_owned()
     });
+    let mut interrupts = crate::exit::Interrupts::new()?;
     let conn = args.target.connect().await?;
     let service = RestProxyService::spawn(&conn, &name, RestProxy::new(options), wire)
         .await
@@ -65,7 +70,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         args.dialect.profile,
         args.target.describe()?
     );
-    tokio::signal::ctrl_c().await.context("waiting for Ctrl-C")?;
+    interrupts.next().await;
     service.stop(Duration::from_secs(5)).await;
     conn.close().await.context("closing the connection")?;
     Ok(())

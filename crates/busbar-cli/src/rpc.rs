@@ -127,9 +127,10 @@ pub struct ServeArgs {
 }
 
 pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut interrupts = exit::Interrupts::new()?;
     match args.dialect.profile {
         Profile::Busbar => {}
-        Profile::Commlib => return serve_commlib(args).await,
+        Profile::Commlib => return serve_commlib(args, interrupts).await,
         Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("RPC")),
     }
     let filter =
@@ -150,7 +151,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     while args.count.is_none_or(|c| answered < c) {
         let sleep_or_stop = tokio::select! {
             m = requests.recv() => m,
-            _ = tokio::signal::ctrl_c() => None,
+            () = interrupts.next() => None,
         };
         let Some(request) = sleep_or_stop else { break };
         let Some(reply_to) = request.reply_to.clone() else { continue };
@@ -176,7 +177,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// `serve --profile commlib`: a commlib RPC service. commlib has no error answers, so a
 /// failing command is answered with `{"error": ...}`; an answer that is not JSON is sent as
 /// a JSON string.
-async fn serve_commlib(args: ServeArgs) -> anyhow::Result<()> {
+async fn serve_commlib(args: ServeArgs, mut interrupts: exit::Interrupts) -> anyhow::Result<()> {
     let conn = args.target.connect().await?;
     let exec = args.exec.clone();
     let service = busbar_commlib::CommlibRpcService::spawn(
@@ -204,7 +205,7 @@ async fn serve_commlib(args: ServeArgs) -> anyhow::Result<()> {
     let mut answered = service.answered();
     tokio::select! {
         _ = answered.wait_for(|n| args.count.is_some_and(|c| *n >= c)) => {}
-        _ = tokio::signal::ctrl_c() => {}
+        () = interrupts.next() => {}
     }
     // Answers are counted once handed to the connection: closing sends them.
     conn.close().await.context("closing the connection")?;
@@ -224,10 +225,17 @@ async fn run(command: &str, input: &[u8]) -> (Vec<u8>, bool) {
         Ok(c) => c,
         Err(e) => return (error_body(&format!("cannot run `{command}`: {e}")), true),
     };
-    if let Some(mut stdin) = child.stdin.take() {
-        let _ = stdin.write_all(input).await;
-    }
-    match child.wait_with_output().await {
+    // The request goes in while the answer comes out: a command that answers as it reads
+    // (`cat`) would otherwise fill its output pipe while we still write, and both would wait.
+    let stdin = child.stdin.take();
+    let input = input.to_vec();
+    let feed = async move {
+        if let Some(mut stdin) = stdin {
+            let _ = stdin.write_all(&input).await;
+        }
+    };
+    let (_, output) = tokio::join!(feed, child.wait_with_output());
+    match output {
         Ok(out) if out.status.success() => (out.stdout, false),
         Ok(out) => {
             let err = String::from_utf8_lossy(&out.stderr).trim().to_owned();

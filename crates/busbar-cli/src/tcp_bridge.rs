@@ -31,9 +31,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .filter(|t| !t.is_zero())
         .context("--connect-timeout must be a positive number of seconds")?;
     let options = TcpBridgeOptions { connect_timeout, max_connections: args.max_connections };
+    let mut interrupts = crate::exit::Interrupts::new()?;
     let bridge = TcpBridge::bind(&args.listen, &args.to, options).await?;
     println!("tcp-bridge: {} -> {}; Ctrl-C stops it", bridge.local_addr(), bridge.target());
-    crate::report::every_until_ctrl_c(args.interval, || print_stats(&bridge)).await;
+    crate::report::every_until_ctrl_c(args.interval, &mut interrupts, || print_stats(&bridge))
+        .await;
     bridge.shutdown().await;
     Ok(())
 }

@@ -849,6 +849,8 @@ fn profiles_refuse_what_their_wire_cannot_carry() {
             "\"21.5 C\" is not JSON",
         ),
         (&["pub", "t", "x", "--profile", "nosuch"][..], 2, "nosuch"),
+        // An open proxy is asked for by name.
+        (&["rest-proxy"][..], 2, "--allow"),
     ] {
         let out = busbar(args);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -1047,4 +1049,28 @@ async fn the_command_line_drives_an_apigear_service() {
         (Some("7"), Some(true)),
         "{line}"
     );
+}
+
+/// `serve --exec` with a request larger than a pipe holds: the command's answer is read
+/// while the request is still being written (`cat` answers as it reads).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_exec_takes_requests_larger_than_a_pipe() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let topic = format!("cliexec{}/cat", rand_suffix());
+    let _serve = start_ready(&["serve", &topic, "--exec", "cat", "--url", mqtt.url()]).await;
+    let big = "x".repeat(300_000);
+    let file = config_file(&big);
+    let out = busbar(&[
+        "call",
+        &topic,
+        "--file",
+        &file.display().to_string(),
+        "--timeout",
+        "20",
+        "--url",
+        mqtt.url(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(out.stdout.len(), big.len() + 1, "the whole request came back");
 }

@@ -168,7 +168,11 @@ impl HttpClient {
             headers.append(name, value);
         }
         if !headers.contains_key(HOST) {
-            let authority = uri.authority().map_or(host.clone(), |a| a.as_str().to_owned());
+            // Host and port only: user information in a URL is never sent as the Host.
+            let authority = match uri.port_u16() {
+                Some(p) => format!("{host}:{p}"),
+                None => host.clone(),
+            };
             let value = HeaderValue::from_str(&authority).map_err(|e| invalid(e.to_string()))?;
             headers.insert(HOST, value);
         }

@@ -89,6 +89,19 @@ pub struct RestResponse {
     pub error: Option<String>,
 }
 
+/// Headers that say which server is meant or how the connection runs: the proxy sets them.
+/// A caller's `Host` would reach another virtual host behind an allowed address.
+const MANAGED_HEADERS: [&str; 8] = [
+    "host",
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+];
+
 /// The HTTP methods the proxy makes.
 const METHODS: [&str; 7] = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
 
@@ -109,13 +122,18 @@ impl RestRequest {
         if host.is_empty() {
             return Err("no host".into());
         }
-        if host.chars().any(|c| c.is_whitespace() || "/?#@[]\\".contains(c)) {
-            if host.starts_with('[') && host.ends_with(']') {
-                return Ok(host.to_owned());
-            }
+        let bare = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')).unwrap_or(host);
+        if bare.contains(':') {
+            // Only an IPv6 address has colons; anything else in brackets is refused.
+            return match bare.parse::<std::net::Ipv6Addr>() {
+                Ok(addr) => Ok(format!("[{addr}]")),
+                Err(_) => Err(format!("{host:?} is not a host name or address")),
+            };
+        }
+        if bare.chars().any(|c| c.is_whitespace() || c.is_control() || "/?#@[]\\%".contains(c)) {
             return Err(format!("{host:?} is not a host name or address"));
         }
-        Ok(if host.contains(':') { format!("[{host}]") } else { host.to_owned() })
+        Ok(bare.to_owned())
     }
 
     /// The port, from `port` or the scheme.
@@ -135,6 +153,11 @@ impl RestRequest {
             if part.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(format!("{what} {part:?} has spaces or control characters"));
             }
+            if part.contains('#') {
+                return Err(format!(
+                    "{what} {part:?} has a '#': a fragment never reaches a server"
+                ));
+            }
             path.push_str(&fill(part, &self.path_params)?);
         }
         if path.is_empty() {
@@ -152,6 +175,14 @@ impl RestRequest {
     /// The HTTP request to make.
     pub(crate) fn to_http(&self) -> Result<HttpRequest, String> {
         let mut request = HttpRequest::new(&self.method()?, &self.url()?);
+        for name in self.headers.keys() {
+            let lower = name.to_ascii_lowercase();
+            if MANAGED_HEADERS.contains(&lower.as_str()) || lower.starts_with("proxy-") {
+                return Err(format!(
+                    "header {name} is the proxy's to set (it names the server, or the connection)"
+                ));
+            }
+        }
         for (name, value) in &self.headers {
             request = request.header(name, &text_of(value));
         }
@@ -351,6 +382,12 @@ mod tests {
             (json!({"host": ""}), "no host"),
             (json!({"host": "evil.com/x"}), "not a host"),
             (json!({"host": "user@evil.com"}), "not a host"),
+            (json!({"host": "[user@evil.com]"}), "not a host"),
+            (json!({"host": "evil.com:80"}), "not a host"),
+            (json!({"path": "/a#frag", "query_params": {"q": 1}}), "fragment"),
+            (json!({"headers": {"Host": "admin.internal"}}), "header Host is the proxy's"),
+            (json!({"headers": {"Transfer-Encoding": "chunked"}}), "is the proxy's"),
+            (json!({"headers": {"Proxy-Authorization": "x"}}), "is the proxy's"),
         ] {
             let err = request(v.clone()).to_http().expect_err("refused");
             assert!(err.contains(says), "{v}: {err}");

@@ -154,6 +154,10 @@ fn check_host_port(target: &str) -> Result<(), String> {
     if host.is_empty() {
         return Err("no host before the ':'".into());
     }
+    // An IPv6 address is bracketed, or its own colons would be taken for the port's.
+    if host.contains(':') && !(host.starts_with('[') && host.ends_with(']')) {
+        return Err(format!("{host:?}: write an IPv6 address in brackets, [{host}]:{port}"));
+    }
     port.parse::<u16>().map_err(|_| format!("{port:?} is not a port number"))?;
     Ok(())
 }
@@ -245,5 +249,7 @@ mod tests {
         assert!(check_host_port(":80").is_err());
         assert!(check_host_port("host:http").is_err());
         assert!(check_host_port("host:70000").is_err());
+        assert!(check_host_port("::1").is_err(), "an IPv6 address without brackets");
+        assert!(check_host_port("::1:80").is_err());
     }
 }

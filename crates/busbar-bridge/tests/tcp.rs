@@ -112,15 +112,26 @@ async fn a_server_that_speaks_first_is_heard_and_the_stream_stays_open() {
 async fn many_callers_at_once_each_get_their_own_tunnel() {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let server = listener.local_addr().expect("addr").to_string();
+    // How many tunnels reach the server at once, at most.
+    let open = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let most = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let (open_count, most_seen) = (open.clone(), most.clone());
     tokio::spawn(async move {
         loop {
             let Ok((mut s, _)) = listener.accept().await else { return };
+            let now = open_count.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            most_seen.fetch_max(now, std::sync::atomic::Ordering::SeqCst);
+            let open_count = open_count.clone();
             tokio::spawn(async move {
                 let mut got = Vec::new();
                 if s.read_to_end(&mut got).await.is_ok() {
                     got.reverse();
                     let _ = s.write_all(&got).await;
                 }
+                // Counted down before the close: the bridge cannot free the slot (and let
+                // another caller through) before this one stops counting.
+                open_count.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
             });
         }
     });
@@ -151,6 +162,8 @@ async fn many_callers_at_once_each_get_their_own_tunnel() {
     let stats = wait_for(&bridge, |s| s.open == 0).await;
     assert_eq!(stats.accepted, 20);
     assert_eq!(stats.failed, 0);
+    let most = most.load(std::sync::atomic::Ordering::SeqCst);
+    assert!((1..=4).contains(&most), "{most} tunnels at once, over the bound of 4");
 }
 
 #[tokio::test]

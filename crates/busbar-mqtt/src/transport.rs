@@ -91,7 +91,9 @@ struct Shared {
     last_subacked: AtomicUsize,
     /// Counts connections made, so that a late `Reconnected` for a connection already lost
     /// is not sent.
-    epoch: std::sync::atomic::AtomicU64,
+    /// Held while the epoch is compared and an event sent, so that a `Reconnected` can
+    /// never follow the `Disconnected` of a newer loss.
+    epoch: Mutex<u64>,
 }
 
 impl Shared {
@@ -466,7 +468,7 @@ impl MqttTransport {
             shutdown: CancellationToken::new(),
             max_packet: AtomicUsize::new(packet_limit),
             last_subacked: AtomicUsize::new(0),
-            epoch: std::sync::atomic::AtomicU64::new(0),
+            epoch: Mutex::new(0),
             unacked: AtomicUsize::new(0),
             acked: tokio::sync::Notify::new(),
         });
@@ -706,21 +708,40 @@ async fn supervise(
                     );
                 }
                 connected = true;
-                let epoch = shared.epoch.fetch_add(1, Ordering::Relaxed) + 1;
+                let epoch = {
+                    let mut e = lock(&shared.epoch);
+                    *e += 1;
+                    *e
+                };
                 if ever_connected {
                     // `Reconnected` promises restored subscriptions: it waits for the broker's
-                    // SUBACKs (which this loop must go on polling to receive), and is not
-                    // sent if the connection was lost again meanwhile.
+                    // SUBACKs (which this loop must go on polling to receive), within one
+                    // deadline for all of them, and is not sent if the connection was lost
+                    // again meanwhile. A refused or unanswered one is logged; the event
+                    // still comes, as waiting longer would not change it.
                     let acks = shared.resubscribe_all();
                     let shared = shared.clone();
                     tokio::spawn(async move {
+                        let deadline = tokio::time::Instant::now() + SUBACK_TIMEOUT;
                         for ack in acks {
-                            if let Ok(Ok(Err(e))) = tokio::time::timeout(SUBACK_TIMEOUT, ack).await
-                            {
-                                tracing::warn!(error = %e, "a subscription was not restored");
+                            match tokio::time::timeout_at(deadline, ack).await {
+                                Ok(Ok(Ok(()))) => {}
+                                Ok(Ok(Err(e))) => {
+                                    tracing::warn!(error = %e, "a subscription was not restored");
+                                }
+                                // The connection went again: its own reconnect takes over.
+                                Ok(Err(_)) => return,
+                                Err(_) => {
+                                    tracing::warn!(
+                                        "the broker did not acknowledge every restored \
+                                         subscription within {SUBACK_TIMEOUT:?}"
+                                    );
+                                    break;
+                                }
                             }
                         }
-                        if shared.epoch.load(Ordering::Relaxed) == epoch {
+                        let current = lock(&shared.epoch);
+                        if *current == epoch {
                             let _ = shared.events.send(ConnectionEvent::Reconnected);
                         }
                     });
@@ -753,7 +774,8 @@ async fn supervise(
                 }
                 if connected {
                     connected = false;
-                    shared.epoch.fetch_add(1, Ordering::Relaxed);
+                    let mut epoch = lock(&shared.epoch);
+                    *epoch += 1;
                     let _ = shared.events.send(ConnectionEvent::Disconnected { reason });
                 }
                 attempt = attempt.saturating_add(1);

@@ -424,8 +424,11 @@ impl Check<'_> {
             self.fail("module", "no name");
             return None;
         };
+        // Dot-separated words; an empty word would make an empty topic level where the
+        // dots become levels (NATS, AMQP).
         let module_ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.');
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.')
+            && name.split('.').all(|word| !word.is_empty());
         if !module_ok {
             self.fail(
                 "module",

@@ -67,6 +67,8 @@ fn the_test_api_shapes_load() {
 #[test]
 fn names_are_checked() {
     assert_problem("name: 9lives\n", "module: \"9lives\" is not a module name");
+    assert_problem("name: a..b\n", "module: \"a..b\" is not a module name");
+    assert_problem("name: a.\n", "is not a module name");
     assert_problem(
         "name: m\ninterfaces:\n  - name: My-Iface\n",
         "interface My-Iface: \"My-Iface\" is not a name",

@@ -222,6 +222,17 @@ impl Levels {
         Ok(TopicFilter::new(format!("{}/{verb}/+", self.0)).map_err(busbar_core::Error::from)?)
     }
 
+    /// Whether `topic` is one of the interface's `prop`, `sig`, `set` or `rpc` topics (a
+    /// result topic, one level deeper, is not).
+    fn is_interface_topic(&self, topic: &Topic) -> bool {
+        let Some(rest) = topic.as_str().strip_prefix(&self.0).and_then(|r| r.strip_prefix('/'))
+        else {
+            return false;
+        };
+        let levels: Vec<&str> = rest.split('/').collect();
+        matches!(levels.as_slice(), [verb, _] if ["prop", "sig", "set", "rpc"].contains(verb))
+    }
+
     /// The result topic of `operation` for the client `client_id`.
     fn result(&self, operation: &str, client_id: &str) -> String {
         format!("{}/rpc/{operation}/{client_id}/result", self.0)
@@ -328,11 +339,14 @@ impl ServiceLink {
         let (served, runner) = (link.clone(), handler.clone());
         let task = tokio::spawn(async move {
             let (link, handler) = (served, runner);
+            // The calls in flight end with the service (the set is dropped with this task).
+            let mut in_flight = tokio::task::JoinSet::new();
             loop {
+                while in_flight.try_join_next().is_some() {}
                 tokio::select! {
                     Some(m) = calls.recv() => {
                         let (link, handler) = (link.clone(), handler.clone());
-                        tokio::spawn(async move { link.on_call(&*handler, m).await });
+                        in_flight.spawn(async move { link.on_call(&*handler, m).await });
                     }
                     event = events.next() => match event {
                         Some(ConnectionEvent::Reconnected) => {
@@ -404,6 +418,11 @@ impl ServiceLink {
             tracing::warn!(%operation, "apigear: a call without a response topic is dropped");
             return;
         };
+        if self.levels.is_interface_topic(&reply_to) {
+            // A result sent there would be taken for a property value, a signal or a request.
+            tracing::warn!(%operation, topic = %reply_to, "apigear: a call whose response topic is one of the interface's own is dropped");
+            return;
+        }
         let result = match parse_payload(&operation, &m) {
             Ok(Value::Array(args)) if operation == PROPERTIES_OP && args.is_empty() => {
                 handler.properties().map(Value::Object)
@@ -734,4 +753,37 @@ fn parse_payload(member: &str, m: &Message) -> Result<Value, ApiError> {
 
 fn json_bytes(member: &str, value: &Value) -> Result<Vec<u8>, ApiError> {
     serde_json::to_vec(value).map_err(|e| ApiError::serialization(member, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn response_topics_may_not_be_the_interfaces_own() {
+        let levels = Levels("tb.simple/SimpleInterface".to_owned());
+        let t = |s: &str| Topic::new(s).expect("topic");
+        for own in [
+            "tb.simple/SimpleInterface/prop/propInt",
+            "tb.simple/SimpleInterface/sig/sigInt",
+            "tb.simple/SimpleInterface/set/propInt",
+            "tb.simple/SimpleInterface/rpc/funcInt",
+        ] {
+            assert!(levels.is_interface_topic(&t(own)), "{own}");
+        }
+        for fine in [
+            "tb.simple/SimpleInterface/rpc/funcInt/b'id'/result",
+            "_busbar/reply/1234",
+            "tb.simple/OtherInterface/prop/propInt",
+        ] {
+            assert!(!levels.is_interface_topic(&t(fine)), "{fine}");
+        }
+    }
+
+    #[test]
+    fn nan_never_travels() {
+        assert!(encode("x", &f64::NAN).is_err());
+        assert!(encode("x", &vec![1.0f32, f32::INFINITY]).is_err());
+        assert_eq!(encode("x", &1.5f64).expect("finite"), serde_json::json!(1.5));
+    }
 }

@@ -42,9 +42,16 @@ async fn transports(
         all.push(("mqtt".to_owned(), a, b));
         // MQTT 3.1.1 has no response topic: busbar carries it in front of the payload,
         // so busbar peers work there too (ApiGear's own need MQTT 5).
+        // Under a prefix of its own: the same broker holds the MQTT 5 run's retained values.
         let v311 = format!("{}?version=3.1.1", m.url());
-        let a = busbar::connect(&v311).await.expect("mqtt 3.1.1");
-        let b = busbar::connect(&v311).await.expect("mqtt 3.1.1");
+        let connect = || async {
+            busbar::connect(&v311)
+                .await
+                .expect("mqtt 3.1.1")
+                .with_topic_prefix("v311")
+                .expect("prefix")
+        };
+        let (a, b) = (connect().await, connect().await);
         all.push(("mqtt 3.1.1".to_owned(), a, b));
     }
     for kind in [BrokerKind::Redis, BrokerKind::Nats, BrokerKind::Amqp] {

@@ -188,11 +188,6 @@ pub struct InterfaceName {
 }
 
 impl InterfaceName {
-    /// The topic of `member` under `verb`, as ApiGear's MQTT mapping names it.
-    pub fn topic(&self, verb: &str, member: &str) -> String {
-        format!("{}/{}/{verb}/{member}", self.module, self.interface)
-    }
-
     /// The first two levels of the interface's topics on `conn`. On MQTT, the in-process
     /// bus and Redis, the module name stays one level, dots and all, as ApiGear writes it.
     /// NATS subjects and AMQP routing keys separate words with dots, so there the module's

@@ -37,20 +37,12 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// How long the subscriber waits for a missing message before counting it lost.
-    #[arg(long, default_value = "2", value_parser = parse_secs)]
+    #[arg(long, default_value = "2", value_parser = crate::message::positive_secs)]
     idle_timeout: Duration,
     /// busbar's own wire, or commlib's (JSON bodies `{"data": "<size bytes>"}`, commlib's
     /// RPC of the transport): what a commlib-py system would see.
     #[command(flatten)]
     dialect: crate::profile::Dialect,
-}
-
-fn parse_secs(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .filter(|v| v.is_finite() && *v > 0.0)
-        .map(Duration::from_secs_f64)
-        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }
 
 #[derive(Clone, Copy, clap::ValueEnum, Serialize)]

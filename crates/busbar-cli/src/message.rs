@@ -119,3 +119,13 @@ pub fn deadline_in(seconds: f64, what: &str) -> anyhow::Result<Option<tokio::tim
         .map_err(|_| anyhow::anyhow!("{what} {seconds} is not a number of seconds"))?;
     Ok(tokio::time::Instant::now().checked_add(span))
 }
+
+/// A positive number of seconds on the command line (`5`, `0.25`), for clap's
+/// `value_parser`: anything else is a usage error that shows the value.
+pub fn positive_secs(s: &str) -> Result<std::time::Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}

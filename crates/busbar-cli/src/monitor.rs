@@ -18,8 +18,8 @@ pub struct Args {
     #[arg(long, default_value = "#")]
     filter: Vec<String>,
     /// Seconds between reports.
-    #[arg(long, default_value_t = 2.0)]
-    interval: f64,
+    #[arg(long, default_value = "2", value_parser = crate::message::positive_secs)]
+    interval: Duration,
     /// Stop after this many reports (default: until Ctrl-C).
     #[arg(long)]
     reports: Option<u64>,
@@ -31,8 +31,8 @@ pub struct Args {
     #[arg(long = "node", value_name = "NAME")]
     nodes: Vec<String>,
     /// commlib: the nodes' heartbeat interval in seconds; a node silent for three is down.
-    #[arg(long, default_value_t = 10.0)]
-    heartbeat_interval: f64,
+    #[arg(long, default_value = "10", value_parser = crate::message::positive_secs)]
+    heartbeat_interval: Duration,
     #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
@@ -64,10 +64,7 @@ impl Liveness {
                         "the commlib profile needs the nodes to follow: --node NAME",
                     ));
                 }
-                let interval = Duration::try_from_secs_f64(args.heartbeat_interval)
-                    .ok()
-                    .filter(|d| !d.is_zero())
-                    .context("--heartbeat-interval must be a positive number of seconds")?;
+                let interval = args.heartbeat_interval;
                 let mut beats = Vec::new();
                 for node in &args.nodes {
                     let sub = busbar_commlib::heartbeat::watch(conn, node).await?;
@@ -136,10 +133,7 @@ struct Report<'a> {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let interval = Duration::try_from_secs_f64(args.interval)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .context("--interval must be a positive number of seconds")?;
+    let interval = args.interval;
     let mut interrupts = crate::exit::Interrupts::new()?;
     let conn = args.target.connect().await?;
     let mut liveness = Liveness::start(&args, &conn).await?;

@@ -25,8 +25,8 @@ pub struct Args {
     #[arg(long, conflicts_with = "allow")]
     allow_any: bool,
     /// Seconds one HTTP call may take.
-    #[arg(long, default_value_t = 10.0)]
-    timeout: f64,
+    #[arg(long, default_value = "10", value_parser = crate::message::positive_secs)]
+    timeout: Duration,
     /// PEM file of the certificate authorities for https calls (default: the system's).
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
@@ -42,11 +42,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Profile::Commlib => Wire::Commlib,
         Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("RPC")),
     };
-    let timeout = Duration::try_from_secs_f64(args.timeout)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .context("--timeout must be a positive number of seconds")?;
-    let options = RestProxyOptions { timeout, allow: args.allow.clone(), ..Default::default() };
+    let options =
+        RestProxyOptions { timeout: args.timeout, allow: args.allow.clone(), ..Default::default() };
     let (options, https) = match options.clone().https(args.ca.clone()) {
         Ok(with_tls) => (with_tls, String::new()),
         // A given CA that cannot be read is an error; a system without roots only loses https.

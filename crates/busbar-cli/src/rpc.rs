@@ -9,7 +9,7 @@ use busbar::{Message, SubscribeOptions, Topic, TopicFilter};
 use tokio::io::AsyncWriteExt;
 
 use crate::exit;
-use crate::message::{Body, parse_header};
+use crate::message::{Body, parse_header, positive_secs};
 use crate::profile::{Dialect, Profile, json_body};
 use crate::target::Target;
 
@@ -21,8 +21,8 @@ pub struct CallArgs {
     #[command(flatten)]
     body: Body,
     /// Seconds to wait for the answer (exit code 3 without one).
-    #[arg(long, default_value_t = 5.0)]
-    timeout: f64,
+    #[arg(long, default_value = "5", value_parser = positive_secs)]
+    timeout: Duration,
     /// A header NAME=VALUE (repeatable).
     #[arg(long = "header", short = 'H', value_parser = parse_header)]
     headers: Vec<(String, String)>,
@@ -39,7 +39,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
         Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("RPC")),
     }
     let topic = Topic::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
-    let timeout = positive_seconds(args.timeout)?;
+    let timeout = args.timeout;
     let body = args.body.read()?.into_iter().next().unwrap_or_default();
     let conn = args.target.connect().await?;
     let mut request = Message::new(topic.clone(), body);
@@ -78,7 +78,7 @@ async fn call_commlib(args: CallArgs) -> anyhow::Result<()> {
     if !args.headers.is_empty() {
         return Err(args.dialect.refuse("--header"));
     }
-    let timeout = positive_seconds(args.timeout)?;
+    let timeout = args.timeout;
     let body = args.body.read()?.into_iter().next().unwrap_or_default();
     let request = json_body(&body, Profile::Commlib)?;
     let conn = args.target.connect().await?;
@@ -98,13 +98,6 @@ async fn call_commlib(args: CallArgs) -> anyhow::Result<()> {
         )),
         Err(e) => Err(e).with_context(|| format!("calling {}", args.topic)),
     }
-}
-
-fn positive_seconds(seconds: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(seconds)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .context("--timeout must be a positive number of seconds")
 }
 
 /// Options of `busbar serve`.

@@ -2,7 +2,6 @@
 
 use std::time::Duration;
 
-use anyhow::Context;
 use busbar::bridge::{TcpBridge, TcpBridgeOptions};
 
 /// Options of `busbar tcp-bridge`.
@@ -15,8 +14,8 @@ pub struct Args {
     #[arg(long, value_name = "HOST:PORT")]
     to: String,
     /// Seconds to wait for the target to accept a connection.
-    #[arg(long, default_value_t = 10.0)]
-    connect_timeout: f64,
+    #[arg(long, default_value = "10", value_parser = crate::message::positive_secs)]
+    connect_timeout: Duration,
     /// Connections forwarded at once; more callers wait their turn.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
@@ -26,11 +25,10 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let connect_timeout = Duration::try_from_secs_f64(args.connect_timeout)
-        .ok()
-        .filter(|t| !t.is_zero())
-        .context("--connect-timeout must be a positive number of seconds")?;
-    let options = TcpBridgeOptions { connect_timeout, max_connections: args.max_connections };
+    let options = TcpBridgeOptions {
+        connect_timeout: args.connect_timeout,
+        max_connections: args.max_connections,
+    };
     let mut interrupts = crate::exit::Interrupts::new()?;
     let bridge = TcpBridge::bind(&args.listen, &args.to, options).await?;
     println!("tcp-bridge: {} -> {}; Ctrl-C stops it", bridge.local_addr(), bridge.target());

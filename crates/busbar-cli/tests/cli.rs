@@ -849,6 +849,13 @@ fn profiles_refuse_what_their_wire_cannot_carry() {
             "\"21.5 C\" is not JSON",
         ),
         (&["pub", "t", "x", "--profile", "nosuch"][..], 2, "nosuch"),
+        // Durations are checked by the command line, with the value shown.
+        (
+            &["call", "svc", "{}", "--timeout", "0"][..],
+            2,
+            "\"0\" is not a positive number of seconds",
+        ),
+        (&["monitor", "--interval=-1"][..], 2, "positive number of seconds"),
         // An open proxy is asked for by name.
         (&["rest-proxy"][..], 2, "--allow"),
     ] {

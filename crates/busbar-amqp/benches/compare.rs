@@ -230,7 +230,7 @@ fn main() {
                 None => return,
             },
         };
-        let shown = busbar_core::connection::redact_url(&url);
+        let shown = busbar_core::url::redact(&url);
         let scale = |n: u64| if quick { 50 } else { n };
         println!("AMQP 0.9.1 on {shown} (busbar vs raw lapin, same broker, same run)");
         println!("{:<30} {:>14} {:>14} {:>7}", "pub/sub", "busbar msgs/s", "raw msgs/s", "ratio");

@@ -6,10 +6,11 @@
 
 use std::time::Duration;
 
+use busbar_core::error::{OpError, PublishError, PublishErrorKind};
 use busbar_core::message::{Headers, Message, header};
 use busbar_core::topic::NAMED_QUEUE_PREFIX;
 use busbar_core::topic::native::{amqp_routing_key, topic_from_amqp};
-use busbar_core::{Error, QoS, Result, Topic};
+use busbar_core::{QoS, Topic, TopicError};
 use bytes::Bytes;
 use lapin::BasicProperties;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
@@ -18,45 +19,57 @@ use tokio::time::Instant;
 /// What the reply property of our own requests names: RabbitMQ's direct reply-to.
 pub(crate) const DIRECT_REPLY_TO: &str = "amq.rabbitmq.reply-to";
 
-fn short(what: &str, value: &str) -> Result<ShortString> {
+/// `value` as an AMQP short string; `kind` says what it is when it does not fit: a name the
+/// broker routes by (`InvalidTopic`) or a property AMQP cannot carry (`Unsupported`).
+fn short(what: &str, value: &str, kind: PublishErrorKind) -> Result<ShortString, PublishError> {
     ShortString::try_new(value).map_err(|_| {
-        Error::Config(format!(
-            "{what} is {} bytes long; AMQP short strings hold at most 255",
-            value.len()
-        ))
+        OpError::new(
+            kind,
+            format!("{what} is {} bytes long; AMQP short strings hold at most 255", value.len()),
+        )
     })
 }
 
-/// The exchange and routing key `topic` is published with.
-pub(crate) fn target(topic: &Topic, exchange: &str) -> Result<(ShortString, ShortString)> {
+/// A name the broker routes by, as a short string.
+fn name(what: &str, value: &str) -> Result<ShortString, PublishError> {
+    short(what, value, PublishErrorKind::InvalidTopic)
+}
+
+/// The exchange and routing key `topic` is published with (`exchange` unless it names a
+/// queue).
+pub(crate) fn target(
+    topic: &Topic,
+    exchange: &ShortString,
+) -> Result<(ShortString, ShortString), PublishError> {
     if let Some(queue) = topic.queue_name() {
-        return Ok((ShortString::from(""), short("the queue name", &queue)?));
+        return Ok((ShortString::from(""), name("the queue name", &queue)?));
     }
     if topic.as_str().starts_with(NAMED_QUEUE_PREFIX) {
-        return Err(Error::Config(format!(
-            "{topic} does not name an AMQP queue (bad hex encoding)"
-        )));
+        return Err(OpError::new(
+            PublishErrorKind::InvalidTopic,
+            format!("{topic} does not name an AMQP queue (bad hex encoding)"),
+        ));
     }
     let key = amqp_routing_key(topic)?;
-    Ok((short("the exchange name", exchange)?, short("the routing key", &key)?))
+    Ok((exchange.clone(), name("the routing key", &key)?))
 }
 
 /// The busbar topic standing for an AMQP `reply-to` value: the topic itself when the value
 /// is an ordinary routing key, else a named-queue topic (direct reply-to, plain queue names).
-pub(crate) fn reply_topic(reply_to: &str) -> Result<Topic> {
+pub(crate) fn reply_topic(reply_to: &str) -> Result<Topic, TopicError> {
     if !reply_to.starts_with("amq.")
         && let Ok(topic) = topic_from_amqp(reply_to)
     {
         return Ok(topic);
     }
-    Ok(Topic::named_queue(reply_to)?)
+    Topic::named_queue(reply_to)
 }
 
 /// The AMQP `reply-to` value for a busbar reply topic (inverse of [`reply_topic`]).
-fn reply_to_property(topic: &Topic) -> Result<ShortString> {
+fn reply_to_property(topic: &Topic) -> Result<ShortString, PublishError> {
     match topic.queue_name() {
-        Some(queue) => short("the reply queue", &queue),
-        None => short("the reply topic", &amqp_routing_key(topic)?),
+        Some(queue) => name("the reply queue", &queue),
+        None => name("the reply topic", &amqp_routing_key(topic)?),
     }
 }
 
@@ -66,15 +79,16 @@ pub(crate) fn properties(
     message: &Message,
     reply_to: Option<&str>,
     correlation: Option<String>,
-) -> Result<BasicProperties> {
+) -> Result<BasicProperties, PublishError> {
+    let unsupported = PublishErrorKind::Unsupported;
     let mut props = BasicProperties::default();
     let mut table = FieldTable::default();
     for (name, value) in message.headers.iter() {
         if name == header::CONTENT_TYPE {
-            props = props.with_content_type(short("the content type", value)?);
+            props = props.with_content_type(short("the content type", value, unsupported)?);
         } else {
             table.insert(
-                short("a header name", name)?,
+                short("a header name", name, unsupported)?,
                 AMQPValue::LongString(LongString::from(value)),
             );
         }
@@ -88,7 +102,7 @@ pub(crate) fn properties(
         props = props.with_expiration(ShortString::from(ms.to_string()));
     }
     match (reply_to, &message.reply_to) {
-        (Some(r), _) => props = props.with_reply_to(short("the reply queue", r)?),
+        (Some(r), _) => props = props.with_reply_to(name("the reply queue", r)?),
         (None, Some(topic)) => props = props.with_reply_to(reply_to_property(topic)?),
         (None, None) => {}
     }
@@ -97,9 +111,11 @@ pub(crate) fn properties(
         None => match &message.correlation_id {
             Some(bytes) => Some(
                 std::str::from_utf8(bytes)
-                    .map_err(|_| Error::Unsupported {
-                        transport: "amqp",
-                        feature: "correlation ids that are not UTF-8 (AMQP carries them as text)",
+                    .map_err(|_| {
+                        OpError::unsupported(
+                            "amqp",
+                            "correlation ids that are not UTF-8 (AMQP carries them as text)",
+                        )
                     })?
                     .to_owned(),
             ),
@@ -107,7 +123,7 @@ pub(crate) fn properties(
         },
     };
     if let Some(c) = correlation {
-        props = props.with_correlation_id(short("the correlation id", &c)?);
+        props = props.with_correlation_id(short("the correlation id", &c, unsupported)?);
     }
     Ok(props)
 }
@@ -118,7 +134,7 @@ pub(crate) fn message(
     props: &BasicProperties,
     data: Vec<u8>,
     received: Instant,
-) -> Result<Message> {
+) -> Result<Message, TopicError> {
     let mut m = Message::new(topic, Bytes::from(data));
     m.qos = QoS::AtLeastOnce;
     let mut headers = Headers::new();
@@ -155,8 +171,8 @@ pub(crate) fn message(
 }
 
 /// The topic of a delivery's routing key.
-pub(crate) fn delivery_topic(routing_key: &str) -> Result<Topic> {
-    Ok(topic_from_amqp(routing_key)?)
+pub(crate) fn delivery_topic(routing_key: &str) -> Result<Topic, TopicError> {
+    topic_from_amqp(routing_key)
 }
 
 fn value_text(value: &AMQPValue) -> Option<String> {
@@ -188,12 +204,12 @@ mod tests {
         let name = "amq.rabbitmq.reply-to.g1h2AA5yZXBseUAx/+=.abc";
         let t = reply_topic(name).expect("topic");
         assert!(t.as_str().starts_with(NAMED_QUEUE_PREFIX), "{t}");
-        let (exchange, key) = target(&t, "amq.topic").expect("target");
+        let (exchange, key) = target(&t, &"amq.topic".into()).expect("target");
         assert_eq!((exchange.as_str(), key.as_str()), ("", name));
         // An ordinary routing key stays a topic and goes through the exchange.
         let plain = reply_topic("replies.robot1").expect("topic");
         assert_eq!(plain.as_str(), "replies/robot1");
-        let (exchange, key) = target(&plain, "amq.topic").expect("target");
+        let (exchange, key) = target(&plain, &"amq.topic".into()).expect("target");
         assert_eq!((exchange.as_str(), key.as_str()), ("amq.topic", "replies.robot1"));
     }
 
@@ -222,10 +238,20 @@ mod tests {
     fn what_amqp_cannot_carry_is_refused() {
         let mut m = Message::new(topic("a"), &b"x"[..]);
         m.correlation_id = Some(Bytes::from_static(&[0xff, 0xfe]));
-        assert!(matches!(properties(&m, None, None), Err(Error::Unsupported { .. })));
+        let kind = |r: Result<BasicProperties, PublishError>| r.err().map(|e| e.kind());
+        assert_eq!(kind(properties(&m, None, None)), Some(PublishErrorKind::Unsupported));
         let long = Message::new(topic("a"), &b"x"[..]).with_header("h".repeat(300), "v");
-        assert!(matches!(properties(&long, None, None), Err(Error::Config(_))));
-        assert!(target(&topic("a.b"), "amq.topic").is_err());
-        assert!(target(&topic(&format!("{NAMED_QUEUE_PREFIX}zz")), "x").is_err());
+        assert_eq!(kind(properties(&long, None, None)), Some(PublishErrorKind::Unsupported));
+        let exchange = ShortString::from("amq.topic");
+        let invalid = |t: &str| target(&topic(t), &exchange).err().map(|e| e.kind());
+        assert_eq!(invalid("a.b"), Some(PublishErrorKind::InvalidTopic));
+        assert_eq!(
+            invalid(&format!("{NAMED_QUEUE_PREFIX}zz")),
+            Some(PublishErrorKind::InvalidTopic)
+        );
+        assert_eq!(
+            invalid(&format!("{}x", "ab/".repeat(100))),
+            Some(PublishErrorKind::InvalidTopic)
+        );
     }
 }

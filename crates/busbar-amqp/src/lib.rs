@@ -22,8 +22,9 @@ pub use transport::AmqpTransport;
 
 use std::sync::Arc;
 
+use busbar_core::error::ConnectError;
 use busbar_core::transport::{BoxFuture, ConnectOptions};
-use busbar_core::{Connection, Connector, Result};
+use busbar_core::{Connection, Connector};
 
 /// Connects `amqp://` and `amqps://` URLs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -38,7 +39,7 @@ impl Connector for AmqpConnector {
         &self,
         url: &str,
         options: ConnectOptions,
-    ) -> BoxFuture<'static, Result<Connection>> {
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
         let url = url.to_owned();
         Box::pin(async move {
             Ok(Connection::new(Arc::new(AmqpTransport::connect(&url, options).await?)))

@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use busbar_core::connection::redact_url;
-use busbar_core::url::percent_decode;
-use busbar_core::{Error, Result};
+use busbar_core::error::ConnectError;
+use busbar_transport_kit::endpoint::{Endpoint, Params, Scheme};
 
 /// The exchange busbar topics are published to unless the URL names another.
 pub const DEFAULT_EXCHANGE: &str = "amq.topic";
@@ -71,141 +70,79 @@ impl std::fmt::Debug for Settings {
 /// alone. The client key must be PKCS#8.
 pub use busbar_tls::TlsSettings;
 
-const KNOWN: &str = "exchange, heartbeat, queue_expiry, prefetch, reconnect_wait, \
-                     connect_timeout, max_payload, ca, cert, key";
+/// The schemes, their default ports, and which is secure.
+const SCHEMES: &[Scheme] = &[
+    Scheme { name: "amqp", default_port: 5672, secure: false },
+    Scheme { name: "amqps", default_port: 5671, secure: true },
+];
+
+/// The longest wait a duration parameter may ask for (whole seconds in a `u32`, as before
+/// units were accepted): longer ones would overflow the deadlines computed from them.
+const LONGEST: Duration = Duration::from_secs(u32::MAX as u64);
+
+/// A duration parameter of at least one second (`30`, `500ms` is too short, `2m`).
+fn wait(p: &mut Params, key: &'static str) -> Result<Option<Duration>, ConnectError> {
+    match p.duration(key, Duration::from_secs(1))? {
+        Some(d) if d > LONGEST => Err(p.refuse(format!("{key} must be at most {LONGEST:?}"))),
+        other => Ok(other),
+    }
+}
 
 impl Settings {
     /// Parses an `amqp://` or `amqps://` URL.
-    pub fn parse(url: &str) -> Result<Settings> {
-        let shown = redact_url(url);
-        let invalid = |reason: String| Error::InvalidUrl { url: shown.clone(), reason };
-        let (scheme, rest) = url
-            .split_once("://")
-            .ok_or_else(|| invalid("expected amqp://HOST[:PORT][/VHOST]".into()))?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "amqp" => None,
-            "amqps" => Some(TlsSettings::default()),
-            _ => {
-                return Err(Error::Unsupported {
-                    transport: "amqp",
-                    feature: "this URL scheme (amqp://, amqps://)",
-                });
+    pub fn parse(url: &str) -> Result<Settings, ConnectError> {
+        let mut e = Endpoint::parse(url, SCHEMES)?;
+        let server = e.single_server("AMQP connects to one broker")?.clone();
+        let (username, password) = match (&e.login.user, &e.login.password) {
+            (None, None) => ("guest".to_owned(), "guest".to_owned()),
+            (user, password) => {
+                (user.clone().unwrap_or_default(), password.clone().unwrap_or_default())
             }
         };
-        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = match before_query.find('/') {
-            Some(i) => (&before_query[..i], &before_query[i + 1..]),
-            None => (before_query, ""),
-        };
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let decode = |what: &str, s: &str| {
-            percent_decode(s).map_err(|e| invalid(format!("the {what}: {e}")))
-        };
-        let (username, password) = match userinfo {
-            Some(u) => match u.split_once(':') {
-                Some((user, pass)) => (decode("user name", user)?, decode("password", pass)?),
-                None => (decode("user name", u)?, String::new()),
-            },
-            None => ("guest".to_owned(), "guest".to_owned()),
-        };
-        let default_port = if tls.is_some() { 5671 } else { 5672 };
-        let (host, port) = match hostport.rsplit_once(':') {
-            // An IPv6 literal without a port ends in ']'.
-            Some((h, p)) if !p.ends_with(']') => {
-                let port = p.parse::<u16>().map_err(|_| invalid(format!("bad port {p:?}")))?;
-                (h, port)
-            }
-            _ => (hostport, default_port),
-        };
-        let host = host.trim_start_matches('[').trim_end_matches(']');
-        if host.is_empty() {
-            return Err(invalid("no host".into()));
-        }
         // AMQP URI spec: an empty path is the default vhost "/", and "/" itself is spelled %2f.
-        let vhost = if path.is_empty() { "/".to_owned() } else { decode("virtual host", path)? };
-        let mut settings = Settings {
-            host: host.to_owned(),
-            port,
+        let vhost = if e.path.is_empty() { "/".to_owned() } else { e.path.clone() };
+        let p = &mut e.params;
+        let exchange = match p.text("exchange") {
+            None => DEFAULT_EXCHANGE.to_owned(),
+            Some(name) if !name.is_empty() && name.len() <= 255 => name,
+            Some(_) => {
+                return Err(p.refuse(
+                    "exchange must be a name of 1 to 255 bytes (the default exchange cannot route topics)",
+                ));
+            }
+        };
+        let prefetch = match p.number("prefetch", 0u16, u16::MAX)? {
+            None => 1000,
+            Some(0) => return Err(p.refuse("prefetch must be at least 1 (0 would be unbounded)")),
+            Some(n) => n,
+        };
+        let settings = Settings {
+            host: server.host,
+            port: server.port,
             username,
             password,
             vhost,
-            exchange: DEFAULT_EXCHANGE.to_owned(),
-            heartbeat: None,
-            queue_expiry: Duration::from_secs(60),
-            prefetch: 1000,
-            reconnect_wait: Duration::from_secs(10),
-            connect_timeout: Duration::from_secs(10),
-            max_payload: DEFAULT_MAX_PAYLOAD,
-            tls,
-            shown: shown.clone(),
+            exchange,
+            heartbeat: p.number("heartbeat", 0u16, u16::MAX)?,
+            queue_expiry: wait(p, "queue_expiry")?.unwrap_or(Duration::from_secs(60)),
+            prefetch,
+            reconnect_wait: wait(p, "reconnect_wait")?.unwrap_or(Duration::from_secs(10)),
+            connect_timeout: wait(p, "connect_timeout")?.unwrap_or(Duration::from_secs(10)),
+            max_payload: p
+                .number("max_payload", 0u64, u64::from(u32::MAX))?
+                .map_or(DEFAULT_MAX_PAYLOAD, |n| usize::try_from(n).unwrap_or(usize::MAX).max(1)),
+            tls: TlsSettings::from_params(p, e.scheme.secure)?,
+            shown: e.shown.clone(),
         };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| invalid(format!("parameter {pair:?} has no value")))?;
-            let value = decode(key, value)?;
-            let number = |max: u64| {
-                value.parse::<u64>().ok().filter(|n| *n <= max).ok_or_else(|| {
-                    invalid(format!("{key} must be a whole number up to {max}, not {value:?}"))
-                })
-            };
-            let positive_secs = || {
-                number(u64::from(u32::MAX)).and_then(|n| {
-                    if n == 0 {
-                        Err(invalid(format!("{key} must be at least 1 second")))
-                    } else {
-                        Ok(Duration::from_secs(n))
-                    }
-                })
-            };
-            match key {
-                "exchange" => {
-                    if value.is_empty() || value.len() > 255 {
-                        return Err(invalid(
-                            "exchange must be a name of 1 to 255 bytes (the default exchange cannot route topics)"
-                                .into(),
-                        ));
-                    }
-                    settings.exchange = value.clone();
-                }
-                "heartbeat" => settings.heartbeat = Some(number(u64::from(u16::MAX))? as u16),
-                "queue_expiry" => settings.queue_expiry = positive_secs()?,
-                "prefetch" => {
-                    let n = number(u64::from(u16::MAX))?;
-                    if n == 0 {
-                        return Err(invalid(
-                            "prefetch must be at least 1 (0 would be unbounded)".into(),
-                        ));
-                    }
-                    settings.prefetch = n as u16;
-                }
-                "reconnect_wait" => settings.reconnect_wait = positive_secs()?,
-                "connect_timeout" => settings.connect_timeout = positive_secs()?,
-                "max_payload" => {
-                    let n = number(u64::from(u32::MAX))?;
-                    settings.max_payload = usize::try_from(n).unwrap_or(usize::MAX).max(1);
-                }
-                "ca" | "cert" | "key" => {
-                    let tls = settings.tls.as_mut().ok_or_else(|| {
-                        invalid(format!("{key} needs a TLS connection: use amqps://"))
-                    })?;
-                    tls.set(key, &value);
-                }
-                _ => return Err(invalid(format!("unknown parameter {key:?} (known: {KNOWN})"))),
-            }
-        }
-        if let Some(problem) = settings.tls.as_ref().and_then(TlsSettings::problem) {
-            return Err(invalid(problem.into()));
-        }
+        e.params.finish()?;
         Ok(settings)
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use busbar_core::error::ConnectErrorKind;
+
     use super::*;
 
     #[test]
@@ -223,31 +160,52 @@ mod tests {
         assert!(!format!("{s:?}").contains("p:ss"));
         let d = Settings::parse("amqp://h").expect("defaults");
         assert_eq!((d.port, d.vhost.as_str(), d.username.as_str()), (5672, "/", "guest"));
+        assert_eq!(d.password, "guest");
         assert_eq!(d.exchange, DEFAULT_EXCHANGE);
+        assert_eq!((d.queue_expiry, d.prefetch), (Duration::from_secs(60), 1000));
+        assert_eq!(
+            (d.reconnect_wait, d.connect_timeout),
+            (Duration::from_secs(10), d.reconnect_wait)
+        );
+        assert_eq!((d.max_payload, d.heartbeat), (DEFAULT_MAX_PAYLOAD, None));
+        let only_user = Settings::parse("amqp://u@h").expect("user only");
+        assert_eq!((only_user.username.as_str(), only_user.password.as_str()), ("u", ""));
         assert_eq!(Settings::parse("amqp://h/prod").expect("vhost").vhost, "prod");
         let tls = Settings::parse("amqps://h?ca=/c.pem&cert=/m.pem&key=/m.key").expect("tls");
         assert_eq!(tls.port, 5671);
         assert_eq!(tls.tls.expect("tls").ca.as_deref(), Some(std::path::Path::new("/c.pem")));
         let v6 = Settings::parse("amqp://[::1]:5000").expect("ipv6");
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 5000));
+        let waits = Settings::parse("amqp://h?queue_expiry=2m&reconnect_wait=60&max_payload=0")
+            .expect("waits");
+        assert_eq!(
+            (waits.queue_expiry, waits.reconnect_wait),
+            (Duration::from_secs(120), Duration::from_secs(60))
+        );
+        assert_eq!(waits.max_payload, 1);
     }
 
     #[test]
     fn refuses_what_it_cannot_use() {
-        let bad = |url: &str| matches!(Settings::parse(url), Err(Error::InvalidUrl { .. }));
+        let bad = |url: &str| matches!(Settings::parse(url), Err(e) if e.kind() == ConnectErrorKind::InvalidUrl);
         assert!(bad("amqp://h:x"));
         assert!(bad("amqp://h?colour=red"));
         assert!(bad("amqp://h?prefetch=0"));
         assert!(bad("amqp://h?prefetch=70000"));
         assert!(bad("amqp://h?queue_expiry=0"));
+        assert!(bad("amqp://h?queue_expiry=500ms"));
+        assert!(bad("amqp://h?connect_timeout=99999999999"));
         assert!(bad("amqp://h?heartbeat=soon"));
         assert!(bad("amqp://h?ca=/x"));
         assert!(bad("amqps://h?cert=/x"));
         assert!(bad("amqp://h?exchange="));
+        assert!(bad(&format!("amqp://h?exchange={}", "x".repeat(256))));
         assert!(bad("amqp://"));
         assert!(bad("amqp://h/%zz"));
-        assert!(matches!(Settings::parse("gopher://h"), Err(Error::Unsupported { .. })));
+        assert!(bad("amqp://h1,h2"));
+        assert!(bad("gopher://h"));
         let err = Settings::parse("amqp://u:s3cret@h?x=1").expect_err("unknown parameter");
         assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(err.to_string().contains("exchange"), "names the known parameters: {err}");
     }
 }

@@ -101,6 +101,15 @@ pub enum ApiError {
     },
 }
 
+impl<K> From<busbar_core::error::OpError<K>> for ApiError
+where
+    busbar_core::Error: From<busbar_core::error::OpError<K>>,
+{
+    fn from(e: busbar_core::error::OpError<K>) -> Self {
+        ApiError::Transport(e.into())
+    }
+}
+
 impl ApiError {
     /// A value that is not what the module says.
     pub fn serialization(member: &str, reason: impl std::fmt::Display) -> Self {
@@ -188,15 +197,16 @@ pub struct InterfaceName {
 }
 
 impl InterfaceName {
-    /// The first two levels of the interface's topics on `conn`. On MQTT, the in-process
-    /// bus and Redis, the module name stays one level, dots and all, as ApiGear writes it.
-    /// NATS subjects and AMQP routing keys separate words with dots, so there the module's
-    /// dots become levels: the subject `tb.simple.SimpleInterface.prop.propInt` reads as
-    /// the dotted names do.
+    /// The first two levels of the interface's topics on `conn`. Where the broker's names
+    /// keep busbar's levels or have none (MQTT, the in-process bus, Redis), the module name
+    /// stays one level, dots and all, as ApiGear writes it. Where names join levels with dots
+    /// (NATS subjects, AMQP routing keys), the module's dots become levels: the subject
+    /// `tb.simple.SimpleInterface.prop.propInt` reads as the dotted names do.
     pub fn on(&self, conn: &Connection) -> Levels {
-        let module = match conn.kind() {
-            "nats" | "amqp" => self.module.replace('.', "/"),
-            _ => self.module.to_owned(),
+        let module = match conn.capabilities().native_names {
+            busbar_core::transport::NativeNames::Dotted => self.module.replace('.', "/"),
+            busbar_core::transport::NativeNames::Slash
+            | busbar_core::transport::NativeNames::Flat => self.module.to_owned(),
         };
         Levels(format!("{module}/{}", self.interface))
     }
@@ -669,7 +679,7 @@ impl ClientLink {
         self.send_call(operation, args, Some(correlation)).await?;
         let reply = match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => reply,
-            Ok(Err(_)) => return Err(ApiError::Transport(busbar_core::Error::Closed)),
+            Ok(Err(_)) => return Err(busbar_core::error::RequestError::closed().into()),
             Err(_) => return Err(ApiError::Timeout { operation: operation.to_owned(), timeout }),
         };
         if reply.headers.get(header::STATUS) == Some(header::STATUS_ERROR) {

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use busbar_core::patterns::rpc::RpcError;
+use busbar_core::RpcError;
 use busbar_core::queue::DropCounter;
 use busbar_core::{Codec, Connection, Message, Overflow, SubscribeOptions, TopicFilter};
 use tokio::sync::Semaphore;
@@ -327,5 +327,14 @@ async fn call_across(
     };
     if let Err(e) = from.publish(reply).await {
         tracing::debug!(bridge = name, error = %e, "reply not delivered");
+    }
+}
+
+impl<K> From<busbar_core::error::OpError<K>> for BridgeError
+where
+    busbar_core::Error: From<busbar_core::error::OpError<K>>,
+{
+    fn from(e: busbar_core::error::OpError<K>) -> Self {
+        BridgeError::Busbar(e.into())
     }
 }

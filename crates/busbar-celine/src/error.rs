@@ -25,3 +25,12 @@ pub enum CelineError {
 
 /// Results of this crate.
 pub type Result<T> = std::result::Result<T, CelineError>;
+
+impl<K> From<busbar_core::error::OpError<K>> for CelineError
+where
+    busbar_core::Error: From<busbar_core::error::OpError<K>>,
+{
+    fn from(e: busbar_core::error::OpError<K>) -> Self {
+        CelineError::Busbar(e.into())
+    }
+}

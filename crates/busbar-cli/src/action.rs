@@ -3,7 +3,8 @@
 use std::io::Write;
 
 use anyhow::Context;
-use busbar::{ActionClient, Error};
+use busbar::ActionClient;
+use busbar::error::GoalErrorKind;
 use serde_json::Value;
 
 use crate::exit;
@@ -74,12 +75,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             println!("{result}");
             Ok(())
         }
-        Err(Error::Canceled) => {
+        Err(e) if e.kind() == GoalErrorKind::Canceled => {
             println!("canceled");
             Ok(())
         }
-        Err(Error::Remote(e)) => {
-            Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {e}", args.name)))
+        Err(e) if e.kind() == GoalErrorKind::Aborted => {
+            let why = e.remote_error().map_or_else(|| e.to_string(), ToString::to_string);
+            Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {why}", args.name)))
         }
         Err(e) => Err(e).context("waiting for the outcome"),
     }

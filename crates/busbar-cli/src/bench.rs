@@ -4,10 +4,9 @@
 use std::time::{Duration, Instant};
 
 use anyhow::bail;
-use busbar::message::Message;
-use busbar::patterns::rpc::RpcServer;
-use busbar::transport::SubscribeOptions;
+use busbar::SubscribeOptions;
 use busbar::{Connection, RpcClient, RpcError, Topic, TopicFilter};
+use busbar::{Message, RpcServer};
 use bytes::Bytes;
 use serde::Serialize;
 

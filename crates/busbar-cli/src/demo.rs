@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use busbar::patterns::heartbeat::DownReason;
+use busbar::heartbeat::DownReason;
 use busbar::{
     ActionError, Event, GoalContext, GoalStatus, LivenessEvent, LivenessMonitor, Node, RpcError,
 };
@@ -84,8 +84,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     say("plant", "serves plant/valve/set (opening in percent)");
     let valve = control.rpc_client::<u32, String>("plant/valve/set")?;
     say("control", format!("set(40)  -> ok: {}", valve.call(40).await?));
-    match valve.call(140).await {
-        Err(busbar::Error::Remote(e)) => {
+    match valve.call(140).await.map_err(|e| e.remote_error().cloned()) {
+        Err(Some(e)) => {
             say("control", format!("set(140) -> error reply {}: {}", e.code, e.message))
         }
         other => bail!("expected an error reply, got {other:?}"),
@@ -119,7 +119,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
     say("control", format!("status: {}", transitions.join(" -> ")));
     match goal.result().await {
-        Err(busbar::Error::Canceled) => say("control", "result: canceled, as asked"),
+        Err(e) if e.kind() == busbar::error::GoalErrorKind::Canceled => {
+            say("control", "result: canceled, as asked")
+        }
         other => bail!("expected a canceled goal, got {other:?}"),
     }
 

@@ -4,7 +4,8 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use anyhow::Context;
-use busbar::message::header;
+use busbar::error::RequestErrorKind;
+use busbar::header;
 use busbar::{Message, SubscribeOptions, Topic, TopicFilter};
 use tokio::io::AsyncWriteExt;
 
@@ -48,13 +49,13 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     }
     let reply = match conn.request(request, timeout).await {
         Ok(reply) => reply,
-        Err(busbar::Error::Timeout { .. }) => {
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => {
             return Err(exit::with(
                 exit::TIMEOUT,
                 format!("no answer from {topic} within {timeout:?}"),
             ));
         }
-        Err(busbar::Error::NoResponders { .. }) => {
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => {
             return Err(exit::with(exit::REMOTE, format!("nobody serves {topic}")));
         }
         Err(e) => return Err(e).with_context(|| format!("calling {topic}")),

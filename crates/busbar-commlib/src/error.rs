@@ -35,3 +35,12 @@ pub enum CommlibError {
 
 /// Results of this crate.
 pub type Result<T> = std::result::Result<T, CommlibError>;
+
+impl<K> From<busbar_core::error::OpError<K>> for CommlibError
+where
+    busbar_core::Error: From<busbar_core::error::OpError<K>>,
+{
+    fn from(e: busbar_core::error::OpError<K>) -> Self {
+        CommlibError::Busbar(e.into())
+    }
+}

@@ -2,6 +2,7 @@
 
 use std::marker::PhantomData;
 
+use busbar_core::transport::NativeNames;
 use busbar_core::{Connection, Message, QoS, SubscribeOptions, Subscription, Topic, TopicFilter};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -11,36 +12,28 @@ use crate::compression::Compression;
 use crate::error::{CommlibError, Result};
 use crate::names;
 
-/// The transport's spelling of a commlib name, for the transports the profile covers.
+/// The transport's spelling of a commlib name, from how the broker names topics: where its
+/// names have levels, commlib's dots become busbar's levels (`sensors/sonar` on MQTT; on
+/// AMQP the routing key `sensors.sonar`, which is commlib's name again); where they are
+/// flat, the name is one level, dots and all (the Redis channel `sensors.sonar`).
 pub(crate) fn topic_for(conn: &Connection, name: &str) -> Result<Topic> {
-    match conn.kind() {
-        // On AMQP commlib's name is the routing key, which busbar's topic with `/` as `.`
-        // becomes: the same topic as on MQTT.
-        "mqtt" | "mem" | "amqp" => names::mqtt_topic(name),
-        "redis" => names::redis_topic(name),
-        other => Err(not_yet(other)),
+    match conn.capabilities().native_names {
+        NativeNames::Slash | NativeNames::Dotted => names::mqtt_topic(name),
+        NativeNames::Flat => names::redis_topic(name),
     }
 }
 
-/// The filter to subscribe to for a commlib pattern, and on Redis the glob that messages
-/// must match besides ([`names::redis_filter`]).
+/// The filter to subscribe to for a commlib pattern, and where names are flat the glob that
+/// messages must match besides ([`names::redis_filter`]).
 pub(crate) fn filter_for(
     conn: &Connection,
     pattern: &str,
 ) -> Result<(TopicFilter, Option<String>)> {
-    match conn.kind() {
-        "mqtt" | "mem" => Ok((names::mqtt_filter(pattern)?, None)),
-        "amqp" => Ok((names::amqp_filter(pattern)?, None)),
-        "redis" => names::redis_filter(pattern).map(|s| (s.filter, s.glob)),
-        other => Err(not_yet(other)),
+    match conn.capabilities().native_names {
+        NativeNames::Slash => Ok((names::mqtt_filter(pattern)?, None)),
+        NativeNames::Dotted => Ok((names::amqp_filter(pattern)?, None)),
+        NativeNames::Flat => names::redis_filter(pattern).map(|s| (s.filter, s.glob)),
     }
-}
-
-pub(crate) fn not_yet(kind: &'static str) -> CommlibError {
-    CommlibError::Busbar(busbar_core::Error::Unsupported {
-        transport: kind,
-        feature: "the commlib wire profile (MQTT, and pub/sub on AMQP and Redis, so far)",
-    })
 }
 
 /// Publishes `T` as a commlib publisher does: the bare JSON object at QoS 0.

@@ -77,21 +77,24 @@ struct Outgoing<'a, T> {
 pub enum Wire {
     /// Topics: the service's topic, a reply topic per call (MQTT, and busbar's in-process bus).
     Topics,
-    /// Redis lists: the service's list, a reply list per call.
+    /// Lists: the service's list, a reply list per call (Redis).
     Lists,
-    /// AMQP: the service's queue through the default exchange, direct reply-to.
+    /// Queues: the service's queue, and the broker's own reply-to (AMQP's direct reply-to).
     Queues,
 }
 
 impl Wire {
-    /// The mechanism commlib uses on `conn`'s transport.
+    /// The mechanism commlib uses on `conn`'s transport, from what the broker offers:
+    /// where it has named queues, requests go to the service's queue, with the broker's own
+    /// reply mechanism where it has one (AMQP) and a reply list otherwise (Redis); elsewhere
+    /// to the service's topic with a reply topic per call (MQTT).
     pub fn of(conn: &Connection) -> Result<Wire> {
-        match conn.kind() {
-            "mqtt" | "mem" => Ok(Wire::Topics),
-            "redis" => Ok(Wire::Lists),
-            "amqp" => Ok(Wire::Queues),
-            other => Err(pubsub::not_yet(other)),
-        }
+        let caps = conn.capabilities();
+        Ok(match (caps.named_queues, caps.native_request) {
+            (true, true) => Wire::Queues,
+            (true, false) => Wire::Lists,
+            (false, _) => Wire::Topics,
+        })
     }
 
     /// Where requests to the service `name` go.
@@ -224,7 +227,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
         let message = Message::new(self.topic.clone(), payload)
             .with_header(busbar_core::message::header::CONTENT_TYPE, "application/json");
         match self.conn.request(message, self.timeout).await {
-            Err(busbar_core::Error::Timeout { .. }) => Err(self.timed_out()),
+            Err(e) if e.kind() == busbar_core::error::RequestErrorKind::TimedOut => {
+                Err(self.timed_out())
+            }
             other => Ok(other?),
         }
     }

@@ -4,7 +4,7 @@
 //! the token expires (then reconnecting with the new one, keeping every subscription), and
 //! whenever it reconnects after the token's lifetime. Where the token goes (MQTT user name or
 //! password, AMQP/NATS/Redis credentials) is the transport's business, steered by
-//! [`TokenPlacement`].
+//! [`TokenPlacement`]; the refreshing itself is written once, in the transport kit.
 
 use std::fmt;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::error::Result;
+use crate::error::BoxError;
 use crate::transport::BoxFuture;
 
 /// One token and when it stops being valid.
@@ -56,52 +56,11 @@ impl fmt::Debug for Token {
     }
 }
 
-/// Keeps a connection's credentials fresh: waits until `current` is due for refresh, fetches
-/// the next token from `provider` and hands it to `apply`, which puts it to use (a reconnect,
-/// a re-authentication). A failing provider is retried with [`backoff`](crate::backoff).
-/// Ends at `shutdown`, with a token that never expires, or when `apply` returns false.
-///
-/// Transports run this apart from their connection task, so a slow provider never holds the
-/// connection up.
-pub async fn keep_fresh<F, Fut>(
-    provider: SharedTokenProvider,
-    mut current: Token,
-    shutdown: tokio_util::sync::CancellationToken,
-    mut apply: F,
-) where
-    F: FnMut(Token) -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let mut failures: u32 = 0;
-    while let Some(at) = current.refresh_at() {
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep_until(at) => {}
-        }
-        match provider.token().await {
-            Ok(token) => {
-                failures = 0;
-                current = token.clone();
-                if !apply(token).await {
-                    return;
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "token refresh failed; retrying");
-                tokio::select! {
-                    _ = shutdown.cancelled() => return,
-                    _ = tokio::time::sleep(crate::backoff::backoff(failures)) => {}
-                }
-                failures = failures.saturating_add(1);
-            }
-        }
-    }
-}
-
 /// Supplies tokens on demand.
 pub trait TokenProvider: Send + Sync + 'static {
-    /// A currently valid token.
-    fn token(&self) -> BoxFuture<'_, Result<Token>>;
+    /// A currently valid token, or why there is none (its text must never contain a
+    /// secret: transports show it in their connection errors).
+    fn token(&self) -> BoxFuture<'_, Result<Token, BoxError>>;
 }
 
 /// A provider that always gives the same token.
@@ -109,7 +68,7 @@ pub trait TokenProvider: Send + Sync + 'static {
 pub struct StaticToken(pub Token);
 
 impl TokenProvider for StaticToken {
-    fn token(&self) -> BoxFuture<'_, Result<Token>> {
+    fn token(&self) -> BoxFuture<'_, Result<Token, BoxError>> {
         let token = self.0.clone();
         Box::pin(async move { Ok(token) })
     }

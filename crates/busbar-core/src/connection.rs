@@ -7,7 +7,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::error::{Error, Result};
+use crate::error::{
+    CloseError, ConnectError, OpError, PublishError, PublishErrorKind, RequestError, Result,
+    SubscribeError, SubscribeErrorKind,
+};
 use crate::message::Message;
 use crate::stats::StatsSnapshot;
 use crate::topic::{Topic, TopicFilter};
@@ -59,7 +62,7 @@ impl Connection {
 
     /// Publishes a message. (A plain function returning the transport's completion rather
     /// than an `async fn`: the message then moves once, straight to the transport.)
-    pub fn publish(&self, message: Message) -> Completion<'_, ()> {
+    pub fn publish(&self, message: Message) -> Completion<'_> {
         match self.check(&message) {
             Ok(()) => self.transport.publish(message),
             Err(e) => Completion::ready(Err(e)),
@@ -67,30 +70,48 @@ impl Connection {
     }
 
     /// Publishes raw bytes on `topic` with default properties.
-    pub async fn publish_bytes(&self, topic: &str, payload: impl Into<Bytes>) -> Result<()> {
+    pub async fn publish_bytes(
+        &self,
+        topic: &str,
+        payload: impl Into<Bytes>,
+    ) -> Result<(), PublishError> {
         let topic = Topic::new(topic)?;
         self.publish(Message::new(topic, payload.into())).await
     }
 
     /// Subscribes with full options.
-    pub async fn subscribe_with(&self, options: SubscribeOptions) -> Result<Subscription> {
+    pub async fn subscribe_with(
+        &self,
+        options: SubscribeOptions,
+    ) -> Result<Subscription, SubscribeError> {
         if options.queue_group.is_some() && !self.capabilities().queue_groups {
             return Err(self.unsupported("queue groups"));
         }
         if options.no_local && !self.capabilities().no_local {
             return Err(self.unsupported("no-local subscriptions"));
         }
-        self.check_named_queue(options.filter.as_str(), options.filter.queue_name().is_some())?;
-        self.transport.subscribe(options).await
+        match self
+            .named_queue_problem(options.filter.as_str(), options.filter.queue_name().is_some())
+        {
+            Some(QueueProblem::Unsupported) => Err(self.unsupported("named queues")),
+            Some(QueueProblem::NamesNone(why)) => {
+                Err(OpError::new(SubscribeErrorKind::InvalidFilter, why))
+            }
+            None => self.transport.subscribe(options).await,
+        }
     }
 
     /// Subscribes to `filter` with default options.
-    pub async fn subscribe(&self, filter: &str) -> Result<Subscription> {
+    pub async fn subscribe(&self, filter: &str) -> Result<Subscription, SubscribeError> {
         self.subscribe_with(SubscribeOptions::new(TopicFilter::new(filter)?)).await
     }
 
     /// Sends a request and waits for its reply.
-    pub async fn request(&self, message: Message, timeout: Duration) -> Result<Message> {
+    pub async fn request(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
         self.check(&message)?;
         self.transport.request(message, timeout).await
     }
@@ -106,17 +127,20 @@ impl Connection {
     }
 
     /// Closes the connection for every clone of this handle.
-    pub async fn close(&self) -> Result<()> {
+    pub async fn close(&self) -> Result<(), CloseError> {
         self.transport.close().await
     }
 
-    /// The error for a feature this transport lacks.
-    pub fn unsupported(&self, feature: &'static str) -> Error {
-        Error::Unsupported { transport: self.kind(), feature }
+    /// The error for a feature this transport lacks, as the failing operation's kind.
+    pub fn unsupported<K: Copy + From<crate::error::Common>>(
+        &self,
+        feature: &'static str,
+    ) -> OpError<K> {
+        OpError::unsupported(self.kind(), feature)
     }
 
     /// Refuses what the transport cannot honour instead of silently degrading it.
-    fn check(&self, message: &Message) -> Result<()> {
+    fn check(&self, message: &Message) -> Result<(), PublishError> {
         let caps = self.capabilities();
         if message.retain && !caps.retained {
             return Err(self.unsupported("retained messages"));
@@ -124,27 +148,39 @@ impl Connection {
         if message.expires_at.is_some() && !caps.expiry {
             return Err(self.unsupported("message expiry"));
         }
-        self.check_named_queue(message.topic.as_str(), message.topic.queue_name().is_some())
+        match self.named_queue_problem(message.topic.as_str(), message.topic.queue_name().is_some())
+        {
+            Some(QueueProblem::Unsupported) => Err(self.unsupported("named queues")),
+            Some(QueueProblem::NamesNone(why)) => {
+                Err(OpError::new(PublishErrorKind::InvalidTopic, why))
+            }
+            None => Ok(()),
+        }
     }
 
-    /// Refuses a topic or filter in the named-queue namespace where the transport has no
-    /// named queues, or that names no queue (`names_one`) because it was not made by
-    /// `Topic::named_queue`.
-    fn check_named_queue(&self, name: &str, names_one: bool) -> Result<()> {
+    /// Why a topic or filter in the named-queue namespace cannot be used here: the
+    /// transport has no named queues, or it names no queue (`names_one` is false because it
+    /// was not made by `Topic::named_queue`).
+    fn named_queue_problem(&self, name: &str, names_one: bool) -> Option<QueueProblem> {
         if !crate::topic::is_queue_namespace(name) {
-            return Ok(());
-        }
-        if !self.capabilities().named_queues {
-            return Err(self.unsupported("named queues"));
-        }
-        if !names_one {
-            return Err(Error::Config(format!(
+            None
+        } else if !self.capabilities().named_queues {
+            Some(QueueProblem::Unsupported)
+        } else if !names_one {
+            Some(QueueProblem::NamesNone(format!(
                 "{name} is in the named-queue namespace but names no queue; make it with \
                  Topic::named_queue"
-            )));
+            )))
+        } else {
+            None
         }
-        Ok(())
     }
+}
+
+/// See [`Connection::named_queue_problem`].
+enum QueueProblem {
+    Unsupported,
+    NamesNone(String),
 }
 
 impl fmt::Debug for Connection {
@@ -163,59 +199,27 @@ pub trait Connector: Send + Sync + 'static {
     fn schemes(&self) -> &[&'static str];
 
     /// Connects to `url`.
-    fn connect(&self, url: &str, options: ConnectOptions)
-    -> BoxFuture<'static, Result<Connection>>;
+    fn connect(
+        &self,
+        url: &str,
+        options: ConnectOptions,
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>>;
 }
 
 /// The scheme of `url` (before `://`), lowercased.
-pub fn url_scheme(url: &str) -> Result<String> {
+pub fn url_scheme(url: &str) -> Result<String, ConnectError> {
     match url.split_once("://") {
         Some((scheme, _)) if !scheme.is_empty() => Ok(scheme.to_ascii_lowercase()),
-        _ => Err(Error::InvalidUrl {
-            url: redact_url(url),
-            reason: "expected SCHEME://..., for example mem:// or mqtt://127.0.0.1:1883".into(),
-        }),
-    }
-}
-
-/// `url` with any password replaced by `***`, for messages and logs.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
-    };
-    // The authority ends at the path or the query, whichever comes first (a query value
-    // may hold an `@`).
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, path) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{path}")
-            } else {
-                format!("{scheme}://{user}@{host}{path}")
-            }
-        }
-        None => url.to_owned(),
+        _ => Err(ConnectError::invalid_url(
+            &crate::url::redact(url),
+            "expected SCHEME://..., for example mem:// or mqtt://127.0.0.1:1883",
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn redacts_passwords_only() {
-        assert_eq!(
-            redact_url("amqp://guest:secret@127.0.0.1:5672/%2f"),
-            "amqp://guest:***@127.0.0.1:5672/%2f"
-        );
-        assert_eq!(redact_url("mqtt://user@h"), "mqtt://user@h");
-        // An `@` in the query is not the end of a login.
-        assert_eq!(redact_url("mqtt://:p@h?x=@"), "mqtt://:***@h?x=@");
-        assert_eq!(redact_url("mqtt://h?ca=a@b"), "mqtt://h?ca=a@b");
-        assert_eq!(redact_url("mem://"), "mem://");
-    }
 
     #[test]
     fn scheme_is_required() {

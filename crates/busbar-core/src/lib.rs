@@ -10,7 +10,6 @@
 //! * [`node`]: a named component owning one connection and its endpoints.
 
 pub mod auth;
-pub mod backoff;
 pub mod codec;
 pub mod connection;
 pub mod error;
@@ -26,7 +25,7 @@ pub mod url;
 
 pub use codec::{Codec, CodecError};
 pub use connection::{Connection, Connector};
-pub use error::{Error, Result};
+pub use error::{Error, Result, RpcError};
 pub use message::{Headers, Message, Payload, QoS, TypedValue};
 pub use node::{Node, NodeBuilder};
 pub use queue::{Overflow, QueueConfig};

@@ -192,7 +192,7 @@ impl Node {
         Req: Serialize + Send + Sync + 'static,
         Resp: DeserializeOwned + Send + Sync + 'static,
     {
-        RpcClient::new(&self.conn, topic)
+        Ok(RpcClient::new(&self.conn, topic)?)
     }
 
     /// Serves RPCs on `topic`; the node drains the server at stop.
@@ -299,17 +299,16 @@ impl Drop for Node {
 }
 
 async fn wait_for_signal() -> Result<()> {
-    let io_err = |e: std::io::Error| Error::Config(format!("cannot listen for signals: {e}"));
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).map_err(io_err)?;
+        let mut term = signal(SignalKind::terminate())?;
         tokio::select! {
-            r = tokio::signal::ctrl_c() => r.map_err(io_err)?,
+            r = tokio::signal::ctrl_c() => r?,
             _ = term.recv() => {}
         }
     }
     #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await.map_err(io_err)?;
+    tokio::signal::ctrl_c().await?;
     Ok(())
 }

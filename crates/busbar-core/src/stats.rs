@@ -5,19 +5,22 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Live counters of one connection. Transports bump them; users read snapshots.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Messages handed to the broker.
+    /// Messages (requests and replies included) handed to the broker.
     pub published: AtomicU64,
-    /// Messages queued for this connection's subscriptions.
+    /// Messages put into this connection's subscription queues for their readers (a
+    /// message that replaces an older one under `DropOldest` is not a second delivery).
     pub delivered: AtomicU64,
-    /// Messages discarded by a subscription's overflow policy.
+    /// Messages discarded: by a subscription's overflow policy, by a publish queue's, or
+    /// because they could not be read or kept.
     pub dropped: AtomicU64,
     /// Messages discarded because their expiry passed before delivery.
     pub expired: AtomicU64,
-    /// Requests sent.
+    /// Requests this connection started.
     pub requests: AtomicU64,
-    /// Requests that got no reply in time.
+    /// This connection's requests that got no reply before their deadline.
     pub timeouts: AtomicU64,
-    /// Replies this connection published to a requester that had already given up.
+    /// Replies that reached this connection after its request had given up (or for no
+    /// request of its own).
     pub late_replies: AtomicU64,
 }
 

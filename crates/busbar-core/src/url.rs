@@ -1,4 +1,4 @@
-//! Small pieces of URL handling every transport's settings need.
+//! Small pieces of URL handling: percent-encoding, and showing a URL without its secrets.
 
 /// Decodes the `%XX` escapes of a URL part (credentials, parameter values). The error says
 /// what is wrong in words: an escape cut short, one that is not hex, or escapes that do not
@@ -34,9 +34,42 @@ pub fn percent_encode(s: &str) -> String {
     out
 }
 
+/// `url` as it may be shown in messages and logs: a password becomes `***`, and so does a
+/// user name given without one, which several brokers read as a token (`nats://TOKEN@host`).
+/// The login ends at the last `@` before the path or the query (a query value may hold an
+/// `@`).
+pub fn redact(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}{path}"),
+            None => format!("{scheme}://***@{host}{path}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{percent_decode, percent_encode};
+    use super::{percent_decode, percent_encode, redact};
+
+    #[test]
+    fn redacts_passwords_and_lone_user_names() {
+        assert_eq!(
+            redact("amqp://guest:secret@127.0.0.1:5672/%2f"),
+            "amqp://guest:***@127.0.0.1:5672/%2f"
+        );
+        assert_eq!(redact("nats://s3cr3t-token@h"), "nats://***@h");
+        assert_eq!(redact("mqtt://u:p@ss@h"), "mqtt://u:***@h");
+        // An `@` in the query is not the end of a login.
+        assert_eq!(redact("mqtt://:p@h?x=@"), "mqtt://:***@h?x=@");
+        assert_eq!(redact("mqtt://h?ca=a@b"), "mqtt://h?ca=a@b");
+        assert_eq!(redact("mem://"), "mem://");
+    }
 
     #[test]
     fn encoding_round_trips() {

@@ -20,3 +20,12 @@ pub enum GatewayError {
 pub(crate) fn config(where_: impl Into<String>, reason: impl Into<String>) -> GatewayError {
     GatewayError::Configuration { where_: where_.into(), reason: reason.into() }
 }
+
+impl<K> From<busbar_core::error::OpError<K>> for GatewayError
+where
+    busbar_core::Error: From<busbar_core::error::OpError<K>>,
+{
+    fn from(e: busbar_core::error::OpError<K>) -> Self {
+        GatewayError::Busbar(e.into())
+    }
+}

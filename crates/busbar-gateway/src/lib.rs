@@ -166,7 +166,7 @@ impl GatewayConfig {
 
     /// The broker's URL without its password, for messages.
     pub fn broker_url_redacted(&self) -> String {
-        busbar_core::connection::redact_url(&self.broker_url())
+        busbar_core::url::redact(&self.broker_url())
     }
 
     /// The broker's URL.

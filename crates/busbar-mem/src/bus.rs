@@ -2,28 +2,20 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{
-    Arc, Mutex, MutexGuard, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
-};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
+use busbar_core::Connection;
 use busbar_core::message::Message;
-use busbar_core::queue::{Pushed, QueueSender};
-use busbar_core::stats::Stats;
-use busbar_core::transport::{ConnectOptions, ConnectionEvent};
-use busbar_core::{Connection, Result};
-use tokio::sync::oneshot;
+use busbar_core::topic::{INBOX_PREFIX, TopicFilter};
+use busbar_core::transport::ConnectOptions;
+use busbar_transport_kit::delivery::Offer;
+use busbar_transport_kit::{Meter, Target};
 
 use crate::connector::MemOptions;
-use crate::routes::{Entry, Owner, Routes};
+use crate::routes::{Entry, Routes};
 use crate::session::{MemTransport, Session};
 
-/// Reply inboxes live under this prefix; a publish there goes straight to the waiting caller.
-pub(crate) const INBOX_PREFIX: &str = "_busbar/inbox/";
-
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // No invariant of ours spans a panic point under these locks.
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
+pub(crate) use busbar_transport_kit::lock;
 
 /// An in-process message bus. Cheap to clone; clones are the same bus.
 #[derive(Clone)]
@@ -34,25 +26,28 @@ pub struct MemBus {
 pub(crate) struct BusInner {
     pub(crate) name: String,
     routes: RwLock<Routes>,
-    inbox: Mutex<HashMap<u64, oneshot::Sender<Message>>>,
+    /// Connections by their reply inbox id.
+    inboxes: Mutex<HashMap<String, Weak<Session>>>,
     sessions: Mutex<HashMap<String, Weak<Session>>>,
     next_id: AtomicU64,
 }
 
-/// A delivery that must wait for room in a `Block` queue, done after the router lock is
-/// released.
-pub(crate) struct Blocked {
-    tx: QueueSender<Message>,
-    message: Message,
-    owner: Arc<Owner>,
-}
-
 /// What a publish reached.
 pub(crate) struct Routed {
-    /// Subscriptions reached (0 means nobody listens).
+    /// Subscriptions (or a waiting request) reached; 0 means nobody listens.
     pub(crate) reached: usize,
-    /// Deliveries still to wait for.
-    pub(crate) blocked: Vec<Blocked>,
+    /// Deliveries to full `Block` queues, to wait for after the router lock is released.
+    pub(crate) blocked: Vec<(Target, Message)>,
+}
+
+impl Routed {
+    /// Finishes the deliveries that wait for room.
+    pub(crate) async fn finish(self) -> usize {
+        for (target, message) in self.blocked {
+            target.deliver(message).await;
+        }
+        self.reached
+    }
 }
 
 impl Default for MemBus {
@@ -72,7 +67,7 @@ impl MemBus {
             inner: Arc::new(BusInner {
                 name: name.to_owned(),
                 routes: RwLock::new(Routes::default()),
-                inbox: Mutex::new(HashMap::new()),
+                inboxes: Mutex::new(HashMap::new()),
                 sessions: Mutex::new(HashMap::new()),
                 next_id: AtomicU64::new(1),
             }),
@@ -103,9 +98,9 @@ impl MemBus {
     }
 
     /// Cuts the connection whose client id is `client_id` as if it had crashed: its last
-    /// will is published, its subscriptions end, and further calls on it fail with
-    /// `NotConnected`. Returns false if no such connection is open. This is how tests and
-    /// demos simulate a node dying.
+    /// will is published, its subscriptions end, and further calls on it fail with errors of
+    /// kind `NotConnected`. Returns false if no such connection is open. This is how tests
+    /// and demos simulate a node dying.
     pub fn disconnect(&self, client_id: &str) -> bool {
         let session = lock(&self.inner.sessions).get(client_id).and_then(Weak::upgrade);
         match session {
@@ -141,58 +136,47 @@ impl BusInner {
         self.routes.write().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Registers a session under its client id; an older session with the same id is taken
-    /// over (cut, with its last will), as MQTT brokers do.
-    pub(crate) fn register(&self, client_id: &str, session: &Arc<Session>) {
-        let old = lock(&self.sessions).insert(client_id.to_owned(), Arc::downgrade(session));
+    /// Registers a session under its client id and its inbox id; an older session with the
+    /// same client id is taken over (cut, with its last will), as MQTT brokers do.
+    pub(crate) fn register(&self, session: &Arc<Session>) {
+        lock(&self.inboxes).insert(session.inbox_id.clone(), Arc::downgrade(session));
+        let old = lock(&self.sessions).insert(session.client_id.clone(), Arc::downgrade(session));
         if let Some(old) = old.and_then(|w| w.upgrade()) {
             old.terminate(true, Some("taken over by a new connection with the same client id"));
         }
     }
 
-    pub(crate) fn unregister(&self, client_id: &str, session: &Session) {
+    pub(crate) fn unregister(&self, session: &Session) {
+        lock(&self.inboxes).remove(&session.inbox_id);
         let mut sessions = lock(&self.sessions);
-        if let Some(w) = sessions.get(client_id)
+        if let Some(w) = sessions.get(&session.client_id)
             && std::ptr::eq(w.as_ptr(), session)
         {
-            sessions.remove(client_id);
+            sessions.remove(&session.client_id);
         }
-    }
-
-    /// Registers a reply inbox; the returned topic suffix identifies it.
-    pub(crate) fn open_inbox(&self) -> (u64, oneshot::Receiver<Message>) {
-        let id = self.next_id();
-        let (tx, rx) = oneshot::channel();
-        lock(&self.inbox).insert(id, tx);
-        (id, rx)
-    }
-
-    pub(crate) fn close_inbox(&self, id: u64) {
-        lock(&self.inbox).remove(&id);
     }
 
     /// Routes `message` to every matching subscription without waiting. Deliveries to full
     /// `Block` queues are returned for the caller to await outside the lock.
-    pub(crate) fn route(&self, mut message: Message, from: &Arc<Owner>) -> Routed {
-        let publisher = &*from.stats;
+    pub(crate) fn route(&self, mut message: Message, from: &Meter) -> Routed {
+        // Replies to `_busbar/inbox/<id>` go straight to the requesting connection's inbox.
         // The first byte rules out almost every topic before any string comparison.
         let topic = message.topic.as_str();
         if let Some(id) = (topic.as_bytes().first() == Some(&b'_'))
             .then(|| topic.strip_prefix(INBOX_PREFIX))
             .flatten()
         {
-            let waiting = id.parse::<u64>().ok().and_then(|id| lock(&self.inbox).remove(&id));
-            let delivered = match waiting {
-                Some(tx) => tx.send(message).is_ok(),
-                None => false,
-            };
-            if !delivered {
-                Stats::bump(&publisher.late_replies);
-            }
-            return Routed { reached: usize::from(delivered), blocked: Vec::new() };
+            let requester = lock(&self.inboxes).get(id).and_then(Weak::upgrade);
+            // The requesting connection counts a reply nobody waits for any more; one whose
+            // connection is gone has nobody left to count it.
+            let taken = requester.is_some_and(|s| {
+                let correlation = message.correlation_id.clone();
+                s.inbox.complete(correlation.as_deref(), message)
+            });
+            return Routed { reached: usize::from(taken), blocked: Vec::new() };
         }
         if message.is_expired() {
-            Stats::bump(&publisher.expired);
+            from.expired();
             return Routed { reached: 0, blocked: Vec::new() };
         }
         let routes = self.read();
@@ -212,85 +196,69 @@ impl BusInner {
         // The last target takes the original: a typed payload then has a single owner and
         // moves to its subscriber without serialisation.
         if let Some((last, rest)) = targets.split_last() {
-            for entry in rest {
-                offer(entry, message.clone(), &mut blocked);
+            for target in rest {
+                if let Offer::Full(m) = target.offer(message.clone()) {
+                    blocked.push(((*target).clone(), m));
+                }
             }
-            offer(last, message, &mut blocked);
+            if let Offer::Full(m) = last.offer(message) {
+                blocked.push(((*last).clone(), m));
+            }
         }
         Routed { reached, blocked }
     }
 
-    /// Adds a subscription and seeds it with the retained messages it matches (not for queue
-    /// groups, which share live traffic only, as MQTT shared subscriptions do).
-    pub(crate) fn add(&self, entry: Entry, group: Option<Arc<str>>) {
+    /// Adds a plain subscription and seeds it with the retained messages it matches.
+    pub(crate) fn add_one(&self, filter: &TopicFilter, entry: Entry) {
         let mut routes = self.write();
-        let mut retained = lock(&routes.retained);
-        // Expired retained messages leave the store here, the one place that reads it.
-        retained.retain(|_, m| !m.is_expired());
-        if group.is_none() {
-            for m in retained.values().filter(|m| entry.filter.matches(&m.topic)) {
-                if entry.tx.force_push(m.clone()).is_ok() {
-                    Stats::bump(&entry.owner.stats.delivered);
+        {
+            let mut retained = lock(&routes.retained);
+            // Expired retained messages leave the store here, the one place that reads it.
+            retained.retain(|_, m| !m.is_expired());
+            let matching = retained.values().filter(|m| filter.matches(&m.topic)).cloned();
+            let seeded: Vec<Message> = matching.collect();
+            for m in seeded {
+                if entry.target.seed(m) {
+                    entry.target.meter().delivered();
                 }
             }
         }
-        drop(retained);
-        routes.insert(entry, group);
+        routes.insert_one(filter, entry);
     }
 
-    pub(crate) fn remove(
+    /// Adds a queue group member; groups share live traffic only (as MQTT shared
+    /// subscriptions do), so nothing retained is seeded.
+    pub(crate) fn add_member(
         &self,
-        filter: &busbar_core::TopicFilter,
-        group: Option<&Arc<str>>,
+        filter: &TopicFilter,
+        group: Arc<str>,
         id: u64,
+        target: Target,
     ) {
+        self.write().insert_member(filter, group, id, target);
+    }
+
+    pub(crate) fn remove(&self, filter: &TopicFilter, group: Option<&Arc<str>>, id: u64) {
         self.write().remove(filter, group, id);
     }
 }
 
-fn offer(entry: &Entry, message: Message, blocked: &mut Vec<Blocked>) {
-    let owner = &entry.owner;
-    match entry.tx.try_push(message) {
-        Pushed::Queued => Stats::bump(&owner.stats.delivered),
-        Pushed::Dropped { first_of_burst } => {
-            Stats::bump(&owner.stats.dropped);
-            if first_of_burst {
-                slow_consumer(entry);
-            }
-        }
-        Pushed::Full { item, first_of_burst } => {
-            if first_of_burst {
-                slow_consumer(entry);
-            }
-            blocked.push(Blocked { tx: entry.tx.clone(), message: item, owner: owner.clone() });
-        }
-        // The subscription is being dropped; its entry leaves the trie right after.
-        Pushed::Closed(_) => {}
-    }
+/// Publishes `message` on `bus`, waiting for room in `Block` queues. Returns how many
+/// subscriptions (or waiting requests) it reached.
+pub(crate) async fn publish(bus: &BusInner, message: Message, from: &Meter) -> usize {
+    from.published();
+    bus.route(message, from).finish().await
 }
 
-fn slow_consumer(entry: &Entry) {
-    let _ = entry.owner.events.send(ConnectionEvent::SlowConsumer {
-        filter: entry.filter.as_str().to_owned(),
-        dropped: entry.tx.dropped(),
-    });
-}
-
-impl Blocked {
-    /// Waits for room, then queues.
-    pub(crate) async fn deliver(self) {
-        if self.tx.push(self.message).await.is_ok() {
-            Stats::bump(&self.owner.stats.delivered);
-        }
+/// Finishes a routing's waiting deliveries in the background (a will published from a
+/// destructor, which cannot wait).
+pub(crate) fn finish_later(routed: Routed) {
+    if routed.blocked.is_empty() {
+        return;
     }
-}
-
-/// Publishes `message` on `bus`, waiting for room in `Block` queues.
-pub(crate) async fn publish(bus: &BusInner, message: Message, from: &Arc<Owner>) -> Result<usize> {
-    Stats::bump(&from.stats.published);
-    let Routed { reached, blocked } = bus.route(message, from);
-    for b in blocked {
-        b.deliver().await;
+    if let Ok(rt) = tokio::runtime::Handle::try_current() {
+        rt.spawn(async move {
+            routed.finish().await;
+        });
     }
-    Ok(reached)
 }

@@ -1,8 +1,9 @@
 //! `mem://` URLs.
 
-use busbar_core::connection::redact_url;
+use busbar_core::error::ConnectError;
 use busbar_core::transport::{BoxFuture, ConnectOptions};
-use busbar_core::{Connection, Connector, Error, Result};
+use busbar_core::url::redact;
+use busbar_core::{Connection, Connector};
 
 use crate::MemBus;
 
@@ -23,14 +24,13 @@ pub struct MemOptions {
 
 impl MemConnector {
     /// The bus a `mem://` URL names.
-    pub fn bus_for(url: &str) -> Result<MemBus> {
+    pub fn bus_for(url: &str) -> Result<MemBus, ConnectError> {
         Ok(Self::parse(url)?.0)
     }
 
     /// The bus and the options a `mem://` URL names.
-    pub fn parse(url: &str) -> Result<(MemBus, MemOptions)> {
-        let invalid =
-            |reason: &str| Error::InvalidUrl { url: redact_url(url), reason: reason.to_owned() };
+    pub fn parse(url: &str) -> Result<(MemBus, MemOptions), ConnectError> {
+        let invalid = |reason: &str| ConnectError::invalid_url(&redact(url), reason);
         let rest = url
             .split_once("://")
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("mem"))
@@ -66,7 +66,7 @@ impl Connector for MemConnector {
         &self,
         url: &str,
         options: ConnectOptions,
-    ) -> BoxFuture<'static, Result<Connection>> {
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
         let parsed = Self::parse(url);
         Box::pin(async move {
             let (bus, mem) = parsed?;

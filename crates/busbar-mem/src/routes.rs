@@ -2,28 +2,16 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use busbar_core::message::Message;
-use busbar_core::queue::QueueSender;
-use busbar_core::stats::Stats;
 use busbar_core::topic::{Topic, TopicFilter, TopicTrie};
-use busbar_core::transport::ConnectionEvent;
+use busbar_transport_kit::{Fanout, Meter, Target};
 use smallvec::SmallVec;
-use tokio::sync::broadcast;
 
-/// The connection a subscription belongs to: where its counters and events go.
-pub(crate) struct Owner {
-    pub(crate) stats: Arc<Stats>,
-    pub(crate) events: broadcast::Sender<ConnectionEvent>,
-}
-
-/// One subscription's delivery point.
+/// One plain subscription's delivery point.
 pub(crate) struct Entry {
     pub(crate) id: u64,
-    pub(crate) filter: TopicFilter,
-    pub(crate) tx: QueueSender<Message>,
-    pub(crate) owner: Arc<Owner>,
+    pub(crate) target: Target,
     /// Skip messages its own connection published.
     pub(crate) no_local: bool,
 }
@@ -32,28 +20,7 @@ pub(crate) struct Entry {
 /// members share the messages.
 pub(crate) enum Slot {
     One(Entry),
-    Group { name: Arc<str>, members: Vec<Entry>, next: AtomicUsize },
-}
-
-impl Slot {
-    /// The member of a group that should get the next message: round-robin, skipping
-    /// members whose queue is full when another has room.
-    fn pick(&self) -> Option<&Entry> {
-        match self {
-            Slot::One(e) => Some(e),
-            Slot::Group { members, next, .. } => {
-                let n = members.len();
-                if n == 0 {
-                    return None;
-                }
-                let start = next.fetch_add(1, Ordering::Relaxed) % n;
-                (0..n)
-                    .map(|i| &members[(start + i) % n])
-                    .find(|e| e.tx.has_room())
-                    .or(Some(&members[start]))
-            }
-        }
-    }
+    Group { name: Arc<str>, members: Fanout },
 }
 
 /// Subscriptions and retained messages. Guarded by one `RwLock` in the bus: publishing takes
@@ -66,42 +33,43 @@ pub(crate) struct Routes {
 }
 
 /// Targets of one publish; most messages have few, so they live on the stack.
-pub(crate) type Targets<'a> = SmallVec<[&'a Entry; 4]>;
+pub(crate) type Targets<'a> = SmallVec<[&'a Target; 4]>;
 
 impl Routes {
-    /// Every subscription (one member per group) that `topic` reaches from `publisher`.
-    pub(crate) fn targets(&self, topic: &str, publisher: &Arc<Owner>) -> Targets<'_> {
+    /// Every subscription (one member per group) that `topic` reaches from the connection
+    /// of `publisher`.
+    pub(crate) fn targets(&self, topic: &str, publisher: &Meter) -> Targets<'_> {
         let mut out = Targets::new();
-        self.trie.for_each_match(topic, |slot| {
-            if let Some(e) = slot.pick()
-                && !(e.no_local && Arc::ptr_eq(&e.owner, publisher))
-            {
-                out.push(e);
+        self.trie.for_each_match(topic, |slot| match slot {
+            Slot::One(e) => {
+                if !(e.no_local && e.target.meter().is(publisher)) {
+                    out.push(&e.target);
+                }
             }
+            Slot::Group { members, .. } => out.extend(members.pick()),
         });
         out
     }
 
-    pub(crate) fn insert(&mut self, entry: Entry, group: Option<Arc<str>>) {
-        let filter = entry.filter.clone();
-        match group {
-            None => self.trie.insert(&filter, Slot::One(entry)),
-            Some(group) => {
-                let existing = self
-                    .trie
-                    .remove(&filter, |s| matches!(s, Slot::Group { name, .. } if *name == group));
-                let slot = match existing {
-                    Some(Slot::Group { name, mut members, next }) => {
-                        members.push(entry);
-                        Slot::Group { name, members, next }
-                    }
-                    _ => {
-                        Slot::Group { name: group, members: vec![entry], next: AtomicUsize::new(0) }
-                    }
-                };
-                self.trie.insert(&filter, slot);
-            }
-        }
+    pub(crate) fn insert_one(&mut self, filter: &TopicFilter, entry: Entry) {
+        self.trie.insert(filter, Slot::One(entry));
+    }
+
+    pub(crate) fn insert_member(
+        &mut self,
+        filter: &TopicFilter,
+        group: Arc<str>,
+        id: u64,
+        target: Target,
+    ) {
+        let existing =
+            self.trie.remove(filter, |s| matches!(s, Slot::Group { name, .. } if *name == group));
+        let (name, mut members) = match existing {
+            Some(Slot::Group { name, members }) => (name, members),
+            _ => (group, Fanout::new(true)),
+        };
+        members.add(id, target);
+        self.trie.insert(filter, Slot::Group { name, members });
     }
 
     /// Removes subscription `id`; true if it was there.
@@ -114,15 +82,13 @@ impl Routes {
         match group {
             None => self.trie.remove(filter, |s| matches!(s, Slot::One(e) if e.id == id)).is_some(),
             Some(group) => {
-                let Some(Slot::Group { name, mut members, next }) = self.trie.remove(filter, |s| {
-                    matches!(s, Slot::Group { name, members, .. }
-                        if name == group && members.iter().any(|e| e.id == id))
+                let Some(Slot::Group { name, mut members }) = self.trie.remove(filter, |s| {
+                    matches!(s, Slot::Group { name, members } if name == group && members.target(id).is_some())
                 }) else {
                     return false;
                 };
-                members.retain(|e| e.id != id);
-                if !members.is_empty() {
-                    self.trie.insert(filter, Slot::Group { name, members, next });
+                if !members.remove(id) {
+                    self.trie.insert(filter, Slot::Group { name, members });
                 }
                 true
             }

@@ -5,20 +5,25 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use busbar_core::error::{
+    CloseError, OpError, PublishError, RequestError, SubscribeError, SubscribeErrorKind,
+};
 use busbar_core::message::{Message, QoS};
 use busbar_core::queue::queue;
-use busbar_core::stats::{Stats, StatsSnapshot};
+use busbar_core::stats::StatsSnapshot;
 use busbar_core::topic::{Topic, TopicFilter};
 use busbar_core::transport::{
     BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents,
-    SubscribeOptions, Subscription, SubscriptionGuard, Transport,
+    NativeNames, SubscribeOptions, Subscription, SubscriptionGuard, Transport,
 };
-use busbar_core::{Error, Result};
+use busbar_transport_kit::inbox::{self, Inbox};
+use busbar_transport_kit::{Meter, Target, ids};
 use bytes::Bytes;
 
-use crate::bus::{INBOX_PREFIX, MemBus, lock, publish};
+use crate::bus::{MemBus, finish_later, lock, publish};
 use crate::connector::MemOptions;
-use crate::routes::{Entry, Owner};
+use crate::routes::Entry;
+use busbar_core::topic::INBOX_PREFIX;
 
 /// What identifies a subscription in the router: its filter and queue group.
 type SubscriptionKey = (TopicFilter, Option<Arc<str>>);
@@ -30,11 +35,17 @@ enum Ended {
     Cut(String),
 }
 
-/// The state of one connection, shared with the bus (which can cut it).
+/// The state of one connection, shared with the bus (which can cut it, and hands it the
+/// replies to its requests).
 pub(crate) struct Session {
     bus: MemBus,
-    client_id: String,
-    owner: Arc<Owner>,
+    pub(crate) client_id: String,
+    pub(crate) meter: Meter,
+    /// This connection's requests waiting for replies.
+    pub(crate) inbox: Inbox,
+    /// The random part of this connection's reply topic (`_busbar/inbox/<id>`).
+    pub(crate) inbox_id: String,
+    reply_topic: Topic,
     will: Mutex<Option<Message>>,
     subscriptions: Mutex<HashMap<u64, SubscriptionKey>>,
     ended: Mutex<Option<Ended>>,
@@ -42,13 +53,13 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    fn check_open(&self) -> Result<()> {
+    fn check_open<K: Copy + From<busbar_core::error::Common>>(&self) -> Result<(), OpError<K>> {
         if self.open.load(Ordering::Acquire) {
             return Ok(());
         }
         Err(match lock(&self.ended).clone() {
-            Some(Ended::Cut(reason)) => Error::NotConnected { url: self.url(), reason },
-            _ => Error::Closed,
+            Some(Ended::Cut(reason)) => OpError::not_connected(&self.url(), reason),
+            _ => OpError::closed(),
         })
     }
 
@@ -59,8 +70,8 @@ impl Session {
     /// Ends the session: subscriptions end, and when `publish_will`, the last will goes out.
     /// `cut` is the reason for an abnormal end (None for a graceful close).
     pub(crate) fn terminate(&self, publish_will: bool, cut: Option<&str>) {
-        // `open` flips under the subscriptions lock, which `do_subscribe` holds from its
-        // check to its insert: a subscription is either seen and removed here, or refused.
+        // `open` flips under the subscriptions lock, which `subscribe` holds from its check
+        // to its insert: a subscription is either seen and removed here, or refused.
         let subs: Vec<_> = {
             let mut subs = lock(&self.subscriptions);
             if !self.open.swap(false, Ordering::AcqRel) {
@@ -75,27 +86,19 @@ impl Session {
         for (id, (filter, group)) in subs {
             self.bus.inner.remove(&filter, group.as_ref(), id);
         }
-        self.bus.inner.unregister(&self.client_id, self);
+        self.bus.inner.unregister(self);
+        self.inbox.fail_all(|| match cut {
+            Some(reason) => OpError::not_connected(&self.url(), reason),
+            None => RequestError::closed(),
+        });
         let will = lock(&self.will).take();
         if publish_will && let Some(will) = will {
-            let routed = self.bus.inner.route(will, &self.owner);
-            // Waiting deliveries of a will are finished in the background: termination can
-            // happen in a destructor, which cannot wait.
-            if !routed.blocked.is_empty()
-                && let Ok(rt) = tokio::runtime::Handle::try_current()
-            {
-                rt.spawn(async move {
-                    for b in routed.blocked {
-                        b.deliver().await;
-                    }
-                });
-            }
+            finish_later(self.bus.inner.route(will, &self.meter));
         }
-        let event = match cut {
+        self.meter.announce(match cut {
             Some(reason) => ConnectionEvent::Disconnected { reason: reason.to_owned() },
             None => ConnectionEvent::Closed,
-        };
-        let _ = self.owner.events.send(event);
+        });
     }
 }
 
@@ -107,7 +110,7 @@ pub struct MemTransport {
 }
 
 fn capabilities() -> Capabilities {
-    let mut c = Capabilities::none();
+    let mut c = Capabilities::none(NativeNames::Slash);
     c.queue_groups = true;
     c.retained = true;
     c.native_request = true;
@@ -126,44 +129,52 @@ impl MemTransport {
         let client_id = options
             .client_id
             .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
-        let events = ConnectionEvents::channel();
+        let meter = Meter::new();
+        let reply_topic = Topic::inbox(ids::random_bytes());
+        let inbox_id = reply_topic.as_str()[INBOX_PREFIX.len()..].to_owned();
         let session = Arc::new(Session {
             bus: bus.clone(),
-            client_id: client_id.clone(),
-            owner: Arc::new(Owner { stats: Arc::new(Stats::default()), events }),
+            client_id,
+            inbox: Inbox::new(&meter),
+            meter,
+            inbox_id,
+            reply_topic,
             will: Mutex::new(options.last_will),
             subscriptions: Mutex::new(HashMap::new()),
             ended: Mutex::new(None),
             open: AtomicBool::new(true),
         });
-        bus.inner.register(&client_id, &session);
-        let _ = session.owner.events.send(ConnectionEvent::Connected);
+        bus.inner.register(&session);
+        session.meter.announce(ConnectionEvent::Connected);
         let mut capabilities = capabilities();
         capabilities.typed_payloads = !mem.serialize_always;
         MemTransport { session, capabilities }
     }
 
-    fn do_subscribe(&self, options: SubscribeOptions) -> Result<Subscription> {
+    fn do_subscribe(&self, options: SubscribeOptions) -> Result<Subscription, SubscribeError> {
         let s = &self.session;
+        if options.no_local && options.queue_group.is_some() {
+            // As in MQTT 5, where it is a protocol error: a group member's copy is the
+            // group's, not the member's to skip.
+            return Err(OpError::new(
+                SubscribeErrorKind::Unsupported,
+                "a queue group subscription cannot be no-local",
+            ));
+        }
         let bus = s.bus.inner.clone();
         let id = bus.next_id();
         let (tx, rx) = queue(options.queue);
         let group: Option<Arc<str>> = options.queue_group.map(Arc::from);
         let filter = options.filter;
+        let target = Target::new(tx, filter.as_str(), &s.meter);
         {
             let mut subs = lock(&s.subscriptions);
             s.check_open()?;
             subs.insert(id, (filter.clone(), group.clone()));
-            bus.add(
-                Entry {
-                    id,
-                    filter: filter.clone(),
-                    tx,
-                    owner: s.owner.clone(),
-                    no_local: options.no_local,
-                },
-                group.clone(),
-            );
+            match &group {
+                None => bus.add_one(&filter, Entry { id, target, no_local: options.no_local }),
+                Some(g) => bus.add_member(&filter, g.clone(), id, target),
+            }
         }
         let weak_session = Arc::downgrade(s);
         let guard_filter = filter.clone();
@@ -174,46 +185,29 @@ impl MemTransport {
             // Removing by id is idempotent: harmless if the session's end removed it already.
             bus.remove(&guard_filter, group.as_ref(), id);
         });
-        Ok(Subscription::new(filter, rx, s.owner.stats.clone(), guard))
+        Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard))
     }
 
-    async fn do_request(&self, mut message: Message, timeout: Duration) -> Result<Message> {
+    async fn do_request(
+        &self,
+        mut message: Message,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
         let s = &self.session;
-        s.check_open()?;
-        Stats::bump(&s.owner.stats.requests);
-        let bus = &s.bus.inner;
-        let (id, reply) = bus.open_inbox();
-        // Closes the inbox however this future ends, including being dropped by the caller.
-        let _inbox = InboxGuard { bus: &s.bus, id };
-        message.reply_to = Some(Topic::new(format!("{INBOX_PREFIX}{id}"))?);
-        message.correlation_id = Some(Bytes::copy_from_slice(&id.to_be_bytes()));
+        s.check_open::<busbar_core::error::RequestErrorKind>()?;
         let topic = message.topic.clone();
-        // One deadline covers both waiting for room in a busy server's queue and the reply.
-        let exchange = async {
-            let reached = publish(bus, message, &s.owner).await?;
-            if reached == 0 {
-                return Err(Error::NoResponders { topic: topic.as_str().to_owned() });
+        inbox::exchange(&s.meter, topic.as_str(), timeout, async {
+            let mut pending = s.inbox.register(0);
+            message.reply_to = Some(s.reply_topic.clone());
+            message.correlation_id = Some(Bytes::copy_from_slice(pending.id().as_bytes()));
+            // One deadline covers both waiting for room in a busy server's queue and the
+            // reply.
+            if publish(&s.bus.inner, message, &s.meter).await == 0 {
+                return Err(RequestError::no_responders(topic.as_str()));
             }
-            reply.await.map_err(|_| Error::Closed)
-        };
-        match tokio::time::timeout(timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => {
-                Stats::bump(&s.owner.stats.timeouts);
-                Err(Error::Timeout { topic: topic.as_str().to_owned(), timeout })
-            }
-        }
-    }
-}
-
-struct InboxGuard<'a> {
-    bus: &'a MemBus,
-    id: u64,
-}
-
-impl Drop for InboxGuard<'_> {
-    fn drop(&mut self) {
-        self.bus.inner.close_inbox(self.id);
+            pending.reply().await
+        })
+        .await
     }
 }
 
@@ -236,41 +230,46 @@ impl Transport for MemTransport {
         &self.capabilities
     }
 
-    fn publish(&self, message: Message) -> Completion<'_, ()> {
-        if let Err(e) = self.session.check_open() {
+    fn publish(&self, message: Message) -> Completion<'_> {
+        if let Err(e) = self.session.check_open::<busbar_core::error::PublishErrorKind>() {
             return Completion::ready(Err(e));
         }
-        let stats = &self.session.owner.stats;
-        Stats::bump(&stats.published);
-        let routed = self.session.bus.inner.route(message, &self.session.owner);
+        let meter = &self.session.meter;
+        meter.published();
+        let routed = self.session.bus.inner.route(message, meter);
         if routed.blocked.is_empty() {
             return Completion::ready(Ok(()));
         }
         Completion::Pending(Box::pin(async move {
-            for b in routed.blocked {
-                b.deliver().await;
-            }
-            Ok(())
+            routed.finish().await;
+            Ok::<(), PublishError>(())
         }))
     }
 
-    fn subscribe(&self, options: SubscribeOptions) -> BoxFuture<'_, Result<Subscription>> {
+    fn subscribe(
+        &self,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
         Box::pin(async move { self.do_subscribe(options) })
     }
 
-    fn request(&self, message: Message, timeout: Duration) -> BoxFuture<'_, Result<Message>> {
+    fn request(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Message, RequestError>> {
         Box::pin(self.do_request(message, timeout))
     }
 
     fn events(&self) -> ConnectionEvents {
-        ConnectionEvents::new(self.session.owner.events.subscribe())
+        self.session.meter.events()
     }
 
     fn stats(&self) -> StatsSnapshot {
-        self.session.owner.stats.snapshot()
+        self.session.meter.snapshot()
     }
 
-    fn close(&self) -> BoxFuture<'_, Result<()>> {
+    fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
         Box::pin(async move {
             self.session.terminate(false, None);
             Ok(())

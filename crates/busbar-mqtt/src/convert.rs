@@ -2,9 +2,9 @@
 
 use std::time::Duration;
 
+use busbar_core::error::{OpError, PublishError};
 use busbar_core::message::{Headers, Message, QoS, header};
 use busbar_core::topic::Topic;
-use busbar_core::{Error, Result};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::QoS as MqttQoS;
 use rumqttc::v5::mqttbytes::v5::{Publish, PublishProperties};
@@ -27,7 +27,7 @@ fn qos_in(q: MqttQoS) -> QoS {
 }
 
 /// What a publish needs: payload bytes and properties.
-pub(crate) fn outgoing(message: &Message) -> Result<(Bytes, PublishProperties)> {
+pub(crate) fn outgoing(message: &Message) -> Result<(Bytes, PublishProperties), PublishError> {
     let payload = message.payload.to_bytes()?;
     let mut props = PublishProperties::default();
     for (name, value) in message.headers.iter() {
@@ -49,13 +49,9 @@ pub(crate) fn outgoing(message: &Message) -> Result<(Bytes, PublishProperties)> 
 
 /// A received publish as a busbar message. Topics busbar cannot name (empty levels, control
 /// characters) are refused with the topic error.
-pub(crate) fn incoming(p: Publish) -> Result<(Message, Vec<usize>)> {
-    let topic = std::str::from_utf8(&p.topic).map_err(|_| Error::Broker {
-        transport: "mqtt",
-        message: "topic is not UTF-8".into(),
-        source: None,
-    })?;
-    let topic = Topic::new(topic)?;
+pub(crate) fn incoming(p: Publish) -> Result<(Message, Vec<usize>), String> {
+    let topic = std::str::from_utf8(&p.topic).map_err(|_| "its topic is not UTF-8".to_owned())?;
+    let topic = Topic::new(topic).map_err(|e| format!("topic {topic:?}: {e}"))?;
     let mut m = Message::new(topic, p.payload);
     m.qos = qos_in(p.qos);
     m.retain = p.retain;
@@ -115,7 +111,7 @@ fn unhex(text: &str) -> Option<Bytes> {
 }
 
 /// The payload to send on MQTT 3.1.1, wrapped when the message needs the envelope.
-pub(crate) fn envelope(message: &Message) -> Result<(Bytes, usize)> {
+pub(crate) fn envelope(message: &Message) -> Result<(Bytes, usize), PublishError> {
     let payload = message.payload.to_bytes()?;
     let size = payload.len();
     let meta = Envelope {
@@ -129,11 +125,8 @@ pub(crate) fn envelope(message: &Message) -> Result<(Bytes, usize)> {
     if meta.h.is_empty() && meta.r.is_none() && meta.c.is_none() && meta.e.is_none() {
         return Ok((payload, size));
     }
-    let json = serde_json::to_vec(&meta).map_err(|e| Error::Broker {
-        transport: "mqtt",
-        message: format!("cannot encode the envelope: {e}"),
-        source: None,
-    })?;
+    let json = serde_json::to_vec(&meta)
+        .map_err(|e| OpError::broker("mqtt", format!("cannot encode the envelope: {e}")))?;
     let mut out = Vec::with_capacity(ENVELOPE_MAGIC.len() + 4 + json.len() + payload.len());
     out.extend_from_slice(ENVELOPE_MAGIC);
     out.extend_from_slice(&(json.len() as u32).to_be_bytes());
@@ -144,8 +137,8 @@ pub(crate) fn envelope(message: &Message) -> Result<(Bytes, usize)> {
 
 /// A received MQTT 3.1.1 publish, unwrapping the envelope when there is one. A payload that
 /// starts like an envelope but does not parse is delivered as it is.
-pub(crate) fn incoming_v4(p: rumqttc::Publish) -> Result<(Message, Vec<usize>)> {
-    let topic = Topic::new(&p.topic)?;
+pub(crate) fn incoming_v4(p: rumqttc::Publish) -> Result<(Message, Vec<usize>), String> {
+    let topic = Topic::new(&p.topic).map_err(|e| format!("topic {:?}: {e}", p.topic))?;
     let mut payload = p.payload;
     let mut meta = Envelope::default();
     if payload.len() >= ENVELOPE_MAGIC.len() + 4 && payload.starts_with(ENVELOPE_MAGIC) {

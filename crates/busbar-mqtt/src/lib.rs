@@ -38,8 +38,9 @@ pub use transport::MqttTransport;
 
 use std::sync::Arc;
 
+use busbar_core::error::ConnectError;
 use busbar_core::transport::{BoxFuture, ConnectOptions};
-use busbar_core::{Connection, Connector, Result};
+use busbar_core::{Connection, Connector};
 
 /// Connects `mqtt://` URLs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -54,7 +55,7 @@ impl Connector for MqttConnector {
         &self,
         url: &str,
         options: ConnectOptions,
-    ) -> BoxFuture<'static, Result<Connection>> {
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
         let url = url.to_owned();
         Box::pin(async move {
             Ok(Connection::new(Arc::new(MqttTransport::connect(&url, options).await?)))

@@ -2,8 +2,8 @@
 //! the supervisor polls. rumqttc has a separate module tree per version; everything version
 //! specific lives here so the supervisor and the routing are written once.
 
+use busbar_core::error::{Common, ConnectError, ConnectErrorKind, OpError, PublishError};
 use busbar_core::message::{Message, QoS};
-use busbar_core::{Error, Result};
 use rumqttc::v5::mqttbytes::v5::{
     Filter, Packet as Packet5, RetainForwardRule, SubscribeProperties, SubscribeReasonCode as Code5,
 };
@@ -27,12 +27,9 @@ pub(crate) enum Client {
     V4(rumqttc::AsyncClient),
 }
 
-fn queue_error(e: impl std::fmt::Display) -> Error {
-    Error::Broker {
-        transport: "mqtt",
-        message: format!("cannot queue the request: {e}"),
-        source: None,
-    }
+/// rumqttc refused to queue a request (its event loop is gone).
+fn queue_error<K: Copy + From<Common>>(e: impl std::fmt::Display) -> OpError<K> {
+    OpError::broker("mqtt", format!("cannot queue the request: {e}"))
 }
 
 impl Client {
@@ -43,7 +40,7 @@ impl Client {
         no_local: bool,
         resend_retained: bool,
         id: usize,
-    ) -> Result<()> {
+    ) -> Result<(), busbar_core::error::SubscribeError> {
         match self {
             Client::V5(c) => {
                 let mut filter = Filter::new(path, qos_out(qos));
@@ -60,14 +57,14 @@ impl Client {
         }
     }
 
-    pub(crate) fn try_unsubscribe(&self, path: String) -> Result<()> {
+    pub(crate) fn try_unsubscribe(&self, path: String) -> Result<(), PublishError> {
         match self {
             Client::V5(c) => c.try_unsubscribe(path).map_err(queue_error),
             Client::V4(c) => c.try_unsubscribe(path).map_err(queue_error),
         }
     }
 
-    pub(crate) fn try_disconnect(&self) -> Result<()> {
+    pub(crate) fn try_disconnect(&self) -> Result<(), PublishError> {
         match self {
             Client::V5(c) => c.try_disconnect().map_err(queue_error),
             Client::V4(c) => c.try_disconnect().map_err(queue_error),
@@ -76,7 +73,11 @@ impl Client {
 
     /// Publishes `message` (MQTT 5: with properties; 3.1.1: in the envelope when it needs
     /// one), refusing it when its packet would exceed `max_packet`.
-    pub(crate) async fn publish(&self, message: &Message, max_packet: usize) -> Result<()> {
+    pub(crate) async fn publish(
+        &self,
+        message: &Message,
+        max_packet: usize,
+    ) -> Result<(), PublishError> {
         match self {
             Client::V5(c) => {
                 let (payload, props) = convert::outgoing(message)?;
@@ -114,10 +115,15 @@ const PUBLISH_OVERHEAD: usize = 16;
 /// Refuses a publish larger than `max`: a broker answers one by dropping the connection
 /// (taking every other call on it down too) or by discarding it unseen. `around` is what the
 /// message adds besides payload and topic (properties or envelope).
-fn check_size(message: &Message, payload: usize, around: usize, max: usize) -> Result<()> {
+fn check_size(
+    message: &Message,
+    payload: usize,
+    around: usize,
+    max: usize,
+) -> Result<(), PublishError> {
     let around = PUBLISH_OVERHEAD + message.topic.as_str().len() + around;
     if payload.saturating_add(around) > max {
-        return Err(Error::PayloadTooLarge { size: payload, max: max.saturating_sub(around) });
+        return Err(OpError::too_large(payload, max.saturating_sub(around)));
     }
     Ok(())
 }
@@ -137,8 +143,8 @@ pub(crate) enum Happened {
         /// Requests left unfinished by the previous connection and sent again on this one.
         resent: usize,
     },
-    /// A message (or the error converting it) and the subscription identifiers it matched.
-    Message(Result<(Message, Vec<usize>)>),
+    /// A message (or why it cannot be one) and the subscription identifiers it matched.
+    Message(Result<(Message, Vec<usize>), String>),
     SubAck {
         pkid: u16,
         refused: Option<String>,
@@ -164,7 +170,7 @@ pub(crate) enum Events {
 }
 
 impl Events {
-    pub(crate) async fn poll(&mut self) -> std::result::Result<Happened, String> {
+    pub(crate) async fn poll(&mut self) -> Result<Happened, ConnectionFailure> {
         match self {
             Events::V5(l, stranded) => {
                 use rumqttc::v5::Event;
@@ -293,37 +299,88 @@ fn restore<R: Unfinished>(
     pending.len() - before
 }
 
-/// Why a broker refused a connection, in words, whichever version's code it sent.
-fn refusal(bad_credentials: bool, not_authorized: bool, code: &dyn std::fmt::Debug) -> String {
-    if bad_credentials {
-        "the broker refused the user name or password".into()
-    } else if not_authorized {
-        "the broker refused the connection: not authorized".into()
-    } else {
-        format!("the broker refused the connection: {code:?}")
+/// Why a connection attempt failed or a live connection dropped: the kind a caller of
+/// `connect` matches on, and the reason in words.
+pub(crate) struct ConnectionFailure {
+    kind: ConnectErrorKind,
+    reason: String,
+}
+
+impl ConnectionFailure {
+    /// The reason, in words.
+    pub(crate) fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The failure of connecting to `url` (shown without its password).
+    pub(crate) fn into_connect_error(self, url: &str) -> ConnectError {
+        OpError::new(self.kind, format!("not connected to {url}: {}", self.reason))
     }
 }
 
-fn describe5(e: &rumqttc::v5::ConnectionError) -> String {
+/// Why a broker refused a connection, whichever version's code it sent.
+fn refusal(
+    bad_credentials: bool,
+    not_authorized: bool,
+    code: &dyn std::fmt::Debug,
+) -> ConnectionFailure {
+    let (kind, reason) = if bad_credentials {
+        (ConnectErrorKind::Refused, "the broker refused the user name or password".to_owned())
+    } else if not_authorized {
+        (ConnectErrorKind::Refused, "the broker refused the connection: not authorized".to_owned())
+    } else {
+        (ConnectErrorKind::Broker, format!("the broker refused the connection: {code:?}"))
+    };
+    ConnectionFailure { kind, reason }
+}
+
+/// The kind of a failure that is not a refusal: TLS, a timeout, an unreachable broker.
+fn classify(tls: bool, timeout: bool, io: bool, text: String) -> ConnectionFailure {
+    // A certificate that does not verify can surface as an I/O or WebSocket error too.
+    let kind = if tls || text.to_ascii_lowercase().contains("certificate") {
+        ConnectErrorKind::Tls
+    } else if timeout {
+        ConnectErrorKind::TimedOut
+    } else if io {
+        ConnectErrorKind::Unreachable
+    } else {
+        ConnectErrorKind::Broker
+    };
+    ConnectionFailure { kind, reason: text }
+}
+
+fn describe5(e: &rumqttc::v5::ConnectionError) -> ConnectionFailure {
+    use rumqttc::v5::ConnectionError as E;
     use rumqttc::v5::mqttbytes::v5::ConnectReturnCode as Code;
     match e {
-        rumqttc::v5::ConnectionError::ConnectionRefused(code) => refusal(
+        E::ConnectionRefused(code) => refusal(
             matches!(code, Code::BadUserNamePassword),
             matches!(code, Code::NotAuthorized),
             code,
         ),
-        other => other.to_string(),
+        other => classify(
+            matches!(other, E::Tls(_)),
+            matches!(other, E::Timeout(_)),
+            matches!(other, E::Io(_)),
+            other.to_string(),
+        ),
     }
 }
 
-fn describe4(e: &rumqttc::ConnectionError) -> String {
+fn describe4(e: &rumqttc::ConnectionError) -> ConnectionFailure {
     use rumqttc::ConnectReturnCode as Code;
+    use rumqttc::ConnectionError as E;
     match e {
-        rumqttc::ConnectionError::ConnectionRefused(code) => refusal(
+        E::ConnectionRefused(code) => refusal(
             matches!(code, Code::BadUserNamePassword),
             matches!(code, Code::NotAuthorized),
             code,
         ),
-        other => other.to_string(),
+        other => classify(
+            matches!(other, E::Tls(_)),
+            matches!(other, E::NetworkTimeout | E::FlushTimeout),
+            matches!(other, E::Io(_)),
+            other.to_string(),
+        ),
     }
 }

@@ -7,20 +7,12 @@
 //! double-deliver, and a queue group's copy goes to one member only).
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
+use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::message::{Message, QoS};
-use busbar_core::queue::{Pushed, QueueSender};
-use busbar_core::stats::Stats;
 use busbar_core::topic::TopicFilter;
-use busbar_core::transport::ConnectionEvent;
-use tokio::sync::broadcast;
-
-/// One local subscription.
-pub(crate) struct Local {
-    pub(crate) id: u64,
-    pub(crate) tx: QueueSender<Message>,
-}
+use busbar_transport_kit::Target;
+use busbar_transport_kit::fanout::{Fanout, Targets};
 
 /// One broker subscription and the local subscriptions it feeds.
 pub(crate) struct BrokerSub {
@@ -28,8 +20,7 @@ pub(crate) struct BrokerSub {
     pub(crate) group: Option<String>,
     pub(crate) qos: QoS,
     pub(crate) no_local: bool,
-    pub(crate) locals: Vec<Local>,
-    next: AtomicUsize,
+    pub(crate) locals: Fanout,
 }
 
 impl BrokerSub {
@@ -86,8 +77,8 @@ impl Registry {
         group: Option<String>,
         qos: QoS,
         no_local: bool,
-        local: Local,
-    ) -> busbar_core::Result<Added> {
+        local: (u64, Target),
+    ) -> Result<Added, SubscribeError> {
         // MQTT keeps one subscription per filter and session: a second SUBSCRIBE to the same
         // filter replaces the first, options included. Local subscriptions therefore share
         // it, and must agree on what the broker applies for all of them.
@@ -96,12 +87,13 @@ impl Registry {
             && let Some(sub) = self.subs.get_mut(&sub_id)
         {
             if sub.no_local != no_local {
-                return Err(busbar_core::Error::Unsupported {
-                    transport: "mqtt",
-                    feature: "a no-local and a plain subscription to the same filter on one connection",
-                });
+                return Err(OpError::new(
+                    SubscribeErrorKind::Unsupported,
+                    "MQTT keeps one subscription per filter: a no-local and a plain \
+                     subscription to the same filter cannot share one connection",
+                ));
             }
-            sub.locals.push(local);
+            sub.locals.add(local.0, local.1);
             return Ok(Added { sub_id, new: false });
         }
         // Identifiers run 1..=268,435,455 (a variable byte integer); wrapping is harmless
@@ -109,17 +101,9 @@ impl Registry {
         self.next_sub_id = self.next_sub_id % 268_435_455 + 1;
         let sub_id = self.next_sub_id;
         self.by_key.insert(key, sub_id);
-        self.subs.insert(
-            sub_id,
-            BrokerSub {
-                filter,
-                group,
-                qos,
-                no_local,
-                locals: vec![local],
-                next: AtomicUsize::new(0),
-            },
-        );
+        let mut locals = Fanout::new(group.is_some());
+        locals.add(local.0, local.1);
+        self.subs.insert(sub_id, BrokerSub { filter, group, qos, no_local, locals });
         Ok(Added { sub_id, new: true })
     }
 
@@ -127,8 +111,7 @@ impl Registry {
     /// path to unsubscribe when it was the last one.
     pub(crate) fn remove(&mut self, sub_id: usize, id: u64) -> Option<String> {
         let sub = self.subs.get_mut(&sub_id)?;
-        sub.locals.retain(|l| l.id != id);
-        if !sub.locals.is_empty() {
+        if !sub.locals.remove(id) {
             return None;
         }
         let sub = self.subs.remove(&sub_id)?;
@@ -142,32 +125,12 @@ impl Registry {
     /// queue group. Queue groups share live traffic only: a message from the retained store
     /// (flagged retained, since busbar never asks for retain-as-published) is not given to a
     /// group even if the broker sends it.
-    pub(crate) fn targets(
-        &self,
-        ids: &[usize],
-        message: &Message,
-    ) -> Vec<(QueueSender<Message>, String)> {
+    pub(crate) fn targets(&self, ids: &[usize], message: &Message) -> Targets {
         let topic = message.topic.as_str();
-        let mut out = Vec::new();
+        let mut out = Targets::new();
         let mut take = |sub: &BrokerSub| {
-            if sub.group.is_some() && message.retain {
-                return;
-            }
-            if sub.group.is_some() {
-                let n = sub.locals.len();
-                if n == 0 {
-                    return;
-                }
-                let start = sub.next.fetch_add(1, Ordering::Relaxed) % n;
-                let chosen = (0..n)
-                    .map(|i| &sub.locals[(start + i) % n])
-                    .find(|l| l.tx.has_room())
-                    .unwrap_or(&sub.locals[start]);
-                out.push((chosen.tx.clone(), sub.filter.as_str().to_owned()));
-            } else {
-                out.extend(
-                    sub.locals.iter().map(|l| (l.tx.clone(), sub.filter.as_str().to_owned())),
-                );
+            if !(sub.locals.is_group() && message.retain) {
+                out.extend(sub.locals.targets());
             }
         };
         if ids.is_empty() {
@@ -182,8 +145,8 @@ impl Registry {
     }
 
     /// The queue of local subscription `id` under broker subscription `sub_id`.
-    pub(crate) fn sender(&self, sub_id: usize, id: u64) -> Option<QueueSender<Message>> {
-        self.subs.get(&sub_id)?.locals.iter().find(|l| l.id == id).map(|l| l.tx.clone())
+    pub(crate) fn target(&self, sub_id: usize, id: u64) -> Option<Target> {
+        self.subs.get(&sub_id)?.locals.target(id).cloned()
     }
 
     /// Keeps a message nobody here subscribed to yet; returns true if an older one had to go.
@@ -202,45 +165,5 @@ impl Registry {
             self.orphans.drain(..).partition(|m| filter.matches(&m.topic));
         self.orphans = rest.into();
         matching
-    }
-}
-
-/// Queues `message` for one local subscription, waiting for room under `Block` (which holds
-/// back reading from the broker: backpressure reaches the socket), counting drops and
-/// reporting the first of a burst.
-pub(crate) async fn deliver(
-    tx: QueueSender<Message>,
-    filter: String,
-    message: Message,
-    stats: &Stats,
-    events: &broadcast::Sender<ConnectionEvent>,
-) {
-    let slow = |dropped| {
-        let _ = events.send(ConnectionEvent::SlowConsumer { filter: filter.clone(), dropped });
-    };
-    // Counted before the push, so whoever reads a message also sees it counted; taken back
-    // when the message does not end up queued.
-    Stats::bump(&stats.delivered);
-    let uncount = || stats.delivered.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    match tx.try_push(message) {
-        Pushed::Queued => {}
-        Pushed::Dropped { first_of_burst } => {
-            uncount();
-            Stats::bump(&stats.dropped);
-            if first_of_burst {
-                slow(tx.dropped());
-            }
-        }
-        Pushed::Full { item, first_of_burst } => {
-            if first_of_burst {
-                slow(0);
-            }
-            if tx.push(item).await.is_err() {
-                uncount();
-            }
-        }
-        Pushed::Closed(_) => {
-            uncount();
-        }
     }
 }

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use busbar_core::Error;
+use busbar_core::error::ConnectErrorKind;
 use busbar_core::transport::ConnectOptions;
 use busbar_mqtt::MqttTransport;
 use busbar_testkit::{BrokerProcess, MosquittoConfig, Pki, skip_if_missing};
@@ -57,7 +57,7 @@ async fn a_server_certificate_from_another_ca_is_refused() {
     let url = url(broker.port(), &pki.path("other-ca.pem"), Some((&cert, &key)));
     let err =
         MqttTransport::connect(&url, ConnectOptions::new()).await.err().expect("must not verify");
-    assert!(matches!(err, Error::NotConnected { .. }), "{err}");
+    assert_eq!(err.kind(), ConnectErrorKind::Tls, "{err}");
     assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
 }
 
@@ -70,7 +70,7 @@ async fn a_broker_requiring_a_client_certificate_refuses_one_without() {
     let url = url(broker.port(), &pki.path("ca.pem"), None);
     let err =
         MqttTransport::connect(&url, ConnectOptions::new()).await.err().expect("must be refused");
-    assert!(matches!(err, Error::NotConnected { .. }), "{err}");
+    assert_eq!(err.kind(), ConnectErrorKind::Tls, "{err}");
 }
 
 #[tokio::test]

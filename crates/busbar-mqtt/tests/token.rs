@@ -6,8 +6,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use busbar_core::auth::{Token, TokenPlacement, TokenProvider};
+use busbar_core::error::{BoxError, ConnectErrorKind};
 use busbar_core::transport::{BoxFuture, ConnectOptions};
-use busbar_core::{Connection, ConnectionEvent, Error, Result};
+use busbar_core::{Connection, ConnectionEvent};
 use busbar_mqtt::MqttTransport;
 use busbar_testkit::{BrokerProcess, MosquittoConfig, next_event_within, skip_if_missing};
 
@@ -18,7 +19,7 @@ struct Rotating {
 }
 
 impl TokenProvider for Rotating {
-    fn token(&self) -> BoxFuture<'_, Result<Token>> {
+    fn token(&self) -> BoxFuture<'_, Result<Token, BoxError>> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         Box::pin(async move {
             Ok(match n {
@@ -76,7 +77,7 @@ async fn a_refreshed_token_reconnects_and_keeps_subscriptions() {
 struct Fixed(&'static str);
 
 impl TokenProvider for Fixed {
-    fn token(&self) -> BoxFuture<'_, Result<Token>> {
+    fn token(&self) -> BoxFuture<'_, Result<Token, BoxError>> {
         let value = self.0;
         Box::pin(async move { Ok(Token::forever(value)) })
     }
@@ -88,7 +89,7 @@ async fn a_rejected_token_is_a_clear_error() {
     let url = format!("mqtt://:pw@127.0.0.1:{}", broker.port());
     let options = ConnectOptions::new().token(Arc::new(Fixed("stolen")), TokenPlacement::Username);
     let err = MqttTransport::connect(&url, options).await.err().expect("refused");
-    assert!(matches!(err, Error::NotConnected { .. }), "{err}");
+    assert_eq!(err.kind(), ConnectErrorKind::Refused, "{err}");
     let text = err.to_string();
     assert!(text.contains("user name or password") || text.contains("not authorized"), "{text}");
     assert!(!text.contains("stolen"), "the token leaked into the error: {text}");

@@ -9,8 +9,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use busbar_core::error::ConnectErrorKind;
 use busbar_core::transport::{ConnectOptions, SubscribeOptions};
-use busbar_core::{Connection, Error, Message, Topic, TopicFilter};
+use busbar_core::{Connection, Message, Topic, TopicFilter};
 use busbar_mqtt::MqttTransport;
 use busbar_testkit::websocket::WebSocketFront;
 use busbar_testkit::{BrokerKind, Pki, shared_broker};
@@ -180,7 +181,7 @@ async fn secure_websockets_refuse_a_server_the_ca_did_not_sign() {
     let other = pki.path("other-ca.pem");
     let url = format!("wss://127.0.0.1:{}/mqtt?ca={}", front.port(), other.display());
     let err = MqttTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
-    assert!(matches!(err, Error::NotConnected { .. }), "{err}");
+    assert_eq!(err.kind(), ConnectErrorKind::Tls, "{err}");
     assert!(err.to_string().to_lowercase().contains("certificate"), "{err}");
     assert!(front.paths().is_empty(), "no request was sent");
 }

@@ -3,9 +3,9 @@
 use std::str::FromStr;
 
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
+use busbar_core::error::{PublishError, PublishErrorKind};
 use busbar_core::message::{Headers, Message};
-use busbar_core::topic::{Topic, topic_from_nats};
-use busbar_core::{Error, Result};
+use busbar_core::topic::{Topic, TopicError, topic_from_nats};
 use bytes::Bytes;
 
 /// The header that carries a message's correlation id: NATS has none of its own (its
@@ -13,14 +13,17 @@ use bytes::Bytes;
 /// hex-encoded because NATS header values are text.
 pub(crate) const CORRELATION_HEADER: &str = "busbar-correlation-id";
 
-fn header_error(what: &str, name: &str) -> Error {
-    Error::Config(format!(
-        "header {name:?}: NATS cannot carry this {what} (no control characters, no ':' in names)"
-    ))
+fn header_error(what: &str, name: &str) -> PublishError {
+    PublishError::new(
+        PublishErrorKind::Unsupported,
+        format!(
+            "header {name:?}: NATS cannot carry this {what} (no control characters, no ':' in names)"
+        ),
+    )
 }
 
 /// The NATS headers for `message`, `None` when it has none (the common case: no allocation).
-pub(crate) fn headers_out(message: &Message) -> Result<Option<HeaderMap>> {
+pub(crate) fn headers_out(message: &Message) -> Result<Option<HeaderMap>, PublishError> {
     if message.headers.is_empty() && message.correlation_id.is_none() {
         return Ok(None);
     }
@@ -38,7 +41,10 @@ pub(crate) fn headers_out(message: &Message) -> Result<Option<HeaderMap>> {
 
 /// Turns a received NATS message into a busbar message. `topic` is the topic when the caller
 /// already knows it (a subscription to one literal subject), saving the conversion.
-pub(crate) fn message_in(m: async_nats::Message, topic: Option<&Topic>) -> Result<Message> {
+pub(crate) fn message_in(
+    m: async_nats::Message,
+    topic: Option<&Topic>,
+) -> Result<Message, TopicError> {
     let topic = match topic {
         Some(t) => t.clone(),
         None => topic_from_nats(m.subject.as_str())?,
@@ -119,8 +125,9 @@ mod tests {
     #[test]
     fn headers_nats_cannot_carry_are_refused() {
         let m = Message::new(Topic::new("a").expect("topic"), &b""[..]).with_header("a:b", "1");
-        assert!(matches!(headers_out(&m), Err(Error::Config(_))));
+        let refused = |m: &Message| headers_out(m).err().map(|e| e.kind());
+        assert_eq!(refused(&m), Some(PublishErrorKind::Unsupported));
         let m = Message::new(Topic::new("a").expect("topic"), &b""[..]).with_header("a", "1\r\n");
-        assert!(matches!(headers_out(&m), Err(Error::Config(_))));
+        assert_eq!(refused(&m), Some(PublishErrorKind::Unsupported));
     }
 }

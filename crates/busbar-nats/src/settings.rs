@@ -2,10 +2,10 @@
 
 use std::time::Duration;
 
-use busbar_core::connection::redact_url;
-use busbar_core::url::percent_decode;
-use busbar_core::{Error, Overflow, QueueConfig, Result};
+use busbar_core::error::ConnectError;
+use busbar_core::{Overflow, QueueConfig};
 pub use busbar_tls::TlsSettings;
+use busbar_transport_kit::endpoint::{Endpoint, Scheme};
 
 /// The NATS client's default per-subscription buffer (async-nats' own default, stated here so
 /// it is a decision rather than an accident).
@@ -65,136 +65,65 @@ pub struct Settings {
     /// `Block` (the default) makes `publish` wait; the drop policies never wait and count what
     /// they discard (`?publish_overflow=drop-oldest&publish_queue=N`).
     pub publish_queue: QueueConfig,
-    /// How long the first connection may take (`?connect_timeout=SECS`, default 5 s).
+    /// How long the first connection may take (`?connect_timeout=SECS`, or with a unit:
+    /// `500ms`, `1m`; default 5 s).
     pub connect_timeout: Duration,
     /// The URL with the password hidden, for messages.
     pub shown: String,
 }
 
+/// The schemes, their default port, and which is secure.
+const SCHEMES: &[Scheme] = &[
+    Scheme { name: "nats", default_port: 4222, secure: false },
+    Scheme { name: "tls", default_port: 4222, secure: true },
+];
+
 impl Settings {
     /// Parses a `nats://` or `tls://` URL.
-    pub fn parse(url: &str) -> Result<Settings> {
-        let shown = redact(url);
-        let invalid = |reason: String| Error::InvalidUrl { url: shown.clone(), reason };
-        let (scheme, rest) =
-            url.split_once("://").ok_or_else(|| invalid("expected nats://HOST[:PORT]".into()))?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "nats" => None,
-            "tls" => Some(TlsSettings::default()),
-            _ => {
-                return Err(Error::Unsupported {
-                    transport: "nats",
-                    feature: "this URL scheme (nats://, tls://)",
-                });
+    pub fn parse(url: &str) -> Result<Settings, ConnectError> {
+        let mut e = Endpoint::parse(url, SCHEMES)?;
+        if !e.path.is_empty() {
+            return Err(e.invalid(format!("a NATS URL has no path, but {:?} was given", e.path)));
+        }
+        let server = e.single_server("NATS clusters announce the others")?.clone();
+        let mut credentials = match (&e.login.user, &e.login.password) {
+            (None, None) => Credentials::None,
+            (Some(user), Some(password)) if !user.is_empty() => {
+                Credentials::UserPassword { user: user.clone(), password: password.clone() }
             }
-        };
-        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let (authority, path) = match before_query.find('/') {
-            Some(i) => before_query.split_at(i),
-            None => (before_query, ""),
-        };
-        if !path.is_empty() && path != "/" {
-            return Err(invalid(format!("a NATS URL has no path, but {path:?} was given")));
-        }
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let credentials = match userinfo {
-            None => Credentials::None,
-            Some(u) => match u.split_once(':') {
-                Some((user, password)) if !user.is_empty() => Credentials::UserPassword {
-                    user: percent_decode(user).map_err(&invalid)?,
-                    password: percent_decode(password).map_err(&invalid)?,
-                },
-                Some(_) => return Err(invalid("a password needs a user name".into())),
-                None if u.is_empty() => return Err(invalid("empty credentials before '@'".into())),
-                None => Credentials::Token(percent_decode(u).map_err(&invalid)?),
-            },
-        };
-        if hostport.contains(',') {
-            return Err(invalid("give one server; NATS clusters announce the others".into()));
-        }
-        let (host, port) = match hostport.rsplit_once(':') {
-            // An IPv6 literal without a port: the colon is the address's own.
-            Some((h, p)) if !(hostport.starts_with('[') && hostport.ends_with(']')) => {
-                let port = p.parse::<u16>().map_err(|_| invalid(format!("bad port {p:?}")))?;
-                (h, port)
+            (_, Some(_)) => return Err(e.invalid("a password needs a user name")),
+            (Some(token), None) if token.is_empty() => {
+                return Err(e.invalid("empty credentials before '@'"));
             }
-            _ => (hostport, 4222),
+            // A user name without a password is a token, as in every NATS client.
+            (Some(token), None) => Credentials::Token(token.clone()),
         };
-        if host.is_empty() {
-            return Err(invalid("no host".into()));
+        let p = &mut e.params;
+        let subscription_capacity =
+            p.count("subscription_capacity")?.unwrap_or(DEFAULT_SUBSCRIPTION_CAPACITY);
+        let publish_queue =
+            p.queue("publish_queue", "publish_overflow", QueueConfig::new(1024, Overflow::Block))?;
+        let connect_timeout = p
+            .duration("connect_timeout", Duration::from_millis(1))?
+            .unwrap_or(Duration::from_secs(5));
+        if let Some(path) = p.path("creds") {
+            if credentials != Credentials::None {
+                return Err(p.refuse("give either credentials before '@' or creds=, not both"));
+            }
+            credentials = Credentials::CredsFile(path);
         }
-        let mut settings = Settings {
-            host: host.trim_start_matches('[').trim_end_matches(']').to_owned(),
-            port,
+        let tls = TlsSettings::from_params(p, e.scheme.secure)?;
+        let settings = Settings {
+            host: server.host,
+            port: server.port,
             credentials,
             tls,
-            subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
-            publish_queue: QueueConfig::new(1024, Overflow::Block),
-            connect_timeout: Duration::from_secs(5),
-            shown: shown.clone(),
+            subscription_capacity,
+            publish_queue,
+            connect_timeout,
+            shown: e.shown.clone(),
         };
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (key, value) = pair
-                .split_once('=')
-                .ok_or_else(|| invalid(format!("parameter {pair:?} has no value")))?;
-            // Values are percent-encoded like every URL part (`ca=%2Fetc%2Fca.pem`).
-            let decoded =
-                percent_decode(value).map_err(|e| invalid(format!("parameter {key}: {e}")))?;
-            let value = decoded.as_str();
-            let count = || {
-                value.parse::<usize>().ok().filter(|n| *n > 0).ok_or_else(|| {
-                    invalid(format!("{key} must be a positive count, not {value:?}"))
-                })
-            };
-            match key {
-                "subscription_capacity" => settings.subscription_capacity = count()?,
-                "publish_queue" => {
-                    settings.publish_queue =
-                        QueueConfig::new(count()?, settings.publish_queue.overflow);
-                }
-                "publish_overflow" => {
-                    let overflow = Overflow::from_name(value).ok_or_else(|| {
-                        invalid(format!(
-                            "publish_overflow must be block, drop-oldest or drop-newest, not {value:?}"
-                        ))
-                    })?;
-                    settings.publish_queue =
-                        QueueConfig::new(settings.publish_queue.capacity, overflow);
-                }
-                "connect_timeout" => {
-                    let secs = value.parse::<u64>().ok().filter(|s| *s > 0).ok_or_else(|| {
-                        invalid(format!("connect_timeout must be whole seconds, not {value:?}"))
-                    })?;
-                    settings.connect_timeout = Duration::from_secs(secs);
-                }
-                "creds" => {
-                    if settings.credentials != Credentials::None {
-                        return Err(invalid(
-                            "give either credentials before '@' or creds=, not both".into(),
-                        ));
-                    }
-                    settings.credentials = Credentials::CredsFile(value.into());
-                }
-                "ca" | "cert" | "key" => {
-                    let tls = settings.tls.as_mut().ok_or_else(|| {
-                        invalid(format!("{key} needs a TLS connection: use tls://"))
-                    })?;
-                    tls.set(key, value);
-                }
-                _ => {
-                    return Err(invalid(format!(
-                        "unknown parameter {key:?} (known: subscription_capacity, publish_queue, \
-                         publish_overflow, connect_timeout, creds, ca, cert, key)"
-                    )));
-                }
-            }
-        }
-        if let Some(problem) = settings.tls.as_ref().and_then(TlsSettings::problem) {
-            return Err(invalid(problem.into()));
-        }
+        e.params.finish()?;
         Ok(settings)
     }
 
@@ -210,21 +139,10 @@ impl Settings {
     }
 }
 
-/// `url` with its secret hidden: the password of `user:password@`, or a whole token
-/// (`token@`), which `redact_url` would otherwise show as a user name.
-fn redact(url: &str) -> String {
-    let redacted = redact_url(url);
-    let Some((scheme, rest)) = redacted.split_once("://") else { return redacted };
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) if !userinfo.contains(':') => format!("{scheme}://***@{host}{tail}"),
-        _ => redacted,
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use busbar_core::error::ConnectErrorKind;
+
     use super::*;
 
     #[test]
@@ -258,23 +176,32 @@ mod tests {
         let v6 = Settings::parse("nats://[::1]:4333").expect("v6");
         assert_eq!((v6.host.as_str(), v6.port), ("::1", 4333));
         assert_eq!(v6.server_address(), "nats://[::1]:4333");
+        let slow = Settings::parse("nats://h?connect_timeout=30").expect("seconds");
+        assert_eq!(slow.connect_timeout, Duration::from_secs(30));
+        assert_eq!(d.connect_timeout, Duration::from_secs(5));
+        assert_eq!(d.publish_queue, QueueConfig::new(1024, Overflow::Block));
+        assert_eq!(Settings::parse("nats://h/").expect("a bare slash").port, 4222);
     }
 
     #[test]
     fn refuses_what_it_cannot_use() {
-        let bad = |url: &str| matches!(Settings::parse(url), Err(Error::InvalidUrl { .. }));
+        let bad = |url: &str| matches!(Settings::parse(url), Err(e) if e.kind() == ConnectErrorKind::InvalidUrl);
         assert!(bad("nats://h:x"));
         assert!(bad("nats://h?colour=red"));
         assert!(bad("nats://h?subscription_capacity=0"));
         assert!(bad("nats://h?publish_overflow=sometimes"));
+        assert!(bad("nats://h?connect_timeout=0"));
         assert!(bad("nats://h/path"));
         assert!(bad("nats://h?ca=/x"));
         assert!(bad("tls://h?cert=/x"));
         assert!(bad("nats://"));
         assert!(bad("nats://a:1,b:2"));
         assert!(bad("nats://:pw@h"));
-        assert!(matches!(Settings::parse("mqtt://h"), Err(Error::Unsupported { .. })));
+        assert!(bad("nats://@h"));
+        assert!(bad("mqtt://h"));
         let err = Settings::parse("nats://u:hunter2@h:x").expect_err("bad port");
         assert!(!err.to_string().contains("hunter2"), "{err}");
+        let err = Settings::parse("nats://s3cret@h?colour=red").expect_err("unknown parameter");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
     }
 }

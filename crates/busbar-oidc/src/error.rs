@@ -37,6 +37,12 @@ pub enum OidcError {
 
 impl From<OidcError> for busbar_core::Error {
     fn from(e: OidcError) -> Self {
-        busbar_core::Error::Auth { message: e.to_string(), source: Some(Box::new(e)) }
+        busbar_core::Error::Connect(
+            busbar_core::error::OpError::new(
+                busbar_core::error::ConnectErrorKind::Credentials,
+                format!("credentials: {e}"),
+            )
+            .with_source(e),
+        )
     }
 }

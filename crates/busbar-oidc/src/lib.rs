@@ -332,7 +332,7 @@ fn parse<T: serde::de::DeserializeOwned>(
 }
 
 impl TokenProvider for OidcProvider {
-    fn token(&self) -> BoxFuture<'_, busbar_core::Result<Token>> {
+    fn token(&self) -> BoxFuture<'_, Result<Token, busbar_core::error::BoxError>> {
         Box::pin(async move { Ok(self.access_token().await?) })
     }
 }

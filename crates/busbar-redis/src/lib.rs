@@ -15,11 +15,14 @@
 //!   list of each group whose filter matches (next to the `PUBLISH` for plain subscribers),
 //!   in the same pipeline.
 //! * **Request/reply.** A request is published like any message (so it reaches an RPC
-//!   server's queue group list) with a reply topic `_busbar/inbox/<id>` that is a list per
-//!   connection (`busbar:_busbar/inbox/<id>`, expiring after 60 s unread), read by one
-//!   `BLMPOP` loop on a connection of its own. The number of receivers Redis reports for the
-//!   `PUBLISH`, plus the group lists reached, tells whether anybody listens: a request nobody
-//!   can receive fails at once with `NoResponders`.
+//!   server's queue group list) with a reply topic `_busbar/inbox/<id>` (`<id>`: 128 random
+//!   bits in hex, so no other client can guess it) that is a list per connection
+//!   (`busbar:_busbar/inbox/<id>`, expiring after 60 s unread), read by one `BLMPOP` loop on
+//!   a connection of its own, and a correlation id of 16 random bytes in the envelope that
+//!   ties the reply to its request. The number of receivers Redis reports for the `PUBLISH`,
+//!   plus the group lists reached, tells whether anybody listens: a request nobody can
+//!   receive fails at once with `NoResponders`. A reply that finds no request waiting (it
+//!   gave up) is counted in `late_replies` on the requesting connection.
 //! * **What Redis lacks**: retained messages (refused with `Unsupported`), last will
 //!   (`capabilities().last_will` is false; a last will given at connect is refused with `Unsupported`, one set with `last_will_if_supported` is left out), no-local
 //!   subscriptions (refused). Expiry travels in the envelope and is enforced on delivery.
@@ -47,8 +50,13 @@
 //! connection of their own, since a blocked command would hold up everything pipelined
 //! behind it. Publishes go through a bounded queue (`?publish_queue=`, `?publish_overflow=`)
 //! to a forwarder that pipelines whatever accumulated while the previous batch was on the
-//! wire. While the server is unreachable, publishes and requests fail at once with
-//! `NotConnected` (Redis would not keep them anyway).
+//! wire. While the server is unreachable, publishes and requests fail at once with errors of
+//! kind `NotConnected` (Redis would not keep them anyway).
+//!
+//! Connecting fails with a `ConnectError` whose kind says why: `InvalidUrl`, `Refused`
+//! (the server refused the user name, password or token), `Tls`, `Unreachable`, `TimedOut`,
+//! `Config` (an unreadable TLS file), `Credentials` (the token provider gave no token),
+//! `Unsupported` (a last will that is required).
 //!
 //! Tokens (`ConnectOptions::token`) are presented as the password (or user name, per
 //! `TokenPlacement`); before expiry a fresh one is fetched and the live connection is
@@ -68,8 +76,9 @@ pub use transport::RedisTransport;
 
 use std::sync::Arc;
 
+use busbar_core::error::ConnectError;
 use busbar_core::transport::{BoxFuture, ConnectOptions};
-use busbar_core::{Connection, Connector, Result};
+use busbar_core::{Connection, Connector};
 
 /// Connects `redis://` and `rediss://` URLs.
 #[derive(Debug, Default, Clone, Copy)]
@@ -84,7 +93,7 @@ impl Connector for RedisConnector {
         &self,
         url: &str,
         options: ConnectOptions,
-    ) -> BoxFuture<'static, Result<Connection>> {
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
         let url = url.to_owned();
         Box::pin(async move {
             Ok(Connection::new(Arc::new(RedisTransport::connect(&url, options).await?)))

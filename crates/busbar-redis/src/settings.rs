@@ -20,9 +20,9 @@
 
 use std::time::Duration;
 
-use busbar_core::connection::redact_url;
-use busbar_core::url::percent_decode;
-use busbar_core::{Error, Overflow, Result};
+use busbar_core::error::ConnectError;
+use busbar_core::{Overflow, QueueConfig};
+use busbar_transport_kit::endpoint::{Endpoint, Scheme};
 
 /// Everything a `redis://` or `rediss://` URL says.
 #[derive(Clone, PartialEq, Eq)]
@@ -71,147 +71,59 @@ pub use busbar_tls::TlsSettings;
 const DEFAULT_PORT: u16 = 6379;
 const DEFAULT_QUEUE: usize = 65_536;
 
+/// The schemes, their default ports, and which is secure.
+const SCHEMES: &[Scheme] = &[
+    Scheme { name: "redis", default_port: DEFAULT_PORT, secure: false },
+    Scheme { name: "rediss", default_port: DEFAULT_PORT, secure: true },
+];
+
 impl Settings {
     /// Parses `url`.
     ///
     /// # Errors
     ///
-    /// [`Error::InvalidUrl`] naming the offending part.
-    pub fn parse(url: &str) -> Result<Settings> {
-        let redacted_url = redact_url(url);
-        let bad = |reason: String| Error::InvalidUrl { url: redacted_url.clone(), reason };
-        let (scheme, rest) =
-            url.split_once("://").ok_or_else(|| bad("expected redis://host[:port]".into()))?;
-        let tls = match scheme.to_ascii_lowercase().as_str() {
-            "redis" => false,
-            "rediss" => true,
-            other => return Err(bad(format!("scheme {other:?} is not redis or rediss"))),
-        };
-        let (before_query, query) = match rest.split_once('?') {
-            Some((a, q)) => (a, Some(q)),
-            None => (rest, None),
-        };
-        let (authority, path) = match before_query.find('/') {
-            Some(i) => (&before_query[..i], &before_query[i + 1..]),
-            None => (before_query, ""),
-        };
-        let (userinfo, hostport) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        let (username, password) = match userinfo {
-            None => (None, None),
-            Some(u) => {
-                let (user, pass) = match u.split_once(':') {
-                    Some((user, pass)) => (user, Some(pass)),
-                    None => (u, None),
-                };
-                let user = percent_decode(user).map_err(|e| bad(format!("user name: {e}")))?;
-                let pass = pass
-                    .map(percent_decode)
-                    .transpose()
-                    .map_err(|e| bad(format!("password: {e}")))?;
-                (Some(user).filter(|u| !u.is_empty()), pass)
-            }
-        };
-        let (host, port) = split_host_port(hostport).map_err(bad)?;
-        let db = if path.is_empty() {
+    /// A [`ConnectError`] of kind `InvalidUrl` naming the offending part.
+    pub fn parse(url: &str) -> Result<Settings, ConnectError> {
+        let mut e = Endpoint::parse(url, SCHEMES)?;
+        let server = e.single_server("Redis connects to one server")?.clone();
+        let db = if e.path.is_empty() {
             0
         } else {
-            path.parse::<i64>()
-                .ok()
-                .filter(|d| *d >= 0)
-                .ok_or_else(|| bad(format!("database {path:?} is not a non-negative number")))?
+            e.path.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+                e.invalid(format!("database {:?} is not a non-negative number", e.path))
+            })?
         };
-        let mut settings = Settings {
-            redacted_url: redacted_url.clone(),
-            host,
-            port,
+        let p = &mut e.params;
+        let queue = p.queue(
+            "publish_queue",
+            "publish_overflow",
+            QueueConfig::new(DEFAULT_QUEUE, Overflow::Block),
+        )?;
+        let settings = Settings {
+            redacted_url: e.shown.clone(),
+            host: server.host,
+            port: server.port,
             db,
-            username,
-            password,
-            tls: tls.then(TlsSettings::default),
-            publish_queue: DEFAULT_QUEUE,
-            publish_overflow: Overflow::Block,
-            push_buffer: DEFAULT_QUEUE,
-            response_timeout: Duration::from_secs(10),
+            // `redis://:password@host` names no user: the default user.
+            username: e.login.user.clone().filter(|u| !u.is_empty()),
+            password: e.login.password.clone(),
+            publish_queue: queue.capacity,
+            publish_overflow: queue.overflow,
+            push_buffer: p.count("push_buffer")?.unwrap_or(DEFAULT_QUEUE),
+            response_timeout: Duration::from_millis(
+                p.number("response_timeout_ms", 1u64, u64::MAX)?.unwrap_or(10_000),
+            ),
+            tls: TlsSettings::from_params(p, e.scheme.secure)?,
         };
-        for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
-            let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
-            let value = percent_decode(value).map_err(|e| bad(format!("parameter {name}: {e}")))?;
-            settings.apply(name, &value).map_err(bad)?;
-        }
-        if let Some(problem) = settings.tls.as_ref().and_then(TlsSettings::problem) {
-            return Err(bad(problem.into()));
-        }
+        e.params.finish()?;
         Ok(settings)
     }
-
-    fn apply(&mut self, name: &str, value: &str) -> std::result::Result<(), String> {
-        let positive = |v: &str| {
-            v.parse::<usize>()
-                .ok()
-                .filter(|n| *n > 0)
-                .ok_or_else(|| format!("{name}={v:?} is not a positive number"))
-        };
-        fn tls_only<'a>(
-            tls: &'a mut Option<TlsSettings>,
-            name: &str,
-        ) -> std::result::Result<&'a mut TlsSettings, String> {
-            tls.as_mut().ok_or_else(|| format!("{name} needs a rediss:// URL (TLS)"))
-        }
-        match name {
-            "ca" | "cert" | "key" => {
-                tls_only(&mut self.tls, name)?.set(name, value);
-            }
-            "publish_queue" => self.publish_queue = positive(value)?,
-            "push_buffer" => self.push_buffer = positive(value)?,
-            "publish_overflow" => {
-                self.publish_overflow = Overflow::from_name(value).ok_or_else(|| {
-                    format!(
-                        "publish_overflow={value:?}: expected block, drop-oldest or drop-newest"
-                    )
-                })?
-            }
-            "response_timeout_ms" => {
-                self.response_timeout = Duration::from_millis(positive(value)? as u64)
-            }
-            other => return Err(format!("unknown parameter {other:?}")),
-        }
-        Ok(())
-    }
-}
-
-fn split_host_port(hostport: &str) -> std::result::Result<(String, u16), String> {
-    if hostport.is_empty() {
-        return Err("the host is missing".into());
-    }
-    // Bracketed IPv6 literal: [::1]:6379
-    let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
-        let (h, after) = rest.split_once(']').ok_or("unclosed '[' in the host")?;
-        (h, after.strip_prefix(':'))
-    } else {
-        match hostport.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (hostport, None),
-        }
-    };
-    if host.is_empty() {
-        return Err("the host is missing".into());
-    }
-    let port = match port {
-        None => DEFAULT_PORT,
-        Some(p) => p
-            .parse::<u16>()
-            .ok()
-            .filter(|p| *p != 0)
-            .ok_or_else(|| format!("port {p:?} is not a number from 1 to 65535"))?,
-    };
-    Ok((host.to_owned(), port))
 }
 
 #[cfg(test)]
 mod tests {
+    use busbar_core::error::ConnectErrorKind;
+
     use super::*;
 
     #[test]
@@ -237,9 +149,16 @@ mod tests {
     fn defaults() {
         let s = Settings::parse("redis://127.0.0.1").expect("valid");
         assert_eq!((s.port, s.db, s.tls.is_none()), (6379, 0, true));
+        assert_eq!((s.publish_queue, s.publish_overflow), (65_536, Overflow::Block));
+        assert_eq!((s.push_buffer, s.response_timeout), (65_536, Duration::from_secs(10)));
         let s = Settings::parse("redis://:secret@[::1]:7000").expect("valid");
         assert_eq!((s.host.as_str(), s.port), ("::1", 7000));
         assert_eq!((s.username, s.password.as_deref()), (None, Some("secret")));
+        let s = Settings::parse("redis://h?publish_queue=8&push_buffer=16&response_timeout_ms=250")
+            .expect("valid");
+        assert_eq!((s.publish_queue, s.push_buffer), (8, 16));
+        assert_eq!(s.response_timeout, Duration::from_millis(250));
+        assert_eq!(Settings::parse("rediss://h").expect("valid").port, 6379);
     }
 
     #[test]
@@ -249,20 +168,23 @@ mod tests {
             ("redis://h:x", "port"),
             ("redis://", "host"),
             ("redis://h/abc", "database"),
-            ("redis://h?ca=/x", "rediss"),
+            ("redis://h?ca=/x", "TLS"),
             ("redis://h?bogus=1", "unknown parameter"),
-            ("redis://h?publish_queue=0", "positive"),
+            ("redis://h?publish_queue=0", "publish_queue"),
+            ("redis://h?response_timeout_ms=0", "response_timeout_ms"),
             ("redis://h?publish_overflow=maybe", "drop-oldest"),
             ("rediss://h?cert=/a", "both cert and key"),
+            ("redis://h1,h2", "one server"),
             ("http://h", "scheme"),
             ("redis://u:topsecret@h:99999", "port"),
         ] {
             match Settings::parse(url) {
-                Err(Error::InvalidUrl { url: shown, reason }) => {
-                    assert!(reason.contains(needle), "{url}: {reason}");
-                    assert!(!shown.contains("topsecret"), "{shown}");
+                Err(e) => {
+                    assert_eq!(e.kind(), ConnectErrorKind::InvalidUrl, "{url}: {e}");
+                    assert!(e.to_string().contains(needle), "{url}: {e}");
+                    assert!(!e.to_string().contains("topsecret"), "{e}");
                 }
-                other => panic!("{url}: expected InvalidUrl, got {other:?}"),
+                Ok(s) => panic!("{url}: expected InvalidUrl, got {s:?}"),
             }
         }
     }

@@ -1,8 +1,8 @@
 //! Building redis-rs's client from [`Settings`]: address, credentials, RESP3, TCP_NODELAY,
 //! and for `rediss://` TLS with rustls and the ring provider.
 
-use busbar_core::auth::TokenPlacement;
-use busbar_core::{Error, Result};
+use busbar_core::error::{ConnectError, ConnectErrorKind, OpError};
+use busbar_transport_kit::Login;
 use redis::io::tcp::TcpSettings;
 use redis::{
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
@@ -10,41 +10,20 @@ use redis::{
 
 use crate::settings::Settings;
 
-/// The user name and password to present: the URL's, with the token (if any) in the place
-/// `placement` says.
-pub(crate) fn credentials(
-    settings: &Settings,
-    token: Option<&str>,
-    placement: TokenPlacement,
-) -> (Option<String>, Option<String>) {
-    let mut user = settings.username.clone();
-    let mut pass = settings.password.clone();
-    if let Some(t) = token {
-        match placement {
-            TokenPlacement::Password => pass = Some(t.to_owned()),
-            TokenPlacement::Username => user = Some(t.to_owned()),
-        }
-    }
-    (user, pass)
-}
-
-/// A redis-rs client for `settings`, authenticating with `token` where given.
-pub(crate) fn client(
-    settings: &Settings,
-    token: Option<&str>,
-    placement: TokenPlacement,
-) -> Result<redis::Client> {
-    let config_error = |what: &str, e: &dyn std::fmt::Display| {
-        Error::Config(format!("{}: {what}: {e}", settings.redacted_url))
+/// A redis-rs client for `settings`, presenting `login` (the URL's, or with a token in it).
+pub(crate) fn client(settings: &Settings, login: &Login) -> Result<redis::Client, ConnectError> {
+    // redis-rs refusing what the URL gave (an address it cannot use) is the URL's fault; a
+    // TLS configuration it cannot build is the local settings'.
+    let refused = |kind: ConnectErrorKind, what: &str, e: redis::RedisError| {
+        OpError::new(kind, format!("{}: {what}: {e}", settings.redacted_url)).with_source(e)
     };
-    let (user, pass) = credentials(settings, token, placement);
     let mut redis_info =
         RedisConnectionInfo::default().set_db(settings.db).set_protocol(ProtocolVersion::RESP3);
-    if let Some(u) = user {
-        redis_info = redis_info.set_username(u);
+    if let Some(u) = &login.user {
+        redis_info = redis_info.set_username(u.clone());
     }
-    if let Some(p) = pass {
-        redis_info = redis_info.set_password(p);
+    if let Some(p) = &login.password {
+        redis_info = redis_info.set_password(p.clone());
     }
     let addr = match &settings.tls {
         None => ConnectionAddr::Tcp(settings.host.clone(), settings.port),
@@ -57,12 +36,13 @@ pub(crate) fn client(
     };
     let info: ConnectionInfo = addr
         .into_connection_info()
-        .map_err(|e| config_error("address", &e))?
+        .map_err(|e| refused(ConnectErrorKind::InvalidUrl, "address", e))?
         .set_redis_settings(redis_info)
         // Small messages must not wait for Nagle's algorithm.
         .set_tcp_settings(TcpSettings::default().set_nodelay(true));
     let Some(tls) = &settings.tls else {
-        return redis::Client::open(info).map_err(|e| config_error("client", &e));
+        return redis::Client::open(info)
+            .map_err(|e| refused(ConnectErrorKind::InvalidUrl, "client", e));
     };
     // redis-rs builds its rustls configuration from the process-wide provider; make it ring
     // (a no-op when the application installed one already).
@@ -77,5 +57,5 @@ pub(crate) fn client(
         _ => None,
     };
     redis::Client::build_with_tls(info, redis::TlsCertificates { client_tls, root_cert })
-        .map_err(|e| config_error("TLS configuration", &e))
+        .map_err(|e| refused(ConnectErrorKind::Config, "TLS configuration", e))
 }

@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use busbar_core::auth::{Token, TokenPlacement, TokenProvider};
+use busbar_core::error::{
+    BoxError, ConnectError, ConnectErrorKind, PublishErrorKind, RequestErrorKind,
+};
 use busbar_core::patterns::rpc::RpcServer;
 use busbar_core::patterns::{RpcClient, RpcError};
 use busbar_core::transport::{BoxFuture, ConnectOptions};
-use busbar_core::{Connection, ConnectionEvent, Error, Message, Result, Topic};
+use busbar_core::{Connection, ConnectionEvent, Message, Topic};
 use busbar_redis::RedisTransport;
 use busbar_testkit::next_event;
 use busbar_testkit::{BrokerProcess, skip_if_missing};
@@ -20,7 +23,7 @@ async fn connect(url: &str) -> Connection {
     connect_with(url, ConnectOptions::new()).await.expect("connect")
 }
 
-async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection> {
+async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection, ConnectError> {
     Ok(Connection::new(Arc::new(RedisTransport::connect(url, options).await?)))
 }
 
@@ -61,7 +64,7 @@ async fn subscribers_resume_after_the_server_restarts() {
     next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
     // During the outage calls fail at once with a typed error instead of vanishing.
     let err = pub_conn.publish_bytes("plant/a/temp", &b"lost"[..]).await.expect_err("down");
-    assert!(matches!(err, Error::NotConnected { .. }), "{err}");
+    assert_eq!(err.kind(), PublishErrorKind::NotConnected, "{err}");
     let started = tokio::time::Instant::now();
     let err = pub_conn
         .request(
@@ -70,7 +73,10 @@ async fn subscribers_resume_after_the_server_restarts() {
         )
         .await
         .expect_err("no server");
-    assert!(matches!(err, Error::NotConnected { .. } | Error::Timeout { .. }), "{err}");
+    assert!(
+        matches!(err.kind(), RequestErrorKind::NotConnected | RequestErrorKind::TimedOut),
+        "{err}"
+    );
     assert!(started.elapsed() < Duration::from_millis(1_000), "{:?}", started.elapsed());
 
     redis.restart().await.expect("restart");
@@ -138,7 +144,10 @@ async fn an_rpc_in_flight_during_a_restart_ends_within_its_deadline() {
     // The reply list died with the server: the call ends with a typed error, in time.
     match outcome {
         Ok(n) => assert_eq!(n, 1),
-        Err(e) => assert!(matches!(e, Error::Timeout { .. } | Error::NotConnected { .. }), "{e}"),
+        Err(e) => assert!(
+            matches!(e.kind(), RequestErrorKind::TimedOut | RequestErrorKind::NotConnected),
+            "{e}"
+        ),
     }
     assert!(took < Duration::from_millis(2_500), "took {took:?} with a 2 s deadline");
 
@@ -168,11 +177,11 @@ async fn wrong_credentials_give_a_clear_error() {
         format!("redis://nobody:wrong-pw@{hostport}"),
     ] {
         match connect_with(&url, ConnectOptions::new()).await {
-            Err(Error::Broker { message, .. }) => {
-                assert!(message.contains("refused the credentials"), "{message}");
-                assert!(!message.contains("wrong-pw"), "the password leaked: {message}");
+            Err(e) => {
+                assert_eq!(e.kind(), ConnectErrorKind::Refused, "{url}: {e}");
+                assert!(!e.to_string().contains("wrong-pw"), "the password leaked: {e}");
+                assert!(!format!("{e:?}").contains("wrong-pw"), "the password leaked: {e:?}");
             }
-            Err(e) => panic!("{url}: expected a credentials error, got {e}"),
             Ok(_) => panic!("{url}: wrong credentials were accepted"),
         }
     }
@@ -181,7 +190,7 @@ async fn wrong_credentials_give_a_clear_error() {
         Err(e) => e,
         Ok(_) => panic!("connected without a password"),
     };
-    assert!(err.to_string().contains("refused the credentials"), "{err}");
+    assert_eq!(err.kind(), ConnectErrorKind::Refused, "{err}");
     // The right ones work, as the default user and as an ACL user.
     for url in [format!("redis://:s3cret@{hostport}"), format!("redis://alice:wonder@{hostport}")] {
         let conn = connect(&url).await;
@@ -199,7 +208,7 @@ struct Rotating {
 }
 
 impl TokenProvider for Rotating {
-    fn token(&self) -> BoxFuture<'_, Result<Token>> {
+    fn token(&self) -> BoxFuture<'_, Result<Token, BoxError>> {
         let n = self.calls.fetch_add(1, Ordering::SeqCst) + 1;
         if n >= 2 {
             self.refreshed.notify_one();

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar::{Connection, Error, RpcClient};
+use busbar::{Connection, RpcClient};
 use busbar_commlib::CommlibRpcClient;
 use busbar_rest_proxy::{RestProxy, RestProxyOptions, RestProxyService, RestResponse, Wire};
 use bytes::Bytes;
@@ -107,10 +107,10 @@ async fn busbar_proxy(options: RestProxyOptions) -> (Connection, RestProxyServic
 }
 
 async fn call(conn: &Connection, topic: &str, request: Value) -> busbar::Result<RestResponse> {
-    RpcClient::<Value, RestResponse>::new(conn, topic)?
+    Ok(RpcClient::<Value, RestResponse>::new(conn, topic)?
         .timeout(Duration::from_secs(15))
         .call(request)
-        .await
+        .await?)
 }
 
 #[tokio::test]
@@ -219,8 +219,8 @@ async fn failures_of_the_proxy_are_error_replies_that_say_why() {
             "no TLS configuration",
         ),
     ] {
-        match call(&conn, &topic, request.clone()).await {
-            Err(Error::Remote(e)) => {
+        match call(&conn, &topic, request.clone()).await.map_err(|e| e.remote_error().cloned()) {
+            Err(Some(e)) => {
                 assert_eq!(e.code, code, "{request}: {e}");
                 assert!(e.message.contains(says), "{request}: {e}");
             }
@@ -255,8 +255,8 @@ async fn https_calls_verify_the_server() {
     assert_eq!((r.status_code, &r.data["method"]), (200, &json!("GET")));
     // A server whose certificate another authority signed is refused.
     let (conn, _service, topic) = busbar_proxy(trusting("other-ca.pem")).await;
-    match call(&conn, &topic, request).await {
-        Err(Error::Remote(e)) => assert!(e.message.contains("TLS handshake failed"), "{e}"),
+    match call(&conn, &topic, request).await.map_err(|e| e.remote_error().cloned()) {
+        Err(Some(e)) => assert!(e.message.contains("TLS handshake failed"), "{e}"),
         other => panic!("an untrusted server was called: {other:?}"),
     }
 }

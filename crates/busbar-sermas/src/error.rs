@@ -33,3 +33,12 @@ pub enum SermasError {
 
 /// Results of this crate.
 pub type Result<T> = std::result::Result<T, SermasError>;
+
+impl<K> From<busbar_core::error::OpError<K>> for SermasError
+where
+    busbar_core::Error: From<busbar_core::error::OpError<K>>,
+{
+    fn from(e: busbar_core::error::OpError<K>) -> Self {
+        SermasError::Busbar(e.into())
+    }
+}

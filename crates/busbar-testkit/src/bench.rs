@@ -4,7 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use busbar_core::patterns::rpc::{RpcClient, RpcError, RpcServer};
+use busbar_core::RpcError;
+use busbar_core::patterns::rpc::{RpcClient, RpcServer};
 use busbar_core::{Connection, Message, QoS, SubscribeOptions, Topic, TopicFilter};
 
 /// How long a receiver waits for a missing message before counting the rest as lost.

@@ -9,7 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use busbar_core::{Error, Result};
+use busbar_core::error::{ConnectError, ConnectErrorKind, OpError};
+use busbar_transport_kit::Params;
+
+/// Why TLS settings cannot be used: a connection error of kind `Config`.
+pub type Result<T> = std::result::Result<T, ConnectError>;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
@@ -42,6 +46,26 @@ impl TlsSettings {
         true
     }
 
+    /// The settings a URL's `ca`, `cert` and `key` parameters give: `Some` for a `secure`
+    /// scheme (the system's roots when none is given), `None` for a plain one, which may take
+    /// none of them.
+    pub fn from_params(params: &mut Params, secure: bool) -> Result<Option<TlsSettings>> {
+        let mut tls = TlsSettings::default();
+        for name in Self::PARAMETERS {
+            if let Some(path) = params.path(name) {
+                if !secure {
+                    return Err(params
+                        .refuse(format!("{name} needs a TLS connection: use the secure scheme")));
+                }
+                tls.set(name, &path.to_string_lossy());
+            }
+        }
+        if let Some(problem) = tls.problem() {
+            return Err(params.refuse(problem));
+        }
+        Ok(secure.then_some(tls))
+    }
+
     /// Why these settings cannot work, if they cannot: a certificate without its key or the
     /// other way round.
     pub fn problem(&self) -> Option<&'static str> {
@@ -50,8 +74,8 @@ impl TlsSettings {
     }
 }
 
-fn tls_error(message: String) -> Error {
-    Error::Config(format!("TLS: {message}"))
+fn tls_error(message: String) -> ConnectError {
+    OpError::new(ConnectErrorKind::Config, format!("TLS: {message}"))
 }
 
 /// Reads a whole file named in the settings, with an error that says which and why.

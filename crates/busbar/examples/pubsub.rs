@@ -2,7 +2,7 @@
 //!
 //! `cargo run -p busbar --example pubsub`
 
-use busbar::transport::SubscribeOptions;
+use busbar::SubscribeOptions;
 use busbar::{Overflow, Publisher, Subscriber, TopicFilter};
 use serde::{Deserialize, Serialize};
 

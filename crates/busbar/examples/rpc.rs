@@ -22,12 +22,17 @@ async fn main() -> busbar::Result<()> {
         .collect();
     let mut sum = 0;
     for c in calls {
-        sum += c.await.map_err(|e| busbar::Error::Config(e.to_string()))??;
+        // A task that panicked is a bug in this example: say so and stop.
+        let Ok(outcome) = c.await else { panic!("a call task panicked") };
+        sum += outcome?;
     }
     println!("sum of squares 0..100 = {sum}");
     match client.call(i64::MAX).await {
-        Err(busbar::Error::Remote(e)) => println!("error reply: {} ({})", e.message, e.code),
-        other => println!("unexpected: {other:?}"),
+        Err(e) => match e.remote_error() {
+            Some(remote) => println!("error reply: {} ({})", remote.message, remote.code),
+            None => println!("the call failed: {e}"),
+        },
+        Ok(v) => println!("unexpected: {v}"),
     }
     server.stop(std::time::Duration::from_secs(1)).await;
     Ok(())

@@ -16,13 +16,66 @@
 
 use std::sync::Arc;
 
+// The user API, named one by one: what an application needs to connect, publish,
+// subscribe, call, act and watch. Transport authors find the rest in `transport`.
+pub use busbar_core::codec::{Codec, CodecError};
+pub use busbar_core::connection::{Connection, Connector};
+pub use busbar_core::error::{Error, Result, RpcError};
+pub use busbar_core::message::{Headers, Message, Payload, QoS, header};
+pub use busbar_core::node::{Node, NodeBuilder, StopReport};
 pub use busbar_core::patterns::action::ActionError;
 pub use busbar_core::patterns::{
     ActionClient, ActionServer, Event, EventEmitter, GoalContext, GoalHandle, GoalHandler,
     GoalStatus, Heartbeat, LivenessEvent, LivenessMonitor, Publisher, Received, RpcClient,
-    RpcError, RpcHandler, RpcServer, Subscriber,
+    RpcHandler, RpcServer, Subscriber,
 };
-pub use busbar_core::*;
+pub use busbar_core::queue::{Overflow, QueueConfig};
+pub use busbar_core::stats::StatsSnapshot;
+pub use busbar_core::topic::{Topic, TopicError, TopicFilter};
+pub use busbar_core::transport::{
+    Capabilities, ConnectOptions, ConnectionEvent, ConnectionEvents, NativeNames, SubscribeOptions,
+    Subscription,
+};
+
+/// What each operation can fail with: one error type per operation, each with a kind to
+/// match on (see [`busbar_core::error`]).
+pub mod error {
+    pub use busbar_core::error::{
+        CloseError, CloseErrorKind, ConnectError, ConnectErrorKind, Error, GoalError,
+        GoalErrorKind, OpError, PublishError, PublishErrorKind, RequestError, RequestErrorKind,
+        Result, RpcError, SubscribeError, SubscribeErrorKind,
+    };
+}
+
+/// Node liveness: the heartbeat message, its topic, and why a node is reported down.
+pub mod heartbeat {
+    pub use busbar_core::patterns::heartbeat::{
+        DownReason, HEARTBEAT_PREFIX, Heartbeat, LivenessEvent, LivenessMonitor, MAX_INTERVAL,
+        MIN_INTERVAL, NodeState, heartbeat_topic,
+    };
+}
+
+/// Credentials that change: tokens and the providers that fetch them.
+pub mod auth {
+    pub use busbar_core::auth::{
+        SharedTokenProvider, StaticToken, Token, TokenPlacement, TokenProvider,
+    };
+}
+
+/// Topic names and filters, and how they map to each broker's native names.
+pub mod topic {
+    pub use busbar_core::topic::*;
+}
+
+/// For transport authors: the contract a transport implements and the pieces of the core it
+/// builds on (delivery queues, counters, the subscription stream). Applications do not need
+/// this module; the plumbing transports share is in the `busbar-transport-kit` crate.
+pub mod transport {
+    pub use busbar_core::error::Common;
+    pub use busbar_core::queue::{DropCounter, Pushed, QueueReceiver, QueueSender, queue};
+    pub use busbar_core::stats::Stats;
+    pub use busbar_core::transport::*;
+}
 
 #[cfg(feature = "amqp")]
 pub use busbar_amqp as amqp;
@@ -47,12 +100,15 @@ pub use registry::Registry;
 
 /// Connects to `url` with default options. Schemes: `mem://` (in-process), and each broker
 /// transport compiled in.
-pub async fn connect(url: &str) -> Result<Connection> {
+pub async fn connect(url: &str) -> Result<Connection, error::ConnectError> {
     connect_with(url, ConnectOptions::new()).await
 }
 
 /// Connects to `url` with `options`.
-pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection> {
+pub async fn connect_with(
+    url: &str,
+    options: ConnectOptions,
+) -> Result<Connection, error::ConnectError> {
     Registry::default().connect(url, options).await
 }
 

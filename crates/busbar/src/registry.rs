@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use busbar_core::connection::url_scheme;
+use busbar_core::error::{ConnectError, ConnectErrorKind, OpError};
 use busbar_core::transport::{BoxFuture, ConnectOptions};
-use busbar_core::{Connection, Connector, Error, Result};
+use busbar_core::{Connection, Connector};
 
 /// Schemes busbar knows, with the cargo feature that brings each.
 const PLANNED: &[(&str, &str)] = &[
@@ -72,7 +73,7 @@ impl Registry {
         all
     }
 
-    fn find(&self, url: &str) -> Result<Arc<dyn Connector>> {
+    fn find(&self, url: &str) -> Result<Arc<dyn Connector>, ConnectError> {
         let scheme = url_scheme(url)?;
         if let Some(c) = self.connectors.iter().find(|c| c.schemes().contains(&scheme.as_str())) {
             return Ok(c.clone());
@@ -83,7 +84,10 @@ impl Registry {
                 "; {scheme}:// needs the `{feature}` transport, which this build does not include"
             ));
         }
-        Err(Error::UnknownScheme { scheme, known })
+        Err(OpError::new(
+            ConnectErrorKind::UnknownScheme,
+            format!("no transport for {scheme}:// in this build (known: {known})"),
+        ))
     }
 }
 
@@ -97,7 +101,7 @@ impl Connector for Registry {
         &self,
         url: &str,
         options: ConnectOptions,
-    ) -> BoxFuture<'static, Result<Connection>> {
+    ) -> BoxFuture<'static, Result<Connection, ConnectError>> {
         match self.find(url) {
             Ok(c) => c.connect(url, options),
             Err(e) => Box::pin(async move { Err(e) }),
@@ -122,7 +126,7 @@ mod tests {
             .connect("gopher://x", ConnectOptions::new())
             .await
             .expect_err("unknown");
-        assert!(matches!(err, Error::UnknownScheme { .. }), "{err}");
+        assert_eq!(err.kind(), ConnectErrorKind::UnknownScheme, "{err}");
     }
 
     #[tokio::test]

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_core::Error;
+use busbar_core::error::GoalErrorKind;
 use busbar_core::patterns::action::{ActionError, GoalStatus};
 use busbar_core::patterns::{ActionClient, ActionServer, GoalContext, RpcError};
 use futures_util::FutureExt;
@@ -85,10 +86,8 @@ pub async fn action_cancel(h: Arc<impl Harness>) -> TestResult {
     ensure(seen.ends_with(&[GoalStatus::Canceling, GoalStatus::Canceled]), || {
         format!("CANCELING must precede CANCELED: {seen:?}")
     })?;
-    match goal.result().await {
-        Err(Error::Canceled) => {}
-        other => return Err(format!("expected Canceled, got {other:?}").into()),
-    }
+    let kind = super::error_kind(goal.result().await)?;
+    ensure(kind == GoalErrorKind::Canceled, || format!("expected Canceled, got {kind:?}"))?;
     Ok(())
 }
 
@@ -102,10 +101,8 @@ pub async fn action_abort(h: Arc<impl Harness>) -> TestResult {
     let mut goal = client.send_goal(13).await?;
     while crate::within(super::WAIT, "feedback to end", goal.feedback()).await?.is_some() {}
     ensure(goal.status() == GoalStatus::Aborted, || format!("status {:?}", goal.status()))?;
-    match goal.result().await {
-        Err(Error::Remote(e)) => ensure(e.code == "unlucky", || format!("{e:?}"))?,
-        other => return Err(format!("expected the handler's error, got {other:?}").into()),
-    }
+    let e = super::remote_error(goal.result().await)?;
+    ensure(e.code == "unlucky", || format!("{e:?}"))?;
     Ok(())
 }
 
@@ -120,7 +117,9 @@ pub async fn action_reject(h: Arc<impl Harness>) -> TestResult {
         .await?;
     let client = ActionClient::<u32, u32, u32>::new(&conn, &name).await?;
     match client.send_goal(3).await {
-        Err(Error::Rejected { reason }) => ensure(reason.contains("odd"), || reason.clone())?,
+        Err(e) if e.kind() == GoalErrorKind::Rejected => {
+            ensure(e.to_string().contains("odd"), || e.to_string())?
+        }
         Err(e) => return Err(format!("expected Rejected, got {e}").into()),
         Ok(_) => return Err("an odd goal was accepted".into()),
     }
@@ -133,10 +132,9 @@ pub async fn action_reject(h: Arc<impl Harness>) -> TestResult {
         &format!("{name}/goal"),
     )?;
     let hijack = serde_json::json!({"goal_id": "g1", "client": "elsewhere/victim", "goal": 2});
-    match raw.call(hijack).await {
-        Err(Error::Remote(e)) => ensure(e.code == RpcError::INVALID_ARGUMENT, || format!("{e:?}"))?,
-        other => return Err(format!("a foreign update topic was accepted: {other:?}").into()),
-    }
+    let e = super::remote_error(raw.call(hijack).await)
+        .map_err(|e| format!("a foreign update topic was accepted: {e}"))?;
+    ensure(e.code == RpcError::INVALID_ARGUMENT, || format!("{e:?}"))?;
     Ok(())
 }
 

@@ -2,12 +2,14 @@
 //! [`TestResult`](crate::TestResult).
 
 mod actions;
+mod counters;
 mod liveness;
 mod pubsub;
 mod queues;
 mod rpc;
 
 pub use actions::*;
+pub use counters::*;
 pub use liveness::*;
 pub use pubsub::*;
 pub use queues::*;
@@ -40,6 +42,28 @@ pub(crate) async fn next(
     crate::within(WAIT, what, sub.recv())
         .await?
         .ok_or_else(|| format!("subscription ended while waiting for {what}"))
+}
+
+/// The other side's error a failed call or goal carried, or what came instead.
+pub(crate) fn remote_error<T: std::fmt::Debug, K: Copy + std::fmt::Debug>(
+    outcome: Result<T, busbar_core::error::OpError<K>>,
+) -> Result<busbar_core::RpcError, String> {
+    match outcome {
+        Err(e) => {
+            e.remote_error().cloned().ok_or_else(|| format!("expected a remote error, got {e}"))
+        }
+        Ok(v) => Err(format!("expected a remote error, got {v:?}")),
+    }
+}
+
+/// The kind of the error `outcome` failed with, or what came instead.
+pub(crate) fn error_kind<T: std::fmt::Debug, K: Copy + std::fmt::Debug>(
+    outcome: Result<T, busbar_core::error::OpError<K>>,
+) -> Result<K, String> {
+    match outcome {
+        Err(e) => Ok(e.kind()),
+        Ok(v) => Err(format!("expected an error, got {v:?}")),
+    }
 }
 
 /// Fails with `msg` unless `cond`.

@@ -4,10 +4,11 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use busbar_core::Topic;
+use busbar_core::error::RequestErrorKind;
 use busbar_core::message::Message;
 use busbar_core::patterns::rpc::RpcServer;
 use busbar_core::patterns::{RpcClient, RpcError};
-use busbar_core::{Error, Topic};
 use tokio::sync::Notify;
 
 use super::{connect, ensure, prefix};
@@ -26,7 +27,7 @@ pub async fn request_deadline(h: Arc<impl Harness>) -> TestResult {
         .await
         .err()
         .ok_or("a request without a reply succeeded")?;
-    ensure(matches!(err, Error::Timeout { .. }), || format!("wrong error: {err}"))?;
+    ensure(err.kind() == RequestErrorKind::TimedOut, || format!("wrong error: {err}"))?;
     ensure(started.elapsed() >= deadline, || {
         format!("gave up after {:?}, before the deadline", started.elapsed())
     })?;
@@ -42,11 +43,12 @@ pub async fn request_without_responder(h: Arc<impl Harness>) -> TestResult {
     let client = RpcClient::<u32, u32>::new(&conn, &format!("{p}/nobody"))?
         .timeout(Duration::from_millis(300));
     let err = client.call(1).await.err().ok_or("a call with no server succeeded")?;
-    if conn.capabilities().no_responders {
-        ensure(matches!(err, Error::NoResponders { .. }), || format!("wrong error: {err}"))?;
+    let expected = if conn.capabilities().no_responders {
+        RequestErrorKind::NoResponders
     } else {
-        ensure(matches!(err, Error::Timeout { .. }), || format!("wrong error: {err}"))?;
-    }
+        RequestErrorKind::TimedOut
+    };
+    ensure(err.kind() == expected, || format!("wrong error: {err}"))?;
     Ok(())
 }
 
@@ -141,20 +143,11 @@ pub async fn rpc_error_replies(h: Arc<impl Harness>) -> TestResult {
     .await?;
     let client = RpcClient::<f64, f64>::new(&conn, &topic)?;
     ensure(client.call(16.0).await? == 4.0, || "wrong result".into())?;
-    match client.call(-1.0).await {
-        Err(Error::Remote(e)) => {
-            ensure(e.code == RpcError::INVALID_ARGUMENT && e.message.contains("-1"), || {
-                format!("{e:?}")
-            })?
-        }
-        other => return Err(format!("expected a remote error, got {other:?}").into()),
-    }
-    match client.call(999.0).await {
-        Err(Error::Remote(e)) => ensure(e.code == RpcError::INTERNAL, || format!("{e:?}"))?,
-        other => {
-            return Err(format!("expected an internal error from a panic, got {other:?}").into());
-        }
-    }
+    let e = super::remote_error(client.call(-1.0).await)?;
+    ensure(e.code == RpcError::INVALID_ARGUMENT && e.message.contains("-1"), || format!("{e:?}"))?;
+    let e = super::remote_error(client.call(999.0).await)
+        .map_err(|e| format!("a panic must come back as an internal error: {e}"))?;
+    ensure(e.code == RpcError::INTERNAL, || format!("{e:?}"))?;
     let bad = conn
         .request(
             Message::new(Topic::new(&topic)?, &b"\"not a number\""[..]),
@@ -165,10 +158,8 @@ pub async fn rpc_error_replies(h: Arc<impl Harness>) -> TestResult {
         "bad request not flagged as an error".into()
     })?;
     let raw = RpcClient::<String, f64>::new(&conn, &topic)?;
-    match raw.call("x".into()).await {
-        Err(Error::Remote(e)) => ensure(e.code == RpcError::BAD_REQUEST, || format!("{e:?}"))?,
-        other => return Err(format!("expected bad_request, got {other:?}").into()),
-    }
+    let e = super::remote_error(raw.call("x".into()).await)?;
+    ensure(e.code == RpcError::BAD_REQUEST, || format!("{e:?}"))?;
     Ok(())
 }
 

@@ -33,13 +33,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::pubsub::Subscriber;
-use super::rpc::{DrainReport, RpcClient, RpcError, RpcServer};
+use super::rpc::{DrainReport, RpcClient, RpcServer};
 use crate::codec::Codec;
+use crate::codec::CodecError;
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use crate::error::{GoalError, PublishError, RequestError, Result, RpcError};
 use crate::message::Message;
 use crate::queue::{Overflow, QueueConfig, QueueReceiver, QueueSender, queue};
 use crate::topic::Topic;
+use crate::topic::TopicError;
 use crate::transport::SubscribeOptions;
 
 /// Where a goal is in its life.
@@ -129,8 +131,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn topic(parts: &[&str]) -> Result<Topic> {
-    Ok(Topic::new(parts.join("/"))?)
+fn topic(parts: &[&str]) -> Result<Topic, TopicError> {
+    Topic::new(parts.join("/"))
 }
 
 // ------------------------------------------------------------------------------------------
@@ -146,7 +148,7 @@ pub struct GoalContext<F> {
     feedback_message: FeedbackFn<F>,
 }
 
-type FeedbackFn<F> = Arc<dyn Fn(&Topic, &str, u64, F) -> Result<Message> + Send + Sync>;
+type FeedbackFn<F> = Arc<dyn Fn(&Topic, &str, u64, F) -> Result<Message, CodecError> + Send + Sync>;
 
 impl<F: Serialize + Send + Sync + 'static> GoalContext<F> {
     /// The goal's id.
@@ -156,7 +158,7 @@ impl<F: Serialize + Send + Sync + 'static> GoalContext<F> {
 
     /// Sends feedback to the client. Feedback sent from one task arrives in the order sent
     /// (await each call; calls racing from several tasks arrive in the order they complete).
-    pub async fn feedback(&self, feedback: F) -> Result<()> {
+    pub async fn feedback(&self, feedback: F) -> Result<(), PublishError> {
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let m = (self.feedback_message)(&self.updates, &self.goal_id, seq, feedback)?;
         self.conn.publish(m).await
@@ -208,7 +210,7 @@ where
 
 type Goals = Arc<Mutex<HashMap<String, GoalEntry>>>;
 type AcceptFn<G> = Arc<dyn Fn(&G) -> std::result::Result<(), String> + Send + Sync>;
-type AbortedFn = Arc<dyn Fn(Topic, String, RpcError) -> Result<Message> + Send + Sync>;
+type AbortedFn = Arc<dyn Fn(Topic, String, RpcError) -> Result<Message, CodecError> + Send + Sync>;
 
 /// Configures an [`ActionServer`].
 pub struct ActionServerBuilder<G> {
@@ -334,14 +336,14 @@ where
 {
     /// Every update travels as `GoalUpdate<F, R>`, the exact type the client decodes, so the
     /// in-process bus hands it over without serialising.
-    fn message(&self, topic: Topic, update: GoalUpdate<F, R>) -> Result<Message> {
+    fn message(&self, topic: Topic, update: GoalUpdate<F, R>) -> Result<Message, CodecError> {
         super::typed_message(&self.conn, topic, update, self.codec)
     }
 
     async fn send(&self, topic: &Topic, update: GoalUpdate<F, R>) {
         let sent = match self.message(topic.clone(), update) {
             Ok(m) => self.conn.publish(m).await,
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         };
         if let Err(e) = sent {
             tracing::warn!(topic = %topic, error = %e, "could not publish goal update");
@@ -504,7 +506,7 @@ impl ActionServer {
                 let error = RpcError::new(RpcError::UNAVAILABLE, "the action server stopped");
                 let sent = match (self.aborted_message)(entry.updates, goal_id, error) {
                     Ok(m) => self.conn.publish(m).await,
-                    Err(e) => Err(e),
+                    Err(e) => Err(e.into()),
                 };
                 if let Err(e) = sent {
                     tracing::warn!(error = %e, "could not tell a client its goal was aborted");
@@ -523,7 +525,7 @@ struct GoalSlot<F, R> {
     feedback: QueueSender<F>,
     status: watch::Sender<GoalStatus>,
     transitions: QueueSender<GoalStatus>,
-    result: Option<oneshot::Sender<Result<R>>>,
+    result: Option<oneshot::Sender<Result<R, GoalError>>>,
 }
 
 type Slots<F, R> = Arc<Mutex<HashMap<String, GoalSlot<F, R>>>>;
@@ -619,8 +621,8 @@ where
     }
 
     /// Sends a goal; resolves once the server accepted it (or fails with
-    /// [`Error::Rejected`]).
-    pub async fn send_goal(&self, goal: G) -> Result<GoalHandle<F, R>> {
+    /// [`GoalErrorKind::Rejected`](crate::error::GoalErrorKind::Rejected)).
+    pub async fn send_goal(&self, goal: G) -> Result<GoalHandle<F, R>, GoalError> {
         let goal_id = uuid::Uuid::new_v4().simple().to_string();
         let (feedback_tx, feedback_rx) = queue(self.feedback_queue);
         let (status_tx, status_rx) = watch::channel(GoalStatus::Accepted);
@@ -646,11 +648,11 @@ where
             Ok(r) if r.accepted => r,
             Ok(r) => {
                 lock(&self.inner.slots).remove(&goal_id);
-                return Err(Error::Rejected { reason: r.reason.unwrap_or_default() });
+                return Err(GoalError::rejected(&r.reason.unwrap_or_default()));
             }
             Err(e) => {
                 lock(&self.inner.slots).remove(&goal_id);
-                return Err(e);
+                return Err(e.into());
             }
         };
         let cancel_topic = topic(&[&self.inner.name, "cancel", &response.server])?;
@@ -700,9 +702,9 @@ where
                 };
                 let outcome = match (status, result, error) {
                     (GoalStatus::Succeeded, Some(r), _) => Ok(r),
-                    (GoalStatus::Canceled, _, _) => Err(Error::Canceled),
-                    (_, _, Some(e)) => Err(Error::Remote(e)),
-                    (s, _, None) => Err(Error::Remote(RpcError::internal(format!(
+                    (GoalStatus::Canceled, _, _) => Err(GoalError::canceled()),
+                    (_, _, Some(e)) => Err(GoalError::aborted(e)),
+                    (s, _, None) => Err(GoalError::aborted(RpcError::internal(format!(
                         "goal ended {s:?} without a result"
                     )))),
                 };
@@ -748,7 +750,7 @@ pub struct GoalHandle<F, R> {
     feedback: QueueReceiver<F>,
     status: watch::Receiver<GoalStatus>,
     transitions: QueueReceiver<GoalStatus>,
-    result: oneshot::Receiver<Result<R>>,
+    result: oneshot::Receiver<Result<R, GoalError>>,
 }
 
 impl<F, R> GoalHandle<F, R> {
@@ -782,7 +784,7 @@ impl<F, R> GoalHandle<F, R> {
     /// Asks the server to cancel. `Ok(true)` when the server took the request (the goal then
     /// ends CANCELED, or SUCCEEDED/ABORTED if it was finishing anyway), `Ok(false)` when the
     /// server no longer knew the goal (it had finished).
-    pub async fn cancel(&self) -> Result<bool> {
+    pub async fn cancel(&self) -> Result<bool, RequestError> {
         let rpc = RpcClient::<CancelRequest, CancelResponse>::new(
             &self.conn,
             self.cancel_topic.as_str(),
@@ -793,12 +795,12 @@ impl<F, R> GoalHandle<F, R> {
         Ok(response.accepted)
     }
 
-    /// Waits for the outcome: the result when SUCCEEDED, [`Error::Canceled`] when CANCELED,
-    /// [`Error::Remote`] with the handler's error when ABORTED, [`Error::Closed`] if the
+    /// Waits for the outcome: the result when SUCCEEDED, a [`GoalError`] of kind `Canceled`
+    /// when CANCELED, `Aborted` with the handler's error when ABORTED, `Lost` if the
     /// connection closed first. A server that crashes mid-goal sends nothing: bound the wait
     /// with `tokio::time::timeout` or watch the server's liveness.
-    pub async fn result(self) -> Result<R> {
-        self.result.await.unwrap_or(Err(Error::Closed))
+    pub async fn result(self) -> Result<R, GoalError> {
+        self.result.await.unwrap_or_else(|_| Err(GoalError::lost()))
     }
 }
 

@@ -60,7 +60,7 @@ impl EventEmitter {
             data,
         };
         let m = super::typed_message(&self.conn, topic, event, self.codec)?;
-        self.conn.publish(m).await
+        Ok(self.conn.publish(m).await?)
     }
 }
 

@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::pubsub::{Publisher, Subscriber};
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use crate::error::{Error, PublishErrorKind, Result};
 use crate::message::{Message, Payload, QoS};
 use crate::queue::{Overflow, Pushed, QueueConfig, QueueReceiver, queue};
 use crate::topic::Topic;
@@ -104,7 +104,7 @@ pub fn spawn_heartbeat(
                     let hb = Heartbeat { node: node.clone(), seq, interval_ms, state: NodeState::Up, reason: None };
                     match publisher.publish(hb).await {
                         Ok(()) => failing = false,
-                        Err(Error::Closed) => return,
+                        Err(e) if e.kind() == PublishErrorKind::Closed => return,
                         // Said once per outage: a transport that reconnects will recover.
                         Err(e) if !failing => {
                             failing = true;

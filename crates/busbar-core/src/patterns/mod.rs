@@ -6,11 +6,12 @@ pub mod heartbeat;
 pub mod pubsub;
 pub mod rpc;
 
+pub use crate::error::RpcError;
 pub use action::{ActionClient, ActionServer, GoalContext, GoalHandle, GoalHandler, GoalStatus};
 pub use event::{Event, EventEmitter};
 pub use heartbeat::{Heartbeat, LivenessEvent, LivenessMonitor};
 pub use pubsub::{Publisher, Received, Subscriber};
-pub use rpc::{RpcClient, RpcError, RpcHandler, RpcServer};
+pub use rpc::{RpcClient, RpcHandler, RpcServer};
 
 use crate::codec::Codec;
 use crate::connection::Connection;
@@ -25,7 +26,7 @@ pub(crate) fn typed_message<T: Serialize + Send + Sync + 'static>(
     topic: Topic,
     value: T,
     codec: Codec,
-) -> crate::Result<Message> {
+) -> Result<Message, crate::codec::CodecError> {
     let payload = if conn.capabilities().typed_payloads {
         Payload::Typed(TypedValue::new(value, codec))
     } else {

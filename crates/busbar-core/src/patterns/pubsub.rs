@@ -9,8 +9,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::Codec;
+use crate::codec::CodecError;
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+use crate::error::{Error, PublishError, Result};
 use crate::message::{Headers, Message, QoS};
 use crate::topic::{Topic, TopicFilter};
 use crate::transport::{SubscribeOptions, Subscription};
@@ -75,13 +76,13 @@ impl<T: Serialize + Send + Sync + 'static> Publisher<T> {
     }
 
     /// Publishes `value`.
-    pub async fn publish(&self, value: T) -> Result<()> {
+    pub async fn publish(&self, value: T) -> Result<(), PublishError> {
         let m = self.message(value)?;
         self.conn.publish(m).await
     }
 
     /// The message `publish` would send, for callers that add headers or expiry.
-    pub fn message(&self, value: T) -> Result<Message> {
+    pub fn message(&self, value: T) -> Result<Message, CodecError> {
         let mut m = super::typed_message(&self.conn, self.topic.clone(), value, self.codec)?;
         m.qos = self.qos;
         m.retain = self.retain;

@@ -3,8 +3,8 @@
 //! Wire shape (the `native` profile): the request is the encoded `Req` published on the
 //! service topic with `reply_to` and `correlation_id` set by the transport; the reply is the
 //! encoded `Resp` in the request's codec, or, when the handler fails, a JSON [`RpcError`]
-//! with the header `busbar-status: error`. A handler error therefore reaches the caller as
-//! [`Error::Remote`], never as a timeout.
+//! with the header `busbar-status: error`. A handler error therefore reaches the caller as a
+//! [`RequestError`] of kind [`Remote`](RequestErrorKind::Remote), never as a timeout.
 
 use std::future::Future;
 use std::marker::PhantomData;
@@ -13,54 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::Codec;
 use crate::connection::Connection;
-use crate::error::{Error, Result};
+#[cfg(doc)]
+use crate::error::RequestErrorKind;
+use crate::error::{RequestError, Result, RpcError, SubscribeError};
 use crate::message::{Message, QoS, header};
 use crate::queue::QueueConfig;
 use crate::topic::{Topic, TopicFilter};
 use crate::transport::SubscribeOptions;
-
-/// An error a handler returns, delivered to the caller as [`Error::Remote`].
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct RpcError {
-    /// Machine-readable code, e.g. `invalid_argument`.
-    pub code: String,
-    /// Human-readable explanation.
-    pub message: String,
-}
-
-impl RpcError {
-    /// The request could not be decoded.
-    pub const BAD_REQUEST: &'static str = "bad_request";
-    /// The handler failed unexpectedly (including a panic).
-    pub const INTERNAL: &'static str = "internal";
-    /// The service cannot take the request now.
-    pub const UNAVAILABLE: &'static str = "unavailable";
-    /// The caller's argument is not acceptable.
-    pub const INVALID_ARGUMENT: &'static str = "invalid_argument";
-
-    /// An error with `code` and `message`.
-    pub fn new(code: impl Into<String>, message: impl Into<String>) -> Self {
-        RpcError { code: code.into(), message: message.into() }
-    }
-
-    /// [`RpcError::INVALID_ARGUMENT`] with `message`.
-    pub fn invalid_argument(message: impl Into<String>) -> Self {
-        Self::new(Self::INVALID_ARGUMENT, message)
-    }
-
-    /// [`RpcError::INTERNAL`] with `message`.
-    pub fn internal(message: impl Into<String>) -> Self {
-        Self::new(Self::INTERNAL, message)
-    }
-}
 
 /// Default time a call waits for its reply.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,7 +83,7 @@ where
     Resp: DeserializeOwned + Send + Sync + 'static,
 {
     /// A client of the service on `topic` (JSON, 5 s deadline).
-    pub fn new(conn: &Connection, topic: &str) -> Result<Self> {
+    pub fn new(conn: &Connection, topic: &str) -> Result<Self, crate::topic::TopicError> {
         Ok(RpcClient {
             conn: conn.clone(),
             topic: Topic::new(topic)?,
@@ -147,12 +113,16 @@ where
     }
 
     /// Calls with the default deadline.
-    pub async fn call(&self, request: Req) -> Result<Resp> {
+    pub async fn call(&self, request: Req) -> Result<Resp, RequestError> {
         self.call_with_timeout(request, self.timeout).await
     }
 
     /// Calls with an explicit deadline. Dropping the returned future cancels the call.
-    pub async fn call_with_timeout(&self, request: Req, timeout: Duration) -> Result<Resp> {
+    pub async fn call_with_timeout(
+        &self,
+        request: Req,
+        timeout: Duration,
+    ) -> Result<Resp, RequestError> {
         let mut m = super::typed_message(&self.conn, self.topic.clone(), request, self.codec)?;
         m.qos = self.qos;
         if self.conn.capabilities().expiry {
@@ -168,10 +138,10 @@ where
 fn decode_reply<Resp: DeserializeOwned + Send + Sync + 'static>(
     reply: Message,
     codec: Codec,
-) -> Result<Resp> {
+) -> Result<Resp, RequestError> {
     if reply.headers.get(header::STATUS) == Some(header::STATUS_ERROR) {
         let err: RpcError = reply.decode(Codec::Json)?;
-        return Err(Error::Remote(err));
+        return Err(RequestError::remote(err));
     }
     Ok(reply.decode(codec)?)
 }
@@ -247,7 +217,8 @@ impl RpcServerBuilder {
         let topic = self.topic?;
         let group = match (self.queue_group, self.conn.capabilities().queue_groups) {
             (Some(_), false) if self.group_chosen => {
-                return Err(self.conn.unsupported("queue groups"));
+                let refused: SubscribeError = self.conn.unsupported("queue groups");
+                return Err(refused.into());
             }
             (group, true) => group,
             (_, false) => None,

@@ -47,6 +47,6 @@ pub use native::{
     mqtt_filter, mqtt_topic, nats_filters, nats_subject, redis_channel, redis_subscription,
     topic_from_amqp, topic_from_kafka, topic_from_mqtt, topic_from_nats, topic_from_redis,
 };
-pub use queue::NAMED_QUEUE_PREFIX;
 pub(crate) use queue::is_queue_namespace;
+pub use queue::{INBOX_PREFIX, NAMED_QUEUE_PREFIX};
 pub use trie::TopicTrie;

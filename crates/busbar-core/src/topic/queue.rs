@@ -26,7 +26,17 @@ use super::{Topic, TopicError, TopicFilter};
 /// The reserved prefix of named-queue topics; the queue name follows, hex-encoded.
 pub const NAMED_QUEUE_PREFIX: &str = "_busbar/queue/";
 
+/// The reserved prefix of reply inboxes: `_busbar/inbox/` and 32 hex digits.
+pub const INBOX_PREFIX: &str = "_busbar/inbox/";
+
 impl Topic {
+    /// The reply inbox topic for the random `id`: `_busbar/inbox/` and `id` in hex. Transports
+    /// give each connection one, and requests name it as their reply topic.
+    pub fn inbox(id: [u8; 16]) -> Topic {
+        // 32 hex digits after a valid prefix: always a valid topic, so no check is needed.
+        Topic::trusted(format!("{INBOX_PREFIX}{}", hex_encode(&id)))
+    }
+
     /// The topic standing for the broker queue (or list) `name`. The name is kept byte for
     /// byte; only an empty one is refused.
     pub fn named_queue(name: &str) -> Result<Topic, TopicError> {
@@ -83,6 +93,13 @@ fn hex_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn inboxes_are_valid_topics() {
+        let t = Topic::inbox([0xab; 16]);
+        assert_eq!(Topic::new(t.as_str()).as_ref(), Ok(&t));
+        assert_eq!(t.as_str().len(), INBOX_PREFIX.len() + 32);
+    }
 
     #[test]
     fn any_broker_name_round_trips() {

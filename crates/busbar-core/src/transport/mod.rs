@@ -5,8 +5,8 @@
 //! actions, which the [patterns](crate::patterns) build on top. The trait is object safe so a
 //! [`Connection`](crate::Connection) can hold any transport chosen at run time from a URL.
 //!
-//! What a transport cannot do it declares in its [`Capabilities`] and refuses with
-//! [`Error::Unsupported`](crate::Error::Unsupported), never by silently doing something else.
+//! What a transport cannot do it declares in its [`Capabilities`] and refuses with an error
+//! of kind `Unsupported`, never by silently doing something else.
 
 mod events;
 mod options;
@@ -19,42 +19,44 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub use events::{ConnectionEvent, ConnectionEvents};
-pub use options::{Capabilities, ConnectOptions, SubscribeOptions};
+pub use options::{Capabilities, ConnectOptions, NativeNames, SubscribeOptions};
 pub use prefix::Prefixed;
 pub use subscription::{Subscription, SubscriptionGuard};
 
-use crate::error::Result;
+use crate::error::{CloseError, PublishError, RequestError, Result, SubscribeError};
 use crate::message::Message;
 use crate::stats::StatsSnapshot;
 
 /// A boxed, sendable future: the return type of the object-safe transport methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
-/// The outcome of a call that usually completes at once (a publish into a queue with room):
-/// `Ready` costs no allocation, `Pending` is a boxed future for the cases that must wait.
+/// The outcome of a publish, which often completes at once (a message into a queue with
+/// room): `Ready` costs no allocation, `Pending` is a boxed future for the cases that must
+/// wait.
 #[must_use = "a publish does nothing until awaited, and its error says if the message was refused"]
-pub enum Completion<'a, T> {
+pub enum Completion<'a> {
     /// Done already.
-    Ready(Option<Result<T>>),
+    Ready(Option<Result<(), PublishError>>),
     /// Still to be awaited.
-    Pending(BoxFuture<'a, Result<T>>),
+    Pending(BoxFuture<'a, Result<(), PublishError>>),
 }
 
-impl<T> Completion<'_, T> {
-    /// A completed call.
-    pub fn ready(result: Result<T>) -> Self {
+impl Completion<'_> {
+    /// A completed publish.
+    pub fn ready(result: Result<(), PublishError>) -> Self {
         Completion::Ready(Some(result))
     }
 }
 
-impl<T: Unpin> Future for Completion<'_, T> {
-    type Output = Result<T>;
+impl Future for Completion<'_> {
+    type Output = Result<(), PublishError>;
 
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<T>> {
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Completion::Ready(result) => Poll::Ready(result.take().unwrap_or_else(|| {
-                Err(crate::Error::Config("a completion was polled after it finished".into()))
-            })),
+            // A completion is a future like any other: polled again after it finished, it
+            // answers Ok, having nothing left to do (futures may panic there; this one need
+            // not).
+            Completion::Ready(result) => Poll::Ready(result.take().unwrap_or(Ok(()))),
             Completion::Pending(fut) => fut.as_mut().poll(cx),
         }
     }
@@ -76,15 +78,22 @@ pub trait Transport: Send + Sync + 'static {
     /// Publishes one message. Resolves when the transport has taken responsibility for it
     /// (for the in-process bus: queued to every matching subscriber, waiting where a
     /// subscriber's overflow policy is `Block`).
-    fn publish(&self, message: Message) -> Completion<'_, ()>;
+    fn publish(&self, message: Message) -> Completion<'_>;
 
     /// Subscribes; the returned [`Subscription`] unsubscribes when dropped.
-    fn subscribe(&self, options: SubscribeOptions) -> BoxFuture<'_, Result<Subscription>>;
+    fn subscribe(
+        &self,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>>;
 
     /// Publishes `message` as a request and waits up to `timeout` for its reply. The
     /// transport sets `reply_to` and `correlation_id`. Dropping the future abandons the
     /// request; a reply arriving afterwards is counted as late and discarded.
-    fn request(&self, message: Message, timeout: Duration) -> BoxFuture<'_, Result<Message>>;
+    fn request(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Message, RequestError>>;
 
     /// A stream of connection state changes and slow-consumer warnings.
     fn events(&self) -> ConnectionEvents;
@@ -93,6 +102,6 @@ pub trait Transport: Send + Sync + 'static {
     fn stats(&self) -> StatsSnapshot;
 
     /// Closes gracefully: no last will is sent, subscriptions end, later calls fail with
-    /// [`Error::Closed`](crate::Error::Closed).
-    fn close(&self) -> BoxFuture<'_, Result<()>>;
+    /// errors of kind `Closed`.
+    fn close(&self) -> BoxFuture<'_, Result<(), CloseError>>;
 }

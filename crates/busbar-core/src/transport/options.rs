@@ -5,10 +5,27 @@ use crate::message::{Message, QoS};
 use crate::queue::{Overflow, QueueConfig};
 use crate::topic::TopicFilter;
 
+/// How a broker's own names are built from busbar's topics: what wire dialects need to know
+/// to spell their names the way the broker's other clients do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NativeNames {
+    /// The topic as busbar writes it, `/` between levels, and the broker's wildcards see
+    /// those levels (MQTT, the in-process bus).
+    Slash,
+    /// Levels joined with `.`, and the broker's wildcards see the words between dots (NATS
+    /// subjects, AMQP routing keys).
+    Dotted,
+    /// One flat name, busbar's topic taken as it is; the broker has no levels (its patterns,
+    /// if any, match characters: Redis channels and globs, Kafka topic names).
+    Flat,
+}
+
 /// What a transport supports. Patterns consult it; users can too.
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Capabilities {
+    /// How the broker names topics (see [`NativeNames`]).
+    pub native_names: NativeNames,
     /// Load-balanced delivery among subscribers sharing a queue group.
     pub queue_groups: bool,
     /// Retained messages (the last one per topic is kept for new subscribers).
@@ -37,9 +54,11 @@ pub struct Capabilities {
 }
 
 impl Capabilities {
-    /// Everything off; transports switch on what they offer.
-    pub fn none() -> Self {
+    /// Everything off; transports switch on what they offer. How the broker names topics
+    /// has no default: every transport says it.
+    pub fn none(native_names: NativeNames) -> Self {
         Capabilities {
+            native_names,
             queue_groups: false,
             retained: false,
             native_request: false,

@@ -17,10 +17,10 @@ use super::{
     BoxFuture, Capabilities, Completion, ConnectionEvents, SubscribeOptions, Subscription,
     Transport,
 };
-use crate::error::{Error, Result};
+use crate::error::{CloseError, Error, RequestError, Result, SubscribeError};
 use crate::message::Message;
 use crate::stats::StatsSnapshot;
-use crate::topic::{Topic, TopicFilter};
+use crate::topic::{Topic, TopicError, TopicFilter};
 
 /// A transport whose topics all live under a prefix.
 pub struct Prefixed {
@@ -43,14 +43,14 @@ impl Prefixed {
         &self.prefix
     }
 
-    fn add(&self, topic: &Topic) -> Result<Topic> {
+    fn add(&self, topic: &Topic) -> Result<Topic, TopicError> {
         if transport_owned(topic.as_str()) {
             return Ok(topic.clone());
         }
-        Ok(Topic::new(format!("{}/{}", self.prefix, topic.as_str()))?)
+        Topic::new(format!("{}/{}", self.prefix, topic.as_str()))
     }
 
-    fn add_to_message(&self, mut message: Message) -> Result<Message> {
+    fn add_to_message(&self, mut message: Message) -> Result<Message, TopicError> {
         message.topic = self.add(&message.topic)?;
         if let Some(reply) = message.reply_to.take() {
             message.reply_to = Some(self.add(&reply)?);
@@ -93,14 +93,17 @@ impl Transport for Prefixed {
         self.inner.capabilities()
     }
 
-    fn publish(&self, message: Message) -> Completion<'_, ()> {
+    fn publish(&self, message: Message) -> Completion<'_> {
         match self.add_to_message(message) {
             Ok(m) => self.inner.publish(m),
-            Err(e) => Completion::ready(Err(e)),
+            Err(e) => Completion::ready(Err(e.into())),
         }
     }
 
-    fn subscribe(&self, options: SubscribeOptions) -> BoxFuture<'_, Result<Subscription>> {
+    fn subscribe(
+        &self,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
         Box::pin(async move {
             let asked = options.filter.clone();
             let mut options = options;
@@ -113,7 +116,11 @@ impl Transport for Prefixed {
         })
     }
 
-    fn request(&self, message: Message, timeout: Duration) -> BoxFuture<'_, Result<Message>> {
+    fn request(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Message, RequestError>> {
         Box::pin(async move {
             let message = self.add_to_message(message)?;
             let reply = self.inner.request(message, timeout).await?;
@@ -129,7 +136,7 @@ impl Transport for Prefixed {
         self.inner.stats()
     }
 
-    fn close(&self) -> BoxFuture<'_, Result<()>> {
+    fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
         self.inner.close()
     }
 }

@@ -209,7 +209,7 @@ impl Config {
     /// Connects to the broker `name` (the default one for `None`) with every transport
     /// compiled in.
     pub async fn connect(&self, name: Option<&str>) -> Result<Connection> {
-        self.broker(name)?.connect().await
+        Ok(self.broker(name)?.connect().await?)
     }
 }
 

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use busbar_core::auth::{StaticToken, Token, TokenPlacement};
-use busbar_core::connection::redact_url as redact;
+use busbar_core::error::{ConnectError, ConnectErrorKind, OpError};
 use busbar_core::transport::ConnectOptions;
 use busbar_core::url::percent_encode as encode;
+use busbar_core::url::redact;
 
 use super::ConfigError;
 use super::expand::{Expanded, Lookup};
@@ -112,17 +113,29 @@ impl Broker {
     }
 
     /// Connects with every transport compiled in, the topic prefix applied.
-    pub async fn connect(&self) -> Result<Connection> {
+    pub async fn connect(&self) -> Result<Connection, ConnectError> {
         self.connect_with(ConnectOptions::new()).await
     }
 
     /// [`connect`](Self::connect) with `options`, completed by the entry's.
-    pub async fn connect_with(&self, options: ConnectOptions) -> Result<Connection> {
-        let conn = crate::connect_with(&self.url, self.complete(options)?).await?;
-        Ok(match &self.topic_prefix {
-            Some(prefix) => conn.with_topic_prefix(prefix)?,
-            None => conn,
-        })
+    pub async fn connect_with(&self, options: ConnectOptions) -> Result<Connection, ConnectError> {
+        let options = self.complete(options).map_err(|e| self.unusable(e))?;
+        let conn = crate::connect_with(&self.url, options).await?;
+        match &self.topic_prefix {
+            Some(prefix) => conn.with_topic_prefix(prefix).map_err(|e| self.unusable(e)),
+            None => Ok(conn),
+        }
+    }
+
+    /// The entry's settings cannot be used to connect.
+    fn unusable(&self, e: Error) -> ConnectError {
+        match e {
+            Error::Connect(e) => e,
+            other => {
+                OpError::new(ConnectErrorKind::Config, format!("broker {}: {other}", self.name))
+                    .with_source(other)
+            }
+        }
     }
 
     /// A connector that connects to this broker whatever URL it is given, for
@@ -144,7 +157,7 @@ impl busbar_core::Connector for BrokerConnector {
         &self,
         _url: &str,
         options: ConnectOptions,
-    ) -> busbar_core::transport::BoxFuture<'static, Result<Connection>> {
+    ) -> busbar_core::transport::BoxFuture<'static, Result<Connection, ConnectError>> {
         let broker = self.0.clone();
         Box::pin(async move { broker.connect_with(options).await })
     }
@@ -176,7 +189,9 @@ fn oidc_provider(
     _client: &OidcClient,
     _scope: Option<&str>,
 ) -> Result<busbar_core::auth::SharedTokenProvider> {
-    Err(Error::Unsupported { transport: "config", feature: "OIDC tokens (the `oidc` feature)" })
+    Err(Error::Config(
+        "OIDC tokens need the `oidc` feature, which this build does not include".into(),
+    ))
 }
 
 impl fmt::Debug for Broker {

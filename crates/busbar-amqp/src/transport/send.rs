@@ -1,0 +1,171 @@
+//! Sending: publishes (confirmed by the broker at QoS 1, sent again on the next connection
+//! when the confirm never came), and requests over RabbitMQ's direct reply-to.
+
+use std::time::Duration;
+
+use busbar_core::error::{PublishError, RequestError, RequestErrorKind};
+use busbar_core::message::{Message, QoS};
+use busbar_transport_kit::inbox;
+use bytes::Bytes;
+use lapin::options::BasicPublishOptions;
+use lapin::types::ShortString;
+use lapin::{BasicProperties, Confirmation};
+
+use super::failure::describe;
+use super::state::{Link, Shared};
+use crate::convert;
+
+/// Why a publish on one link failed.
+enum PublishFailure {
+    /// The link broke; the publish may be retried on the next one.
+    Link(lapin::Error),
+    /// The broker refused the message itself.
+    Refused(PublishError),
+}
+
+impl Shared {
+    /// What `message` goes out as: the exchange and routing key, and the payload bytes
+    /// within the size limit.
+    fn outgoing(
+        &self,
+        message: &Message,
+    ) -> Result<(ShortString, ShortString, Bytes), PublishError> {
+        let (exchange, key) = convert::target(&message.topic, &self.exchange)?;
+        let payload = message.payload.to_bytes()?;
+        if payload.len() > self.settings.max_payload {
+            return Err(PublishError::too_large(payload.len(), self.settings.max_payload));
+        }
+        Ok((exchange, key, payload))
+    }
+
+    /// Publishes one message on `link`, awaiting the broker's confirm for QoS >= 1. A
+    /// message for a named queue (the default exchange) is always confirmed and `mandatory`:
+    /// when no such queue exists the broker returns it, and the caller hears so.
+    async fn publish_on(
+        &self,
+        link: &Link,
+        exchange: &ShortString,
+        key: &ShortString,
+        payload: &[u8],
+        props: BasicProperties,
+        qos: QoS,
+    ) -> Result<(), PublishFailure> {
+        // RabbitMQ delivers a message to a direct reply-to name (`amq.rabbitmq.reply-to.*`)
+        // and still returns it NO_ROUTE when it is mandatory, since no queue routed it: so
+        // replies go out without `mandatory` (a caller that has gone cannot be told apart).
+        let direct_reply = key.as_str().starts_with(convert::DIRECT_REPLY_TO);
+        let to_queue = exchange.as_str().is_empty() && !direct_reply;
+        let confirmed = to_queue || qos != QoS::AtMostOnce;
+        let channel = if confirmed { &link.confirm } else { &link.plain };
+        let options = BasicPublishOptions { mandatory: to_queue, ..BasicPublishOptions::default() };
+        let confirm = channel
+            .basic_publish(exchange.clone(), key.clone(), options, payload, props)
+            .await
+            .map_err(PublishFailure::Link)?;
+        if !confirmed {
+            return Ok(());
+        }
+        match confirm.await.map_err(PublishFailure::Link)? {
+            // Only a `mandatory` publish can come back; lapin has been seen to attach a
+            // return to the confirm of another publish on the channel, so others ignore it.
+            Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) if to_queue => {
+                Err(PublishFailure::Refused(PublishError::refused(format!(
+                    "no queue named {} exists: the broker returned the message",
+                    key.as_str()
+                ))))
+            }
+            Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
+            Confirmation::Nack(_) => Err(PublishFailure::Refused(PublishError::refused(format!(
+                "the broker refused (nacked) a message for {}",
+                key.as_str()
+            )))),
+        }
+    }
+
+    /// Publishes `message`, waiting (up to `reconnect_wait`) for a lost connection to come
+    /// back.
+    pub(super) async fn send(&self, message: Message) -> Result<(), PublishError> {
+        self.check_open()?;
+        self.settle_teardowns().await;
+        let (exchange, key, payload) = self.outgoing(&message)?;
+        let props = convert::properties(&message, None, None)?;
+        let deadline = self.reconnect_deadline();
+        let mut after = 0;
+        loop {
+            let link = match self.current() {
+                Some(l) if l.generation > after => l,
+                _ => self.link_after(after, deadline).await?,
+            };
+            match self
+                .publish_on(&link, &exchange, &key, &payload, props.clone(), message.qos)
+                .await
+            {
+                Ok(()) => {
+                    self.meter.published();
+                    return Ok(());
+                }
+                Err(PublishFailure::Refused(e)) => return Err(e),
+                Err(PublishFailure::Link(e)) => {
+                    // The connection broke under this publish. At QoS >= 1 it was not
+                    // confirmed, so it goes again on the next connection (at least once);
+                    // at QoS 0 it is reported lost rather than silently dropped.
+                    let _ = self.trouble.send(link.generation);
+                    self.check_open()?;
+                    if message.qos == QoS::AtMostOnce {
+                        return Err(self.not_connected(describe(&e)));
+                    }
+                    after = link.generation;
+                }
+            }
+        }
+    }
+
+    /// Sends `message` as a request whose reply comes over direct reply-to, and waits for
+    /// it, all under one deadline. The request is `mandatory`: when no queue is bound to its
+    /// topic the broker returns it, and the request fails at once with `NoResponders`.
+    pub(super) async fn request(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> Result<Message, RequestError> {
+        self.check_open::<RequestErrorKind>()?;
+        let topic = message.topic.clone();
+        inbox::exchange(&self.meter, topic.as_str(), timeout, async {
+            self.settle_teardowns().await;
+            let (exchange, key, payload) = self.outgoing(&message)?;
+            let link = match self.current() {
+                Some(l) => l,
+                None => self.link_after::<RequestErrorKind>(0, self.reconnect_deadline()).await?,
+            };
+            // Tagged with the link: when it goes, so does the reply's way back.
+            let mut pending = self.inbox.register(link.generation);
+            let props = convert::properties(
+                &message,
+                Some(convert::DIRECT_REPLY_TO),
+                Some(pending.id().to_hex()),
+            )?;
+            let options = BasicPublishOptions { mandatory: true, ..BasicPublishOptions::default() };
+            let sent = async {
+                link.rpc.basic_publish(exchange, key, options, &payload, props).await?.await
+            };
+            match sent.await {
+                Ok(Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_))) => {
+                    // Returned as unroutable: no queue is bound to the topic.
+                    return Err(RequestError::no_responders(topic.as_str()));
+                }
+                Ok(Confirmation::Nack(None)) => {
+                    return Err(RequestError::refused(format!(
+                        "the broker refused (nacked) the request to {topic}"
+                    )));
+                }
+                Ok(_) => self.meter.published(),
+                Err(e) => {
+                    let _ = self.trouble.send(link.generation);
+                    return Err(self.not_connected(describe(&e)));
+                }
+            }
+            pending.reply().await
+        })
+        .await
+    }
+}

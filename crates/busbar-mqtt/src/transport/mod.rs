@@ -1,0 +1,275 @@
+//! The MQTT transport. One supervisor task owns rumqttc's event loop; user calls only
+//! enqueue requests to it. The parts, each in its room:
+//!
+//! * `state`: the connection state every part shares;
+//! * `options`: building rumqttc's client from the settings;
+//! * `supervisor`: the event loop, reconnects, restored subscriptions, fresh tokens;
+//! * `receive`: replies, and routing messages to local subscriptions;
+//! * `send`: publishes counted until acknowledged, and requests;
+//! * `subscribe`: SUBSCRIBE and SUBACK, and the local subscriptions sharing one broker
+//!   subscription.
+
+mod options;
+mod receive;
+mod send;
+mod state;
+mod subscribe;
+mod supervisor;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use busbar_core::error::{
+    CloseError, ConnectError, ConnectErrorKind, OpError, PublishError, RequestError, SubscribeError,
+};
+use busbar_core::message::Message;
+use busbar_core::stats::StatsSnapshot;
+use busbar_core::topic::Topic;
+use busbar_core::transport::{
+    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents,
+    NativeNames, SubscribeOptions, Subscription, Transport,
+};
+use busbar_core::{Overflow, QoS};
+use busbar_transport_kit::login::{Refresher, first_token};
+use busbar_transport_kit::{Inbox, Meter, PublishQueue, ids};
+use tokio::sync::{OnceCell, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::state::{Shared, lock};
+use crate::protocol::Version;
+use crate::registry::Registry;
+use crate::settings::Settings;
+
+/// How long a graceful close waits for the broker to acknowledge what was published.
+const CLOSE_FLUSH: Duration = Duration::from_secs(5);
+/// How long connecting may take before it fails.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to an MQTT broker.
+pub struct MqttTransport {
+    shared: Arc<Shared>,
+    capabilities: Capabilities,
+    /// The publish queue when a drop policy is configured (`Block` publishes go straight to
+    /// rumqttc's own bounded channel and wait there).
+    publish_queue: Option<PublishQueue>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+}
+
+fn capabilities(version: Version) -> Capabilities {
+    let v5 = version == Version::V5;
+    let mut c = Capabilities::none(NativeNames::Slash);
+    c.queue_groups = true;
+    c.retained = true;
+    // On 3.1.1 reply topics, correlation ids, headers and expiry ride in the envelope.
+    c.native_request = v5;
+    c.headers = v5;
+    c.expiry = true;
+    c.last_will = true;
+    c.no_local = v5;
+    c.max_qos = QoS::ExactlyOnce;
+    c
+}
+
+impl MqttTransport {
+    /// Connects; resolves once the broker accepted the connection.
+    pub async fn connect(
+        url: &str,
+        options: ConnectOptions,
+    ) -> Result<MqttTransport, ConnectError> {
+        let settings = Settings::parse(url)?;
+        let client_id = options
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
+        let first_token = match &options.token {
+            Some(provider) => Some(first_token(provider).await?),
+            None => None,
+        };
+        let login = busbar_transport_kit::Login {
+            user: settings.username.clone(),
+            password: settings.password.clone(),
+        };
+        let presented = login.with(first_token.as_ref(), options.token_placement);
+        let (client, eventloop) = options::build(
+            &settings,
+            &client_id,
+            supervisor::credentials(&presented),
+            options.last_will.as_ref(),
+        )?;
+        let version = settings.version;
+        let packet_limit = settings.max_packet.unwrap_or(state::MQTT_MAX_PACKET as usize);
+        let meter = Meter::new();
+        let shared = Arc::new(Shared {
+            client,
+            client_id,
+            settings,
+            registry: Mutex::default(),
+            subacks: Mutex::default(),
+            inbox: Inbox::new(&meter),
+            reply_topic: Topic::inbox(ids::random_bytes()),
+            reply_sub: OnceCell::new(),
+            next_id: AtomicU64::new(1),
+            meter,
+            open: AtomicBool::new(true),
+            shutdown: CancellationToken::new(),
+            max_packet: AtomicUsize::new(packet_limit),
+            unacked: AtomicUsize::new(0),
+            acked: tokio::sync::Notify::new(),
+            last_subacked: AtomicUsize::new(0),
+            epoch: Mutex::new(0),
+        });
+        // The supervisor swaps the credentials and reconnects with each fresh token.
+        let refresher = match (&options.token, first_token) {
+            (Some(provider), Some(token)) => {
+                Some(Refresher::start(provider.clone(), token, shared.shutdown.clone()))
+            }
+            _ => None,
+        };
+        let (first_tx, first_rx) = oneshot::channel();
+        let supervisor = tokio::spawn(supervisor::supervise(
+            shared.clone(),
+            eventloop,
+            first_tx,
+            refresher,
+            login,
+            options.token_placement,
+        ));
+        let outcome = match tokio::time::timeout(CONNECT_TIMEOUT, first_rx).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(Shared::broker("the connection task ended")),
+            Err(_) => Err(OpError::new(
+                ConnectErrorKind::TimedOut,
+                format!(
+                    "not connected to {}: no answer from the broker within {CONNECT_TIMEOUT:?}",
+                    shared.settings.shown
+                ),
+            )),
+        };
+        if let Err(e) = outcome {
+            shared.shutdown.cancel();
+            supervisor.abort();
+            return Err(e);
+        }
+        let publish_queue = match shared.settings.publish_queue.overflow {
+            Overflow::Block => None,
+            _ => {
+                let forward = shared.clone();
+                Some(PublishQueue::start(
+                    shared.settings.publish_queue,
+                    &shared.meter,
+                    shared.shutdown.clone(),
+                    move |m| {
+                        let s = forward.clone();
+                        async move { s.send(m).await }
+                    },
+                ))
+            }
+        };
+        Ok(MqttTransport {
+            shared,
+            publish_queue,
+            capabilities: capabilities(version),
+            supervisor: Mutex::new(Some(supervisor)),
+        })
+    }
+
+    /// Cuts the connection without a DISCONNECT, as a crash would: the broker publishes the
+    /// last will. For fault-injection tests.
+    pub fn kill(&self) {
+        self.end();
+        if let Some(task) = lock(&self.supervisor).take() {
+            task.abort();
+        }
+    }
+
+    fn end(&self) {
+        if self.shared.open.swap(false, Ordering::AcqRel) {
+            self.shared.shutdown.cancel();
+            // Subscriptions end: their senders go with the registry's entries.
+            *lock(&self.shared.registry) = Registry::default();
+            self.shared.inbox.fail_all(RequestError::closed);
+            self.shared.meter.announce(ConnectionEvent::Closed);
+        }
+    }
+}
+
+impl Drop for MqttTransport {
+    fn drop(&mut self) {
+        // Dropped without close: the connection just goes (the broker sends the will).
+        self.kill();
+    }
+}
+
+impl Transport for MqttTransport {
+    fn kind(&self) -> &'static str {
+        "mqtt"
+    }
+
+    fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn publish(&self, message: Message) -> Completion<'_> {
+        match &self.publish_queue {
+            Some(queue) => {
+                Completion::ready(self.shared.check_open().and_then(|()| queue.enqueue(message)))
+            }
+            None => Completion::Pending(Box::pin(self.shared.send(message))),
+        }
+    }
+
+    fn subscribe(
+        &self,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
+        Box::pin(subscribe::subscribe(&self.shared, options))
+    }
+
+    fn request(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Message, RequestError>> {
+        Box::pin(self.shared.request(message, timeout))
+    }
+
+    fn events(&self) -> ConnectionEvents {
+        self.shared.meter.events()
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.shared.meter.snapshot()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
+        Box::pin(async move {
+            if !self.shared.open.load(Ordering::Acquire) {
+                return Ok(());
+            }
+            // What was published before the close is delivered first.
+            if !self.shared.all_acked(CLOSE_FLUSH).await {
+                tracing::warn!(
+                    unacked = self.shared.unacked.load(Ordering::Acquire),
+                    "closing with publishes not yet acknowledged ({CLOSE_FLUSH:?} passed)"
+                );
+            }
+            // A DISCONNECT tells the broker not to publish the will.
+            let _: Result<(), PublishError> = self.shared.client.try_disconnect();
+            let task = lock(&self.supervisor).take();
+            if let Some(mut task) = task {
+                // The event loop ends once the DISCONNECT is written; bound the wait.
+                if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
+                    task.abort();
+                }
+            }
+            self.end();
+            Ok(())
+        })
+    }
+}

@@ -1,0 +1,119 @@
+//! Building rumqttc's client and event loop for one connection: address and transport
+//! (TCP, TLS, WebSockets), keep-alive, session, credentials, packet limits and the will.
+
+use busbar_core::error::ConnectError;
+use busbar_core::message::{Message, QoS};
+use rumqttc::NetworkOptions;
+
+use super::state::MQTT_MAX_PACKET;
+use crate::convert::qos_out;
+use crate::protocol::{Client, Events, Version};
+use crate::settings::Settings;
+
+/// Requests rumqttc may hold before user calls wait (its own bounded channel).
+const REQUEST_CHANNEL: usize = 1024;
+
+/// The client and event loop for `settings`, presenting `client_id`, `credentials` and
+/// `will`.
+pub(super) fn build(
+    settings: &Settings,
+    client_id: &str,
+    credentials: Option<(String, String)>,
+    will: Option<&Message>,
+) -> Result<(Client, Events), ConnectError> {
+    let tls_config = match &settings.tls {
+        Some(tls) => Some(rumqttc::TlsConfiguration::Rustls(busbar_tls::client_config(tls)?)),
+        None => None,
+    };
+    // For WebSockets rumqttc takes the whole URL as the broker address. It is built here
+    // from the scheme that was asked for, so a wss:// connection can never go out as plain
+    // ws://.
+    let (broker_addr, transport) = match (&settings.websocket_path, tls_config) {
+        (None, None) => (settings.host.clone(), None),
+        (None, Some(tls)) => (settings.host.clone(), Some(rumqttc::Transport::Tls(tls))),
+        (Some(path), None) => (
+            format!("ws://{}:{}{path}", settings.host, settings.port),
+            Some(rumqttc::Transport::Ws),
+        ),
+        (Some(path), Some(tls)) => (
+            format!("wss://{}:{}{path}", settings.host, settings.port),
+            Some(rumqttc::Transport::Wss(tls)),
+        ),
+    };
+    let mut network = NetworkOptions::new();
+    network.set_tcp_nodelay(true);
+    let will = match will {
+        Some(w) => Some((
+            w.topic.as_str().to_owned(),
+            w.payload.to_bytes().map_err(will_error)?,
+            w.qos,
+            w.retain,
+        )),
+        None => None,
+    };
+    Ok(match settings.version {
+        Version::V5 => {
+            use rumqttc::v5::mqttbytes::v5::LastWill;
+            let mut mqtt = rumqttc::v5::MqttOptions::new(client_id, broker_addr, settings.port);
+            mqtt.set_keep_alive(settings.keep_alive);
+            mqtt.set_clean_start(settings.session_expiry.is_none());
+            if let Some(expiry) = settings.session_expiry {
+                mqtt.set_session_expiry_interval(Some(
+                    expiry.as_secs().min(u64::from(u32::MAX)) as u32
+                ));
+            }
+            if let Some((user, pass)) = credentials {
+                mqtt.set_credentials(user, pass);
+            }
+            // rumqttc refuses incoming packets over 10 KiB unless told otherwise: accept what
+            // MQTT can carry, so the broker's own limit is the one that applies.
+            mqtt.set_max_packet_size(Some(MQTT_MAX_PACKET));
+            mqtt.set_network_options(network);
+            if let Some(t) = transport {
+                mqtt.set_transport(t);
+            }
+            if let Some((topic, payload, qos, retain)) = will {
+                mqtt.set_last_will(LastWill::new(
+                    topic,
+                    payload.to_vec(),
+                    qos_out(qos),
+                    retain,
+                    None,
+                ));
+            }
+            let (c, l) = rumqttc::v5::AsyncClient::new(mqtt, REQUEST_CHANNEL);
+            (Client::V5(c), Events::V5(Box::new(l), Vec::new()))
+        }
+        Version::V311 => {
+            let mut mqtt = rumqttc::MqttOptions::new(client_id, broker_addr, settings.port);
+            mqtt.set_keep_alive(settings.keep_alive);
+            // 3.1.1 has no expiry interval: a persistent session lasts until the broker's own
+            // limit.
+            mqtt.set_clean_session(settings.session_expiry.is_none());
+            if let Some((user, pass)) = credentials {
+                mqtt.set_credentials(user, pass);
+            }
+            let max = MQTT_MAX_PACKET as usize;
+            mqtt.set_max_packet_size(max, max);
+            if let Some(t) = transport {
+                mqtt.set_transport(t);
+            }
+            if let Some((topic, payload, qos, retain)) = will {
+                let qos = match qos {
+                    QoS::AtMostOnce => rumqttc::QoS::AtMostOnce,
+                    QoS::AtLeastOnce => rumqttc::QoS::AtLeastOnce,
+                    QoS::ExactlyOnce => rumqttc::QoS::ExactlyOnce,
+                };
+                mqtt.set_last_will(rumqttc::LastWill::new(topic, payload, qos, retain));
+            }
+            let (c, mut l) = rumqttc::AsyncClient::new(mqtt, REQUEST_CHANNEL);
+            l.set_network_options(network);
+            (Client::V4(c), Events::V4(Box::new(l), Vec::new()))
+        }
+    })
+}
+
+/// A will whose typed payload cannot be encoded: the options are unusable.
+fn will_error(e: busbar_core::codec::CodecError) -> ConnectError {
+    busbar_transport_kit::endpoint::config_error(format!("the last will cannot be encoded: {e}"))
+}

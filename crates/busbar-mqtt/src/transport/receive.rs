@@ -1,0 +1,70 @@
+//! The receive path: replies to this connection's requests, and every other message routed
+//! to the local subscriptions it is for.
+
+use std::sync::atomic::Ordering;
+
+use busbar_core::message::Message;
+use busbar_transport_kit::delivery::deliver_all;
+
+use super::state::{Shared, lock};
+
+impl Shared {
+    /// Routes one incoming message (or counts the one that could not be read).
+    pub(super) async fn dispatch(&self, received: Result<(Message, Vec<usize>), String>) {
+        let (message, mut ids) = match received {
+            Ok(m) => m,
+            Err(reason) => {
+                self.meter.discard("a message busbar cannot represent", &reason);
+                return;
+            }
+        };
+        if message.topic == self.reply_topic {
+            let correlation = message.correlation_id.clone();
+            self.inbox.complete(correlation.as_deref(), message);
+            return;
+        }
+        if message.is_expired() {
+            self.meter.expired();
+            return;
+        }
+        let targets = {
+            let mut registry = lock(&self.registry);
+            if ids.is_empty() {
+                // MQTT 3.1.1: attribute a retained copy to the subscription just made.
+                if message.retain {
+                    let last = self.last_subacked.load(Ordering::Relaxed);
+                    if registry.subs.get(&last).is_some_and(|s| s.filter.matches(&message.topic)) {
+                        ids.push(last);
+                    }
+                } else {
+                    self.last_subacked.store(0, Ordering::Relaxed);
+                }
+            }
+            let persistent = self.settings.session_expiry.is_some();
+            let mut targets = registry.targets(&ids, &message);
+            if targets.is_empty() && persistent && !ids.is_empty() {
+                // Tagged by an earlier connection of this session: route by filter instead.
+                targets = registry.targets(&[], &message);
+            }
+            if targets.is_empty() {
+                // A persistent session hands over what the broker kept while we were away,
+                // possibly before the application has subscribed again: keep it for them.
+                if persistent && !ids.is_empty() {
+                    if registry.keep_orphan(message) {
+                        self.meter.discard(
+                            "a message the persistent session kept",
+                            &"more arrived before a subscription than are kept; the oldest went",
+                        );
+                    }
+                } else {
+                    tracing::debug!(topic = %message.topic, "message for no local subscription");
+                }
+                return;
+            }
+            targets
+        };
+        // Waiting here (a full `Block` subscription) holds back reading from the socket:
+        // backpressure reaches the broker.
+        deliver_all(&targets, message).await;
+    }
+}

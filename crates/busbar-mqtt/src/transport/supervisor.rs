@@ -1,0 +1,154 @@
+//! The supervisor: the one task that polls rumqttc's event loop. It reconnects with
+//! jittered exponential backoff, restores every subscription after a reconnect, swaps in
+//! fresh tokens, and announces connection changes.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use busbar_core::auth::{Token, TokenPlacement};
+use busbar_core::error::ConnectError;
+use busbar_core::transport::ConnectionEvent;
+use busbar_transport_kit::backoff::backoff;
+use busbar_transport_kit::login::{Login, Refresher};
+use tokio::sync::oneshot;
+
+use super::state::{Shared, lock};
+use super::subscribe::SUBACK_TIMEOUT;
+use crate::protocol::{Events, Happened};
+
+/// The user name and password rumqttc presents, if any (it takes both or neither).
+pub(super) fn credentials(login: &Login) -> Option<(String, String)> {
+    if login.is_empty() {
+        return None;
+    }
+    Some((login.user.clone().unwrap_or_default(), login.password.clone().unwrap_or_default()))
+}
+
+/// The next token from the refresher, or never when the connection has none.
+async fn next_token(refresher: &mut Option<Refresher>) -> Option<Token> {
+    match refresher {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Owns the event loop until shutdown. Reports the first connection's outcome on `first`.
+pub(super) async fn supervise(
+    shared: Arc<Shared>,
+    mut eventloop: Events,
+    first: oneshot::Sender<Result<(), ConnectError>>,
+    mut refresher: Option<Refresher>,
+    login: Login,
+    placement: TokenPlacement,
+) {
+    let mut first = Some(first);
+    let mut connected = false;
+    let mut ever_connected = false;
+    let mut attempt: u32 = 0;
+    // Set while a DISCONNECT is on its way for a token refresh: the loop goes on to
+    // reconnect with the new credentials instead of ending.
+    let mut refreshing = false;
+    loop {
+        let polled = tokio::select! {
+            _ = shared.shutdown.cancelled() => break,
+            Some(token) = next_token(&mut refresher) => {
+                if let Some((user, pass)) = credentials(&login.with_token(&token, placement)) {
+                    eventloop.set_credentials(user, pass);
+                }
+                // A clean goodbye (no will), then a reconnect that presents the new token.
+                refreshing = shared.client.try_disconnect().is_ok();
+                continue;
+            }
+            p = eventloop.poll() => p,
+        };
+        match polled {
+            Ok(Happened::Connected { max_packet, resent }) => {
+                attempt = 0;
+                if resent > 0 {
+                    tracing::info!(
+                        resent,
+                        "re-sending the requests the last connection left unfinished"
+                    );
+                }
+                connected = true;
+                let epoch = {
+                    let mut e = lock(&shared.epoch);
+                    *e += 1;
+                    *e
+                };
+                if ever_connected {
+                    announce_when_restored(shared.clone(), epoch);
+                } else {
+                    ever_connected = true;
+                    shared.meter.announce(ConnectionEvent::Connected);
+                }
+                let broker_max = max_packet.map_or(usize::MAX, |m| m as usize);
+                shared.max_packet.store(shared.packet_limit().min(broker_max), Ordering::Relaxed);
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Ok(()));
+                }
+            }
+            Ok(Happened::Message(received)) => shared.dispatch(received).await,
+            Ok(Happened::SubAck { pkid, refused }) => shared.on_suback(pkid, refused),
+            Ok(Happened::SentSubscribe(pkid)) => shared.on_outgoing_subscribe(pkid),
+            // The DISCONNECT of a graceful close is on the wire: stop here, or the loop would
+            // reconnect (and a later cut would make the broker send the will after all).
+            Ok(Happened::SentDisconnect) if refreshing => refreshing = false,
+            Ok(Happened::SentDisconnect) => break,
+            Ok(Happened::Acked) => shared.on_acked(),
+            Ok(Happened::Other) => {}
+            Err(failure) => {
+                if let Some(tx) = first.take() {
+                    let _ = tx.send(Err(failure.into_connect_error(&shared.settings.shown)));
+                    return;
+                }
+                if connected {
+                    connected = false;
+                    let mut epoch = lock(&shared.epoch);
+                    *epoch += 1;
+                    shared.meter.announce(ConnectionEvent::Disconnected {
+                        reason: failure.reason().to_owned(),
+                    });
+                }
+                attempt = attempt.saturating_add(1);
+                tokio::select! {
+                    _ = shared.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(backoff(attempt)) => {}
+                }
+            }
+        }
+    }
+}
+
+/// After a reconnect: re-subscribes everything and announces `Reconnected` once the broker
+/// acknowledged every restored subscription (which the supervisor must go on polling to
+/// receive), within one deadline for all of them, and not at all if the connection was lost
+/// again meanwhile. A refused or unanswered one is logged; the event still comes, as
+/// waiting longer would not change it.
+fn announce_when_restored(shared: Arc<Shared>, epoch: u64) {
+    let acks = shared.resubscribe_all();
+    tokio::spawn(async move {
+        let deadline = tokio::time::Instant::now() + SUBACK_TIMEOUT;
+        for ack in acks {
+            match tokio::time::timeout_at(deadline, ack).await {
+                Ok(Ok(Ok(()))) => {}
+                Ok(Ok(Err(e))) => {
+                    tracing::warn!(error = %e, "a subscription was not restored");
+                }
+                // The connection went again: its own reconnect takes over.
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    tracing::warn!(
+                        "the broker did not acknowledge every restored subscription within \
+                         {SUBACK_TIMEOUT:?}"
+                    );
+                    break;
+                }
+            }
+        }
+        let current = lock(&shared.epoch);
+        if *current == epoch {
+            shared.meter.announce(ConnectionEvent::Reconnected);
+        }
+    });
+}

@@ -1,0 +1,282 @@
+//! The NATS transport on async-nats.
+//!
+//! async-nats owns the socket in its own connection task: it reconnects (with busbar's
+//! jittered backoff) and re-sends every subscription itself, and user calls only enqueue
+//! commands to it. On top of that busbar keeps, each in its room:
+//!
+//! * `routes`: one NATS subscription (two for `a/#`) per distinct (filter, queue group) on
+//!   this connection, shared by any number of local subscriptions, drained by its waker
+//!   right where async-nats hands a message over (`pump`), with a stall task for a full
+//!   `Block` queue;
+//! * `replies`: the reply inbox of this connection's requests, drained the same way;
+//! * `sync`: NATS has no SUBACK, so a subscribe resolves once a message this connection
+//!   published to its own private sync subject (after the SUB) has come back;
+//! * `events`: async-nats' events become [`ConnectionEvent`]s; `Reconnected` is sent only
+//!   after a sync round trip on the new connection, so the re-subscriptions are in place.
+//!   async-nats' slow-consumer drops (its per-subscription buffer overflowed) are counted in
+//!   `dropped`;
+//! * `state`: the connection state the rooms above it share (`subscribe`, `send`,
+//!   `connect`), holding the parts below it, which know nothing of it (`pump`, `routes`,
+//!   `replies`, `sync`, `events`);
+//! * `subscribe`: local subscriptions joining their route;
+//! * `send`: publishes, the drop-policy publish queue, and requests;
+//! * `connect`: async-nats' options, credentials and tokens, and connect errors.
+
+mod connect;
+mod events;
+mod pump;
+mod replies;
+mod routes;
+mod send;
+mod state;
+mod subscribe;
+mod sync;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use busbar_core::error::{CloseError, ConnectError, OpError, RequestError, SubscribeError};
+use busbar_core::message::Message;
+use busbar_core::stats::StatsSnapshot;
+use busbar_core::transport::{
+    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents,
+    NativeNames, SubscribeOptions, Subscription, Transport,
+};
+use busbar_core::{Overflow, QoS};
+use busbar_transport_kit::endpoint::config_error;
+use busbar_transport_kit::login::{Refresher, first_token};
+use busbar_transport_kit::{Inbox, Meter, PublishQueue};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use self::connect::TokenCache;
+use self::events::EventSink;
+use self::pump::lock;
+use self::state::Shared;
+use self::sync::SyncPoint;
+use crate::settings::{Credentials, Settings};
+
+/// How long `close` waits for buffered publishes to reach the server.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A connection to a NATS server.
+pub struct NatsTransport {
+    shared: Arc<Shared>,
+    capabilities: Capabilities,
+    /// The publish queue when a drop policy is configured (`Block` publishes go straight to
+    /// async-nats' bounded command channel and wait there).
+    publish_queue: Option<PublishQueue>,
+}
+
+fn capabilities(max_payload: usize) -> Capabilities {
+    let mut c = Capabilities::none(NativeNames::Dotted);
+    c.queue_groups = true;
+    c.native_request = true;
+    c.headers = true;
+    c.no_responders = true;
+    // Core NATS: at most once, nothing retained, no expiry, no last will, and no-echo is per
+    // connection rather than per subscription.
+    c.max_qos = QoS::AtMostOnce;
+    c.max_payload = (max_payload > 0).then_some(max_payload);
+    c
+}
+
+impl NatsTransport {
+    /// Connects; resolves once the server accepted the connection.
+    pub async fn connect(
+        url: &str,
+        options: ConnectOptions,
+    ) -> Result<NatsTransport, ConnectError> {
+        let settings = Settings::parse(url)?;
+        if options.token.is_some() && matches!(settings.credentials, Credentials::CredsFile(_)) {
+            return Err(config_error(
+                "a NATS connection takes a token provider or a creds file, not both",
+            ));
+        }
+        if options.requires_last_will() {
+            // Core NATS has no last will; publishing one ourselves on a crash is impossible.
+            // An optional one (the node's) is left out.
+            return Err(OpError::unsupported("nats", "last will"));
+        }
+        let client_id = options
+            .client_id
+            .clone()
+            .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
+        let meter = Meter::new();
+        let sink = Arc::new(EventSink::new(&meter));
+        let shutdown = CancellationToken::new();
+        let tokens = match &options.token {
+            Some(provider) => {
+                let first = first_token(provider).await?;
+                Some((provider.clone(), first.clone(), TokenCache::new(provider.clone(), first)))
+            }
+            None => None,
+        };
+        let client = connect::options(
+            &settings,
+            &client_id,
+            tokens.as_ref().map(|(_, _, cache)| cache),
+            options.token_placement,
+            sink.clone(),
+        )
+        .await?
+        .connect(settings.server_address())
+        .await
+        .map_err(|e| connect::connect_error(e, &settings.shown))?;
+        let sync = SyncPoint::start(&client, shutdown.clone()).await?;
+        let max_payload = client.max_payload();
+        let shared = Arc::new(Shared {
+            client,
+            client_id,
+            settings,
+            sink: sink.clone(),
+            inbox: Arc::new(Inbox::new(&meter)),
+            meter,
+            routes: Mutex::default(),
+            next_id: AtomicU64::new(1),
+            open: AtomicBool::new(true),
+            shutdown,
+            sync,
+            replies: OnceCell::new(),
+            last_subject: Mutex::new(None),
+        });
+        let weak = Arc::downgrade(&shared);
+        sink.on_reconnect(move || {
+            if let Some(s) = weak.upgrade() {
+                s.reconnected();
+            }
+        });
+        if let Some((provider, first, cache)) = tokens {
+            let refresher = Refresher::start(provider, first, shared.shutdown.clone());
+            tokio::spawn(connect::present_fresh_tokens(Arc::downgrade(&shared), cache, refresher));
+        }
+        let publish_queue = match shared.settings.publish_queue.overflow {
+            Overflow::Block => None,
+            _ => {
+                let forward = shared.clone();
+                Some(PublishQueue::start(
+                    shared.settings.publish_queue,
+                    &shared.meter,
+                    shared.shutdown.clone(),
+                    move |m| {
+                        let s = forward.clone();
+                        async move { s.publish_now(m).await }
+                    },
+                ))
+            }
+        };
+        Ok(NatsTransport { shared, capabilities: capabilities(max_payload), publish_queue })
+    }
+
+    /// The parsed settings this connection was made with.
+    pub fn settings(&self) -> &Settings {
+        &self.shared.settings
+    }
+
+    fn end(&self) -> bool {
+        let s = &self.shared;
+        if !s.open.swap(false, Ordering::AcqRel) {
+            return false;
+        }
+        s.shutdown.cancel();
+        // Subscriptions end: their senders go with the routes (and the stall tasks, which
+        // stop on the shutdown token).
+        let routes = std::mem::take(&mut *lock(&s.routes));
+        for route in routes.values() {
+            route.end();
+        }
+        s.sync.clear();
+        s.inbox.fail_all(RequestError::closed);
+        s.meter.announce(ConnectionEvent::Closed);
+        true
+    }
+}
+
+impl Drop for NatsTransport {
+    fn drop(&mut self) {
+        // Dropped without close: everything stops; async-nats closes the socket once the
+        // last client handle is gone.
+        self.end();
+    }
+}
+
+impl Transport for NatsTransport {
+    fn kind(&self) -> &'static str {
+        "nats"
+    }
+
+    fn client_id(&self) -> &str {
+        &self.shared.client_id
+    }
+
+    fn capabilities(&self) -> &Capabilities {
+        &self.capabilities
+    }
+
+    fn publish(&self, message: Message) -> Completion<'_> {
+        match &self.publish_queue {
+            Some(queue) => Completion::ready(self.shared.enqueue(queue, message)),
+            None => Completion::Pending(Box::pin(self.shared.publish_now(message))),
+        }
+    }
+
+    fn subscribe(
+        &self,
+        options: SubscribeOptions,
+    ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
+        Box::pin(subscribe::subscribe(&self.shared, options))
+    }
+
+    fn request(
+        &self,
+        message: Message,
+        timeout: Duration,
+    ) -> BoxFuture<'_, Result<Message, RequestError>> {
+        Box::pin(self.shared.request(message, timeout))
+    }
+
+    fn events(&self) -> ConnectionEvents {
+        self.shared.meter.events()
+    }
+
+    fn stats(&self) -> StatsSnapshot {
+        self.shared.meter.snapshot()
+    }
+
+    fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
+        Box::pin(async move {
+            if !self.end() {
+                return Ok(());
+            }
+            // Publishes already handed to async-nats go out before the connection closes:
+            // flush (written and seen by the server, a PING answered) before draining, which
+            // alone was seen to close with a fresh publish still in the client's buffer.
+            match tokio::time::timeout(CLOSE_TIMEOUT, self.shared.client.flush()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "flush on close"),
+                Err(_) => tracing::debug!("flush on close took too long"),
+            }
+            match tokio::time::timeout(CLOSE_TIMEOUT, self.shared.client.drain()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "drain on close"),
+                Err(_) => tracing::debug!("drain on close took too long"),
+            }
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_say_what_core_nats_lacks() {
+        let c = capabilities(1024);
+        assert!(c.queue_groups && c.native_request && c.headers && c.no_responders);
+        assert!(!c.retained && !c.expiry && !c.last_will && !c.no_local && !c.typed_payloads);
+        assert_eq!(c.native_names, NativeNames::Dotted);
+        assert_eq!(c.max_payload, Some(1024));
+    }
+}

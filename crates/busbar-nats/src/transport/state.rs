@@ -1,0 +1,95 @@
+//! What every part of the NATS transport shares: one connection's state. The subscribe, send
+//! and connect rooms all read it without reaching into each other; it holds the parts that
+//! know nothing of it (routes, the reply inbox, the sync point, the event sink).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use busbar_core::error::{Common, OpError, SubscribeError};
+use busbar_core::topic::{Topic, nats_subject};
+use busbar_core::transport::ConnectionEvent;
+use busbar_transport_kit::{Inbox, Meter};
+use tokio::sync::OnceCell;
+use tokio_util::sync::CancellationToken;
+
+use super::events::EventSink;
+use super::pump::lock;
+use super::replies::Replies;
+use super::routes::{Route, RouteKey};
+use super::sync::SyncPoint;
+use crate::settings::Settings;
+
+/// One connection's state.
+pub(super) struct Shared {
+    pub(super) client: async_nats::Client,
+    pub(super) client_id: String,
+    pub(super) settings: Settings,
+    pub(super) sink: Arc<EventSink>,
+    pub(super) meter: Meter,
+    pub(super) routes: Mutex<HashMap<RouteKey, Arc<Route>>>,
+    pub(super) next_id: AtomicU64,
+    pub(super) open: AtomicBool,
+    pub(super) shutdown: CancellationToken,
+    pub(super) sync: Arc<SyncPoint>,
+    /// Requests waiting for replies on the reply inbox.
+    pub(super) inbox: Arc<Inbox>,
+    /// The reply inbox subscription, made on the first request.
+    pub(super) replies: OnceCell<Arc<Replies>>,
+    /// The subject of the topic published last: publishers usually repeat their topic, and
+    /// this spares the mapping and its allocation.
+    pub(super) last_subject: Mutex<Option<(Topic, async_nats::Subject)>>,
+}
+
+impl Shared {
+    /// Refuses calls once the connection is closed.
+    pub(super) fn check_open<K: Copy + From<Common>>(&self) -> Result<(), OpError<K>> {
+        if self.open.load(Ordering::Acquire) { Ok(()) } else { Err(OpError::closed()) }
+    }
+
+    /// async-nats could not send: the connection is closed, or the server out of reach.
+    pub(super) fn not_connected<K: Copy + From<Common>>(
+        &self,
+        reason: impl std::fmt::Display,
+    ) -> OpError<K> {
+        if self.open.load(Ordering::Acquire) {
+            OpError::not_connected(&self.settings.shown, reason)
+        } else {
+            OpError::closed()
+        }
+    }
+
+    /// Returns once the server has handled everything this connection sent before.
+    pub(super) async fn sync(&self) -> Result<(), SubscribeError> {
+        self.sync.round_trip(&self.client, &self.settings.shown).await
+    }
+
+    /// After a reconnect: announces `Reconnected` once the re-subscriptions are in place at
+    /// the server.
+    pub(super) fn reconnected(self: Arc<Self>) {
+        tokio::spawn(async move {
+            if let Err(e) = self.sync().await {
+                tracing::debug!(error = %e, "no sync after reconnecting");
+            }
+            if self.open.load(Ordering::Acquire) {
+                self.meter.announce(ConnectionEvent::Reconnected);
+            }
+        });
+    }
+
+    /// The NATS subject for `topic`.
+    pub(super) fn subject(
+        &self,
+        topic: &Topic,
+    ) -> Result<async_nats::Subject, busbar_core::TopicError> {
+        let mut last = lock(&self.last_subject);
+        if let Some((t, subject)) = &*last
+            && t == topic
+        {
+            return Ok(subject.clone());
+        }
+        let subject = async_nats::Subject::from(nats_subject(topic)?);
+        *last = Some((topic.clone(), subject.clone()));
+        Ok(subject)
+    }
+}

@@ -1,0 +1,136 @@
+//! The queue-group registry: which groups exist anywhere (the set `busbar:groups`, with
+//! notices on `busbar:ctl`), this connection's cache of it, and the commands that join and
+//! leave a group. At the bottom of the rooms with the routes: it reaches into none of them.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use busbar_core::topic::{TopicFilter, TopicTrie};
+use redis::RedisResult;
+use redis::aio::MultiplexedConnection;
+
+/// Control channel: queue-group registrations and departures ("+entry" / "-entry").
+pub(super) const CTL_CHANNEL: &str = "busbar:ctl";
+/// Set of every queue group entry (`group \0 filter`) that has members somewhere.
+const GROUPS_KEY: &str = "busbar:groups";
+
+/// Leaves a queue group: forget this connection; if it was the last member anywhere, drop
+/// the registration and the list, and tell every connection.
+const LEAVE_SCRIPT: &str = r"
+redis.call('SREM', KEYS[1], ARGV[1])
+if redis.call('SCARD', KEYS[1]) == 0 then
+  redis.call('SREM', KEYS[2], ARGV[2])
+  redis.call('DEL', KEYS[3])
+  redis.call('PUBLISH', ARGV[3], '-' .. ARGV[2])
+end
+return 1";
+
+/// The registry entry of queue group `group` on `filter`.
+pub(super) fn entry(group: &str, filter: &TopicFilter) -> String {
+    format!("{group}\0{}", filter.as_str())
+}
+
+/// The list a queue group's messages wait in.
+pub(super) fn list_key(entry: &str) -> String {
+    format!("busbar:q:{entry}")
+}
+
+/// The set of connections with members in a queue group.
+fn members_key(entry: &str) -> String {
+    format!("busbar:qm:{entry}")
+}
+
+/// Queue groups known to exist anywhere, as every connection's publisher sees them.
+#[derive(Default)]
+pub(super) struct GroupCache {
+    entries: HashSet<String>,
+    trie: TopicTrie<Arc<str>>,
+}
+
+impl GroupCache {
+    /// Applies a notice from `busbar:ctl` ("+entry" or "-entry").
+    pub(super) fn apply(&mut self, notice: &[u8]) {
+        let Some((&sign, entry)) = notice.split_first() else { return };
+        let Ok(entry) = std::str::from_utf8(entry) else { return };
+        let Some((_, filter)) = entry.split_once('\0') else { return };
+        let Ok(filter) = TopicFilter::new(filter) else { return };
+        match sign {
+            b'+' if self.entries.insert(entry.to_owned()) => {
+                self.trie.insert(&filter, Arc::from(list_key(entry)));
+            }
+            b'-' if self.entries.remove(entry) => {
+                let key = list_key(entry);
+                self.trie.remove(&filter, |k| **k == *key);
+            }
+            _ => {}
+        }
+    }
+
+    /// This cache, replaced by `entries` as read from `busbar:groups`.
+    pub(super) fn replace(&mut self, entries: Vec<Vec<u8>>) {
+        *self = GroupCache::default();
+        for e in entries {
+            let mut notice = Vec::with_capacity(e.len() + 1);
+            notice.push(b'+');
+            notice.extend_from_slice(&e);
+            self.apply(&notice);
+        }
+    }
+
+    /// Calls `f` with the list of every group whose filter matches `topic`.
+    pub(super) fn for_each_list(&self, topic: &str, f: impl FnMut(&Arc<str>)) {
+        if !self.entries.is_empty() {
+            self.trie.for_each_match(topic, f);
+        }
+    }
+}
+
+/// Reads the registry, the authority the caches follow.
+pub(super) async fn registry(conn: &mut MultiplexedConnection) -> RedisResult<Vec<Vec<u8>>> {
+    redis::cmd("SMEMBERS").arg(GROUPS_KEY).query_async(conn).await
+}
+
+/// Registers connection `client_id` as a member of `entry`, and tells every connection.
+pub(super) async fn join(
+    conn: &mut MultiplexedConnection,
+    client_id: &str,
+    entry: &str,
+) -> RedisResult<()> {
+    let mut notice = String::with_capacity(entry.len() + 1);
+    notice.push('+');
+    notice.push_str(entry);
+    redis::pipe()
+        .cmd("SADD")
+        .arg(members_key(entry))
+        .arg(client_id)
+        .ignore()
+        .cmd("SADD")
+        .arg(GROUPS_KEY)
+        .arg(entry)
+        .ignore()
+        .cmd("PUBLISH")
+        .arg(CTL_CHANNEL)
+        .arg(notice)
+        .ignore()
+        .exec_async(conn)
+        .await
+}
+
+/// Takes connection `client_id` out of `entry` (see [`LEAVE_SCRIPT`]).
+pub(super) async fn leave(
+    conn: &mut MultiplexedConnection,
+    client_id: &str,
+    entry: &str,
+) -> RedisResult<()> {
+    redis::cmd("EVAL")
+        .arg(LEAVE_SCRIPT)
+        .arg(3)
+        .arg(members_key(entry))
+        .arg(GROUPS_KEY)
+        .arg(list_key(entry))
+        .arg(client_id)
+        .arg(entry)
+        .arg(CTL_CHANNEL)
+        .exec_async(conn)
+        .await
+}

@@ -428,6 +428,10 @@ impl ServiceLink {
             tracing::warn!(%operation, topic = %reply_to, "apigear: a call whose response topic is one of the interface's own is dropped");
             return;
         }
+        if let Err(e) = self.conn.check_destination(&reply_to) {
+            tracing::warn!(%operation, error = %e, "apigear: a call whose response topic the broker would refuse is dropped");
+            return;
+        }
         let result = match parse_payload(&operation, &m) {
             Ok(Value::Array(args)) if operation == PROPERTIES_OP && args.is_empty() => {
                 handler.properties().map(Value::Object)

@@ -9,7 +9,8 @@
 //!
 //! The number of tunnels open at once is bounded; past the bound, the bridge stops accepting
 //! until one closes (the kernel's listen queue holds the callers meanwhile), so a burst of
-//! clients slows down rather than exhausting file descriptors.
+//! clients slows down rather than exhausting file descriptors. A tunnel through which nothing
+//! moved for the idle timeout is closed, so silent callers cannot hold the slots for good.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,15 +30,26 @@ pub struct TcpBridgeOptions {
     pub connect_timeout: Duration,
     /// Tunnels open at once (default 1024).
     pub max_connections: usize,
+    /// A tunnel in which no byte moved either way for this long is closed (default 5
+    /// minutes; `None`: never). Without it, callers that connect and then say nothing would
+    /// hold every tunnel slot for good.
+    pub idle_timeout: Option<Duration>,
 }
+
+/// How long a tunnel may stay silent by default.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(300);
 
 impl Default for TcpBridgeOptions {
     fn default() -> Self {
-        TcpBridgeOptions { connect_timeout: Duration::from_secs(10), max_connections: 1024 }
+        TcpBridgeOptions {
+            connect_timeout: Duration::from_secs(10),
+            max_connections: 1024,
+            idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
+        }
     }
 }
 
-/// A TCP bridge's counters. Bytes are counted when a tunnel closes.
+/// A TCP bridge's counters. Bytes are counted as they pass.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct TcpBridgeStats {
     /// Connections accepted.
@@ -46,6 +58,8 @@ pub struct TcpBridgeStats {
     pub open: u64,
     /// Connections dropped because the target could not be reached.
     pub failed: u64,
+    /// Tunnels closed because nothing moved through them for the idle timeout.
+    pub idle_closed: u64,
     /// Bytes sent from callers to the target.
     pub bytes_to_target: u64,
     /// Bytes sent from the target back to callers.
@@ -57,6 +71,7 @@ struct Counters {
     accepted: AtomicU64,
     open: AtomicU64,
     failed: AtomicU64,
+    idle_closed: AtomicU64,
     to_target: AtomicU64,
     to_caller: AtomicU64,
 }
@@ -135,6 +150,7 @@ impl TcpBridge {
             accepted: c.accepted.load(Ordering::Relaxed),
             open: c.open.load(Ordering::Relaxed),
             failed: c.failed.load(Ordering::Relaxed),
+            idle_closed: c.idle_closed.load(Ordering::Relaxed),
             bytes_to_target: c.to_target.load(Ordering::Relaxed),
             bytes_to_caller: c.to_caller.load(Ordering::Relaxed),
         }
@@ -191,11 +207,11 @@ async fn accept_loop(
             }
         };
         counters.accepted.fetch_add(1, Ordering::Relaxed);
-        let (target, counters, timeout) =
-            (target.clone(), counters.clone(), options.connect_timeout);
+        let (target, counters, timeouts) =
+            (target.clone(), counters.clone(), (options.connect_timeout, options.idle_timeout));
         tunnels.spawn(async move {
             let _slot = slot;
-            tunnel(caller, &target, timeout, &counters).await;
+            tunnel(caller, &target, timeouts, &counters).await;
         });
         // Finished tunnels are reaped as we go, so the set does not grow without bound.
         while tunnels.try_join_next().is_some() {}
@@ -204,8 +220,14 @@ async fn accept_loop(
     tunnels.shutdown().await;
 }
 
-/// One caller's tunnel, from connecting to the target until both directions are done.
-async fn tunnel(mut caller: TcpStream, target: &str, timeout: Duration, counters: &Counters) {
+/// One caller's tunnel, from connecting to the target until both directions are done (or
+/// nothing moved for the idle timeout).
+async fn tunnel(
+    mut caller: TcpStream,
+    target: &str,
+    (timeout, idle_timeout): (Duration, Option<Duration>),
+    counters: &Counters,
+) {
     let _ = caller.set_nodelay(true);
     let connected = tokio::time::timeout(timeout, TcpStream::connect(target)).await;
     let mut upstream = match connected {
@@ -223,16 +245,112 @@ async fn tunnel(mut caller: TcpStream, target: &str, timeout: Duration, counters
     };
     let _ = upstream.set_nodelay(true);
     counters.open.fetch_add(1, Ordering::Relaxed);
+    let activity = Activity::new();
+    let mut caller = Watched { inner: &mut caller, activity: &activity, read: &counters.to_target };
+    let mut upstream =
+        Watched { inner: &mut upstream, activity: &activity, read: &counters.to_caller };
     // Both directions at once; an end of stream on one side becomes a write shutdown on the
     // other, and the tunnel lasts until both have ended (or one side fails).
-    let moved = tokio::io::copy_bidirectional(&mut caller, &mut upstream).await;
-    counters.open.fetch_sub(1, Ordering::Relaxed);
-    match moved {
-        Ok((to_target, to_caller)) => {
-            counters.to_target.fetch_add(to_target, Ordering::Relaxed);
-            counters.to_caller.fetch_add(to_caller, Ordering::Relaxed);
+    let copying = tokio::io::copy_bidirectional(&mut caller, &mut upstream);
+    let moved = match idle_timeout {
+        None => copying.await.map(|_| ()),
+        Some(idle) => {
+            tokio::pin!(copying);
+            loop {
+                let quiet = activity.quiet_for();
+                if quiet >= idle {
+                    counters.idle_closed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(%target, "tcp bridge: an idle tunnel closed");
+                    break Ok(());
+                }
+                tokio::select! {
+                    done = &mut copying => break done.map(|_| ()),
+                    () = tokio::time::sleep(idle - quiet) => {}
+                }
+            }
         }
-        Err(e) => tracing::debug!(%target, error = %e, "tcp bridge: tunnel ended with an error"),
+    };
+    counters.open.fetch_sub(1, Ordering::Relaxed);
+    if let Err(e) = moved {
+        tracing::debug!(%target, error = %e, "tcp bridge: tunnel ended with an error");
+    }
+}
+
+/// When bytes last moved through a tunnel, either way.
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds from `start` to the last move.
+    last: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Activity { start: tokio::time::Instant::now(), last: AtomicU64::new(0) }
+    }
+
+    fn moved(&self) {
+        let now = self.start.elapsed().as_millis().try_into().unwrap_or(u64::MAX);
+        self.last.store(now, Ordering::Relaxed);
+    }
+
+    fn quiet_for(&self) -> Duration {
+        let last = Duration::from_millis(self.last.load(Ordering::Relaxed));
+        self.start.elapsed().saturating_sub(last)
+    }
+}
+
+/// One side of a tunnel: notes every move in the tunnel's activity and counts the bytes
+/// read from it (as they pass, so a tunnel cut for idleness still counts them).
+struct Watched<'a> {
+    inner: &'a mut TcpStream,
+    activity: &'a Activity,
+    read: &'a AtomicU64,
+}
+
+impl tokio::io::AsyncRead for Watched<'_> {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut *this.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            this.activity.moved();
+            this.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        polled
+    }
+}
+
+impl tokio::io::AsyncWrite for Watched<'_> {
+    fn poll_write(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        let this = self.get_mut();
+        let polled = std::pin::Pin::new(&mut *this.inner).poll_write(cx, buf);
+        if matches!(polled, std::task::Poll::Ready(Ok(n)) if n > 0) {
+            this.activity.moved();
+        }
+        polled
+    }
+
+    fn poll_flush(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut *self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

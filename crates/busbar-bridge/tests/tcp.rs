@@ -253,3 +253,65 @@ async fn wait_for(
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// Callers that connect and then say nothing once held every tunnel slot for good: with
+/// one slot, a silent caller is closed after the idle timeout and the next caller gets
+/// through; a tunnel in use is not closed however long it lasts.
+#[tokio::test]
+async fn silent_callers_are_closed_after_the_idle_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let server = listener.local_addr().expect("addr").to_string();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut s, _)) = listener.accept().await else { return };
+            tokio::spawn(async move {
+                // An echo, line by line.
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = s.read(&mut buf).await {
+                    if n == 0 || s.write_all(&buf[..n]).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let idle = Duration::from_millis(300);
+    let options = TcpBridgeOptions {
+        max_connections: 1,
+        idle_timeout: Some(idle),
+        ..TcpBridgeOptions::default()
+    };
+    let bridge = TcpBridge::bind("127.0.0.1:0", &server, options).await.expect("bridge");
+    let addr = bridge.local_addr();
+
+    // A busy caller keeps its tunnel past several idle timeouts.
+    let mut busy = TcpStream::connect(addr).await.expect("connect");
+    for i in 0..8u8 {
+        busy.write_all(&[i]).await.expect("send");
+        let mut back = [0u8; 1];
+        tokio::time::timeout(DEADLINE, busy.read_exact(&mut back))
+            .await
+            .expect("in time")
+            .expect("echo");
+        assert_eq!(back[0], i);
+        tokio::time::sleep(idle / 3).await;
+    }
+    drop(busy);
+    wait_for(&bridge, |s| s.open == 0).await;
+    assert_eq!(bridge.stats().idle_closed, 0, "a busy tunnel was closed as idle");
+
+    // A silent caller takes the one slot, and is closed once idle.
+    let mut silent = TcpStream::connect(addr).await.expect("connect");
+    let mut buf = [0u8; 1];
+    let read = tokio::time::timeout(DEADLINE, silent.read(&mut buf)).await.expect("closed in time");
+    assert!(matches!(read, Ok(0) | Err(_)), "the silent caller is closed: {read:?}");
+    // The slot is free again.
+    let mut next = TcpStream::connect(addr).await.expect("connect");
+    next.write_all(b"x").await.expect("send");
+    tokio::time::timeout(DEADLINE, next.read_exact(&mut buf))
+        .await
+        .expect("in time")
+        .expect("echo");
+    assert_eq!(&buf, b"x");
+    assert_eq!(bridge.stats().idle_closed, 1);
+}

@@ -6,7 +6,9 @@
 //!   wire has no place for;
 //! * 3: a deadline passed (`sub --timeout` with fewer messages than `--count`, `call` without
 //!   an answer);
-//! * 4: the remote side answered with an error (`call` to a service that failed).
+//! * 4: the remote side answered with an error (`call` to a service that failed);
+//! * 5: messages were lost on the way (`sub` whose subscription dropped messages because it
+//!   read slower than they came).
 
 /// An error that ends the program with a particular exit code.
 #[derive(Debug)]
@@ -27,6 +29,8 @@ impl std::error::Error for Exit {}
 pub const TIMEOUT: u8 = 3;
 /// The remote side failed.
 pub const REMOTE: u8 = 4;
+/// Messages were lost.
+pub const LOST: u8 = 5;
 
 pub fn with(code: u8, message: impl Into<String>) -> anyhow::Error {
     Exit { code, message: message.into() }.into()

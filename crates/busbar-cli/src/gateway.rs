@@ -15,7 +15,7 @@ pub struct Args {
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let text = std::fs::read_to_string(&args.config)
+    let text = busbar::limits::read_bounded(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let config =
         GatewayConfig::from_json(&text).with_context(|| format!("{}", args.config.display()))?;

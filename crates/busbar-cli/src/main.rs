@@ -28,7 +28,8 @@ use clap::{Parser, Subcommand};
 /// Exit codes: 0 done; 1 an error, described in one line; 2 a wrong command line (or
 /// something the `--profile` has no place for); 3 a
 /// deadline passed (`sub --timeout` short of `--count`, `call` unanswered); 4 the remote side
-/// answered with an error.
+/// answered with an error; 5 messages were lost (`sub` read slower than they came and its
+/// subscription dropped some).
 #[derive(Parser)]
 #[command(name = "busbar", version, about, long_about)]
 struct Cli {

@@ -243,34 +243,44 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
         None => None,
     };
     let conn = args.target.connect().await?;
+    let mut events = conn.events();
     let mut all = arrivals(&args, &conn).await?;
     // On standard error, so that standard output holds messages only: scripts and tests
     // wait for this line before publishing.
     eprintln!("busbar sub: listening on {}", args.filters.join(", "));
     let mut received = 0u64;
-    loop {
+    let ended = loop {
         if args.count.is_some_and(|c| received >= c) {
-            return Ok(());
+            break Ok(());
         }
         use futures_util::StreamExt;
-        let next = match deadline {
-            Some(d) => match tokio::time::timeout_at(d, all.next()).await {
-                Ok(m) => m,
-                Err(_) if args.count.is_none() => return Ok(()),
-                Err(_) => {
-                    return Err(exit::with(
-                        exit::TIMEOUT,
-                        format!(
-                            "{received} of {} messages within the timeout",
-                            args.count.unwrap_or_default()
-                        ),
-                    ));
+        let until = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        let next = tokio::select! {
+            m = all.next() => m,
+            Some(event) = events.next() => {
+                report_event(&event, args.json);
+                continue;
+            }
+            () = until => {
+                if args.count.is_none() {
+                    break Ok(());
                 }
-            },
-            None => all.next().await,
+                break Err(exit::with(
+                    exit::TIMEOUT,
+                    format!(
+                        "{received} of {} messages within the timeout",
+                        args.count.unwrap_or_default()
+                    ),
+                ));
+            }
         };
         let line = match next {
-            None => anyhow::bail!("the connection closed"),
+            None => break Err(anyhow::anyhow!("the connection closed")),
             Some(Ok(Arrived::Message(message))) => render(&message, args.json)?,
             Some(Ok(Arrived::Json { topic, payload })) => render_json(&topic, &payload, args.json),
             // One body that does not decode: said, and the next one waited for.
@@ -281,5 +291,38 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
         };
         println!("{line}");
         received += 1;
+    };
+    // The summary: what the subscriptions dropped is said, and makes the exit status say it
+    // too, whatever else ended the command.
+    let dropped = conn.stats().dropped;
+    if dropped > 0 {
+        eprintln!(
+            "busbar sub: {received} messages received, {dropped} dropped (the subscription read \
+             slower than they came)"
+        );
+        if ended.is_ok() {
+            return Err(exit::with(exit::LOST, format!("{dropped} messages were dropped")));
+        }
+    }
+    ended
+}
+
+/// Says, as it happens, that a subscription dropped messages (on standard error, and as a
+/// JSON record on standard output under `--json`).
+fn report_event(event: &busbar::ConnectionEvent, json: bool) {
+    let busbar::ConnectionEvent::SlowConsumer { filter, dropped } = event else {
+        return;
+    };
+    if *dropped == 0 {
+        // Under `Block` nothing is dropped: the broker is held back instead.
+        eprintln!("busbar sub: {filter}: reading slower than messages come; the broker waits");
+        return;
+    }
+    eprintln!(
+        "busbar sub: {filter}: messages dropped, {dropped} so far (this subscriber reads slower \
+         than they come)"
+    );
+    if json {
+        println!("{}", serde_json::json!({"dropped": dropped, "filter": filter}));
     }
 }

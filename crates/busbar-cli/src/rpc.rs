@@ -42,7 +42,10 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     let topic = Topic::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
     let timeout = args.timeout;
     let body = args.body.read()?.into_iter().next().unwrap_or_default();
-    let conn = args.target.connect().await?;
+    // One deadline for the whole call, connecting included.
+    let deadline = tokio::time::Instant::now() + timeout;
+    let conn = args.target.connect_within(timeout).await?;
+    let timeout = deadline.saturating_duration_since(tokio::time::Instant::now());
     let mut request = Message::new(topic.clone(), body);
     for (k, v) in &args.headers {
         request = request.with_header(k.clone(), v.clone());
@@ -52,7 +55,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
         Err(e) if e.kind() == RequestErrorKind::TimedOut => {
             return Err(exit::with(
                 exit::TIMEOUT,
-                format!("no answer from {topic} within {timeout:?}"),
+                format!("no answer from {topic} within {:?}", args.timeout),
             ));
         }
         Err(e) if e.kind() == RequestErrorKind::NoResponders => {
@@ -82,12 +85,13 @@ async fn call_commlib(args: CallArgs) -> anyhow::Result<()> {
     let timeout = args.timeout;
     let body = args.body.read()?.into_iter().next().unwrap_or_default();
     let request = json_body(&body, Profile::Commlib)?;
-    let conn = args.target.connect().await?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let conn = args.target.connect_within(timeout).await?;
     let client = busbar_commlib::CommlibRpcClient::<serde_json::Value, serde_json::Value>::new(
         &conn,
         &args.topic,
     )?
-    .timeout(timeout);
+    .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
     match client.call(&request).await {
         Ok(answer) => {
             println!("{answer}");
@@ -149,6 +153,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         };
         let Some(request) = sleep_or_stop else { break };
         let Some(reply_to) = request.reply_to.clone() else { continue };
+        // The reply topic came off the wire: one the broker would refuse is never answered
+        // (nor run through the command), and a reply that fails never ends the service.
+        if let Err(e) = conn.check_destination(&reply_to) {
+            say(&format!("a request to {} refused: its reply topic: {e}", request.topic));
+            continue;
+        }
         let body = request.payload.to_bytes().unwrap_or_default();
         let (answer, failed) = match &args.exec {
             None => (body.to_vec(), false),
@@ -160,12 +170,24 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         if failed {
             reply = reply.with_header(header::STATUS, header::STATUS_ERROR);
         }
-        conn.publish(reply).await.context("answering")?;
-        answered += 1;
+        match conn.publish(reply).await {
+            Ok(()) => answered += 1,
+            Err(e) if e.kind() == busbar::error::PublishErrorKind::Closed => {
+                return Err(e).context("answering");
+            }
+            Err(e) => say(&format!("a reply to {} not sent: {e}", request.topic)),
+        }
     }
     // Sends the last answers before the process ends.
     conn.close().await.context("closing the connection")?;
     Ok(())
+}
+
+/// A line on standard error that never ends the service (`eprintln!` panics when standard
+/// error is closed).
+fn say(line: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "busbar serve: {line}");
 }
 
 /// `serve --profile commlib`: a commlib RPC service. commlib has no error answers, so a

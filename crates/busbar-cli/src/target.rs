@@ -29,7 +29,7 @@ impl Target {
     pub fn describe(&self) -> anyhow::Result<String> {
         Ok(match self.broker_entry()? {
             Some(b) => format!("{} ({})", b.name, b.redacted_url()),
-            None => self.url().to_owned(),
+            None => busbar::url::redact(self.url()),
         })
     }
 
@@ -58,14 +58,31 @@ impl Target {
 
     /// Connects.
     pub async fn connect(&self) -> anyhow::Result<Connection> {
-        match self.broker_entry()? {
-            Some(b) => b
-                .connect_with(ConnectOptions::new())
-                .await
-                .with_context(|| format!("connecting to {} ({})", b.name, b.redacted_url())),
-            None => busbar::connect(self.url())
-                .await
-                .with_context(|| format!("connecting to {}", self.url())),
+        self.connect_with(ConnectOptions::new()).await
+    }
+
+    /// Connects within `limit` (the command's own deadline, which then covers connecting
+    /// too); past it, the command ends with the deadline's exit code.
+    pub async fn connect_within(&self, limit: std::time::Duration) -> anyhow::Result<Connection> {
+        self.connect_with(ConnectOptions::new().connect_timeout(limit)).await
+    }
+
+    async fn connect_with(&self, options: ConnectOptions) -> anyhow::Result<Connection> {
+        let (outcome, shown) = match self.broker_entry()? {
+            Some(b) => {
+                (b.connect_with(options).await, format!("{} ({})", b.name, b.redacted_url()))
+            }
+            None => {
+                (busbar::connect_with(self.url(), options).await, busbar::url::redact(self.url()))
+            }
+        };
+        match outcome {
+            Ok(conn) => Ok(conn),
+            Err(e) if e.kind() == busbar::error::ConnectErrorKind::TimedOut => {
+                // The error names the URL (without its secrets) already.
+                Err(crate::exit::with(crate::exit::TIMEOUT, e.to_string()))
+            }
+            Err(e) => Err(e).with_context(|| format!("connecting to {shown}")),
         }
     }
 

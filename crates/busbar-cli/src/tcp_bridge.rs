@@ -19,15 +19,26 @@ pub struct Args {
     /// Connections forwarded at once; more callers wait their turn.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
+    /// Close a tunnel after this many seconds in which nothing moved either way (0: never),
+    /// so callers that connect and say nothing cannot hold every tunnel.
+    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
+    idle_timeout: f64,
     /// Print the counters this often, in seconds (0: only at the end).
     #[arg(long, default_value_t = 10.0)]
     interval: f64,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    let secs = args.idle_timeout;
+    let idle_timeout = Some(
+        Duration::try_from_secs_f64(secs)
+            .map_err(|_| anyhow::anyhow!("--idle-timeout {secs} is not a number of seconds"))?,
+    )
+    .filter(|d| !d.is_zero());
     let options = TcpBridgeOptions {
         connect_timeout: args.connect_timeout,
         max_connections: args.max_connections,
+        idle_timeout,
     };
     let mut interrupts = crate::exit::Interrupts::new()?;
     let bridge = TcpBridge::bind(&args.listen, &args.to, options).await?;
@@ -41,7 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 fn print_stats(bridge: &TcpBridge) {
     let s = bridge.stats();
     println!(
-        "accepted {}, open {}, failed {}, bytes to target {}, bytes back {}",
-        s.accepted, s.open, s.failed, s.bytes_to_target, s.bytes_to_caller
+        "accepted {}, open {}, failed {}, idle closed {}, bytes to target {}, bytes back {}",
+        s.accepted, s.open, s.failed, s.idle_closed, s.bytes_to_target, s.bytes_to_caller
     );
 }

@@ -1081,3 +1081,170 @@ async fn serve_exec_takes_requests_larger_than_a_pipe() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(out.stdout.len(), big.len() + 1, "the whole request came back");
 }
+
+/// `url` with its login replaced by `login` (`user:password` or a lone token).
+fn with_login(url: &str, login: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let rest = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    format!("{scheme}://{login}@{rest}")
+}
+
+/// No password or token reaches any output, at the highest verbosity, whether the login is
+/// taken, refused, or the broker cannot be reached at all (the CLI once printed the raw URL
+/// in every connection error).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_secret_reaches_any_output() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let secret = format!("S3cr3t{}", rand_suffix());
+    let dead_port = busbar_testkit::free_port().expect("a free port");
+    for kind in BrokerKind::ALL {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let url = broker.url();
+        let unreachable = {
+            let (scheme, _) = url.split_once("://").expect("a URL");
+            format!("{scheme}://127.0.0.1:{dead_port}")
+        };
+        let logins = [
+            with_login(url, &format!("busbar:{secret}")),
+            with_login(url, &secret),
+            with_login(&unreachable, &format!("busbar:{secret}")),
+            with_login(&unreachable, &secret),
+        ];
+        for target in &logins {
+            for command in [&["pub", "secrets/t", "x"][..], &["call", "secrets/svc", "x"][..]] {
+                let mut args = vec!["-vv"];
+                args.extend_from_slice(command);
+                args.extend_from_slice(&["--timeout", "2", "--url", target]);
+                if command[0] == "pub" {
+                    args.retain(|a| *a != "--timeout" && *a != "2");
+                }
+                let out = busbar(&args);
+                let all = format!(
+                    "{}{}",
+                    String::from_utf8_lossy(&out.stdout),
+                    String::from_utf8_lossy(&out.stderr)
+                );
+                assert!(
+                    !all.contains(&secret),
+                    "{}: `busbar {}` printed the secret:\n{all}",
+                    kind.name(),
+                    command.join(" ")
+                );
+            }
+        }
+    }
+}
+
+/// One hostile request (a reply topic Mosquitto drops the connection for) once stopped
+/// `busbar serve` for everyone: it answered, the broker dropped it, it reconnected and sent
+/// the same reply again, in a loop. Now such a request is refused and the service goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_reply_topic_does_not_stop_serve() {
+    use busbar::{Message, QoS, Topic};
+    let Some(broker) = busbar_testkit::shared_broker(busbar_testkit::BrokerKind::Mqtt).await else {
+        return;
+    };
+    let url = broker.url();
+    let svc = format!("hostile{}/svc", rand_suffix());
+    let mut serve = start_ready(&["serve", &svc, "--url", url]).await;
+    let attacker = busbar::connect(&format!("{url}?max_topic_levels=1000")).await.expect("connect");
+    let mut hostile = Message::new(Topic::new(svc.clone()).expect("topic"), &b"poison"[..])
+        .with_qos(QoS::AtLeastOnce);
+    hostile.reply_to = Some(Topic::new(vec!["r"; 300].join("/")).expect("deep topic"));
+    attacker.publish(hostile).await.expect("hostile request");
+    attacker.close().await.expect("close");
+    for i in 0..3 {
+        let out = busbar(&["call", &svc, &format!("\"{i}\""), "--timeout", "5", "--url", url]);
+        assert!(out.status.success(), "call {i}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("\"{i}\"\n"));
+    }
+    assert!(serve.try_wait().expect("serve").is_none(), "serve ended");
+    serve.kill().await.expect("stop serve");
+}
+
+/// `call --timeout 2` against a port that accepts and never answers once took 5 or 10 s and
+/// exited 1: connecting was outside the deadline. Now the one deadline covers connecting,
+/// and running out of it exits with the deadline's code, worded the same on every broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_call_deadline_covers_connecting() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    // Accepts, holds the sockets, says nothing.
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    for scheme in ["mqtt", "redis", "nats", "amqp"] {
+        let url = format!("{scheme}://127.0.0.1:{port}");
+        let out = tokio::task::spawn_blocking(move || {
+            busbar(&["call", "svc", "x", "--timeout", "1", "--url", &url])
+        })
+        .await
+        .expect("call");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{scheme}: {err}");
+        assert!(err.contains("no answer within 1s (connect_timeout)"), "{scheme}: {err}");
+    }
+    holder.abort();
+}
+
+/// A `sub` that reads slower than messages come once lost most of them without a word
+/// (Redis and NATS cannot hold a publisher back). Now it says so as it happens (standard
+/// error, and a JSON record under `--json`), in its summary, and in its exit status.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_reports_what_it_dropped() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader};
+    // NATS: async-nats drops past its per-subscription buffer. (Redis drops in busbar's
+    // own push buffer only under heavier floods than this test makes.)
+    for kind in [BrokerKind::Nats] {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let url = broker.url();
+        let topic = format!("slow{}/a", rand_suffix());
+        let mut sub = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .args(["sub", &topic, "--json", "--timeout", "15", "--url", url])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start sub");
+        let mut stderr = BufReader::new(sub.stderr.take().expect("stderr")).lines();
+        let first = stderr.next_line().await.expect("stderr").unwrap_or_default();
+        assert!(first.contains("listening"), "{first}");
+        let said = tokio::spawn(async move {
+            let mut all = Vec::new();
+            while let Ok(Some(line)) = stderr.next_line().await {
+                all.push(line);
+            }
+            all
+        });
+        // Nobody reads the subscriber's output yet: it blocks writing, and its subscription
+        // fills up while this floods it.
+        let publisher = busbar::connect(url).await.expect("connect");
+        // More than async-nats buffers per subscription (65,536); Redis gets fewer, to stay
+        // under its own 32 MiB output buffer limit for a subscriber.
+        let sent: u64 = if kind == BrokerKind::Nats { 200_000 } else { 100_000 };
+        let target = busbar::Topic::new(topic.clone()).expect("topic");
+        for _ in 0..sent {
+            let m = busbar::Message::new(target.clone(), vec![b'x'; 100])
+                .with_qos(busbar::QoS::AtMostOnce);
+            publisher.publish(m).await.expect("publish");
+        }
+        publisher.close().await.expect("close");
+        let mut out = String::new();
+        sub.stdout.take().expect("stdout").read_to_string(&mut out).await.expect("read");
+        let status = sub.wait().await.expect("sub");
+        let said = said.await.expect("stderr").join("\n");
+        let records: Vec<serde_json::Value> =
+            out.lines().map(|l| serde_json::from_str(l).expect("a JSON line")).collect();
+        let received = records.iter().filter(|r| r.get("topic").is_some()).count() as u64;
+        let drop_records = records.iter().filter(|r| r.get("dropped").is_some()).count();
+        assert!(received < sent, "{}: nothing was dropped, the test proves nothing", kind.name());
+        assert_eq!(status.code(), Some(5), "{}: {said}", kind.name());
+        assert!(said.contains("messages dropped"), "{}: {said}", kind.name());
+        assert!(said.contains("dropped (the subscription read slower"), "{}: {said}", kind.name());
+        assert!(drop_records >= 1, "{}: no JSON record of the drops", kind.name());
+    }
+}

@@ -342,6 +342,11 @@ where
         tracing::debug!(service = name, "commlib request without a reply address dropped");
         return Ok(false);
     };
+    // The reply address came off the wire: one the broker would refuse is never answered.
+    if let Err(e) = conn.check_destination(&reply_topic) {
+        tracing::warn!(service = name, error = %e, "commlib request refused: no reply can reach its reply address");
+        return Ok(false);
+    }
     let enveloped = opened.header.is_some() || wire != Wire::Queues;
     let compression = opened.compression;
     let correlation = opened.header.and_then(|h| h.correlation_id);

@@ -140,7 +140,14 @@ impl Connection {
     }
 
     /// Refuses what the transport cannot honour instead of silently degrading it.
+    /// Whether messages can be published to `topic` on this connection, checked without
+    /// sending. Servers call it on reply topics that came off the wire before they answer.
+    pub fn check_destination(&self, topic: &Topic) -> Result<(), PublishError> {
+        self.transport.check_destination(topic)
+    }
+
     fn check(&self, message: &Message) -> Result<(), PublishError> {
+        self.transport.check_destination(&message.topic)?;
         let caps = self.capabilities();
         if message.retain && !caps.retained {
             return Err(self.unsupported("retained messages"));

@@ -13,6 +13,7 @@ pub mod auth;
 pub mod codec;
 pub mod connection;
 pub mod error;
+pub mod limits;
 pub mod message;
 pub mod node;
 pub mod patterns;

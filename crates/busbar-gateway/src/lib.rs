@@ -161,6 +161,7 @@ pub struct ChannelConfig {
 impl GatewayConfig {
     /// Reads a configuration (JSON, as CSTBox writes it).
     pub fn from_json(text: &str) -> Result<GatewayConfig, GatewayError> {
+        busbar_core::limits::check_document(text).map_err(|e| error::config("configuration", e))?;
         serde_json::from_str(text).map_err(|e| error::config("configuration", e.to_string()))
     }
 

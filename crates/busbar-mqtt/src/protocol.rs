@@ -153,6 +153,9 @@ pub(crate) enum Happened {
     SentDisconnect,
     /// The broker acknowledged a publish of ours (PUBACK, or PUBCOMP for QoS 2).
     Acked,
+    /// The broker refused a publish of ours (an MQTT 5 reason code of 0x80 or more in its
+    /// PUBACK or PUBREC: not authorized, topic name invalid, quota exceeded...).
+    Refused(String),
     Other,
 }
 
@@ -165,22 +168,24 @@ pub(crate) enum Happened {
 /// a resumed session, and to a new session the publishes alone, as new packets (the broker no
 /// longer knows their packet ids; subscriptions are restored from the registry instead).
 pub(crate) enum Events {
-    V5(Box<rumqttc::v5::EventLoop>, Vec<rumqttc::v5::Request>),
-    V4(Box<rumqttc::EventLoop>, Vec<rumqttc::Request>),
+    V5(Box<rumqttc::v5::EventLoop>, Vec<rumqttc::v5::Request>, Resends),
+    V4(Box<rumqttc::EventLoop>, Vec<rumqttc::Request>, Resends),
 }
 
 impl Events {
     pub(crate) async fn poll(&mut self) -> Result<Happened, ConnectionFailure> {
         match self {
-            Events::V5(l, stranded) => {
+            Events::V5(l, stranded, resends) => {
                 use rumqttc::v5::Event;
                 let event = match l.poll().await {
                     Ok(event) => event,
                     Err(e) => {
                         stranded.extend(l.pending.drain(..));
+                        resends.judge(stranded);
                         return Err(describe5(&e));
                     }
                 };
+                resends.observe(&event);
                 Ok(match event {
                     Event::Incoming(Packet5::ConnAck(ack)) => {
                         let resent = restore(&mut l.pending, stranded, ack.session_present);
@@ -190,7 +195,16 @@ impl Events {
                         }
                     }
                     Event::Incoming(Packet5::Publish(p)) => Happened::Message(convert::incoming(p)),
-                    Event::Incoming(Packet5::PubAck(_) | Packet5::PubComp(_)) => Happened::Acked,
+                    Event::Incoming(Packet5::PubAck(ack)) => match refused_ack(&ack.reason) {
+                        Some(reason) => Happened::Refused(reason),
+                        None => Happened::Acked,
+                    },
+                    // A refused QoS 2 publish ends at its PUBREC: no PUBCOMP follows.
+                    Event::Incoming(Packet5::PubRec(rec)) => match refused_rec(&rec.reason) {
+                        Some(reason) => Happened::Refused(reason),
+                        None => Happened::Other,
+                    },
+                    Event::Incoming(Packet5::PubComp(_)) => Happened::Acked,
                     Event::Incoming(Packet5::SubAck(ack)) => Happened::SubAck {
                         pkid: ack.pkid,
                         refused: ack
@@ -204,15 +218,17 @@ impl Events {
                     _ => Happened::Other,
                 })
             }
-            Events::V4(l, stranded) => {
+            Events::V4(l, stranded, resends) => {
                 use rumqttc::Event;
                 let event = match l.poll().await {
                     Ok(event) => event,
                     Err(e) => {
                         stranded.extend(l.pending.drain(..));
+                        resends.judge(stranded);
                         return Err(describe4(&e));
                     }
                 };
+                resends.observe4(&event);
                 Ok(match event {
                     Event::Incoming(Packet4::ConnAck(ack)) => {
                         let resent = restore(&mut l.pending, stranded, ack.session_present);
@@ -238,12 +254,19 @@ impl Events {
         }
     }
 
+    /// The publishes given up since the last call (see [`Resends`]).
+    pub(crate) fn take_given_up(&mut self) -> Vec<GivenUp> {
+        match self {
+            Events::V5(.., r) | Events::V4(.., r) => std::mem::take(&mut r.given_up),
+        }
+    }
+
     pub(crate) fn set_credentials(&mut self, user: String, pass: String) {
         match self {
-            Events::V5(l, _) => {
+            Events::V5(l, ..) => {
                 l.options.set_credentials(user, pass);
             }
-            Events::V4(l, _) => {
+            Events::V4(l, ..) => {
                 l.mqtt_options.set_credentials(user, pass);
             }
         }
@@ -256,9 +279,22 @@ trait Unfinished: Sized {
     /// its id); nothing else (subscriptions come back from the registry, acknowledgements
     /// belong to the old session).
     fn for_new_session(self) -> Option<Self>;
+
+    /// For a publish: its packet id and what tells it apart from other publishes across
+    /// reconnects (the payload's buffer is shared by every copy rumqttc makes).
+    fn publish_identity(&self) -> Option<(u16, Identity)>;
 }
 
 impl Unfinished for rumqttc::v5::Request {
+    fn publish_identity(&self) -> Option<(u16, Identity)> {
+        match self {
+            rumqttc::v5::Request::Publish(p) => {
+                Some((p.pkid, Identity::of(&String::from_utf8_lossy(&p.topic), &p.payload)))
+            }
+            _ => None,
+        }
+    }
+
     fn for_new_session(self) -> Option<Self> {
         match self {
             rumqttc::v5::Request::Publish(mut p) => {
@@ -271,6 +307,13 @@ impl Unfinished for rumqttc::v5::Request {
 }
 
 impl Unfinished for rumqttc::Request {
+    fn publish_identity(&self) -> Option<(u16, Identity)> {
+        match self {
+            rumqttc::Request::Publish(p) => Some((p.pkid, Identity::of(&p.topic, &p.payload))),
+            _ => None,
+        }
+    }
+
     fn for_new_session(self) -> Option<Self> {
         match self {
             rumqttc::Request::Publish(mut p) => {
@@ -279,6 +322,126 @@ impl Unfinished for rumqttc::Request {
             }
             _ => None,
         }
+    }
+}
+
+/// The reason an MQTT 5 PUBACK refuses a publish with, if it does.
+fn refused_ack(reason: &rumqttc::v5::mqttbytes::v5::PubAckReason) -> Option<String> {
+    use rumqttc::v5::mqttbytes::v5::PubAckReason as R;
+    match reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// The reason an MQTT 5 PUBREC refuses a publish with, if it does.
+fn refused_rec(reason: &rumqttc::v5::mqttbytes::v5::PubRecReason) -> Option<String> {
+    use rumqttc::v5::mqttbytes::v5::PubRecReason as R;
+    match reason {
+        R::Success | R::NoMatchingSubscribers => None,
+        other => Some(format!("{other:?}")),
+    }
+}
+
+/// How often in a row the broker may drop the connection while a publish is the oldest one
+/// it has not acknowledged before that publish is given up as refused.
+pub(crate) const MAX_STRIKES: u32 = 3;
+
+/// One publish, recognisable each time it is sent again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Identity {
+    topic: String,
+    payload: (usize, usize),
+}
+
+impl Identity {
+    fn of(topic: &str, payload: &bytes::Bytes) -> Identity {
+        Identity { topic: topic.to_owned(), payload: (payload.as_ptr() as usize, payload.len()) }
+    }
+}
+
+/// A publish given up on: the broker dropped the connection every time it was sent.
+pub(crate) struct GivenUp {
+    pub(crate) topic: String,
+}
+
+/// Keeps a publish the broker refuses from being sent again forever.
+///
+/// Some brokers answer a publish they refuse (a topic too deep, a packet they cannot take)
+/// by dropping the connection. Sent again after every reconnect, such a publish would take
+/// the connection down in a loop and hold back everything queued behind it. The broker
+/// reads a connection in order, so the publish it choked on is the oldest one written and
+/// not acknowledged: when the same publish is that one at [`MAX_STRIKES`] drops in a row,
+/// it is taken out and reported instead of sent again.
+#[derive(Default)]
+pub(crate) struct Resends {
+    /// The order publishes were written on the current connection, by packet id.
+    written: std::collections::HashMap<u16, u64>,
+    next: u64,
+    suspect: Option<(Identity, u32)>,
+    given_up: Vec<GivenUp>,
+}
+
+impl Resends {
+    fn wrote(&mut self, pkid: u16) {
+        if pkid != 0 {
+            self.next += 1;
+            self.written.insert(pkid, self.next);
+        }
+    }
+
+    fn acked(&mut self, pkid: u16) {
+        self.written.remove(&pkid);
+    }
+
+    fn observe(&mut self, event: &rumqttc::v5::Event) {
+        use rumqttc::v5::Event;
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.wrote(*pkid),
+            Event::Incoming(Packet5::PubAck(a)) => self.acked(a.pkid),
+            Event::Incoming(Packet5::PubRec(a)) => self.acked(a.pkid),
+            _ => {}
+        }
+    }
+
+    fn observe4(&mut self, event: &rumqttc::Event) {
+        use rumqttc::Event;
+        match event {
+            Event::Outgoing(Outgoing::Publish(pkid)) => self.wrote(*pkid),
+            Event::Incoming(Packet4::PubAck(a)) => self.acked(a.pkid),
+            Event::Incoming(Packet4::PubRec(a)) => self.acked(a.pkid),
+            _ => {}
+        }
+    }
+
+    /// After a drop: strikes the oldest unacknowledged publish written on the lost
+    /// connection, and takes it out of `stranded` once it has struck out.
+    fn judge<R: Unfinished>(&mut self, stranded: &mut Vec<R>) {
+        let oldest = stranded
+            .iter()
+            .enumerate()
+            .filter_map(|(i, r)| {
+                let (pkid, identity) = r.publish_identity()?;
+                let order = *self.written.get(&pkid)?;
+                Some((order, i, identity))
+            })
+            .min_by_key(|(order, ..)| *order);
+        self.written.clear();
+        let Some((_, index, identity)) = oldest else {
+            // Nothing was waiting for the broker: this drop was not a publish's doing.
+            self.suspect = None;
+            return;
+        };
+        let strikes = match self.suspect.take() {
+            Some((suspect, n)) if suspect == identity => n + 1,
+            _ => 1,
+        };
+        if strikes < MAX_STRIKES {
+            self.suspect = Some((identity, strikes));
+            return;
+        }
+        stranded.remove(index);
+        self.given_up.push(GivenUp { topic: identity.topic });
     }
 }
 

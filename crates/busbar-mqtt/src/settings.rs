@@ -38,9 +38,19 @@ pub struct Settings {
     /// set this to the broker's limit (Mosquitto: `message_size_limit`) to have oversized
     /// publishes refused with a typed error instead of dropped by the broker.
     pub max_packet: Option<usize>,
+    /// Most levels a topic may have (`?max_topic_levels=N`, default 128, EMQX's limit;
+    /// Mosquitto's is 200). A broker drops a client that publishes deeper, so deeper topics
+    /// are refused before sending.
+    pub max_topic_levels: usize,
+    /// How long connecting may take (`?connect_timeout=10s`, the default), each attempt.
+    pub connect_timeout: Duration,
     /// The URL with the password hidden, for messages.
     pub shown: String,
 }
+
+/// The deepest topic published unless the URL says otherwise: the lowest limit among the
+/// common brokers (EMQX 128, Mosquitto 200).
+pub const DEFAULT_TOPIC_LEVELS: usize = 128;
 
 /// The schemes, their default ports, and which are secure.
 const SCHEMES: &[Scheme] = &[
@@ -88,6 +98,8 @@ impl Settings {
             )?,
             version,
             max_packet: p.count("max_packet")?,
+            max_topic_levels: p.count("max_topic_levels")?.unwrap_or(DEFAULT_TOPIC_LEVELS),
+            connect_timeout: p.connect_timeout()?,
             tls: TlsSettings::from_params(p, e.scheme.secure)?,
             websocket_path,
             shown: e.shown.clone(),

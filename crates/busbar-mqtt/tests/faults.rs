@@ -159,10 +159,22 @@ async fn a_plain_and_a_no_local_subscription_to_one_filter_conflict_clearly() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_persistent_session_gets_what_was_published_while_it_was_away() {
+    persistent_session_hand_over("5").await;
+}
+
+/// MQTT 3.1.1 tags no message with a subscription: what the broker hands over right after
+/// the CONNACK must still be kept for the subscription to come (it was once dropped as
+/// "for no local subscription", Mosquitto's whole in-flight window of it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_persistent_session_on_mqtt_311_gets_what_was_published_while_it_was_away() {
+    persistent_session_hand_over("3.1.1").await;
+}
+
+async fn persistent_session_hand_over(version: &str) {
     let Some(broker) = mosquitto("persistent_session", MosquittoConfig::new()).await else {
         return;
     };
-    let url = format!("{}?session_expiry=60", broker.url());
+    let url = format!("{}?session_expiry=60&version={version}", broker.url());
     let id = format!("persistent-{}", uuid::Uuid::new_v4().simple());
     let away = MqttTransport::connect(&url, ConnectOptions::new().client_id(id.clone()))
         .await
@@ -487,4 +499,124 @@ async fn qos0_across_a_broker_kill_loses_only_the_outage_and_resumes_in_order() 
     // stream before the kill is nearly all delivered).
     let bound = (BACK_AT - KILLED_AT) as usize + 50;
     assert!(lost <= bound, "{lost} lost: more than the outage ({bound})");
+}
+
+/// A topic of `levels` levels.
+fn deep_topic(levels: usize) -> Topic {
+    Topic::new(vec!["r"; levels].join("/")).expect("a deep topic")
+}
+
+/// Mosquitto drops a client that publishes to a topic of more than 200 levels. Such a
+/// publish is refused before sending by default; let through (a broker with a lower limit
+/// than busbar knows of), it is sent again a bounded number of times, then given up and
+/// reported, and what was published after it goes through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_the_broker_drops_the_connection_for_is_not_sent_forever() {
+    let Some(broker) = mosquitto("poison_publish", MosquittoConfig::new()).await else {
+        return;
+    };
+    let deep = deep_topic(300);
+    for version in ["5", "3.1.1"] {
+        let plain = connect(&format!("{}?version={version}", broker.url())).await;
+        let err = plain
+            .publish(Message::new(deep.clone(), &b"poison"[..]).with_qos(QoS::AtLeastOnce))
+            .await
+            .expect_err("a topic deeper than the broker takes");
+        assert_eq!(err.kind(), PublishErrorKind::InvalidTopic, "{version}: {err}");
+        assert!(err.to_string().contains("300 levels"), "{version}: {err}");
+
+        let listener = connect(&broker.url()).await;
+        let mut after = listener.subscribe("after/#").await.expect("subscribe");
+        let unchecked =
+            connect(&format!("{}?version={version}&max_topic_levels=1000", broker.url())).await;
+        unchecked
+            .publish(Message::new(deep.clone(), &b"poison"[..]).with_qos(QoS::AtLeastOnce))
+            .await
+            .expect("handed to the connection");
+        unchecked
+            .publish(
+                Message::new(Topic::new("after/1").expect("topic"), &b"next"[..])
+                    .with_qos(QoS::AtLeastOnce),
+            )
+            .await
+            .expect("publish after the poison");
+        let m = tokio::time::timeout(Duration::from_secs(15), after.recv())
+            .await
+            .unwrap_or_else(|_| panic!("{version}: the publish behind the poison never arrived"))
+            .expect("open");
+        assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"next", "{version}");
+        let closed = unchecked.close().await;
+        assert_eq!(unchecked.stats().dropped, 1, "{version}: the poison is counted: {closed:?}");
+        let err = closed.expect_err("close reports the publish given up");
+        assert_eq!(err.kind(), busbar_core::error::CloseErrorKind::Unconfirmed, "{version}");
+        assert!(err.to_string().contains("given up"), "{version}: {err}");
+    }
+}
+
+/// A request whose reply topic the broker would drop the connection for is refused by the
+/// server before any work; the server goes on answering everyone else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hostile_reply_topic_does_not_stall_a_server() {
+    use busbar_core::patterns::{RpcClient, RpcServer};
+    let Some(broker) = mosquitto("hostile_reply_topic", MosquittoConfig::new()).await else {
+        return;
+    };
+    let server_conn = connect(&broker.url()).await;
+    let _server = RpcServer::spawn(&server_conn, "svc/echo", |x: u32| async move {
+        Ok::<_, busbar_core::RpcError>(x)
+    })
+    .await
+    .expect("server");
+    let attacker = connect(&format!("{}?max_topic_levels=1000", broker.url())).await;
+    for _ in 0..3 {
+        let mut hostile = Message::new(Topic::new("svc/echo").expect("topic"), &b"1"[..])
+            .with_qos(QoS::AtLeastOnce);
+        hostile.reply_to = Some(deep_topic(300));
+        hostile.correlation_id = Some(bytes::Bytes::from_static(b"poison"));
+        attacker.publish(hostile).await.expect("hostile request");
+    }
+    let client = RpcClient::<u32, u32>::new(&connect(&broker.url()).await, "svc/echo")
+        .expect("client")
+        .timeout(Duration::from_secs(5));
+    for i in 0..3 {
+        assert_eq!(client.call(i).await.expect("the server still answers"), i);
+    }
+    assert_eq!(server_conn.stats().dropped, 0, "no reply was given up: none was sent");
+}
+
+/// A broker that refuses a QoS 1 publish in its PUBACK (MQTT 5: "not authorized" from an
+/// ACL) once saw it counted as delivered. It is counted as dropped, and `close` says so.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_publish_refused_in_its_acknowledgement_is_reported() {
+    let acl = std::env::temp_dir().join(format!("busbar-acl-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::write(&acl, "topic readwrite allowed/#\n").expect("ACL file");
+    let config = MosquittoConfig::new().line(format!("acl_file {}", acl.display()));
+    let Some(broker) = mosquitto("refused_in_puback", config).await else {
+        let _ = std::fs::remove_file(&acl);
+        return;
+    };
+    let conn = connect(&broker.url()).await;
+    let mut allowed = conn.subscribe("allowed/#").await.expect("subscribe");
+    conn.publish(
+        Message::new(Topic::new("forbidden/x").expect("topic"), &b"no"[..])
+            .with_qos(QoS::AtLeastOnce),
+    )
+    .await
+    .expect("handed to the connection");
+    conn.publish(
+        Message::new(Topic::new("allowed/x").expect("topic"), &b"yes"[..])
+            .with_qos(QoS::AtLeastOnce),
+    )
+    .await
+    .expect("publish");
+    let m = tokio::time::timeout(Duration::from_secs(5), allowed.recv())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"yes");
+    let err = conn.close().await.expect_err("close reports the refused publish");
+    assert_eq!(err.kind(), busbar_core::error::CloseErrorKind::Unconfirmed, "{err}");
+    assert!(err.to_string().contains("refused"), "{err}");
+    assert_eq!(conn.stats().dropped, 1);
+    let _ = std::fs::remove_file(&acl);
 }

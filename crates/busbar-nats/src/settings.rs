@@ -66,11 +66,18 @@ pub struct Settings {
     /// they discard (`?publish_overflow=drop-oldest&publish_queue=N`).
     pub publish_queue: QueueConfig,
     /// How long the first connection may take (`?connect_timeout=SECS`, or with a unit:
-    /// `500ms`, `1m`; default 5 s).
+    /// `500ms`, `1m`; default 10 s, as on every transport).
     pub connect_timeout: Duration,
+    /// The longest command line the server reads (`?max_control_line=BYTES`, default
+    /// 4,096, nats-server's default). Its INFO does not say; a longer `PUB` line makes the
+    /// server drop the message with an error, so such subjects are refused before sending.
+    pub max_control_line: usize,
     /// The URL with the password hidden, for messages.
     pub shown: String,
 }
+
+/// nats-server's default `max_control_line`.
+pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
 
 /// The schemes, their default port, and which is secure.
 const SCHEMES: &[Scheme] = &[
@@ -103,9 +110,8 @@ impl Settings {
             p.count("subscription_capacity")?.unwrap_or(DEFAULT_SUBSCRIPTION_CAPACITY);
         let publish_queue =
             p.queue("publish_queue", "publish_overflow", QueueConfig::new(1024, Overflow::Block))?;
-        let connect_timeout = p
-            .duration("connect_timeout", Duration::from_millis(1))?
-            .unwrap_or(Duration::from_secs(5));
+        let connect_timeout = p.connect_timeout()?;
+        let max_control_line = p.count("max_control_line")?.unwrap_or(DEFAULT_MAX_CONTROL_LINE);
         if let Some(path) = p.path("creds") {
             if credentials != Credentials::None {
                 return Err(p.refuse("give either credentials before '@' or creds=, not both"));
@@ -121,6 +127,7 @@ impl Settings {
             subscription_capacity,
             publish_queue,
             connect_timeout,
+            max_control_line,
             shown: e.shown.clone(),
         };
         e.params.finish()?;
@@ -178,7 +185,7 @@ mod tests {
         assert_eq!(v6.server_address(), "nats://[::1]:4333");
         let slow = Settings::parse("nats://h?connect_timeout=30").expect("seconds");
         assert_eq!(slow.connect_timeout, Duration::from_secs(30));
-        assert_eq!(d.connect_timeout, Duration::from_secs(5));
+        assert_eq!(d.connect_timeout, Duration::from_secs(10));
         assert_eq!(d.publish_queue, QueueConfig::new(1024, Overflow::Block));
         assert_eq!(Settings::parse("nats://h/").expect("a bare slash").port, 4222);
     }

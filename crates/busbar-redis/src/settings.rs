@@ -50,7 +50,19 @@ pub struct Settings {
     pub push_buffer: usize,
     /// Reply deadline for ordinary commands.
     pub response_timeout: Duration,
+    /// How long connecting may take (`?connect_timeout=10s`, the default): the first
+    /// connection in all, and each reconnect's TCP connect.
+    pub connect_timeout: Duration,
+    /// The largest message published on a channel (`?max_message=BYTES`, default 32 MiB).
+    /// Redis disconnects a subscriber whose pending output passes its
+    /// `client-output-buffer-limit pubsub` hard limit (32 MiB by default), so a larger
+    /// message reaches nobody and costs every subscriber its connection: it is refused
+    /// before sending. Named queues (lists) are bounded by `proto-max-bulk-len` instead.
+    pub max_message: usize,
 }
+
+/// Redis's default hard limit on a pub/sub subscriber's output buffer.
+pub const DEFAULT_MAX_MESSAGE: usize = 32 * 1024 * 1024;
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -113,6 +125,8 @@ impl Settings {
             response_timeout: Duration::from_millis(
                 p.number("response_timeout_ms", 1u64, u64::MAX)?.unwrap_or(10_000),
             ),
+            connect_timeout: p.connect_timeout()?,
+            max_message: p.count("max_message")?.unwrap_or(DEFAULT_MAX_MESSAGE),
             tls: TlsSettings::from_params(p, e.scheme.secure)?,
         };
         e.params.finish()?;

@@ -230,6 +230,13 @@ impl Params {
         self.number(key, 1, usize::MAX)
     }
 
+    /// `connect_timeout`, or [`DEFAULT_CONNECT_TIMEOUT`].
+    pub fn connect_timeout(&mut self) -> Result<Duration, ConnectError> {
+        Ok(self
+            .duration("connect_timeout", Duration::from_millis(1))?
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT))
+    }
+
     /// A duration in whole seconds of at least `min_secs`, or with a unit (`500ms`, `30s`,
     /// `2m`, `1h`).
     pub fn duration(
@@ -322,6 +329,36 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 /// take): kind `Config`.
 pub fn config_error(message: impl Into<String>) -> ConnectError {
     OpError::new(ConnectErrorKind::Config, message)
+}
+
+/// How long connecting may take unless the URL (`?connect_timeout=`) or the connect
+/// options say otherwise: the same on every transport.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connects with `connecting`, giving up after `limit` with the one wording every transport
+/// uses. `shown` is the URL without its secrets. `connecting` must leave nothing running
+/// when dropped.
+pub async fn connect_within<T>(
+    limit: Duration,
+    shown: &str,
+    connecting: impl std::future::Future<Output = Result<T, ConnectError>>,
+) -> Result<T, ConnectError> {
+    match tokio::time::timeout(limit, connecting).await {
+        // A client library's own timeout, set from the same limit, says it its way.
+        Ok(Err(e)) if e.kind() == ConnectErrorKind::TimedOut => {
+            Err(connect_timed_out(shown, limit).with_source(e))
+        }
+        Ok(outcome) => outcome,
+        Err(_) => Err(connect_timed_out(shown, limit)),
+    }
+}
+
+/// The error of a connection not made within `limit`.
+pub fn connect_timed_out(shown: &str, limit: Duration) -> ConnectError {
+    OpError::new(
+        ConnectErrorKind::TimedOut,
+        format!("not connected to {shown}: no answer within {limit:?} (connect_timeout)"),
+    )
 }
 
 #[cfg(test)]

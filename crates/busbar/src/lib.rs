@@ -67,6 +67,16 @@ pub mod topic {
     pub use busbar_core::topic::*;
 }
 
+/// Bounds on the files busbar reads whole (configuration, gateway rules, modules).
+pub mod limits {
+    pub use busbar_core::limits::*;
+}
+
+/// URLs as they may be shown: [`url::redact`] hides passwords and lone tokens.
+pub mod url {
+    pub use busbar_core::url::redact;
+}
+
 /// For transport authors: the contract a transport implements and the pieces of the core it
 /// builds on (delivery queues, counters, the subscription stream). Applications do not need
 /// this module; the plumbing transports share is in the `busbar-transport-kit` crate.

@@ -37,16 +37,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busbar_core::QoS;
-use busbar_core::error::{
-    CloseError, ConnectError, ConnectErrorKind, RequestError, SubscribeError,
-};
+use busbar_core::error::{CloseError, ConnectError, RequestError, SubscribeError};
 use busbar_core::message::Message;
 use busbar_core::stats::StatsSnapshot;
 use busbar_core::transport::{
     BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents,
     NativeNames, SubscribeOptions, Subscription, Transport,
 };
-use busbar_transport_kit::endpoint::config_error;
+use busbar_transport_kit::endpoint::{self, config_error};
 use busbar_transport_kit::login::{Login, Refresher, first_token};
 use busbar_transport_kit::{Fanout, Inbox, Meter};
 use lapin::types::ShortString;
@@ -84,6 +82,8 @@ fn capabilities(settings: &Settings) -> Capabilities {
     c.no_responders = true;
     c.named_queues = true;
     c.max_qos = QoS::AtLeastOnce;
+    // Routing keys are AMQP short strings.
+    c.max_topic_bytes = Some(255);
     c.max_payload = Some(settings.max_payload);
     c
 }
@@ -94,16 +94,24 @@ impl AmqpTransport {
         url: &str,
         options: ConnectOptions,
     ) -> Result<AmqpTransport, ConnectError> {
-        let settings = Settings::parse(url)?;
+        let mut settings = Settings::parse(url)?;
+        if let Some(limit) = options.connect_timeout {
+            settings.connect_timeout = limit;
+        }
         if options.requires_last_will() {
             return Err(ConnectError::unsupported(TRANSPORT, "last wills"));
         }
+        let deadline = tokio::time::Instant::now() + settings.connect_timeout;
         let client_id = options
             .client_id
             .clone()
             .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
         let first_token = match &options.token {
-            Some(provider) => Some(first_token(provider).await?),
+            Some(provider) => {
+                Some(tokio::time::timeout_at(deadline, first_token(provider)).await.map_err(
+                    |_| endpoint::connect_timed_out(&settings.shown, settings.connect_timeout),
+                )??)
+            }
             None => None,
         };
         let login = Login {
@@ -150,16 +158,12 @@ impl AmqpTransport {
             login,
             options.token_placement,
         ));
-        let limit = shared.settings.connect_timeout.saturating_add(Duration::from_secs(1));
-        let outcome = match tokio::time::timeout(limit, first_rx).await {
+        let outcome = match tokio::time::timeout_at(deadline, first_rx).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(broker("the connection task ended")),
-            Err(_) => Err(ConnectError::new(
-                ConnectErrorKind::TimedOut,
-                format!(
-                    "not connected to {}: no answer from the broker within {limit:?}",
-                    shared.settings.shown
-                ),
+            Err(_) => Err(endpoint::connect_timed_out(
+                &shared.settings.shown,
+                shared.settings.connect_timeout,
             )),
         };
         if let Err(e) = outcome {

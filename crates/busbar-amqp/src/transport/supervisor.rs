@@ -11,7 +11,7 @@ use busbar_core::auth::{Token, TokenPlacement};
 use busbar_core::error::{ConnectError, ConnectErrorKind, SubscribeError, SubscribeErrorKind};
 use busbar_core::transport::ConnectionEvent;
 use busbar_transport_kit::backoff::backoff;
-use busbar_transport_kit::endpoint::config_error;
+use busbar_transport_kit::endpoint::{self, config_error};
 use busbar_transport_kit::login::{Login, Refresher};
 use futures_util::StreamExt;
 use lapin::ExchangeKind;
@@ -83,13 +83,7 @@ async fn open_link(shared: &Shared, generation: u64) -> Result<Arc<Link>, Connec
         Ok(Ok(c)) => c,
         Ok(Err(e)) => return Err(connect_error(shared, e)),
         Err(_) => {
-            return Err(ConnectError::new(
-                ConnectErrorKind::TimedOut,
-                format!(
-                    "not connected to {}: no answer within {:?}",
-                    settings.shown, settings.connect_timeout
-                ),
-            ));
+            return Err(endpoint::connect_timed_out(&settings.shown, settings.connect_timeout));
         }
     };
     let channels = async {

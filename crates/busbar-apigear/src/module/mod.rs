@@ -47,7 +47,7 @@ impl ModuleSet {
         let mut errors = Vec::new();
         for path in paths {
             let path = path.as_ref();
-            match std::fs::read_to_string(path) {
+            match busbar_core::limits::read_bounded(path) {
                 Ok(text) => texts.push((path.to_path_buf(), text)),
                 Err(e) => errors.push(ModuleError {
                     file: path.to_path_buf(),
@@ -69,6 +69,14 @@ impl ModuleSet {
         let mut errors = Vec::new();
         let mut modules = Vec::new();
         for (file, text) in sources {
+            if let Err(problem) = busbar_core::limits::check_document(text) {
+                errors.push(ModuleError {
+                    file: file.to_path_buf(),
+                    element: "document".into(),
+                    problem,
+                });
+                continue;
+            }
             match yaml_serde::from_str::<document::Document>(text) {
                 Ok(doc) => {
                     let mut check = Check { file, errors: &mut errors };
@@ -393,10 +401,19 @@ struct Check<'a> {
 
 impl Check<'_> {
     fn fail(&mut self, element: &str, problem: impl Into<String>) {
-        self.errors.push(error(self.file, element, problem.into()));
+        // An element named by an over-long name is shown by its start.
+        let element = match element.char_indices().nth(80) {
+            Some((cut, _)) => format!("{}...", &element[..cut]),
+            None => element.to_owned(),
+        };
+        self.errors.push(error(self.file, &element, problem.into()));
     }
 
     fn name(&mut self, element: &str, name: &str) {
+        if let Err(problem) = busbar_core::limits::check_name(name) {
+            self.fail(element, problem);
+            return;
+        }
         let ok = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic())
             && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !ok {

@@ -239,3 +239,88 @@ pub async fn rpc_load_balanced(h: Arc<impl Harness>) -> TestResult {
     }
     Ok(())
 }
+
+/// Replies cannot be forged by guessing: what ties a reply to its request (the correlation
+/// id, or on transports without one the reply subject's last token) is 128 random bits,
+/// different for every request and every connection, and a reply that guesses it (a
+/// counter, zeros, the real one with one bit flipped) is not taken for the real one.
+pub async fn replies_cannot_be_forged(h: Arc<impl Harness>) -> TestResult {
+    let p = prefix("forged");
+    let service = Topic::new(format!("{p}/svc"))?;
+    let server = connect(&*h).await?;
+    let mut requests = server.subscribe(service.as_str()).await?;
+    let clients = [connect(&*h).await?, connect(&*h).await?];
+    let mut secrets: Vec<Vec<u8>> = Vec::new();
+    for (round, client) in [&clients[0], &clients[0], &clients[1]].into_iter().enumerate() {
+        let asking = client.request(Message::new(service.clone(), &b"?"[..]), super::WAIT);
+        let answering = async {
+            let request = super::next(&mut requests, "the request").await?;
+            let (secret, forgeries) = forgeries(&request)?;
+            for forged in forgeries {
+                server.publish(forged).await.map_err(|e| e.to_string())?;
+            }
+            secrets.push(secret);
+            let real = Message::reply(&request, &b"real"[..]).ok_or("no reply topic")?;
+            server.publish(real).await.map_err(|e| e.to_string())
+        };
+        let (reply, answered) = tokio::join!(asking, answering);
+        answered?;
+        let reply = reply.map_err(|e| format!("request {round}: {e}"))?;
+        ensure(reply.payload.to_bytes()?.as_ref() == b"real", || {
+            format!("request {round} took a forged reply")
+        })?;
+    }
+    for (i, secret) in secrets.iter().enumerate() {
+        ensure(secret.len() >= 16, || {
+            format!("request {i} is tied to its reply by {} bytes: {secret:?}", secret.len())
+        })?;
+    }
+    // Different for every request, and not a counter (whose values share their first bytes).
+    ensure(secrets[0][..8] != secrets[1][..8] && secrets[1][..8] != secrets[2][..8], || {
+        format!("requests are tied to replies by guessable values: {secrets:?}")
+    })?;
+    Ok(())
+}
+
+/// What ties `request`'s reply to it, and replies that guess it wrongly.
+fn forgeries(request: &Message) -> Result<(Vec<u8>, Vec<Message>), String> {
+    let reply = |topic: Topic, correlation: Option<&[u8]>| {
+        let mut m = Message::new(topic, &b"forged"[..]);
+        m.correlation_id = correlation.map(bytes::Bytes::copy_from_slice);
+        m
+    };
+    let inbox = request.reply_to.clone().ok_or("a request without a reply topic")?;
+    if let Some(id) = &request.correlation_id {
+        let mut flipped = id.to_vec();
+        flipped[0] ^= 1;
+        let guesses = [&b"1"[..], &b"0"[..], &[0u8; 16][..], &flipped[..]];
+        let forged = guesses.iter().map(|g| reply(inbox.clone(), Some(g))).collect();
+        return Ok((id.to_vec(), forged));
+    }
+    // No correlation id: the reply topic's last token is the secret; the hex form holds
+    // 128 bits in 32 characters.
+    let name = inbox.as_str();
+    let cut = name.rfind(['/', '.']).ok_or("a reply topic with one token")? + 1;
+    let (base, token) = name.split_at(cut);
+    let mut flipped = token.as_bytes().to_vec();
+    flipped[0] = if flipped[0] == b'0' { b'1' } else { b'0' };
+    let flipped = String::from_utf8(flipped).map_err(|e| e.to_string())?;
+    let mut forged = Vec::new();
+    for guess in ["1", "0", "00000000000000000000000000000000", &flipped] {
+        forged.push(reply(Topic::new(format!("{base}{guess}")).map_err(|e| e.to_string())?, None));
+    }
+    let secret = hex_or_raw(token);
+    Ok((secret, forged))
+}
+
+/// The bytes a token stands for: decoded when it is hex, else as written.
+fn hex_or_raw(token: &str) -> Vec<u8> {
+    let hex = token.len().is_multiple_of(2) && token.bytes().all(|b| b.is_ascii_hexdigit());
+    if !hex {
+        return token.as_bytes().to_vec();
+    }
+    (0..token.len())
+        .step_by(2)
+        .filter_map(|i| u8::from_str_radix(&token[i..i + 2], 16).ok())
+        .collect()
+}

@@ -349,6 +349,9 @@ async fn refuse(conn: Connection, request: Message) {
     let error = RpcError::new(RpcError::UNAVAILABLE, "the service is stopping");
     let Ok(body) = Codec::Json.encode(&error) else { return };
     let Some(reply) = Message::reply(&request, body) else { return };
+    if conn.check_destination(&reply.topic).is_err() {
+        return;
+    }
     let reply = reply.with_header(header::STATUS, header::STATUS_ERROR);
     if let Err(e) = conn.publish(reply).await {
         tracing::debug!(error = %e, "could not refuse a queued request");
@@ -367,6 +370,12 @@ where
     };
     if request.is_expired() {
         tracing::debug!(topic = %request.topic, "request expired before handling; skipped");
+        return;
+    }
+    // The reply topic came off the wire: one the broker would refuse (or drop the connection
+    // for) is refused here, before any work, and never sent.
+    if let Err(e) = conn.check_destination(&reply_to) {
+        tracing::warn!(topic = %request.topic, error = %e, "request refused: no reply can reach its reply topic");
         return;
     }
     let codec = request.codec_or(codec);

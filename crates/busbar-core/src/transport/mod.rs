@@ -26,6 +26,7 @@ pub use subscription::{Subscription, SubscriptionGuard};
 use crate::error::{CloseError, PublishError, RequestError, Result, SubscribeError};
 use crate::message::Message;
 use crate::stats::StatsSnapshot;
+use crate::topic::Topic;
 
 /// A boxed, sendable future: the return type of the object-safe transport methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -79,6 +80,14 @@ pub trait Transport: Send + Sync + 'static {
     /// (for the in-process bus: queued to every matching subscriber, waiting where a
     /// subscriber's overflow policy is `Block`).
     fn publish(&self, message: Message) -> Completion<'_>;
+
+    /// Whether messages can be published to `topic` here, checked without sending (the
+    /// check `publish` makes). A server calls it on a reply topic that came off the wire
+    /// before answering: a broker that drops the connection for a topic it refuses would
+    /// otherwise take every other call on it down too.
+    fn check_destination(&self, topic: &Topic) -> Result<(), PublishError> {
+        self.capabilities().check_topic(topic)
+    }
 
     /// Subscribes; the returned [`Subscription`] unsubscribes when dropped.
     fn subscribe(

@@ -1,9 +1,10 @@
 //! Options for connecting and subscribing, and what a transport can do.
 
 use crate::auth::{SharedTokenProvider, TokenPlacement};
+use crate::error::{OpError, PublishError, PublishErrorKind};
 use crate::message::{Message, QoS};
 use crate::queue::{Overflow, QueueConfig};
-use crate::topic::TopicFilter;
+use crate::topic::{Topic, TopicFilter};
 
 /// How a broker's own names are built from busbar's topics: what wire dialects need to know
 /// to spell their names the way the broker's other clients do.
@@ -51,6 +52,11 @@ pub struct Capabilities {
     pub max_qos: QoS,
     /// Largest payload accepted, if bounded.
     pub max_payload: Option<usize>,
+    /// Most levels a topic may have, if the broker bounds them (a broker that meets a deeper
+    /// topic drops the connection, so it is refused before sending).
+    pub max_topic_levels: Option<usize>,
+    /// Longest topic in bytes, if bounded.
+    pub max_topic_bytes: Option<usize>,
 }
 
 impl Capabilities {
@@ -71,7 +77,38 @@ impl Capabilities {
             named_queues: false,
             max_qos: QoS::AtMostOnce,
             max_payload: None,
+            max_topic_levels: None,
+            max_topic_bytes: None,
         }
+    }
+
+    /// Whether messages can be published to `topic` under these limits: the check every
+    /// publish makes, and the one a server makes on a reply topic that came off the wire
+    /// before it does any work for the request.
+    pub fn check_topic(&self, topic: &Topic) -> Result<(), PublishError> {
+        let name = topic.as_str();
+        if crate::topic::is_queue_namespace(name) {
+            // A named queue's topic spells its name in hex: the transport checks the name.
+            return Ok(());
+        }
+        if let Some(max) = self.max_topic_bytes
+            && name.len() > max
+        {
+            return Err(OpError::new(
+                PublishErrorKind::InvalidTopic,
+                format!("the topic is {} bytes long; this broker takes at most {max}", name.len()),
+            ));
+        }
+        if let Some(max) = self.max_topic_levels {
+            let levels = name.split('/').count();
+            if levels > max {
+                return Err(OpError::new(
+                    PublishErrorKind::InvalidTopic,
+                    format!("the topic has {levels} levels; this broker takes at most {max}"),
+                ));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -90,6 +127,10 @@ pub struct ConnectOptions {
     pub token: Option<SharedTokenProvider>,
     /// Where the token goes.
     pub token_placement: TokenPlacement,
+    /// How long connecting may take in all (address, handshake, login, first
+    /// subscriptions); overrides the URL's `connect_timeout` (default 10 s on every
+    /// transport). Past it, connecting fails with kind `TimedOut`.
+    pub connect_timeout: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for ConnectOptions {
@@ -100,6 +141,7 @@ impl std::fmt::Debug for ConnectOptions {
             .field("last_will_optional", &self.last_will_optional)
             .field("token", &self.token.as_ref().map(|_| "<provider>"))
             .field("token_placement", &self.token_placement)
+            .field("connect_timeout", &self.connect_timeout)
             .finish()
     }
 }
@@ -113,6 +155,13 @@ impl ConnectOptions {
     /// Sets the client identifier.
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = Some(id.into());
+        self
+    }
+
+    /// Bounds how long connecting may take (see [`connect_timeout`](Self::connect_timeout)
+    /// the field).
+    pub fn connect_timeout(mut self, limit: std::time::Duration) -> Self {
+        self.connect_timeout = Some(limit);
         self
     }
 

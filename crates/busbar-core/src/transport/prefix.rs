@@ -17,7 +17,7 @@ use super::{
     BoxFuture, Capabilities, Completion, ConnectionEvents, SubscribeOptions, Subscription,
     Transport,
 };
-use crate::error::{CloseError, Error, RequestError, Result, SubscribeError};
+use crate::error::{CloseError, Error, PublishError, RequestError, Result, SubscribeError};
 use crate::message::Message;
 use crate::stats::StatsSnapshot;
 use crate::topic::{Topic, TopicError, TopicFilter};
@@ -91,6 +91,10 @@ impl Transport for Prefixed {
 
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
+    }
+
+    fn check_destination(&self, topic: &Topic) -> Result<(), PublishError> {
+        self.inner.check_destination(&self.add(topic)?)
     }
 
     fn publish(&self, message: Message) -> Completion<'_> {

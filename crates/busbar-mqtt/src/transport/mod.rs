@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busbar_core::error::{
-    CloseError, ConnectError, ConnectErrorKind, OpError, PublishError, RequestError, SubscribeError,
+    CloseError, CloseErrorKind, ConnectError, OpError, PublishError, RequestError, SubscribeError,
 };
 use busbar_core::message::Message;
 use busbar_core::stats::StatsSnapshot;
@@ -32,7 +32,7 @@ use busbar_core::transport::{
 };
 use busbar_core::{Overflow, QoS};
 use busbar_transport_kit::login::{Refresher, first_token};
-use busbar_transport_kit::{Inbox, Meter, PublishQueue, ids};
+use busbar_transport_kit::{Inbox, Meter, PublishQueue, endpoint, ids};
 use tokio::sync::{OnceCell, oneshot};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -44,8 +44,6 @@ use crate::settings::Settings;
 
 /// How long a graceful close waits for the broker to acknowledge what was published.
 const CLOSE_FLUSH: Duration = Duration::from_secs(5);
-/// How long connecting may take before it fails.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A connection to an MQTT broker.
 pub struct MqttTransport {
@@ -57,8 +55,8 @@ pub struct MqttTransport {
     supervisor: Mutex<Option<JoinHandle<()>>>,
 }
 
-fn capabilities(version: Version) -> Capabilities {
-    let v5 = version == Version::V5;
+fn capabilities(settings: &Settings) -> Capabilities {
+    let v5 = settings.version == Version::V5;
     let mut c = Capabilities::none(NativeNames::Slash);
     c.queue_groups = true;
     c.retained = true;
@@ -69,6 +67,9 @@ fn capabilities(version: Version) -> Capabilities {
     c.last_will = true;
     c.no_local = v5;
     c.max_qos = QoS::ExactlyOnce;
+    c.max_topic_levels = Some(settings.max_topic_levels);
+    // A topic is a length-prefixed string: 16 bits of length.
+    c.max_topic_bytes = Some(usize::from(u16::MAX));
     c
 }
 
@@ -78,13 +79,21 @@ impl MqttTransport {
         url: &str,
         options: ConnectOptions,
     ) -> Result<MqttTransport, ConnectError> {
-        let settings = Settings::parse(url)?;
+        let mut settings = Settings::parse(url)?;
+        if let Some(limit) = options.connect_timeout {
+            settings.connect_timeout = limit;
+        }
+        let deadline = tokio::time::Instant::now() + settings.connect_timeout;
         let client_id = options
             .client_id
             .clone()
             .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
         let first_token = match &options.token {
-            Some(provider) => Some(first_token(provider).await?),
+            Some(provider) => {
+                Some(tokio::time::timeout_at(deadline, first_token(provider)).await.map_err(
+                    |_| endpoint::connect_timed_out(&settings.shown, settings.connect_timeout),
+                )??)
+            }
             None => None,
         };
         let login = busbar_transport_kit::Login {
@@ -98,7 +107,7 @@ impl MqttTransport {
             supervisor::credentials(&presented),
             options.last_will.as_ref(),
         )?;
-        let version = settings.version;
+        let capabilities = capabilities(&settings);
         let packet_limit = settings.max_packet.unwrap_or(state::MQTT_MAX_PACKET as usize);
         let meter = Meter::new();
         let shared = Arc::new(Shared {
@@ -117,6 +126,7 @@ impl MqttTransport {
             max_packet: AtomicUsize::new(packet_limit),
             unacked: AtomicUsize::new(0),
             acked: tokio::sync::Notify::new(),
+            given_up: AtomicUsize::new(0),
             last_subacked: AtomicUsize::new(0),
             epoch: Mutex::new(0),
         });
@@ -136,15 +146,12 @@ impl MqttTransport {
             login,
             options.token_placement,
         ));
-        let outcome = match tokio::time::timeout(CONNECT_TIMEOUT, first_rx).await {
+        let outcome = match tokio::time::timeout_at(deadline, first_rx).await {
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(Shared::broker("the connection task ended")),
-            Err(_) => Err(OpError::new(
-                ConnectErrorKind::TimedOut,
-                format!(
-                    "not connected to {}: no answer from the broker within {CONNECT_TIMEOUT:?}",
-                    shared.settings.shown
-                ),
+            Err(_) => Err(endpoint::connect_timed_out(
+                &shared.settings.shown,
+                shared.settings.connect_timeout,
             )),
         };
         if let Err(e) = outcome {
@@ -170,7 +177,7 @@ impl MqttTransport {
         Ok(MqttTransport {
             shared,
             publish_queue,
-            capabilities: capabilities(version),
+            capabilities,
             supervisor: Mutex::new(Some(supervisor)),
         })
     }
@@ -253,12 +260,8 @@ impl Transport for MqttTransport {
                 return Ok(());
             }
             // What was published before the close is delivered first.
-            if !self.shared.all_acked(CLOSE_FLUSH).await {
-                tracing::warn!(
-                    unacked = self.shared.unacked.load(Ordering::Acquire),
-                    "closing with publishes not yet acknowledged ({CLOSE_FLUSH:?} passed)"
-                );
-            }
+            let flushed = self.shared.all_acked(CLOSE_FLUSH).await;
+            let unacked = self.shared.unacked.load(Ordering::Acquire);
             // A DISCONNECT tells the broker not to publish the will.
             let _: Result<(), PublishError> = self.shared.client.try_disconnect();
             let task = lock(&self.supervisor).take();
@@ -269,6 +272,25 @@ impl Transport for MqttTransport {
                 }
             }
             self.end();
+            let given_up = self.shared.given_up.load(Ordering::Acquire);
+            if !flushed && unacked > 0 {
+                return Err(OpError::new(
+                    CloseErrorKind::Unconfirmed,
+                    format!(
+                        "{unacked} publish(es) at QoS 1 or 2 were not acknowledged by the broker \
+                         within {CLOSE_FLUSH:?}"
+                    ),
+                ));
+            }
+            if given_up > 0 {
+                return Err(OpError::new(
+                    CloseErrorKind::Unconfirmed,
+                    format!(
+                        "{given_up} publish(es) were refused by the broker, or given up after \
+                         it dropped the connection each time they were sent"
+                    ),
+                ));
+            }
             Ok(())
         })
     }

@@ -7,7 +7,7 @@ use rumqttc::NetworkOptions;
 
 use super::state::MQTT_MAX_PACKET;
 use crate::convert::qos_out;
-use crate::protocol::{Client, Events, Version};
+use crate::protocol::{Client, Events, Resends, Version};
 use crate::settings::Settings;
 
 /// Requests rumqttc may hold before user calls wait (its own bounded channel).
@@ -42,6 +42,7 @@ pub(super) fn build(
     };
     let mut network = NetworkOptions::new();
     network.set_tcp_nodelay(true);
+    network.set_connection_timeout(whole_seconds(settings.connect_timeout));
     let will = match will {
         Some(w) => Some((
             w.topic.as_str().to_owned(),
@@ -56,6 +57,7 @@ pub(super) fn build(
             use rumqttc::v5::mqttbytes::v5::LastWill;
             let mut mqtt = rumqttc::v5::MqttOptions::new(client_id, broker_addr, settings.port);
             mqtt.set_keep_alive(settings.keep_alive);
+            mqtt.set_connection_timeout(whole_seconds(settings.connect_timeout));
             mqtt.set_clean_start(settings.session_expiry.is_none());
             if let Some(expiry) = settings.session_expiry {
                 mqtt.set_session_expiry_interval(Some(
@@ -82,7 +84,7 @@ pub(super) fn build(
                 ));
             }
             let (c, l) = rumqttc::v5::AsyncClient::new(mqtt, REQUEST_CHANNEL);
-            (Client::V5(c), Events::V5(Box::new(l), Vec::new()))
+            (Client::V5(c), Events::V5(Box::new(l), Vec::new(), Resends::default()))
         }
         Version::V311 => {
             let mut mqtt = rumqttc::MqttOptions::new(client_id, broker_addr, settings.port);
@@ -108,7 +110,7 @@ pub(super) fn build(
             }
             let (c, mut l) = rumqttc::AsyncClient::new(mqtt, REQUEST_CHANNEL);
             l.set_network_options(network);
-            (Client::V4(c), Events::V4(Box::new(l), Vec::new()))
+            (Client::V4(c), Events::V4(Box::new(l), Vec::new(), Resends::default()))
         }
     })
 }
@@ -116,4 +118,9 @@ pub(super) fn build(
 /// A will whose typed payload cannot be encoded: the options are unusable.
 fn will_error(e: busbar_core::codec::CodecError) -> ConnectError {
     busbar_transport_kit::endpoint::config_error(format!("the last will cannot be encoded: {e}"))
+}
+
+/// rumqttc bounds each connection attempt in whole seconds: at least one, rounded up.
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0)).max(1)
 }

@@ -7,6 +7,7 @@ use busbar_core::message::Message;
 use busbar_transport_kit::delivery::deliver_all;
 
 use super::state::{Shared, lock};
+use crate::protocol::Version;
 
 impl Shared {
     /// Routes one incoming message (or counts the one that could not be read).
@@ -41,6 +42,11 @@ impl Shared {
                 }
             }
             let persistent = self.settings.session_expiry.is_some();
+            // Which messages can be the session's hand-over: on MQTT 5 those tagged with an
+            // earlier connection's subscription identifiers; MQTT 3.1.1 tags nothing, so
+            // there any message nothing here subscribed to yet may be one.
+            let handed_over =
+                persistent && (!ids.is_empty() || self.settings.version == Version::V311);
             let mut targets = registry.targets(&ids, &message);
             if targets.is_empty() && persistent && !ids.is_empty() {
                 // Tagged by an earlier connection of this session: route by filter instead.
@@ -49,7 +55,7 @@ impl Shared {
             if targets.is_empty() {
                 // A persistent session hands over what the broker kept while we were away,
                 // possibly before the application has subscribed again: keep it for them.
-                if persistent && !ids.is_empty() {
+                if handed_over {
                     if registry.keep_orphan(message) {
                         self.meter.discard(
                             "a message the persistent session kept",

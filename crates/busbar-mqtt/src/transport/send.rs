@@ -32,6 +32,32 @@ impl Shared {
         self.acked.notify_waiters();
     }
 
+    /// A publish the broker dropped the connection for, each time it was sent: it is not
+    /// sent again. Counted as dropped and said loudly, as nobody waits for it any more.
+    pub(super) fn give_up(&self, topic: &str) {
+        let shown: String = topic.chars().take(120).collect();
+        tracing::error!(
+            topic = %shown,
+            strikes = crate::protocol::MAX_STRIKES,
+            "a publish was given up: the broker dropped the connection each time it was sent"
+        );
+        self.lost();
+    }
+
+    /// A publish the broker refused in its acknowledgement (MQTT 5).
+    pub(super) fn refused(&self, reason: &str) {
+        tracing::error!(%reason, "the broker refused a publish");
+        self.lost();
+    }
+
+    /// A publish that will never reach the broker: counted, reported by `close`, and no
+    /// longer waited for.
+    fn lost(&self) {
+        self.meter.publish_dropped();
+        self.given_up.fetch_add(1, Ordering::AcqRel);
+        self.on_acked();
+    }
+
     /// Waits, up to `limit`, until every counted publish is acknowledged.
     pub(super) async fn all_acked(&self, limit: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + limit;

@@ -59,6 +59,9 @@ pub(super) struct Shared {
     /// publishes still in its channel, which the broker then never gets).
     pub(super) unacked: AtomicUsize,
     pub(super) acked: Notify,
+    /// Publishes given up on (the broker dropped the connection each time they were sent):
+    /// `close` reports them.
+    pub(super) given_up: AtomicUsize,
     /// The subscription whose SUBACK came last (0: none since the last live message). On
     /// MQTT 3.1.1 messages name no subscription, but a broker sends a new subscription's
     /// retained messages right after its SUBACK: those copies belong to it alone.

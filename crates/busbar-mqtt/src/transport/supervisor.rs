@@ -96,8 +96,12 @@ pub(super) async fn supervise(
             Ok(Happened::SentDisconnect) if refreshing => refreshing = false,
             Ok(Happened::SentDisconnect) => break,
             Ok(Happened::Acked) => shared.on_acked(),
+            Ok(Happened::Refused(reason)) => shared.refused(&reason),
             Ok(Happened::Other) => {}
             Err(failure) => {
+                for given_up in eventloop.take_given_up() {
+                    shared.give_up(&given_up.topic);
+                }
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Err(failure.into_connect_error(&shared.settings.shown)));
                     return;

@@ -36,7 +36,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use busbar_core::error::{CloseError, ConnectError, OpError, RequestError, SubscribeError};
+use busbar_core::error::{
+    CloseError, CloseErrorKind, ConnectError, OpError, RequestError, SubscribeError,
+};
 use busbar_core::message::Message;
 use busbar_core::stats::StatsSnapshot;
 use busbar_core::transport::{
@@ -44,7 +46,7 @@ use busbar_core::transport::{
     NativeNames, SubscribeOptions, Subscription, Transport,
 };
 use busbar_core::{Overflow, QoS};
-use busbar_transport_kit::endpoint::config_error;
+use busbar_transport_kit::endpoint::{self, config_error};
 use busbar_transport_kit::login::{Refresher, first_token};
 use busbar_transport_kit::{Inbox, Meter, PublishQueue};
 use tokio::sync::OnceCell;
@@ -69,7 +71,7 @@ pub struct NatsTransport {
     publish_queue: Option<PublishQueue>,
 }
 
-fn capabilities(max_payload: usize) -> Capabilities {
+fn capabilities(max_payload: usize, max_control_line: usize) -> Capabilities {
     let mut c = Capabilities::none(NativeNames::Dotted);
     c.queue_groups = true;
     c.native_request = true;
@@ -79,6 +81,9 @@ fn capabilities(max_payload: usize) -> Capabilities {
     // connection rather than per subscription.
     c.max_qos = QoS::AtMostOnce;
     c.max_payload = (max_payload > 0).then_some(max_payload);
+    // What a command line without a reply subject leaves for the subject (a request's own
+    // line is checked when it is sent).
+    c.max_topic_bytes = Some(max_control_line.saturating_sub(send::control_line_len(0, None)));
     c
 }
 
@@ -88,7 +93,18 @@ impl NatsTransport {
         url: &str,
         options: ConnectOptions,
     ) -> Result<NatsTransport, ConnectError> {
-        let settings = Settings::parse(url)?;
+        let mut settings = Settings::parse(url)?;
+        if let Some(limit) = options.connect_timeout {
+            settings.connect_timeout = limit;
+        }
+        let (limit, shown) = (settings.connect_timeout, settings.shown.clone());
+        endpoint::connect_within(limit, &shown, Self::connect_with(settings, options)).await
+    }
+
+    async fn connect_with(
+        settings: Settings,
+        options: ConnectOptions,
+    ) -> Result<NatsTransport, ConnectError> {
         if options.token.is_some() && matches!(settings.credentials, Credentials::CredsFile(_)) {
             return Err(config_error(
                 "a NATS connection takes a token provider or a creds file, not both",
@@ -126,6 +142,7 @@ impl NatsTransport {
         .map_err(|e| connect::connect_error(e, &settings.shown))?;
         let sync = SyncPoint::start(&client, shutdown.clone()).await?;
         let max_payload = client.max_payload();
+        let max_control_line = settings.max_control_line;
         let shared = Arc::new(Shared {
             client,
             client_id,
@@ -166,7 +183,11 @@ impl NatsTransport {
                 ))
             }
         };
-        Ok(NatsTransport { shared, capabilities: capabilities(max_payload), publish_queue })
+        Ok(NatsTransport {
+            shared,
+            capabilities: capabilities(max_payload, max_control_line),
+            publish_queue,
+        })
     }
 
     /// The parsed settings this connection was made with.
@@ -252,17 +273,25 @@ impl Transport for NatsTransport {
             // Publishes already handed to async-nats go out before the connection closes:
             // flush (written and seen by the server, a PING answered) before draining, which
             // alone was seen to close with a fresh publish still in the client's buffer.
-            match tokio::time::timeout(CLOSE_TIMEOUT, self.shared.client.flush()).await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::debug!(error = %e, "flush on close"),
-                Err(_) => tracing::debug!("flush on close took too long"),
-            }
+            let unflushed =
+                match tokio::time::timeout(CLOSE_TIMEOUT, self.shared.client.flush()).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(e)) => Some(e.to_string()),
+                    Err(_) => Some(format!("no answer within {CLOSE_TIMEOUT:?}")),
+                };
             match tokio::time::timeout(CLOSE_TIMEOUT, self.shared.client.drain()).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => tracing::debug!(error = %e, "drain on close"),
                 Err(_) => tracing::debug!("drain on close took too long"),
             }
-            Ok(())
+            match unflushed {
+                // Something was published that the server may never have seen.
+                Some(why) if self.shared.meter.snapshot().published > 0 => Err(OpError::new(
+                    CloseErrorKind::Unconfirmed,
+                    format!("publishes may not have reached the server: the flush failed: {why}"),
+                )),
+                _ => Ok(()),
+            }
         })
     }
 }
@@ -273,7 +302,7 @@ mod tests {
 
     #[test]
     fn capabilities_say_what_core_nats_lacks() {
-        let c = capabilities(1024);
+        let c = capabilities(1024, 4096);
         assert!(c.queue_groups && c.native_request && c.headers && c.no_responders);
         assert!(!c.retained && !c.expiry && !c.last_will && !c.no_local && !c.typed_payloads);
         assert_eq!(c.native_names, NativeNames::Dotted);

@@ -51,6 +51,7 @@ impl Shared {
     ) -> Result<(), PublishError> {
         let payload = message.payload.to_bytes()?;
         let headers = headers_out(message)?;
+        self.check_control_line(&subject, reply.as_ref())?;
         self.check_size(&payload, headers.as_ref())?;
         let c = &self.client;
         let sent = match (reply, headers) {
@@ -70,6 +71,29 @@ impl Shared {
             NatsPublishErrorKind::Send => self.not_connected(e),
         })?;
         self.meter.published();
+        Ok(())
+    }
+
+    /// Refuses a subject whose command line (`HPUB subject reply hdr_len total_len`) the
+    /// server would not read: it answers such a line with `-ERR` and drops the message.
+    fn check_control_line(
+        &self,
+        subject: &async_nats::Subject,
+        reply: Option<&async_nats::Subject>,
+    ) -> Result<(), PublishError> {
+        let line = control_line_len(subject.len(), reply.map(|r| r.len()));
+        let max = self.settings.max_control_line;
+        if line > max {
+            return Err(OpError::new(
+                PublishErrorKind::InvalidTopic,
+                format!(
+                    "the subject is {} bytes; its NATS command line would be {line} bytes, over \
+                     the server's max_control_line of {max} (if the server allows more, say so \
+                     with ?max_control_line=)",
+                    subject.len()
+                ),
+            ));
+        }
         Ok(())
     }
 
@@ -136,6 +160,12 @@ impl Shared {
             })
             .await
     }
+}
+
+/// The longest `HPUB` command line for a subject and reply subject of these lengths: the
+/// verb, the two sizes at their widest and the spaces and line end between.
+pub(crate) fn control_line_len(subject: usize, reply: Option<usize>) -> usize {
+    "HPUB ".len() + subject + reply.map_or(0, |r| r + 1) + 2 * (1 + 20) + 2
 }
 
 /// The size NATS counts for a header block: `NATS/1.0\r\n`, `name: value\r\n` per value,

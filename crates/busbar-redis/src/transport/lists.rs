@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use tokio_util::sync::CancellationToken;
 
 use super::routes::ListRole;
-use super::state::{CONNECT_TIMEOUT, Shared};
+use super::state::Shared;
 use crate::envelope;
 
 /// Most items one BLMPOP takes from a queue group's list: small, so that members share the
@@ -31,7 +31,7 @@ impl Shared {
     /// A connection of its own for a blocking list read.
     async fn blocking_connection(&self) -> Result<MultiplexedConnection, ConnectError> {
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_connection_timeout(Some(self.settings.connect_timeout))
             .set_response_timeout(None);
         self.client()
             .get_multiplexed_async_connection_with_config(&config)

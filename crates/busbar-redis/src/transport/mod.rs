@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busbar_core::Overflow;
-use busbar_core::error::{CloseError, ConnectError, OpError, RequestError, SubscribeError};
+use busbar_core::error::{
+    CloseError, CloseErrorKind, ConnectError, OpError, RequestError, SubscribeError,
+};
 use busbar_core::message::{Message, QoS};
 use busbar_core::queue::{QueueConfig, queue};
 use busbar_core::stats::StatsSnapshot;
@@ -35,7 +37,7 @@ use busbar_core::transport::{
     NativeNames, SubscribeOptions, Subscription, Transport,
 };
 use busbar_transport_kit::login::{Refresher, first_token};
-use busbar_transport_kit::{Inbox, Login, Meter, ids};
+use busbar_transport_kit::{Inbox, Login, Meter, endpoint, ids};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -76,7 +78,18 @@ impl RedisTransport {
         url: &str,
         options: ConnectOptions,
     ) -> Result<RedisTransport, ConnectError> {
-        let settings = Settings::parse(url)?;
+        let mut settings = Settings::parse(url)?;
+        if let Some(limit) = options.connect_timeout {
+            settings.connect_timeout = limit;
+        }
+        let (limit, shown) = (settings.connect_timeout, settings.redacted_url.clone());
+        endpoint::connect_within(limit, &shown, Self::connect_with(settings, options)).await
+    }
+
+    async fn connect_with(
+        settings: Settings,
+        options: ConnectOptions,
+    ) -> Result<RedisTransport, ConnectError> {
         if options.requires_last_will() {
             // Redis has no last will (an optional one, like the node's, is left out).
             return Err(OpError::unsupported(KIND, "last will"));
@@ -201,11 +214,8 @@ impl Transport for RedisTransport {
             // What was published before the close goes out first (publishes return once
             // queued): wait, within reason, for the publish queue to be sent.
             let (done, sent) = oneshot::channel();
-            if shared.outgoing.push(Outgoing::Flush(done)).await.is_ok()
-                && tokio::time::timeout(CLOSE_FLUSH, sent).await.is_err()
-            {
-                tracing::warn!("closing with publishes not yet sent ({CLOSE_FLUSH:?} passed)");
-            }
+            let unsent = shared.outgoing.push(Outgoing::Flush(done)).await.is_ok()
+                && tokio::time::timeout(CLOSE_FLUSH, sent).await.is_err();
             // Leave queue groups first so their lists stop receiving for us.
             let entries = shared.routes().group_entries();
             if let Some(mut conn) = shared.live() {
@@ -218,6 +228,14 @@ impl Transport for RedisTransport {
                 }
             }
             shared.shutdown();
+            if unsent {
+                return Err(OpError::new(
+                    CloseErrorKind::Unconfirmed,
+                    format!(
+                        "publishes were still waiting to be sent to Redis after {CLOSE_FLUSH:?}"
+                    ),
+                ));
+            }
             Ok(())
         })
     }

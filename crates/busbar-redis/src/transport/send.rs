@@ -43,10 +43,23 @@ impl Shared {
                  (a Redis list item is the payload alone)",
             ));
         }
-        if let busbar_core::Payload::Bytes(b) = &message.payload
-            && b.len() > MAX_PAYLOAD
-        {
-            return Err(OpError::too_large(b.len(), MAX_PAYLOAD));
+        if let busbar_core::Payload::Bytes(b) = &message.payload {
+            if b.len() > MAX_PAYLOAD {
+                return Err(OpError::too_large(b.len(), MAX_PAYLOAD));
+            }
+            let max = self.settings.max_message;
+            if b.len() > max && message.topic.queue_name().is_none() {
+                return Err(OpError::new(
+                    busbar_core::error::Common::TooLarge.into(),
+                    format!(
+                        "the message is {} bytes; Redis disconnects every subscriber whose \
+                         output buffer passes {max} bytes (client-output-buffer-limit pubsub), \
+                         so it would reach nobody (if the server allows more, say so with \
+                         ?max_message=)",
+                        b.len()
+                    ),
+                ));
+            }
         }
         if let Link::Down(reason) = &*self.link.borrow() {
             // Redis pub/sub keeps nothing for later: say so instead of queueing into a void.

@@ -5,7 +5,6 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
-use std::time::Duration;
 
 use busbar_core::error::{Common, ConnectError, ConnectErrorKind, OpError, PublishError};
 use busbar_core::message::Message;
@@ -23,8 +22,6 @@ use crate::settings::Settings;
 
 /// The transport's name in errors.
 pub(super) const KIND: &str = "redis";
-/// How long opening a connection may take.
-pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Largest bulk string Redis accepts by default (`proto-max-bulk-len`), less room for the
 /// envelope.
 pub(super) const MAX_PAYLOAD: usize = 512 * 1024 * 1024 - 64 * 1024;

@@ -19,7 +19,7 @@ use tokio::sync::mpsc;
 
 use super::groups::{self, CTL_CHANNEL, GroupCache};
 use super::receive::Inbound;
-use super::state::{CONNECT_TIMEOUT, Ctl, Link, Shared, lock};
+use super::state::{Ctl, Link, Shared, lock};
 
 impl Shared {
     /// Opens the main connection, subscribes the control channel and everything local
@@ -40,7 +40,7 @@ impl Shared {
             }
         };
         let config = AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(CONNECT_TIMEOUT))
+            .set_connection_timeout(Some(self.settings.connect_timeout))
             .set_response_timeout(Some(self.settings.response_timeout))
             .set_push_sender(push);
         let mut conn = self

@@ -107,7 +107,7 @@ impl Config {
     /// Reads `path`, expanding `${VAR}` from the process environment.
     pub fn load(path: impl AsRef<Path>) -> std::result::Result<Config, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path)
+        let text = busbar_core::limits::read_bounded(path)
             .map_err(|source| ConfigError::Read { file: path.to_owned(), source })?;
         Config::parse(&text, path, |name| std::env::var(name).ok())
     }
@@ -120,6 +120,8 @@ impl Config {
         lookup: impl Fn(&str) -> Option<String> + 'static,
     ) -> std::result::Result<Config, ConfigError> {
         let origin = origin.as_ref().to_owned();
+        busbar_core::limits::check_document(text)
+            .map_err(|message| ConfigError::Problem { file: origin.clone(), message })?;
         let lookup: std::sync::Arc<expand::Variables> = std::sync::Arc::new(lookup);
         let for_values = lookup.clone();
         let parsed: std::result::Result<file::File, yaml_serde::Error> =

@@ -136,7 +136,7 @@ pub(crate) fn message(
     received: Instant,
 ) -> Result<Message, TopicError> {
     let mut m = Message::new(topic, Bytes::from(data));
-    m.qos = QoS::AtLeastOnce;
+    m.qos = Some(QoS::AtLeastOnce);
     let mut headers = Headers::new();
     if let Some(ct) = props.content_type() {
         headers.insert(header::CONTENT_TYPE, ct.as_str().to_owned());

@@ -12,6 +12,8 @@
 //! A supervisor task owns the connection and restores it (queues, bindings, consumers)
 //! after the broker closes it or restarts; see `docs/ARCHITECTURE.md`.
 
+#![forbid(unsafe_code)]
+
 mod convert;
 mod settings;
 mod tls;

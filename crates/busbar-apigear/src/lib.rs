@@ -8,6 +8,8 @@
 //!   (`{module}/{Interface}/prop|set|sig|rpc/{member}`, retained properties, JSON array
 //!   arguments, MQTT 5 response topic and correlation data) over any busbar connection.
 
+#![forbid(unsafe_code)]
+
 pub mod build;
 pub mod codegen;
 pub mod module;

@@ -374,7 +374,7 @@ impl ServiceLink {
     /// Publishes `property`'s value, retained.
     pub async fn publish_property(&self, property: &str, value: Value) -> Result<(), ApiError> {
         let topic = self.topic("prop", property)?;
-        let mut m = Message::new(topic, json_bytes(property, &value)?).with_qos(QoS::AtLeastOnce);
+        let mut m = Message::new(topic, json_bytes(property, &value)?);
         // Where the broker keeps nothing, clients read `_properties` instead.
         m.retain = self.conn.capabilities().retained;
         Ok(self.conn.publish(m).await?)
@@ -384,7 +384,7 @@ impl ServiceLink {
     pub async fn publish_signal(&self, signal: &str, args: Vec<Value>) -> Result<(), ApiError> {
         let topic = self.topic("sig", signal)?;
         let payload = json_bytes(signal, &Value::Array(args))?;
-        Ok(self.conn.publish(Message::new(topic, payload).with_qos(QoS::AtLeastOnce)).await?)
+        Ok(self.conn.publish(Message::new(topic, payload)).await?)
     }
 
     /// The interface served.
@@ -452,7 +452,6 @@ impl ServiceLink {
             }
         };
         reply.correlation_id = m.correlation_id.clone();
-        reply.qos = QoS::AtLeastOnce;
         if let Err(e) = self.conn.publish(reply).await {
             tracing::warn!(%operation, error = %e, "apigear: reply not sent");
         }
@@ -662,7 +661,7 @@ impl ClientLink {
     /// Asks the service to set `property` to `value`.
     pub async fn set(&self, property: &str, value: Value) -> Result<(), ApiError> {
         let topic = self.levels.topic("set", property)?;
-        let m = Message::new(topic, json_bytes(property, &value)?).with_qos(QoS::AtLeastOnce);
+        let m = Message::new(topic, json_bytes(property, &value)?);
         Ok(self.conn.publish(m).await?)
     }
 
@@ -723,8 +722,7 @@ impl ClientLink {
         let topic = self.levels.topic("rpc", operation)?;
         let reply_to = Topic::new(self.levels.result(operation, &self.client_id))
             .map_err(busbar_core::Error::from)?;
-        let mut m = Message::new(topic, json_bytes(operation, &Value::Array(args))?)
-            .with_qos(QoS::AtLeastOnce);
+        let mut m = Message::new(topic, json_bytes(operation, &Value::Array(args))?);
         m.reply_to = Some(reply_to);
         m.correlation_id = correlation.or_else(|| Some(Bytes::from_static(b"0")));
         Ok(self.conn.publish(m).await?)

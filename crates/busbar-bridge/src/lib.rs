@@ -26,6 +26,8 @@
 //! bridge outlives a restart of either broker; publishes made while the target is away wait
 //! in the target connection's outgoing queue or fail, and failures are counted.
 
+#![forbid(unsafe_code)]
+
 mod rewrite;
 pub mod tcp;
 
@@ -277,6 +279,7 @@ async fn forward(
     // A reply address names an inbox of the source's transport: meaningless on the other
     // side. Conversations cross through RPC bridges.
     message.reply_to = None;
+    message.qos = crossing_qos(message.qos, to);
     match to.publish(message).await {
         Ok(()) => bump(&stats.forwarded),
         Err(e) => {
@@ -284,6 +287,14 @@ async fn forward(
             bump(&stats.failed);
         }
     }
+}
+
+/// The QoS a message crosses to `to` with: the one it came with, or the target's best
+/// where that is lower. Each hop has its own guarantee, and the bridge's configuration chose
+/// the target: a bridge into Redis or NATS carries at most once (as documented), where a
+/// publish asking for more than its transport gives would be refused.
+fn crossing_qos(came_with: Option<busbar_core::QoS>, to: &Connection) -> Option<busbar_core::QoS> {
+    came_with.map(|q| q.min(to.capabilities().max_qos))
 }
 
 /// One call across an RPC bridge.
@@ -302,7 +313,7 @@ async fn call_across(
     }
     let mut outgoing = Message::new(target, request.payload.clone());
     outgoing.headers = request.headers.clone();
-    outgoing.qos = request.qos;
+    outgoing.qos = crossing_qos(request.qos, to);
     let reply = match to.request(outgoing, timeout).await {
         Ok(answer) => {
             bump(&stats.forwarded);

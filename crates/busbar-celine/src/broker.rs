@@ -13,22 +13,17 @@ use crate::error::{CelineError, Result};
 use crate::event::DtEvent;
 
 /// How one message is published.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct PublishOptions {
-    /// Delivery guarantee (CELINE's default: at least once).
-    pub qos: QoS,
+    /// Delivery guarantee; `None` (the default) is at least once where the transport can
+    /// give it, as CELINE's own default on MQTT. A QoS the transport cannot give is refused.
+    pub qos: Option<QoS>,
     /// Keep as the topic's retained message.
     pub retain: bool,
     /// Added to the payload as `correlation_id`, unless the payload has one.
     pub correlation_id: Option<String>,
     /// Added to the payload as `created`, unless it has one (default: now, ISO-8601).
     pub created: Option<String>,
-}
-
-impl Default for PublishOptions {
-    fn default() -> Self {
-        PublishOptions { qos: QoS::AtLeastOnce, retain: false, correlation_id: None, created: None }
-    }
 }
 
 /// One message as a CELINE handler receives it.
@@ -40,7 +35,7 @@ pub struct Received {
     pub payload: Value,
     /// The bytes as they arrived.
     pub raw: bytes::Bytes,
-    /// The delivery guarantee it came with.
+    /// The delivery guarantee it came with (at most once where the transport did not say).
     pub qos: QoS,
 }
 
@@ -168,7 +163,8 @@ impl CelineBroker {
             topic: topic.as_str().to_owned(),
             reason: e.to_string(),
         })?;
-        let mut message = Message::new(topic, bytes).with_qos(options.qos);
+        let mut message = Message::new(topic, bytes);
+        message.qos = options.qos;
         message.retain = options.retain;
         Ok(self.conn.publish(message).await?)
     }
@@ -273,7 +269,7 @@ fn received(message: Message) -> Received {
             Value::Object(map)
         }
     };
-    Received { topic: message.topic, payload, raw, qos: message.qos }
+    Received { topic: message.topic, payload, raw, qos: message.qos.unwrap_or(QoS::AtMostOnce) }
 }
 
 #[cfg(test)]

@@ -1,5 +1,7 @@
 //! `busbar`: the command line.
 
+#![forbid(unsafe_code)]
+
 mod action;
 mod bench;
 mod bridge;
@@ -9,6 +11,7 @@ mod gateway;
 mod r#gen;
 mod message;
 mod monitor;
+mod patience;
 mod profile;
 mod pubsub;
 mod report;

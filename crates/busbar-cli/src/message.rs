@@ -86,7 +86,8 @@ pub fn render(message: &Message, json: bool) -> anyhow::Result<String> {
         topic: message.topic.as_str(),
         payload: text,
         payload_hex: text.is_none().then(|| bytes.iter().map(|b| format!("{b:02x}")).collect()),
-        qos: message.qos as u8,
+        // A transport that did not say carried it at most once.
+        qos: message.qos.unwrap_or(QoS::AtMostOnce) as u8,
         retain: message.retain,
         headers: message.headers.iter().collect(),
     };

@@ -5,7 +5,8 @@ use busbar::{Message, QoS, SubscribeOptions, Topic, TopicFilter};
 
 use crate::exit;
 use crate::message::{Body, check_rate, parse_header, parse_qos, render, render_json};
-use crate::profile::{Dialect, Profile, json_body};
+use crate::patience::Patience;
+use crate::profile::{Dialect, Profile, USAGE, json_body};
 use crate::target::Target;
 
 /// Options of `busbar pub`.
@@ -21,15 +22,25 @@ pub struct PubArgs {
     /// At most this many messages per second.
     #[arg(long)]
     rate: Option<f64>,
-    /// Delivery guarantee: 0, 1 or 2 (default 1; busbar and celine profiles).
+    /// Delivery guarantee: 0, 1 or 2 (busbar and celine profiles). Default: the broker's
+    /// best up to 1 (at most once on Redis and NATS, which can give no more). A QoS the
+    /// broker cannot give is refused (exit 2) unless --downgrade-qos is given.
     #[arg(long, value_parser = parse_qos)]
     qos: Option<QoS>,
+    /// Send at the broker's best QoS when --qos asks for more than it can give (said on
+    /// stderr), instead of refusing.
+    #[arg(long, requires = "qos")]
+    downgrade_qos: bool,
     /// Keep as the topic's retained message (where the broker has them).
     #[arg(long)]
     retain: bool,
     /// A header NAME=VALUE (repeatable).
     #[arg(long = "header", short = 'H', value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// Seconds to keep a message (and to keep trying to connect) while the broker is out of
+    /// reach, before giving up with an error; the same on every broker.
+    #[arg(long, default_value = "30", value_parser = crate::message::positive_secs)]
+    patience: std::time::Duration,
     #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
@@ -53,19 +64,24 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
     }
     let bodies = args.body.read()?;
     let pause = check_rate(args.rate)?;
-    let sender = Sender::new(&args, args.target.connect().await?)?;
+    let patience = Patience::new(args.patience);
+    let conn = patience.connect(&args.target).await?;
+    let qos = kept_qos(args.qos, args.downgrade_qos, &conn)?;
+    let mut watch = patience.watch(&conn);
+    let sender = Sender::new(&args, conn)?;
     let mut tick = pause.map(tokio::time::interval);
     for _ in 0..args.count {
         for body in &bodies {
             if let Some(t) = tick.as_mut() {
                 t.tick().await;
             }
-            sender
-                .send(&args, body)
+            watch
+                .publish(|| sender.send(&args, qos, body))
                 .await
                 .with_context(|| format!("publishing to {}", args.topic))?;
         }
     }
+    watch.settle().await;
     sender.connection().close().await.context("closing the connection")?;
     Ok(())
 }
@@ -76,6 +92,41 @@ enum Sender {
     Commlib(busbar::Connection, busbar_commlib::CommlibPublisher<serde_json::Value>),
     Celine(busbar_celine::CelineBroker),
     Sermas(busbar::Connection, busbar_sermas::SermasClient),
+}
+
+/// The QoS to publish with: the one asked for, when `conn` can give it; the broker's best
+/// when it cannot and the user said to downgrade (noted on stderr); a usage error otherwise,
+/// before anything is sent. `None`: the broker's best up to QoS 1.
+fn kept_qos(
+    asked: Option<QoS>,
+    downgrade: bool,
+    conn: &busbar::Connection,
+) -> anyhow::Result<Option<QoS>> {
+    let max = conn.capabilities().max_qos;
+    match asked {
+        Some(qos) if qos > max => {
+            let (asked_n, max_n) = (qos as u8, max as u8);
+            if downgrade {
+                eprintln!(
+                    "busbar: note: {} gives at most QoS {max_n}; publishing at QoS {max_n} \
+                     instead of {asked_n} (--downgrade-qos)",
+                    conn.kind()
+                );
+                Ok(Some(max))
+            } else {
+                Err(exit::with(
+                    USAGE,
+                    format!(
+                        "--qos {asked_n} cannot be kept on {}: it gives at most QoS {max_n}; \
+                         drop --qos for its best, or add --downgrade-qos to publish at QoS \
+                         {max_n} knowingly",
+                        conn.kind()
+                    ),
+                ))
+            }
+        }
+        other => Ok(other),
+    }
 }
 
 impl Sender {
@@ -107,12 +158,12 @@ impl Sender {
         }
     }
 
-    async fn send(&self, args: &PubArgs, body: &[u8]) -> anyhow::Result<()> {
+    async fn send(&self, args: &PubArgs, qos: Option<QoS>, body: &[u8]) -> anyhow::Result<()> {
         let profile = args.dialect.profile;
         match self {
             Sender::Busbar(conn, topic) => {
-                let qos = args.qos.unwrap_or(QoS::AtLeastOnce);
-                let mut m = Message::new(topic.clone(), body.to_vec()).with_qos(qos);
+                let mut m = Message::new(topic.clone(), body.to_vec());
+                m.qos = qos;
                 m.retain = args.retain;
                 for (k, v) in &args.headers {
                     m = m.with_header(k.clone(), v.clone());
@@ -122,7 +173,7 @@ impl Sender {
             Sender::Commlib(_, publisher) => publisher.publish(&json_body(body, profile)?).await?,
             Sender::Celine(broker) => {
                 let options = busbar_celine::PublishOptions {
-                    qos: args.qos.unwrap_or(QoS::AtLeastOnce),
+                    qos,
                     retain: args.retain,
                     ..busbar_celine::PublishOptions::default()
                 };

@@ -1248,3 +1248,178 @@ async fn sub_reports_what_it_dropped() {
         assert!(drop_records >= 1, "{}: no JSON record of the drops", kind.name());
     }
 }
+
+/// Issue 15 item 3: `pub --qos 1` on Redis and NATS used to exit 0 and travel at most once,
+/// and `sub --json` said `"qos":1`. A QoS the broker cannot give is now refused before
+/// anything is sent (exit 2), sent lower only with `--downgrade-qos` (said on stderr), and a
+/// received message shows the QoS it travelled with.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qos_the_broker_cannot_give_is_refused_not_lowered() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    for kind in [BrokerKind::Redis, BrokerKind::Nats, BrokerKind::Mqtt] {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let url = broker.url();
+        let name = kind.name();
+        let topic = format!("qos{}/t", rand_suffix());
+        let sub = start_ready(&["sub", &topic, "--json", "--count", "2", "--url", url]).await;
+        let refused = busbar(&["pub", &topic, "refused", "--qos", "2", "--url", url]);
+        let refused_err = String::from_utf8_lossy(&refused.stderr).into_owned();
+        if kind == BrokerKind::Mqtt {
+            // MQTT gives QoS 2: kept, not refused.
+            assert_eq!(refused.status.code(), Some(0), "{name}: {refused_err}");
+        } else {
+            assert_eq!(refused.status.code(), Some(2), "{name}: {refused_err}");
+            assert!(refused_err.contains("--qos 2 cannot be kept"), "{name}: {refused_err}");
+            assert!(refused_err.contains("--downgrade-qos"), "{name}: {refused_err}");
+            let lowered =
+                busbar(&["pub", &topic, "lowered", "--qos", "1", "--downgrade-qos", "--url", url]);
+            let said = String::from_utf8_lossy(&lowered.stderr);
+            assert_eq!(lowered.status.code(), Some(0), "{name}: {said}");
+            assert!(said.contains("publishing at QoS 0 instead of 1"), "{name}: {said}");
+        }
+        let default = busbar(&["pub", &topic, "default", "--url", url]);
+        assert_eq!(default.status.code(), Some(0), "{name}");
+        let out = sub.wait_with_output().await.expect("sub");
+        let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("a JSON line"))
+            .collect();
+        let got: Vec<(String, u64)> = lines
+            .iter()
+            .map(|l| {
+                (l["payload"].as_str().unwrap_or("").to_owned(), l["qos"].as_u64().unwrap_or(9))
+            })
+            .collect();
+        let expected: Vec<(String, u64)> = if kind == BrokerKind::Mqtt {
+            // `sub` subscribes at QoS 1 by default: the broker hands QoS 2 over at 1.
+            vec![("refused".into(), 1), ("default".into(), 1)]
+        } else {
+            vec![("lowered".into(), 0), ("default".into(), 0)]
+        };
+        assert_eq!(got, expected, "{name}");
+    }
+}
+
+/// Issue 15 item 7: `pub` rode through an outage on MQTT only (on Redis it exited at the
+/// first failure). Now every broker gets the same `--patience`: the broker is stopped while
+/// `pub` is sending and started again; `pub` keeps the message it could not hand over,
+/// finishes, and exits 0, and the messages after the outage arrive in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_rides_through_a_broker_restart_on_every_broker() {
+    use busbar::ConnectionEvent;
+    use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    for kind in ["redis", "nats", "mqtt"] {
+        let started = match kind {
+            "redis" => BrokerProcess::redis().await,
+            "nats" => BrokerProcess::nats().await,
+            _ => BrokerProcess::mosquitto(MosquittoConfig::new()).await,
+        };
+        let Some(mut broker) = skip_if_missing("pub_rides_through_a_broker_restart", started)
+        else {
+            continue;
+        };
+        let url = broker.url();
+        let topic = format!("patience{}/{kind}", rand_suffix());
+        let sub_conn = busbar::connect(&url).await.expect("subscriber connects");
+        let mut events = sub_conn.events();
+        let mut sub = sub_conn.subscribe(&topic).await.expect("subscribe");
+        let mut publisher = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .args(["pub", &topic, "-", "--rate", "10", "--patience", "30", "--url", &url])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start pub");
+        let lines: String = (0..40).map(|n| format!("{n}\n")).collect();
+        let mut stdin = publisher.stdin.take().expect("stdin");
+        stdin.write_all(lines.as_bytes()).await.expect("write stdin");
+        drop(stdin);
+        let first = tokio::time::timeout(std::time::Duration::from_secs(20), sub.recv())
+            .await
+            .expect("the first message in time")
+            .expect("subscription open");
+        assert_eq!(first.payload.to_bytes().expect("bytes").as_ref(), b"0", "{kind}");
+        broker.stop().await.expect("broker stops");
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), events.next()).await {
+                Ok(Some(ConnectionEvent::Disconnected { .. })) => break,
+                Ok(Some(_)) => {}
+                other => panic!("{kind}: the subscriber did not see the outage: {other:?}"),
+            }
+        }
+        let mut stderr = BufReader::new(publisher.stderr.take().expect("stderr")).lines();
+        let mut said = Vec::new();
+        if kind == "redis" {
+            // Redis keeps nothing for later, so `pub` must keep the message it could not
+            // hand over: the broker stays away until it says so. (MQTT and NATS clients hold
+            // publishes through an outage themselves.)
+            loop {
+                let line =
+                    tokio::time::timeout(std::time::Duration::from_secs(30), stderr.next_line())
+                        .await
+                        .unwrap_or_else(|_| {
+                            panic!("{kind}: pub never noticed the outage: {said:?}")
+                        })
+                        .expect("stderr");
+                let Some(line) = line else {
+                    panic!("{kind}: pub ended during the outage: {said:?}")
+                };
+                let noticed = line.contains("keeping the message");
+                said.push(line);
+                if noticed {
+                    break;
+                }
+            }
+        }
+        broker.restart().await.expect("broker restarts");
+        // The subscriber's own connection comes back first: what `pub` sends from then on
+        // must arrive.
+        loop {
+            match tokio::time::timeout(std::time::Duration::from_secs(30), events.next()).await {
+                Ok(Some(ConnectionEvent::Reconnected)) => break,
+                Ok(Some(_)) => {}
+                other => panic!("{kind}: the subscriber did not reconnect: {other:?}"),
+            }
+        }
+        while let Ok(Some(line)) = stderr.next_line().await {
+            said.push(line);
+        }
+        let status = publisher.wait().await.expect("pub ends");
+        assert_eq!(status.code(), Some(0), "{kind}: pub gave up: {said:?}");
+        let mut got = Vec::new();
+        while let Ok(Some(m)) =
+            tokio::time::timeout(std::time::Duration::from_secs(5), sub.recv()).await
+        {
+            let n: u32 = std::str::from_utf8(&m.payload.to_bytes().expect("bytes"))
+                .expect("text")
+                .parse()
+                .expect("a number");
+            got.push(n);
+            if n == 39 {
+                break;
+            }
+        }
+        assert_eq!(got.last(), Some(&39), "{kind}: the last message did not arrive: {got:?}");
+        assert!(got.windows(2).all(|w| w[0] < w[1]), "{kind}: out of order or doubled: {got:?}");
+
+        // Started while the broker is away, `pub` connects once it is back.
+        broker.stop().await.expect("broker stops");
+        let mut late = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .args(["pub", &topic, "late", "--patience", "30", "--url", &url])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start pub");
+        let mut stderr = BufReader::new(late.stderr.take().expect("stderr")).lines();
+        let line = tokio::time::timeout(std::time::Duration::from_secs(30), stderr.next_line())
+            .await
+            .expect("a note in time")
+            .expect("stderr")
+            .unwrap_or_default();
+        assert!(line.contains("trying again"), "{kind}: {line}");
+        broker.restart().await.expect("broker restarts");
+        let status = late.wait().await.expect("pub ends");
+        assert_eq!(status.code(), Some(0), "{kind}: a pub started during the outage gave up");
+    }
+}

@@ -139,3 +139,32 @@ mod tests {
         assert!(err.unwrap_or_default().contains("plant/x"));
     }
 }
+
+/// commlib bodies as they arrive (JSON, zlib-compressed JSON, LZ4 frames busbar refuses):
+/// a value or an error, never a panic, and no body keeps the decoder going round.
+#[cfg(test)]
+mod fuzz {
+    use busbar_testkit::fuzz::Fuzz;
+
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Probe {
+        a: i64,
+        b: Vec<f64>,
+        c: Option<String>,
+        data: Option<std::collections::BTreeMap<String, u32>>,
+    }
+
+    #[test]
+    fn fuzz_body() {
+        Fuzz::new("commlib_body", concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/body"))
+            .dictionary(&["\"header\"", "\"data\"", "\"reply_to\"", "\"1\"", "\"1.5\"", "x\u{9c}"])
+            .run(|input| {
+                let _ = parse("fuzz/topic", input);
+                let _ = decode::<Probe>("fuzz/topic", input);
+                let _ = decode::<(u8, String)>("fuzz/topic", input);
+            });
+    }
+}

@@ -14,6 +14,8 @@
 //! zlib compression ([`Compression`]: bodies are inflated on arrival whatever the setting),
 //! and commlib's Redis glob patterns (matched as Redis does; see `docs/commlib.md`).
 
+#![forbid(unsafe_code)]
+
 pub mod action;
 pub mod action_service;
 pub mod body;

@@ -210,7 +210,7 @@ impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
         let mut replies = self.conn.subscribe_with(options).await?;
         let envelope = Outgoing { header: RpcHeader::new(reply_to, None), data: request };
         let payload = body::encode_with(&self.name, &envelope, self.compression)?;
-        let message = Message::new(self.topic.clone(), payload).with_qos(QoS::AtLeastOnce);
+        let message = Message::new(self.topic.clone(), payload);
         self.conn.publish(message).await?;
         tokio::time::timeout_at(deadline, replies.recv())
             .await
@@ -359,7 +359,7 @@ where
         body::encode_with(name, &response, compression)?
     };
     drop(response);
-    let mut reply = Message::new(reply_topic, payload).with_qos(QoS::AtLeastOnce);
+    let mut reply = Message::new(reply_topic, payload);
     if wire == Wire::Queues {
         reply.correlation_id = request.correlation_id;
         reply = reply.with_header(busbar_core::message::header::CONTENT_TYPE, "application/json");

@@ -16,6 +16,8 @@
 //! Cases never sleep to synchronise: they wait for the messages, replies or events they
 //! expect, each under a deadline, so a broken transport fails instead of hanging.
 
+#![forbid(unsafe_code)]
+
 pub mod cases;
 mod harness;
 
@@ -25,6 +27,7 @@ pub use harness::{CASE_DEADLINE, Harness, TestResult, run_case, within};
 pub const CASES: &[&str] = &[
     "ordering_per_publisher",
     "wildcard_semantics",
+    "qos_kept_or_refused",
     "concurrent_subscribes",
     "queue_groups_share_the_load",
     "named_queues",
@@ -68,6 +71,7 @@ macro_rules! suite {
         $crate::suite!(@cases $harness;
             ordering_per_publisher,
             wildcard_semantics,
+            qos_kept_or_refused,
             concurrent_subscribes,
             queue_groups_share_the_load,
             named_queues,

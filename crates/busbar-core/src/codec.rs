@@ -10,6 +10,13 @@ use bytes::Bytes;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+/// How deep MessagePack arrays and maps may nest in a payload: JSON's limit (serde_json
+/// refuses past 128). rmp-serde's own default, 1,024, is deeper than a 2 MiB thread stack
+/// can take in a debug build, and a stack overflow aborts the whole process: a hostile
+/// payload must be an error instead.
+#[cfg(feature = "msgpack")]
+const MAX_MSGPACK_DEPTH: usize = 128;
+
 /// A serialisation format for typed payloads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
@@ -130,7 +137,11 @@ impl Codec {
         let result = match self {
             Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             #[cfg(feature = "msgpack")]
-            Codec::MsgPack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
+            Codec::MsgPack => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+                de.set_max_depth(MAX_MSGPACK_DEPTH);
+                T::deserialize(&mut de).map_err(|e| e.to_string())
+            }
             #[cfg(not(feature = "msgpack"))]
             Codec::MsgPack => return Err(CodecError::Disabled(self)),
         };
@@ -148,6 +159,20 @@ impl Codec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A payload nested deeper than a thread stack can follow was a stack overflow (the
+    /// process aborts, no panic to catch); now it is a decode error.
+    #[cfg(feature = "msgpack")]
+    #[test]
+    fn deeply_nested_msgpack_is_an_error_not_a_crash() {
+        let mut hostile = vec![0x91u8; 100_000];
+        hostile.push(0xc0);
+        let err = Codec::MsgPack.decode::<serde_json::Value>(&hostile, "t");
+        assert!(err.is_err());
+        let mut fine = vec![0x91u8; 100];
+        fine.push(0xc0);
+        assert!(Codec::MsgPack.decode::<serde_json::Value>(&fine, "t").is_ok());
+    }
     use serde::Deserialize;
 
     #[derive(Debug, PartialEq, Serialize, Deserialize)]

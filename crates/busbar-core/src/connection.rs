@@ -8,10 +8,10 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::error::{
-    CloseError, ConnectError, OpError, PublishError, PublishErrorKind, RequestError, Result,
-    SubscribeError, SubscribeErrorKind,
+    CloseError, Common, ConnectError, OpError, PublishError, PublishErrorKind, RequestError,
+    Result, SubscribeError, SubscribeErrorKind,
 };
-use crate::message::Message;
+use crate::message::{Message, QoS};
 use crate::stats::StatsSnapshot;
 use crate::topic::{Topic, TopicFilter};
 use crate::transport::{
@@ -91,7 +91,7 @@ impl Connection {
             return Err(self.unsupported("no-local subscriptions"));
         }
         match self
-            .named_queue_problem(options.filter.as_str(), options.filter.queue_name().is_some())
+            .named_queue_problem(options.filter.as_str(), || options.filter.queue_name().is_some())
         {
             Some(QueueProblem::Unsupported) => Err(self.unsupported("named queues")),
             Some(QueueProblem::NamesNone(why)) => {
@@ -132,30 +132,44 @@ impl Connection {
     }
 
     /// The error for a feature this transport lacks, as the failing operation's kind.
-    pub fn unsupported<K: Copy + From<crate::error::Common>>(
-        &self,
-        feature: &'static str,
-    ) -> OpError<K> {
+    pub fn unsupported<K: Copy + From<Common>>(&self, feature: &'static str) -> OpError<K> {
         OpError::unsupported(self.kind(), feature)
     }
 
-    /// Refuses what the transport cannot honour instead of silently degrading it.
     /// Whether messages can be published to `topic` on this connection, checked without
     /// sending. Servers call it on reply topics that came off the wire before they answer.
     pub fn check_destination(&self, topic: &Topic) -> Result<(), PublishError> {
         self.transport.check_destination(topic)
     }
 
+    /// Refuses what the transport cannot honour instead of silently degrading it.
     fn check(&self, message: &Message) -> Result<(), PublishError> {
         self.transport.check_destination(&message.topic)?;
         let caps = self.capabilities();
+        if let Some(asked) = message.qos
+            && asked > caps.max_qos
+        {
+            return Err(OpError::new(
+                Common::Unsupported.into(),
+                format!(
+                    "the {} transport carries messages at QoS {} at most ({}); QoS {} was asked \
+                     for: ask for QoS {} or less, or leave the QoS unset for the transport's best",
+                    self.kind(),
+                    caps.max_qos as u8,
+                    qos_words(caps.max_qos),
+                    asked as u8,
+                    caps.max_qos as u8,
+                ),
+            ));
+        }
         if message.retain && !caps.retained {
             return Err(self.unsupported("retained messages"));
         }
         if message.expires_at.is_some() && !caps.expiry {
             return Err(self.unsupported("message expiry"));
         }
-        match self.named_queue_problem(message.topic.as_str(), message.topic.queue_name().is_some())
+        match self
+            .named_queue_problem(message.topic.as_str(), || message.topic.queue_name().is_some())
         {
             Some(QueueProblem::Unsupported) => Err(self.unsupported("named queues")),
             Some(QueueProblem::NamesNone(why)) => {
@@ -167,13 +181,18 @@ impl Connection {
 
     /// Why a topic or filter in the named-queue namespace cannot be used here: the
     /// transport has no named queues, or it names no queue (`names_one` is false because it
-    /// was not made by `Topic::named_queue`).
-    fn named_queue_problem(&self, name: &str, names_one: bool) -> Option<QueueProblem> {
+    /// was not made by `Topic::named_queue`). `names_one` is asked only of names in that
+    /// namespace: every publish passes through here, and almost none is.
+    fn named_queue_problem(
+        &self,
+        name: &str,
+        names_one: impl FnOnce() -> bool,
+    ) -> Option<QueueProblem> {
         if !crate::topic::is_queue_namespace(name) {
             None
         } else if !self.capabilities().named_queues {
             Some(QueueProblem::Unsupported)
-        } else if !names_one {
+        } else if !names_one() {
             Some(QueueProblem::NamesNone(format!(
                 "{name} is in the named-queue namespace but names no queue; make it with \
                  Topic::named_queue"
@@ -181,6 +200,15 @@ impl Connection {
         } else {
             None
         }
+    }
+}
+
+/// A QoS level in words, for error messages.
+fn qos_words(qos: QoS) -> &'static str {
+    match qos {
+        QoS::AtMostOnce => "at most once",
+        QoS::AtLeastOnce => "at least once",
+        QoS::ExactlyOnce => "exactly once",
     }
 }
 

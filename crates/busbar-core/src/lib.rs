@@ -9,6 +9,8 @@
 //!   transport.
 //! * [`node`]: a named component owning one connection and its endpoints.
 
+#![forbid(unsafe_code)]
+
 pub mod auth;
 pub mod codec;
 pub mod connection;

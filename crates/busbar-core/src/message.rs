@@ -23,8 +23,9 @@ use crate::topic::Topic;
 pub enum QoS {
     /// Fire and forget.
     AtMostOnce = 0,
-    /// Delivered at least once (may be duplicated after a reconnect). The default: busbar
-    /// prefers not losing messages.
+    /// Delivered at least once (may be duplicated after a reconnect). What a message that
+    /// asks for no QoS travels with where the transport can give it: busbar prefers not
+    /// losing messages.
     #[default]
     AtLeastOnce = 1,
     /// Delivered exactly once where the broker can do it.
@@ -307,8 +308,13 @@ pub struct Message {
     pub payload: Payload,
     /// String headers (carried natively or in an envelope, depending on the transport).
     pub headers: Headers,
-    /// Delivery guarantee.
-    pub qos: QoS,
+    /// The delivery guarantee asked for; `None` asks for the transport's best up to
+    /// [`QoS::AtLeastOnce`] (at least once on MQTT, AMQP and `mem://`, at most once on Redis
+    /// and NATS, which can give no more). A QoS above the transport's
+    /// [`max_qos`](crate::transport::Capabilities::max_qos) is refused with an error of kind
+    /// `Unsupported`, never carried at a lower one. On a received message: the QoS it
+    /// travelled with.
+    pub qos: Option<QoS>,
     /// Keep as the topic's retained message; on delivery, true when it came from the store.
     pub retain: bool,
     /// After this instant the message is dropped instead of delivered.
@@ -326,7 +332,7 @@ impl Message {
             topic,
             payload: payload.into(),
             headers: Headers::new(),
-            qos: QoS::default(),
+            qos: None,
             retain: false,
             expires_at: None,
             reply_to: None,
@@ -344,10 +350,16 @@ impl Message {
         Some(m)
     }
 
-    /// Sets the QoS.
+    /// Asks for `qos` (refused where the transport cannot give it).
     pub fn with_qos(mut self, qos: QoS) -> Self {
-        self.qos = qos;
+        self.qos = Some(qos);
         self
+    }
+
+    /// The QoS this message travels with on a transport whose best is `max`: the one it
+    /// asks for, or else at least once where `max` allows (see [`Message::qos`]).
+    pub fn effective_qos(&self, max: QoS) -> QoS {
+        self.qos.unwrap_or(QoS::AtLeastOnce.min(max))
     }
 
     /// Marks the message to be retained.

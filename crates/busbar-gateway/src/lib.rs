@@ -17,6 +17,8 @@
 //! busbar topics have no empty levels, so the leading `/` of CSTBox topics
 //! (`/data/observation/...`) is dropped on the wire (`data/observation/...`).
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod event;
 mod format;

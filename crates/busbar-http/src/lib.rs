@@ -3,6 +3,8 @@
 //! far apart, to many hosts), over plain TCP or rustls with the ring provider, with a
 //! deadline over the whole exchange and a cap on the size of the answer.
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 
 use busbar_core::Connection;
-use busbar_core::message::Message;
+use busbar_core::message::{Message, QoS};
 use busbar_core::topic::{INBOX_PREFIX, TopicFilter};
 use busbar_core::transport::ConnectOptions;
 use busbar_transport_kit::delivery::Offer;
@@ -159,6 +159,8 @@ impl BusInner {
     /// Routes `message` to every matching subscription without waiting. Deliveries to full
     /// `Block` queues are returned for the caller to await outside the lock.
     pub(crate) fn route(&self, mut message: Message, from: &Meter) -> Routed {
+        // Subscribers see the QoS it travelled with: the one asked for, or the bus's default.
+        message.qos = Some(message.effective_qos(QoS::ExactlyOnce));
         // Replies to `_busbar/inbox/<id>` go straight to the requesting connection's inbox.
         // The first byte rules out almost every topic before any string comparison.
         let topic = message.topic.as_str();

@@ -11,6 +11,8 @@
 //! * [`MemBus::new`] makes a private bus (tests use one each, so they cannot interfere).
 //! * `?serialize=always` makes a connection serialise typed payloads as brokers must.
 
+#![forbid(unsafe_code)]
+
 mod bus;
 mod connector;
 mod routes;

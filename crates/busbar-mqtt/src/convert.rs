@@ -53,7 +53,7 @@ pub(crate) fn incoming(p: Publish) -> Result<(Message, Vec<usize>), String> {
     let topic = std::str::from_utf8(&p.topic).map_err(|_| "its topic is not UTF-8".to_owned())?;
     let topic = Topic::new(topic).map_err(|e| format!("topic {topic:?}: {e}"))?;
     let mut m = Message::new(topic, p.payload);
-    m.qos = qos_in(p.qos);
+    m.qos = Some(qos_in(p.qos));
     m.retain = p.retain;
     let mut ids = Vec::new();
     if let Some(props) = p.properties {
@@ -155,11 +155,11 @@ pub(crate) fn incoming_v4(p: rumqttc::Publish) -> Result<(Message, Vec<usize>), 
         }
     }
     let mut m = Message::new(topic, payload);
-    m.qos = match p.qos {
+    m.qos = Some(match p.qos {
         rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
         rumqttc::QoS::AtLeastOnce => QoS::AtLeastOnce,
         rumqttc::QoS::ExactlyOnce => QoS::ExactlyOnce,
-    };
+    });
     m.retain = p.retain;
     m.headers = meta.h.into_iter().collect::<Headers>();
     m.reply_to = meta.r.and_then(|t| Topic::new(t).ok());
@@ -209,5 +209,25 @@ mod tests {
         fake.extend_from_slice(b"not json");
         let (back, _) = incoming_v4(publish(Bytes::from(fake.clone()))).expect("decode");
         assert_eq!(back.payload.to_bytes().expect("bytes").as_ref(), &fake[..]);
+    }
+}
+
+/// The MQTT 3.1.1 envelope decoder on malformed input: a message or an error, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use busbar_testkit::fuzz::Fuzz;
+
+    use super::*;
+
+    #[test]
+    fn fuzz_envelope_v311() {
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/envelope_v311");
+        Fuzz::new("mqtt_envelope_v311", corpus)
+            .dictionary(&["\0busbar\x01", "\"h\":", "\"r\":", "\"c\":", "\"e\":", "null"])
+            .run(|input| {
+                let publish =
+                    rumqttc::Publish::new("fuzz/topic", rumqttc::QoS::AtLeastOnce, input.to_vec());
+                let _ = incoming_v4(publish);
+            });
     }
 }

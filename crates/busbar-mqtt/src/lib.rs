@@ -26,6 +26,8 @@
 //! An unknown parameter or a bad value is an [`Error::InvalidUrl`](busbar_core::Error) that
 //! names it.
 
+#![forbid(unsafe_code)]
+
 mod convert;
 mod protocol;
 mod registry;

@@ -89,7 +89,7 @@ impl Client {
                 check_size(message, payload.len(), around, max_packet)?;
                 c.publish_with_properties(
                     message.topic.as_str(),
-                    qos_out(message.qos),
+                    qos_out(message.effective_qos(QoS::ExactlyOnce)),
                     message.retain,
                     payload,
                     props,
@@ -101,9 +101,14 @@ impl Client {
                 // The envelope, if any, counts against the limit as the payload's overhead.
                 let (payload, size) = convert::envelope(message)?;
                 check_size(message, size, payload.len().saturating_sub(size), max_packet)?;
-                c.publish(message.topic.as_str(), qos4(message.qos), message.retain, payload)
-                    .await
-                    .map_err(queue_error)
+                c.publish(
+                    message.topic.as_str(),
+                    qos4(message.effective_qos(QoS::ExactlyOnce)),
+                    message.retain,
+                    payload,
+                )
+                .await
+                .map_err(queue_error)
             }
         }
     }

@@ -4,7 +4,7 @@ use std::str::FromStr;
 
 use async_nats::{HeaderMap, HeaderName, HeaderValue};
 use busbar_core::error::{PublishError, PublishErrorKind};
-use busbar_core::message::{Headers, Message};
+use busbar_core::message::{Headers, Message, QoS};
 use busbar_core::topic::{Topic, TopicError, topic_from_nats};
 use bytes::Bytes;
 
@@ -49,7 +49,8 @@ pub(crate) fn message_in(
         Some(t) => t.clone(),
         None => topic_from_nats(m.subject.as_str())?,
     };
-    let mut message = Message::new(topic, m.payload);
+    // All core NATS can carry.
+    let mut message = Message::new(topic, m.payload).with_qos(QoS::AtMostOnce);
     if let Some(reply) = &m.reply {
         message.reply_to = Some(topic_from_nats(reply.as_str())?);
     }
@@ -129,5 +130,52 @@ mod tests {
         assert_eq!(refused(&m), Some(PublishErrorKind::Unsupported));
         let m = Message::new(Topic::new("a").expect("topic"), &b""[..]).with_header("a", "1\r\n");
         assert_eq!(refused(&m), Some(PublishErrorKind::Unsupported));
+    }
+}
+
+/// A received NATS message with hostile subject, reply and headers: a message or an error,
+/// never a panic. The input's first line is the subject, the second the reply subject, then
+/// `name: value` header lines until an empty one, then the payload.
+#[cfg(test)]
+mod fuzz {
+    use async_nats::HeaderMap;
+    use busbar_testkit::fuzz::Fuzz;
+    use bytes::Bytes;
+
+    use super::*;
+
+    #[test]
+    fn fuzz_message_in() {
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/message_in");
+        Fuzz::new("nats_message_in", corpus)
+            .dictionary(&["_busbar.inbox.", ".>", ".*", "_2e_", "busbar-status"])
+            .run(|input| {
+                let text = String::from_utf8_lossy(input);
+                let mut lines = text.split('\n');
+                let subject = lines.next().unwrap_or_default().to_owned();
+                let reply = lines.next().filter(|r| !r.is_empty()).map(|r| r.to_owned().into());
+                let mut headers = HeaderMap::new();
+                for line in lines.by_ref() {
+                    let Some((name, value)) = line.split_once(':') else { break };
+                    // async-nats refuses some names and values itself; those never reach us.
+                    if let (Ok(name), Ok(value)) = (
+                        name.trim().parse::<async_nats::HeaderName>(),
+                        value.trim().parse::<async_nats::HeaderValue>(),
+                    ) {
+                        headers.insert(name, value);
+                    }
+                }
+                let payload: Vec<&str> = lines.collect();
+                let message = async_nats::Message {
+                    subject: subject.into(),
+                    reply,
+                    payload: Bytes::from(payload.join("\n")),
+                    headers: Some(headers),
+                    status: None,
+                    description: None,
+                    length: input.len(),
+                };
+                let _ = message_in(message, None);
+            });
     }
 }

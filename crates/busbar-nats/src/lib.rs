@@ -21,6 +21,8 @@
 //!   re-subscribes; busbar turns its events into [`ConnectionEvent`](busbar_core::ConnectionEvent)s
 //!   and its slow-consumer drops into the `dropped` counter.
 
+#![forbid(unsafe_code)]
+
 mod convert;
 mod settings;
 mod transport;

@@ -30,6 +30,8 @@
 //! # let _ = options; Ok(()) }
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod error;
 mod http;
 

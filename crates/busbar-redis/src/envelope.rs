@@ -20,7 +20,7 @@
 use std::time::Duration;
 
 use busbar_core::message::Headers;
-use busbar_core::{Message, Topic};
+use busbar_core::{Message, QoS, Topic};
 use bytes::{BufMut, Bytes, BytesMut};
 use tokio::time::Instant;
 
@@ -120,6 +120,8 @@ impl Decoded {
     /// The message on `topic` (or the envelope's own topic).
     pub(crate) fn into_message(self, topic: Topic) -> Message {
         let mut m = Message::new(self.topic.unwrap_or(topic), self.payload);
+        // All Redis can carry.
+        m.qos = Some(QoS::AtMostOnce);
         m.headers = self.headers;
         m.expires_at = self.ttl.and_then(|t| Instant::now().checked_add(t));
         m.reply_to = self.reply_to;
@@ -273,5 +275,25 @@ mod tests {
             decode(full.slice(..MAGIC.len())).err(),
             Some(Malformed("the envelope is cut short"))
         );
+    }
+}
+
+/// The envelope decoder on malformed input: an error or a message, never a panic.
+#[cfg(test)]
+mod fuzz {
+    use busbar_testkit::fuzz::Fuzz;
+
+    use super::*;
+
+    #[test]
+    fn fuzz_envelope() {
+        Fuzz::new("redis_envelope", concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/envelope"))
+            .dictionary(&["\0BBR\x01", "_busbar/inbox/", "content-type"])
+            .run(|input| {
+                if let Ok(decoded) = decode(Bytes::copy_from_slice(input)) {
+                    let topic = Topic::new("fuzz/topic").expect("a valid topic");
+                    let _ = decoded.into_message(topic);
+                }
+            });
     }
 }

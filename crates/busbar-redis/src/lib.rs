@@ -66,6 +66,8 @@
 //! default if none is (redis-rs takes its provider from there); `?ca=` names a PEM CA file,
 //! `?cert=` and `?key=` a client certificate.
 
+#![forbid(unsafe_code)]
+
 mod envelope;
 mod settings;
 mod tls;

@@ -10,6 +10,8 @@
 //! bodies, binary answers in base64, a deadline, an allow-list of hosts, and failures of the
 //! proxy itself reported as such rather than lost.
 
+#![forbid(unsafe_code)]
+
 mod message;
 mod proxy;
 mod service;

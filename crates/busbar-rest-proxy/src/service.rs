@@ -107,3 +107,27 @@ fn to_rpc_error(e: ProxyError) -> RpcError {
     };
     RpcError::new(code, e.message)
 }
+
+/// REST proxy requests from callers: a request or an error, never a panic, whatever JSON
+/// (or non-JSON) a caller sends.
+#[cfg(test)]
+mod fuzz {
+    use busbar_testkit::fuzz::Fuzz;
+
+    use super::*;
+
+    #[test]
+    fn fuzz_request() {
+        let corpus = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz/corpus/request");
+        Fuzz::new("rest_proxy_request", corpus)
+            .dictionary(&["{id}", "\"path_params\"", "\"json\"", "%", "@", "\"verb\"", "65536"])
+            .run(|input| {
+                let Ok(value) = serde_json::from_slice::<Value>(input) else { return };
+                if let Ok(request) = parse(value) {
+                    let _ = request.method();
+                    let _ = request.url();
+                    let _ = request.to_http();
+                }
+            });
+    }
+}

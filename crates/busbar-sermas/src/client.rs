@@ -96,7 +96,7 @@ impl SermasClient {
         let topic = template.fill(&self.params_for(&template, params, &payload))?;
         let bytes = serde_json::to_vec(&payload)
             .map_err(|_| SermasError::NotAnObject { topic: topic.as_str().to_owned() })?;
-        self.conn.publish(Message::new(topic.clone(), bytes).with_qos(QoS::AtLeastOnce)).await?;
+        self.conn.publish(Message::new(topic.clone(), bytes)).await?;
         Ok(topic)
     }
 

@@ -25,6 +25,8 @@
 //!     token: {oidc: {}, as: username, with: sermas}
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod client;
 mod error;
 mod template;

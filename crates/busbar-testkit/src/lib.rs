@@ -49,10 +49,12 @@
 //!
 //! Only loopback addresses are ever used by the owned processes.
 
+#![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod bench;
 mod error;
+pub mod fuzz;
 pub mod oidc;
 pub mod peer;
 pub mod pki;

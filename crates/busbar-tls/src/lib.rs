@@ -6,6 +6,8 @@
 //! needs a default provider to exist. The server's certificate is always verified: against
 //! `ca` when given, the system's roots otherwise.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

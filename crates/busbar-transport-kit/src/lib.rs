@@ -14,6 +14,8 @@
 //!   getters, and the one way a URL is shown without its secrets.
 //! * [`login`]: user name and password, tokens placed in them, and the task that refreshes
 //!   tokens before they expire.
+//! * [`lifecycle`]: open until closed once, the token every task of a connection stops
+//!   on, and the supervisor task a close waits for ([`Lifecycle`], [`Supervisor`]).
 //! * [`publish_queue`]: the queue that lets publishes under a drop policy never wait.
 //! * [`backoff`]: the delays between reconnect attempts.
 //!
@@ -28,6 +30,7 @@ pub mod endpoint;
 pub mod fanout;
 pub mod ids;
 pub mod inbox;
+pub mod lifecycle;
 pub mod login;
 pub mod publish_queue;
 
@@ -36,6 +39,7 @@ pub use endpoint::{Endpoint, Params, Server};
 pub use fanout::Fanout;
 pub use ids::CorrelationId;
 pub use inbox::Inbox;
+pub use lifecycle::{Lifecycle, Supervisor};
 pub use login::Login;
 pub use publish_queue::PublishQueue;
 

@@ -92,6 +92,15 @@ impl Refresher {
     }
 }
 
+/// The next token from `refresher`, or never when the connection has none: a supervisor
+/// selects on it beside its broker's events.
+pub async fn next_token(refresher: &mut Option<Refresher>) -> Option<Token> {
+    match refresher {
+        Some(r) => r.next().await,
+        None => std::future::pending().await,
+    }
+}
+
 impl Drop for Refresher {
     fn drop(&mut self) {
         self.task.abort();

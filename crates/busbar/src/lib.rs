@@ -14,6 +14,8 @@
 //! This crate gathers the core ([`busbar_core`]) and the transports compiled in (cargo
 //! features named after them), and turns URLs into connections: see [`connect`].
 
+#![forbid(unsafe_code)]
+
 use std::sync::Arc;
 
 // The user API, named one by one: what an application needs to connect, publish,

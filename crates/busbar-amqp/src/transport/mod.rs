@@ -32,7 +32,7 @@ mod subscribe;
 mod supervisor;
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,11 +46,9 @@ use busbar_core::transport::{
 };
 use busbar_transport_kit::endpoint::{self, config_error};
 use busbar_transport_kit::login::{Login, Refresher, first_token};
-use busbar_transport_kit::{Fanout, Inbox, Meter};
+use busbar_transport_kit::{Fanout, Inbox, Lifecycle, Meter, Supervisor};
 use lapin::types::ShortString;
 use tokio::sync::{Notify, oneshot, watch};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use self::failure::{TRANSPORT, broker};
 use self::state::{Shared, SubEntry, lock};
@@ -60,7 +58,7 @@ use crate::settings::Settings;
 pub struct AmqpTransport {
     shared: Arc<Shared>,
     capabilities: Capabilities,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
+    supervisor: Supervisor,
 }
 
 impl std::fmt::Debug for AmqpTransport {
@@ -134,8 +132,7 @@ impl AmqpTransport {
             inbox: Inbox::new(&meter),
             next_id: AtomicU64::new(1),
             meter,
-            open: AtomicBool::new(true),
-            shutdown: CancellationToken::new(),
+            life: Lifecycle::new(&settings.shown),
             trouble: trouble_tx,
             teardowns: AtomicUsize::new(0),
             teardown_done: Notify::new(),
@@ -145,7 +142,7 @@ impl AmqpTransport {
         // The supervisor swaps the credentials and reconnects with each fresh token.
         let refresher = match (&options.token, first_token) {
             (Some(provider), Some(token)) => {
-                Some(Refresher::start(provider.clone(), token, shared.shutdown.clone()))
+                Some(Refresher::start(provider.clone(), token, shared.life.token().clone()))
             }
             _ => None,
         };
@@ -167,7 +164,7 @@ impl AmqpTransport {
             )),
         };
         if let Err(e) = outcome {
-            shared.shutdown.cancel();
+            shared.life.end();
             // The refresher goes with the supervisor's task.
             supervisor.abort();
             return Err(e);
@@ -175,7 +172,7 @@ impl AmqpTransport {
         Ok(AmqpTransport {
             capabilities: capabilities(&shared.settings),
             shared,
-            supervisor: Mutex::new(Some(supervisor)),
+            supervisor: Supervisor::new(supervisor),
         })
     }
 
@@ -190,15 +187,12 @@ impl AmqpTransport {
             });
         }
         self.end();
-        if let Some(task) = lock(&self.supervisor).take() {
-            task.abort();
-        }
+        self.supervisor.abort();
     }
 
     fn end(&self) {
         let s = &self.shared;
-        if s.open.swap(false, Ordering::AcqRel) {
-            s.shutdown.cancel();
+        if s.life.end() {
             // Subscriptions end: their senders go with the entries and the consumer tasks.
             let subs: Vec<SubEntry> = lock(&s.subs).drain().map(|(_, e)| e).collect();
             for e in subs {
@@ -263,17 +257,12 @@ impl Transport for AmqpTransport {
 
     fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
         Box::pin(async move {
-            if !self.shared.open.load(Ordering::Acquire) {
+            if !self.shared.life.is_open() {
                 return Ok(());
             }
-            self.shared.shutdown.cancel();
-            let task = lock(&self.supervisor).take();
-            if let Some(mut task) = task {
-                // The supervisor closes the connection gracefully; bound the wait.
-                if tokio::time::timeout(Duration::from_secs(3), &mut task).await.is_err() {
-                    task.abort();
-                }
-            }
+            // The supervisor closes the connection gracefully.
+            self.shared.life.stop_tasks();
+            self.supervisor.join_within(Duration::from_secs(3)).await;
             self.end();
             Ok(())
         })

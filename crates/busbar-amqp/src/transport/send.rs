@@ -85,10 +85,11 @@ impl Shared {
     /// Publishes `message`, waiting (up to `reconnect_wait`) for a lost connection to come
     /// back.
     pub(super) async fn send(&self, message: Message) -> Result<(), PublishError> {
-        self.check_open()?;
+        self.life.check()?;
         self.settle_teardowns().await;
         let (exchange, key, payload) = self.outgoing(&message)?;
         let props = convert::properties(&message, None, None)?;
+        let qos = message.effective_qos(QoS::AtLeastOnce);
         let deadline = self.reconnect_deadline();
         let mut after = 0;
         loop {
@@ -96,10 +97,7 @@ impl Shared {
                 Some(l) if l.generation > after => l,
                 _ => self.link_after(after, deadline).await?,
             };
-            match self
-                .publish_on(&link, &exchange, &key, &payload, props.clone(), message.qos)
-                .await
-            {
+            match self.publish_on(&link, &exchange, &key, &payload, props.clone(), qos).await {
                 Ok(()) => {
                     self.meter.published();
                     return Ok(());
@@ -110,9 +108,9 @@ impl Shared {
                     // confirmed, so it goes again on the next connection (at least once);
                     // at QoS 0 it is reported lost rather than silently dropped.
                     let _ = self.trouble.send(link.generation);
-                    self.check_open()?;
-                    if message.qos == QoS::AtMostOnce {
-                        return Err(self.not_connected(describe(&e)));
+                    self.life.check()?;
+                    if qos == QoS::AtMostOnce {
+                        return Err(self.life.not_connected(describe(&e)));
                     }
                     after = link.generation;
                 }
@@ -128,7 +126,7 @@ impl Shared {
         message: Message,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
-        self.check_open::<RequestErrorKind>()?;
+        self.life.check::<RequestErrorKind>()?;
         let topic = message.topic.clone();
         inbox::exchange(&self.meter, topic.as_str(), timeout, async {
             self.settle_teardowns().await;
@@ -161,7 +159,7 @@ impl Shared {
                 Ok(_) => self.meter.published(),
                 Err(e) => {
                     let _ = self.trouble.send(link.generation);
-                    return Err(self.not_connected(describe(&e)));
+                    return Err(self.life.not_connected(describe(&e)));
                 }
             }
             pending.reply().await

@@ -4,19 +4,18 @@
 //! other.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use busbar_core::error::{Common, OpError};
 use busbar_core::topic::TopicFilter;
 use busbar_transport_kit::login::Login;
-use busbar_transport_kit::{Fanout, Inbox, Meter};
+use busbar_transport_kit::{Fanout, Inbox, Lifecycle, Meter};
 use lapin::Channel;
 use lapin::types::ShortString;
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::task::AbortHandle;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
 
@@ -77,8 +76,7 @@ pub(super) struct Shared {
     pub(super) inbox: Inbox,
     pub(super) next_id: AtomicU64,
     pub(super) meter: Meter,
-    pub(super) open: AtomicBool,
-    pub(super) shutdown: CancellationToken,
+    pub(super) life: Lifecycle,
     /// Generations a consumer or publisher found broken: the supervisor reconnects.
     pub(super) trouble: mpsc::UnboundedSender<u64>,
     /// Unsubscriptions in progress; publishes wait for them so nothing published after a
@@ -90,19 +88,6 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Refuses calls once the connection is closed.
-    pub(super) fn check_open<K: Copy + From<Common>>(&self) -> Result<(), OpError<K>> {
-        if self.open.load(Ordering::Acquire) { Ok(()) } else { Err(OpError::closed()) }
-    }
-
-    /// Not connected to the broker, for `reason`.
-    pub(super) fn not_connected<K: Copy + From<Common>>(
-        &self,
-        reason: impl std::fmt::Display,
-    ) -> OpError<K> {
-        OpError::not_connected(&self.settings.shown, reason)
-    }
-
     pub(super) fn current(&self) -> Option<Arc<Link>> {
         self.link.borrow().clone()
     }
@@ -116,11 +101,11 @@ impl Shared {
         let mut rx = self.link.subscribe();
         let wait = rx.wait_for(|l| l.as_ref().is_some_and(|l| l.generation > after));
         tokio::select! {
-            _ = self.shutdown.cancelled() => Err(OpError::closed()),
+            _ = self.life.token().cancelled() => Err(OpError::closed()),
             r = tokio::time::timeout_at(deadline, wait) => match r {
                 Ok(Ok(link)) => link.clone().ok_or_else(OpError::closed),
                 Ok(Err(_)) => Err(OpError::closed()),
-                Err(_) => Err(self.not_connected(format!(
+                Err(_) => Err(self.life.not_connected(format!(
                     "the connection did not come back within {:?}",
                     self.settings.reconnect_wait
                 ))),

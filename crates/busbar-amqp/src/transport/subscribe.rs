@@ -41,7 +41,7 @@ pub(super) async fn subscribe(
     s: &Arc<Shared>,
     options: SubscribeOptions,
 ) -> Result<Subscription, SubscribeError> {
-    s.check_open()?;
+    s.life.check()?;
     if options.no_local {
         return Err(OpError::unsupported(TRANSPORT, "no-local subscriptions"));
     }

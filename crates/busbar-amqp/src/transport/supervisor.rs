@@ -7,12 +7,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar_core::auth::{Token, TokenPlacement};
+use busbar_core::auth::TokenPlacement;
 use busbar_core::error::{ConnectError, ConnectErrorKind, SubscribeError, SubscribeErrorKind};
 use busbar_core::transport::ConnectionEvent;
 use busbar_transport_kit::backoff::backoff;
 use busbar_transport_kit::endpoint::{self, config_error};
-use busbar_transport_kit::login::{Login, Refresher};
+use busbar_transport_kit::login::{Login, Refresher, next_token};
 use futures_util::StreamExt;
 use lapin::ExchangeKind;
 use lapin::options::{ConfirmSelectOptions, ExchangeDeclareOptions, QueueDeleteOptions};
@@ -127,14 +127,6 @@ async fn open_link(shared: &Shared, generation: u64) -> Result<Arc<Link>, Connec
     Ok(Arc::new(Link { generation, conn, plain, confirm, rpc }))
 }
 
-/// The next token from the refresher, or never when the connection has none.
-async fn next_token(refresher: &mut Option<Refresher>) -> Option<Token> {
-    match refresher {
-        Some(r) => r.next().await,
-        None => std::future::pending().await,
-    }
-}
-
 /// Owns the connection until shutdown: connects, attaches every subscription, watches for
 /// failure, and starts again. `login` is the URL's, in which each fresh token from the
 /// `refresher` is placed where `placement` says.
@@ -149,7 +141,7 @@ pub(super) async fn supervise(
     let mut first = Some(first);
     let mut generation: u64 = 0;
     let mut attempt: u32 = 0;
-    while !shared.shutdown.is_cancelled() {
+    while !shared.life.token().is_cancelled() {
         let candidate = generation + 1;
         let setup = async {
             let link = open_link(&shared, candidate).await?;
@@ -182,7 +174,7 @@ pub(super) async fn supervise(
                 tracing::debug!(error = %e, "reconnect failed");
                 attempt = attempt.saturating_add(1);
                 tokio::select! {
-                    _ = shared.shutdown.cancelled() => break,
+                    _ = shared.life.token().cancelled() => break,
                     _ = tokio::time::sleep(backoff(attempt)) => {}
                 }
                 continue;
@@ -199,7 +191,7 @@ pub(super) async fn supervise(
         let mut lapin_events = link.conn.events_listener();
         let reason = loop {
             tokio::select! {
-                _ = shared.shutdown.cancelled() => break None,
+                _ = shared.life.token().cancelled() => break None,
                 Some(g) = trouble.recv() => {
                     if g == generation && !(link.plain.status().connected()
                         && link.confirm.status().connected()
@@ -235,7 +227,7 @@ pub(super) async fn supervise(
         shared.inbox.fail_where(
             |tag| tag <= generation,
             || {
-                shared.not_connected(format!(
+                shared.life.not_connected(format!(
                     "the connection was lost before the reply came: {reason}"
                 ))
             },
@@ -252,7 +244,7 @@ pub(super) async fn supervise(
         if reason != TOKEN_REFRESH {
             attempt = attempt.saturating_add(1);
             tokio::select! {
-                _ = shared.shutdown.cancelled() => break,
+                _ = shared.life.token().cancelled() => break,
                 _ = tokio::time::sleep(backoff(attempt)) => {}
             }
         }

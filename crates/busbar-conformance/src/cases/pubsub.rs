@@ -56,6 +56,73 @@ pub async fn ordering_per_publisher(h: Arc<impl Harness>) -> TestResult {
     Ok(())
 }
 
+/// A QoS is kept or refused, never silently lowered: a publish asking for more than the
+/// transport's `max_qos` fails with `Unsupported` and nothing of it arrives; one asking for
+/// nothing travels at the transport's best up to at least once; and a received message says
+/// the QoS it travelled with.
+pub async fn qos_kept_or_refused(h: Arc<impl Harness>) -> TestResult {
+    use busbar_core::QoS;
+    use busbar_core::error::PublishErrorKind;
+    let p = prefix("qos");
+    let conn = connect(&*h).await?;
+    let max = conn.capabilities().max_qos;
+    let topic = Topic::new(format!("{p}/t")).map_err(|e| e.to_string())?;
+    let mut sub = conn.subscribe(&format!("{p}/#")).await?;
+    for asked in [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce] {
+        let m = Message::new(topic.clone(), format!("{}", asked as u8)).with_qos(asked);
+        let outcome = conn.publish(m).await;
+        if asked > max {
+            let kind = super::error_kind(outcome)?;
+            ensure(kind == PublishErrorKind::Unsupported, || {
+                format!(
+                    "QoS {} over a transport of max {} failed as {kind:?}",
+                    asked as u8, max as u8
+                )
+            })?;
+        } else {
+            outcome.map_err(|e| format!("QoS {} (max {}): {e}", asked as u8, max as u8))?;
+        }
+    }
+    conn.publish(Message::new(topic.clone(), "default")).await?;
+    // Behind everything on the same path: a refused message, had it been sent, comes first.
+    conn.publish(Message::new(topic.clone(), "end")).await?;
+    let best = QoS::AtLeastOnce.min(max);
+    let mut expected: Vec<(String, Option<QoS>)> =
+        [QoS::AtMostOnce, QoS::AtLeastOnce, QoS::ExactlyOnce]
+            .into_iter()
+            .filter(|q| *q <= max)
+            // What a broker hands over also depends on the subscription's QoS: only the bound
+            // holds for these.
+            .map(|q| (format!("{}", q as u8), None))
+            .collect();
+    expected.push(("default".to_owned(), Some(best)));
+    expected.push(("end".to_owned(), Some(best)));
+    // Publishes at different QoS may take different paths (AMQP confirms on a channel of
+    // their own): matched by body, not by order.
+    let mut waiting = expected;
+    while !waiting.is_empty() {
+        let got = next(&mut sub, &format!("the messages {waiting:?}")).await?;
+        let text = got.payload.to_bytes().map_err(|e| e.to_string())?;
+        let Some(at) = waiting.iter().position(|(body, _)| body.as_bytes() == text.as_ref()) else {
+            return Err(format!(
+                "{text:?} arrived where {waiting:?} were due (a refused QoS must send nothing)"
+            )
+            .into());
+        };
+        let (body, exactly) = waiting.remove(at);
+        ensure(got.qos.is_some_and(|q| q <= max), || {
+            format!("{body:?} arrived saying QoS {:?}, over the transport's max {max:?}", got.qos)
+        })?;
+        if let Some(qos) = exactly {
+            ensure(got.qos == Some(qos), || {
+                format!("{body:?} arrived at {:?}, expected the transport's best {qos:?}", got.qos)
+            })?;
+        }
+    }
+    conn.close().await?;
+    Ok(())
+}
+
 /// A publish that returned is sent even when the connection is closed right after it: a
 /// graceful close delivers what was published before it, in order.
 pub async fn close_sends_what_was_published(h: Arc<impl Harness>) -> TestResult {

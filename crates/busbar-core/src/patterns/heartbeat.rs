@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 use super::pubsub::{Publisher, Subscriber};
 use crate::connection::Connection;
 use crate::error::{Error, PublishErrorKind, Result};
-use crate::message::{Message, Payload, QoS};
+use crate::message::{Message, Payload};
 use crate::queue::{Overflow, Pushed, QueueConfig, QueueReceiver, queue};
 use crate::topic::Topic;
 
@@ -73,7 +73,8 @@ pub fn last_will(node: &str, interval: Duration) -> Result<Message> {
         reason: Some(REASON_LOST.to_owned()),
     };
     let bytes = crate::codec::Codec::Json.encode(&hb)?;
-    Ok(Message::new(heartbeat_topic(node)?, Payload::Bytes(bytes)).with_qos(QoS::AtLeastOnce))
+    // No QoS asked: the transport's best, at least once where it can.
+    Ok(Message::new(heartbeat_topic(node)?, Payload::Bytes(bytes)))
 }
 
 /// Publishes heartbeats every `interval` until `stop` fires, then one DOWN heartbeat.

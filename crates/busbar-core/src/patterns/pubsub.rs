@@ -21,7 +21,7 @@ pub struct Publisher<T> {
     conn: Connection,
     topic: Topic,
     codec: Codec,
-    qos: QoS,
+    qos: Option<QoS>,
     retain: bool,
     _type: PhantomData<fn(T)>,
 }
@@ -46,7 +46,7 @@ impl<T: Serialize + Send + Sync + 'static> Publisher<T> {
             conn: conn.clone(),
             topic: Topic::new(topic)?,
             codec: Codec::default(),
-            qos: QoS::default(),
+            qos: None,
             retain: false,
             _type: PhantomData,
         })
@@ -60,7 +60,7 @@ impl<T: Serialize + Send + Sync + 'static> Publisher<T> {
 
     /// Publishes with `qos`.
     pub fn qos(mut self, qos: QoS) -> Self {
-        self.qos = qos;
+        self.qos = Some(qos);
         self
     }
 

@@ -60,7 +60,7 @@ pub struct RpcClient<Req, Resp> {
     topic: Topic,
     codec: Codec,
     timeout: Duration,
-    qos: QoS,
+    qos: Option<QoS>,
     _types: PhantomData<fn(Req) -> Resp>,
 }
 
@@ -89,7 +89,7 @@ where
             topic: Topic::new(topic)?,
             codec: Codec::default(),
             timeout: DEFAULT_TIMEOUT,
-            qos: QoS::default(),
+            qos: None,
             _types: PhantomData,
         })
     }
@@ -108,7 +108,7 @@ where
 
     /// Sends requests with `qos`.
     pub fn qos(mut self, qos: QoS) -> Self {
-        self.qos = qos;
+        self.qos = Some(qos);
         self
     }
 

@@ -16,7 +16,7 @@ mod state;
 mod subscribe;
 mod supervisor;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -32,10 +32,8 @@ use busbar_core::transport::{
 };
 use busbar_core::{Overflow, QoS};
 use busbar_transport_kit::login::{Refresher, first_token};
-use busbar_transport_kit::{Inbox, Meter, PublishQueue, endpoint, ids};
+use busbar_transport_kit::{Inbox, Lifecycle, Meter, PublishQueue, Supervisor, endpoint, ids};
 use tokio::sync::{OnceCell, oneshot};
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
 
 use self::state::{Shared, lock};
 use crate::protocol::Version;
@@ -52,7 +50,7 @@ pub struct MqttTransport {
     /// The publish queue when a drop policy is configured (`Block` publishes go straight to
     /// rumqttc's own bounded channel and wait there).
     publish_queue: Option<PublishQueue>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
+    supervisor: Supervisor,
 }
 
 fn capabilities(settings: &Settings) -> Capabilities {
@@ -110,6 +108,7 @@ impl MqttTransport {
         let capabilities = capabilities(&settings);
         let packet_limit = settings.max_packet.unwrap_or(state::MQTT_MAX_PACKET as usize);
         let meter = Meter::new();
+        let life = Lifecycle::new(&settings.shown);
         let shared = Arc::new(Shared {
             client,
             client_id,
@@ -121,8 +120,7 @@ impl MqttTransport {
             reply_sub: OnceCell::new(),
             next_id: AtomicU64::new(1),
             meter,
-            open: AtomicBool::new(true),
-            shutdown: CancellationToken::new(),
+            life,
             max_packet: AtomicUsize::new(packet_limit),
             unacked: AtomicUsize::new(0),
             acked: tokio::sync::Notify::new(),
@@ -133,7 +131,7 @@ impl MqttTransport {
         // The supervisor swaps the credentials and reconnects with each fresh token.
         let refresher = match (&options.token, first_token) {
             (Some(provider), Some(token)) => {
-                Some(Refresher::start(provider.clone(), token, shared.shutdown.clone()))
+                Some(Refresher::start(provider.clone(), token, shared.life.token().clone()))
             }
             _ => None,
         };
@@ -155,7 +153,7 @@ impl MqttTransport {
             )),
         };
         if let Err(e) = outcome {
-            shared.shutdown.cancel();
+            shared.life.end();
             supervisor.abort();
             return Err(e);
         }
@@ -166,7 +164,7 @@ impl MqttTransport {
                 Some(PublishQueue::start(
                     shared.settings.publish_queue,
                     &shared.meter,
-                    shared.shutdown.clone(),
+                    shared.life.token().clone(),
                     move |m| {
                         let s = forward.clone();
                         async move { s.send(m).await }
@@ -178,7 +176,7 @@ impl MqttTransport {
             shared,
             publish_queue,
             capabilities,
-            supervisor: Mutex::new(Some(supervisor)),
+            supervisor: Supervisor::new(supervisor),
         })
     }
 
@@ -186,14 +184,11 @@ impl MqttTransport {
     /// last will. For fault-injection tests.
     pub fn kill(&self) {
         self.end();
-        if let Some(task) = lock(&self.supervisor).take() {
-            task.abort();
-        }
+        self.supervisor.abort();
     }
 
     fn end(&self) {
-        if self.shared.open.swap(false, Ordering::AcqRel) {
-            self.shared.shutdown.cancel();
+        if self.shared.life.end() {
             // Subscriptions end: their senders go with the registry's entries.
             *lock(&self.shared.registry) = Registry::default();
             self.shared.inbox.fail_all(RequestError::closed);
@@ -225,7 +220,7 @@ impl Transport for MqttTransport {
     fn publish(&self, message: Message) -> Completion<'_> {
         match &self.publish_queue {
             Some(queue) => {
-                Completion::ready(self.shared.check_open().and_then(|()| queue.enqueue(message)))
+                Completion::ready(self.shared.life.check().and_then(|()| queue.enqueue(message)))
             }
             None => Completion::Pending(Box::pin(self.shared.send(message))),
         }
@@ -256,7 +251,7 @@ impl Transport for MqttTransport {
 
     fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
         Box::pin(async move {
-            if !self.shared.open.load(Ordering::Acquire) {
+            if !self.shared.life.is_open() {
                 return Ok(());
             }
             // What was published before the close is delivered first.
@@ -264,13 +259,8 @@ impl Transport for MqttTransport {
             let unacked = self.shared.unacked.load(Ordering::Acquire);
             // A DISCONNECT tells the broker not to publish the will.
             let _: Result<(), PublishError> = self.shared.client.try_disconnect();
-            let task = lock(&self.supervisor).take();
-            if let Some(mut task) = task {
-                // The event loop ends once the DISCONNECT is written; bound the wait.
-                if tokio::time::timeout(Duration::from_secs(2), &mut task).await.is_err() {
-                    task.abort();
-                }
-            }
+            // The event loop ends once the DISCONNECT is written.
+            self.supervisor.join_within(Duration::from_secs(2)).await;
             self.end();
             let given_up = self.shared.given_up.load(Ordering::Acquire);
             if !flushed && unacked > 0 {

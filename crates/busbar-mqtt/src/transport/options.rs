@@ -47,7 +47,7 @@ pub(super) fn build(
         Some(w) => Some((
             w.topic.as_str().to_owned(),
             w.payload.to_bytes().map_err(will_error)?,
-            w.qos,
+            w.effective_qos(QoS::ExactlyOnce),
             w.retain,
         )),
         None => None,

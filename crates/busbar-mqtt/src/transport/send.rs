@@ -14,7 +14,7 @@ use super::state::Shared;
 impl Shared {
     /// Hands `message` to rumqttc, counting it until the broker acknowledges it.
     async fn publish_tracked(&self, message: &Message) -> Result<(), PublishError> {
-        let tracked = message.qos != QoS::AtMostOnce;
+        let tracked = message.effective_qos(QoS::ExactlyOnce) != QoS::AtMostOnce;
         if tracked {
             self.unacked.fetch_add(1, Ordering::AcqRel);
         }
@@ -74,7 +74,7 @@ impl Shared {
 
     /// Publishes `message`, waiting while rumqttc's request channel is full.
     pub(super) async fn send(&self, message: Message) -> Result<(), PublishError> {
-        self.check_open()?;
+        self.life.check()?;
         self.publish_tracked(&message).await?;
         self.meter.published();
         Ok(())
@@ -87,7 +87,7 @@ impl Shared {
         mut message: Message,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
-        self.check_open::<busbar_core::error::RequestErrorKind>()?;
+        self.life.check::<busbar_core::error::RequestErrorKind>()?;
         let topic = message.topic.clone();
         inbox::exchange(&self.meter, topic.as_str(), timeout, async {
             self.ensure_reply_subscription().await?;

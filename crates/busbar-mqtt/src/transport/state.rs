@@ -4,13 +4,12 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 
 use busbar_core::error::{Common, OpError, SubscribeError};
 use busbar_core::topic::Topic;
-use busbar_transport_kit::{Inbox, Meter};
+use busbar_transport_kit::{Inbox, Lifecycle, Meter};
 use tokio::sync::{Notify, OnceCell, oneshot};
-use tokio_util::sync::CancellationToken;
 
 use crate::protocol::Client;
 use crate::registry::Registry;
@@ -50,8 +49,7 @@ pub(super) struct Shared {
     pub(super) reply_sub: OnceCell<usize>,
     pub(super) next_id: AtomicU64,
     pub(super) meter: Meter,
-    pub(super) open: AtomicBool,
-    pub(super) shutdown: CancellationToken,
+    pub(super) life: Lifecycle,
     /// The broker's maximum packet size from its CONNACK, or the user's, whichever is less.
     pub(super) max_packet: AtomicUsize,
     /// QoS 1 and 2 publishes handed to rumqttc and not acknowledged yet: a graceful close
@@ -73,11 +71,6 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Refuses calls once the connection is closed.
-    pub(super) fn check_open<K: Copy + From<Common>>(&self) -> Result<(), OpError<K>> {
-        if self.open.load(Ordering::Acquire) { Ok(()) } else { Err(OpError::closed()) }
-    }
-
     /// The packet size limit before the broker's: the user's, or what MQTT can encode.
     pub(super) fn packet_limit(&self) -> usize {
         self.settings.max_packet.unwrap_or(MQTT_MAX_PACKET as usize)

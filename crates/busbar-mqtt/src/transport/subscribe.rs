@@ -140,7 +140,7 @@ pub(super) async fn subscribe(
     s: &Arc<Shared>,
     options: SubscribeOptions,
 ) -> Result<Subscription, SubscribeError> {
-    s.check_open()?;
+    s.life.check()?;
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = queue(options.queue);
     let filter = options.filter.clone();
@@ -178,7 +178,7 @@ pub(super) async fn subscribe(
         let Some(s) = weak.upgrade() else { return };
         let path = lock(&s.registry).remove(added.sub_id, id);
         if let Some(path) = path
-            && s.open.load(Ordering::Acquire)
+            && s.life.is_open()
             && let Err(e) = s.client.try_unsubscribe(path)
         {
             tracing::debug!(error = %e, "unsubscribe not queued");

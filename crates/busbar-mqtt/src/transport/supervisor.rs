@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use busbar_core::auth::{Token, TokenPlacement};
+use busbar_core::auth::TokenPlacement;
 use busbar_core::error::ConnectError;
 use busbar_core::transport::ConnectionEvent;
 use busbar_transport_kit::backoff::backoff;
-use busbar_transport_kit::login::{Login, Refresher};
+use busbar_transport_kit::login::{Login, Refresher, next_token};
 use tokio::sync::oneshot;
 
 use super::state::{Shared, lock};
@@ -22,14 +22,6 @@ pub(super) fn credentials(login: &Login) -> Option<(String, String)> {
         return None;
     }
     Some((login.user.clone().unwrap_or_default(), login.password.clone().unwrap_or_default()))
-}
-
-/// The next token from the refresher, or never when the connection has none.
-async fn next_token(refresher: &mut Option<Refresher>) -> Option<Token> {
-    match refresher {
-        Some(r) => r.next().await,
-        None => std::future::pending().await,
-    }
 }
 
 /// Owns the event loop until shutdown. Reports the first connection's outcome on `first`.
@@ -50,7 +42,7 @@ pub(super) async fn supervise(
     let mut refreshing = false;
     loop {
         let polled = tokio::select! {
-            _ = shared.shutdown.cancelled() => break,
+            _ = shared.life.token().cancelled() => break,
             Some(token) = next_token(&mut refresher) => {
                 if let Some((user, pass)) = credentials(&login.with_token(&token, placement)) {
                     eventloop.set_credentials(user, pass);
@@ -116,7 +108,7 @@ pub(super) async fn supervise(
                 }
                 attempt = attempt.saturating_add(1);
                 tokio::select! {
-                    _ = shared.shutdown.cancelled() => break,
+                    _ = shared.life.token().cancelled() => break,
                     _ = tokio::time::sleep(backoff(attempt)) => {}
                 }
             }

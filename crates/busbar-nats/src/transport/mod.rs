@@ -32,7 +32,7 @@ mod state;
 mod subscribe;
 mod sync;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,9 +48,8 @@ use busbar_core::transport::{
 use busbar_core::{Overflow, QoS};
 use busbar_transport_kit::endpoint::{self, config_error};
 use busbar_transport_kit::login::{Refresher, first_token};
-use busbar_transport_kit::{Inbox, Meter, PublishQueue};
+use busbar_transport_kit::{Inbox, Lifecycle, Meter, PublishQueue};
 use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
 
 use self::connect::TokenCache;
 use self::events::EventSink;
@@ -121,7 +120,7 @@ impl NatsTransport {
             .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
         let meter = Meter::new();
         let sink = Arc::new(EventSink::new(&meter));
-        let shutdown = CancellationToken::new();
+        let life = Lifecycle::new(&settings.shown);
         let tokens = match &options.token {
             Some(provider) => {
                 let first = first_token(provider).await?;
@@ -140,7 +139,7 @@ impl NatsTransport {
         .connect(settings.server_address())
         .await
         .map_err(|e| connect::connect_error(e, &settings.shown))?;
-        let sync = SyncPoint::start(&client, shutdown.clone()).await?;
+        let sync = SyncPoint::start(&client, life.token().clone()).await?;
         let max_payload = client.max_payload();
         let max_control_line = settings.max_control_line;
         let shared = Arc::new(Shared {
@@ -152,8 +151,7 @@ impl NatsTransport {
             meter,
             routes: Mutex::default(),
             next_id: AtomicU64::new(1),
-            open: AtomicBool::new(true),
-            shutdown,
+            life,
             sync,
             replies: OnceCell::new(),
             last_subject: Mutex::new(None),
@@ -165,7 +163,7 @@ impl NatsTransport {
             }
         });
         if let Some((provider, first, cache)) = tokens {
-            let refresher = Refresher::start(provider, first, shared.shutdown.clone());
+            let refresher = Refresher::start(provider, first, shared.life.token().clone());
             tokio::spawn(connect::present_fresh_tokens(Arc::downgrade(&shared), cache, refresher));
         }
         let publish_queue = match shared.settings.publish_queue.overflow {
@@ -175,7 +173,7 @@ impl NatsTransport {
                 Some(PublishQueue::start(
                     shared.settings.publish_queue,
                     &shared.meter,
-                    shared.shutdown.clone(),
+                    shared.life.token().clone(),
                     move |m| {
                         let s = forward.clone();
                         async move { s.publish_now(m).await }
@@ -197,10 +195,9 @@ impl NatsTransport {
 
     fn end(&self) -> bool {
         let s = &self.shared;
-        if !s.open.swap(false, Ordering::AcqRel) {
+        if !s.life.end() {
             return false;
         }
-        s.shutdown.cancel();
         // Subscriptions end: their senders go with the routes (and the stall tasks, which
         // stop on the shutdown token).
         let routes = std::mem::take(&mut *lock(&s.routes));

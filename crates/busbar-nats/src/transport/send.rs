@@ -20,7 +20,7 @@ use crate::convert::headers_out;
 impl Shared {
     /// Publishes `message` now, waiting while async-nats' bounded command channel is full.
     pub(super) async fn publish_now(&self, message: Message) -> Result<(), PublishError> {
-        self.check_open()?;
+        self.life.check()?;
         let subject = self.subject(&message.topic)?;
         let reply = match &message.reply_to {
             Some(r) => Some(async_nats::Subject::from(nats_subject(r)?)),
@@ -35,7 +35,7 @@ impl Shared {
         queue: &PublishQueue,
         message: Message,
     ) -> Result<(), PublishError> {
-        self.check_open()?;
+        self.life.check()?;
         // Refuse what could never be sent now, not later in the forwarding task.
         nats_subject(&message.topic)?;
         queue.enqueue(message)
@@ -68,7 +68,7 @@ impl Shared {
                 PublishErrorKind::InvalidTopic,
                 format!("{} is not a valid NATS subject", message.topic),
             ),
-            NatsPublishErrorKind::Send => self.not_connected(e),
+            NatsPublishErrorKind::Send => self.life.not_connected(e),
         })?;
         self.meter.published();
         Ok(())
@@ -121,7 +121,7 @@ impl Shared {
         message: Message,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
-        self.check_open::<RequestErrorKind>()?;
+        self.life.check::<RequestErrorKind>()?;
         let topic = message.topic.as_str();
         inbox::exchange(&self.meter, topic, timeout, async {
             let subject = async_nats::Subject::from(nats_subject(&message.topic)?);
@@ -150,12 +150,12 @@ impl Shared {
                     .client
                     .subscribe(format!("{subject}.*"))
                     .await
-                    .map_err(|e| self.not_connected::<SubscribeErrorKind>(e))?;
+                    .map_err(|e| self.life.not_connected::<SubscribeErrorKind>(e))?;
                 Ok(Replies::start(
                     subject,
                     subscriber,
                     self.inbox.clone(),
-                    self.shutdown.child_token(),
+                    self.life.token().child_token(),
                 ))
             })
             .await

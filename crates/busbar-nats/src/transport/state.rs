@@ -3,15 +3,14 @@
 //! know nothing of it (routes, the reply inbox, the sync point, the event sink).
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use busbar_core::error::{Common, OpError, SubscribeError};
+use busbar_core::error::SubscribeError;
 use busbar_core::topic::{Topic, nats_subject};
 use busbar_core::transport::ConnectionEvent;
-use busbar_transport_kit::{Inbox, Meter};
+use busbar_transport_kit::{Inbox, Lifecycle, Meter};
 use tokio::sync::OnceCell;
-use tokio_util::sync::CancellationToken;
 
 use super::events::EventSink;
 use super::pump::lock;
@@ -29,8 +28,7 @@ pub(super) struct Shared {
     pub(super) meter: Meter,
     pub(super) routes: Mutex<HashMap<RouteKey, Arc<Route>>>,
     pub(super) next_id: AtomicU64,
-    pub(super) open: AtomicBool,
-    pub(super) shutdown: CancellationToken,
+    pub(super) life: Lifecycle,
     pub(super) sync: Arc<SyncPoint>,
     /// Requests waiting for replies on the reply inbox.
     pub(super) inbox: Arc<Inbox>,
@@ -42,23 +40,6 @@ pub(super) struct Shared {
 }
 
 impl Shared {
-    /// Refuses calls once the connection is closed.
-    pub(super) fn check_open<K: Copy + From<Common>>(&self) -> Result<(), OpError<K>> {
-        if self.open.load(Ordering::Acquire) { Ok(()) } else { Err(OpError::closed()) }
-    }
-
-    /// async-nats could not send: the connection is closed, or the server out of reach.
-    pub(super) fn not_connected<K: Copy + From<Common>>(
-        &self,
-        reason: impl std::fmt::Display,
-    ) -> OpError<K> {
-        if self.open.load(Ordering::Acquire) {
-            OpError::not_connected(&self.settings.shown, reason)
-        } else {
-            OpError::closed()
-        }
-    }
-
     /// Returns once the server has handled everything this connection sent before.
     pub(super) async fn sync(&self) -> Result<(), SubscribeError> {
         self.sync.round_trip(&self.client, &self.settings.shown).await
@@ -71,7 +52,7 @@ impl Shared {
             if let Err(e) = self.sync().await {
                 tracing::debug!(error = %e, "no sync after reconnecting");
             }
-            if self.open.load(Ordering::Acquire) {
+            if self.life.is_open() {
                 self.meter.announce(ConnectionEvent::Reconnected);
             }
         });

@@ -57,7 +57,7 @@ impl Shared {
                         SubscribeErrorKind::InvalidFilter,
                         format!("{subject} is not a valid NATS subject"),
                     ),
-                    K::Other => self.not_connected(e),
+                    K::Other => self.life.not_connected(e),
                 }
             })?;
             if let Some(sid) = sid_of(&subscriber) {
@@ -72,7 +72,7 @@ impl Shared {
             &subjects,
             subscribers,
             sids,
-            self.shutdown.child_token(),
+            self.life.token().child_token(),
             &self.meter,
         ))
     }
@@ -84,7 +84,7 @@ pub(super) async fn subscribe(
     s: &Arc<Shared>,
     options: SubscribeOptions,
 ) -> Result<Subscription, SubscribeError> {
-    s.check_open()?;
+    s.life.check()?;
     let filter = options.filter.clone();
     let key: RouteKey = (filter.as_str().to_owned(), options.queue_group.clone());
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
@@ -102,7 +102,7 @@ pub(super) async fn subscribe(
     if let Some(target) = target {
         let route = s.new_route(&filter, options.queue_group.as_deref()).await?;
         let mut routes = lock(&s.routes);
-        s.check_open()?;
+        s.life.check()?;
         match routes.get(&key) {
             // Another subscribe made the same route meanwhile: join it, drop ours.
             Some(existing) => {

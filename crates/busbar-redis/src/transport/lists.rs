@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use busbar_core::error::ConnectError;
-use busbar_core::message::Message;
+use busbar_core::message::{Message, QoS};
 use busbar_transport_kit::backoff::backoff;
 use bytes::Bytes;
 use redis::AsyncConnectionConfig;
@@ -112,7 +112,7 @@ impl Shared {
         let shared = self.clone();
         tokio::spawn(async move {
             let mut conn = None;
-            let cancel = shared.cancel.clone();
+            let cancel = shared.life.token().clone();
             while let Some(items) =
                 shared.pop(&mut conn, &shared.inbox_key, INBOX_POP, &cancel).await
             {
@@ -145,7 +145,9 @@ impl Shared {
             for item in items {
                 let m = match &named {
                     // A named queue holds bare payloads, as other Redis clients push them.
-                    Some(topic) => Message::new(topic.clone(), Bytes::from(item)),
+                    Some(topic) => {
+                        Message::new(topic.clone(), Bytes::from(item)).with_qos(QoS::AtMostOnce)
+                    }
                     None => {
                         let d = match envelope::decode(Bytes::from(item)) {
                             Ok(d) => d,

@@ -20,7 +20,7 @@ mod state;
 mod subscribe;
 mod supervisor;
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,9 +37,8 @@ use busbar_core::transport::{
     NativeNames, SubscribeOptions, Subscription, Transport,
 };
 use busbar_transport_kit::login::{Refresher, first_token};
-use busbar_transport_kit::{Inbox, Login, Meter, endpoint, ids};
+use busbar_transport_kit::{Inbox, Lifecycle, Login, Meter, endpoint, ids};
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
 
 use self::state::{KIND, Link, MAX_PAYLOAD, Outgoing, Shared, inbox_key};
 use crate::settings::Settings;
@@ -120,8 +119,7 @@ impl RedisTransport {
             meter,
             link: watch::channel(Link::Down("connecting".into())).0,
             client: Mutex::new(client),
-            closed: AtomicBool::new(false),
-            cancel: CancellationToken::new(),
+            life: Lifecycle::new(&settings.redacted_url),
             routes: Mutex::default(),
             sub_lock: tokio::sync::Mutex::new(()),
             groups: Arc::default(),
@@ -142,7 +140,7 @@ impl RedisTransport {
         tokio::spawn(shared.clone().forward(out_rx));
         tokio::spawn(shared.clone().dispatch(inbound_rx));
         if let (Some(provider), Some(token)) = (&options.token, token) {
-            let refresher = Refresher::start(provider.clone(), token, shared.cancel.clone());
+            let refresher = Refresher::start(provider.clone(), token, shared.life.token().clone());
             tokio::spawn(shared.clone().keep_token_fresh(
                 refresher,
                 login,
@@ -208,7 +206,7 @@ impl Transport for RedisTransport {
     fn close(&self) -> BoxFuture<'_, Result<(), CloseError>> {
         Box::pin(async move {
             let shared = &self.shared;
-            if shared.closed.load(Ordering::Acquire) {
+            if !shared.life.is_open() {
                 return Ok(());
             }
             // What was published before the close goes out first (publishes return once

@@ -23,7 +23,7 @@ impl Shared {
     pub(super) async fn dispatch(self: Arc<Self>, mut rx: QueueReceiver<Inbound>) {
         loop {
             let item = tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                _ = self.life.token().cancelled() => return,
                 item = std::future::poll_fn(|cx| rx.poll_recv(cx)) => match item {
                     Some(i) => i,
                     None => return,

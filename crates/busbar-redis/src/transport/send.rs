@@ -26,7 +26,7 @@ const INBOX_TTL_MS: u64 = 60_000;
 impl Shared {
     /// What every outgoing message must pass before it is queued.
     fn check_outgoing<K: Copy + From<Common>>(&self, message: &Message) -> Result<(), OpError<K>> {
-        self.check_open()?;
+        self.life.check()?;
         if message.retain {
             return Err(OpError::unsupported(KIND, "retained messages"));
         }
@@ -63,7 +63,7 @@ impl Shared {
         }
         if let Link::Down(reason) = &*self.link.borrow() {
             // Redis pub/sub keeps nothing for later: say so instead of queueing into a void.
-            return Err(self.not_connected(reason));
+            return Err(self.life.not_connected(reason));
         }
         Ok(())
     }
@@ -153,7 +153,7 @@ impl Shared {
         let mut batch = Vec::with_capacity(BATCH);
         loop {
             let first = tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                _ = self.life.token().cancelled() => return,
                 item = std::future::poll_fn(|cx| rx.poll_recv(cx)) => match item {
                     Some(i) => i,
                     None => return,
@@ -252,7 +252,7 @@ impl Shared {
                     let still_up = matches!(&*rx.borrow_and_update(), Link::Up(_));
                     if still_up {
                         tokio::select! {
-                            _ = self.cancel.cancelled() => break Err(PublishError::closed()),
+                            _ = self.life.token().cancelled() => break Err(PublishError::closed()),
                             _ = rx.changed() => {}
                             // The supervisor may not have noticed a timeout: try again soon.
                             _ = tokio::time::sleep(backoff::MIN) => {}

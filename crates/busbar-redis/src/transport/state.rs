@@ -3,7 +3,7 @@
 //! the receive path, the list readers and the send path all read it without reaching into
 //! each other.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 use busbar_core::error::{Common, ConnectError, ConnectErrorKind, OpError, PublishError};
@@ -11,10 +11,9 @@ use busbar_core::message::Message;
 use busbar_core::queue::QueueSender;
 use busbar_core::topic::Topic;
 use busbar_core::transport::ConnectionEvent;
-use busbar_transport_kit::{Inbox, Meter};
+use busbar_transport_kit::{Inbox, Lifecycle, Meter};
 use redis::aio::MultiplexedConnection;
 use tokio::sync::{mpsc, oneshot, watch};
-use tokio_util::sync::CancellationToken;
 
 use super::groups::GroupCache;
 use super::routes::{Routes, SubKey};
@@ -65,8 +64,7 @@ pub(super) struct Shared {
     pub(super) link: watch::Sender<Link>,
     /// The client every new connection is made with (replaced when a token is refreshed).
     pub(super) client: Mutex<redis::Client>,
-    pub(super) closed: AtomicBool,
-    pub(super) cancel: CancellationToken,
+    pub(super) life: Lifecycle,
     pub(super) routes: Mutex<Routes>,
     /// Serialises SUBSCRIBE/UNSUBSCRIBE and group joins/leaves with the route changes they
     /// follow, so a late UNSUBSCRIBE can never undo a newer SUBSCRIBE of the same channel.
@@ -99,14 +97,6 @@ impl Shared {
 
     pub(super) fn client(&self) -> redis::Client {
         lock(&self.client).clone()
-    }
-
-    /// Not connected now, for `reason`.
-    pub(super) fn not_connected<K: Copy + From<Common>>(
-        &self,
-        reason: impl std::fmt::Display,
-    ) -> OpError<K> {
-        OpError::not_connected(&self.settings.redacted_url, reason)
     }
 
     /// Turns a failed connection attempt into the error a user can act on.
@@ -142,7 +132,7 @@ impl Shared {
                 format!("{what}: the Redis server did not answer in time: {e}"),
             )
         } else if e.is_io_error() || e.is_connection_dropped() || e.is_connection_refusal() {
-            self.not_connected(format!("{what}: {e}"))
+            self.life.not_connected(format!("{what}: {e}"))
         } else if is_refusal(&e) {
             OpError::refused(format!("the Redis server refused {what}: {e}"))
         } else {
@@ -157,7 +147,7 @@ impl Shared {
     ) -> Result<MultiplexedConnection, OpError<K>> {
         match &*self.link.borrow() {
             Link::Up(c) => Ok(c.clone()),
-            Link::Down(reason) => Err(self.not_connected(reason)),
+            Link::Down(reason) => Err(self.life.not_connected(reason)),
             Link::Closed => Err(OpError::closed()),
         }
     }
@@ -185,17 +175,11 @@ impl Shared {
         }
     }
 
-    /// Refuses calls once the transport is closed.
-    pub(super) fn check_open<K: Copy + From<Common>>(&self) -> Result<(), OpError<K>> {
-        if self.closed.load(Ordering::Acquire) { Err(OpError::closed()) } else { Ok(()) }
-    }
-
     /// Stops everything: tasks, subscriptions, requests waiting for replies.
     pub(super) fn shutdown(&self) {
-        if self.closed.swap(true, Ordering::AcqRel) {
+        if !self.life.end() {
             return;
         }
-        self.cancel.cancel();
         self.link.send_replace(Link::Closed);
         self.routes().clear();
         self.inbox.fail_all(OpError::closed);

@@ -20,7 +20,7 @@ pub(super) async fn subscribe(
     s: &Arc<Shared>,
     options: SubscribeOptions,
 ) -> Result<Subscription, SubscribeError> {
-    s.check_open()?;
+    s.life.check()?;
     if options.no_local {
         return Err(OpError::unsupported(KIND, "no-local subscriptions"));
     }
@@ -97,7 +97,7 @@ fn subscribe_list(
         let started = routes.join_list(
             &list,
             || ListRole::Named { topic },
-            || s.cancel.child_token(),
+            || s.life.token().child_token(),
             id,
             target,
         );
@@ -128,7 +128,7 @@ async fn subscribe_group(
         let started = routes.join_list(
             &key,
             || ListRole::Group { entry: entry.clone() },
-            || s.cancel.child_token(),
+            || s.life.token().child_token(),
             id,
             target,
         );

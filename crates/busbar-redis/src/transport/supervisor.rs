@@ -76,7 +76,7 @@ impl Shared {
     ) {
         loop {
             let msg = tokio::select! {
-                _ = self.cancel.cancelled() => return,
+                _ = self.life.token().cancelled() => return,
                 m = ctl.recv() => match m { Some(m) => m, None => return },
             };
             match msg {
@@ -128,12 +128,12 @@ impl Shared {
         let mut attempt = 0;
         loop {
             tokio::select! {
-                _ = self.cancel.cancelled() => return false,
+                _ = self.life.token().cancelled() => return false,
                 _ = tokio::time::sleep(backoff(attempt)) => {}
             }
             match self.open_main(inbound).await {
                 Ok(conn) => {
-                    if self.cancel.is_cancelled() {
+                    if self.life.token().is_cancelled() {
                         return false;
                     }
                     self.link.send_replace(Link::Up(conn));

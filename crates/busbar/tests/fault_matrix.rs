@@ -65,7 +65,13 @@ fn numbered(topic: &Topic, n: u32) -> Message {
     Message::new(topic.clone(), n.to_be_bytes().to_vec())
 }
 
-/// Takes what `sub` has until `until` arrives (a message on the topic `marker`).
+/// The number a stream message carries.
+fn number(m: &Message) -> u32 {
+    let bytes = m.payload.to_bytes().expect("bytes");
+    u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes"))
+}
+
+/// Takes what `sub` has until a message on a topic ending in `marker` arrives.
 async fn drain(sub: &mut Subscription, tally: &mut Tally, marker: &str) {
     loop {
         let m = tokio::time::timeout(Duration::from_secs(20), sub.recv())
@@ -76,8 +82,7 @@ async fn drain(sub: &mut Subscription, tally: &mut Tally, marker: &str) {
             return;
         }
         if m.topic.as_str().ends_with("/n") {
-            let bytes = m.payload.to_bytes().expect("bytes");
-            tally.received.push(u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")));
+            tally.received.push(number(&m));
         }
     }
 }
@@ -116,8 +121,7 @@ async fn run(mut broker: BrokerProcess, url: &str) -> Tally {
                 break 'probing;
             }
             if m.topic.as_str() == "matrix/n" {
-                let bytes = m.payload.to_bytes().expect("bytes");
-                tally.received.push(u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes")));
+                tally.received.push(number(&m));
             }
         }
     }
@@ -138,7 +142,7 @@ async fn row(name: &str, broker: BrokerProcess, url: String, at_least_once: bool
     let (after, after_dups) = t.count(BACK_AT..TOTAL);
     let refused = t.refused.len();
     let outage_sent = (BACK_AT - KILLED_AT) as usize;
-    let lost_unreported = outage_sent - outage - refused.min(outage_sent);
+    let lost_unreported = outage_sent.saturating_sub(outage + refused);
     eprintln!(
         "fault matrix, broker killed mid-stream, {name}: before {before}/{KILLED_AT} \
          (dup {before_dups}); outage {outage} received, {refused} refused to the publisher, \

@@ -104,7 +104,22 @@ impl Watch {
         let mut outage: Option<Instant> = None;
         let mut wait = FIRST_WAIT;
         loop {
-            let e = match attempt().await {
+            // A confirmed publish (MQTT QoS 1 and 2, AMQP) waits for the broker, across an
+            // outage too: no longer than the patience.
+            let outcome = match tokio::time::timeout(self.limit, attempt()).await {
+                Ok(outcome) => outcome,
+                Err(_) => {
+                    return Err(crate::exit::with(
+                        crate::exit::TIMEOUT,
+                        format!(
+                            "the broker did not confirm the message within the --patience of \
+                             {:?}",
+                            self.limit
+                        ),
+                    ));
+                }
+            };
+            let e = match outcome {
                 Ok(()) => return Ok(()),
                 Err(e) if unreachable(&e) => e,
                 Err(e) => return Err(e),

@@ -60,13 +60,23 @@ impl Connection {
         self.transport.capabilities()
     }
 
-    /// Publishes a message. (A plain function returning the transport's completion rather
-    /// than an `async fn`: the message then moves once, straight to the transport.)
+    /// Publishes a message. The completion resolves when the promise of the message's QoS
+    /// is kept: at QoS 0 when the transport has taken it, at QoS 1 and 2 when the broker
+    /// has it (or with an error, `Refused` when the broker refused it); see
+    /// `docs/delivery.md` per transport. To keep many in flight, use
+    /// [`pipeline`](Self::pipeline). (A plain function returning the transport's completion
+    /// rather than an `async fn`: the message then moves once, straight to the transport.)
     pub fn publish(&self, message: Message) -> Completion<'_> {
         match self.check(&message) {
             Ok(()) => self.transport.publish(message),
             Err(e) => Completion::ready(Err(e)),
         }
+    }
+
+    /// A [`Pipeline`](crate::Pipeline): publishes with up to `window` awaiting the broker's
+    /// confirmation at once.
+    pub fn pipeline(&self, window: usize) -> crate::Pipeline<'_> {
+        crate::Pipeline::new(self, window)
     }
 
     /// Publishes raw bytes on `topic` with default properties.

@@ -31,6 +31,7 @@ pub use busbar_core::patterns::{
     GoalStatus, Heartbeat, LivenessEvent, LivenessMonitor, Publisher, Received, RpcClient,
     RpcHandler, RpcServer, Subscriber,
 };
+pub use busbar_core::pipeline::Pipeline;
 pub use busbar_core::queue::{Overflow, QueueConfig};
 pub use busbar_core::stats::StatsSnapshot;
 pub use busbar_core::topic::{Topic, TopicError, TopicFilter};

@@ -192,6 +192,7 @@ impl MqttTransport {
             // Subscriptions end: their senders go with the registry's entries.
             *lock(&self.shared.registry) = Registry::default();
             self.shared.inbox.fail_all(RequestError::closed);
+            self.shared.client.confirms().close();
             self.shared.meter.announce(ConnectionEvent::Closed);
         }
     }
@@ -222,7 +223,7 @@ impl Transport for MqttTransport {
             Some(queue) => {
                 Completion::ready(self.shared.life.check().and_then(|()| queue.enqueue(message)))
             }
-            None => Completion::Pending(Box::pin(self.shared.send(message))),
+            None => self.shared.publish(message),
         }
     }
 

@@ -7,7 +7,7 @@ use rumqttc::NetworkOptions;
 
 use super::state::MQTT_MAX_PACKET;
 use crate::convert::qos_out;
-use crate::protocol::{Client, Events, Resends, Version};
+use crate::protocol::{Client, Confirms, Events, Version};
 use crate::settings::Settings;
 
 /// Requests rumqttc may hold before user calls wait (its own bounded channel).
@@ -84,7 +84,8 @@ pub(super) fn build(
                 ));
             }
             let (c, l) = rumqttc::v5::AsyncClient::new(mqtt, REQUEST_CHANNEL);
-            (Client::V5(c), Events::V5(Box::new(l), Vec::new(), Resends::default()))
+            let confirms = std::sync::Arc::new(Confirms::default());
+            (Client::v5(c, confirms.clone()), Events::v5(l, confirms))
         }
         Version::V311 => {
             let mut mqtt = rumqttc::MqttOptions::new(client_id, broker_addr, settings.port);
@@ -110,7 +111,8 @@ pub(super) fn build(
             }
             let (c, mut l) = rumqttc::AsyncClient::new(mqtt, REQUEST_CHANNEL);
             l.set_network_options(network);
-            (Client::V4(c), Events::V4(Box::new(l), Vec::new(), Resends::default()))
+            let confirms = std::sync::Arc::new(Confirms::default());
+            (Client::v4(c, confirms.clone()), Events::v4(l, confirms))
         }
     })
 }

@@ -1,28 +1,105 @@
-//! Sending: publishes (counted until the broker acknowledges them at QoS 1 and 2), and
-//! requests on this connection's reply topic.
+//! Sending: publishes (resolved when the broker acknowledges them at QoS 1 and 2, and
+//! counted until then for `close`), and requests on this connection's reply topic.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use busbar_core::error::{PublishError, RequestError};
 use busbar_core::message::{Message, QoS};
+use busbar_core::transport::Completion;
 use busbar_transport_kit::inbox;
 use bytes::Bytes;
+use tokio::sync::oneshot;
 
 use super::state::Shared;
+use crate::protocol::{Confirm, Handed, Place};
+
+/// Whether the broker acknowledges `message` (QoS 1 or 2).
+fn tracked(message: &Message) -> bool {
+    message.effective_qos(QoS::ExactlyOnce) != QoS::AtMostOnce
+}
+
+/// The broker's answer to one publish, or `Closed` when the connection closed first.
+async fn confirmation(rx: oneshot::Receiver<Result<(), PublishError>>) -> Result<(), PublishError> {
+    rx.await.unwrap_or_else(|_| Err(PublishError::closed()))
+}
 
 impl Shared {
-    /// Hands `message` to rumqttc, counting it until the broker acknowledges it.
-    async fn publish_tracked(&self, message: &Message) -> Result<(), PublishError> {
-        let tracked = message.effective_qos(QoS::ExactlyOnce) != QoS::AtMostOnce;
-        if tracked {
+    /// Publishes `message` for a caller: resolves at once at QoS 0 once rumqttc has it, and
+    /// at QoS 1 and 2 when the broker has it (PUBACK, or PUBREC at QoS 2) or refused it.
+    /// The message goes to rumqttc when this is called, not when the future first runs, so
+    /// that publishes made one after another keep their order however they are awaited.
+    pub(super) fn publish(&self, message: Message) -> Completion<'_> {
+        if let Err(e) = self.life.check() {
+            return Completion::ready(Err(e));
+        }
+        let (confirm, confirmed) = if tracked(&message) {
+            let (tx, rx) = oneshot::channel();
+            (Some(tx), Some(rx))
+        } else {
+            (None, None)
+        };
+        let handed = self.count_while(&message, |s| {
+            s.client.try_hand_off(&message, s.max_packet.load(Ordering::Relaxed), confirm)
+        });
+        match handed {
+            Err(e) => Completion::ready(Err(e)),
+            Ok(Handed::Done) => {
+                self.meter.published();
+                match confirmed {
+                    None => Completion::ready(Ok(())),
+                    Some(rx) => Completion::Pending(Box::pin(confirmation(rx))),
+                }
+            }
+            Ok(Handed::Busy(confirm)) => {
+                let place = self.client.place();
+                Completion::Pending(Box::pin(async move {
+                    self.hand_off(place, &message, confirm).await?;
+                    match confirmed {
+                        None => Ok(()),
+                        Some(rx) => confirmation(rx).await,
+                    }
+                }))
+            }
+        }
+    }
+
+    /// Hands `message` to rumqttc in its turn, counting it until the broker acknowledges it.
+    async fn hand_off(
+        &self,
+        place: Place,
+        message: &Message,
+        confirm: Confirm,
+    ) -> Result<(), PublishError> {
+        let limit = self.max_packet.load(Ordering::Relaxed);
+        if tracked(message) {
             self.unacked.fetch_add(1, Ordering::AcqRel);
         }
-        let result = self.client.publish(message, self.max_packet.load(Ordering::Relaxed)).await;
-        if result.is_err() && tracked {
-            self.on_acked();
+        let result = self.client.hand_off(place, message, limit, confirm).await;
+        match &result {
+            Ok(()) => self.meter.published(),
+            Err(_) if tracked(message) => self.on_acked(),
+            Err(_) => {}
         }
         result
+    }
+
+    /// Runs `offer` with `message` counted as unacknowledged when it is QoS 1 or 2, and
+    /// uncounted again unless it was queued.
+    fn count_while(
+        &self,
+        message: &Message,
+        offer: impl FnOnce(&Self) -> Result<Handed, PublishError>,
+    ) -> Result<Handed, PublishError> {
+        let counted = tracked(message);
+        if counted {
+            self.unacked.fetch_add(1, Ordering::AcqRel);
+        }
+        let handed = offer(self);
+        if counted && !matches!(handed, Ok(Handed::Done)) {
+            self.on_acked();
+        }
+        handed
     }
 
     /// The broker acknowledged a publish (PUBACK, or PUBCOMP at QoS 2).
@@ -72,12 +149,24 @@ impl Shared {
         }
     }
 
-    /// Publishes `message`, waiting while rumqttc's request channel is full.
+    /// Sends `message` without waiting for the broker's acknowledgement (a request, or a
+    /// message from a drop-policy queue): resolves once rumqttc has it. A refusal is still
+    /// counted and reported by `close`.
     pub(super) async fn send(&self, message: Message) -> Result<(), PublishError> {
         self.life.check()?;
-        self.publish_tracked(&message).await?;
-        self.meter.published();
-        Ok(())
+        let handed = self.count_while(&message, |s| {
+            s.client.try_hand_off(&message, s.max_packet.load(Ordering::Relaxed), None)
+        })?;
+        match handed {
+            Handed::Done => {
+                self.meter.published();
+                Ok(())
+            }
+            Handed::Busy(_) => {
+                let place = self.client.place();
+                self.hand_off(place, &message, None).await
+            }
+        }
     }
 
     /// Sends `message` as a request on this connection's reply topic and waits for the

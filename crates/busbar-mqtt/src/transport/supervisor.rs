@@ -87,9 +87,15 @@ pub(super) async fn supervise(
             // reconnect (and a later cut would make the broker send the will after all).
             Ok(Happened::SentDisconnect) if refreshing => refreshing = false,
             Ok(Happened::SentDisconnect) => break,
-            Ok(Happened::Acked) => shared.on_acked(),
-            Ok(Happened::Refused(reason)) => shared.refused(&reason),
-            Ok(Happened::Other) => {}
+            // A QoS 1 publish is done at its PUBACK, a QoS 2 one at its PUBCOMP.
+            Ok(Happened::Acked(_) | Happened::Completed) => shared.on_acked(),
+            Ok(Happened::Refused(_, reason)) => shared.refused(&reason),
+            Ok(
+                Happened::SentPublish(_)
+                | Happened::HeldBack(_)
+                | Happened::Received(_)
+                | Happened::Other,
+            ) => {}
             Err(failure) => {
                 for given_up in eventloop.take_given_up() {
                     shared.give_up(&given_up.topic);

@@ -278,7 +278,13 @@ struct DurableSetup {
 }
 
 impl DurableSetup {
+    /// A broker with persistence and an MQTT 5 subscriber with a session.
     async fn start(test: &str) -> Option<DurableSetup> {
+        DurableSetup::start_with(test, "5").await
+    }
+
+    /// A broker with persistence and a subscriber with a session, speaking `version`.
+    async fn start_with(test: &str, version: &str) -> Option<DurableSetup> {
         let store =
             std::env::temp_dir().join(format!("busbar-persist-{}", uuid::Uuid::new_v4().simple()));
         std::fs::create_dir_all(&store).expect("store dir");
@@ -296,7 +302,7 @@ impl DurableSetup {
         let id = format!("durable-{}", uuid::Uuid::new_v4().simple());
         let sub_conn = Connection::new(std::sync::Arc::new(
             MqttTransport::connect(
-                &format!("{}?session_expiry=300", broker.url()),
+                &format!("{}?session_expiry=300&version={version}", broker.url()),
                 ConnectOptions::new().client_id(id),
             )
             .await
@@ -352,24 +358,82 @@ fn numbered(n: u32) -> Message {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_persistent_session_nothing_published_during_a_broker_outage_is_lost() {
-    let Some(mut setup) = DurableSetup::start("persistent_outage").await else { return };
-    let publisher = connect(&setup.broker.url()).await;
-    let mut pub_events = publisher.events();
-    for n in 0..20 {
-        publisher.publish(numbered(n)).await.expect("publish");
-    }
-    setup.receive_up_to(20).await;
-    setup.wait_saved().await;
+    // MQTT 5 (session expiry) and 3.1.1 (clean session off): the same promise.
+    for version in ["5", "3.1.1"] {
+        let test = format!("persistent_outage_v{}", version.replace('.', ""));
+        let Some(mut setup) = DurableSetup::start_with(&test, version).await else { return };
+        let publisher = connect(&setup.broker.url()).await;
+        let mut pub_events = publisher.events();
+        for n in 0..20 {
+            publisher.publish(numbered(n)).await.expect("publish");
+        }
+        setup.receive_up_to(20).await;
+        setup.wait_saved().await;
 
-    setup.broker.stop().await.expect("stop");
-    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
-    // A QoS 1 publish resolves when the broker has it: these wait through the outage.
-    let during: Vec<_> = (20..60).map(|n| publisher.publish(numbered(n))).collect();
-    setup.broker.restart().await.expect("restart");
-    for outcome in futures_util::future::join_all(during).await {
-        outcome.expect("confirmed once the broker is back");
+        setup.broker.stop().await.expect("stop");
+        next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
+        // A QoS 1 publish resolves when the broker has it: these wait through the outage.
+        let during: Vec<_> = (20..60).map(|n| publisher.publish(numbered(n))).collect();
+        setup.broker.restart().await.expect("restart");
+        for outcome in futures_util::future::join_all(during).await {
+            outcome.expect("confirmed once the broker is back");
+        }
+        setup.receive_up_to(60).await;
     }
-    setup.receive_up_to(60).await;
+}
+
+/// A call in flight when the broker dies ends with a typed error by its deadline (not after
+/// a connect timeout or never), and calls work again once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_in_flight_when_the_broker_dies_ends_by_its_deadline() {
+    let Some(mut broker) = mosquitto("call_in_flight", MosquittoConfig::new()).await else {
+        return;
+    };
+    let server = connect(&broker.url()).await;
+    let mut server_events = server.events();
+    let client = connect(&broker.url()).await;
+    let mut client_events = client.events();
+    let mut requests = server.subscribe("svc/echo").await.expect("server subscribes");
+    // The server holds the first request back, so that it is in flight at the kill, and
+    // answers the later ones.
+    let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+    let answering = {
+        let server = server.clone();
+        tokio::spawn(async move {
+            let mut held_tx = Some(held_tx);
+            while let Some(request) = requests.recv().await {
+                if let Some(tx) = held_tx.take() {
+                    let _ = tx.send(());
+                    continue;
+                }
+                if let Some(reply) = Message::reply(&request, "pong") {
+                    let _ = server.publish(reply).await;
+                }
+            }
+        })
+    };
+    let deadline = Duration::from_secs(2);
+    let call = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let request = Message::new(Topic::new("svc/echo").expect("topic"), "ping");
+            client.request(request, deadline).await
+        })
+    };
+    held_rx.await.expect("the request reached the server");
+    broker.stop().await.expect("the broker is killed");
+    // Bounded well past the deadline, so that a call that never ends fails the test.
+    let outcome =
+        tokio::time::timeout(deadline * 5, call).await.expect("the call ended").expect("call task");
+    let e = outcome.expect_err("no reply can come from a dead broker");
+    assert!(matches!(e.kind(), RequestErrorKind::TimedOut | RequestErrorKind::NotConnected), "{e}");
+    broker.restart().await.expect("the broker starts again");
+    next_event(&mut server_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut client_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    let request = Message::new(Topic::new("svc/echo").expect("topic"), "ping");
+    let reply = client.request(request, Duration::from_secs(10)).await.expect("answered again");
+    assert_eq!(reply.payload.to_bytes().expect("bytes").as_ref(), b"pong");
+    answering.abort();
 }
 
 /// A publisher with a clean session, whose QoS 1 messages were accepted but not yet

@@ -31,6 +31,9 @@ const RESTART_ATTEMPTS: usize = 3;
 const LOG_TAIL_BYTES: u64 = 4096;
 const LOG_TAIL_LINES: usize = 30;
 
+/// A broker's arguments and environment variables.
+type Launch = (Vec<OsString>, Vec<(OsString, OsString)>);
+
 /// Configuration for an owned Mosquitto ([`BrokerProcess::mosquitto`]).
 ///
 /// The generated `mosquitto.conf` always contains
@@ -141,6 +144,8 @@ pub struct BrokerProcess {
     kind: BrokerKind,
     program: PathBuf,
     args: Vec<OsString>,
+    /// Environment variables set for the broker (RabbitMQ takes its settings so).
+    env: Vec<(OsString, OsString)>,
     port: u16,
     log_path: PathBuf,
     child: Option<Child>,
@@ -277,16 +282,29 @@ impl BrokerProcess {
         mut make_args: impl FnMut(&Path, u16) -> Result<Vec<OsString>, TestkitError>,
     ) -> Result<Self, TestkitError> {
         let program = find_binary(name)?;
+        Self::start_program(name, kind, program, |dir, port| Ok((make_args(dir, port)?, vec![])))
+            .await
+    }
+
+    /// [`start`](Self::start) with a given program and environment variables besides the
+    /// arguments.
+    async fn start_program(
+        name: &'static str,
+        kind: BrokerKind,
+        program: PathBuf,
+        mut make: impl FnMut(&Path, u16) -> Result<Launch, TestkitError>,
+    ) -> Result<Self, TestkitError> {
         let mut attempt = 1;
         loop {
             let dir = ScratchDir::new(name)?;
             let port = free_port()?;
-            let args = make_args(dir.path(), port)?;
+            let (args, env) = make(dir.path(), port)?;
             let mut broker = BrokerProcess {
                 name,
                 kind,
                 program: program.clone(),
                 args,
+                env,
                 port,
                 log_path: dir.path().join(format!("{name}.log")),
                 child: None,
@@ -298,6 +316,52 @@ impl BrokerProcess {
                 Err(err) => return Err(err),
             }
         }
+    }
+
+    /// Start a RabbitMQ node of its own (node name, AMQP and distribution ports, database
+    /// and logs all in its temporary directory; no plugins), and wait until it accepts
+    /// AMQP connections (a few seconds). Its data survives [`restart`](Self::restart), so
+    /// durable queues and their messages come back. The Erlang VM is the process started
+    /// (the start script is told to `exec` it), so [`stop`](Self::stop) kills the broker
+    /// itself, as a crash would. Needs the `epmd` that a RabbitMQ installation runs.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::BinaryMissing`] when RabbitMQ is not installed; otherwise any error
+    /// from preparing files, spawning or waiting for readiness.
+    pub async fn rabbitmq() -> Result<Self, TestkitError> {
+        // Debian's /usr/sbin/rabbitmq-server switches to the rabbitmq user first; the
+        // script behind it runs the node as whoever started it.
+        let program = PathBuf::from("/usr/lib/rabbitmq/bin/rabbitmq-server");
+        if !is_executable(&program) {
+            return Err(TestkitError::BinaryMissing { name: "rabbitmq-server" });
+        }
+        Self::start_program("rabbitmq-server", BrokerKind::Amqp, program, |dir, port| {
+            let dist_port = free_port()?;
+            let write = |file: &str, text: String| {
+                let path = dir.join(file);
+                fs::write(&path, text)
+                    .map_err(|source| TestkitError::Prepare { path: path.clone(), source })
+                    .map(|()| path)
+            };
+            let config = write(
+                "rabbitmq.conf",
+                format!("listeners.tcp.default = 127.0.0.1:{port}\nloopback_users = none\n"),
+            )?;
+            let plugins = write("enabled_plugins", "[].\n".to_owned())?;
+            let env = [
+                ("RABBITMQ_NODENAME", format!("busbar-{port}@localhost")),
+                ("RABBITMQ_DIST_PORT", dist_port.to_string()),
+                ("RABBITMQ_CONFIG_FILE", config.display().to_string()),
+                ("RABBITMQ_ENABLED_PLUGINS_FILE", plugins.display().to_string()),
+                ("RABBITMQ_MNESIA_BASE", dir.join("mnesia").display().to_string()),
+                ("RABBITMQ_LOG_BASE", dir.join("log").display().to_string()),
+                // Makes the start script `exec` the VM instead of waiting on it.
+                ("RUNNING_UNDER_SYSTEMD", "true".to_owned()),
+            ];
+            Ok((vec![], env.into_iter().map(|(k, v)| (k.into(), v.into())).collect()))
+        })
+        .await
     }
 
     /// The broker's URL: `mqtt://`, `redis://` or `nats://` followed by `127.0.0.1:<port>`.
@@ -396,6 +460,7 @@ impl BrokerProcess {
         let stdout = log.try_clone().map_err(prepare)?;
         let child = Command::new(&self.program)
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir(self.dir.path())
             .stdin(Stdio::null())
             .stdout(Stdio::from(stdout))

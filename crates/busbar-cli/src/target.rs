@@ -19,6 +19,11 @@ pub struct Target {
     /// Broker of the configuration file (default: the file's default broker).
     #[arg(long, value_name = "NAME", requires = "config")]
     broker: Option<String>,
+    /// The client id to connect with (default: a random one). With a persistent session
+    /// (MQTT `?session_expiry=SECS`), a command started again with the same id resumes
+    /// where the last one stopped, even one that was killed.
+    #[arg(long, value_name = "ID")]
+    client_id: Option<String>,
     /// The configuration's broker, read once however often it is asked for.
     #[arg(skip)]
     entry: std::sync::OnceLock<Option<Broker>>,
@@ -50,6 +55,12 @@ impl Target {
 
     /// The URL and connector for nodes.
     pub fn for_nodes(&self) -> anyhow::Result<(String, Arc<dyn Connector>)> {
+        if self.client_id.is_some() {
+            return Err(crate::exit::with(
+                crate::profile::USAGE,
+                "--client-id names one connection, and this command makes several",
+            ));
+        }
         Ok(match self.broker_entry()? {
             Some(b) => (b.url().to_owned(), b.connector()),
             None => (self.url().to_owned(), Arc::new(busbar::Registry::default())),
@@ -68,6 +79,10 @@ impl Target {
     }
 
     async fn connect_with(&self, options: ConnectOptions) -> anyhow::Result<Connection> {
+        let options = match &self.client_id {
+            Some(id) => options.client_id(id.clone()),
+            None => options,
+        };
         let (outcome, shown) = match self.broker_entry()? {
             Some(b) => {
                 (b.connect_with(options).await, format!("{} ({})", b.name, b.redacted_url()))

@@ -1423,3 +1423,75 @@ async fn pub_rides_through_a_broker_restart_on_every_broker() {
         assert_eq!(status.code(), Some(0), "{kind}: a pub started during the outage gave up");
     }
 }
+
+/// A `busbar sub` with a persistent session is killed (SIGKILL: no DISCONNECT, nothing
+/// flushed) while idle, messages are published while it is dead, and a `busbar sub` started
+/// again with the same `--client-id` gets every one of them, in order, and nothing else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_subscriber_resumes_its_session_with_the_same_client_id() {
+    use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let test = "a_killed_subscriber_resumes_its_session";
+    let Some(broker) =
+        skip_if_missing(test, BrokerProcess::mosquitto(MosquittoConfig::new()).await)
+    else {
+        return;
+    };
+    let url = format!("{}?session_expiry=300", broker.url());
+    let id = format!("killed-sub-{}", rand_suffix());
+    let publisher = busbar::connect(&broker.url()).await.expect("publisher");
+    let publish = |n: u32| {
+        let m = busbar::Message::new(
+            busbar::Topic::new("plant/log").expect("topic"),
+            n.to_string().into_bytes(),
+        )
+        .with_qos(busbar::QoS::AtLeastOnce);
+        publisher.publish(m)
+    };
+    let line_in_time = |line: Result<Option<String>, std::io::Error>| {
+        line.expect("stdout").expect("a line before the output ended")
+    };
+
+    let mut first = start_ready(&["sub", "plant/#", "--url", &url, "--client-id", &id]).await;
+    let mut out = BufReader::new(first.stdout.take().expect("stdout")).lines();
+    for n in 0..5 {
+        publish(n).await.expect("confirmed");
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), out.next_line())
+            .await
+            .expect("in time");
+        assert_eq!(line_in_time(line), format!("plant/log  {n}"));
+    }
+    first.kill().await.expect("SIGKILL the first subscriber");
+
+    // The broker keeps these for the dead subscriber's session.
+    for n in 5..25 {
+        publish(n).await.expect("confirmed");
+    }
+    let again = start_ready(&[
+        "sub",
+        "plant/#",
+        "--url",
+        &url,
+        "--client-id",
+        &id,
+        "--count",
+        "20",
+        "--timeout",
+        "20",
+    ])
+    .await;
+    let output = again.wait_with_output().await.expect("the second subscriber ends");
+    assert!(output.status.success(), "{:?}", output.status);
+    let lines: Vec<String> =
+        String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
+    let expected: Vec<String> = (5..25).map(|n| format!("plant/log  {n}")).collect();
+    assert_eq!(lines, expected, "every message published while it was dead, in order");
+}
+
+/// `--client-id` names one connection: a command that makes several refuses it.
+#[test]
+fn a_client_id_for_a_command_with_several_connections_is_a_usage_error() {
+    let out = busbar(&["demo", "--client-id", "one"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--client-id"));
+}

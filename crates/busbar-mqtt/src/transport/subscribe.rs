@@ -145,27 +145,32 @@ pub(super) async fn subscribe(
     let (tx, rx) = queue(options.queue);
     let filter = options.filter.clone();
     let target = Target::new(tx, filter.as_str(), &s.meter);
-    let added = lock(&s.registry).add(
-        filter.clone(),
-        options.queue_group.clone(),
-        options.qos,
-        options.no_local,
-        (id, target),
-    )?;
-    let path = lock(&s.registry).subs.get(&added.sub_id).map(|b| b.path()).unwrap_or_default();
     // What a persistent session delivered before this subscription existed comes first,
-    // ahead of anything the new subscription brings.
-    if options.queue_group.is_none() {
+    // ahead of anything the new subscription brings: taken under the same lock that makes
+    // the subscription visible to the receive path, so that no message routed to it
+    // directly can overtake the kept ones.
+    let (added, path) = {
         let mut registry = lock(&s.registry);
-        let kept = registry.take_orphans(&filter);
-        if let Some(target) = registry.target(added.sub_id, id) {
-            for m in kept {
-                if target.seed(m) {
-                    s.meter.delivered();
+        let added = registry.add(
+            filter.clone(),
+            options.queue_group.clone(),
+            options.qos,
+            options.no_local,
+            (id, target),
+        )?;
+        let path = registry.subs.get(&added.sub_id).map(|b| b.path()).unwrap_or_default();
+        if options.queue_group.is_none() {
+            let kept = registry.take_orphans(&filter);
+            if let Some(target) = registry.target(added.sub_id, id) {
+                for m in kept {
+                    if target.seed(m) {
+                        s.meter.delivered();
+                    }
                 }
             }
         }
-    }
+        (added, path)
+    };
     if added.new
         && let Err(e) =
             s.subscribe_and_wait(added.sub_id, path, options.qos, options.no_local).await

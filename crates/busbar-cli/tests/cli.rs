@@ -1495,3 +1495,29 @@ fn a_client_id_for_a_command_with_several_connections_is_a_usage_error() {
     assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--client-id"));
 }
+
+/// `pub --qos 1` (and 2) to a topic the broker's ACL forbids: exits non-zero with the
+/// broker's refusal (MQTT 5 PUBACK/PUBREC reason), instead of exit 0 after waiting for an
+/// acknowledgement that never says yes; an allowed topic on the same broker exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_to_a_topic_the_broker_refuses_exits_non_zero() {
+    use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+    let acl = std::env::temp_dir().join(format!("busbar-cli-acl-{}", rand_suffix()));
+    std::fs::write(&acl, "topic readwrite allowed/#\n").expect("ACL file");
+    let config = MosquittoConfig::new().line(format!("acl_file {}", acl.display()));
+    let started = BrokerProcess::mosquitto(config).await;
+    let Some(broker) = skip_if_missing("pub_to_a_topic_the_broker_refuses", started) else {
+        let _ = std::fs::remove_file(&acl);
+        return;
+    };
+    let url = broker.url();
+    for qos in ["1", "2"] {
+        let out = busbar(&["pub", "--url", &url, "--qos", qos, "forbidden/x", "m"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "QoS {qos}: {err}");
+        assert!(err.contains("refused") && err.contains("NotAuthorized"), "QoS {qos}: {err}");
+        let ok = busbar(&["pub", "--url", &url, "--qos", qos, "allowed/x", "m"]);
+        assert!(ok.status.success(), "QoS {qos}: {}", String::from_utf8_lossy(&ok.stderr));
+    }
+    let _ = std::fs::remove_file(&acl);
+}

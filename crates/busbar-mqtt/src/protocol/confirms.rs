@@ -110,10 +110,13 @@ impl Confirms {
         answer(confirm, Ok(()));
     }
 
-    /// The broker refused the publish written with `pkid`.
-    pub(crate) fn refused(&self, pkid: u16, reason: &str) {
+    /// The broker refused the publish written with `pkid`. Returns whether a caller was
+    /// waiting for it (and has been told).
+    pub(crate) fn refused(&self, pkid: u16, reason: &str) -> bool {
         let confirm = self.table().written.remove(&pkid).flatten();
+        let told = confirm.as_ref().is_some_and(|tx| !tx.is_closed());
         answer(confirm, Err(OpError::refused(format!("the broker refused the publish: {reason}"))));
+        told
     }
 
     /// After a dropped connection: `given_up` (written with these ids) will not be sent

@@ -299,7 +299,13 @@ pub(crate) enum Happened {
     Completed,
     /// The broker refused a publish of ours (an MQTT 5 reason code of 0x80 or more in its
     /// PUBACK or PUBREC: not authorized, topic name invalid, quota exceeded...).
-    Refused(u16, String),
+    Refused {
+        pkid: u16,
+        reason: String,
+        /// Whether a caller waiting for this publish was told (set by the books, not by
+        /// the event): then the refusal needs no louder report.
+        caller_told: bool,
+    },
     Other,
 }
 
@@ -442,13 +448,15 @@ fn refused_rec(reason: &rumqttc::v5::mqttbytes::v5::PubRecReason) -> Option<Stri
 
 /// Keeps the books on what the event loop reported: which publishes were written, held
 /// back, confirmed or refused, and which keep getting the connection dropped.
-fn account(happened: Happened, resends: &mut Resends, confirms: &Confirms) -> Happened {
+fn account(mut happened: Happened, resends: &mut Resends, confirms: &Confirms) -> Happened {
     resends.observe(&happened);
-    match &happened {
+    match &mut happened {
         Happened::SentPublish(pkid) if *pkid != 0 => confirms.written(*pkid),
         Happened::HeldBack(pkid) => confirms.held_back(*pkid),
         Happened::Acked(pkid) | Happened::Received(pkid) => confirms.confirmed(*pkid),
-        Happened::Refused(pkid, reason) => confirms.refused(*pkid, reason),
+        Happened::Refused { pkid, reason, caller_told } => {
+            *caller_told = confirms.refused(*pkid, reason);
+        }
         _ => {}
     }
     happened
@@ -474,11 +482,11 @@ fn event5(
         );
     }
     match happened5(event, &mut l.pending, stranded) {
-        Happened::Refused(pkid, reason) => {
+        Happened::Refused { pkid, reason, caller_told } => {
             if live {
                 repair.refused(l, pkid, refused_at_pubrec);
             }
-            Happened::Refused(pkid, reason)
+            Happened::Refused { pkid, reason, caller_told }
         }
         // Ours, to renew the connection: the supervisor goes on to reconnect.
         Happened::SentDisconnect if repair.sent_disconnect() => Happened::Other,
@@ -520,12 +528,12 @@ fn happened5(
         }
         Event::Incoming(Packet5::Publish(p)) => Happened::Message(convert::incoming(p)),
         Event::Incoming(Packet5::PubAck(ack)) => match refused_ack(&ack.reason) {
-            Some(reason) => Happened::Refused(ack.pkid, reason),
+            Some(reason) => Happened::Refused { pkid: ack.pkid, reason, caller_told: false },
             None => Happened::Acked(ack.pkid),
         },
         // A refused QoS 2 publish ends at its PUBREC: no PUBCOMP follows.
         Event::Incoming(Packet5::PubRec(rec)) => match refused_rec(&rec.reason) {
-            Some(reason) => Happened::Refused(rec.pkid, reason),
+            Some(reason) => Happened::Refused { pkid: rec.pkid, reason, caller_told: false },
             None => Happened::Received(rec.pkid),
         },
         Event::Incoming(Packet5::PubComp(_)) => Happened::Completed,

@@ -58,7 +58,7 @@ impl Resends {
     pub(super) fn observe(&mut self, happened: &Happened) {
         match happened {
             Happened::SentPublish(pkid) => self.wrote(*pkid),
-            Happened::Acked(pkid) | Happened::Received(pkid) | Happened::Refused(pkid, _) => {
+            Happened::Acked(pkid) | Happened::Received(pkid) | Happened::Refused { pkid, .. } => {
                 self.acked(*pkid)
             }
             _ => {}

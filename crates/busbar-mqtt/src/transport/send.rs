@@ -121,9 +121,15 @@ impl Shared {
         self.lost();
     }
 
-    /// A publish the broker refused in its acknowledgement (MQTT 5).
-    pub(super) fn refused(&self, reason: &str) {
-        tracing::error!(%reason, "the broker refused a publish");
+    /// A publish the broker refused in its acknowledgement (MQTT 5). Logged at error
+    /// only when no caller was waiting for it (a request, a forwarded message): a caller
+    /// has the error already, and a second report of it would only be noise.
+    pub(super) fn refused(&self, reason: &str, caller_told: bool) {
+        if caller_told {
+            tracing::debug!(%reason, "the broker refused a publish");
+        } else {
+            tracing::error!(%reason, "the broker refused a publish nobody waited for");
+        }
         self.lost();
     }
 

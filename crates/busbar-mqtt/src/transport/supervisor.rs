@@ -89,7 +89,9 @@ pub(super) async fn supervise(
             Ok(Happened::SentDisconnect) => break,
             // A QoS 1 publish is done at its PUBACK, a QoS 2 one at its PUBCOMP.
             Ok(Happened::Acked(_) | Happened::Completed) => shared.on_acked(),
-            Ok(Happened::Refused(_, reason)) => shared.refused(&reason),
+            Ok(Happened::Refused { reason, caller_told, .. }) => {
+                shared.refused(&reason, caller_told)
+            }
             Ok(
                 Happened::SentPublish(_)
                 | Happened::HeldBack(_)

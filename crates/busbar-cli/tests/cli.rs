@@ -1516,8 +1516,11 @@ async fn pub_to_a_topic_the_broker_refuses_exits_non_zero() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "QoS {qos}: {err}");
         assert!(err.contains("refused") && err.contains("NotAuthorized"), "QoS {qos}: {err}");
-        // Said once, by the command: no library log line repeats it.
-        assert_eq!(err.lines().count(), 1, "QoS {qos}: {err}");
+        // Said by the command; busbar's library does not repeat it as an error. (The MQTT
+        // client crate's own warning about the refused acknowledgement can still show when
+        // its log is bridged into the CLI's: issue 20, library log lines.)
+        assert_eq!(err.lines().filter(|l| l.starts_with("busbar:")).count(), 1, "QoS {qos}: {err}");
+        assert!(!err.contains("ERROR"), "QoS {qos}: {err}");
         let ok = busbar(&["pub", "--url", &url, "--qos", qos, "allowed/x", "m"]);
         assert!(ok.status.success(), "QoS {qos}: {}", String::from_utf8_lossy(&ok.stderr));
     }

@@ -184,7 +184,7 @@ impl Client {
             return Ok(Handed::Busy(confirm));
         };
         let packet = self.packet(message, max_packet)?;
-        let tracked = message.effective_qos(QoS::ExactlyOnce) != QoS::AtMostOnce;
+        let tracked = tracked(message);
         if tracked {
             self.confirms.queue(confirm);
         }
@@ -223,7 +223,7 @@ impl Client {
         let _gate = self.gate.lock().await;
         drop(place);
         let packet = self.packet(message, max_packet)?;
-        let tracked = message.effective_qos(QoS::ExactlyOnce) != QoS::AtMostOnce;
+        let tracked = tracked(message);
         if tracked {
             self.confirms.queue(confirm);
         }
@@ -243,6 +243,11 @@ impl Client {
         }
         queued
     }
+}
+
+/// Whether the broker acknowledges `message` (QoS 1 or 2), so that a caller waits for it.
+pub(crate) fn tracked(message: &Message) -> bool {
+    message.effective_qos(QoS::ExactlyOnce) != QoS::AtMostOnce
 }
 
 /// Bytes a publish needs besides payload, topic and properties (fixed header, lengths, ids).

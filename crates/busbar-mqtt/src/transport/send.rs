@@ -5,19 +5,14 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use busbar_core::error::{PublishError, RequestError};
-use busbar_core::message::{Message, QoS};
+use busbar_core::message::Message;
 use busbar_core::transport::Completion;
 use busbar_transport_kit::inbox;
 use bytes::Bytes;
 use tokio::sync::oneshot;
 
 use super::state::Shared;
-use crate::protocol::{Confirm, Handed, Place};
-
-/// Whether the broker acknowledges `message` (QoS 1 or 2).
-fn tracked(message: &Message) -> bool {
-    message.effective_qos(QoS::ExactlyOnce) != QoS::AtMostOnce
-}
+use crate::protocol::{Confirm, Handed, Place, tracked};
 
 /// The broker's answer to one publish, or `Closed` when the connection closed first.
 async fn confirmation(rx: oneshot::Receiver<Result<(), PublishError>>) -> Result<(), PublishError> {

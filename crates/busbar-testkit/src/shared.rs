@@ -23,20 +23,25 @@ pub enum BrokerKind {
     Redis,
     /// NATS.
     Nats,
+    /// Kafka (a Tansu broker: no Kafka service is installed with the others, so
+    /// `scripts/test-all` starts one on 127.0.0.1:9092).
+    Kafka,
 }
 
 impl BrokerKind {
-    /// Every kind, in a fixed order.
+    /// Every kind of the machine's standard services, in a fixed order (Kafka, started by
+    /// `scripts/test-all` rather than installed as a service, is not among them).
     pub const ALL: [BrokerKind; 4] =
         [BrokerKind::Mqtt, BrokerKind::Amqp, BrokerKind::Redis, BrokerKind::Nats];
 
-    /// A short lower-case name: `mqtt`, `amqp`, `redis` or `nats`.
+    /// A short lower-case name: `mqtt`, `amqp`, `redis`, `nats` or `kafka`.
     pub fn name(self) -> &'static str {
         match self {
             BrokerKind::Mqtt => "mqtt",
             BrokerKind::Amqp => "amqp",
             BrokerKind::Redis => "redis",
             BrokerKind::Nats => "nats",
+            BrokerKind::Kafka => "kafka",
         }
     }
 
@@ -48,6 +53,7 @@ impl BrokerKind {
             BrokerKind::Amqp => "BUSBAR_TEST_AMQP_URL",
             BrokerKind::Redis => "BUSBAR_TEST_REDIS_URL",
             BrokerKind::Nats => "BUSBAR_TEST_NATS_URL",
+            BrokerKind::Kafka => "BUSBAR_TEST_KAFKA_URL",
         }
     }
 
@@ -58,6 +64,7 @@ impl BrokerKind {
             BrokerKind::Amqp => "amqp://guest:guest@127.0.0.1:5672/%2f",
             BrokerKind::Redis => "redis://127.0.0.1:6379",
             BrokerKind::Nats => "nats://127.0.0.1:4222",
+            BrokerKind::Kafka => "kafka://127.0.0.1:9092",
         }
     }
 
@@ -68,6 +75,7 @@ impl BrokerKind {
             BrokerKind::Amqp => 5672,
             BrokerKind::Redis => 6379,
             BrokerKind::Nats => 4222,
+            BrokerKind::Kafka => 9092,
         }
     }
 }

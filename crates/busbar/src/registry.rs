@@ -20,6 +20,7 @@ const PLANNED: &[(&str, &str)] = &[
     ("nats", "nats"),
     ("tls", "nats"),
     ("kafka", "kafka"),
+    ("kafka+tls", "kafka"),
 ];
 
 /// Whether `scheme` is one busbar has a transport for, in this build or another.
@@ -48,6 +49,8 @@ impl Default for Registry {
         r.connectors.push(Arc::new(busbar_nats::NatsConnector));
         #[cfg(feature = "amqp")]
         r.connectors.push(Arc::new(busbar_amqp::AmqpConnector));
+        #[cfg(feature = "kafka")]
+        r.connectors.push(Arc::new(busbar_kafka::KafkaConnector));
         r
     }
 }
@@ -113,15 +116,20 @@ impl Connector for Registry {
 mod tests {
     use super::*;
 
+    #[cfg(feature = "mem")]
     #[tokio::test]
     async fn unknown_scheme_names_what_is_known() {
-        let err = Registry::default()
+        // A scheme of a transport this build lacks names the feature that brings it.
+        let registry = Registry::empty().with(Arc::new(busbar_mem::MemConnector));
+        let err = registry
             .connect("kafka://127.0.0.1:9092", ConnectOptions::new())
             .await
-            .expect_err("no kafka transport yet");
+            .expect_err("no kafka transport in this registry");
         let text = err.to_string();
         assert!(text.contains("`kafka`"), "{text}");
         assert!(text.contains("mem"), "{text}");
+        #[cfg(feature = "kafka")]
+        assert!(Registry::default().known_schemes().contains(&"kafka+tls"));
         let err = Registry::default()
             .connect("gopher://x", ConnectOptions::new())
             .await

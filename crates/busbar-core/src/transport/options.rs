@@ -29,6 +29,15 @@ pub struct Capabilities {
     pub native_names: NativeNames,
     /// Load-balanced delivery among subscribers sharing a queue group.
     pub queue_groups: bool,
+    /// Queue groups share a topic by its partitions (Kafka): each member takes whole
+    /// partitions, so a group spreads only as far as the messages' keys (see
+    /// [`Message::key`]) spread them over partitions, and order holds per partition.
+    /// Elsewhere each message goes to any member.
+    pub partitioned_groups: bool,
+    /// Order is kept per topic only (per partition, on Kafka): a subscription whose filter
+    /// matches several topics gets each topic's messages in order, but not the messages of
+    /// different topics in the order they were published.
+    pub topic_order_only: bool,
     /// Retained messages (the last one per topic is kept for new subscribers).
     pub retained: bool,
     /// Request/reply built into the broker rather than emulated.
@@ -66,6 +75,8 @@ impl Capabilities {
         Capabilities {
             native_names,
             queue_groups: false,
+            partitioned_groups: false,
+            topic_order_only: false,
             retained: false,
             native_request: false,
             headers: false,

@@ -143,6 +143,8 @@ pub(crate) enum TransportName {
     Nats,
     /// AMQP 0.9.1 (RabbitMQ).
     Amqp,
+    /// Kafka (one bootstrap server here; a `url` can list several).
+    Kafka,
     /// The in-process bus; `host` names the bus.
     Mem,
 }

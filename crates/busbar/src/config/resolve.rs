@@ -618,6 +618,8 @@ fn compose_url(transport: TransportName, e: &BrokerFile) -> std::result::Result<
         (TransportName::Nats, true) => "tls",
         (TransportName::Amqp, false) => "amqp",
         (TransportName::Amqp, true) => "amqps",
+        (TransportName::Kafka, false) => "kafka",
+        (TransportName::Kafka, true) => "kafka+tls",
         (TransportName::Mem, false) => "mem",
         (TransportName::Mem, true) => return Err("the in-process bus has no TLS".into()),
     };

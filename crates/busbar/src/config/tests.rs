@@ -126,8 +126,21 @@ fn values_of_the_wrong_type_are_refused_where_they_are() {
     let err = parse(text).expect_err("not a port");
     assert!(err.to_string().starts_with("site.yaml:5:"), "{err}");
     assert!(err.to_string().contains("not a port number"), "{err}");
-    let err = parse("brokers:\n  p:\n    transport: kafka\n    host: h\n").expect_err("transport");
-    assert!(err.to_string().contains("unknown variant `kafka`"), "{err}");
+    let err = parse("brokers:\n  p:\n    transport: zeromq\n    host: h\n").expect_err("transport");
+    assert!(err.to_string().contains("unknown variant `zeromq`"), "{err}");
+}
+
+#[test]
+fn kafka_brokers_load_by_fields() {
+    let text = "brokers:\n  k:\n    transport: kafka\n    host: 10.0.0.5\n    port: 9093\n    \
+                username: app\n    password: pw\n    tls:\n      ca: /etc/ca.pem\n";
+    let config = parse(text).expect("loads");
+    assert_eq!(
+        config.broker(Some("k")).expect("k").url(),
+        "kafka+tls://app:pw@10.0.0.5:9093?ca=%2Fetc%2Fca.pem"
+    );
+    let plain = parse("brokers:\n  k:\n    transport: kafka\n    host: h\n").expect("loads");
+    assert_eq!(plain.broker(Some("k")).expect("k").url(), "kafka://h");
 }
 
 #[test]

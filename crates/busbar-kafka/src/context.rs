@@ -1,0 +1,129 @@
+//! What librdkafka calls back into: its log lines and errors (to `tracing` and the
+//! connection's events), OAUTHBEARER tokens, delivery reports, and group rebalances.
+
+use std::error::Error;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use busbar_core::auth::Token;
+use busbar_core::transport::ConnectionEvent;
+use busbar_transport_kit::Meter;
+use rdkafka::client::{ClientContext, OAuthToken};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::ConsumerContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{DeliveryResult, ProducerContext};
+use tokio::sync::oneshot;
+
+/// Whether the connection to the cluster is up, as librdkafka's errors and successes show
+/// it, so `Disconnected` and `Reconnected` are announced once each.
+#[derive(Default)]
+pub(crate) struct Link {
+    down: Mutex<bool>,
+}
+
+impl Link {
+    fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
+        self.down.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every broker is unreachable.
+    pub(crate) fn lost(&self, meter: &Meter, reason: String) {
+        let mut down = self.lock();
+        if !*down {
+            *down = true;
+            meter.announce(ConnectionEvent::Disconnected { reason });
+        }
+    }
+
+    /// A broker answered (a delivery confirmed, a record fetched).
+    pub(crate) fn answered(&self, meter: &Meter) {
+        let mut down = self.lock();
+        if *down {
+            *down = false;
+            meter.announce(ConnectionEvent::Reconnected);
+        }
+    }
+}
+
+/// The context every librdkafka client of one connection shares.
+#[derive(Clone)]
+pub(crate) struct Context {
+    pub(crate) meter: Meter,
+    pub(crate) link: Arc<Link>,
+    /// The current OAUTHBEARER token, kept fresh by the connection's refresher.
+    pub(crate) token: Option<Arc<Mutex<Token>>>,
+}
+
+impl ClientContext for Context {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        // librdkafka says what it retries at warning level; busbar reports what it gives up
+        // on through errors and events, so its lines are for whoever turns debugging on.
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical => {
+                tracing::warn!(facility, "librdkafka: {line}")
+            }
+            _ => tracing::debug!(facility, "librdkafka: {line}"),
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.link.lost(&self.meter, format!("no Kafka broker answers: {reason}"));
+        } else {
+            tracing::debug!(%error, "librdkafka: {reason}");
+        }
+    }
+
+    fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
+        let Some(cell) = &self.token else {
+            return Err("this connection has no token provider".into());
+        };
+        let token = cell.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // librdkafka wants the expiry as wall-clock milliseconds; a token without one is
+        // given an hour and asked for again then.
+        let left = token
+            .expires_at
+            .map(|at| at.saturating_duration_since(tokio::time::Instant::now()))
+            .unwrap_or(Duration::from_secs(3600));
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+        let lifetime_ms = i64::try_from((now + left).as_millis()).unwrap_or(i64::MAX);
+        Ok(OAuthToken { token: token.value, principal_name: "busbar".into(), lifetime_ms })
+    }
+}
+
+/// Readers without a group take librdkafka's rebalance handling as it is (they have no
+/// rebalances).
+impl ConsumerContext for Context {}
+
+/// Where a publish's delivery report goes: to the caller awaiting it (QoS 1), or nowhere
+/// but the counters (QoS 0).
+pub(crate) type Confirm = Option<oneshot::Sender<Result<(), KafkaError>>>;
+
+impl ProducerContext for Context {
+    type DeliveryOpaque = Box<Confirm>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, confirm: Box<Confirm>) {
+        let outcome = match result {
+            Ok(_) => {
+                self.link.answered(&self.meter);
+                self.meter.published();
+                Ok(())
+            }
+            Err((e, _)) => Err(e.clone()),
+        };
+        match (*confirm, outcome) {
+            (Some(tx), outcome) => {
+                let _ = tx.send(outcome);
+            }
+            (None, Ok(())) => {}
+            (None, Err(e)) => {
+                // At most once, and nobody waits: counted and logged, never silent.
+                self.meter.publish_dropped();
+                tracing::warn!(error = %e, "a QoS 0 publish did not reach the Kafka broker");
+            }
+        }
+    }
+}

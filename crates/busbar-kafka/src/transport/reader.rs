@@ -1,0 +1,408 @@
+//! Readers: one librdkafka consumer per subscription (and one for the reply inbox), each
+//! on its own thread.
+//!
+//! Kafka is read by polling, and librdkafka's consumer calls back (rebalances, commits) from
+//! inside its poll with blocking calls of its own, so each consumer gets a thread that polls
+//! it and hands every record to the subscription's delivery queue in order. A full `Block`
+//! queue holds the thread (and so the reading: librdkafka stops fetching once its own
+//! buffer is full), which is Kafka's backpressure. The thread ends when the subscription is
+//! dropped or the connection closes; dropping the consumer there leaves its group.
+//!
+//! Two ways to read:
+//! * **Assigned** (plain subscriptions, the reply inbox): the reader picks the partitions
+//!   itself and starts each at its end offset as read when the subscription is made, so
+//!   everything published after `subscribe` returns is delivered and nothing before it.
+//!   A filter with wildcards looks for new matching topics every `metadata_interval` and
+//!   reads those from their beginning (they were created after the subscription).
+//! * **Group** (queue groups): a Kafka consumer group named after the queue group. Offsets
+//!   are stored after a record was handed to the subscriber and committed from there
+//!   (at least once: a member that dies before the commit leaves its records to the next).
+//!   A partition the group has never committed starts at its end, read and committed when
+//!   it is first assigned (see [`GroupContext`]), so a later rebalance cannot skip records.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use busbar_core::message::Message;
+use busbar_core::topic::{TopicFilter, topic_from_kafka};
+use busbar_transport_kit::Inbox;
+use busbar_transport_kit::delivery::offer_all;
+use rdkafka::ClientConfig;
+use rdkafka::client::ClientContext;
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
+use rdkafka::types::RDKafkaRespErr;
+use tokio::sync::oneshot;
+use tokio_util::sync::CancellationToken;
+
+use super::routes::Route;
+use crate::context::Context;
+use crate::convert::message_in;
+
+/// How long a poll waits before the reader looks at its stop token again.
+const POLL: Duration = Duration::from_millis(100);
+/// How long one metadata or offset request from a reader may take.
+const LOOKUP: Duration = Duration::from_secs(10);
+
+/// Where a reader's records go.
+pub(crate) enum Sink {
+    /// The local subscriptions of a route.
+    Route(Arc<Route>),
+    /// The reply inbox: each record is a reply for a waiting request.
+    Replies(Arc<Inbox>),
+}
+
+/// What a reader reads.
+pub(crate) enum Plan {
+    /// These topics' partitions, from their end; for a wildcard `filter`, also the topics
+    /// that come to match it later, from their beginning.
+    Assigned { topics: Vec<String>, filter: Option<TopicFilter>, interval: Duration },
+    /// The consumer group `group`, subscribed to `subscription` (a name or a `^` regex).
+    Group { subscription: String },
+}
+
+/// Starts a reader thread; resolves once it reads (its partitions assigned and their start
+/// offsets fixed), or with why it cannot.
+pub(crate) async fn start(
+    config: ClientConfig,
+    context: Context,
+    plan: Plan,
+    sink: Sink,
+    stop: CancellationToken,
+) -> Result<(), String> {
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let runtime = tokio::runtime::Handle::current();
+    let spawned = std::thread::Builder::new().name("busbar-kafka-reader".into()).spawn(move || {
+        let reader = Reader { sink, stop, runtime, context: context.clone() };
+        match plan {
+            Plan::Assigned { topics, filter, interval } => {
+                reader.assigned(config, topics, filter, interval, ready_tx)
+            }
+            Plan::Group { subscription } => reader.group(config, &subscription, ready_tx),
+        }
+    });
+    if let Err(e) = spawned {
+        return Err(format!("cannot start a reader thread: {e}"));
+    }
+    ready_rx.await.unwrap_or_else(|_| Err("the reader stopped before it was ready".into()))
+}
+
+struct Reader {
+    sink: Sink,
+    stop: CancellationToken,
+    runtime: tokio::runtime::Handle,
+    context: Context,
+}
+
+type Ready = oneshot::Sender<Result<(), String>>;
+
+impl Reader {
+    fn assigned(
+        self,
+        config: ClientConfig,
+        topics: Vec<String>,
+        filter: Option<TopicFilter>,
+        interval: Duration,
+        ready: Ready,
+    ) {
+        let consumer: BaseConsumer<Context> = match config.create_with_context(self.context.clone())
+        {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot create a Kafka consumer: {e}")));
+                return;
+            }
+        };
+        let mut known: HashMap<String, i32> = HashMap::new();
+        let mut start = TopicPartitionList::new();
+        let mut names = topics;
+        if let Some(f) = &filter {
+            match matching(&consumer, f) {
+                Ok(found) => names.extend(found.into_keys()),
+                Err(e) => {
+                    let _ = ready.send(Err(format!("cannot list the Kafka topics: {e}")));
+                    return;
+                }
+            }
+        }
+        for name in names {
+            match end_offsets(&consumer, &name, &mut start) {
+                Ok(n) => {
+                    known.insert(name, n);
+                }
+                Err(e) => {
+                    let _ = ready.send(Err(format!("cannot read where {name:?} ends: {e}")));
+                    return;
+                }
+            }
+        }
+        if let Err(e) = consumer.assign(&start) {
+            let _ = ready.send(Err(format!("cannot read the Kafka topics: {e}")));
+            return;
+        }
+        let _ = ready.send(Ok(()));
+        let mut next_look = Instant::now() + interval;
+        while !self.stop.is_cancelled() {
+            if let Some(f) = &filter
+                && Instant::now() >= next_look
+            {
+                next_look = Instant::now() + interval;
+                self.discover(&consumer, f, &mut known);
+            }
+            if !self.poll_once(&consumer, false) {
+                return;
+            }
+        }
+    }
+
+    /// Starts reading, from their beginning, topics (and partitions) that came to match
+    /// `filter` since the last look.
+    fn discover(
+        &self,
+        consumer: &BaseConsumer<Context>,
+        filter: &TopicFilter,
+        known: &mut HashMap<String, i32>,
+    ) {
+        let found = match matching(consumer, filter) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::debug!(error = %e, "looking for new Kafka topics");
+                return;
+            }
+        };
+        let mut more = TopicPartitionList::new();
+        for (name, n) in found {
+            let had = known.get(&name).copied().unwrap_or(0);
+            for p in had..n {
+                let _ = more.add_partition_offset(&name, p, Offset::Beginning);
+            }
+            known.insert(name, n.max(had));
+        }
+        if more.count() > 0
+            && let Err(e) = consumer.incremental_assign(&more)
+        {
+            tracing::warn!(error = %e, "cannot read new Kafka topics matching {filter}");
+        }
+    }
+
+    fn group(self, config: ClientConfig, subscription: &str, ready: Ready) {
+        let context = GroupContext { base: self.context.clone(), ready: Mutex::new(None) };
+        let consumer: BaseConsumer<GroupContext> = match config.create_with_context(context) {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = ready.send(Err(format!("cannot create a Kafka consumer: {e}")));
+                return;
+            }
+        };
+        // The first assignment, made inside a poll below, says the member reads.
+        *consumer.context().ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(ready);
+        if let Err(e) = consumer.subscribe(&[subscription]) {
+            if let Some(ready) = consumer.context().take_ready() {
+                let _ = ready.send(Err(format!("cannot join the consumer group: {e}")));
+            }
+            return;
+        }
+        while !self.stop.is_cancelled() {
+            if !self.poll_once(&consumer, true) {
+                break;
+            }
+        }
+        // Leaving: what was handed over is committed before the group hands the partitions
+        // to another member.
+        match consumer.commit_consumer_state(CommitMode::Sync) {
+            Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+            Err(e) => tracing::debug!(error = %e, "committing on leaving the group"),
+        }
+    }
+
+    /// Polls once and hands over what came; false when the reader must end (its
+    /// subscription is gone).
+    fn poll_once<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, store: bool) -> bool {
+        let record = match consumer.poll(POLL) {
+            None => return true,
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "Kafka consumer");
+                return true;
+            }
+            Some(Ok(record)) => record,
+        };
+        self.context.link.answered(&self.context.meter);
+        match message_in(&record) {
+            Ok(message) => {
+                if !self.hand_over(message) {
+                    return false;
+                }
+            }
+            Err(e) => self.context.meter.discard("a record on a topic busbar cannot name", &e),
+        }
+        if store && let Err(e) = consumer.store_offset_from_message(&record) {
+            tracing::debug!(error = %e, "storing a consumed offset");
+        }
+        true
+    }
+
+    /// Hands one message to the sink; false when the reader must stop.
+    fn hand_over(&self, message: Message) -> bool {
+        match &self.sink {
+            Sink::Replies(inbox) => {
+                let id = message.correlation_id.clone();
+                inbox.complete(id.as_deref(), message);
+                true
+            }
+            Sink::Route(route) => {
+                let targets = route.targets();
+                let blocked = offer_all(&targets, message);
+                if blocked.is_empty() {
+                    return true;
+                }
+                // A full `Block` queue: this thread waits for room, and so does the reading.
+                self.runtime.block_on(async {
+                    for (target, message) in blocked {
+                        tokio::select! {
+                            _ = target.deliver(message) => {}
+                            _ = self.stop.cancelled() => return false,
+                        }
+                    }
+                    true
+                })
+            }
+        }
+    }
+}
+
+/// The topics matching `filter` and their partition counts.
+fn matching(
+    consumer: &BaseConsumer<Context>,
+    filter: &TopicFilter,
+) -> KafkaResult<HashMap<String, i32>> {
+    let metadata = consumer.fetch_metadata(None, LOOKUP)?;
+    Ok(metadata
+        .topics()
+        .iter()
+        .filter(|t| t.error().is_none())
+        .filter(|t| topic_from_kafka(t.name()).is_ok_and(|topic| filter.matches(&topic)))
+        .map(|t| (t.name().to_owned(), i32::try_from(t.partitions().len()).unwrap_or(0)))
+        .collect())
+}
+
+/// Adds every partition of `name` at its end offset to `list`; returns the partition count.
+fn end_offsets<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    name: &str,
+    list: &mut TopicPartitionList,
+) -> KafkaResult<i32> {
+    let metadata = consumer.fetch_metadata(Some(name), LOOKUP)?;
+    let partitions = metadata
+        .topics()
+        .iter()
+        .find(|t| t.name() == name)
+        .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<i32>>())
+        .unwrap_or_default();
+    for &p in &partitions {
+        let (_, high) = consumer.fetch_watermarks(name, p, LOOKUP)?;
+        list.add_partition_offset(name, p, Offset::Offset(high))?;
+    }
+    Ok(i32::try_from(partitions.len()).unwrap_or(i32::MAX))
+}
+
+/// A group member's context: on each assignment, partitions the group never committed
+/// start at their end, read and committed right away; the first assignment tells the
+/// subscriber it reads.
+struct GroupContext {
+    base: Context,
+    ready: Mutex<Option<Ready>>,
+}
+
+impl GroupContext {
+    fn take_ready(&self) -> Option<Ready> {
+        self.ready.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// Fixes where each newly assigned partition starts; returns the partitions that start
+    /// at their end for want of a committed offset (to be committed).
+    fn start_offsets(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        assigned: &mut TopicPartitionList,
+    ) -> KafkaResult<TopicPartitionList> {
+        let committed = consumer.committed_offsets(assigned.clone(), LOOKUP)?;
+        let mut fresh = TopicPartitionList::new();
+        for elem in committed.elements() {
+            let offset = match elem.offset() {
+                Offset::Offset(o) => Offset::Offset(o),
+                _ => {
+                    let (_, high) =
+                        consumer.fetch_watermarks(elem.topic(), elem.partition(), LOOKUP)?;
+                    fresh.add_partition_offset(
+                        elem.topic(),
+                        elem.partition(),
+                        Offset::Offset(high),
+                    )?;
+                    Offset::Offset(high)
+                }
+            };
+            assigned.set_partition_offset(elem.topic(), elem.partition(), offset)?;
+        }
+        Ok(fresh)
+    }
+}
+
+impl ClientContext for GroupContext {
+    const ENABLE_REFRESH_OAUTH_TOKEN: bool = true;
+
+    fn log(&self, level: RDKafkaLogLevel, facility: &str, line: &str) {
+        self.base.log(level, facility, line);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.base.error(error, reason);
+    }
+
+    fn generate_oauth_token(
+        &self,
+        config: Option<&str>,
+    ) -> Result<rdkafka::client::OAuthToken, Box<dyn std::error::Error>> {
+        self.base.generate_oauth_token(config)
+    }
+}
+
+impl ConsumerContext for GroupContext {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        partitions: &mut TopicPartitionList,
+    ) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                let outcome = self.start_offsets(consumer, partitions).and_then(|fresh| {
+                    consumer.assign(partitions)?;
+                    if fresh.count() > 0 {
+                        consumer.commit(&fresh, CommitMode::Sync)?;
+                    }
+                    Ok(())
+                });
+                if let Err(e) = &outcome {
+                    tracing::warn!(error = %e, "taking over Kafka partitions");
+                }
+                if let Some(ready) = self.take_ready() {
+                    let _ =
+                        ready.send(outcome.map_err(|e| format!("joining the consumer group: {e}")));
+                }
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                match consumer.commit_consumer_state(CommitMode::Sync) {
+                    Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+                    Err(e) => tracing::debug!(error = %e, "committing before a rebalance"),
+                }
+                if let Err(e) = consumer.unassign() {
+                    tracing::debug!(error = %e, "giving up Kafka partitions");
+                }
+            }
+            other => tracing::warn!(error = ?other, "Kafka group rebalance failed"),
+        }
+    }
+}

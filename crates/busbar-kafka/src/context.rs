@@ -6,8 +6,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use busbar_core::auth::Token;
+use busbar_core::error::{OpError, PublishError, PublishErrorKind};
 use busbar_core::transport::ConnectionEvent;
 use busbar_transport_kit::Meter;
+use rdkafka::Message as _;
 use rdkafka::client::{ClientContext, OAuthToken};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::ConsumerContext;
@@ -100,7 +102,7 @@ impl ConsumerContext for Context {}
 
 /// Where a publish's delivery report goes: to the caller awaiting it (QoS 1), or nowhere
 /// but the counters (QoS 0).
-pub(crate) type Confirm = Option<oneshot::Sender<Result<(), KafkaError>>>;
+pub(crate) type Confirm = Option<oneshot::Sender<Result<(), PublishError>>>;
 
 impl ProducerContext for Context {
     type DeliveryOpaque = Box<Confirm>;
@@ -112,7 +114,10 @@ impl ProducerContext for Context {
                 self.meter.published();
                 Ok(())
             }
-            Err((e, _)) => Err(e.clone()),
+            Err((e, record)) => {
+                let size = record.payload().map_or(0, <[u8]>::len);
+                Err(publish_error(e, record.topic(), size))
+            }
         };
         match (*confirm, outcome) {
             (Some(tx), outcome) => {
@@ -125,5 +130,27 @@ impl ProducerContext for Context {
                 tracing::warn!(error = %e, "a QoS 0 publish did not reach the Kafka broker");
             }
         }
+    }
+}
+
+/// A publish error for a librdkafka error about a record to `topic` of `size` bytes.
+pub(crate) fn publish_error(e: &KafkaError, topic: &str, size: usize) -> PublishError {
+    use RDKafkaErrorCode as C;
+    match e.rdkafka_error_code() {
+        Some(C::MessageSizeTooLarge) => OpError::new(
+            PublishErrorKind::TooLarge,
+            format!("a record of {size} bytes is larger than the Kafka broker takes"),
+        ),
+        Some(C::MessageTimedOut) => OpError::new(
+            PublishErrorKind::TimedOut,
+            format!("the Kafka broker did not confirm the record to {topic:?} in time"),
+        ),
+        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => {
+            OpError::refused(format!("the Kafka broker refused the record to {topic:?}: {e}"))
+        }
+        Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition) => {
+            OpError::refused(format!("the Kafka broker has no topic {topic:?}: {e}"))
+        }
+        _ => OpError::broker("kafka", format!("the record to {topic:?} failed: {e}")),
     }
 }

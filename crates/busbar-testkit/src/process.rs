@@ -345,6 +345,41 @@ impl BrokerProcess {
         .await
     }
 
+    /// Start a Tansu Kafka broker that keeps its data across [`restart`](Self::restart):
+    /// SQLite storage in its temporary directory (`tansu broker --storage-engine
+    /// sqlite://tansu.db`, a build with the `libsql` feature). The binary is
+    /// `$BUSBAR_TANSU_LASTING`, else the one `scripts/test-all` builds in
+    /// `target/tansu-lite/bin`.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::BinaryMissing`] when no such build is found; otherwise any error
+    /// from spawning or waiting for readiness.
+    pub async fn tansu_lasting() -> Result<Self, TestkitError> {
+        let program = match std::env::var_os("BUSBAR_TANSU_LASTING").filter(|p| !p.is_empty()) {
+            Some(path) => PathBuf::from(path),
+            None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tansu-lite/bin/tansu"),
+        };
+        if !is_executable(&program) {
+            return Err(TestkitError::BinaryMissing { name: "tansu (built with libsql)" });
+        }
+        Self::start_program("tansu", BrokerKind::Kafka, program, |_dir, port| {
+            let url = format!("tcp://127.0.0.1:{port}");
+            let args = vec![
+                "broker".into(),
+                "--listener-url".into(),
+                url.clone().into(),
+                "--advertised-listener-url".into(),
+                url.into(),
+                // Relative to the broker's working directory, its temporary directory.
+                "--storage-engine".into(),
+                "sqlite://tansu.db".into(),
+            ];
+            Ok((args, vec![]))
+        })
+        .await
+    }
+
     /// Start a RabbitMQ node of its own (node name, AMQP and distribution ports, database
     /// and logs all in its temporary directory; no plugins), and wait until it accepts
     /// AMQP connections (a few seconds). Its data survives [`restart`](Self::restart), so

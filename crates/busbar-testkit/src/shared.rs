@@ -34,6 +34,16 @@ impl BrokerKind {
     pub const ALL: [BrokerKind; 4] =
         [BrokerKind::Mqtt, BrokerKind::Amqp, BrokerKind::Redis, BrokerKind::Nats];
 
+    /// Every kind the tests reach: the standard services and the Kafka broker that
+    /// `scripts/test-all` starts.
+    pub const EVERY: [BrokerKind; 5] = [
+        BrokerKind::Mqtt,
+        BrokerKind::Amqp,
+        BrokerKind::Redis,
+        BrokerKind::Nats,
+        BrokerKind::Kafka,
+    ];
+
     /// A short lower-case name: `mqtt`, `amqp`, `redis`, `nats` or `kafka`.
     pub fn name(self) -> &'static str {
         match self {

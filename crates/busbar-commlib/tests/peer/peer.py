@@ -121,6 +121,8 @@ def params_for(broker):
         from commlib.transports.amqp import ConnectionParameters
     elif kind == "redis":
         from commlib.transports.redis import ConnectionParameters
+    elif kind == "kafka":
+        from commlib.transports.kafka import ConnectionParameters
     else:
         raise SystemExit(f"unknown broker kind {kind}")
 

@@ -65,6 +65,11 @@ pub(crate) struct Shared {
     producer: ThreadedProducer<Context>,
     topics: Arc<Topics>,
     inbox: Arc<Inbox>,
+    /// This state itself, for the tasks it starts.
+    me: std::sync::Weak<Shared>,
+    /// Publishes waiting, per Kafka topic, for the topic to be known or for room in
+    /// librdkafka's queue (see `send`).
+    backlogs: Mutex<HashMap<String, std::collections::VecDeque<send::Queued>>>,
     /// The routes of this connection's subscriptions.
     routes: Mutex<HashMap<routes::RouteKey, Arc<routes::Route>>>,
     next_id: AtomicU64,
@@ -153,10 +158,15 @@ impl KafkaTransport {
             .map_err(|e| config_error(format!("cannot create the Kafka admin client: {e}")))?;
         let topics = Topics::new(admin, &settings);
         // The cluster answers, and lets us in, before the connection counts as made.
-        topics.metadata(None).await.map_err(|failure| connect_error(failure, &settings.shown))?;
+        topics
+            .metadata(None, settings.connect_timeout)
+            .await
+            .map_err(|failure| connect_error(failure, &settings.shown))?;
         let home =
             client_id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|me| Shared {
+            me: me.clone(),
+            backlogs: Mutex::default(),
             client_id,
             inbox: Arc::new(Inbox::new(&meter)),
             settings,

@@ -6,6 +6,8 @@
 //! servers of a queue group share the calls; any other message without a key goes to one
 //! partition per publisher and topic, so what one publisher sends keeps its order.
 
+use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -23,51 +25,136 @@ use tokio::sync::oneshot;
 
 use super::Shared;
 use super::reader::{self, Plan, Sink};
-use crate::context::Confirm;
+use super::subscribe::lock;
+use crate::context::{Confirm, publish_error};
 use crate::convert::headers_out;
 
-/// How long a publish waits before trying again when librdkafka's queue is full.
+/// How long the backlog's sender waits before trying again when librdkafka's queue is full.
 const QUEUE_FULL_PAUSE: Duration = Duration::from_millis(2);
 
+/// A publish waiting in a topic's backlog, and where its outcome goes.
+pub(super) struct Queued {
+    message: Message,
+    done: oneshot::Sender<Result<(), PublishError>>,
+}
+
+/// What handing a record to librdkafka did.
+enum Handed {
+    /// Queued for sending; at QoS 1 the delivery report answers `done` later.
+    Queued,
+    /// Refused at once (the caller was told through `done`).
+    Failed,
+    /// librdkafka's queue is full: the publish comes back.
+    Full(Queued),
+}
+
 impl Shared {
-    /// Publishes `message`: resolves when the broker has it (QoS 1), or once it is queued
-    /// for sending (QoS 0).
+    /// Publishes `message`: hands it to librdkafka now (so publishes in flight keep their
+    /// order and go out together) and resolves when the broker has it (QoS 1), or once it
+    /// is queued for sending (QoS 0).
+    ///
+    /// A publish that cannot be handed over now (its topic not yet looked up or created, or
+    /// librdkafka's queue full) waits in its topic's backlog, and so does every later one to
+    /// that topic until the backlog is empty: a task sends the backlog in order.
     pub(super) fn publish(&self, message: Message) -> Completion<'_> {
         if let Err(e) = self.life.check::<PublishErrorKind>() {
             return Completion::ready(Err(e));
         }
-        Completion::Pending(Box::pin(async move {
-            let name = kafka_topic(&message.topic)?;
-            let partitions = match self.topics.cached(&name) {
-                Some(n) => n,
-                None => self
-                    .topics
-                    .ensure(&name)
-                    .await
-                    .map_err(|f| f.into_error::<PublishErrorKind>(&self.settings.shown))?,
-            };
-            self.send(&name, partitions, &message).await
-        }))
+        let name = match kafka_topic(&message.topic) {
+            Ok(name) => name,
+            Err(e) => return Completion::ready(Err(e.into())),
+        };
+        let confirmed = message.effective_qos(QoS::AtLeastOnce) >= QoS::AtLeastOnce;
+        let (done, outcome) = oneshot::channel();
+        let queued = Queued { message, done };
+        let mut backlogs = lock(&self.backlogs);
+        if let Some(backlog) = backlogs.get_mut(&name) {
+            backlog.push_back(queued);
+            return wait(outcome);
+        }
+        if let Some(partitions) = self.topics.cached(&name) {
+            match self.hand_over(&name, partitions, queued) {
+                Handed::Queued if !confirmed => return Completion::ready(Ok(())),
+                Handed::Queued | Handed::Failed => return wait(outcome),
+                Handed::Full(queued) => {
+                    backlogs.insert(name.clone(), VecDeque::from([queued]));
+                }
+            }
+        } else {
+            backlogs.insert(name.clone(), VecDeque::from([queued]));
+        }
+        drop(backlogs);
+        if let Some(me) = self.me.upgrade() {
+            tokio::spawn(me.send_backlog(name));
+        }
+        wait(outcome)
     }
 
-    /// Sends `message` to the Kafka topic `name` of `partitions` partitions and, at QoS 1,
-    /// waits for the broker's acknowledgement.
-    async fn send(
-        &self,
-        name: &str,
-        partitions: i32,
-        message: &Message,
-    ) -> Result<(), PublishError> {
-        let payload = message.payload.to_bytes()?;
-        let headers = headers_out(message)?;
-        let confirmed = message.effective_qos(QoS::AtLeastOnce) >= QoS::AtLeastOnce;
-        let (confirm, outcome) = if confirmed {
-            let (tx, rx) = oneshot::channel();
-            (Some(tx), Some(rx))
-        } else {
-            (None, None)
+    /// Sends the backlog of topic `name`, in order, once the topic is known; ends when the
+    /// backlog is empty (later publishes are then handed over directly).
+    async fn send_backlog(self: Arc<Self>, name: String) {
+        let partitions = match self.topics.ensure(&name).await {
+            Ok(n) => n,
+            Err(failure) => {
+                let backlog = lock(&self.backlogs).remove(&name).unwrap_or_default();
+                let why = failure.into_error::<PublishErrorKind>(&self.settings.shown);
+                for queued in backlog {
+                    let _ = queued.done.send(Err(OpError::new(why.kind(), why.message())));
+                }
+                return;
+            }
         };
-        let confirm: Box<Confirm> = Box::new(confirm);
+        loop {
+            let next = {
+                let mut backlogs = lock(&self.backlogs);
+                let Some(backlog) = backlogs.get_mut(&name) else { return };
+                match backlog.pop_front() {
+                    Some(queued) => queued,
+                    None => {
+                        backlogs.remove(&name);
+                        return;
+                    }
+                }
+            };
+            let mut queued = next;
+            loop {
+                if let Err(e) = self.life.check::<PublishErrorKind>() {
+                    let _ = queued.done.send(Err(e));
+                    break;
+                }
+                match self.hand_over(&name, partitions, queued) {
+                    Handed::Full(back) => {
+                        // librdkafka's queue is full (the broker is slow or away): wait, as
+                        // a publish waits on every transport under the `Block` policy.
+                        queued = back;
+                        tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+                    }
+                    Handed::Queued | Handed::Failed => break,
+                }
+            }
+        }
+    }
+
+    /// Hands one publish to librdkafka for the topic `name` of `partitions` partitions.
+    fn hand_over(&self, name: &str, partitions: i32, queued: Queued) -> Handed {
+        let Queued { message, done } = queued;
+        let prepared = message
+            .payload
+            .to_bytes()
+            .map_err(PublishError::from)
+            .and_then(|payload| Ok((payload, headers_out(&message)?)));
+        let (payload, headers) = match prepared {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = done.send(Err(e));
+                return Handed::Failed;
+            }
+        };
+        let confirmed = message.effective_qos(QoS::AtLeastOnce) >= QoS::AtLeastOnce;
+        // At QoS 1 the delivery report answers the caller; at QoS 0 the caller is answered
+        // once the record is queued, below.
+        let (confirm, done): (Box<Confirm>, _) =
+            if confirmed { (Box::new(Some(done)), None) } else { (Box::new(None), Some(done)) };
         let mut record = BaseRecord::with_opaque_to(name, confirm).payload(payload.as_ref());
         if let Some(key) = &message.key {
             record = record.key(key.as_ref());
@@ -83,26 +170,28 @@ impl Shared {
         if let Some(h) = headers {
             record = record.headers(h);
         }
-        loop {
-            self.life.check::<PublishErrorKind>()?;
-            match self.producer.send(record) {
-                Ok(()) => break,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    // librdkafka's queue is full (the broker is slow or away): wait there,
-                    // as a publish waits on every transport under the `Block` policy.
-                    record = back;
-                    tokio::time::sleep(QUEUE_FULL_PAUSE).await;
+        match self.producer.send(record) {
+            Ok(()) => {
+                if let Some(done) = done {
+                    let _ = done.send(Ok(()));
                 }
-                Err((e, _)) => return Err(publish_error(e, name, payload.len())),
+                Handed::Queued
             }
-        }
-        match outcome {
-            None => Ok(()),
-            Some(rx) => match rx.await {
-                Ok(Ok(())) => Ok(()),
-                Ok(Err(e)) => Err(publish_error(e, name, payload.len())),
-                Err(_) => Err(PublishError::closed()),
-            },
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
+                let done = match (*back.delivery_opaque, done) {
+                    (Some(d), _) | (None, Some(d)) => d,
+                    // Every publish carries its sender in one of the two places.
+                    (None, None) => return Handed::Failed,
+                };
+                Handed::Full(Queued { message, done })
+            }
+            Err((e, back)) => {
+                let error = publish_error(&e, name, payload.len());
+                if let Some(d) = (*back.delivery_opaque).or(done) {
+                    let _ = d.send(Err(error));
+                }
+                Handed::Failed
+            }
         }
     }
 
@@ -162,25 +251,9 @@ impl Shared {
     }
 }
 
-/// A publish error for a librdkafka error about a record to `topic` of `size` bytes.
-fn publish_error(e: KafkaError, topic: &str, size: usize) -> PublishError {
-    use RDKafkaErrorCode as C;
-    let code = e.rdkafka_error_code();
-    match code {
-        Some(C::MessageSizeTooLarge) => OpError::new(
-            PublishErrorKind::TooLarge,
-            format!("a record of {size} bytes is larger than the Kafka broker takes"),
-        ),
-        Some(C::MessageTimedOut) => OpError::new(
-            PublishErrorKind::TimedOut,
-            format!("the Kafka broker did not confirm the record to {topic:?} in time"),
-        ),
-        Some(C::TopicAuthorizationFailed | C::ClusterAuthorizationFailed) => {
-            OpError::refused(format!("the Kafka broker refused the record to {topic:?}: {e}"))
-        }
-        Some(C::UnknownTopicOrPartition | C::UnknownTopic | C::UnknownPartition) => {
-            OpError::refused(format!("the Kafka broker has no topic {topic:?}: {e}"))
-        }
-        _ => OpError::broker("kafka", format!("the record to {topic:?} failed: {e}")),
-    }
+/// Waits for a publish's outcome.
+fn wait(outcome: oneshot::Receiver<Result<(), PublishError>>) -> Completion<'static> {
+    Completion::Pending(Box::pin(async move {
+        outcome.await.unwrap_or_else(|_| Err(PublishError::closed()))
+    }))
 }

@@ -33,7 +33,11 @@ impl Shared {
                 format!("busbar-reader-{}", busbar_transport_kit::ids::random_name()),
             )
             .set("enable.auto.commit", "false")
-            .set("enable.auto.offset.store", "false");
+            .set("enable.auto.offset.store", "false")
+            // A position the log no longer has (the broker lost its data, or retention
+            // removed what was not read yet) restarts at the oldest record there is:
+            // everything in the log is newer than what this reader has seen.
+            .set("auto.offset.reset", "earliest");
             return c;
         };
         {

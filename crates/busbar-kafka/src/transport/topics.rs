@@ -78,10 +78,11 @@ impl Topics {
     pub(crate) async fn metadata(
         self: &Arc<Self>,
         topic: Option<String>,
+        within: Duration,
     ) -> Result<Metadata, TopicFailure> {
         let me = self.clone();
         tokio::task::spawn_blocking(move || {
-            me.admin.inner().fetch_metadata(topic.as_deref(), ADMIN_TIMEOUT)
+            me.admin.inner().fetch_metadata(topic.as_deref(), within)
         })
         .await
         .map_err(|e| TopicFailure::Unreachable(e.to_string()))?
@@ -126,7 +127,7 @@ impl Topics {
 
     /// The topic's partition count from the cluster, `None` when it does not exist.
     async fn look_up(self: &Arc<Self>, name: &str) -> Result<Option<i32>, TopicFailure> {
-        let metadata = self.metadata(Some(name.to_owned())).await?;
+        let metadata = self.metadata(Some(name.to_owned()), ADMIN_TIMEOUT).await?;
         let Some(topic) = metadata.topics().iter().find(|t| t.name() == name) else {
             return Ok(None);
         };

@@ -22,7 +22,7 @@ async fn every_transport() -> Vec<Option<(String, Connection)>> {
         "mem".to_owned(),
         busbar::connect(&format!("mem://{}", run_id())).await.expect("mem"),
     ))];
-    for kind in BrokerKind::ALL {
+    for kind in BrokerKind::EVERY {
         all.push(match shared_broker(kind).await {
             Some(b) => {
                 Some((kind.name().to_owned(), busbar::connect(b.url()).await.expect("connect")))
@@ -59,12 +59,22 @@ async fn every_pair_of_transports_carries_messages_in_order() {
                 let topic = format!("{run}/in/sensor/{i}");
                 from.publish_bytes(&topic, i.to_string().into_bytes()).await.expect("publish");
             }
+            // Twenty topics: on Kafka each is its own log, so they keep no order between them.
+            let unordered =
+                from.capabilities().topic_order_only || to.capabilities().topic_order_only;
+            let mut got = Vec::new();
             for i in 0..N {
                 let m = recv(&mut out, &pair).await;
-                assert_eq!(m.topic.as_str(), format!("{run}/out/sensor/{i}"), "{pair}");
-                assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), i.to_string().as_bytes());
+                let n: usize = String::from_utf8_lossy(&m.payload.to_bytes().expect("bytes"))
+                    .parse()
+                    .expect("a number");
+                assert!(unordered || n == i, "{pair}: {n} where {i} was due");
+                assert_eq!(m.topic.as_str(), format!("{run}/out/sensor/{n}"), "{pair}");
                 assert_eq!(m.headers.get(busbar_bridge::VIA_HEADER), Some(pair.as_str()), "{pair}");
+                got.push(n);
             }
+            got.sort_unstable();
+            assert_eq!(got, (0..N).collect::<Vec<_>>(), "{pair}");
             // The counters move once a publish has completed, which can be just after the
             // copy arrives: one more message through the (sequential) bridge settles them.
             from.publish_bytes(&format!("{run}/in/end"), &b"end"[..]).await.expect("publish");

@@ -22,6 +22,9 @@ use tokio::sync::oneshot;
 #[derive(Default)]
 pub(crate) struct Link {
     down: Mutex<bool>,
+    /// The last error librdkafka reported (a failed TLS handshake, a refused login), which
+    /// its own calls only report as a timeout.
+    last_error: Mutex<Option<String>>,
 }
 
 impl Link {
@@ -36,6 +39,11 @@ impl Link {
             *down = true;
             meter.announce(ConnectionEvent::Disconnected { reason });
         }
+    }
+
+    /// The last error librdkafka reported, if any.
+    pub(crate) fn last_error(&self) -> Option<String> {
+        self.last_error.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// A broker answered (a delivery confirmed, a record fetched).
@@ -73,8 +81,11 @@ impl ClientContext for Context {
 
     fn error(&self, error: KafkaError, reason: &str) {
         if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            // A consequence, not a reason: the reason was reported before it.
             self.link.lost(&self.meter, format!("no Kafka broker answers: {reason}"));
         } else {
+            *self.link.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(reason.to_owned());
             tracing::debug!(%error, "librdkafka: {reason}");
         }
     }

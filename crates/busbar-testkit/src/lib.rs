@@ -60,6 +60,7 @@ pub mod peer;
 pub mod pki;
 mod process;
 mod shared;
+pub mod tls_front;
 pub mod websocket;
 
 use std::net::{Ipv4Addr, TcpListener};

@@ -328,15 +328,27 @@ impl BrokerProcess {
     /// [`TestkitError::BinaryMissing`] when no Tansu binary is found; otherwise any error
     /// from spawning or waiting for readiness.
     pub async fn tansu() -> Result<Self, TestkitError> {
+        Self::tansu_advertising(None).await
+    }
+
+    /// Like [`tansu`](Self::tansu), telling clients to connect to 127.0.0.1:`advertised`
+    /// instead of its own port (a front end's, such as a
+    /// [`TlsFront`](crate::tls_front::TlsFront)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`tansu`](Self::tansu).
+    pub async fn tansu_advertising(advertised: Option<u16>) -> Result<Self, TestkitError> {
         let program = tansu_binary()?;
         Self::start_program("tansu", BrokerKind::Kafka, program, |_dir, port| {
             let url = format!("tcp://127.0.0.1:{port}");
+            let shown = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
             let args = vec![
                 "broker".into(),
                 "--listener-url".into(),
-                url.clone().into(),
-                "--advertised-listener-url".into(),
                 url.into(),
+                "--advertised-listener-url".into(),
+                shown.into(),
                 "--storage-engine".into(),
                 "memory://tansu/".into(),
             ];

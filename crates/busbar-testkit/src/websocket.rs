@@ -62,7 +62,7 @@ impl WebSocketFront {
     }
 }
 
-fn acceptor(pki: &Pki) -> TlsAcceptor {
+pub(crate) fn acceptor(pki: &Pki) -> TlsAcceptor {
     let (chain, key) = pki.server_identity();
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),

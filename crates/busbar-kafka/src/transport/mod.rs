@@ -158,10 +158,12 @@ impl KafkaTransport {
             .map_err(|e| config_error(format!("cannot create the Kafka admin client: {e}")))?;
         let topics = Topics::new(admin, &settings);
         // The cluster answers, and lets us in, before the connection counts as made.
-        topics
-            .metadata(None, settings.connect_timeout)
-            .await
-            .map_err(|failure| connect_error(failure, &settings.shown))?;
+        // A little inside the connect bound, so that the reason (a TLS handshake, a login)
+        // is told rather than only the bound's timeout.
+        let within = settings.connect_timeout.mul_f64(0.9);
+        topics.metadata(None, within).await.map_err(|failure| {
+            connect_error(failure, context.link.last_error(), &settings.shown)
+        })?;
         let home =
             client_id.bytes().fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
         let shared = Arc::new_cyclic(|me| Shared {
@@ -211,13 +213,20 @@ async fn keep_fresh(mut refresher: Refresher, cell: Arc<Mutex<Token>>) {
     }
 }
 
-fn connect_error(failure: TopicFailure, shown: &str) -> ConnectError {
-    let why = match failure {
+/// Why connecting failed: librdkafka's own calls report a timeout, and the reason (a TLS
+/// handshake, a login) is the last error it reported to the context.
+fn connect_error(failure: TopicFailure, last: Option<String>, shown: &str) -> ConnectError {
+    let mut why = match failure {
         TopicFailure::Missing(s) | TopicFailure::Refused(s) | TopicFailure::Unreachable(s) => s,
     };
+    if let Some(last) = last {
+        why = format!("{why} (last error: {last})");
+    }
     let lower = why.to_ascii_lowercase();
     let kind = if lower.contains("authentication") || lower.contains("sasl") {
         ConnectErrorKind::Credentials
+    } else if lower.contains("ssl") || lower.contains("certificate") {
+        ConnectErrorKind::Tls
     } else {
         ConnectErrorKind::Unreachable
     };

@@ -400,10 +400,13 @@ async fn busbar_stops_a_commlib_node() {
         let started = answered.expect("the start service answers");
         assert_eq!(started.status, 1, "{version}: {started:?}");
         assert!(started.error.contains("transition"), "{version}: {started:?}");
-        let reply = busbar_commlib::control::stop_node(&conn, &node, Duration::from_secs(10))
-            .await
-            .expect("the stop service answers");
-        assert_eq!(reply.status, 0, "{version}: {reply:?}");
+        // commlib's stop handler stops the node, the stop service's own connection included,
+        // before it returns its answer (0.13.1 and 0.13.2, `Node._stop_rpc_callback`), so
+        // under load the answer can be lost: the node stopping is what must happen.
+        match busbar_commlib::control::stop_node(&conn, &node, Duration::from_secs(5)).await {
+            Ok(reply) => assert_eq!(reply.status, 0, "{version}: {reply:?}"),
+            Err(e) => eprintln!("{version}: the stop service's answer was lost: {e}"),
+        }
         let state = peer.next().await;
         assert_eq!(state["state"], "STOPPED", "{version}: {state}");
     }

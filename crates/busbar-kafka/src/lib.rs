@@ -15,7 +15,8 @@
 //! * Topics that do not exist are created on first use (`?partitions=`, `?replication=`),
 //!   or refused with `Refused` under `?create_topics=false`.
 //! * Requests carry their reply topic and correlation id in headers; each connection's
-//!   reply inbox is a topic of its own, made on the first request and deleted at close.
+//!   reply inbox is a topic of its own, made on the first request; it stays on the broker
+//!   after close (see `transport::send` for why).
 //!   Kafka cannot tell that nobody serves a topic: such a request ends at its deadline.
 //! * No retained messages, expiry, last will or noLocal: declared absent in the
 //!   capabilities and refused with `Unsupported`.

@@ -121,6 +121,67 @@ pub fn deadline_in(seconds: f64, what: &str) -> anyhow::Result<Option<tokio::tim
     Ok(tokio::time::Instant::now().checked_add(span))
 }
 
+/// Where a subscription starts (`--start`), for clap's `value_parser`: `now`, `earliest`,
+/// a UTC time in RFC 3339 form (`2026-12-06T15:00:00Z`, fractions of a second allowed), or an
+/// age (`30s`, `10m`, `2h`, `1d`: that long ago).
+pub fn start_at(s: &str) -> Result<busbar::StartAt, String> {
+    use std::time::{Duration, SystemTime};
+    let bad = || {
+        format!(
+            "{s:?} is not a start: say `now`, `earliest`, a UTC time like \
+             2026-12-06T15:00:00Z, or an age like 30s, 10m, 2h, 1d"
+        )
+    };
+    match s {
+        "now" => return Ok(busbar::StartAt::Now),
+        "earliest" => return Ok(busbar::StartAt::Earliest),
+        _ => {}
+    }
+    if let Some(unit) = s.chars().last().filter(|c| "smhd".contains(*c)) {
+        let count: u64 = s[..s.len() - 1].parse().map_err(|_| bad())?;
+        let scale = match unit {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            _ => 86_400,
+        };
+        let age = count.checked_mul(scale).map(Duration::from_secs).ok_or_else(bad)?;
+        let at = SystemTime::now().checked_sub(age).ok_or_else(bad)?;
+        return Ok(busbar::StartAt::Time(at));
+    }
+    utc_time(s).map(busbar::StartAt::Time).ok_or_else(bad)
+}
+
+/// `YYYY-MM-DDTHH:MM:SS[.fff]Z` as a time.
+fn utc_time(s: &str) -> Option<std::time::SystemTime> {
+    let s = s.strip_suffix('Z').or_else(|| s.strip_suffix('z'))?;
+    let (date, time) = s.split_once(['T', 't', ' '])?;
+    let mut d = date.splitn(3, '-').map(str::parse::<i64>);
+    let (year, month, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let (time, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut t = time.splitn(3, ':').map(str::parse::<i64>);
+    let (hour, minute, second) = (t.next()?.ok()?, t.next()?.ok()?, t.next()?.ok()?);
+    let in_range = (1..=12).contains(&month)
+        && (1..=31).contains(&day)
+        && (0..24).contains(&hour)
+        && (0..60).contains(&minute)
+        && (0..=60).contains(&second)
+        && fraction.chars().all(|c| c.is_ascii_digit());
+    if !in_range || year < 1970 {
+        return None;
+    }
+    // Days since 1970-01-01 of a proleptic Gregorian date (the usual era arithmetic).
+    let y = if month <= 2 { year - 1 } else { year };
+    let era = y.div_euclid(400);
+    let year_of_era = y - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let seconds = u64::try_from(days * 86_400 + hour * 3600 + minute * 60 + second).ok()?;
+    let nanos = format!("{fraction:0<9}").get(..9)?.parse::<u32>().ok()?;
+    std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(seconds, nanos))
+}
+
 /// A positive number of seconds on the command line (`5`, `0.25`), for clap's
 /// `value_parser`: anything else is a usage error that shows the value.
 pub fn positive_secs(s: &str) -> Result<std::time::Duration, String> {
@@ -129,4 +190,36 @@ pub fn positive_secs(s: &str) -> Result<std::time::Duration, String> {
         .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
         .filter(|d| !d.is_zero())
         .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use busbar::StartAt;
+    use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn starts_are_named_dated_or_aged() {
+        assert_eq!(start_at("now"), Ok(StartAt::Now));
+        assert_eq!(start_at("earliest"), Ok(StartAt::Earliest));
+        assert_eq!(
+            start_at("2026-12-06T15:00:00Z"),
+            Ok(StartAt::Time(UNIX_EPOCH + Duration::from_secs(1_796_569_200)))
+        );
+        assert_eq!(
+            start_at("1970-01-01T00:00:01.5Z"),
+            Ok(StartAt::Time(UNIX_EPOCH + Duration::from_millis(1500)))
+        );
+        assert_eq!(
+            start_at("2000-02-29T12:00:00Z"),
+            Ok(StartAt::Time(UNIX_EPOCH + Duration::from_secs(951_825_600)))
+        );
+        let Ok(StartAt::Time(at)) = start_at("10m") else { panic!("an age") };
+        let age = std::time::SystemTime::now().duration_since(at).expect("in the past");
+        assert!(age >= Duration::from_secs(600) && age < Duration::from_secs(660), "{age:?}");
+        for bad in ["", "later", "10x", "m", "2026-13-01T00:00:00Z", "2026-12-06T15:00:00", "-5m"] {
+            let err = start_at(bad).expect_err(bad);
+            assert!(err.contains("earliest"), "{err}");
+        }
+    }
 }

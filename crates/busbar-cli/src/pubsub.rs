@@ -203,6 +203,11 @@ pub struct SubArgs {
     /// One JSON object per message instead of `topic  payload` lines.
     #[arg(long)]
     json: bool,
+    /// Where reading starts, on brokers that keep a log (Kafka): `now` (the default),
+    /// `earliest` (everything kept), a time such as `2026-12-06T15:00:00Z` (UTC), or an age
+    /// such as `30s`, `10m`, `2h`, `1d` (that long ago). Refused on other brokers.
+    #[arg(long, value_name = "WHEN", value_parser = crate::message::start_at)]
+    start: Option<busbar::StartAt>,
     #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
@@ -262,11 +267,17 @@ async fn arrivals(
     use futures_util::StreamExt;
     let mut streams: Vec<futures_util::stream::BoxStream<'static, anyhow::Result<Arrived>>> =
         Vec::new();
+    if args.start.is_some_and(|s| s != busbar::StartAt::Now)
+        && !matches!(args.dialect.profile, Profile::Busbar)
+    {
+        return Err(crate::exit::with(USAGE, "--start is not part of the dialect profiles"));
+    }
     for f in &args.filters {
         match args.dialect.profile {
             Profile::Busbar => {
                 let filter = TopicFilter::new(f).with_context(|| format!("filter {f:?}"))?;
-                let sub = conn.subscribe_with(SubscribeOptions::new(filter)).await?;
+                let options = SubscribeOptions::new(filter).start(args.start.unwrap_or_default());
+                let sub = conn.subscribe_with(options).await?;
                 streams.push(sub.map(|m| Ok(Arrived::Message(m))).boxed());
             }
             Profile::Commlib => {

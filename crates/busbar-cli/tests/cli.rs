@@ -1531,3 +1531,49 @@ async fn pub_to_a_topic_the_broker_refuses_exits_non_zero() {
     }
     let _ = std::fs::remove_file(&acl);
 }
+
+/// `sub --start earliest` reads what was published before it on Kafka, and is refused with
+/// a clear error (exit 1) where the broker keeps no log.
+#[tokio::test]
+async fn sub_can_start_from_the_earliest_message_where_the_broker_keeps_a_log() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    for kind in BrokerKind::EVERY {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let url = broker.url();
+        let topic = format!("cli-start/{}", rand_suffix());
+        if kind == BrokerKind::Kafka {
+            for n in 1..=3 {
+                let out = busbar(&["pub", &topic, &format!("m{n}"), "--url", url]);
+                assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            }
+        }
+        let out = busbar(&[
+            "sub",
+            &topic,
+            "--start",
+            "earliest",
+            "--count",
+            "3",
+            "--timeout",
+            "30",
+            "--url",
+            url,
+        ]);
+        let (text, err) =
+            (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        if kind == BrokerKind::Kafka {
+            assert!(out.status.success(), "{err}");
+            let lines: Vec<&str> = text.lines().collect();
+            assert_eq!(lines.len(), 3, "{text}");
+            for (n, line) in lines.iter().enumerate() {
+                assert!(line.ends_with(&format!("m{}", n + 1)), "{text}");
+            }
+        } else {
+            assert_eq!(out.status.code(), Some(1), "{}: {err}", kind.name());
+            assert!(err.contains("before now"), "{}: {err}", kind.name());
+        }
+    }
+    let out = busbar(&["sub", "x", "--start", "yesterday"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("earliest"));
+}

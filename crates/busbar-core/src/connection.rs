@@ -15,8 +15,8 @@ use crate::message::{Message, QoS};
 use crate::stats::StatsSnapshot;
 use crate::topic::{Topic, TopicFilter};
 use crate::transport::{
-    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvents, SubscribeOptions,
-    Subscription, Transport,
+    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvents, StartAt,
+    SubscribeOptions, Subscription, Transport,
 };
 
 /// A handle to one broker connection. Clones share the connection; every endpoint of a node
@@ -99,6 +99,11 @@ impl Connection {
         }
         if options.no_local && !self.capabilities().no_local {
             return Err(self.unsupported("no-local subscriptions"));
+        }
+        if options.start != StartAt::Now && !self.capabilities().replay {
+            return Err(
+                self.unsupported("subscriptions starting before now (the broker keeps no log)")
+            );
         }
         match self
             .named_queue_problem(options.filter.as_str(), || options.filter.queue_name().is_some())

@@ -37,6 +37,6 @@ pub use queue::{Overflow, QueueConfig};
 pub use stats::StatsSnapshot;
 pub use topic::{Topic, TopicError, TopicFilter};
 pub use transport::{
-    Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents, SubscribeOptions,
-    Subscription, Transport,
+    Acknowledge, Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents,
+    StartAt, SubscribeOptions, Subscription, Transport,
 };

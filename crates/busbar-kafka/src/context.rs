@@ -25,6 +25,9 @@ pub(crate) struct Link {
     /// The last error librdkafka reported (a failed TLS handshake, a refused login), which
     /// its own calls only report as a timeout.
     last_error: Mutex<Option<String>>,
+    /// Told when the broker refused this client (a login or a TLS handshake), which no
+    /// retry will change: connecting stops waiting then.
+    pub(crate) refused: tokio::sync::Notify,
 }
 
 impl Link {
@@ -87,6 +90,16 @@ impl ClientContext for Context {
             *self.link.last_error.lock().unwrap_or_else(|p| p.into_inner()) =
                 Some(reason.to_owned());
             tracing::debug!(%error, "librdkafka: {reason}");
+            if matches!(
+                error.rdkafka_error_code(),
+                Some(
+                    RDKafkaErrorCode::Authentication
+                        | RDKafkaErrorCode::SaslAuthenticationFailed
+                        | RDKafkaErrorCode::SSL
+                )
+            ) {
+                self.link.refused.notify_one();
+            }
         }
     }
 

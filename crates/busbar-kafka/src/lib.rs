@@ -4,10 +4,15 @@
 //!   `.`; a level may hold ASCII letters, digits, `_` and `-`. A filter with wildcards is
 //!   a regular expression over topic names (`a/+` is `^a\.[^.]+$`).
 //! * A plain subscription reads the partitions of its topics itself, from where they end
-//!   when it is made (Kafka's pub/sub without a consumer group); one with wildcards looks
-//!   for new matching topics every `?metadata_interval=` (1 s). A queue group is a Kafka
-//!   consumer group of that name: its members share the topic's partitions, offsets are
-//!   committed after a record was handed to the subscriber (at least once).
+//!   when it is made (Kafka's pub/sub without a consumer group), or from where
+//!   [`SubscribeOptions::start`](busbar_core::SubscribeOptions::start) says: the oldest
+//!   record kept, or the first at or after a time; one with wildcards looks for new
+//!   matching topics every `?metadata_interval=` (1 s). A queue group is a Kafka consumer
+//!   group of that name: its members share the topic's partitions, offsets are committed
+//!   after a record was handed to the subscriber (at least once;
+//!   [`Acknowledge::OnHandOver`](busbar_core::Acknowledge::OnHandOver)), and it resumes
+//!   where it committed (the start applies where it never did). `close` waits for the
+//!   readers to commit and leave their groups.
 //! * A publish at QoS 1 (the default) resolves when the broker acknowledged the record
 //!   (idempotent producer, `acks=all`); QoS 0 when librdkafka queued it (a failure is
 //!   counted in `dropped`). Headers are record headers; [`Message::key`](busbar_core::Message::key)

@@ -92,4 +92,13 @@ pub enum TestkitError {
     /// A test certificate could not be made.
     #[error("could not make a test certificate: {0}")]
     Certificate(String),
+
+    /// A broker refused or failed an administrative request made to set a test up.
+    #[error("could not {action}: {reason}")]
+    Admin {
+        /// What was attempted, e.g. `add a SCRAM user`.
+        action: &'static str,
+        /// Why it failed.
+        reason: String,
+    },
 }

@@ -55,6 +55,7 @@
 pub mod bench;
 mod error;
 pub mod fuzz;
+pub mod kafka_users;
 pub mod oidc;
 pub mod peer;
 pub mod pki;

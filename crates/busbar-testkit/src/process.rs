@@ -521,6 +521,22 @@ impl BrokerProcess {
         }
     }
 
+    /// Like [`restart`](Self::restart), with `extra` arguments added to the broker's command
+    /// line from now on (for settings that need something set up first, such as Tansu's
+    /// `--authentication` once its users exist).
+    ///
+    /// # Errors
+    ///
+    /// As for [`restart`](Self::restart).
+    pub async fn restart_with<I, A>(&mut self, extra: I) -> Result<(), TestkitError>
+    where
+        I: IntoIterator<Item = A>,
+        A: Into<OsString>,
+    {
+        self.args.extend(extra.into_iter().map(Into::into));
+        self.restart().await
+    }
+
     fn spawn(&mut self) -> Result<(), TestkitError> {
         let prepare = |source| TestkitError::Prepare { path: self.log_path.clone(), source };
         let mut log =

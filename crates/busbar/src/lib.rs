@@ -36,8 +36,8 @@ pub use busbar_core::queue::{Overflow, QueueConfig};
 pub use busbar_core::stats::StatsSnapshot;
 pub use busbar_core::topic::{Topic, TopicError, TopicFilter};
 pub use busbar_core::transport::{
-    Capabilities, ConnectOptions, ConnectionEvent, ConnectionEvents, NativeNames, SubscribeOptions,
-    Subscription,
+    Acknowledge, Capabilities, ConnectOptions, ConnectionEvent, ConnectionEvents, NativeNames,
+    StartAt, SubscribeOptions, Subscription,
 };
 
 /// What each operation can fail with: one error type per operation, each with a kind to

@@ -431,3 +431,80 @@ pub async fn no_local(h: Arc<impl Harness>) -> TestResult {
     ensure(n == 2, || format!("the no-local subscription got its own connection's message ({n})"))?;
     Ok(())
 }
+
+/// A subscription can start before now where the broker keeps a log (refused with
+/// `Unsupported` elsewhere): from the oldest message kept, or from a time; a queue group
+/// starts there once and afterwards resumes where it left off.
+pub async fn start_before_now(h: Arc<impl Harness>) -> TestResult {
+    use busbar_core::{StartAt, SubscribeOptions, TopicFilter};
+    use std::time::{Duration, SystemTime};
+
+    let p = prefix("start");
+    let topic = format!("{p}/log");
+    let conn = connect(&*h).await?;
+    let filter = TopicFilter::new(&topic)?;
+    if !conn.capabilities().replay {
+        let options = SubscribeOptions::new(filter).start(StartAt::Earliest);
+        let err = conn.subscribe_with(options).await.err().ok_or("a replay must be refused")?;
+        ensure(err.kind() == busbar_core::error::SubscribeErrorKind::Unsupported, || {
+            format!("wrong error {err}")
+        })?;
+        return Ok(());
+    }
+    let publish = |n| {
+        let conn = &conn;
+        let topic = &topic;
+        async move { Ok::<_, Error>(conn.publish(message(topic, n)?).await?) }
+    };
+    let numbers = |sub: busbar_core::Subscription, count: usize, what: &'static str| async move {
+        let mut sub = sub;
+        let mut seen = Vec::new();
+        while seen.len() < count {
+            let m = next(&mut sub, what).await?;
+            seen.push(Codec::Json.decode::<u32>(&m.payload.to_bytes()?, m.topic.as_str())?);
+        }
+        Ok::<_, Box<dyn std::error::Error + Send + Sync>>((seen, sub))
+    };
+    publish(1).await?;
+    publish(2).await?;
+    // Brokers stamp records to the millisecond: a gap of a few of them on the clock (not a
+    // wait for anything) puts 1 and 2 before the start time and 3 and 4 after it.
+    let between = SystemTime::now() + Duration::from_millis(3);
+    tokio::time::sleep(Duration::from_millis(6)).await;
+    publish(3).await?;
+    publish(4).await?;
+
+    let earliest =
+        conn.subscribe_with(SubscribeOptions::new(filter.clone()).start(StartAt::Earliest)).await?;
+    let (seen, _) = numbers(earliest, 4, "the kept messages from the oldest").await?;
+    ensure(seen == [1, 2, 3, 4], || format!("from the oldest: {seen:?}"))?;
+
+    let timed = conn
+        .subscribe_with(SubscribeOptions::new(filter.clone()).start(StartAt::Time(between)))
+        .await?;
+    let (seen, _) = numbers(timed, 2, "the messages after the start time").await?;
+    ensure(seen == [3, 4], || format!("from the start time: {seen:?}"))?;
+
+    // A plain subscription starts now: the first thing it gets is what follows.
+    let now = conn.subscribe_with(SubscribeOptions::new(filter.clone())).await?;
+    publish(5).await?;
+    let (seen, _) = numbers(now, 1, "the message published after subscribing").await?;
+    ensure(seen == [5], || format!("from now: {seen:?}"))?;
+
+    // A group starts at the oldest once, then resumes where it left off.
+    let group = format!("{}-readers", p.replace('/', "-"));
+    let grouped =
+        || SubscribeOptions::new(filter.clone()).queue_group(&group).start(StartAt::Earliest);
+    let member = connect(&*h).await?;
+    let first = member.subscribe_with(grouped()).await?;
+    let (seen, _first) = numbers(first, 5, "the group's first reading").await?;
+    ensure(seen == [1, 2, 3, 4, 5], || format!("the group's first reading: {seen:?}"))?;
+    // The member goes away, as a process that ends does; what follows is the group's.
+    member.close().await?;
+    publish(6).await?;
+    let other = connect(&*h).await?;
+    let again = other.subscribe_with(grouped()).await?;
+    let (seen, _) = numbers(again, 1, "the group's next reading").await?;
+    ensure(seen == [6], || format!("the group resumed with {seen:?}, not where it left off"))?;
+    Ok(())
+}

@@ -19,7 +19,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 pub use events::{ConnectionEvent, ConnectionEvents};
-pub use options::{Capabilities, ConnectOptions, NativeNames, SubscribeOptions};
+pub use options::{
+    Acknowledge, Capabilities, ConnectOptions, NativeNames, StartAt, SubscribeOptions,
+};
 pub use prefix::Prefixed;
 pub use subscription::{Subscription, SubscriptionGuard};
 

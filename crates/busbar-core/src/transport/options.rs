@@ -54,6 +54,9 @@ pub struct Capabilities {
     pub no_responders: bool,
     /// Subscriptions can refuse messages published on their own connection.
     pub no_local: bool,
+    /// Subscriptions can start before now (see [`StartAt`]): the broker keeps what was
+    /// published for a while (Kafka's log). Elsewhere only [`StartAt::Now`] is accepted.
+    pub replay: bool,
     /// Topics made by [`Topic::named_queue`](crate::Topic::named_queue) reach the broker's
     /// own named queues (AMQP queues, Redis lists).
     pub named_queues: bool,
@@ -85,6 +88,7 @@ impl Capabilities {
             typed_payloads: false,
             no_responders: false,
             no_local: false,
+            replay: false,
             named_queues: false,
             max_qos: QoS::AtMostOnce,
             max_payload: None,
@@ -226,6 +230,11 @@ pub struct SubscribeOptions {
     pub qos: QoS,
     /// Do not deliver messages published on this same connection.
     pub no_local: bool,
+    /// Where reading starts (see [`StartAt`]; only [`StartAt::Now`] where the broker keeps
+    /// no log, see [`Capabilities::replay`]).
+    pub start: StartAt,
+    /// When the broker is told a message is done with (see [`Acknowledge`]).
+    pub acknowledge: Acknowledge,
 }
 
 impl SubscribeOptions {
@@ -237,6 +246,8 @@ impl SubscribeOptions {
             queue: QueueConfig::default(),
             qos: QoS::default(),
             no_local: false,
+            start: StartAt::Now,
+            acknowledge: Acknowledge::OnHandOver,
         }
     }
 
@@ -270,4 +281,44 @@ impl SubscribeOptions {
         self.no_local = no_local;
         self
     }
+
+    /// Sets where reading starts. Anything but [`StartAt::Now`] is refused with
+    /// `Unsupported` by transports whose broker keeps no log ([`Capabilities::replay`]).
+    pub fn start(mut self, start: StartAt) -> Self {
+        self.start = start;
+        self
+    }
+}
+
+/// Where a subscription starts reading.
+///
+/// Brokers that keep a log of what was published (Kafka) can hand a new subscription what
+/// came before it; the others deliver only what is published once the subscription is in
+/// place. A queue group on a broker that tracks its members' positions (a Kafka consumer
+/// group) resumes where the group left off: the start applies only where the group has
+/// recorded no position yet, such as the first time the group reads a topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum StartAt {
+    /// What is published once the subscription is in place: every transport's default.
+    #[default]
+    Now,
+    /// The oldest message the broker still keeps.
+    Earliest,
+    /// The first message the broker stamped at or after this time (Kafka record
+    /// timestamps, to the millisecond); where none is that recent yet, what comes next.
+    Time(std::time::SystemTime),
+}
+
+/// When the broker is told that a subscription is done with a message, on brokers that
+/// track it (Kafka consumer groups commit offsets). What is not acknowledged when a member
+/// leaves or fails goes to the group's next reader: delivery is at least once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Acknowledge {
+    /// Once the message is in the subscription's delivery queue (the default and, for now,
+    /// the only policy). A broker connection that fails before that redelivers it; a
+    /// process that ends with messages queued but not yet read does not get them again.
+    #[default]
+    OnHandOver,
 }

@@ -72,6 +72,8 @@ pub(crate) struct Shared {
     backlogs: Mutex<HashMap<String, std::collections::VecDeque<send::Queued>>>,
     /// The routes of this connection's subscriptions.
     routes: Mutex<HashMap<routes::RouteKey, Arc<routes::Route>>>,
+    /// The threads reading for the routes and the reply inbox.
+    readers: Arc<reader::Readers>,
     next_id: AtomicU64,
     /// The reply inbox's Kafka topic, made on the first request.
     replies: OnceCell<(busbar_core::topic::Topic, String)>,
@@ -90,6 +92,8 @@ fn capabilities() -> Capabilities {
     // Each topic (each partition) is its own log: a wildcard subscription reads several.
     c.topic_order_only = true;
     c.headers = true;
+    // A topic is a log: a subscription can start at its beginning or at a time.
+    c.replay = true;
     // Kafka keeps records, but no retained value per topic, no per-message expiry, no last
     // will, and a consumer cannot skip its own connection's records.
     c.max_qos = QoS::AtLeastOnce;
@@ -160,8 +164,16 @@ impl KafkaTransport {
         // The cluster answers, and lets us in, before the connection counts as made.
         // A little inside the connect bound, so that the reason (a TLS handshake, a login)
         // is told rather than only the bound's timeout.
+        // A refused login or certificate ends the wait at once: librdkafka would retry it
+        // until the bound.
         let within = settings.connect_timeout.mul_f64(0.9);
-        topics.metadata(None, within).await.map_err(|failure| {
+        let answered = tokio::select! {
+            answered = topics.metadata(None, within) => answered,
+            () = context.link.refused.notified() => {
+                Err(TopicFailure::Refused("the Kafka broker refused this client".into()))
+            }
+        };
+        answered.map_err(|failure| {
             connect_error(failure, context.link.last_error(), &settings.shown)
         })?;
         let home =
@@ -178,6 +190,7 @@ impl KafkaTransport {
             producer,
             topics,
             routes: Mutex::default(),
+            readers: Arc::default(),
             next_id: AtomicU64::new(1),
             replies: OnceCell::new(),
             next_request: AtomicU32::new(0),
@@ -285,10 +298,16 @@ impl Transport for KafkaTransport {
                 return Ok(());
             }
             let s = self.shared.clone();
-            // Publishes still in the producer's queue go out (or fail) before the close.
+            // Publishes still in the producer's queue go out (or fail) before the close,
+            // while the readers commit and leave their groups.
+            let readers = s.readers.clone();
+            let leaving = tokio::task::spawn_blocking(move || readers.wait_ended(CLOSE_TIMEOUT));
             let flushed = tokio::task::spawn_blocking(move || s.producer.flush(CLOSE_TIMEOUT))
                 .await
                 .unwrap_or(Err(KafkaError::Canceled));
+            if let Ok(left @ 1..) = leaving.await {
+                tracing::warn!("{left} Kafka readers had not left their groups by the close");
+            }
             // The reply inbox's topic stays on the broker: see `send::replies` for why.
             match flushed {
                 Ok(()) => Ok(()),
@@ -318,7 +337,7 @@ mod tests {
     #[test]
     fn capabilities_say_what_kafka_lacks() {
         let c = capabilities();
-        assert!(c.queue_groups && c.partitioned_groups && c.headers);
+        assert!(c.queue_groups && c.partitioned_groups && c.headers && c.replay);
         assert!(!c.retained && !c.expiry && !c.last_will && !c.no_local && !c.no_responders);
         assert_eq!(c.native_names, NativeNames::Dotted);
         assert_eq!(c.max_qos, QoS::AtLeastOnce);

@@ -10,15 +10,17 @@
 //!
 //! Two ways to read:
 //! * **Assigned** (plain subscriptions, the reply inbox): the reader picks the partitions
-//!   itself and starts each at its end offset as read when the subscription is made, so
-//!   everything published after `subscribe` returns is delivered and nothing before it.
-//!   A filter with wildcards looks for new matching topics every `metadata_interval` and
-//!   reads those from their beginning (they were created after the subscription).
+//!   itself and starts each where the subscription's [`StartAt`] says, as found when the
+//!   subscription is made: by default at its end, so everything published after
+//!   `subscribe` returns is delivered and nothing before it. A filter with wildcards looks
+//!   for new matching topics every `metadata_interval` and reads those from their
+//!   beginning (they were created after the subscription), or from the start time.
 //! * **Group** (queue groups): a Kafka consumer group named after the queue group. Offsets
 //!   are stored after a record was handed to the subscriber and committed from there
 //!   (at least once: a member that dies before the commit leaves its records to the next).
-//!   A partition the group has never committed starts at its end, read and committed when
-//!   it is first assigned (see [`GroupContext`]), so a later rebalance cannot skip records.
+//!   A partition the group has never committed starts where [`StartAt`] says, found and
+//!   committed when it is first assigned (see [`GroupContext`]), so a later rebalance
+//!   cannot skip records; one it has committed resumes there.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +28,7 @@ use std::time::{Duration, Instant};
 
 use busbar_core::message::Message;
 use busbar_core::topic::{TopicFilter, topic_from_kafka};
+use busbar_core::transport::StartAt;
 use busbar_transport_kit::Inbox;
 use busbar_transport_kit::delivery::offer_all;
 use rdkafka::ClientConfig;
@@ -57,35 +60,76 @@ pub(crate) enum Sink {
 
 /// What a reader reads.
 pub(crate) enum Plan {
-    /// These topics' partitions, from their end; for a wildcard `filter`, also the topics
-    /// that come to match it later, from their beginning.
-    Assigned { topics: Vec<String>, filter: Option<TopicFilter>, interval: Duration },
-    /// The consumer group `group`, subscribed to `subscription` (a name or a `^` regex).
-    Group { subscription: String },
+    /// These topics' partitions, from `start`; for a wildcard `filter`, also the topics
+    /// that come to match it later, from their beginning (or `start`'s time).
+    Assigned {
+        topics: Vec<String>,
+        filter: Option<TopicFilter>,
+        interval: Duration,
+        start: StartAt,
+    },
+    /// The consumer group `group`, subscribed to `subscription` (a name or a `^` regex);
+    /// partitions it never committed start at `start`.
+    Group { subscription: String, start: StartAt },
 }
 
-/// Starts a reader thread; resolves once it reads (its partitions assigned and their start
-/// offsets fixed), or with why it cannot.
+/// A connection's reader threads, so that closing can wait for them to leave their groups.
+#[derive(Default)]
+pub(crate) struct Readers(Mutex<Vec<std::thread::JoinHandle<()>>>);
+
+impl Readers {
+    fn add(&self, thread: std::thread::JoinHandle<()>) {
+        let mut threads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        threads.retain(|t| !t.is_finished());
+        threads.push(thread);
+    }
+
+    /// Waits, at most `limit`, for every reader to end (told to by the connection's token):
+    /// a group member commits what it handed over and leaves its group on the way out, so
+    /// that the group's next member starts where this one stopped. Blocks: call it off the
+    /// runtime. Returns how many were still running at the deadline.
+    pub(crate) fn wait_ended(&self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let running = {
+                let mut threads = self.0.lock().unwrap_or_else(|p| p.into_inner());
+                threads.retain(|t| !t.is_finished());
+                threads.len()
+            };
+            if running == 0 || Instant::now() >= deadline {
+                return running;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+/// Starts a reader thread (kept in `readers`); resolves once it reads (its partitions
+/// assigned and their start offsets fixed), or with why it cannot.
 pub(crate) async fn start(
     config: ClientConfig,
     context: Context,
     plan: Plan,
     sink: Sink,
     stop: CancellationToken,
+    readers: &Readers,
 ) -> Result<(), String> {
     let (ready_tx, ready_rx) = oneshot::channel();
     let runtime = tokio::runtime::Handle::current();
     let spawned = std::thread::Builder::new().name("busbar-kafka-reader".into()).spawn(move || {
         let reader = Reader { sink, stop, runtime, context: context.clone() };
         match plan {
-            Plan::Assigned { topics, filter, interval } => {
-                reader.assigned(config, topics, filter, interval, ready_tx)
+            Plan::Assigned { topics, filter, interval, start } => {
+                reader.assigned(config, topics, filter, interval, start, ready_tx)
             }
-            Plan::Group { subscription } => reader.group(config, &subscription, ready_tx),
+            Plan::Group { subscription, start } => {
+                reader.group(config, &subscription, start, ready_tx)
+            }
         }
     });
-    if let Err(e) = spawned {
-        return Err(format!("cannot start a reader thread: {e}"));
+    match spawned {
+        Ok(thread) => readers.add(thread),
+        Err(e) => return Err(format!("cannot start a reader thread: {e}")),
     }
     ready_rx.await.unwrap_or_else(|_| Err("the reader stopped before it was ready".into()))
 }
@@ -106,6 +150,7 @@ impl Reader {
         topics: Vec<String>,
         filter: Option<TopicFilter>,
         interval: Duration,
+        start: StartAt,
         ready: Ready,
     ) {
         let consumer: BaseConsumer<Context> = match config.create_with_context(self.context.clone())
@@ -117,7 +162,7 @@ impl Reader {
             }
         };
         let mut known: HashMap<String, i32> = HashMap::new();
-        let mut start = TopicPartitionList::new();
+        let mut first = TopicPartitionList::new();
         let mut names = topics;
         if let Some(f) = &filter {
             match matching(&consumer, f) {
@@ -129,17 +174,17 @@ impl Reader {
             }
         }
         for name in names {
-            match end_offsets(&consumer, &name, &mut start) {
+            match first_offsets(&consumer, &name, start, &mut first) {
                 Ok(n) => {
                     known.insert(name, n);
                 }
                 Err(e) => {
-                    let _ = ready.send(Err(format!("cannot read where {name:?} ends: {e}")));
+                    let _ = ready.send(Err(format!("cannot find where to read {name:?}: {e}")));
                     return;
                 }
             }
         }
-        if let Err(e) = consumer.assign(&start) {
+        if let Err(e) = consumer.assign(&first) {
             let _ = ready.send(Err(format!("cannot read the Kafka topics: {e}")));
             return;
         }
@@ -150,7 +195,7 @@ impl Reader {
                 && Instant::now() >= next_look
             {
                 next_look = Instant::now() + interval;
-                self.discover(&consumer, f, &mut known);
+                self.discover(&consumer, f, start, &mut known);
             }
             if !self.poll_once(&consumer, false) {
                 return;
@@ -158,12 +203,13 @@ impl Reader {
         }
     }
 
-    /// Starts reading, from their beginning, topics (and partitions) that came to match
-    /// `filter` since the last look.
+    /// Starts reading, from their beginning (or the start time), topics (and partitions)
+    /// that came to match `filter` since the last look.
     fn discover(
         &self,
         consumer: &BaseConsumer<Context>,
         filter: &TopicFilter,
+        start: StartAt,
         known: &mut HashMap<String, i32>,
     ) {
         let found = match matching(consumer, filter) {
@@ -177,7 +223,19 @@ impl Reader {
         for (name, n) in found {
             let had = known.get(&name).copied().unwrap_or(0);
             for p in had..n {
-                let _ = more.add_partition_offset(&name, p, Offset::Beginning);
+                // Created since the subscription: all of it is new, unless a start time
+                // still lies ahead.
+                let offset = match start {
+                    StartAt::Time(_) => match first_offset(consumer, &name, p, start) {
+                        Ok(o) => Offset::Offset(o),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "finding where to read {name}");
+                            Offset::Beginning
+                        }
+                    },
+                    _ => Offset::Beginning,
+                };
+                let _ = more.add_partition_offset(&name, p, offset);
             }
             known.insert(name, n.max(had));
         }
@@ -188,8 +246,8 @@ impl Reader {
         }
     }
 
-    fn group(self, config: ClientConfig, subscription: &str, ready: Ready) {
-        let context = GroupContext { base: self.context.clone(), ready: Mutex::new(None) };
+    fn group(self, config: ClientConfig, subscription: &str, start: StartAt, ready: Ready) {
+        let context = GroupContext { base: self.context.clone(), start, ready: Mutex::new(None) };
         let consumer: BaseConsumer<GroupContext> = match config.create_with_context(context) {
             Ok(c) => c,
             Err(e) => {
@@ -288,10 +346,12 @@ fn matching(
         .collect())
 }
 
-/// Adds every partition of `name` at its end offset to `list`; returns the partition count.
-fn end_offsets<C: ConsumerContext>(
+/// Adds every partition of `name` at the offset `start` names to `list`; returns the
+/// partition count.
+fn first_offsets<C: ConsumerContext>(
     consumer: &BaseConsumer<C>,
     name: &str,
+    start: StartAt,
     list: &mut TopicPartitionList,
 ) -> KafkaResult<i32> {
     let metadata = consumer.fetch_metadata(Some(name), LOOKUP)?;
@@ -302,10 +362,40 @@ fn end_offsets<C: ConsumerContext>(
         .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<i32>>())
         .unwrap_or_default();
     for &p in &partitions {
-        let (_, high) = consumer.fetch_watermarks(name, p, LOOKUP)?;
-        list.add_partition_offset(name, p, Offset::Offset(high))?;
+        let offset = first_offset(consumer, name, p, start)?;
+        list.add_partition_offset(name, p, Offset::Offset(offset))?;
     }
     Ok(i32::try_from(partitions.len()).unwrap_or(i32::MAX))
+}
+
+/// The offset in partition `partition` of `topic` where `start` says to read: the end (the
+/// next record's offset), the oldest record kept, or the first record stamped at or after a
+/// time (the end when none is). Always a concrete offset, so that a group can commit it.
+fn first_offset<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
+    topic: &str,
+    partition: i32,
+    start: StartAt,
+) -> KafkaResult<i64> {
+    let (low, high) = consumer.fetch_watermarks(topic, partition, LOOKUP)?;
+    let at = match start {
+        StartAt::Earliest => return Ok(low),
+        StartAt::Time(at) => at,
+        _ => return Ok(high),
+    };
+    // Kafka stamps records in milliseconds since 1970; a time before 1970 means everything.
+    let millis = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let mut query = TopicPartitionList::new();
+    query.add_partition_offset(topic, partition, Offset::Offset(millis))?;
+    let found = consumer.offsets_for_times(query, LOOKUP)?;
+    let offset = found.find_partition(topic, partition).map(|e| e.offset());
+    Ok(match offset {
+        Some(Offset::Offset(o)) => o.clamp(low, high),
+        // No record that recent: what comes next.
+        _ => high,
+    })
 }
 
 /// A group member's context: on each assignment, partitions the group never committed
@@ -313,6 +403,8 @@ fn end_offsets<C: ConsumerContext>(
 /// subscriber it reads.
 struct GroupContext {
     base: Context,
+    /// Where partitions the group never committed start.
+    start: StartAt,
     ready: Mutex<Option<Ready>>,
 }
 
@@ -322,7 +414,7 @@ impl GroupContext {
     }
 
     /// Fixes where each newly assigned partition starts; returns the partitions that start
-    /// at their end for want of a committed offset (to be committed).
+    /// where `start` says for want of a committed offset (to be committed).
     fn start_offsets(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -334,14 +426,13 @@ impl GroupContext {
             let offset = match elem.offset() {
                 Offset::Offset(o) => Offset::Offset(o),
                 _ => {
-                    let (_, high) =
-                        consumer.fetch_watermarks(elem.topic(), elem.partition(), LOOKUP)?;
+                    let first = first_offset(consumer, elem.topic(), elem.partition(), self.start)?;
                     fresh.add_partition_offset(
                         elem.topic(),
                         elem.partition(),
-                        Offset::Offset(high),
+                        Offset::Offset(first),
                     )?;
-                    Offset::Offset(high)
+                    Offset::Offset(first)
                 }
             };
             assigned.set_partition_offset(elem.topic(), elem.partition(), offset)?;

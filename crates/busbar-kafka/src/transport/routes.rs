@@ -1,17 +1,18 @@
-//! Routes: one reader per distinct (filter, queue group) on a connection, shared by any
+//! Routes: one reader per distinct (filter, queue group, start) on a connection, shared by any
 //! number of local subscriptions, so every local subscription to one filter is offered the
 //! same records in the same order, and a connection's group members are one member of the
 //! Kafka group (its local members take turns).
 
 use std::sync::{Mutex, MutexGuard};
 
+use busbar_core::transport::StartAt;
 use busbar_transport_kit::fanout::Targets;
 use busbar_transport_kit::{Fanout, Target};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-/// A route's key: the filter and the queue group.
-pub(crate) type RouteKey = (String, Option<String>);
+/// A route's key: the filter, the queue group and where reading starts.
+pub(crate) type RouteKey = (String, Option<String>, StartAt);
 
 /// Whether a route's reader reads: not yet (`None`), or since it started (`Ok`), or why it
 /// could not.

@@ -16,7 +16,7 @@ use busbar_core::error::{
 };
 use busbar_core::message::{Message, QoS};
 use busbar_core::topic::{Topic, kafka_topic};
-use busbar_core::transport::Completion;
+use busbar_core::transport::{Completion, StartAt};
 use busbar_transport_kit::{ids, inbox};
 use bytes::Bytes;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
@@ -235,6 +235,7 @@ impl Shared {
                     topics: vec![name.clone()],
                     filter: None,
                     interval: self.settings.metadata_interval,
+                    start: StartAt::Now,
                 };
                 reader::start(
                     self.reader_config(None),
@@ -242,6 +243,7 @@ impl Shared {
                     plan,
                     Sink::Replies(self.inbox.clone()),
                     self.life.token().child_token(),
+                    &self.readers,
                 )
                 .await
                 .map_err(|why| self.life.not_connected(why))?;

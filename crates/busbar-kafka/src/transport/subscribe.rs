@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::queue::queue;
 use busbar_core::topic::{TopicFilter, kafka_subscription};
-use busbar_core::transport::{SubscribeOptions, Subscription, SubscriptionGuard};
+use busbar_core::transport::{StartAt, SubscribeOptions, Subscription, SubscriptionGuard};
 use busbar_transport_kit::Target;
 use rdkafka::ClientConfig;
 
@@ -76,7 +76,8 @@ pub(super) async fn subscribe(
         ));
     }
     let subscription = kafka_subscription(&filter)?;
-    let key: RouteKey = (filter.as_str().to_owned(), group.clone());
+    let start = options.start;
+    let key: RouteKey = (filter.as_str().to_owned(), group.clone(), start);
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = queue(options.queue);
     let target = Target::new(tx, filter.as_str(), &s.meter);
@@ -103,7 +104,7 @@ pub(super) async fn subscribe(
         }
     });
     if fresh {
-        let outcome = start_route(s, &filter, subscription, group, &route).await;
+        let outcome = start_route(s, &filter, subscription, group, start, &route).await;
         route.set_ready(outcome.as_ref().map(|_| ()).map_err(ToString::to_string));
         outcome?;
     } else {
@@ -118,6 +119,7 @@ async fn start_route(
     filter: &TopicFilter,
     subscription: String,
     group: Option<String>,
+    start: StartAt,
     route: &Arc<Route>,
 ) -> Result<(), SubscribeError> {
     let literal = !filter.is_wildcard();
@@ -127,11 +129,12 @@ async fn start_route(
         s.topics.ensure(&subscription).await.map_err(|f| f.into_error(&s.settings.shown))?;
     }
     let plan = match &group {
-        Some(_) => Plan::Group { subscription },
+        Some(_) => Plan::Group { subscription, start },
         None => Plan::Assigned {
             topics: if literal { vec![subscription] } else { Vec::new() },
             filter: (!literal).then(|| filter.clone()),
             interval: s.settings.metadata_interval,
+            start,
         },
     };
     let group_id = group
@@ -142,6 +145,7 @@ async fn start_route(
         plan,
         Sink::Route(route.clone()),
         route.stop.clone(),
+        &s.readers,
     )
     .await
     .map_err(|why| s.life.not_connected::<SubscribeErrorKind>(why))

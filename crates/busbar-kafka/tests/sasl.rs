@@ -1,0 +1,64 @@
+//! SASL/SCRAM against a Tansu broker that requires authentication: users are added to the
+//! broker first (AlterUserScramCredentials, while it still takes anyone), then it restarts
+//! with `--authentication` on the same storage. Tansu 0.6 offers SCRAM-SHA-256 and -512
+//! only: it has no PLAIN mechanism, and it refuses OAUTHBEARER logins (it checks PLAIN and
+//! SCRAM credentials and nothing else), so those two are not tested against a broker.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use busbar_core::error::ConnectErrorKind;
+use busbar_core::transport::ConnectOptions;
+use busbar_core::{Connection, Message, Topic};
+use busbar_kafka::KafkaTransport;
+use busbar_testkit::kafka_users::{Scram, add_scram_user};
+use busbar_testkit::{BrokerProcess, skip_if_missing};
+
+async fn round_trip(url: &str, topic: &str) {
+    let conn = Connection::new(Arc::new(
+        KafkaTransport::connect(url, ConnectOptions::new()).await.expect("a known user connects"),
+    ));
+    let mut sub = conn.subscribe(topic).await.expect("subscribe");
+    conn.publish(Message::new(Topic::new(topic).expect("topic"), "signed in"))
+        .await
+        .expect("confirmed");
+    let m = tokio::time::timeout(Duration::from_secs(20), sub.recv())
+        .await
+        .expect("in time")
+        .expect("open");
+    assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"signed in");
+    conn.close().await.expect("close");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scram_users_sign_in_and_a_wrong_password_is_refused_as_credentials() {
+    let Some(mut broker) = skip_if_missing("kafka sasl", BrokerProcess::tansu_lasting().await)
+    else {
+        return;
+    };
+    let port = broker.port();
+    add_scram_user(port, "alice", "alice-secret", Scram::Sha256).await.expect("alice");
+    add_scram_user(port, "bob", "bob-secret", Scram::Sha512).await.expect("bob");
+    broker.restart_with(["--authentication"]).await.expect("restart with authentication");
+
+    let at = format!("127.0.0.1:{port}");
+    round_trip(&format!("kafka://alice:alice-secret@{at}?sasl=scram-sha-256"), "secure/a").await;
+    round_trip(&format!("kafka://bob:bob-secret@{at}?sasl=scram-sha-512"), "secure/b").await;
+
+    // A wrong password: refused as a credentials error that does not repeat it.
+    let url = format!("kafka://alice:not-her-password@{at}?sasl=scram-sha-256&connect_timeout=5s");
+    let err = KafkaTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
+    assert_eq!(err.kind(), ConnectErrorKind::Credentials, "{err}");
+    assert!(!err.to_string().contains("not-her-password"), "the password leaked: {err}");
+
+    // The right password under the other mechanism is not a login either.
+    let url = format!("kafka://alice:alice-secret@{at}?sasl=scram-sha-512&connect_timeout=5s");
+    let err = KafkaTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
+    assert_eq!(err.kind(), ConnectErrorKind::Credentials, "{err}");
+
+    // No credentials at all: the broker answers nothing but the handshake, so connecting
+    // ends by its timeout with an error instead of hanging.
+    let url = format!("kafka://{at}?connect_timeout=3s");
+    let err = KafkaTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
+    assert!(!err.to_string().is_empty());
+}

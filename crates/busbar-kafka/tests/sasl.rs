@@ -1,8 +1,15 @@
-//! SASL/SCRAM against a Tansu broker that requires authentication: users are added to the
-//! broker first (AlterUserScramCredentials, while it still takes anyone), then it restarts
-//! with `--authentication` on the same storage. Tansu 0.6 offers SCRAM-SHA-256 and -512
-//! only: it has no PLAIN mechanism, and it refuses OAUTHBEARER logins (it checks PLAIN and
-//! SCRAM credentials and nothing else), so those two are not tested against a broker.
+//! SASL logins. SCRAM against a Tansu broker that requires authentication: users are added
+//! to the broker first (AlterUserScramCredentials, while it still takes anyone), then it
+//! restarts with `--authentication` on the same storage. Tansu 0.6 offers SCRAM-SHA-256 and
+//! -512 only (no PLAIN mechanism, and it refuses every OAUTHBEARER login), so PLAIN signs
+//! in to the testkit's `SaslFront`, which answers the SASL requests itself and relays
+//! everything else to a Tansu without authentication.
+//!
+//! OAUTHBEARER through the front fails today, and is therefore not here: the producer and
+//! the readers sign in with the provider's token, but rdkafka 0.39's `AdminClient` polls only
+//! its own result queue, never the main queue where librdkafka asks for a token, so the
+//! admin client (metadata at connect, topic creation) never gets one and `connect` ends with
+//! "no metadata from the cluster".
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,11 +19,16 @@ use busbar_core::transport::ConnectOptions;
 use busbar_core::{Connection, Message, Topic};
 use busbar_kafka::KafkaTransport;
 use busbar_testkit::kafka_users::{Scram, add_scram_user};
+use busbar_testkit::sasl_front::{Login, SaslFront};
 use busbar_testkit::{BrokerProcess, skip_if_missing};
 
 async fn round_trip(url: &str, topic: &str) {
+    round_trip_with(url, ConnectOptions::new(), topic).await;
+}
+
+async fn round_trip_with(url: &str, options: ConnectOptions, topic: &str) {
     let conn = Connection::new(Arc::new(
-        KafkaTransport::connect(url, ConnectOptions::new()).await.expect("a known user connects"),
+        KafkaTransport::connect(url, options).await.expect("a known user connects"),
     ));
     let mut sub = conn.subscribe(topic).await.expect("subscribe");
     conn.publish(Message::new(Topic::new(topic).expect("topic"), "signed in"))
@@ -61,4 +73,27 @@ async fn scram_users_sign_in_and_a_wrong_password_is_refused_as_credentials() {
     let url = format!("kafka://{at}?connect_timeout=3s");
     let err = KafkaTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
     assert!(!err.to_string().is_empty());
+}
+
+/// A Tansu behind a SASL front end that signs `login` in.
+async fn behind_front(login: Login) -> Option<(BrokerProcess, u16)> {
+    let front = SaslFront::bind().await;
+    let port = front.port();
+    let broker =
+        skip_if_missing("kafka sasl front", BrokerProcess::tansu_advertising(Some(port)).await)?;
+    front.relay_to(([127, 0, 0, 1], broker.port()).into(), login);
+    Some((broker, port))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_users_sign_in_and_a_wrong_password_is_refused_as_credentials() {
+    let login = Login::Plain { user: "carol".into(), password: "carol-secret".into() };
+    let Some((_broker, port)) = behind_front(login).await else { return };
+    let at = format!("127.0.0.1:{port}");
+    round_trip(&format!("kafka://carol:carol-secret@{at}?sasl=plain"), "plain/a").await;
+
+    let url = format!("kafka://carol:not-hers@{at}?sasl=plain&connect_timeout=5s");
+    let err = KafkaTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
+    assert_eq!(err.kind(), ConnectErrorKind::Credentials, "{err}");
+    assert!(!err.to_string().contains("not-hers"), "the password leaked: {err}");
 }

@@ -60,6 +60,7 @@ pub mod oidc;
 pub mod peer;
 pub mod pki;
 mod process;
+pub mod sasl_front;
 mod shared;
 pub mod tls_front;
 pub mod websocket;

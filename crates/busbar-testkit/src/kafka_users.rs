@@ -92,7 +92,7 @@ fn request(user: &str, password: &str, mechanism: Scram) -> Vec<u8> {
 }
 
 /// Appends a compact string or byte string: its length + 1 as an unsigned varint, then it.
-fn compact(out: &mut Vec<u8>, bytes: &[u8]) {
+pub(crate) fn compact(out: &mut Vec<u8>, bytes: &[u8]) {
     let mut n = bytes.len() as u64 + 1;
     while n >= 0x80 {
         out.push((n as u8 & 0x7f) | 0x80);

@@ -12,6 +12,8 @@ use std::sync::Arc;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use crate::kafka_users::compact;
+
 const SASL_HANDSHAKE: i16 = 17;
 const SASL_AUTHENTICATE: i16 = 36;
 /// Kafka's SASL_AUTHENTICATION_FAILED.
@@ -247,16 +249,6 @@ fn bytes_after_header(request: &[u8], flexible: bool) -> std::io::Result<&[u8]> 
     let len =
         usize::try_from(i32::from_be_bytes([len[0], len[1], len[2], len[3]]).max(0)).unwrap_or(0);
     b.get(4..4 + len).ok_or_else(|| bad("short request"))
-}
-
-fn compact(out: &mut Vec<u8>, bytes: &[u8]) {
-    let mut n = bytes.len() as u64 + 1;
-    while n >= 0x80 {
-        out.push((n as u8 & 0x7f) | 0x80);
-        n >>= 7;
-    }
-    out.push(n as u8);
-    out.extend_from_slice(bytes);
 }
 
 #[cfg(test)]

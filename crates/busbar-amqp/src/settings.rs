@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use busbar_core::error::ConnectError;
-use busbar_transport_kit::endpoint::{Endpoint, Params, Scheme};
+use busbar_transport_kit::endpoint::{Endpoint, Params, Scheme, Server};
+use busbar_transport_kit::servers::ServerOrder;
 
 /// The exchange busbar topics are published to unless the URL names another.
 pub const DEFAULT_EXCHANGE: &str = "amq.topic";
@@ -17,10 +18,12 @@ pub const DEFAULT_MAX_PAYLOAD: usize = 128 * 1024 * 1024;
 /// `amqps://broker:5671/prod?ca=/etc/ca.pem&cert=/etc/me.pem&key=/etc/me.key`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Broker host.
-    pub host: String,
-    /// Broker port (default 5672, or 5671 for `amqps://`).
-    pub port: u16,
+    /// The brokers (`amqp://h1,h2:5673`; port 5672 by default, or 5671 for `amqps://`):
+    /// tried in turn at connect, and the next one taken when the one in use is lost.
+    pub servers: Vec<Server>,
+    /// The order the servers are tried in (`?server_order=listed`, the default, or
+    /// `random`).
+    pub server_order: ServerOrder,
     /// User name (RabbitMQ's `guest` when the URL has none).
     pub username: String,
     /// Password (`guest` when the URL has none).
@@ -92,7 +95,6 @@ impl Settings {
     /// Parses an `amqp://` or `amqps://` URL.
     pub fn parse(url: &str) -> Result<Settings, ConnectError> {
         let mut e = Endpoint::parse(url, SCHEMES)?;
-        let server = e.single_server("AMQP connects to one broker")?.clone();
         let (username, password) = match (&e.login.user, &e.login.password) {
             (None, None) => ("guest".to_owned(), "guest".to_owned()),
             (user, password) => {
@@ -117,8 +119,8 @@ impl Settings {
             Some(n) => n,
         };
         let settings = Settings {
-            host: server.host,
-            port: server.port,
+            servers: e.servers.clone(),
+            server_order: ServerOrder::from_params(p)?,
             username,
             password,
             vhost,
@@ -151,7 +153,7 @@ mod tests {
             "amqp://u%40x:p%3Ass@127.0.0.1:5673/%2f?exchange=plant&heartbeat=10&prefetch=50",
         )
         .expect("valid");
-        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 5673));
+        assert_eq!(s.servers, [Server { host: "127.0.0.1".into(), port: 5673 }]);
         assert_eq!((s.username.as_str(), s.password.as_str()), ("u@x", "p:ss"));
         assert_eq!(s.vhost, "/");
         assert_eq!(s.exchange, "plant");
@@ -159,7 +161,10 @@ mod tests {
         assert!(!s.shown.contains("p%3Ass"), "{}", s.shown);
         assert!(!format!("{s:?}").contains("p:ss"));
         let d = Settings::parse("amqp://h").expect("defaults");
-        assert_eq!((d.port, d.vhost.as_str(), d.username.as_str()), (5672, "/", "guest"));
+        assert_eq!(
+            (d.servers[0].port, d.vhost.as_str(), d.username.as_str()),
+            (5672, "/", "guest")
+        );
         assert_eq!(d.password, "guest");
         assert_eq!(d.exchange, DEFAULT_EXCHANGE);
         assert_eq!((d.queue_expiry, d.prefetch), (Duration::from_secs(60), 1000));
@@ -172,10 +177,13 @@ mod tests {
         assert_eq!((only_user.username.as_str(), only_user.password.as_str()), ("u", ""));
         assert_eq!(Settings::parse("amqp://h/prod").expect("vhost").vhost, "prod");
         let tls = Settings::parse("amqps://h?ca=/c.pem&cert=/m.pem&key=/m.key").expect("tls");
-        assert_eq!(tls.port, 5671);
+        assert_eq!(tls.servers[0].port, 5671);
         assert_eq!(tls.tls.expect("tls").ca.as_deref(), Some(std::path::Path::new("/c.pem")));
         let v6 = Settings::parse("amqp://[::1]:5000").expect("ipv6");
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 5000));
+        assert_eq!(v6.servers, [Server { host: "::1".into(), port: 5000 }]);
+        let list = Settings::parse("amqp://a,b:5673?server_order=random").expect("a list");
+        assert_eq!(list.servers.len(), 2);
+        assert_eq!(list.server_order, ServerOrder::Random);
         let waits = Settings::parse("amqp://h?queue_expiry=2m&reconnect_wait=60&max_payload=0")
             .expect("waits");
         assert_eq!(
@@ -202,7 +210,7 @@ mod tests {
         assert!(bad(&format!("amqp://h?exchange={}", "x".repeat(256))));
         assert!(bad("amqp://"));
         assert!(bad("amqp://h/%zz"));
-        assert!(bad("amqp://h1,h2"));
+        assert!(bad("amqp://h1,h2:x"));
         assert!(bad("gopher://h"));
         let err = Settings::parse("amqp://u:s3cret@h?x=1").expect_err("unknown parameter");
         assert!(!err.to_string().contains("s3cret"), "{err}");

@@ -110,8 +110,8 @@ async fn subscriptions_resume_and_nothing_is_lost_when_connections_are_closed() 
     let ev =
         next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
     eprintln!("subscriber saw {ev:?}");
-    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     assert!(order.windows(2).all(|w| w[0] < w[1]), "first copies out of publishing order");
     eprintln!("{N} messages, {} copies ({} repeated after the fault)", copies, copies - N);
     // Nothing more than the stream: a marker published now is the next message after any
@@ -144,8 +144,8 @@ async fn queue_groups_resume_after_connections_are_closed() {
     let mut sb = b.subscribe_with(options()).await.expect("member b");
     let (mut ea, mut eb) = (a.events(), b.events());
     assert_eq!(close_connections(&mark), 2);
-    next_event(&mut ea, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut eb, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut ea, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut eb, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     const N: u32 = 200;
     for n in 0..N {
         publisher
@@ -221,7 +221,7 @@ async fn a_request_in_flight_during_a_fault_ends_with_a_typed_error_in_time() {
     }
     assert!(took < Duration::from_secs(4), "the call did not end at the fault: {took:?}");
     eprintln!("call in flight ended after {took:?}: {result:?}");
-    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     assert_eq!(client.call(7).await.expect("a call after the reconnect"), 7);
 }
 

@@ -112,15 +112,15 @@ async fn everything_resumes_after_the_broker_restarts() {
     drop(guard); // start_app, and wait for the broker to be up.
 
     next_event_within(&mut sub_events, Duration::from_secs(60), |e| {
-        matches!(e, ConnectionEvent::Reconnected)
+        matches!(e, ConnectionEvent::Reconnected { .. })
     })
     .await;
     next_event_within(&mut pub_events, Duration::from_secs(60), |e| {
-        matches!(e, ConnectionEvent::Reconnected)
+        matches!(e, ConnectionEvent::Reconnected { .. })
     })
     .await;
     next_event_within(&mut srv_events, Duration::from_secs(60), |e| {
-        matches!(e, ConnectionEvent::Reconnected)
+        matches!(e, ConnectionEvent::Reconnected { .. })
     })
     .await;
     pub_conn

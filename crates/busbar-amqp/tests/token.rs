@@ -123,8 +123,10 @@ async fn a_refreshed_token_reconnects_and_keeps_subscriptions() {
     // Only the second token works from now on: the reconnect must present it.
     assert!(rabbitmqctl(&["change_password", &user.0, &second]), "change_password");
     // Reconnected with the refreshed token.
-    next_event_within(&mut events, Duration::from_secs(20), |e| *e == ConnectionEvent::Reconnected)
-        .await;
+    next_event_within(&mut events, Duration::from_secs(20), |e| {
+        matches!(e, ConnectionEvent::Reconnected { .. })
+    })
+    .await;
     conn.publish_bytes(&topic, &b"after refresh"[..]).await.expect("publish");
     let m = tokio::time::timeout(Duration::from_secs(5), sub.recv())
         .await

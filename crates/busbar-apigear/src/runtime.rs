@@ -354,7 +354,7 @@ impl ServiceLink {
                         in_flight.spawn(async move { link.on_call(&*handler, m).await });
                     }
                     event = events.next() => match event {
-                        Some(ConnectionEvent::Reconnected) => {
+                        Some(ConnectionEvent::Reconnected { .. }) => {
                             if let Err(e) = link.publish_all(&*handler).await {
                                 tracing::warn!(error = %e, "apigear: properties not republished");
                             }
@@ -615,7 +615,7 @@ impl ClientLink {
                     event = events.next() => match event {
                         // Nothing retained brings the values back: ask for them again, as
                         // they may have changed while this client was away.
-                        Some(ConnectionEvent::Reconnected) if !link.has_retained() => {
+                        Some(ConnectionEvent::Reconnected { .. }) if !link.has_retained() => {
                             let (link, on_event) = (link.clone(), on_event.clone());
                             tokio::spawn(async move { link.read_properties(&*on_event).await });
                         }

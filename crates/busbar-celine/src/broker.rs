@@ -92,7 +92,9 @@ impl Link {
     fn up(&mut self) -> bool {
         while let Some(event) = self.events.try_next() {
             match event {
-                ConnectionEvent::Connected | ConnectionEvent::Reconnected => self.up = true,
+                ConnectionEvent::Connected { .. } | ConnectionEvent::Reconnected { .. } => {
+                    self.up = true
+                }
                 ConnectionEvent::Disconnected { .. } | ConnectionEvent::Closed => self.up = false,
                 _ => {}
             }

@@ -75,7 +75,9 @@ impl Watch {
             ConnectionEvent::Disconnected { .. } => {
                 self.down_since.get_or_insert_with(Instant::now);
             }
-            ConnectionEvent::Connected | ConnectionEvent::Reconnected => self.down_since = None,
+            ConnectionEvent::Connected { .. } | ConnectionEvent::Reconnected { .. } => {
+                self.down_since = None
+            }
             _ => {}
         }
     }

@@ -369,11 +369,23 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     ended
 }
 
-/// Says, as it happens, that a subscription dropped messages (on standard error, and as a
+/// Says, as it happens, that the connection was lost and to which server it came back (on
+/// standard error), and that a subscription dropped messages (on standard error, and as a
 /// JSON record on standard output under `--json`).
 fn report_event(event: &busbar::ConnectionEvent, json: bool) {
-    let busbar::ConnectionEvent::SlowConsumer { filter, dropped } = event else {
-        return;
+    use busbar::ConnectionEvent as E;
+    use std::io::Write as _;
+    // Notes only: a closed standard error must not end the subscriber.
+    let note = |text: String| {
+        let _ = writeln!(std::io::stderr(), "busbar sub: {text}");
+    };
+    let (filter, dropped) = match event {
+        E::Disconnected { reason } => {
+            return note(format!("connection lost ({reason}); reconnecting"));
+        }
+        E::Reconnected { server } => return note(format!("reconnected to {server}")),
+        E::SlowConsumer { filter, dropped } => (filter, dropped),
+        _ => return,
     };
     if *dropped == 0 {
         // Under `Block` nothing is dropped: the broker is held back instead.

@@ -1382,7 +1382,7 @@ async fn pub_rides_through_a_broker_restart_on_every_broker() {
         // must arrive.
         loop {
             match tokio::time::timeout(std::time::Duration::from_secs(30), events.next()).await {
-                Ok(Some(ConnectionEvent::Reconnected)) => break,
+                Ok(Some(ConnectionEvent::Reconnected { .. })) => break,
                 Ok(Some(_)) => {}
                 other => panic!("{kind}: the subscriber did not reconnect: {other:?}"),
             }
@@ -1576,4 +1576,77 @@ async fn sub_can_start_from_the_earliest_message_where_the_broker_keeps_a_log() 
     let out = busbar(&["sub", "x", "--start", "yesterday"]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("earliest"));
+}
+
+/// `--url` takes a server list on every broker: a list whose first server is down connects
+/// to the next one; a malformed entry is refused, named in the message.
+#[tokio::test]
+async fn a_server_list_in_the_url_skips_a_server_that_is_down() {
+    use busbar_testkit::{BrokerKind, free_port, shared_broker};
+    let dead = free_port().expect("a port nobody listens on");
+    for kind in BrokerKind::EVERY {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let (scheme, rest) = broker.url().split_once("://").expect("a URL");
+        // A login stays in front of the list.
+        let (login, servers) = match rest.rsplit_once('@') {
+            Some((login, servers)) => (format!("{login}@"), servers),
+            None => (String::new(), rest),
+        };
+        let url = format!("{scheme}://{login}127.0.0.1:{dead},{servers}");
+        let out = busbar(&["pub", "cli-list/x", "m", "--url", &url]);
+        assert!(out.status.success(), "{}: {}", kind.name(), String::from_utf8_lossy(&out.stderr));
+    }
+    let out = busbar(&["pub", "cli-list/x", "m", "--url", "mqtt://127.0.0.1:1883,h2:x"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("\"h2:x\"") && err.contains("bad port"), "{err}");
+}
+
+/// `sub` with a server list follows its subscription to the next broker when the first is
+/// killed, and says on standard error which server it is on now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_fails_over_to_the_next_server_and_says_which() {
+    use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let test = "sub_fails_over_to_the_next_server_and_says_which";
+    let Some(mut first) =
+        skip_if_missing(test, BrokerProcess::mosquitto(MosquittoConfig::new()).await)
+    else {
+        return;
+    };
+    let second = BrokerProcess::mosquitto(MosquittoConfig::new()).await.expect("second broker");
+    let list = format!("mqtt://127.0.0.1:{},127.0.0.1:{}", first.port(), second.port());
+    let mut sub = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["sub", "cli-failover/#", "--count", "1", "--timeout", "60", "--url", &list])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start busbar sub");
+    let mut err = BufReader::new(sub.stderr.take().expect("stderr")).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(std::time::Duration::from_secs(30), err.next_line())
+            .await
+            .expect("a line in time")
+            .expect("stderr")
+            .unwrap_or_default()
+    };
+    assert!(next_line().await.contains("listening on"));
+    first.stop().await.expect("kill the first broker");
+    let said = loop {
+        let line = next_line().await;
+        if line.contains("reconnected") {
+            break line;
+        }
+    };
+    assert!(said.contains(&format!("127.0.0.1:{}", second.port())), "{said}");
+    let url = second.url();
+    let out = busbar(&["pub", "cli-failover/x", "after", "--url", &url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(std::time::Duration::from_secs(30), sub.wait_with_output())
+        .await
+        .expect("sub ends")
+        .expect("sub output");
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("after"));
 }

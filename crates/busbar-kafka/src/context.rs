@@ -28,9 +28,17 @@ pub(crate) struct Link {
     /// Told when the broker refused this client (a login or a TLS handshake), which no
     /// retry will change: connecting stops waiting then.
     pub(crate) refused: tokio::sync::Notify,
+    /// The bootstrap servers, as events name them: a Kafka client talks to every broker
+    /// that leads a partition it uses, so no single one is "the" server.
+    pub(crate) servers: String,
 }
 
 impl Link {
+    /// The link of a connection to the cluster reached through `servers`.
+    pub(crate) fn new(servers: String) -> Link {
+        Link { servers, ..Link::default() }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, bool> {
         self.down.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -54,7 +62,7 @@ impl Link {
         let mut down = self.lock();
         if *down {
             *down = false;
-            meter.announce(ConnectionEvent::Reconnected);
+            meter.announce(ConnectionEvent::Reconnected { server: self.servers.clone() });
         }
     }
 }

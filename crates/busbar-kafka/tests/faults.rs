@@ -66,7 +66,7 @@ async fn subscriptions_resume_and_publishing_continues_after_the_broker_restarts
     for n in 50..100 {
         assert_eq!(number(&recv(&mut sub).await), n, "after the restart");
     }
-    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     sub_conn.close().await.expect("close");
     pub_conn.close().await.expect("close");
 }

@@ -145,7 +145,9 @@ impl MemTransport {
             open: AtomicBool::new(true),
         });
         bus.inner.register(&session);
-        session.meter.announce(ConnectionEvent::Connected);
+        // The in-process bus has no address: its URL names it.
+        let server = format!("mem://{}", session.bus.name());
+        session.meter.announce(ConnectionEvent::Connected { server });
         let mut capabilities = capabilities();
         capabilities.typed_payloads = !mem.serialize_always;
         MemTransport { session, capabilities }

@@ -201,7 +201,7 @@ fn main() {
             }
         };
         let settings = busbar_mqtt::Settings::parse(&url).expect("mqtt URL");
-        let (host, port) = (settings.host.as_str(), settings.port);
+        let (host, port) = (settings.servers[0].host.as_str(), settings.servers[0].port);
         let scale = |n: u64| if quick { 50 } else { n };
         println!("MQTT 5 on {} (busbar vs raw rumqttc, same broker, same run)", settings.shown);
         println!("{:<26} {:>14} {:>14} {:>7}", "pub/sub", "busbar msgs/s", "raw msgs/s", "ratio");

@@ -4,17 +4,21 @@ use std::time::Duration;
 
 use busbar_core::error::ConnectError;
 pub use busbar_tls::TlsSettings;
-use busbar_transport_kit::endpoint::{Endpoint, Scheme};
+use busbar_transport_kit::endpoint::{Endpoint, Scheme, Server};
+use busbar_transport_kit::servers::ServerOrder;
 
 /// Where and how to connect, from a URL such as
 /// `mqtt://user:pass@127.0.0.1:1883?keep_alive=30&session_expiry=60` or
 /// `mqtts://broker:8883?ca=/etc/ca.pem&cert=/etc/me.pem&key=/etc/me.key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Broker host.
-    pub host: String,
-    /// Broker port (default 1883).
-    pub port: u16,
+    /// The brokers (`mqtt://h1,h2:1884`; port 1883 by default): tried in turn at connect,
+    /// and the next one taken when the one in use is lost. MQTT brokers share no state, so
+    /// a persistent session resumes only on a broker that kept it.
+    pub servers: Vec<Server>,
+    /// The order the servers are tried in (`?server_order=listed`, the default, or
+    /// `random`).
+    pub server_order: ServerOrder,
     /// User name, if any.
     pub username: Option<String>,
     /// Password, if any.
@@ -74,15 +78,14 @@ impl Settings {
         // WebSocket brokers usually serve MQTT on /mqtt.
         let websocket_path = websocket
             .then(|| if e.path.is_empty() { "/mqtt".to_owned() } else { format!("/{}", e.path) });
-        let server = e.single_server("MQTT connects to one broker")?.clone();
         let p = &mut e.params;
         let version = match p.choice("version", &["5", "5.0", "3.1.1", "4"])? {
             Some("3.1.1" | "4") => crate::protocol::Version::V311,
             _ => crate::protocol::Version::V5,
         };
         let settings = Settings {
-            host: server.host,
-            port: server.port,
+            servers: e.servers.clone(),
+            server_order: ServerOrder::from_params(p)?,
             username: e.login.user.clone(),
             password: e.login.password.clone(),
             keep_alive: p.duration("keep_alive", Duration::ZERO)?.map_or(
@@ -118,12 +121,15 @@ mod tests {
     fn parses_hosts_credentials_and_options() {
         let s = Settings::parse("mqtt://u:p@127.0.0.1:1884?keep_alive=10&session_expiry=60")
             .expect("valid");
-        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 1884));
+        assert_eq!(s.servers, [Server { host: "127.0.0.1".into(), port: 1884 }]);
         assert_eq!((s.username.as_deref(), s.password.as_deref()), (Some("u"), Some("p")));
         assert_eq!(s.keep_alive, Duration::from_secs(10));
         assert_eq!(s.session_expiry, Some(Duration::from_secs(60)));
         assert!(!s.shown.contains(":p@"), "{}", s.shown);
-        assert_eq!(Settings::parse("mqtt://h").expect("default port").port, 1883);
+        assert_eq!(Settings::parse("mqtt://h").expect("default port").servers[0].port, 1883);
+        let list = Settings::parse("mqtt://a,b:1884?server_order=random").expect("a list");
+        assert_eq!(list.servers.len(), 2);
+        assert_eq!(list.server_order, ServerOrder::Random);
         // Percent-encoded parts are decoded.
         let e = Settings::parse("mqtts://a%40b:p%3Ass%2F@h?ca=%2Ftmp%2Fca.pem").expect("encoded");
         assert_eq!((e.username.as_deref(), e.password.as_deref()), (Some("a@b"), Some("p:ss/")));
@@ -154,7 +160,7 @@ mod tests {
             matches!(Settings::parse("mqtt://h?max_packet=0"), Err(e) if e.kind() == ConnectErrorKind::InvalidUrl)
         );
         let tls = Settings::parse("mqtts://h?ca=/c.pem&cert=/m.pem&key=/m.key").expect("tls");
-        assert_eq!(tls.port, 8883);
+        assert_eq!(tls.servers[0].port, 8883);
         let t = tls.tls.expect("tls settings");
         assert_eq!(t.ca.as_deref(), Some(std::path::Path::new("/c.pem")));
     }
@@ -171,10 +177,10 @@ mod tests {
             matches!(Settings::parse("gopher://h"), Err(e) if e.kind() == ConnectErrorKind::InvalidUrl)
         );
         let ws = Settings::parse("ws://h:9001").expect("ws");
-        assert_eq!((ws.port, ws.websocket_path.as_deref()), (9001, Some("/mqtt")));
+        assert_eq!((ws.servers[0].port, ws.websocket_path.as_deref()), (9001, Some("/mqtt")));
         let wss = Settings::parse("wss://h/custom").expect("wss");
         assert_eq!(
-            (wss.port, wss.websocket_path.as_deref(), wss.tls.is_some()),
+            (wss.servers[0].port, wss.websocket_path.as_deref(), wss.tls.is_some()),
             (443, Some("/custom"), true)
         );
         assert!(

@@ -61,8 +61,8 @@ async fn subscribers_resume_after_the_broker_restarts() {
     // `Reconnected` promises a restored subscription (the broker has acknowledged it): the
     // first message published once both connections are back must arrive. At least once: a
     // copy of "before" whose PUBACK the stop cut off is sent again; nothing else may come.
-    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     pub_conn.publish_bytes("zone/299", &b"last"[..]).await.expect("publish");
     pub_conn.publish_bytes("plant/a", &b"after"[..]).await.expect("publish");
     let last = zones.last_mut().expect("zones");
@@ -428,8 +428,8 @@ async fn a_call_in_flight_when_the_broker_dies_ends_by_its_deadline() {
     let e = outcome.expect_err("no reply can come from a dead broker");
     assert!(matches!(e.kind(), RequestErrorKind::TimedOut | RequestErrorKind::NotConnected), "{e}");
     broker.restart().await.expect("the broker starts again");
-    next_event(&mut server_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut client_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut server_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut client_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     let request = Message::new(Topic::new("svc/echo").expect("topic"), "ping");
     let reply = client.request(request, Duration::from_secs(10)).await.expect("answered again");
     assert_eq!(reply.payload.to_bytes().expect("bytes").as_ref(), b"pong");
@@ -473,7 +473,7 @@ async fn unacknowledged_publishes_survive_a_broker_crash_on_a_clean_session() {
         for outcome in futures_util::future::join_all(unconfirmed).await {
             outcome.expect("confirmed by the restarted broker");
         }
-        next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+        next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
         setup.receive_up_to(60).await;
     }
 }
@@ -514,8 +514,8 @@ async fn qos0_across_a_broker_kill_loses_only_the_outage_and_resumes_in_order() 
         publisher.publish(numbered(n)).await.expect("publish during the outage");
     }
     broker.restart().await.expect("restart");
-    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
 
     let mut received: Vec<u32> = Vec::new();
     let mut take = |m: Message| {

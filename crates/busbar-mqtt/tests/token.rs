@@ -50,8 +50,10 @@ async fn a_refreshed_token_reconnects_and_keeps_subscriptions() {
     let mut events = conn.events();
     let mut sub = conn.subscribe("fleet/#").await.expect("subscribe");
     // Reconnected with the new token before the old one expired.
-    next_event_within(&mut events, Duration::from_secs(10), |e| *e == ConnectionEvent::Reconnected)
-        .await;
+    next_event_within(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, ConnectionEvent::Reconnected { .. })
+    })
+    .await;
     assert_eq!(provider.calls.load(Ordering::SeqCst), 2, "the provider was asked for a new token");
     // Same connection handle, same subscription, new credentials.
     let other = Connection::new(Arc::new(

@@ -5,7 +5,8 @@ use std::time::Duration;
 use busbar_core::error::ConnectError;
 use busbar_core::{Overflow, QueueConfig};
 pub use busbar_tls::TlsSettings;
-use busbar_transport_kit::endpoint::{Endpoint, Scheme};
+use busbar_transport_kit::endpoint::{Endpoint, Scheme, Server};
+use busbar_transport_kit::servers::ServerOrder;
 
 /// The NATS client's default per-subscription buffer (async-nats' own default, stated here so
 /// it is a decision rather than an accident).
@@ -49,10 +50,12 @@ impl std::fmt::Debug for Credentials {
 /// `tls://127.0.0.1:4443?ca=/etc/ca.pem&cert=/etc/me.pem&key=/etc/me.key`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
-    /// Server host.
-    pub host: String,
-    /// Server port (default 4222).
-    pub port: u16,
+    /// The servers to connect to (`nats://h1:4222,h2:4222`; port 4222 by default). A cluster
+    /// announces its other members as well, which the client adds.
+    pub servers: Vec<Server>,
+    /// The order the servers are tried in (`?server_order=listed`, the default, or
+    /// `random`).
+    pub server_order: ServerOrder,
     /// Credentials from the URL.
     pub credentials: Credentials,
     /// TLS settings for `tls://`; `None` for plain TCP.
@@ -92,7 +95,6 @@ impl Settings {
         if !e.path.is_empty() {
             return Err(e.invalid(format!("a NATS URL has no path, but {:?} was given", e.path)));
         }
-        let server = e.single_server("NATS clusters announce the others")?.clone();
         let mut credentials = match (&e.login.user, &e.login.password) {
             (None, None) => Credentials::None,
             (Some(user), Some(password)) if !user.is_empty() => {
@@ -106,6 +108,7 @@ impl Settings {
             (Some(token), None) => Credentials::Token(token.clone()),
         };
         let p = &mut e.params;
+        let server_order = ServerOrder::from_params(p)?;
         let subscription_capacity =
             p.count("subscription_capacity")?.unwrap_or(DEFAULT_SUBSCRIPTION_CAPACITY);
         let publish_queue =
@@ -120,8 +123,8 @@ impl Settings {
         }
         let tls = TlsSettings::from_params(p, e.scheme.secure)?;
         let settings = Settings {
-            host: server.host,
-            port: server.port,
+            servers: e.servers.clone(),
+            server_order,
             credentials,
             tls,
             subscription_capacity,
@@ -134,15 +137,11 @@ impl Settings {
         Ok(settings)
     }
 
-    /// The server address as async-nats takes it, without credentials (those go in the
+    /// The server addresses as async-nats takes them, without credentials (those go in the
     /// connect options, so they never appear in the client's own logs).
-    pub(crate) fn server_address(&self) -> String {
+    pub(crate) fn server_addresses(&self) -> Vec<String> {
         let scheme = if self.tls.is_some() { "tls" } else { "nats" };
-        if self.host.contains(':') {
-            format!("{scheme}://[{}]:{}", self.host, self.port)
-        } else {
-            format!("{scheme}://{}:{}", self.host, self.port)
-        }
+        self.servers.iter().map(|server| format!("{scheme}://{server}")).collect()
     }
 }
 
@@ -158,7 +157,7 @@ mod tests {
             "nats://u:p%40ss@127.0.0.1:4223?subscription_capacity=10&publish_queue=5&publish_overflow=drop-oldest",
         )
         .expect("valid");
-        assert_eq!((s.host.as_str(), s.port), ("127.0.0.1", 4223));
+        assert_eq!(s.servers, [Server { host: "127.0.0.1".into(), port: 4223 }]);
         assert_eq!(
             s.credentials,
             Credentials::UserPassword { user: "u".into(), password: "p@ss".into() }
@@ -168,8 +167,11 @@ mod tests {
         assert!(!s.shown.contains("p%40ss"), "{}", s.shown);
         assert!(!format!("{s:?}").contains("p@ss"));
         let d = Settings::parse("nats://localhost").expect("defaults");
-        assert_eq!((d.port, d.subscription_capacity), (4222, DEFAULT_SUBSCRIPTION_CAPACITY));
-        assert_eq!(d.server_address(), "nats://localhost:4222");
+        assert_eq!(
+            (d.servers[0].port, d.subscription_capacity),
+            (4222, DEFAULT_SUBSCRIPTION_CAPACITY)
+        );
+        assert_eq!(d.server_addresses(), ["nats://localhost:4222"]);
         let t = Settings::parse("nats://s3cret@h:1").expect("token");
         assert_eq!(t.credentials, Credentials::Token("s3cret".into()));
         let c = Settings::parse("nats://h?creds=%2Fetc%2Fme.creds").expect("creds");
@@ -177,17 +179,19 @@ mod tests {
         assert!(Settings::parse("nats://u:p@h?creds=/x").is_err());
         assert!(!t.shown.contains("s3cret"), "{}", t.shown);
         let tls = Settings::parse("tls://h?ca=/c.pem&cert=/m.pem&key=/m.key").expect("tls");
-        assert_eq!(tls.server_address(), "tls://h:4222");
+        assert_eq!(tls.server_addresses(), ["tls://h:4222"]);
         let tls = tls.tls.expect("tls settings");
         assert_eq!(tls.ca.as_deref(), Some(std::path::Path::new("/c.pem")));
         let v6 = Settings::parse("nats://[::1]:4333").expect("v6");
-        assert_eq!((v6.host.as_str(), v6.port), ("::1", 4333));
-        assert_eq!(v6.server_address(), "nats://[::1]:4333");
+        assert_eq!(v6.server_addresses(), ["nats://[::1]:4333"]);
+        let list = Settings::parse("nats://a,b:4223?server_order=random").expect("a list");
+        assert_eq!(list.server_addresses(), ["nats://a:4222", "nats://b:4223"]);
+        assert_eq!(list.server_order, ServerOrder::Random);
         let slow = Settings::parse("nats://h?connect_timeout=30").expect("seconds");
         assert_eq!(slow.connect_timeout, Duration::from_secs(30));
         assert_eq!(d.connect_timeout, Duration::from_secs(10));
         assert_eq!(d.publish_queue, QueueConfig::new(1024, Overflow::Block));
-        assert_eq!(Settings::parse("nats://h/").expect("a bare slash").port, 4222);
+        assert_eq!(Settings::parse("nats://h/").expect("a bare slash").servers[0].port, 4222);
     }
 
     #[test]
@@ -202,7 +206,8 @@ mod tests {
         assert!(bad("nats://h?ca=/x"));
         assert!(bad("tls://h?cert=/x"));
         assert!(bad("nats://"));
-        assert!(bad("nats://a:1,b:2"));
+        assert!(bad("nats://a:1,b:x"));
+        assert!(bad("nats://a?server_order=first"));
         assert!(bad("nats://:pw@h"));
         assert!(bad("nats://@h"));
         assert!(bad("mqtt://h"));

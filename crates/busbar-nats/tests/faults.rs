@@ -59,8 +59,8 @@ async fn subscriptions_resume_and_publishing_continues_after_the_server_restarts
     next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
     server.restart().await.expect("restart");
     // `Reconnected` comes once the re-subscriptions are in place at the server.
-    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
 
     // The same stream goes on: everything published now arrives, once, on both halves of
     // the filter, each half in order. (The two halves are two NATS subscriptions, whose
@@ -143,8 +143,8 @@ async fn calls_in_flight_or_made_during_an_outage_end_within_their_deadline() {
     assert!(t.elapsed() < Duration::from_millis(800), "took {:?}", t.elapsed());
 
     server.restart().await.expect("restart");
-    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut server_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut server_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     // Both sides are back with their subscriptions in place: calls work again.
     assert_eq!(client.call_with_timeout(3, Duration::from_secs(2)).await.expect("call"), 3);
 }

@@ -72,7 +72,7 @@ async fn a_token_is_refreshed_before_expiry_and_subscriptions_survive() {
     let mut sub = conn.subscribe("fleet/#").await.expect("subscribe");
     let reconnected = tokio::time::timeout(Duration::from_secs(10), async {
         while let Some(ev) = events.next().await {
-            if ev == ConnectionEvent::Reconnected {
+            if matches!(ev, ConnectionEvent::Reconnected { .. }) {
                 return true;
             }
         }

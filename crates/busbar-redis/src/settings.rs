@@ -2,8 +2,13 @@
 //! not.
 //!
 //! ```text
-//! redis[s]://[user[:password]@]host[:port][/db][?param=value&...]
+//! redis[s]://[user[:password]@]host[:port][,host[:port]...][/db][?param=value&...]
 //! ```
+//!
+//! Several servers are tried in turn (`?server_order=listed`, the default, or `random`).
+//! With `?sentinel=NAME` they are Redis Sentinels instead (port 26379 usually, which must
+//! then be written): every connect asks them, in turn, for the current master of the
+//! group `NAME`, and follows it when they promote a replica.
 //!
 //! Parameters (all optional):
 //!
@@ -15,6 +20,8 @@
 //! | `publish_overflow` | `block`, `drop-oldest` or `drop-newest` when that queue is full | `block` |
 //! | `push_buffer` | capacity of the buffer between the socket reader and the dispatcher | 65536 |
 //! | `response_timeout_ms` | how long a command may wait for its reply | 10000 |
+//! | `server_order` | `listed` or `random`: the order the servers are tried in | `listed` |
+//! | `sentinel` | the master group's name: the servers are Sentinels that name its master | none |
 //!
 //! Unknown parameters are refused (a typo must not be silently ignored).
 
@@ -22,7 +29,8 @@ use std::time::Duration;
 
 use busbar_core::error::ConnectError;
 use busbar_core::{Overflow, QueueConfig};
-use busbar_transport_kit::endpoint::{Endpoint, Scheme};
+use busbar_transport_kit::endpoint::{Endpoint, Scheme, Server};
+use busbar_transport_kit::servers::ServerOrder;
 
 /// Everything a `redis://` or `rediss://` URL says.
 #[derive(Clone, PartialEq, Eq)]
@@ -30,10 +38,13 @@ use busbar_transport_kit::endpoint::{Endpoint, Scheme};
 pub struct Settings {
     /// The URL with its password replaced by `***`, for messages and logs.
     pub redacted_url: String,
-    /// Host name or address.
-    pub host: String,
-    /// TCP port (6379 by default).
-    pub port: u16,
+    /// The servers (port 6379 by default), or with [`sentinel`](Self::sentinel) the
+    /// Sentinels to ask for the master.
+    pub servers: Vec<Server>,
+    /// The order the servers are tried in.
+    pub server_order: ServerOrder,
+    /// The master group whose master the Sentinels name (`?sentinel=NAME`).
+    pub sentinel: Option<String>,
     /// Database number (only affects list keys: pub/sub channels are global in Redis).
     pub db: i64,
     /// User name (Redis 6 ACL), if any.
@@ -97,7 +108,6 @@ impl Settings {
     /// A [`ConnectError`] of kind `InvalidUrl` naming the offending part.
     pub fn parse(url: &str) -> Result<Settings, ConnectError> {
         let mut e = Endpoint::parse(url, SCHEMES)?;
-        let server = e.single_server("Redis connects to one server")?.clone();
         let db = if e.path.is_empty() {
             0
         } else {
@@ -113,8 +123,14 @@ impl Settings {
         )?;
         let settings = Settings {
             redacted_url: e.shown.clone(),
-            host: server.host,
-            port: server.port,
+            servers: e.servers.clone(),
+            server_order: ServerOrder::from_params(p)?,
+            sentinel: match p.text("sentinel") {
+                Some(name) if name.is_empty() => {
+                    return Err(p.refuse("sentinel needs the master group's name"));
+                }
+                name => name,
+            },
             db,
             // `redis://:password@host` names no user: the default user.
             username: e.login.user.clone().filter(|u| !u.is_empty()),
@@ -146,8 +162,7 @@ mod tests {
             "rediss://alice:p%40ss@redis.example:6380/2?ca=/tmp/ca.pem&publish_overflow=drop-oldest",
         )
         .expect("valid");
-        assert_eq!(s.host, "redis.example");
-        assert_eq!(s.port, 6380);
+        assert_eq!(s.servers, [Server { host: "redis.example".into(), port: 6380 }]);
         assert_eq!(s.db, 2);
         assert_eq!(s.username.as_deref(), Some("alice"));
         assert_eq!(s.password.as_deref(), Some("p@ss"));
@@ -162,17 +177,20 @@ mod tests {
     #[test]
     fn defaults() {
         let s = Settings::parse("redis://127.0.0.1").expect("valid");
-        assert_eq!((s.port, s.db, s.tls.is_none()), (6379, 0, true));
+        assert_eq!((s.servers[0].port, s.db, s.tls.is_none()), (6379, 0, true));
         assert_eq!((s.publish_queue, s.publish_overflow), (65_536, Overflow::Block));
         assert_eq!((s.push_buffer, s.response_timeout), (65_536, Duration::from_secs(10)));
         let s = Settings::parse("redis://:secret@[::1]:7000").expect("valid");
-        assert_eq!((s.host.as_str(), s.port), ("::1", 7000));
+        assert_eq!(s.servers, [Server { host: "::1".into(), port: 7000 }]);
         assert_eq!((s.username, s.password.as_deref()), (None, Some("secret")));
         let s = Settings::parse("redis://h?publish_queue=8&push_buffer=16&response_timeout_ms=250")
             .expect("valid");
         assert_eq!((s.publish_queue, s.push_buffer), (8, 16));
         assert_eq!(s.response_timeout, Duration::from_millis(250));
-        assert_eq!(Settings::parse("rediss://h").expect("valid").port, 6379);
+        assert_eq!(Settings::parse("rediss://h").expect("valid").servers[0].port, 6379);
+        let s = Settings::parse("redis://a:26379,b:26380?sentinel=mymaster").expect("sentinels");
+        assert_eq!((s.servers.len(), s.sentinel.as_deref()), (2, Some("mymaster")));
+        assert_eq!(s.server_order, ServerOrder::Listed);
     }
 
     #[test]
@@ -188,7 +206,9 @@ mod tests {
             ("redis://h?response_timeout_ms=0", "response_timeout_ms"),
             ("redis://h?publish_overflow=maybe", "drop-oldest"),
             ("rediss://h?cert=/a", "both cert and key"),
-            ("redis://h1,h2", "one server"),
+            ("redis://h1,h2:x", "\"h2:x\""),
+            ("redis://h?sentinel=", "master group"),
+            ("redis://h?server_order=first", "listed, random"),
             ("http://h", "scheme"),
             ("redis://u:topsecret@h:99999", "port"),
         ] {

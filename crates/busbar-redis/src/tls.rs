@@ -2,7 +2,7 @@
 //! and for `rediss://` TLS with rustls and the ring provider.
 
 use busbar_core::error::{ConnectError, ConnectErrorKind, OpError};
-use busbar_transport_kit::Login;
+use busbar_transport_kit::{Login, Server};
 use redis::io::tcp::TcpSettings;
 use redis::{
     ConnectionAddr, ConnectionInfo, IntoConnectionInfo, ProtocolVersion, RedisConnectionInfo,
@@ -10,15 +10,21 @@ use redis::{
 
 use crate::settings::Settings;
 
-/// A redis-rs client for `settings`, presenting `login` (the URL's, or with a token in it).
-pub(crate) fn client(settings: &Settings, login: &Login) -> Result<redis::Client, ConnectError> {
+/// A redis-rs client for `server`, presenting `login` (the URL's, or with a token in it) and
+/// selecting database `db`, with the TLS of `settings`.
+pub(crate) fn client(
+    settings: &Settings,
+    server: &Server,
+    login: &Login,
+    db: i64,
+) -> Result<redis::Client, ConnectError> {
     // redis-rs refusing what the URL gave (an address it cannot use) is the URL's fault; a
     // TLS configuration it cannot build is the local settings'.
     let refused = |kind: ConnectErrorKind, what: &str, e: redis::RedisError| {
         OpError::new(kind, format!("{}: {what}: {e}", settings.redacted_url)).with_source(e)
     };
     let mut redis_info =
-        RedisConnectionInfo::default().set_db(settings.db).set_protocol(ProtocolVersion::RESP3);
+        RedisConnectionInfo::default().set_db(db).set_protocol(ProtocolVersion::RESP3);
     if let Some(u) = &login.user {
         redis_info = redis_info.set_username(u.clone());
     }
@@ -26,10 +32,10 @@ pub(crate) fn client(settings: &Settings, login: &Login) -> Result<redis::Client
         redis_info = redis_info.set_password(p.clone());
     }
     let addr = match &settings.tls {
-        None => ConnectionAddr::Tcp(settings.host.clone(), settings.port),
+        None => ConnectionAddr::Tcp(server.host.clone(), server.port),
         Some(_) => ConnectionAddr::TcpTls {
-            host: settings.host.clone(),
-            port: settings.port,
+            host: server.host.clone(),
+            port: server.port,
             insecure: false,
             tls_params: None,
         },

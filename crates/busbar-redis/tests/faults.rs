@@ -80,8 +80,8 @@ async fn subscribers_resume_after_the_server_restarts() {
     assert!(started.elapsed() < Duration::from_millis(1_000), "{:?}", started.elapsed());
 
     redis.restart().await.expect("restart");
-    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     // Both subscriptions were restored (Reconnected is reported after re-subscribing), to
     // the same streams, and the stream goes on in order with nothing lost or doubled.
     for n in 0..200 {
@@ -152,8 +152,8 @@ async fn an_rpc_in_flight_during_a_restart_ends_within_its_deadline() {
     assert!(took < Duration::from_millis(2_500), "took {took:?} with a 2 s deadline");
 
     redis.restart().await.expect("restart");
-    next_event(&mut server_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut client_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut server_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut client_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     // The server re-joined its queue group and the client's reply reader reconnected.
     for n in 10..20 {
         assert_eq!(client.call(n).await.expect("call after the restart"), n);
@@ -270,7 +270,7 @@ async fn a_refreshed_token_is_used_for_reauth_and_reconnects() {
             .await
             .expect("client kill");
     }
-    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     conn.publish_bytes("tok/b", &b"after reconnect"[..]).await.expect("publish");
     assert_eq!(text(&recv(&mut sub).await), "after reconnect");
 }

@@ -10,6 +10,8 @@
 //!   generated configuration in its own temporary directory. Use it for tests that must
 //!   stop, restart or configure the broker. The process is killed (by its pid) when the
 //!   value is dropped.
+//! * [`clusters`] — groups of such processes for failover tests: a NATS cluster, a Redis
+//!   master with a replica and a Sentinel.
 //!
 //! # Skip or require
 //!
@@ -53,6 +55,7 @@
 #![warn(missing_docs)]
 
 pub mod bench;
+pub mod clusters;
 mod error;
 pub mod fuzz;
 pub mod kafka_users;

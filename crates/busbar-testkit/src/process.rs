@@ -276,7 +276,7 @@ impl BrokerProcess {
 
     /// Find the binary, then up to [`START_ATTEMPTS`] times: pick a port, build the
     /// arguments, spawn, wait until ready.
-    async fn start(
+    pub(crate) async fn start(
         name: &'static str,
         kind: BrokerKind,
         mut make_args: impl FnMut(&Path, u16) -> Result<Vec<OsString>, TestkitError>,

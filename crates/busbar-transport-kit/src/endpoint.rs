@@ -138,14 +138,6 @@ impl Endpoint {
         })
     }
 
-    /// The one server of an endpoint that must name exactly one.
-    pub fn single_server(&self, why: &str) -> Result<&Server, ConnectError> {
-        match self.servers.as_slice() {
-            [one] => Ok(one),
-            _ => Err(self.invalid(format!("give one server: {why}"))),
-        }
-    }
-
     /// An `InvalidUrl` error about this URL.
     pub fn invalid(&self, reason: impl std::fmt::Display) -> ConnectError {
         ConnectError::invalid_url(&self.shown, reason)

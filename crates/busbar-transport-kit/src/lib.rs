@@ -17,6 +17,8 @@
 //! * [`lifecycle`]: open until closed once, the token every task of a connection stops
 //!   on, and the supervisor task a close waits for ([`Lifecycle`], [`Supervisor`]).
 //! * [`publish_queue`]: the queue that lets publishes under a drop policy never wait.
+//! * [`servers`]: server lists: which server a connection tries next, and how long it
+//!   waits first ([`Servers`]).
 //! * [`backoff`]: the delays between reconnect attempts.
 //!
 //! This crate is for transport authors; applications never need it (the `busbar` facade does
@@ -33,6 +35,7 @@ pub mod inbox;
 pub mod lifecycle;
 pub mod login;
 pub mod publish_queue;
+pub mod servers;
 
 pub use delivery::{Meter, Offer, Target};
 pub use endpoint::{Endpoint, Params, Server};
@@ -42,6 +45,7 @@ pub use inbox::Inbox;
 pub use lifecycle::{Lifecycle, Supervisor};
 pub use login::Login;
 pub use publish_queue::PublishQueue;
+pub use servers::{ServerOrder, Servers};
 
 /// Locks `m`, going on if a panic poisoned it: transports hold these locks only around
 /// plain bookkeeping that a panic cannot leave half done, and a poisoned lock must not take

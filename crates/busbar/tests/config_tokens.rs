@@ -25,8 +25,10 @@ async fn connect_and_renew(config: &Config) {
     let mut events = conn.events();
     let mut sub = conn.subscribe("twin/#").await.expect("subscribe");
     // Reconnected with a renewed token.
-    next_event_within(&mut events, Duration::from_secs(10), |e| *e == ConnectionEvent::Reconnected)
-        .await;
+    next_event_within(&mut events, Duration::from_secs(10), |e| {
+        matches!(e, ConnectionEvent::Reconnected { .. })
+    })
+    .await;
     conn.publish_bytes("twin/meter-1", &b"42"[..]).await.expect("publish");
     let m = tokio::time::timeout(Duration::from_secs(10), sub.recv())
         .await

@@ -118,8 +118,8 @@ async fn run(mut broker: BrokerProcess, url: &str) -> Tally {
         }
     }
     broker.restart().await.expect("the broker starts again");
-    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
-    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected)).await;
+    next_event(&mut sub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
+    next_event(&mut pub_events, |e| matches!(e, ConnectionEvent::Reconnected { .. })).await;
     for (n, done) in unconfirmed {
         match tokio::time::timeout(Duration::from_secs(30), done).await {
             Ok(Ok(())) => {}

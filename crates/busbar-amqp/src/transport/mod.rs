@@ -137,6 +137,10 @@ impl AmqpTransport {
             teardowns: AtomicUsize::new(0),
             teardown_done: Notify::new(),
             login: Mutex::new(presented),
+            servers: Mutex::new(busbar_transport_kit::Servers::new(
+                settings.servers.clone(),
+                settings.server_order,
+            )),
             settings,
         });
         // The supervisor swaps the credentials and reconnects with each fresh token.

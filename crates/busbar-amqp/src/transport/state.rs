@@ -85,6 +85,8 @@ pub(super) struct Shared {
     pub(super) teardown_done: Notify,
     /// The user name and password the next connection presents (a fresh token swapped in).
     pub(super) login: Mutex<Login>,
+    /// The broker in use, and the next to try when it is lost.
+    pub(super) servers: Mutex<busbar_transport_kit::Servers>,
 }
 
 impl Shared {

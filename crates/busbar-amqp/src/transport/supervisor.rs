@@ -10,7 +10,7 @@ use std::time::Duration;
 use busbar_core::auth::TokenPlacement;
 use busbar_core::error::{ConnectError, ConnectErrorKind, SubscribeError, SubscribeErrorKind};
 use busbar_core::transport::ConnectionEvent;
-use busbar_transport_kit::backoff::backoff;
+use busbar_transport_kit::Server;
 use busbar_transport_kit::endpoint::{self, config_error};
 use busbar_transport_kit::login::{Login, Refresher, next_token};
 use futures_util::StreamExt;
@@ -27,13 +27,13 @@ use crate::settings::DEFAULT_EXCHANGE;
 /// Why the supervisor left a live link for a new one after a token refresh.
 const TOKEN_REFRESH: &str = "token refresh";
 
-/// The failure of connecting, from lapin's error.
-fn connect_error(shared: &Shared, e: lapin::Error) -> ConnectError {
-    ConnectError::new(
-        connect_kind(&e),
-        format!("not connected to {}: {}", shared.settings.shown, describe(&e)),
-    )
-    .with_source(e)
+/// The failure of connecting to `server`, from lapin's error.
+fn connect_error(shared: &Shared, server: &Server, e: lapin::Error) -> ConnectError {
+    let url = &shared.settings.shown;
+    let at =
+        if shared.settings.servers.len() > 1 { format!(" (at {server})") } else { String::new() };
+    ConnectError::new(connect_kind(&e), format!("not connected to {url}{at}: {}", describe(&e)))
+        .with_source(e)
 }
 
 /// A subscription that could not be restored, as the failure of the connection's set-up.
@@ -50,6 +50,7 @@ fn set_up_error(e: SubscribeError) -> ConnectError {
 async fn open_link(shared: &Shared, generation: u64) -> Result<Arc<Link>, ConnectError> {
     let settings = &shared.settings;
     let login = lock(&shared.login).clone();
+    let server = lock(&shared.servers).current().clone();
     let uri = lapin::uri::AMQPUri {
         scheme: if settings.tls.is_some() {
             lapin::uri::AMQPScheme::AMQPS
@@ -61,8 +62,8 @@ async fn open_link(shared: &Shared, generation: u64) -> Result<Arc<Link>, Connec
                 username: login.user.unwrap_or_default(),
                 password: login.password.unwrap_or_default(),
             },
-            host: settings.host.clone(),
-            port: settings.port,
+            host: server.host.clone(),
+            port: server.port,
         },
         vhost: settings.vhost.clone(),
         query: lapin::uri::AMQPQueryString {
@@ -81,7 +82,7 @@ async fn open_link(shared: &Shared, generation: u64) -> Result<Arc<Link>, Connec
     let connecting = lapin::Connection::connect_uri_with_config(uri, properties, tls, runtime);
     let conn = match tokio::time::timeout(settings.connect_timeout, connecting).await {
         Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(connect_error(shared, e)),
+        Ok(Err(e)) => return Err(connect_error(shared, &server, e)),
         Err(_) => {
             return Err(endpoint::connect_timed_out(&settings.shown, settings.connect_timeout));
         }
@@ -140,7 +141,8 @@ pub(super) async fn supervise(
 ) {
     let mut first = Some(first);
     let mut generation: u64 = 0;
-    let mut attempt: u32 = 0;
+    // The first connect tries each server once before it gives up.
+    let mut first_tries = shared.settings.servers.len();
     while !shared.life.token().is_cancelled() {
         let candidate = generation + 1;
         let setup = async {
@@ -167,26 +169,38 @@ pub(super) async fn supervise(
         let (link, replies) = match setup.await {
             Ok(v) => v,
             Err(e) => {
+                let server = lock(&shared.servers).current().to_string();
+                let wait = lock(&shared.servers).failed();
+                if first.is_some() {
+                    first_tries -= 1;
+                    if first_tries > 0 {
+                        tracing::debug!(%server, error = %e, "trying the next server");
+                        continue;
+                    }
+                }
                 if let Some(tx) = first.take() {
                     let _ = tx.send(Err(e));
                     return;
                 }
-                tracing::debug!(error = %e, "reconnect failed");
-                attempt = attempt.saturating_add(1);
+                tracing::debug!(%server, error = %e, "reconnect failed");
                 tokio::select! {
                     _ = shared.life.token().cancelled() => break,
-                    _ = tokio::time::sleep(backoff(attempt)) => {}
+                    _ = tokio::time::sleep(wait) => {}
                 }
                 continue;
             }
         };
         generation = candidate;
-        attempt = 0;
+        let server = {
+            let mut servers = lock(&shared.servers);
+            servers.connected();
+            servers.current().to_string()
+        };
         if let Some(tx) = first.take() {
-            shared.meter.announce(ConnectionEvent::Connected);
+            shared.meter.announce(ConnectionEvent::Connected { server });
             let _ = tx.send(Ok(()));
         } else {
-            shared.meter.announce(ConnectionEvent::Reconnected);
+            shared.meter.announce(ConnectionEvent::Reconnected { server });
         }
         let mut lapin_events = link.conn.events_listener();
         let reason = loop {
@@ -242,10 +256,11 @@ pub(super) async fn supervise(
             .await;
         }
         if reason != TOKEN_REFRESH {
-            attempt = attempt.saturating_add(1);
+            // The broker in use is gone: the next one at once where there is another.
+            let wait = lock(&shared.servers).failed();
             tokio::select! {
                 _ = shared.life.token().cancelled() => break,
-                _ = tokio::time::sleep(backoff(attempt)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
         }
     }

@@ -7,14 +7,22 @@ use tokio::sync::broadcast;
 #[non_exhaustive]
 pub enum ConnectionEvent {
     /// The first connection was established.
-    Connected,
+    Connected {
+        /// The server in use, as `host:port` (one of a server list, or the one a cluster
+        /// put the connection on).
+        server: String,
+    },
     /// The connection was lost; the transport is trying to restore it.
     Disconnected {
         /// Why, as the transport saw it.
         reason: String,
     },
     /// The connection came back and subscriptions were restored.
-    Reconnected,
+    Reconnected {
+        /// The server in use now, as `host:port`: after a failover, another one of the list
+        /// (or of the cluster) than before.
+        server: String,
+    },
     /// A subscription's queue overflowed: its consumer is slower than its publishers.
     /// Reported once per burst; the exact count is in the subscription and the stats.
     SlowConsumer {

@@ -145,7 +145,8 @@ impl KafkaTransport {
             }
             None => None,
         };
-        let context = Context { meter: meter.clone(), link: Arc::new(Link::default()), token };
+        let link = Arc::new(Link::new(settings.bootstrap()));
+        let context = Context { meter: meter.clone(), link, token };
         let oauth = context.token.is_some();
         let base = settings.client_config(&client_id, oauth);
         let mut producer_config = base.clone();
@@ -196,6 +197,8 @@ impl KafkaTransport {
             next_request: AtomicU32::new(0),
             home,
         });
+        let server = shared.context.link.servers.clone();
+        shared.meter.announce(ConnectionEvent::Connected { server });
         Ok(KafkaTransport { shared, capabilities: capabilities() })
     }
 

@@ -340,6 +340,12 @@ enum Loop {
     V4(Box<rumqttc::EventLoop>, Vec<rumqttc::Request>),
 }
 
+/// rumqttc's connection options of either version (3.1.1 keeps its socket options apart).
+pub(crate) enum Options {
+    V5(Box<rumqttc::v5::MqttOptions>),
+    V4(Box<rumqttc::MqttOptions>, rumqttc::NetworkOptions),
+}
+
 impl Events {
     pub(crate) fn v5(l: rumqttc::v5::EventLoop, confirms: Arc<Confirms>) -> Events {
         Events::with(Loop::V5(Box::new(l), Vec::new()), confirms)
@@ -419,6 +425,19 @@ impl Events {
     /// The publishes given up since the last call (see [`Resends`]).
     pub(crate) fn take_given_up(&mut self) -> Vec<GivenUp> {
         self.resends.take_given_up()
+    }
+
+    /// Makes the next connection with `options` (another server of the list). Options of
+    /// the other protocol version are ignored: one connection keeps its version.
+    pub(crate) fn aim(&mut self, options: Options) {
+        match (&mut self.inner, options) {
+            (Loop::V5(l, ..), Options::V5(o)) => l.options = *o,
+            (Loop::V4(l, ..), Options::V4(o, network)) => {
+                l.mqtt_options = *o;
+                l.set_network_options(network);
+            }
+            _ => {}
+        }
     }
 
     pub(crate) fn set_credentials(&mut self, user: String, pass: String) {

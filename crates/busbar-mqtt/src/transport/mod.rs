@@ -32,7 +32,9 @@ use busbar_core::transport::{
 };
 use busbar_core::{Overflow, QoS};
 use busbar_transport_kit::login::{Refresher, first_token};
-use busbar_transport_kit::{Inbox, Lifecycle, Meter, PublishQueue, Supervisor, endpoint, ids};
+use busbar_transport_kit::{
+    Inbox, Lifecycle, Meter, PublishQueue, Servers, Supervisor, endpoint, ids,
+};
 use tokio::sync::{OnceCell, oneshot};
 
 use self::state::{Shared, lock};
@@ -99,8 +101,10 @@ impl MqttTransport {
             password: settings.password.clone(),
         };
         let presented = login.with(first_token.as_ref(), options.token_placement);
+        let servers = Servers::new(settings.servers.clone(), settings.server_order);
         let (client, eventloop) = options::build(
             &settings,
+            servers.current(),
             &client_id,
             supervisor::credentials(&presented),
             options.last_will.as_ref(),
@@ -140,9 +144,14 @@ impl MqttTransport {
             shared.clone(),
             eventloop,
             first_tx,
-            refresher,
-            login,
-            options.token_placement,
+            supervisor::Dialing {
+                servers,
+                refresher,
+                login,
+                placement: options.token_placement,
+                presented,
+                will: options.last_will.clone(),
+            },
         ));
         let outcome = match tokio::time::timeout_at(deadline, first_rx).await {
             Ok(Ok(outcome)) => outcome,

@@ -7,20 +7,46 @@ use rumqttc::NetworkOptions;
 
 use super::state::MQTT_MAX_PACKET;
 use crate::convert::qos_out;
-use crate::protocol::{Client, Confirms, Events, Version};
+use busbar_transport_kit::Server;
+
+use crate::protocol::{Client, Confirms, Events, Options, Version};
 use crate::settings::Settings;
 
 /// Requests rumqttc may hold before user calls wait (its own bounded channel).
 const REQUEST_CHANNEL: usize = 1024;
 
-/// The client and event loop for `settings`, presenting `client_id`, `credentials` and
-/// `will`.
+/// The client and event loop for `settings`, connecting to `server` and presenting
+/// `client_id`, `credentials` and `will`.
 pub(super) fn build(
     settings: &Settings,
+    server: &Server,
     client_id: &str,
     credentials: Option<(String, String)>,
     will: Option<&Message>,
 ) -> Result<(Client, Events), ConnectError> {
+    let confirms = std::sync::Arc::new(Confirms::default());
+    Ok(match options(settings, server, client_id, credentials, will)? {
+        Options::V5(mqtt) => {
+            let (c, l) = rumqttc::v5::AsyncClient::new(*mqtt, REQUEST_CHANNEL);
+            (Client::v5(c, confirms.clone()), Events::v5(l, confirms))
+        }
+        Options::V4(mqtt, network) => {
+            let (c, mut l) = rumqttc::AsyncClient::new(*mqtt, REQUEST_CHANNEL);
+            l.set_network_options(network);
+            (Client::v4(c, confirms.clone()), Events::v4(l, confirms))
+        }
+    })
+}
+
+/// rumqttc's options for a connection to `server`: what [`build`] starts with, and what
+/// the event loop is given to move to another server of the list.
+pub(super) fn options(
+    settings: &Settings,
+    server: &Server,
+    client_id: &str,
+    credentials: Option<(String, String)>,
+    will: Option<&Message>,
+) -> Result<Options, ConnectError> {
     let tls_config = match &settings.tls {
         Some(tls) => Some(rumqttc::TlsConfiguration::Rustls(busbar_tls::client_config(tls)?)),
         None => None,
@@ -29,16 +55,12 @@ pub(super) fn build(
     // from the scheme that was asked for, so a wss:// connection can never go out as plain
     // ws://.
     let (broker_addr, transport) = match (&settings.websocket_path, tls_config) {
-        (None, None) => (settings.host.clone(), None),
-        (None, Some(tls)) => (settings.host.clone(), Some(rumqttc::Transport::Tls(tls))),
-        (Some(path), None) => (
-            format!("ws://{}:{}{path}", settings.host, settings.port),
-            Some(rumqttc::Transport::Ws),
-        ),
-        (Some(path), Some(tls)) => (
-            format!("wss://{}:{}{path}", settings.host, settings.port),
-            Some(rumqttc::Transport::Wss(tls)),
-        ),
+        (None, None) => (server.host.clone(), None),
+        (None, Some(tls)) => (server.host.clone(), Some(rumqttc::Transport::Tls(tls))),
+        (Some(path), None) => (format!("ws://{server}{path}"), Some(rumqttc::Transport::Ws)),
+        (Some(path), Some(tls)) => {
+            (format!("wss://{server}{path}"), Some(rumqttc::Transport::Wss(tls)))
+        }
     };
     let mut network = NetworkOptions::new();
     network.set_tcp_nodelay(true);
@@ -55,7 +77,7 @@ pub(super) fn build(
     Ok(match settings.version {
         Version::V5 => {
             use rumqttc::v5::mqttbytes::v5::LastWill;
-            let mut mqtt = rumqttc::v5::MqttOptions::new(client_id, broker_addr, settings.port);
+            let mut mqtt = rumqttc::v5::MqttOptions::new(client_id, broker_addr, server.port);
             mqtt.set_keep_alive(settings.keep_alive);
             mqtt.set_connection_timeout(whole_seconds(settings.connect_timeout));
             mqtt.set_clean_start(settings.session_expiry.is_none());
@@ -83,12 +105,10 @@ pub(super) fn build(
                     None,
                 ));
             }
-            let (c, l) = rumqttc::v5::AsyncClient::new(mqtt, REQUEST_CHANNEL);
-            let confirms = std::sync::Arc::new(Confirms::default());
-            (Client::v5(c, confirms.clone()), Events::v5(l, confirms))
+            Options::V5(Box::new(mqtt))
         }
         Version::V311 => {
-            let mut mqtt = rumqttc::MqttOptions::new(client_id, broker_addr, settings.port);
+            let mut mqtt = rumqttc::MqttOptions::new(client_id, broker_addr, server.port);
             mqtt.set_keep_alive(settings.keep_alive);
             // 3.1.1 has no expiry interval: a persistent session lasts until the broker's own
             // limit.
@@ -109,10 +129,7 @@ pub(super) fn build(
                 };
                 mqtt.set_last_will(rumqttc::LastWill::new(topic, payload, qos, retain));
             }
-            let (c, mut l) = rumqttc::AsyncClient::new(mqtt, REQUEST_CHANNEL);
-            l.set_network_options(network);
-            let confirms = std::sync::Arc::new(Confirms::default());
-            (Client::v4(c, confirms.clone()), Events::v4(l, confirms))
+            Options::V4(Box::new(mqtt), network)
         }
     })
 }

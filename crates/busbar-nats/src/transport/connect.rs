@@ -9,6 +9,7 @@ use busbar_core::error::{BoxError, ConnectError, ConnectErrorKind, OpError};
 use busbar_transport_kit::backoff::backoff;
 use busbar_transport_kit::endpoint::config_error;
 use busbar_transport_kit::login::{Login, Refresher};
+use busbar_transport_kit::servers::ServerOrder;
 use tokio::time::Instant;
 
 use super::events::EventSink;
@@ -106,6 +107,10 @@ pub(super) async fn options(
             sink.on_event(event);
             std::future::ready(())
         });
+    if settings.server_order == ServerOrder::Listed {
+        // async-nats shuffles the list unless told; listed means the first is preferred.
+        nats = nats.retain_servers_order();
+    }
     if let Some(tls) = &settings.tls {
         nats = nats
             .require_tls(true)

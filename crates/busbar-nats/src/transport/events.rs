@@ -66,8 +66,9 @@ impl EventSink {
         use async_nats::Event as E;
         match event {
             E::Connected => {
+                // The first is announced by the transport once its client exists (which
+                // names the server).
                 if !self.connected_once.swap(true, Ordering::AcqRel) {
-                    self.meter.announce(ConnectionEvent::Connected);
                     return;
                 }
                 // Tell the user only once the re-subscriptions are in place at the server.

@@ -136,7 +136,7 @@ impl NatsTransport {
             sink.clone(),
         )
         .await?
-        .connect(settings.server_address())
+        .connect(settings.server_addresses())
         .await
         .map_err(|e| connect::connect_error(e, &settings.shown))?;
         let sync = SyncPoint::start(&client, life.token().clone()).await?;
@@ -181,6 +181,7 @@ impl NatsTransport {
                 ))
             }
         };
+        shared.meter.announce(ConnectionEvent::Connected { server: shared.server_in_use() });
         Ok(NatsTransport {
             shared,
             capabilities: capabilities(max_payload, max_control_line),

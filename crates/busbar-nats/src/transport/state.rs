@@ -45,6 +45,22 @@ impl Shared {
         self.sync.round_trip(&self.client, &self.settings.shown).await
     }
 
+    /// The server this connection is on, as `host:port`, from what the server said of
+    /// itself. A server listening on every interface names none; then the port is matched
+    /// against the servers given.
+    pub(super) fn server_in_use(&self) -> String {
+        let info = self.client.server_info();
+        let unspecified = info.host.is_empty()
+            || info.host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_unspecified());
+        if !unspecified {
+            return busbar_transport_kit::Server { host: info.host, port: info.port }.to_string();
+        }
+        match self.settings.servers.iter().find(|s| s.port == info.port) {
+            Some(given) => given.to_string(),
+            None => format!("{} (port {})", info.server_name, info.port),
+        }
+    }
+
     /// After a reconnect: announces `Reconnected` once the re-subscriptions are in place at
     /// the server.
     pub(super) fn reconnected(self: Arc<Self>) {
@@ -53,7 +69,7 @@ impl Shared {
                 tracing::debug!(error = %e, "no sync after reconnecting");
             }
             if self.life.is_open() {
-                self.meter.announce(ConnectionEvent::Reconnected);
+                self.meter.announce(ConnectionEvent::Reconnected { server: self.server_in_use() });
             }
         });
     }

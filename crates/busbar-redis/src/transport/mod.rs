@@ -11,6 +11,7 @@
 //! * `send`: the publish queue and its pipelining forwarder, and requests;
 //! * `subscribe`: plain subscriptions, queue groups and named queues.
 
+mod dial;
 mod groups;
 mod lists;
 mod receive;
@@ -102,8 +103,8 @@ impl RedisTransport {
             None => None,
         };
         let login = Login { user: settings.username.clone(), password: settings.password.clone() };
-        let client =
-            crate::tls::client(&settings, &login.with(token.as_ref(), options.token_placement))?;
+        let dialer =
+            dial::Dialer::new(&settings, login.with(token.as_ref(), options.token_placement))?;
         let (outgoing, out_rx) =
             queue(QueueConfig::new(settings.publish_queue, settings.publish_overflow));
         let (inbound_tx, inbound_rx) =
@@ -118,7 +119,7 @@ impl RedisTransport {
             inbox: Inbox::new(&meter),
             meter,
             link: watch::channel(Link::Down("connecting".into())).0,
-            client: Mutex::new(client),
+            dial: Mutex::new(dialer),
             life: Lifecycle::new(&settings.redacted_url),
             routes: Mutex::default(),
             sub_lock: tokio::sync::Mutex::new(()),
@@ -133,9 +134,9 @@ impl RedisTransport {
             settings,
         });
         let inbound_tx = Arc::new(inbound_tx);
-        let conn = shared.open_main(&inbound_tx).await?;
+        let conn = shared.first_connection(&inbound_tx).await?;
         shared.link.send_replace(Link::Up(conn));
-        shared.meter.announce(ConnectionEvent::Connected);
+        shared.meter.announce(ConnectionEvent::Connected { server: shared.server_in_use() });
         tokio::spawn(shared.clone().supervise(ctl_rx, inbound_tx));
         tokio::spawn(shared.clone().forward(out_rx));
         tokio::spawn(shared.clone().dispatch(inbound_rx));

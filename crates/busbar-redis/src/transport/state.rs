@@ -62,8 +62,9 @@ pub(super) struct Shared {
     /// The counters and the event channel.
     pub(super) meter: Meter,
     pub(super) link: watch::Sender<Link>,
-    /// The client every new connection is made with (replaced when a token is refreshed).
-    pub(super) client: Mutex<redis::Client>,
+    /// The server in use and the client every new connection is made with (replaced on a
+    /// failover and when a token is refreshed).
+    pub(super) dial: Mutex<super::dial::Dialer>,
     pub(super) life: Lifecycle,
     pub(super) routes: Mutex<Routes>,
     /// Serialises SUBSCRIBE/UNSUBSCRIBE and group joins/leaves with the route changes they
@@ -93,10 +94,6 @@ pub(super) fn inbox_key(reply_to: &str) -> String {
 impl Shared {
     pub(super) fn routes(&self) -> MutexGuard<'_, Routes> {
         lock(&self.routes)
-    }
-
-    pub(super) fn client(&self) -> redis::Client {
-        lock(&self.client).clone()
     }
 
     /// Turns a failed connection attempt into the error a user can act on.

@@ -11,7 +11,6 @@ use busbar_core::error::ConnectError;
 use busbar_core::queue::{Pushed, QueueSender};
 use busbar_core::transport::ConnectionEvent;
 use busbar_transport_kit::Meter;
-use busbar_transport_kit::backoff::backoff;
 use busbar_transport_kit::login::{Login, Refresher};
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, PushInfo, PushKind, Value};
@@ -19,7 +18,7 @@ use tokio::sync::mpsc;
 
 use super::groups::{self, CTL_CHANNEL, GroupCache};
 use super::receive::Inbound;
-use super::state::{Ctl, Link, Shared, lock};
+use super::state::{Ctl, Link, Shared};
 
 impl Shared {
     /// Opens the main connection, subscribes the control channel and everything local
@@ -28,6 +27,7 @@ impl Shared {
         self: &Arc<Self>,
         inbound: &Arc<QueueSender<Inbound>>,
     ) -> Result<MultiplexedConnection, ConnectError> {
+        self.aim().await?;
         let generation = self.generation.fetch_add(1, Ordering::AcqRel) + 1;
         let push = {
             let inbound = inbound.clone();
@@ -48,6 +48,7 @@ impl Shared {
             .get_multiplexed_async_connection_with_config(&config)
             .await
             .map_err(|e| self.connect_error(e))?;
+        self.check_master(&mut conn).await?;
         let _guard = self.sub_lock.lock().await;
         // The control channel first, then the registry: no notice can fall in between.
         conn.subscribe(CTL_CHANNEL).await.map_err(|e| self.connect_error(e))?;
@@ -125,24 +126,52 @@ impl Shared {
         let reason = "the connection to the Redis server was lost".to_owned();
         self.link.send_replace(Link::Down(reason.clone()));
         self.meter.announce(ConnectionEvent::Disconnected { reason });
-        let mut attempt = 0;
         loop {
+            let wait = self.server_failed();
             tokio::select! {
                 _ = self.life.token().cancelled() => return false,
-                _ = tokio::time::sleep(backoff(attempt)) => {}
+                _ = tokio::time::sleep(wait) => {}
             }
             match self.open_main(inbound).await {
                 Ok(conn) => {
                     if self.life.token().is_cancelled() {
                         return false;
                     }
+                    self.server_connected();
                     self.link.send_replace(Link::Up(conn));
-                    self.meter.announce(ConnectionEvent::Reconnected);
+                    let server = self.server_in_use();
+                    self.meter.announce(ConnectionEvent::Reconnected { server });
                     return true;
                 }
                 Err(e) => {
                     tracing::debug!(error = %e, "reconnect to Redis failed");
-                    attempt += 1;
+                }
+            }
+        }
+    }
+
+    /// The first connection: each server of the list once, in order, until one takes it
+    /// (the connect bound applies to all of them together). Under Sentinel, one try: the
+    /// Sentinels themselves are asked in turn.
+    pub(super) async fn first_connection(
+        self: &Arc<Self>,
+        inbound: &Arc<QueueSender<Inbound>>,
+    ) -> Result<MultiplexedConnection, ConnectError> {
+        let tries = if self.settings.sentinel.is_some() { 1 } else { self.settings.servers.len() };
+        let mut tried = 0;
+        loop {
+            match self.open_main(inbound).await {
+                Ok(conn) => {
+                    self.server_connected();
+                    return Ok(conn);
+                }
+                Err(e) => {
+                    tried += 1;
+                    if tried == tries {
+                        return Err(e);
+                    }
+                    tracing::debug!(server = %self.server_in_use(), error = %e, "trying the next server");
+                    self.server_failed();
                 }
             }
         }
@@ -164,9 +193,8 @@ impl Shared {
     /// re-authenticates with it (Redis keeps subscriptions across AUTH).
     async fn apply_token(&self, token: &Token, login: &Login, placement: TokenPlacement) {
         let presented = login.with_token(token, placement);
-        match crate::tls::client(&self.settings, &presented) {
-            Ok(c) => *lock(&self.client) = c,
-            Err(e) => tracing::warn!(error = %e, "could not apply the new token"),
+        if let Err(e) = self.set_login(presented.clone()) {
+            tracing::warn!(error = %e, "could not apply the new token");
         }
         if let Some(mut conn) = self.live() {
             let mut auth = redis::cmd("AUTH");

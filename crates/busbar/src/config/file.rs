@@ -143,7 +143,7 @@ pub(crate) enum TransportName {
     Nats,
     /// AMQP 0.9.1 (RabbitMQ).
     Amqp,
-    /// Kafka (one bootstrap server here; a `url` can list several).
+    /// Kafka (`servers` lists several bootstrap servers).
     Kafka,
     /// The in-process bus; `host` names the bus.
     Mem,
@@ -170,6 +170,17 @@ pub(crate) struct BrokerFile {
     /// Port (default: the transport's).
     #[serde(default)]
     pub port: Option<Expanded<u16>>,
+    /// Several servers instead of `host` and `port`, as `host[:port]` each (`[::1]:1883` for
+    /// IPv6): tried in turn at connect, the next taken when the one in use is lost. For
+    /// Redis with `sentinel`, the Sentinels.
+    #[serde(default)]
+    pub servers: Option<Vec<Expanded<String>>>,
+    /// The order `servers` are tried in (default `listed`).
+    #[serde(default)]
+    pub server_order: Option<ServerOrderName>,
+    /// Redis: the master group the Sentinels in `servers` (or `host`) name the master of.
+    #[serde(default)]
+    pub sentinel: Option<Expanded<String>>,
     /// User name.
     #[serde(default)]
     pub username: Option<Expanded<String>>,
@@ -223,6 +234,17 @@ pub(crate) struct TlsFile {
     /// PEM file of the client certificate's key.
     #[serde(default)]
     pub key: Option<Expanded<PathBuf>>,
+}
+
+/// The order the servers of a list are tried in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(test, derive(schemars::JsonSchema))]
+pub(crate) enum ServerOrderName {
+    /// As listed: the first is preferred, the others stand by.
+    Listed,
+    /// Shuffled once per connection, to spread clients over a cluster.
+    Random,
 }
 
 /// Where the token goes.

@@ -16,7 +16,8 @@ use busbar_core::url::redact;
 use super::ConfigError;
 use super::expand::{Expanded, Lookup};
 use super::file::{
-    BridgeFile, BrokerFile, CelineMqttFile, File, OidcFile, PlacementName, TransportName,
+    BridgeFile, BrokerFile, CelineMqttFile, File, OidcFile, PlacementName, ServerOrderName,
+    TransportName,
 };
 use crate::{Connection, Error, Result};
 use busbar_bridge::{Bridge, BridgeError, BridgeOptions, Rewrite};
@@ -479,6 +480,9 @@ fn broker(
             let fields = [
                 ("host", entry.host.is_some()),
                 ("port", entry.port.is_some()),
+                ("servers", entry.servers.is_some()),
+                ("server_order", entry.server_order.is_some()),
+                ("sentinel", entry.sentinel.is_some()),
                 ("username", entry.username.is_some()),
                 ("password", entry.password.is_some()),
                 ("vhost", entry.vhost.is_some()),
@@ -493,7 +497,7 @@ fn broker(
             url
         }
         (None, Some(transport)) => compose_url(transport, &entry)?,
-        (None, None) => return Err("give `url`, or `transport` with `host`".into()),
+        (None, None) => return Err("give `url`, or `transport` with `host` or `servers`".into()),
     };
     check_scheme(&url)?;
 
@@ -583,8 +587,15 @@ fn celine_broker(
         (None, TokenPlacement::default(), get(&c.username), get(&c.password))
     };
     let scheme = if tls { "mqtts" } else { "mqtt" };
-    let url =
-        assemble(scheme, username.as_deref(), password.as_deref(), &host, Some(port), "", &query);
+    let url = assemble(
+        scheme,
+        username.as_deref(),
+        password.as_deref(),
+        &bracketed(&host),
+        Some(port),
+        "",
+        &query,
+    );
     Ok(Broker {
         name: name.to_owned(),
         enabled,
@@ -623,10 +634,19 @@ fn compose_url(transport: TransportName, e: &BrokerFile) -> std::result::Result<
         (TransportName::Mem, false) => "mem",
         (TransportName::Mem, true) => return Err("the in-process bus has no TLS".into()),
     };
-    let host = match (get(&e.host), transport) {
-        (Some(h), _) => h,
-        (None, TransportName::Mem) => String::new(),
-        (None, _) => return Err("`host` is missing".into()),
+    let servers: Option<Vec<String>> =
+        e.servers.as_ref().map(|list| list.iter().map(|s| s.0.clone()).collect());
+    let host = match (get(&e.host), servers, transport) {
+        (Some(_), Some(_), _) => {
+            return Err("give `host` (and `port`) or `servers`, not both".into());
+        }
+        (None, Some(_), TransportName::Mem) => {
+            return Err("the in-process bus has no servers: `host` names the bus".into());
+        }
+        (None, Some(list), _) => server_list(&list, get(&e.port).is_some())?,
+        (Some(h), None, _) => bracketed(&h),
+        (None, None, TransportName::Mem) => String::new(),
+        (None, None, _) => return Err("`host` (or `servers`) is missing".into()),
     };
     let only = |field: &str, set: bool, for_: TransportName| {
         if set && transport != for_ {
@@ -638,6 +658,7 @@ fn compose_url(transport: TransportName, e: &BrokerFile) -> std::result::Result<
     only("vhost", e.vhost.is_some(), TransportName::Amqp)?;
     only("database", e.database.is_some(), TransportName::Redis)?;
     only("path", e.path.is_some(), TransportName::Ws)?;
+    only("sentinel", e.sentinel.is_some(), TransportName::Redis)?;
     let path = match transport {
         TransportName::Amqp => {
             get(&e.vhost).map(|v| format!("/{}", encode(&v))).unwrap_or_default()
@@ -653,6 +674,19 @@ fn compose_url(transport: TransportName, e: &BrokerFile) -> std::result::Result<
                 query.push((key, path.display().to_string()));
             }
         }
+    }
+    match e.server_order {
+        Some(_) if transport == TransportName::Kafka => {
+            return Err("`server_order` does not apply to Kafka: the client picks among the \
+                        bootstrap servers itself"
+                .into());
+        }
+        Some(ServerOrderName::Listed) => query.push(("server_order", "listed".into())),
+        Some(ServerOrderName::Random) => query.push(("server_order", "random".into())),
+        None => {}
+    }
+    if let Some(group) = get(&e.sentinel) {
+        query.push(("sentinel", group));
     }
     if let Some(k) = get(&e.keep_alive) {
         if !matches!(transport, TransportName::Mqtt | TransportName::Ws) {
@@ -671,6 +705,7 @@ fn compose_url(transport: TransportName, e: &BrokerFile) -> std::result::Result<
     ))
 }
 
+/// A URL from its parts; `host` as it goes in a URL (bracketed, or a list).
 fn assemble(
     scheme: &str,
     username: Option<&str>,
@@ -689,12 +724,7 @@ fn assemble(
         }
         url.push('@');
     }
-    // An IPv6 address goes in brackets.
-    if host.contains(':') && !host.starts_with('[') {
-        url.push_str(&format!("[{host}]"));
-    } else {
-        url.push_str(host);
-    }
+    url.push_str(host);
     if let Some(port) = port {
         url.push_str(&format!(":{port}"));
     }
@@ -706,6 +736,49 @@ fn assemble(
         url.push_str(&encode(value));
     }
     url
+}
+
+/// A host as it goes in a URL: an IPv6 address in brackets.
+fn bracketed(host: &str) -> String {
+    if host.contains(':') && !host.starts_with('[') { format!("[{host}]") } else { host.to_owned() }
+}
+
+/// `servers` as a URL's comma-separated list, each entry checked, so that a bad one is
+/// named where the file is read.
+fn server_list(list: &[String], port_given: bool) -> std::result::Result<String, String> {
+    if port_given {
+        return Err("give the port in each entry of `servers` (`host:port`), not in `port`".into());
+    }
+    if list.is_empty() {
+        return Err("`servers` is empty".into());
+    }
+    for (i, entry) in list.iter().enumerate() {
+        let bad = |why: &str| Err(format!("`servers` entry {} ({entry:?}): {why}", i + 1));
+        let (host, port) = match entry.strip_prefix('[') {
+            Some(rest) => match rest.split_once(']') {
+                Some((host, "")) => (host, None),
+                Some((host, after)) => match after.strip_prefix(':') {
+                    Some(port) => (host, Some(port)),
+                    None => return bad("expected `:PORT` after the address"),
+                },
+                None => return bad("an IPv6 address is missing its `]`"),
+            },
+            None => match entry.rsplit_once(':') {
+                Some((host, _)) if host.contains(':') => {
+                    return bad("an IPv6 address goes in brackets, as in [::1]:1883");
+                }
+                Some((host, port)) => (host, Some(port)),
+                None => (entry.as_str(), None),
+            },
+        };
+        if host.is_empty() || host.contains(['/', '?', '@', ',', ' ']) {
+            return bad("not a host name or address");
+        }
+        if port.is_some_and(|p| p.parse::<u16>().map_or(true, |p| p == 0)) {
+            return bad("the port must be a number from 1 to 65535");
+        }
+    }
+    Ok(list.join(","))
 }
 
 /// Puts `other` into the URL as the half of the login the token does not fill.
@@ -747,7 +820,37 @@ mod tests {
 
     #[test]
     fn logins_are_encoded() {
-        let url = assemble("amqp", Some("a@b"), Some("p:ss/é"), "::1", Some(5672), "/%2f", &[]);
+        let url = assemble(
+            "amqp",
+            Some("a@b"),
+            Some("p:ss/é"),
+            &bracketed("::1"),
+            Some(5672),
+            "/%2f",
+            &[],
+        );
         assert_eq!(url, "amqp://a%40b:p%3Ass%2F%C3%A9@[::1]:5672/%2f");
+    }
+
+    #[test]
+    fn server_lists_are_checked_entry_by_entry() {
+        let list = |entries: &[&str]| entries.iter().map(|e| (*e).to_owned()).collect::<Vec<_>>();
+        assert_eq!(
+            server_list(&list(&["a", "b:4223", "[::1]:4224"]), false).as_deref(),
+            Ok("a,b:4223,[::1]:4224")
+        );
+        for (entries, needle) in [
+            (&["a", "b:x"][..], "entry 2 (\"b:x\")"),
+            (&["a:0"][..], "from 1 to 65535"),
+            (&["::1"][..], "brackets"),
+            (&["[::1"][..], "`]`"),
+            (&["a", ""][..], "entry 2"),
+            (&["a/b"][..], "not a host"),
+            (&[][..], "empty"),
+        ] {
+            let err = server_list(&list(entries), false).expect_err(needle);
+            assert!(err.contains(needle), "{entries:?}: {err}");
+        }
+        assert!(server_list(&list(&["a"]), true).is_err_and(|e| e.contains("`port`")));
     }
 }

@@ -144,11 +144,44 @@ fn kafka_brokers_load_by_fields() {
 }
 
 #[test]
+fn server_lists_load_by_fields() {
+    let text = "brokers:\n  n:\n    transport: nats\n    servers: ['10.0.0.1:4222', \
+                '10.0.0.2', '[::1]:4223']\n    server_order: random\n  s:\n    transport: \
+                redis\n    servers: ['s1:26379', 's2:26379']\n    sentinel: mymaster\n";
+    let config = parse(text).expect("loads");
+    assert_eq!(
+        config.broker(Some("n")).expect("n").url(),
+        "nats://10.0.0.1:4222,10.0.0.2,[::1]:4223?server_order=random"
+    );
+    assert_eq!(
+        config.broker(Some("s")).expect("s").url(),
+        "redis://s1:26379,s2:26379?sentinel=mymaster"
+    );
+}
+
+#[test]
 fn inconsistent_entries_are_explained() {
     for (text, expect) in [
         ("brokers:\n  p:\n    url: mqtt://h\n    host: h\n", "`host` goes into the `url`"),
         ("brokers:\n  p:\n    port: 1\n", "give `url`, or `transport` with `host`"),
-        ("brokers:\n  p:\n    transport: mqtt\n", "`host` is missing"),
+        ("brokers:\n  p:\n    transport: mqtt\n", "`host` (or `servers`) is missing"),
+        (
+            "brokers:\n  p:\n    transport: nats\n    host: h\n    servers: [a]\n",
+            "`host` (and `port`) or `servers`, not both",
+        ),
+        (
+            "brokers:\n  p:\n    transport: nats\n    servers: [a, 'b:x']\n",
+            "`servers` entry 2 (\"b:x\")",
+        ),
+        (
+            "brokers:\n  p:\n    transport: kafka\n    servers: [a]\n    server_order: random\n",
+            "`server_order` does not apply to Kafka",
+        ),
+        (
+            "brokers:\n  p:\n    transport: nats\n    servers: [a]\n    sentinel: m\n",
+            "`sentinel` applies to redis",
+        ),
+        ("brokers:\n  p:\n    url: nats://a\n    servers: [b]\n", "`servers` goes into the `url`"),
         (
             "brokers:\n  p:\n    transport: mqtt\n    host: h\n    vhost: v\n",
             "`vhost` applies to amqp",

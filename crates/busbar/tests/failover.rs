@@ -1,0 +1,351 @@
+//! Server lists and failover, on every broker transport that can be given several servers
+//! here: a subscriber and a publisher connect with a list; the server they use is killed
+//! mid-stream while the publisher goes on at a steady rate; both move on to the next server
+//! (the `Reconnected` event names it) and the stream goes on there.
+//!
+//! A plain (not durable) subscriber loses what was published while it was away, and what
+//! the dead server had taken but not yet passed on: that loss is counted and printed (the
+//! figures in docs/clusters.md come from here), never silent. What the test holds every
+//! transport to: the event names the new server, nothing published once both sides were
+//! back is lost, what arrives arrives in order, and at-most-once transports never
+//! duplicate.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use busbar::error::PublishErrorKind;
+use busbar::{ConnectionEvent, ConnectionEvents, Message, Subscription, Topic};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// One message every this long.
+const PERIOD: Duration = Duration::from_millis(5);
+/// Messages received before the kill.
+const BEFORE_KILL: usize = 50;
+/// Messages published after both sides were back, and awaited at the subscriber.
+const AFTER_BACK: u32 = 200;
+/// How long anything in this test may take.
+const PATIENCE: Duration = Duration::from_secs(60);
+
+/// What happened to one stream.
+#[derive(Debug)]
+struct Figures {
+    /// Publishes the broker confirmed (or, at QoS 0, that were written).
+    confirmed: Vec<u32>,
+    /// Publishes refused to the publisher, with why.
+    refused: Vec<(u32, PublishErrorKind)>,
+    /// Numbers received, in arrival order, duplicates included.
+    received: Vec<u32>,
+    /// The first number published once both sides were back.
+    back_from: u32,
+    /// From the kill to the arrival of the first message published after it.
+    kill_to_first: Duration,
+}
+
+impl Figures {
+    fn unique(&self) -> std::collections::HashSet<u32> {
+        self.received.iter().copied().collect()
+    }
+
+    fn duplicated(&self) -> usize {
+        self.received.len() - self.unique().len()
+    }
+
+    /// Confirmed but never received.
+    fn lost(&self) -> Vec<u32> {
+        let got = self.unique();
+        self.confirmed.iter().copied().filter(|n| !got.contains(n)).collect()
+    }
+
+    fn in_order(&self) -> bool {
+        let mut seen = std::collections::HashSet::new();
+        let firsts: Vec<u32> = self.received.iter().copied().filter(|n| seen.insert(*n)).collect();
+        firsts.windows(2).all(|w| w[0] < w[1])
+    }
+}
+
+fn numbered(topic: &Topic, n: u32) -> Message {
+    Message::new(topic.clone(), n.to_be_bytes().to_vec())
+}
+
+fn number(m: &Message) -> u32 {
+    let bytes = m.payload.to_bytes().expect("bytes");
+    u32::from_be_bytes(bytes[..4].try_into().expect("4 bytes"))
+}
+
+/// The server the next `Reconnected` names.
+async fn reconnected_to(events: &mut ConnectionEvents) -> String {
+    loop {
+        match tokio::time::timeout(PATIENCE, events.next()).await {
+            Ok(Some(ConnectionEvent::Reconnected { server })) => return server,
+            Ok(Some(_)) => {}
+            other => panic!("no Reconnected event: {other:?}"),
+        }
+    }
+}
+
+/// The next message of the stream (or of the end marker, as `None`).
+async fn next(sub: &mut Subscription) -> Option<(u32, Instant)> {
+    let m = tokio::time::timeout(PATIENCE, sub.recv())
+        .await
+        .expect("the stream stalled")
+        .expect("the subscription stays open");
+    (m.topic.as_str() == "failover/n").then(|| (number(&m), Instant::now()))
+}
+
+/// Runs the stream on `url` (a server list), killing the server in use with `kill`, and
+/// checks that both sides move to `next_server`.
+async fn stream_through_failover(
+    name: &str,
+    url: &str,
+    next_server: &str,
+    kill: impl std::future::Future<Output = ()>,
+) -> Figures {
+    let subscriber = busbar::connect(url).await.expect("the subscriber connects");
+    let mut sub_events = subscriber.events();
+    let mut sub = subscriber.subscribe("failover/#").await.expect("subscribe");
+    let publisher = busbar::connect(url).await.expect("the publisher connects");
+    let mut pub_events = publisher.events();
+    let topic = Topic::new("failover/n").expect("topic");
+
+    // The publisher: one message per period until told to stop. Each publish is written
+    // in order (its first poll), and one that cannot be confirmed at once is driven on in a
+    // task of its own (a retry after a lost connection runs inside it), so the rate holds
+    // through the outage and nothing waits on the test to be polled.
+    let (stop_tx, mut stop) = watch::channel(false);
+    let published = Arc::new(AtomicU32::new(0));
+    let publishing = {
+        let published = published.clone();
+        let publisher = publisher.clone();
+        tokio::spawn(async move {
+            let mut results = Vec::new();
+            let mut pending = Vec::new();
+            let mut tick = tokio::time::interval(PERIOD);
+            let mut n = 0;
+            while !*stop.borrow_and_update() {
+                tokio::select! {
+                    _ = tick.tick() => {}
+                    _ = stop.changed() => break,
+                }
+                let conn = publisher.clone();
+                let message = numbered(&topic, n);
+                let mut done = Box::pin(async move { conn.publish(message).await });
+                match tokio::time::timeout(Duration::ZERO, &mut done).await {
+                    Ok(outcome) => results.push((n, outcome.map_err(|e| e.kind()))),
+                    Err(_) => pending.push((n, tokio::spawn(done))),
+                }
+                n += 1;
+                published.store(n, Ordering::Release);
+            }
+            for (n, done) in pending {
+                let outcome = tokio::time::timeout(PATIENCE, done)
+                    .await
+                    .unwrap_or_else(|_| panic!("publish {n} neither confirmed nor refused"))
+                    .expect("the publish task");
+                results.push((n, outcome.map_err(|e| e.kind())));
+            }
+            results
+        })
+    };
+
+    let mut received = Vec::new();
+    while received.len() < BEFORE_KILL {
+        if let Some((n, _)) = next(&mut sub).await {
+            received.push(n);
+        }
+    }
+    kill.await;
+    let killed_at = Instant::now();
+    let published_at_kill = published.load(Ordering::Acquire);
+    // Messages keep arriving (from the dead server's last writes, then the new one) while
+    // the two reconnect; the subscription's queue holds them meanwhile.
+    let (sub_server, pub_server) =
+        tokio::join!(reconnected_to(&mut sub_events), reconnected_to(&mut pub_events));
+    let back_from = published.load(Ordering::Acquire);
+    assert_eq!(sub_server, next_server, "{name}: the subscriber's Reconnected names the server");
+    assert_eq!(pub_server, next_server, "{name}: the publisher's Reconnected names the server");
+
+    let mut kill_to_first = None;
+    loop {
+        let Some((n, at)) = next(&mut sub).await else { continue };
+        received.push(n);
+        if n >= published_at_kill && kill_to_first.is_none() {
+            kill_to_first = Some(at.saturating_duration_since(killed_at));
+        }
+        if n >= back_from + AFTER_BACK {
+            break;
+        }
+    }
+    stop_tx.send_replace(true);
+    let results = publishing.await.expect("the publisher task");
+    let end = Message::new(Topic::new("failover/end").expect("topic"), "");
+    publisher.publish(end).await.expect("the end marker");
+    while let Some((n, _)) = next(&mut sub).await {
+        received.push(n);
+    }
+    let _ = publisher.close().await;
+    let _ = subscriber.close().await;
+
+    let (confirmed, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
+    let figures = Figures {
+        confirmed: confirmed.into_iter().map(|(n, _)| n).collect(),
+        refused: refused.into_iter().filter_map(|(n, r)| r.err().map(|k| (n, k))).collect(),
+        received,
+        back_from,
+        kill_to_first: kill_to_first.expect("a message after the kill"),
+    };
+    let lost = figures.lost();
+    eprintln!(
+        "failover, {name}: sent {} ({} confirmed, {} refused), received {} (duplicated {}), \
+         lost {} (confirmed, never received: {:?}), kill to first message {:?}, both back \
+         from message {}",
+        figures.confirmed.len() + figures.refused.len(),
+        figures.confirmed.len(),
+        figures.refused.len(),
+        figures.unique().len(),
+        figures.duplicated(),
+        lost.len(),
+        lost,
+        figures.kill_to_first,
+        figures.back_from,
+    );
+    assert!(figures.in_order(), "{name}: out of order: {:?}", figures.received);
+    let lost_after_back: Vec<u32> =
+        lost.iter().copied().filter(|n| *n >= figures.back_from).collect();
+    assert!(lost_after_back.is_empty(), "{name}: lost once both were back: {lost_after_back:?}");
+    assert!(
+        figures.refused.iter().all(|(_, k)| *k == PublishErrorKind::NotConnected),
+        "{name}: a refusal says the broker could not be reached: {:?}",
+        figures.refused
+    );
+    figures
+}
+
+#[cfg(feature = "mqtt")]
+mod mqtt {
+    use busbar_testkit::clusters::server_list;
+    use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+
+    use super::*;
+
+    /// Two Mosquitto brokers (MQTT has no clustering: the client fails over between
+    /// independent brokers).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_list_fails_over_to_the_next_broker_on_mqtt() {
+        let test = "a_server_list_fails_over_to_the_next_broker_on_mqtt";
+        let Some(mut first) =
+            skip_if_missing(test, BrokerProcess::mosquitto(MosquittoConfig::new()).await)
+        else {
+            return;
+        };
+        let second = BrokerProcess::mosquitto(MosquittoConfig::new()).await.expect("second");
+        let url = server_list("mqtt", &[&first, &second]);
+        let next = format!("127.0.0.1:{}", second.port());
+        let kill = async { first.stop().await.expect("kill the first broker") };
+        let figures = stream_through_failover("MQTT 5, QoS 1", &url, &next, kill).await;
+        // At least once at QoS 1: the publisher keeps what it could not send and the next
+        // broker confirms it, so nothing is refused.
+        assert!(figures.refused.is_empty(), "{:?}", figures.refused);
+    }
+
+    /// A list whose first server is down connects to the next; one where every server is
+    /// down fails with the connect error of the last one tried.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn connect_skips_servers_that_are_down_on_mqtt() {
+        let test = "connect_skips_servers_that_are_down_on_mqtt";
+        let Some(live) =
+            skip_if_missing(test, BrokerProcess::mosquitto(MosquittoConfig::new()).await)
+        else {
+            return;
+        };
+        let dead = busbar_testkit::free_port().expect("a port nobody listens on");
+        let url = format!("mqtt://127.0.0.1:{dead},127.0.0.1:{}", live.port());
+        let conn = busbar::connect(&url).await.expect("connects to the second server");
+        conn.close().await.expect("close");
+        let url = format!("mqtt://127.0.0.1:{dead},127.0.0.1:{dead}?connect_timeout=5s");
+        let err = busbar::connect(&url).await.expect_err("nobody listens");
+        assert_eq!(err.kind(), busbar::error::ConnectErrorKind::Unreachable, "{err}");
+    }
+}
+
+#[cfg(feature = "nats")]
+mod nats {
+    use busbar_testkit::clusters::{nats_cluster, server_list};
+    use busbar_testkit::skip_if_missing;
+
+    use super::*;
+
+    /// A three-node NATS cluster: the node both sides are on is killed.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_cluster_member_killed_mid_stream_on_nats() {
+        let test = "a_cluster_member_killed_mid_stream_on_nats";
+        let Some(mut nodes) = skip_if_missing(test, nats_cluster(3).await) else { return };
+        let url = server_list("nats", &nodes.iter().collect::<Vec<_>>());
+        // Listed order: both start on the first node and move to the second.
+        let next = format!("127.0.0.1:{}", nodes[1].port());
+        let first = &mut nodes[0];
+        let kill = async { first.stop().await.expect("kill the first node") };
+        let figures = stream_through_failover("NATS cluster, QoS 0", &url, &next, kill).await;
+        assert_eq!(figures.duplicated(), 0, "at most once: {:?}", figures.received);
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis {
+    use busbar_testkit::clusters::{SENTINEL_GROUP, SentinelGroup};
+    use busbar_testkit::skip_if_missing;
+
+    use super::*;
+
+    /// A master, its replica and a Sentinel: the master is killed, the Sentinel promotes
+    /// the replica, and busbar, which asks the Sentinel at every connect, follows.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_master_killed_mid_stream_under_sentinel() {
+        let test = "the_master_killed_mid_stream_under_sentinel";
+        let Some(mut group) = skip_if_missing(test, SentinelGroup::start().await) else {
+            return;
+        };
+        let url = format!("redis://127.0.0.1:{}?sentinel={SENTINEL_GROUP}", group.sentinel.port());
+        let next = format!("127.0.0.1:{}", group.replica.port());
+        let master = &mut group.master;
+        let kill = async { master.stop().await.expect("kill the master") };
+        let figures =
+            stream_through_failover("Redis with Sentinel, QoS 0", &url, &next, kill).await;
+        assert_eq!(figures.duplicated(), 0, "at most once: {:?}", figures.received);
+    }
+
+    /// A Sentinel that knows no such group is a configuration error that names it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_unknown_master_group_is_named_in_the_error() {
+        let test = "an_unknown_master_group_is_named_in_the_error";
+        let Some(group) = skip_if_missing(test, SentinelGroup::start().await) else { return };
+        let url = format!("redis://127.0.0.1:{}?sentinel=nosuchgroup", group.sentinel.port());
+        let err = busbar::connect(&url).await.expect_err("no such group");
+        assert_eq!(err.kind(), busbar::error::ConnectErrorKind::Config, "{err}");
+        assert!(err.to_string().contains("nosuchgroup"), "{err}");
+    }
+}
+
+#[cfg(feature = "amqp")]
+mod amqp {
+    use busbar_testkit::clusters::server_list;
+    use busbar_testkit::{BrokerProcess, skip_if_missing};
+
+    use super::*;
+
+    /// Two RabbitMQ nodes of their own (not clustered: a node's queues are its own, so the
+    /// subscriber's queue is declared again on the next node).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_server_list_fails_over_to_the_next_node_on_amqp() {
+        let test = "a_server_list_fails_over_to_the_next_node_on_amqp";
+        let Some(mut first) = skip_if_missing(test, BrokerProcess::rabbitmq().await) else {
+            return;
+        };
+        let second = BrokerProcess::rabbitmq().await.expect("second node");
+        let url = server_list("amqp", &[&first, &second]);
+        let next = format!("127.0.0.1:{}", second.port());
+        let kill = async { first.stop().await.expect("kill the first node") };
+        stream_through_failover("AMQP, publisher confirms", &url, &next, kill).await;
+    }
+}

@@ -38,6 +38,9 @@ pub struct Settings {
     /// How long a subscription's queue outlives its connection (RabbitMQ `x-expires`), so a
     /// reconnect finds what was published meanwhile (default 60 s).
     pub queue_expiry: Duration,
+    /// The queue type of durable subscriptions (`?durable_queues=classic`, the default, or
+    /// `quorum`: replicated over a cluster's nodes).
+    pub durable_queues: DurableQueues,
     /// Unacknowledged deliveries a subscription with a drop policy may have in flight (its
     /// consumer prefetch; `Block` subscriptions use their queue capacity). Default 1000.
     pub prefetch: u16,
@@ -91,6 +94,15 @@ fn wait(p: &mut Params, key: &'static str) -> Result<Option<Duration>, ConnectEr
     }
 }
 
+/// The queue type of durable subscriptions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DurableQueues {
+    /// A durable classic queue: on disk on the node that holds it.
+    Classic,
+    /// A quorum queue: replicated over a majority of a cluster's nodes.
+    Quorum,
+}
+
 impl Settings {
     /// Parses an `amqp://` or `amqps://` URL.
     pub fn parse(url: &str) -> Result<Settings, ConnectError> {
@@ -127,6 +139,10 @@ impl Settings {
             exchange,
             heartbeat: p.number("heartbeat", 0u16, u16::MAX)?,
             queue_expiry: wait(p, "queue_expiry")?.unwrap_or(Duration::from_secs(60)),
+            durable_queues: match p.choice("durable_queues", &["classic", "quorum"])? {
+                Some("quorum") => DurableQueues::Quorum,
+                _ => DurableQueues::Classic,
+            },
             prefetch,
             reconnect_wait: wait(p, "reconnect_wait")?.unwrap_or(Duration::from_secs(10)),
             connect_timeout: wait(p, "connect_timeout")?.unwrap_or(Duration::from_secs(10)),
@@ -181,6 +197,10 @@ mod tests {
         assert_eq!(tls.tls.expect("tls").ca.as_deref(), Some(std::path::Path::new("/c.pem")));
         let v6 = Settings::parse("amqp://[::1]:5000").expect("ipv6");
         assert_eq!(v6.servers, [Server { host: "::1".into(), port: 5000 }]);
+        assert_eq!(d.durable_queues, DurableQueues::Classic);
+        let quorum = Settings::parse("amqp://h?durable_queues=quorum").expect("quorum");
+        assert_eq!(quorum.durable_queues, DurableQueues::Quorum);
+        assert!(Settings::parse("amqp://h?durable_queues=stream").is_err());
         let list = Settings::parse("amqp://a,b:5673?server_order=random").expect("a list");
         assert_eq!(list.servers.len(), 2);
         assert_eq!(list.server_order, ServerOrder::Random);

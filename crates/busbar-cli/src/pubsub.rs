@@ -208,6 +208,16 @@ pub struct SubArgs {
     /// such as `30s`, `10m`, `2h`, `1d` (that long ago). Refused on other brokers.
     #[arg(long, value_name = "WHEN", value_parser = crate::message::start_at)]
     start: Option<busbar::StartAt>,
+    /// A durable subscription of this name: the broker keeps what is published while no
+    /// `sub --durable NAME` reads it, and the next one gets it (AMQP: a quorum queue, each
+    /// message acknowledged once printed; Kafka: a consumer group). Subscribers with the
+    /// same name share the messages. Refused where the broker keeps nothing.
+    #[arg(long, value_name = "NAME")]
+    durable: Option<String>,
+    /// Share the messages with the other subscribers of this queue group (each message to
+    /// one of them).
+    #[arg(long, value_name = "NAME", conflicts_with = "durable")]
+    group: Option<String>,
     #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
@@ -267,16 +277,36 @@ async fn arrivals(
     use futures_util::StreamExt;
     let mut streams: Vec<futures_util::stream::BoxStream<'static, anyhow::Result<Arrived>>> =
         Vec::new();
-    if args.start.is_some_and(|s| s != busbar::StartAt::Now)
-        && !matches!(args.dialect.profile, Profile::Busbar)
-    {
-        return Err(crate::exit::with(USAGE, "--start is not part of the dialect profiles"));
+    if !matches!(args.dialect.profile, Profile::Busbar) {
+        let busbar_only = [
+            ("--start", args.start.is_some_and(|s| s != busbar::StartAt::Now)),
+            ("--durable", args.durable.is_some()),
+            ("--group", args.group.is_some()),
+        ];
+        if let Some((flag, _)) = busbar_only.iter().find(|(_, given)| *given) {
+            return Err(crate::exit::with(
+                USAGE,
+                format!("{flag} is not part of the dialect profiles"),
+            ));
+        }
     }
     for f in &args.filters {
         match args.dialect.profile {
             Profile::Busbar => {
                 let filter = TopicFilter::new(f).with_context(|| format!("filter {f:?}"))?;
-                let options = SubscribeOptions::new(filter).start(args.start.unwrap_or_default());
+                let mut options =
+                    SubscribeOptions::new(filter).start(args.start.unwrap_or_default());
+                if let Some(name) = &args.durable {
+                    options = options.durable(name);
+                    // Printed is done with: what was received but not yet printed when the
+                    // command ends comes again to the next reader.
+                    if conn.capabilities().acknowledgements {
+                        options = options.acknowledge(busbar::Acknowledge::OnRead);
+                    }
+                }
+                if let Some(group) = &args.group {
+                    options = options.queue_group(group);
+                }
                 let sub = conn.subscribe_with(options).await?;
                 streams.push(sub.map(|m| Ok(Arrived::Message(m))).boxed());
             }
@@ -354,6 +384,12 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
         println!("{line}");
         received += 1;
     };
+    // A goodbye to the broker, so that what was acknowledged (a durable subscription's
+    // printed messages) is done with there, and nothing more is sent to a reader that is
+    // gone.
+    // (A subscriber publishes nothing, so a close can leave nothing of its own unconfirmed.)
+    drop(all);
+    let _ = conn.close().await;
     // The summary: what the subscriptions dropped is said, and makes the exit status say it
     // too, whatever else ended the command.
     let dropped = conn.stats().dropped;

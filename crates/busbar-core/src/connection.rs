@@ -15,7 +15,7 @@ use crate::message::{Message, QoS};
 use crate::stats::StatsSnapshot;
 use crate::topic::{Topic, TopicFilter};
 use crate::transport::{
-    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvents, StartAt,
+    Acknowledge, BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvents, StartAt,
     SubscribeOptions, Subscription, Transport,
 };
 
@@ -105,6 +105,7 @@ impl Connection {
                 self.unsupported("subscriptions starting before now (the broker keeps no log)")
             );
         }
+        check_durability(&options, self.capabilities(), self.transport.kind())?;
         match self
             .named_queue_problem(options.filter.as_str(), || options.filter.queue_name().is_some())
         {
@@ -265,6 +266,56 @@ pub fn url_scheme(url: &str) -> Result<String, ConnectError> {
             "expected SCHEME://..., for example mem:// or mqtt://127.0.0.1:1883",
         )),
     }
+}
+
+/// What a durable or acknowledged subscription asks for, checked against what the broker
+/// can keep.
+fn check_durability(
+    options: &SubscribeOptions,
+    capabilities: &Capabilities,
+    transport: &str,
+) -> Result<(), SubscribeError> {
+    let unsupported = |what: &str| Err(OpError::unsupported(transport, what));
+    if let Some(name) = &options.durable {
+        if !capabilities.durable {
+            return unsupported(
+                "durable subscriptions (the broker keeps nothing for a subscriber that is away)",
+            );
+        }
+        let valid = !name.is_empty()
+            && name.len() <= 100
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !valid {
+            return Err(OpError::new(
+                SubscribeErrorKind::InvalidFilter,
+                format!(
+                    "{name:?} cannot name a durable subscription: use 1 to 100 letters, digits, \
+                     '-', '_' and '.'"
+                ),
+            ));
+        }
+        if options.queue_group.is_some() {
+            return Err(OpError::new(
+                SubscribeErrorKind::InvalidFilter,
+                "a durable subscription is shared by its name: give it no queue group too",
+            ));
+        }
+    }
+    if options.acknowledge != Acknowledge::OnHandOver {
+        if !capabilities.acknowledgements {
+            return unsupported(
+                "acknowledging on read or explicitly (the broker tracks no acknowledgements)",
+            );
+        }
+        if options.queue.overflow != crate::Overflow::Block {
+            return Err(OpError::new(
+                SubscribeErrorKind::Unsupported,
+                "an acknowledged subscription keeps every message: its queue must block \
+                 (Overflow::Block), not drop",
+            ));
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod node;
 pub mod patterns;
 pub mod pipeline;
 pub mod queue;
+pub mod receipt;
 pub mod stats;
 pub mod time;
 pub mod topic;
@@ -34,6 +35,7 @@ pub use message::{Headers, Message, Payload, QoS, TypedValue};
 pub use node::{Node, NodeBuilder};
 pub use pipeline::Pipeline;
 pub use queue::{Overflow, QueueConfig};
+pub use receipt::Receipt;
 pub use stats::StatsSnapshot;
 pub use topic::{Topic, TopicError, TopicFilter};
 pub use transport::{

@@ -328,6 +328,9 @@ pub struct Message {
     /// and reach the same member of a queue group. Brokers without partitions do not carry
     /// it. On a received message: the key it travelled with.
     pub key: Option<Bytes>,
+    /// Acknowledges this message to the broker, on subscriptions that acknowledge on read or
+    /// explicitly (see [`Message::ack`]).
+    receipt: Option<crate::receipt::Receipt>,
 }
 
 impl Message {
@@ -343,7 +346,23 @@ impl Message {
             reply_to: None,
             correlation_id: None,
             key: None,
+            receipt: None,
         }
+    }
+
+    /// Tells the broker this received message is done with, on a subscription made with
+    /// [`Acknowledge::Explicit`](crate::transport::Acknowledge::Explicit): until then the
+    /// broker keeps it, and gives it again once this subscription is gone. True the first
+    /// time; false for a message with nothing to acknowledge (one published here, or from
+    /// a subscription that acknowledges by itself).
+    pub fn ack(&self) -> bool {
+        self.receipt.as_ref().is_some_and(crate::receipt::Receipt::ack)
+    }
+
+    /// Attaches what acknowledges this message (for transport implementations).
+    pub fn with_receipt(mut self, receipt: crate::receipt::Receipt) -> Self {
+        self.receipt = Some(receipt);
+        self
     }
 
     /// A reply to `request`: published on its `reply_to` with its correlation id. `None` when

@@ -86,6 +86,7 @@ pub mod url {
 pub mod transport {
     pub use busbar_core::error::Common;
     pub use busbar_core::queue::{DropCounter, Pushed, QueueReceiver, QueueSender, queue};
+    pub use busbar_core::receipt::Receipt;
     pub use busbar_core::stats::Stats;
     pub use busbar_core::transport::*;
 }

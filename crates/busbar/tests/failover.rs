@@ -75,15 +75,20 @@ fn number(m: &Message) -> u32 {
 }
 
 /// The server the next `Reconnected` names.
-async fn reconnected_to(events: &mut ConnectionEvents) -> String {
+async fn reconnected_to(events: &mut ConnectionEvents, who: &str) -> String {
+    let mut seen = Vec::new();
     loop {
         match tokio::time::timeout(PATIENCE, events.next()).await {
             Ok(Some(ConnectionEvent::Reconnected { server })) => return server,
-            Ok(Some(_)) => {}
-            other => panic!("no Reconnected event: {other:?}"),
+            Ok(Some(other)) => seen.push(other),
+            other => panic!("{who}: no Reconnected event ({other:?}); before it: {seen:?}"),
         }
     }
 }
+
+/// One case at a time: each starts and kills brokers of its own, and two cores shared by
+/// several clusters starting at once would measure the machine, not the failover.
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// The next message of the stream (or of the end marker, as `None`).
 async fn next(sub: &mut Subscription) -> Option<(u32, Instant)> {
@@ -160,8 +165,10 @@ async fn stream_through_failover(
     let published_at_kill = published.load(Ordering::Acquire);
     // Messages keep arriving (from the dead server's last writes, then the new one) while
     // the two reconnect; the subscription's queue holds them meanwhile.
-    let (sub_server, pub_server) =
-        tokio::join!(reconnected_to(&mut sub_events), reconnected_to(&mut pub_events));
+    let (sub_server, pub_server) = tokio::join!(
+        reconnected_to(&mut sub_events, "the subscriber"),
+        reconnected_to(&mut pub_events, "the publisher")
+    );
     let back_from = published.load(Ordering::Acquire);
     assert_eq!(sub_server, next_server, "{name}: the subscriber's Reconnected names the server");
     assert_eq!(pub_server, next_server, "{name}: the publisher's Reconnected names the server");
@@ -233,6 +240,7 @@ mod mqtt {
     /// independent brokers).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_server_list_fails_over_to_the_next_broker_on_mqtt() {
+        let _one = ONE_AT_A_TIME.lock().await;
         let test = "a_server_list_fails_over_to_the_next_broker_on_mqtt";
         let Some(mut first) =
             skip_if_missing(test, BrokerProcess::mosquitto(MosquittoConfig::new()).await)
@@ -253,6 +261,7 @@ mod mqtt {
     /// down fails with the connect error of the last one tried.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn connect_skips_servers_that_are_down_on_mqtt() {
+        let _one = ONE_AT_A_TIME.lock().await;
         let test = "connect_skips_servers_that_are_down_on_mqtt";
         let Some(live) =
             skip_if_missing(test, BrokerProcess::mosquitto(MosquittoConfig::new()).await)
@@ -279,6 +288,7 @@ mod nats {
     /// A three-node NATS cluster: the node both sides are on is killed.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_cluster_member_killed_mid_stream_on_nats() {
+        let _one = ONE_AT_A_TIME.lock().await;
         let test = "a_cluster_member_killed_mid_stream_on_nats";
         let Some(mut nodes) = skip_if_missing(test, nats_cluster(3).await) else { return };
         let url = server_list("nats", &nodes.iter().collect::<Vec<_>>());
@@ -302,6 +312,7 @@ mod redis {
     /// the replica, and busbar, which asks the Sentinel at every connect, follows.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_master_killed_mid_stream_under_sentinel() {
+        let _one = ONE_AT_A_TIME.lock().await;
         let test = "the_master_killed_mid_stream_under_sentinel";
         let Some(mut group) = skip_if_missing(test, SentinelGroup::start().await) else {
             return;
@@ -318,6 +329,7 @@ mod redis {
     /// A Sentinel that knows no such group is a configuration error that names it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn an_unknown_master_group_is_named_in_the_error() {
+        let _one = ONE_AT_A_TIME.lock().await;
         let test = "an_unknown_master_group_is_named_in_the_error";
         let Some(group) = skip_if_missing(test, SentinelGroup::start().await) else { return };
         let url = format!("redis://127.0.0.1:{}?sentinel=nosuchgroup", group.sentinel.port());
@@ -338,6 +350,7 @@ mod amqp {
     /// subscriber's queue is declared again on the next node).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_server_list_fails_over_to_the_next_node_on_amqp() {
+        let _one = ONE_AT_A_TIME.lock().await;
         let test = "a_server_list_fails_over_to_the_next_node_on_amqp";
         let Some(mut first) = skip_if_missing(test, BrokerProcess::rabbitmq().await) else {
             return;

@@ -1,15 +1,18 @@
 //! The receive path: one consumer task per attached subscription, moving its queue's
 //! deliveries into the local subscriptions and acknowledging them once they are there.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use busbar_core::Receipt;
 use busbar_core::message::Message;
 use busbar_core::topic::{Topic, TopicFilter};
+use busbar_core::transport::Acknowledge;
 use busbar_transport_kit::delivery::deliver_all;
 use busbar_transport_kit::{Fanout, Meter};
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::BasicAckOptions;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::time::Instant;
 
 use super::state::lock;
@@ -22,7 +25,11 @@ const ACK_BATCH: u64 = 256;
 pub(super) struct Sink {
     pub(super) fanout: Arc<Mutex<Fanout>>,
     pub(super) filter: TopicFilter,
+    /// When deliveries are acknowledged: once queued (in batches), or one by one when read
+    /// or when the application says so (through each message's receipt).
+    pub(super) acknowledge: Acknowledge,
     pub(super) meter: Meter,
+    pub(super) acks: Arc<AcksInFlight>,
     pub(super) trouble: mpsc::UnboundedSender<u64>,
     pub(super) generation: u64,
 }
@@ -30,7 +37,9 @@ pub(super) struct Sink {
 /// Moves one subscription's deliveries into its delivery queue, acknowledging them once
 /// queued (in batches, and whenever the consumer has caught up).
 pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
-    let Sink { fanout, filter, meter, trouble, generation } = sink;
+    let Sink { fanout, filter, acknowledge, meter, acks, trouble, generation } = sink;
+    let by_receipt = acknowledge != Acknowledge::OnHandOver;
+    let runtime = tokio::runtime::Handle::current();
     // Deliveries from a named queue carry the queue's topic, whatever key they were sent
     // with (usually the queue's own name, through the default exchange).
     let named_queue = filter.queue_name().and_then(|_| Topic::new(filter.as_str()).ok());
@@ -77,6 +86,13 @@ pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
         let acker = delivery.acker;
         match message {
             Ok(Some(m)) if m.is_expired() => meter.expired(),
+            Ok(Some(m)) if by_receipt => {
+                let m = m.with_receipt(receipt(&runtime, &acks, acker));
+                if !offer(&fanout, m).await {
+                    return;
+                }
+                continue;
+            }
             Ok(Some(m)) => {
                 if !offer(&fanout, m).await {
                     // Every local subscription is gone: acknowledge what they took, leave
@@ -90,6 +106,12 @@ pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
             Ok(None) => {}
             Err(e) => meter.discard("a message busbar cannot represent", &e),
         }
+        if by_receipt {
+            // Never to be delivered: done with at once, alone (a `multiple` acknowledgement
+            // would take the unread ones before it along).
+            let _ = acker.ack(BasicAckOptions::default()).await;
+            continue;
+        }
         unacked = Some(acker);
         pending += 1;
         if pending >= ACK_BATCH
@@ -99,6 +121,52 @@ pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
             pending = 0;
         }
     }
+}
+
+/// Acknowledgements on their way to the broker, which a graceful close lets finish first.
+#[derive(Default)]
+pub(super) struct AcksInFlight {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl AcksInFlight {
+    /// Waits until none is on its way.
+    pub(super) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// What acknowledges one delivery, from whichever task the application reads in: the
+/// acknowledgement is handed to the runtime, never waited for (a graceful close waits for
+/// it). One on a channel that has gone since fails quietly: the broker gives that message
+/// again.
+fn receipt(
+    runtime: &tokio::runtime::Handle,
+    acks: &Arc<AcksInFlight>,
+    acker: lapin::Acker,
+) -> Receipt {
+    let runtime = runtime.clone();
+    let acks = acks.clone();
+    Receipt::new(move || {
+        acks.count.fetch_add(1, Ordering::AcqRel);
+        runtime.spawn(async move {
+            if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+                tracing::debug!(error = %e, "acknowledging a delivery failed");
+            }
+            if acks.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                acks.idle.notify_waiters();
+            }
+        });
+    })
 }
 
 /// Offers `message` to the local subscriptions: to each of them, or for a queue group to

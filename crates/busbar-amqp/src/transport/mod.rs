@@ -25,6 +25,7 @@
 
 mod consume;
 mod failure;
+mod order;
 mod replies;
 mod send;
 mod state;
@@ -79,6 +80,9 @@ fn capabilities(settings: &Settings) -> Capabilities {
     // Requests are published `mandatory`: an unroutable one comes back at once.
     c.no_responders = true;
     c.named_queues = true;
+    // Durable subscriptions are quorum queues; deliveries are acknowledged one by one.
+    c.durable = true;
+    c.acknowledgements = true;
     c.max_qos = QoS::AtLeastOnce;
     // Routing keys are AMQP short strings.
     c.max_topic_bytes = Some(255);
@@ -137,6 +141,9 @@ impl AmqpTransport {
             teardowns: AtomicUsize::new(0),
             teardown_done: Notify::new(),
             login: Mutex::new(presented),
+            acks: Arc::default(),
+            turnstile: Arc::default(),
+            settling: Mutex::default(),
             servers: Mutex::new(busbar_transport_kit::Servers::new(
                 settings.servers.clone(),
                 settings.server_order,

@@ -12,6 +12,7 @@ use lapin::types::ShortString;
 use lapin::{BasicProperties, Confirmation};
 
 use super::failure::describe;
+use super::order::{Held, Ticket};
 use super::state::{Link, Shared};
 use crate::convert;
 
@@ -41,6 +42,11 @@ impl Shared {
     /// Publishes one message on `link`, awaiting the broker's confirm for QoS >= 1. A
     /// message for a named queue (the default exchange) is always confirmed and `mandatory`:
     /// when no such queue exists the broker returns it, and the caller hears so.
+    ///
+    /// `held` counts a confirmed message as unsettled on the link it was last written on
+    /// (see [`super::order`]): it moves to this link as the message is written here, stays
+    /// when this link breaks too, and is let go once the broker answered.
+    #[allow(clippy::too_many_arguments)]
     async fn publish_on(
         &self,
         link: &Link,
@@ -49,6 +55,8 @@ impl Shared {
         payload: &[u8],
         props: BasicProperties,
         qos: QoS,
+        ticket: &mut Ticket,
+        held: &mut Option<Held>,
     ) -> Result<(), PublishFailure> {
         // RabbitMQ delivers a message to a direct reply-to name (`amq.rabbitmq.reply-to.*`)
         // and still returns it NO_ROUTE when it is mandatory, since no queue routed it: so
@@ -58,14 +66,23 @@ impl Shared {
         let confirmed = to_queue || qos != QoS::AtMostOnce;
         let channel = if confirmed { &link.confirm } else { &link.plain };
         let options = BasicPublishOptions { mandatory: to_queue, ..BasicPublishOptions::default() };
-        let confirm = channel
-            .basic_publish(exchange.clone(), key.clone(), options, payload, props)
-            .await
-            .map_err(PublishFailure::Link)?;
+        let written = channel.basic_publish(exchange.clone(), key.clone(), options, payload, props);
+        if confirmed {
+            // Counted here from now on, no longer on the link before (and still when the
+            // write fails: it goes again, ahead of anything newer).
+            *held = Some(link.unsettled.hold(ticket.seq));
+        }
+        let written = written.await;
+        // On the wire (or failed there): the next publish may be written.
+        ticket.written();
+        let confirm = written.map_err(PublishFailure::Link)?;
         if !confirmed {
             return Ok(());
         }
-        match confirm.await.map_err(PublishFailure::Link)? {
+        let answer = confirm.await.map_err(PublishFailure::Link)?;
+        // Settled: nothing newer need wait for it any more.
+        *held = None;
+        match answer {
             // Only a `mandatory` publish can come back; lapin has been seen to attach a
             // return to the confirm of another publish on the channel, so others ignore it.
             Confirmation::Ack(Some(_)) | Confirmation::Nack(Some(_)) if to_queue => {
@@ -88,16 +105,43 @@ impl Shared {
         self.life.check()?;
         self.settle_teardowns().await;
         let (exchange, key, payload) = self.outgoing(&message)?;
-        let props = convert::properties(&message, None, None)?;
         let qos = message.effective_qos(QoS::AtLeastOnce);
+        let mut props = convert::properties(&message, None, None)?;
+        if qos != QoS::AtMostOnce {
+            // Persistent: a durable queue keeps it on disk (confirmed once written there),
+            // so a durable subscription gets it after a broker restart. Queues that are not
+            // durable keep it in memory as before.
+            props = props.with_delivery_mode(2);
+        }
         let deadline = self.reconnect_deadline();
         let mut after = 0;
+        // Its place in the order of this connection's publishes, and (while it is written
+        // and unsettled on some link) its count there.
+        let mut ticket = self.turnstile.enter();
+        let mut held = None;
         loop {
             let link = match self.current() {
                 Some(l) if l.generation > after => l,
                 _ => self.link_after(after, deadline).await?,
             };
-            match self.publish_on(&link, &exchange, &key, &payload, props.clone(), qos).await {
+            // After the earlier ones a lost connection left to be sent again, and after
+            // every earlier one still to be written.
+            self.after_earlier_publishes(ticket.seq, deadline).await?;
+            if tokio::time::timeout_at(deadline, ticket.my_turn()).await.is_err() {
+                return Err(self.life.not_connected("earlier publishes were not written in time"));
+            }
+            let props = props.clone();
+            let attempt = self.publish_on(
+                &link,
+                &exchange,
+                &key,
+                &payload,
+                props,
+                qos,
+                &mut ticket,
+                &mut held,
+            );
+            match attempt.await {
                 Ok(()) => {
                     self.meter.published();
                     return Ok(());
@@ -113,6 +157,7 @@ impl Shared {
                         return Err(self.life.not_connected(describe(&e)));
                     }
                     after = link.generation;
+                    ticket.again();
                 }
             }
         }

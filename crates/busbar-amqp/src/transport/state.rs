@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use busbar_core::error::{Common, OpError};
 use busbar_core::topic::TopicFilter;
+use busbar_core::transport::Acknowledge;
 use busbar_transport_kit::login::Login;
 use busbar_transport_kit::{Fanout, Inbox, Lifecycle, Meter};
 use lapin::Channel;
@@ -32,7 +33,14 @@ pub(super) struct Link {
     /// Requests: consumes direct reply-to and publishes requests (both must be on one
     /// channel), in confirm mode with `mandatory`, so an unroutable request is returned.
     pub(super) rpc: Channel,
+    /// Confirmed publishes written here and not yet settled.
+    pub(super) unsettled: Arc<super::order::Unsettled>,
 }
+
+/// What local subscriptions must agree on to share one broker queue and consumer: the
+/// filter, the queue group, the durable subscription's name, and when messages are
+/// acknowledged.
+pub(super) type SubKey = (String, Option<String>, Option<String>, Acknowledge);
 
 /// A subscription attached to a link.
 pub(super) struct Active {
@@ -46,7 +54,7 @@ pub(super) struct Active {
 /// same filter and queue group. Sharing keeps deliveries to them in one order (one consumer
 /// task offers each message to all of them in turn) and a group's message to one member.
 pub(super) struct SubEntry {
-    pub(super) key: (String, Option<String>),
+    pub(super) key: SubKey,
     pub(super) filter: TopicFilter,
     /// Empty for a named queue, which is bound to nothing.
     pub(super) binding: String,
@@ -54,6 +62,10 @@ pub(super) struct SubEntry {
     /// A queue group's queue, shared with other connections: never deleted by one member.
     pub(super) shared_queue: bool,
     pub(super) prefetch: u16,
+    /// A durable subscription's queue: durable, kept while nobody reads it.
+    pub(super) durable: bool,
+    /// When deliveries are acknowledged.
+    pub(super) acknowledge: Acknowledge,
     /// The local subscriptions, read by the consumer task.
     pub(super) fanout: Arc<Mutex<Fanout>>,
     pub(super) active: Option<Active>,
@@ -85,6 +97,12 @@ pub(super) struct Shared {
     pub(super) teardown_done: Notify,
     /// The user name and password the next connection presents (a fresh token swapped in).
     pub(super) login: Mutex<Login>,
+    /// Acknowledgements of deliveries on their way to the broker.
+    pub(super) acks: Arc<super::consume::AcksInFlight>,
+    /// The publishes not yet written, in the order they were made.
+    pub(super) turnstile: Arc<super::order::Turnstile>,
+    /// Withdrawn links with publishes not yet settled, which newer publishes wait for.
+    pub(super) settling: Mutex<Vec<Arc<super::order::Unsettled>>>,
     /// The broker in use, and the next to try when it is lost.
     pub(super) servers: Mutex<busbar_transport_kit::Servers>,
 }

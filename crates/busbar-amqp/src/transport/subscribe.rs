@@ -10,7 +10,7 @@ use busbar_core::Overflow;
 use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::queue::queue;
 use busbar_core::topic::native::amqp_binding_key;
-use busbar_core::transport::{SubscribeOptions, Subscription, SubscriptionGuard};
+use busbar_core::transport::{Acknowledge, SubscribeOptions, Subscription, SubscriptionGuard};
 use busbar_transport_kit::{Fanout, Target};
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions,
@@ -21,6 +21,7 @@ use lapin::types::{AMQPValue, FieldTable, ShortString};
 use super::consume::{Sink, consume};
 use super::failure::{TRANSPORT, op_error};
 use super::state::{Active, Link, Shared, SubEntry, lock};
+use crate::settings::DurableQueues;
 
 /// How long unsubscribing (consumer cancel, queue delete) may hold up later publishes.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -56,7 +57,12 @@ pub(super) async fn subscribe(
         None => amqp_binding_key(&filter)?,
     };
     short_name("binding key", &binding)?;
-    let key = (filter.as_str().to_owned(), options.queue_group.clone());
+    let key = (
+        filter.as_str().to_owned(),
+        options.queue_group.clone(),
+        options.durable.clone(),
+        options.acknowledge,
+    );
     let local = s.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = queue(options.queue);
     let target = Target::new(tx, filter.as_str(), &s.meter);
@@ -83,6 +89,7 @@ pub(super) async fn subscribe(
                     Some(name) => (name, true),
                     None => queue_name(s, &options, &binding, id),
                 };
+                let durable = options.durable.is_some();
                 let mut fanout = Fanout::new(shared_queue);
                 fanout.add(local, target);
                 subs.insert(
@@ -94,6 +101,8 @@ pub(super) async fn subscribe(
                         queue: queue_name,
                         shared_queue,
                         prefetch,
+                        durable,
+                        acknowledge: options.acknowledge,
                         fanout: Arc::new(Mutex::new(fanout)),
                         active: None,
                     },
@@ -122,7 +131,11 @@ pub(super) async fn subscribe(
         }
         s.link_after(0, deadline).await?;
     }
-    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard))
+    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
+    Ok(match options.acknowledge {
+        Acknowledge::OnRead => subscription.acknowledging_on_read(),
+        _ => subscription,
+    })
 }
 
 impl Shared {
@@ -133,15 +146,24 @@ impl Shared {
         link: &Link,
         id: u64,
     ) -> Result<(), SubscribeError> {
-        let Some((queue_name, binding, prefetch, fanout, filter)) = lock(&self.subs)
-            .get(&id)
-            .filter(|s| {
-                // Attached to this link already.
-                s.active.as_ref().is_none_or(|a| a.generation != link.generation)
-            })
-            .map(|s| {
-                (s.queue.clone(), s.binding.clone(), s.prefetch, s.fanout.clone(), s.filter.clone())
-            })
+        let Some((queue_name, binding, prefetch, fanout, filter, durable, acknowledge)) =
+            lock(&self.subs)
+                .get(&id)
+                .filter(|s| {
+                    // Attached to this link already.
+                    s.active.as_ref().is_none_or(|a| a.generation != link.generation)
+                })
+                .map(|s| {
+                    (
+                        s.queue.clone(),
+                        s.binding.clone(),
+                        s.prefetch,
+                        s.fanout.clone(),
+                        s.filter.clone(),
+                        s.durable,
+                        s.acknowledge,
+                    )
+                })
         else {
             return Ok(());
         };
@@ -154,11 +176,23 @@ impl Shared {
                 .await
                 .map_err(|e| fail("setting the prefetch", e))?;
             let mut args = FieldTable::default();
-            let expiry_ms = self.settings.queue_expiry.as_millis().min(i64::MAX as u128) as i64;
-            args.insert("x-expires".into(), AMQPValue::LongLongInt(expiry_ms));
+            let mut declare = QueueDeclareOptions::default();
+            if durable {
+                // Kept on disk (and for a quorum queue on a majority of a cluster's nodes)
+                // while nobody reads it, until it is deleted on the broker.
+                declare.durable = true;
+                let kind = match self.settings.durable_queues {
+                    DurableQueues::Classic => "classic",
+                    DurableQueues::Quorum => "quorum",
+                };
+                args.insert("x-queue-type".into(), AMQPValue::LongString(kind.into()));
+            } else {
+                let expiry_ms = self.settings.queue_expiry.as_millis().min(i64::MAX as u128) as i64;
+                args.insert("x-expires".into(), AMQPValue::LongLongInt(expiry_ms));
+            }
             let queue = short_name("queue name", &queue_name)?;
             channel
-                .queue_declare(queue.clone(), QueueDeclareOptions::default(), args)
+                .queue_declare(queue.clone(), declare, args)
                 .await
                 .map_err(|e| fail("declaring the queue", e))?;
             // Named queues have no binding: they are reached through the default exchange.
@@ -197,7 +231,9 @@ impl Shared {
         let sink = Sink {
             fanout,
             filter,
+            acknowledge,
             meter: self.meter.clone(),
+            acks: self.acks.clone(),
             trouble: self.trouble.clone(),
             generation: link.generation,
         };
@@ -249,6 +285,8 @@ impl Shared {
         let shared = self.clone();
         runtime.spawn(async move {
             let work = async {
+                // Acknowledgements already made go out on the channel before it closes.
+                shared.acks.idle().await;
                 if let Some(active) = &entry.active {
                     // cancel-ok means the queue has dropped the consumer: nothing published
                     // from now on reaches it.
@@ -279,6 +317,15 @@ impl Shared {
 
 /// The queue of a new broker subscription, and whether it is a queue group's (shared).
 fn queue_name(s: &Shared, options: &SubscribeOptions, binding: &str, id: u64) -> (String, bool) {
+    if let Some(name) = &options.durable {
+        let queue = format!("busbar.durable.{name}.{binding}");
+        return if queue.len() <= 255 {
+            (queue, true)
+        } else {
+            let hash = fnv1a(format!("{name}\0{binding}").as_bytes());
+            (format!("busbar.durable.{name}.{hash:016x}"), true)
+        };
+    }
     match &options.queue_group {
         Some(group) => {
             let name = format!("busbar.group.{group}.{binding}");

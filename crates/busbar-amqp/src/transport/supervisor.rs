@@ -125,7 +125,7 @@ async fn open_link(shared: &Shared, generation: u64) -> Result<Arc<Link>, Connec
             )));
         }
     }
-    Ok(Arc::new(Link { generation, conn, plain, confirm, rpc }))
+    Ok(Arc::new(Link { generation, conn, plain, confirm, rpc, unsettled: Arc::default() }))
 }
 
 /// Owns the connection until shutdown: connects, attaches every subscription, watches for
@@ -237,6 +237,7 @@ pub(super) async fn supervise(
             break;
         };
         shared.link.send_replace(None);
+        shared.settle_before_newer(&link.unsettled);
         // Their replies can no longer come: direct reply-to lives and dies with its channel.
         shared.inbox.fail_where(
             |tag| tag <= generation,
@@ -278,6 +279,8 @@ async fn shutdown_link(shared: &Shared, link: &Link) {
     let private: Vec<String> =
         lock(&shared.subs).values().filter(|s| !s.shared_queue).map(|s| s.queue.clone()).collect();
     let work = async {
+        // Acknowledgements the application made go out before the goodbye.
+        shared.acks.idle().await;
         for q in private {
             if let Ok(q) = ShortString::try_new(q) {
                 let _ = link.plain.queue_delete(q, QueueDeleteOptions::default()).await;

@@ -3,6 +3,7 @@
 
 mod actions;
 mod counters;
+mod durable;
 mod liveness;
 mod pubsub;
 mod queues;
@@ -10,6 +11,7 @@ mod rpc;
 
 pub use actions::*;
 pub use counters::*;
+pub use durable::*;
 pub use liveness::*;
 pub use pubsub::*;
 pub use queues::*;

@@ -57,6 +57,12 @@ pub struct Capabilities {
     /// Subscriptions can start before now (see [`StartAt`]): the broker keeps what was
     /// published for a while (Kafka's log). Elsewhere only [`StartAt::Now`] is accepted.
     pub replay: bool,
+    /// The broker keeps a named subscription's messages while no process reads it, and
+    /// redelivers what was not acknowledged ([`SubscribeOptions::durable`]).
+    pub durable: bool,
+    /// Messages can be acknowledged when read or explicitly, not only when handed over
+    /// ([`Acknowledge`]).
+    pub acknowledgements: bool,
     /// Topics made by [`Topic::named_queue`](crate::Topic::named_queue) reach the broker's
     /// own named queues (AMQP queues, Redis lists).
     pub named_queues: bool,
@@ -89,6 +95,8 @@ impl Capabilities {
             no_responders: false,
             no_local: false,
             replay: false,
+            durable: false,
+            acknowledgements: false,
             named_queues: false,
             max_qos: QoS::AtMostOnce,
             max_payload: None,
@@ -235,6 +243,8 @@ pub struct SubscribeOptions {
     pub start: StartAt,
     /// When the broker is told a message is done with (see [`Acknowledge`]).
     pub acknowledge: Acknowledge,
+    /// The name of a durable subscription (see [`SubscribeOptions::durable`]).
+    pub durable: Option<String>,
 }
 
 impl SubscribeOptions {
@@ -248,7 +258,26 @@ impl SubscribeOptions {
             no_local: false,
             start: StartAt::Now,
             acknowledge: Acknowledge::OnHandOver,
+            durable: None,
         }
+    }
+
+    /// Makes the subscription durable, under `name`: the broker keeps its messages while no
+    /// process reads it and gives what was not acknowledged to the next reader, so a
+    /// subscriber that stops (or crashes) and comes back with the same name loses nothing.
+    /// Processes subscribing with the same name (and filter) share it, each message going to
+    /// one of them. The broker keeps the subscription until it is deleted there. Refused
+    /// with `Unsupported` where the broker cannot keep it ([`Capabilities::durable`]).
+    /// A name is 1 to 100 letters, digits, `-`, `_` and `.`.
+    pub fn durable(mut self, name: impl Into<String>) -> Self {
+        self.durable = Some(name.into());
+        self
+    }
+
+    /// Sets when messages are acknowledged (see [`Acknowledge`]).
+    pub fn acknowledge(mut self, acknowledge: Acknowledge) -> Self {
+        self.acknowledge = acknowledge;
+        self
     }
 
     /// Joins a queue group.
@@ -311,14 +340,24 @@ pub enum StartAt {
 }
 
 /// When the broker is told that a subscription is done with a message, on brokers that
-/// track it (Kafka consumer groups commit offsets). What is not acknowledged when a member
-/// leaves or fails goes to the group's next reader: delivery is at least once.
+/// track it (a durable subscription, a Kafka consumer group, an AMQP queue). What is not
+/// acknowledged when a reader leaves or fails goes to the next one: delivery is at least
+/// once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum Acknowledge {
-    /// Once the message is in the subscription's delivery queue (the default and, for now,
-    /// the only policy). A broker connection that fails before that redelivers it; a
-    /// process that ends with messages queued but not yet read does not get them again.
+    /// Once the message is in the subscription's delivery queue (the default). A broker
+    /// connection that fails before that redelivers it; a process that ends with messages
+    /// queued but not yet read does not get them again.
     #[default]
     OnHandOver,
+    /// When the application takes the message from the subscription
+    /// ([`Subscription::recv`](crate::transport::Subscription::recv)): what was still
+    /// queued when the process ended is given again.
+    OnRead,
+    /// When the application calls [`Message::ack`](crate::Message::ack), after handling it:
+    /// a crash between receiving and handling loses nothing. A message never acknowledged
+    /// stays with this subscription until it is gone (and the broker may stop sending once
+    /// too many are outstanding).
+    Explicit,
 }

@@ -47,6 +47,10 @@ pub struct Subscription {
     stats: Arc<Stats>,
     /// Applied to every message delivered (a layer's view of it, e.g. a prefix taken off).
     rewrite: Option<Arc<Rewrite>>,
+    /// Acknowledges each message as the application takes it ([`Acknowledge::OnRead`]).
+    ///
+    /// [`Acknowledge::OnRead`]: crate::transport::Acknowledge::OnRead
+    ack_on_read: bool,
     // Declared last: dropped after the receiver, so the transport sees the queue closed
     // before it is told to unsubscribe.
     _guard: SubscriptionGuard,
@@ -61,7 +65,14 @@ impl Subscription {
         stats: Arc<Stats>,
         guard: SubscriptionGuard,
     ) -> Self {
-        Subscription { rx, filter, stats, rewrite: None, _guard: guard }
+        Subscription { rx, filter, stats, rewrite: None, ack_on_read: false, _guard: guard }
+    }
+
+    /// The same subscription, acknowledging each message as the application takes it (for
+    /// transports whose messages carry a [`Receipt`](crate::Receipt)).
+    pub fn acknowledging_on_read(mut self) -> Self {
+        self.ack_on_read = true;
+        self
     }
 
     /// The same subscription as a layer presents it: reporting `filter`, and delivering each
@@ -80,6 +91,9 @@ impl Subscription {
     }
 
     fn deliver(&self, m: Message) -> Message {
+        if self.ack_on_read {
+            m.ack();
+        }
         match &self.rewrite {
             Some(f) => f(m),
             None => m,
@@ -100,6 +114,8 @@ impl Subscription {
         loop {
             match self.rx.poll_recv(cx) {
                 Poll::Ready(Some(m)) if m.is_expired() => {
+                    // Done with: never to be delivered again.
+                    m.ack();
                     Stats::bump(&self.stats.expired);
                 }
                 Poll::Ready(Some(m)) => return Poll::Ready(Some(self.deliver(m))),
@@ -114,6 +130,7 @@ impl Subscription {
             if !m.is_expired() {
                 return Some(self.deliver(m));
             }
+            m.ack();
             Stats::bump(&self.stats.expired);
         }
         None

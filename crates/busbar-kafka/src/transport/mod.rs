@@ -94,6 +94,9 @@ fn capabilities() -> Capabilities {
     c.headers = true;
     // A topic is a log: a subscription can start at its beginning or at a time.
     c.replay = true;
+    // A durable subscription is a consumer group, committing after hand-over; acknowledging
+    // on read or explicitly (committing only what was acknowledged) is not done yet.
+    c.durable = true;
     // Kafka keeps records, but no retained value per topic, no per-message expiry, no last
     // will, and a consumer cannot skip its own connection's records.
     c.max_qos = QoS::AtLeastOnce;

@@ -66,7 +66,9 @@ pub(super) async fn subscribe(
         return Err(OpError::unsupported("kafka", "noLocal"));
     }
     let filter = options.filter.clone();
-    let group = options.queue_group.clone();
+    // A durable subscription is a consumer group: the broker keeps the group's committed
+    // position while no member reads, and the next member resumes there.
+    let group = options.queue_group.clone().or_else(|| options.durable.clone());
     if let Some(g) = &group
         && (g.is_empty() || g.len() > 255)
     {

@@ -1652,7 +1652,8 @@ async fn sub_fails_over_to_the_next_server_and_says_which() {
 }
 
 /// `sub --durable NAME` gets what was published while no subscriber of that name ran, where
-/// the broker keeps it (AMQP, Kafka), and is refused with a clear error elsewhere.
+/// the broker keeps it (AMQP, Kafka, NATS with JetStream), and is refused with a clear error
+/// elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_durable_gets_what_was_published_while_it_was_away() {
     use busbar_testkit::{BrokerKind, shared_broker};
@@ -1663,7 +1664,7 @@ async fn sub_durable_gets_what_was_published_while_it_was_away() {
         let topic = format!("cli-durable/{suffix}");
         let name = format!("cli-durable-{suffix}");
         let sub_args = ["sub", &topic, "--durable", &name, "--count", "1", "--timeout", "30"];
-        let keeps = matches!(kind, BrokerKind::Amqp | BrokerKind::Kafka);
+        let keeps = matches!(kind, BrokerKind::Amqp | BrokerKind::Kafka | BrokerKind::Nats);
         if !keeps {
             let out = busbar(&[&sub_args[..], &["--url", url]].concat());
             let err = String::from_utf8_lossy(&out.stderr);

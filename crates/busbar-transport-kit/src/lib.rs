@@ -19,6 +19,8 @@
 //! * [`publish_queue`]: the queue that lets publishes under a drop policy never wait.
 //! * [`servers`]: server lists: which server a connection tries next, and how long it
 //!   waits first ([`Servers`]).
+//! * [`acks`]: acknowledgements of received messages on their way to the broker, which
+//!   closing waits for ([`AcksInFlight`]).
 //! * [`backoff`]: the delays between reconnect attempts.
 //!
 //! This crate is for transport authors; applications never need it (the `busbar` facade does
@@ -26,6 +28,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod acks;
 pub mod backoff;
 pub mod delivery;
 pub mod endpoint;
@@ -37,6 +40,7 @@ pub mod login;
 pub mod publish_queue;
 pub mod servers;
 
+pub use acks::AcksInFlight;
 pub use delivery::{Meter, Offer, Target};
 pub use endpoint::{Endpoint, Params, Server};
 pub use fanout::Fanout;

@@ -1,7 +1,6 @@
 //! The receive path: one consumer task per attached subscription, moving its queue's
 //! deliveries into the local subscriptions and acknowledging them once they are there.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use busbar_core::Receipt;
@@ -9,11 +8,12 @@ use busbar_core::message::Message;
 use busbar_core::topic::{Topic, TopicFilter};
 use busbar_core::transport::Acknowledge;
 use busbar_transport_kit::delivery::deliver_all;
-use busbar_transport_kit::{Fanout, Meter};
+use busbar_transport_kit::{AcksInFlight, Fanout, Meter};
 use futures_util::{FutureExt, StreamExt};
 use lapin::options::BasicAckOptions;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::mpsc;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use super::state::lock;
 use crate::convert;
@@ -36,10 +36,11 @@ pub(super) struct Sink {
 
 /// Moves one subscription's deliveries into its delivery queue, acknowledging them once
 /// queued (in batches, and whenever the consumer has caught up).
-pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
+///
+/// `stop` ends it cleanly: what it handed over is acknowledged first.
+pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink, stop: CancellationToken) {
     let Sink { fanout, filter, acknowledge, meter, acks, trouble, generation } = sink;
     let by_receipt = acknowledge != Acknowledge::OnHandOver;
-    let runtime = tokio::runtime::Handle::current();
     // Deliveries from a named queue carry the queue's topic, whatever key they were sent
     // with (usually the queue's own name, through the default exchange).
     let named_queue = filter.queue_name().and_then(|_| Topic::new(filter.as_str()).ok());
@@ -54,7 +55,11 @@ pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
                     let _ = acker.ack(BasicAckOptions { multiple: true }).await;
                     pending = 0;
                 }
-                consumer.next().await
+                tokio::select! {
+                    next = consumer.next() => next,
+                    // Everything handed over was acknowledged just above.
+                    () = stop.cancelled() => return,
+                }
             }
         };
         let delivery = match next {
@@ -87,7 +92,7 @@ pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
         match message {
             Ok(Some(m)) if m.is_expired() => meter.expired(),
             Ok(Some(m)) if by_receipt => {
-                let m = m.with_receipt(receipt(&runtime, &acks, acker));
+                let m = m.with_receipt(receipt(&acks, acker));
                 if !offer(&fanout, m).await {
                     return;
                 }
@@ -123,49 +128,13 @@ pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink) {
     }
 }
 
-/// Acknowledgements on their way to the broker, which a graceful close lets finish first.
-#[derive(Default)]
-pub(super) struct AcksInFlight {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-impl AcksInFlight {
-    /// Waits until none is on its way.
-    pub(super) async fn idle(&self) {
-        loop {
-            let notified = self.idle.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
+/// What acknowledges one delivery, from whichever task the application reads in. One on a
+/// channel that has gone since fails quietly: the broker gives that message again.
+fn receipt(acks: &Arc<AcksInFlight>, acker: lapin::Acker) -> Receipt {
+    acks.receipt(async move {
+        if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+            tracing::debug!(error = %e, "acknowledging a delivery failed");
         }
-    }
-}
-
-/// What acknowledges one delivery, from whichever task the application reads in: the
-/// acknowledgement is handed to the runtime, never waited for (a graceful close waits for
-/// it). One on a channel that has gone since fails quietly: the broker gives that message
-/// again.
-fn receipt(
-    runtime: &tokio::runtime::Handle,
-    acks: &Arc<AcksInFlight>,
-    acker: lapin::Acker,
-) -> Receipt {
-    let runtime = runtime.clone();
-    let acks = acks.clone();
-    Receipt::new(move || {
-        acks.count.fetch_add(1, Ordering::AcqRel);
-        runtime.spawn(async move {
-            if let Err(e) = acker.ack(BasicAckOptions::default()).await {
-                tracing::debug!(error = %e, "acknowledging a delivery failed");
-            }
-            if acks.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-                acks.idle.notify_waiters();
-            }
-        });
     })
 }
 

@@ -271,7 +271,10 @@ impl Transport for AmqpTransport {
             if !self.shared.life.is_open() {
                 return Ok(());
             }
-            // The supervisor closes the connection gracefully.
+            // Unsubscriptions in progress finish first (their consumers acknowledge what
+            // they handed over), then the supervisor closes the connection gracefully.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(3), self.shared.settle_teardowns()).await;
             self.shared.life.stop_tasks();
             self.supervisor.join_within(Duration::from_secs(3)).await;
             self.end();

@@ -15,8 +15,9 @@ use busbar_transport_kit::{Fanout, Inbox, Lifecycle, Meter};
 use lapin::Channel;
 use lapin::types::ShortString;
 use tokio::sync::{Notify, mpsc, watch};
-use tokio::task::AbortHandle;
+use tokio::task::JoinHandle;
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 
 use crate::settings::Settings;
 
@@ -47,7 +48,10 @@ pub(super) struct Active {
     pub(super) generation: u64,
     pub(super) channel: Channel,
     pub(super) tag: ShortString,
-    pub(super) task: AbortHandle,
+    pub(super) task: JoinHandle<()>,
+    /// Tells the consumer task to acknowledge what it handed over and end (a clean
+    /// unsubscribe, so nothing handed over comes again).
+    pub(super) stop: CancellationToken,
 }
 
 /// One broker queue and consumer, shared by this connection's local subscriptions with the
@@ -98,7 +102,7 @@ pub(super) struct Shared {
     /// The user name and password the next connection presents (a fresh token swapped in).
     pub(super) login: Mutex<Login>,
     /// Acknowledgements of deliveries on their way to the broker.
-    pub(super) acks: Arc<super::consume::AcksInFlight>,
+    pub(super) acks: Arc<busbar_transport_kit::AcksInFlight>,
     /// The publishes not yet written, in the order they were made.
     pub(super) turnstile: Arc<super::order::Turnstile>,
     /// Withdrawn links with publishes not yet settled, which newer publishes wait for.

@@ -22,6 +22,7 @@ use super::consume::{Sink, consume};
 use super::failure::{TRANSPORT, op_error};
 use super::state::{Active, Link, Shared, SubEntry, lock};
 use crate::settings::DurableQueues;
+use tokio_util::sync::CancellationToken;
 
 /// How long unsubscribing (consumer cancel, queue delete) may hold up later publishes.
 const TEARDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -237,7 +238,8 @@ impl Shared {
             trouble: self.trouble.clone(),
             generation: link.generation,
         };
-        let task = tokio::spawn(consume(consumer, sink)).abort_handle();
+        let stop = CancellationToken::new();
+        let task = tokio::spawn(consume(consumer, sink, stop.clone()));
         let orphan = {
             let mut subs = lock(&self.subs);
             match subs.get_mut(&id) {
@@ -245,7 +247,8 @@ impl Shared {
                     if let Some(old) = entry.active.take() {
                         old.task.abort();
                     }
-                    entry.active = Some(Active { generation: link.generation, channel, tag, task });
+                    entry.active =
+                        Some(Active { generation: link.generation, channel, tag, task, stop });
                     None
                 }
                 None => Some((channel, task)),
@@ -263,7 +266,7 @@ impl Shared {
     /// cancels the consumer (publishes wait for that), deletes a private queue and closes
     /// the channel.
     fn detach(self: &Arc<Self>, id: u64, local: u64) {
-        let entry = {
+        let mut entry = {
             let mut subs = lock(&self.subs);
             let Some(entry) = subs.get(&id) else { return };
             if !lock(&entry.fanout).remove(local) {
@@ -283,18 +286,22 @@ impl Shared {
         };
         self.teardowns.fetch_add(1, Ordering::AcqRel);
         let shared = self.clone();
+        let consumer_task = entry.active.as_ref().map(|a| a.task.abort_handle());
         runtime.spawn(async move {
             let work = async {
                 // Acknowledgements already made go out on the channel before it closes.
                 shared.acks.idle().await;
-                if let Some(active) = &entry.active {
+                if let Some(active) = &mut entry.active {
+                    // What the consumer handed over is acknowledged before it ends, so a
+                    // clean unsubscribe never has it given again.
+                    active.stop.cancel();
+                    let _ = (&mut active.task).await;
                     // cancel-ok means the queue has dropped the consumer: nothing published
                     // from now on reaches it.
                     let _ = active
                         .channel
                         .basic_cancel(active.tag.clone(), BasicCancelOptions::default())
                         .await;
-                    active.task.abort();
                     if !entry.shared_queue
                         && let Ok(q) = ShortString::try_new(entry.queue.clone())
                     {
@@ -309,6 +316,9 @@ impl Shared {
                 }
             };
             let _ = tokio::time::timeout(TEARDOWN_TIMEOUT, work).await;
+            if let Some(task) = consumer_task {
+                task.abort();
+            }
             shared.teardowns.fetch_sub(1, Ordering::AcqRel);
             shared.teardown_done.notify_waiters();
         });

@@ -278,7 +278,18 @@ fn consumers_alive(shared: &Shared, generation: u64) -> bool {
 async fn shutdown_link(shared: &Shared, link: &Link) {
     let private: Vec<String> =
         lock(&shared.subs).values().filter(|s| !s.shared_queue).map(|s| s.queue.clone()).collect();
+    // The consumers acknowledge what they handed over and end, so that what a subscription
+    // had is not given again after a clean close.
+    let actives: Vec<super::state::Active> =
+        lock(&shared.subs).values_mut().filter_map(|e| e.active.take()).collect();
+    let aborts: Vec<_> = actives.iter().map(|a| a.task.abort_handle()).collect();
     let work = async {
+        for active in &actives {
+            active.stop.cancel();
+        }
+        for active in actives {
+            let _ = active.task.await;
+        }
         // Acknowledgements the application made go out before the goodbye.
         shared.acks.idle().await;
         for q in private {
@@ -289,4 +300,7 @@ async fn shutdown_link(shared: &Shared, link: &Link) {
         let _ = link.conn.close(200, "busbar: closed".into()).await;
     };
     let _ = tokio::time::timeout(Duration::from_secs(2), work).await;
+    for task in aborts {
+        task.abort();
+    }
 }

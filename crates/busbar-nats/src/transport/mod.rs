@@ -23,6 +23,7 @@
 //! * `connect`: async-nats' options, credentials and tokens, and connect errors.
 
 mod connect;
+mod durable;
 mod events;
 mod pump;
 mod replies;
@@ -42,8 +43,8 @@ use busbar_core::error::{
 use busbar_core::message::Message;
 use busbar_core::stats::StatsSnapshot;
 use busbar_core::transport::{
-    BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvent, ConnectionEvents,
-    NativeNames, SubscribeOptions, Subscription, Transport,
+    Acknowledge, BoxFuture, Capabilities, Completion, ConnectOptions, ConnectionEvent,
+    ConnectionEvents, NativeNames, SubscribeOptions, Subscription, Transport,
 };
 use busbar_core::{Overflow, QoS};
 use busbar_transport_kit::endpoint::{self, config_error};
@@ -79,6 +80,10 @@ fn capabilities(max_payload: usize, max_control_line: usize) -> Capabilities {
     // Core NATS: at most once, nothing retained, no expiry, no last will, and no-echo is per
     // connection rather than per subscription.
     c.max_qos = QoS::AtMostOnce;
+    // Durable subscriptions are JetStream streams with a durable consumer, acknowledged
+    // one message at a time (the server needs JetStream enabled).
+    c.durable = true;
+    c.acknowledgements = true;
     c.max_payload = (max_payload > 0).then_some(max_payload);
     // What a command line without a reply subject leaves for the subject (a request's own
     // line is checked when it is sent).
@@ -155,6 +160,8 @@ impl NatsTransport {
             sync,
             replies: OnceCell::new(),
             last_subject: Mutex::new(None),
+            acks: Arc::default(),
+            durables: Mutex::default(),
         });
         let weak = Arc::downgrade(&shared);
         sink.on_reconnect(move || {
@@ -244,7 +251,20 @@ impl Transport for NatsTransport {
         &self,
         options: SubscribeOptions,
     ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
-        Box::pin(subscribe::subscribe(&self.shared, options))
+        Box::pin(async move {
+            self.shared.life.check()?;
+            match options.durable.clone() {
+                Some(name) => durable::subscribe(&self.shared, options, &name).await,
+                None if options.acknowledge != Acknowledge::OnHandOver => {
+                    Err(OpError::unsupported(
+                        "nats",
+                        "acknowledgements on a subscription that is not durable (core NATS \
+                         tracks none)",
+                    ))
+                }
+                None => subscribe::subscribe(&self.shared, options).await,
+            }
+        })
     }
 
     fn request(
@@ -268,6 +288,13 @@ impl Transport for NatsTransport {
             if !self.end() {
                 return Ok(());
             }
+            // Durable deliveries not acknowledged go back to the server, and the
+            // acknowledgements made go out, before the connection goes.
+            let durables: Vec<_> = lock(&self.shared.durables).drain(..).collect();
+            for outstanding in durables.iter().filter_map(std::sync::Weak::upgrade) {
+                outstanding.give_back(&self.shared.acks);
+            }
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.shared.acks.idle()).await;
             // Publishes already handed to async-nats go out before the connection closes:
             // flush (written and seen by the server, a PING answered) before draining, which
             // alone was seen to close with a fresh publish still in the client's buffer.

@@ -37,6 +37,10 @@ pub(super) struct Shared {
     /// The subject of the topic published last: publishers usually repeat their topic, and
     /// this spares the mapping and its allocation.
     pub(super) last_subject: Mutex<Option<(Topic, async_nats::Subject)>>,
+    /// Acknowledgements (and deliveries given back) on their way to the server.
+    pub(super) acks: Arc<busbar_transport_kit::AcksInFlight>,
+    /// The durable subscriptions' deliveries not yet acknowledged, given back on close.
+    pub(super) durables: Mutex<Vec<std::sync::Weak<super::durable::Outstanding>>>,
 }
 
 impl Shared {

@@ -1,0 +1,217 @@
+//! Durable subscriptions on JetStream. A durable subscription NAME is a stream of its
+//! filter's subjects (`busbar-durable-NAME`, work-queue retention, kept on disk) with one
+//! durable pull consumer, shared by every process that subscribes under the name: what is
+//! published while nobody reads waits in the stream, and what was delivered but not
+//! acknowledged goes again (at once when this subscription ends cleanly, after the
+//! consumer's ack wait when its process died).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_nats::jetstream::message::{AckKind, Acker};
+use async_nats::jetstream::{self, consumer, stream};
+use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
+use busbar_core::queue::queue;
+use busbar_core::topic::nats_filters;
+use busbar_core::transport::{Acknowledge, SubscribeOptions, Subscription, SubscriptionGuard};
+use busbar_core::{QoS, Receipt};
+use busbar_transport_kit::{AcksInFlight, Target};
+use futures_util::StreamExt;
+
+use super::pump::lock;
+use super::state::Shared;
+use crate::convert;
+
+/// The consumer's name in every durable stream.
+const CONSUMER: &str = "busbar";
+
+/// Deliveries handed to the subscription and not yet acknowledged, by a local number:
+/// what is left when the subscription ends is given back to the server at once.
+#[derive(Default)]
+pub(super) struct Outstanding {
+    next: AtomicU64,
+    ackers: Mutex<HashMap<u64, Acker>>,
+}
+
+impl Outstanding {
+    /// Gives every delivery not acknowledged back to the server (counted in `acks`, which a
+    /// close waits for).
+    pub(super) fn give_back(&self, acks: &Arc<AcksInFlight>) {
+        let left: Vec<Acker> = lock(&self.ackers).drain().map(|(_, a)| a).collect();
+        if left.is_empty() {
+            return;
+        }
+        acks.spawn(async move {
+            for acker in left {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            }
+        });
+    }
+}
+
+/// Subscribes durably under `name`: the stream and its consumer are made the first time
+/// and found again after.
+pub(super) async fn subscribe(
+    s: &Arc<Shared>,
+    options: SubscribeOptions,
+    name: &str,
+) -> Result<Subscription, SubscribeError> {
+    let filter = options.filter.clone();
+    let mut subjects = nats_filters(&filter)?;
+    subjects.sort();
+    let refused = |what: &str, e: &dyn std::fmt::Display| {
+        let text = e.to_string();
+        let kind = if text.to_ascii_lowercase().contains("jetstream not enabled") {
+            SubscribeErrorKind::Unsupported
+        } else {
+            SubscribeErrorKind::Refused
+        };
+        OpError::new(kind, format!("{what} for the durable subscription {name:?}: {text}"))
+    };
+    let js = jetstream::new(s.client.clone());
+    let stream = js
+        .get_or_create_stream(stream::Config {
+            name: format!("busbar-durable-{}", name.replace('.', "_")),
+            subjects: subjects.clone(),
+            retention: stream::RetentionPolicy::WorkQueue,
+            storage: stream::StorageType::File,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| refused("the JetStream stream", &e))?;
+    let mut kept = stream.cached_info().config.subjects.clone();
+    kept.sort();
+    if kept != subjects {
+        return Err(OpError::new(
+            SubscribeErrorKind::InvalidFilter,
+            format!(
+                "the durable subscription {name:?} is kept for the subjects {kept:?}, not for {}",
+                filter.as_str()
+            ),
+        ));
+    }
+    let consumer: consumer::PullConsumer = stream
+        .get_or_create_consumer(
+            CONSUMER,
+            consumer::pull::Config {
+                durable_name: Some(CONSUMER.into()),
+                ack_policy: consumer::AckPolicy::Explicit,
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| refused("the JetStream consumer", &e))?;
+    let messages = consumer.messages().await.map_err(|e| refused("reading", &e))?;
+    let (tx, rx) = queue(options.queue);
+    let target = Target::new(tx, filter.as_str(), &s.meter);
+    let cancel = s.life.token().child_token();
+    let outstanding = Arc::new(Outstanding::default());
+    {
+        let mut durables = lock(&s.durables);
+        durables.retain(|d| d.strong_count() > 0);
+        durables.push(Arc::downgrade(&outstanding));
+    }
+    tokio::spawn(pump(Pump {
+        messages,
+        target,
+        filter: filter.clone(),
+        by_receipt: options.acknowledge != Acknowledge::OnHandOver,
+        acks: s.acks.clone(),
+        outstanding: outstanding.clone(),
+        meter: s.meter.clone(),
+        cancel: cancel.clone(),
+    }));
+    let acks = s.acks.clone();
+    let guard = SubscriptionGuard::new(move || {
+        cancel.cancel();
+        // Given back at once, not after the consumer's ack wait; a close waits for it.
+        if tokio::runtime::Handle::try_current().is_ok() {
+            outstanding.give_back(&acks);
+        }
+    });
+    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
+    Ok(match options.acknowledge {
+        Acknowledge::OnRead => subscription.acknowledging_on_read(),
+        _ => subscription,
+    })
+}
+
+struct Pump {
+    messages: consumer::pull::Stream,
+    target: Target,
+    filter: busbar_core::TopicFilter,
+    by_receipt: bool,
+    acks: Arc<AcksInFlight>,
+    outstanding: Arc<Outstanding>,
+    meter: busbar_transport_kit::Meter,
+    cancel: tokio_util::sync::CancellationToken,
+}
+
+/// Moves the consumer's messages into the subscription until it ends, then gives back what
+/// it had not acknowledged.
+async fn pump(p: Pump) {
+    let Pump { mut messages, target, filter, by_receipt, acks, outstanding, meter, cancel } = p;
+    loop {
+        let next = tokio::select! {
+            _ = cancel.cancelled() => break,
+            next = messages.next() => next,
+        };
+        let delivery = match next {
+            Some(Ok(d)) => d,
+            // A missed heartbeat or a pull the server ended: the stream goes on.
+            Some(Err(e)) => {
+                tracing::debug!(filter = filter.as_str(), error = %e, "JetStream pull");
+                continue;
+            }
+            None => break,
+        };
+        let (message, acker) = delivery.split();
+        let message = match convert::message_in(message, None) {
+            // NATS wildcards ignore MQTT's `$` rule: re-checked with busbar's matcher.
+            Ok(m) if filter.matches(&m.topic) => m,
+            Ok(_) => {
+                let _ = acker.ack().await;
+                continue;
+            }
+            Err(e) => {
+                meter.discard("a message busbar cannot represent", &e);
+                let _ = acker.ack().await;
+                continue;
+            }
+        };
+        let mut message = message;
+        message.qos = Some(QoS::AtLeastOnce);
+        if !by_receipt {
+            if !target.deliver(message).await {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+                break;
+            }
+            let _ = acker.ack().await;
+            continue;
+        }
+        let id = outstanding.next.fetch_add(1, Ordering::Relaxed);
+        lock(&outstanding.ackers).insert(id, acker);
+        let mine = outstanding.clone();
+        let acks = acks.clone();
+        // Taken out of the outstanding ones at once, so a subscription ended right after
+        // cannot give it back as well.
+        let receipt = Receipt::new(move || {
+            let acker = lock(&mine.ackers).remove(&id);
+            if let Some(acker) = acker {
+                acks.spawn(async move {
+                    if let Err(e) = acker.ack().await {
+                        tracing::debug!(error = %e, "acknowledging a JetStream message failed");
+                    }
+                });
+            }
+        });
+        if !target.deliver(message.with_receipt(receipt)).await {
+            break;
+        }
+    }
+    // What was handed over and not acknowledged goes back now rather than after the ack
+    // wait (a receipt takes its delivery out before acknowledging it, so none goes both
+    // ways).
+    outstanding.give_back(&acks);
+}

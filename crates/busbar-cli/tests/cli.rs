@@ -1687,6 +1687,10 @@ async fn sub_durable_gets_what_was_published_while_it_was_away() {
             (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{}: {err}", kind.name());
         assert!(text.contains("two") && !text.contains("one"), "{}: {text}", kind.name());
+        // Nothing left behind on the shared broker (where busbar can remove it).
+        let conn = busbar::connect(url).await.expect("connects");
+        let _ = conn.remove_durable(&name, &topic).await;
+        let _ = conn.close().await;
     }
     let out = busbar(&["sub", "x", "--durable", "n", "--group", "g"]);
     assert_eq!(out.status.code(), Some(2), "--durable and --group together");

@@ -117,6 +117,17 @@ impl Connection {
         }
     }
 
+    /// Deletes the durable subscription `name` of `filter` at the broker, with every
+    /// message it kept: subscribing under the name again starts afresh. Refused with
+    /// `Unsupported` where the broker keeps none, or where busbar cannot remove it.
+    pub async fn remove_durable(&self, name: &str, filter: &str) -> Result<(), SubscribeError> {
+        if !self.capabilities().durable {
+            return Err(self.unsupported("durable subscriptions"));
+        }
+        let filter = TopicFilter::new(filter)?;
+        self.transport.remove_durable(name, &filter).await
+    }
+
     /// Subscribes to `filter` with default options.
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription, SubscribeError> {
         self.subscribe_with(SubscribeOptions::new(TopicFilter::new(filter)?)).await

@@ -243,6 +243,14 @@ impl Transport for AmqpTransport {
         Completion::Pending(Box::pin(self.shared.send(message)))
     }
 
+    fn remove_durable<'a>(
+        &'a self,
+        name: &'a str,
+        filter: &'a busbar_core::topic::TopicFilter,
+    ) -> BoxFuture<'a, Result<(), SubscribeError>> {
+        Box::pin(subscribe::remove_durable(&self.shared, name, filter))
+    }
+
     fn subscribe(
         &self,
         options: SubscribeOptions,

@@ -9,6 +9,7 @@ use std::time::Duration;
 use busbar_core::Overflow;
 use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::queue::queue;
+use busbar_core::topic::TopicFilter;
 use busbar_core::topic::native::amqp_binding_key;
 use busbar_core::transport::{Acknowledge, SubscribeOptions, Subscription, SubscriptionGuard};
 use busbar_transport_kit::{Fanout, Target};
@@ -328,13 +329,7 @@ impl Shared {
 /// The queue of a new broker subscription, and whether it is a queue group's (shared).
 fn queue_name(s: &Shared, options: &SubscribeOptions, binding: &str, id: u64) -> (String, bool) {
     if let Some(name) = &options.durable {
-        let queue = format!("busbar.durable.{name}.{binding}");
-        return if queue.len() <= 255 {
-            (queue, true)
-        } else {
-            let hash = fnv1a(format!("{name}\0{binding}").as_bytes());
-            (format!("busbar.durable.{name}.{hash:016x}"), true)
-        };
+        return (durable_queue_name(name, binding), true);
     }
     match &options.queue_group {
         Some(group) => {
@@ -355,6 +350,53 @@ fn queue_name(s: &Shared, options: &SubscribeOptions, binding: &str, id: u64) ->
             }
         }
     }
+}
+
+/// The queue of the durable subscription `name` bound with `binding`.
+fn durable_queue_name(name: &str, binding: &str) -> String {
+    let queue = format!("busbar.durable.{name}.{binding}");
+    if queue.len() <= 255 {
+        queue
+    } else {
+        let hash = fnv1a(format!("{name}\0{binding}").as_bytes());
+        format!("busbar.durable.{name}.{hash:016x}")
+    }
+}
+
+/// Deletes the queue of the durable subscription `name` of `filter`, with what it kept. A
+/// subscriber elsewhere sees its consumer cancelled and declares the queue again, empty; one
+/// of this connection is refused, so the deletion never cancels a consumer here.
+pub(super) async fn remove_durable(
+    s: &Arc<Shared>,
+    name: &str,
+    filter: &TopicFilter,
+) -> Result<(), SubscribeError> {
+    s.life.check()?;
+    let binding = amqp_binding_key(filter)?;
+    let queue = durable_queue_name(name, &binding);
+    if lock(&s.subs).values().any(|e| e.queue == queue) {
+        return Err(OpError::new(
+            SubscribeErrorKind::InvalidFilter,
+            format!(
+                "the durable subscription {name:?} of {} is in use on this connection: drop \
+                 its subscription first",
+                filter.as_str()
+            ),
+        ));
+    }
+    let queue = short_name("queue name", &queue)?;
+    let link = match s.current() {
+        Some(link) => link,
+        None => s.link_after(0, s.reconnect_deadline()).await?,
+    };
+    let fail = |e: lapin::Error| {
+        op_error(&format!("removing the durable subscription {name:?} of {}", filter.as_str()), e)
+    };
+    // A channel of its own: a refusal closes the channel it happens on.
+    let channel = link.conn.create_channel().await.map_err(fail)?;
+    let deleted = channel.queue_delete(queue, QueueDeleteOptions::default()).await;
+    let _ = channel.close(200, "busbar: durable subscription removed".into()).await;
+    deleted.map(|_| ()).map_err(fail)
 }
 
 /// FNV-1a, stable across processes: every member of a group must derive the same queue name.

@@ -109,10 +109,30 @@ pub async fn durable_subscriptions(h: Arc<impl Harness>) -> TestResult {
     // Once acknowledged it is done with: the next subscriber starts after it.
     drop(sub);
     conn.close().await.map_err(|e| e.to_string())?;
-    let (_conn, mut sub) = subscribe(explicit()).await?;
+    let (conn, mut sub) = subscribe(explicit()).await?;
     publish(5).await?;
     let (n, m) = number(&mut sub, "the message after the acknowledged one").await?;
     ensure(n == 5, || format!("got {n}: an acknowledged message came again"))?;
     m.ack();
+    drop(sub);
+    conn.close().await.map_err(|e| e.to_string())?;
+
+    // Removed, with what it kept: the name starts afresh.
+    publish(6).await?;
+    match publisher.remove_durable(&name, &topic).await {
+        Ok(()) => {
+            let (conn, mut sub) = subscribe(explicit()).await?;
+            publish(7).await?;
+            let (n, m) = number(&mut sub, "the first message after the removal").await?;
+            ensure(n == 7, || format!("got {n}: the removed subscription kept it"))?;
+            m.ack();
+            drop(sub);
+            conn.close().await.map_err(|e| e.to_string())?;
+            // Nothing is left behind on the broker.
+            publisher.remove_durable(&name, &topic).await.map_err(|e| e.to_string())?;
+        }
+        Err(e) if e.kind() == SubscribeErrorKind::Unsupported => {}
+        Err(e) => return Err(format!("removing the durable subscription: {e}").into()),
+    }
     Ok(())
 }

@@ -25,10 +25,10 @@ pub use options::{
 pub use prefix::Prefixed;
 pub use subscription::{Subscription, SubscriptionGuard};
 
-use crate::error::{CloseError, PublishError, RequestError, Result, SubscribeError};
+use crate::error::{CloseError, OpError, PublishError, RequestError, Result, SubscribeError};
 use crate::message::Message;
 use crate::stats::StatsSnapshot;
-use crate::topic::Topic;
+use crate::topic::{Topic, TopicFilter};
 
 /// A boxed, sendable future: the return type of the object-safe transport methods.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -96,6 +96,19 @@ pub trait Transport: Send + Sync + 'static {
         &self,
         options: SubscribeOptions,
     ) -> BoxFuture<'_, Result<Subscription, SubscribeError>>;
+
+    /// Deletes the durable subscription `name` of `filter` at the broker, with what it
+    /// kept (see [`SubscribeOptions::durable`]). By default refused with `Unsupported`.
+    fn remove_durable<'a>(
+        &'a self,
+        name: &'a str,
+        filter: &'a TopicFilter,
+    ) -> BoxFuture<'a, Result<(), SubscribeError>> {
+        let _ = (name, filter);
+        Box::pin(
+            async move { Err(OpError::unsupported(self.kind(), "removing durable subscriptions")) },
+        )
+    }
 
     /// Publishes `message` as a request and waits up to `timeout` for its reply. The
     /// transport sets `reply_to` and `correlation_id`. Dropping the future abandons the

@@ -104,6 +104,21 @@ impl Transport for Prefixed {
         }
     }
 
+    fn remove_durable<'a>(
+        &'a self,
+        name: &'a str,
+        filter: &'a TopicFilter,
+    ) -> BoxFuture<'a, Result<(), SubscribeError>> {
+        Box::pin(async move {
+            let filter = if transport_owned(filter.as_str()) {
+                filter.clone()
+            } else {
+                TopicFilter::new(format!("{}/{}", self.prefix, filter.as_str()))?
+            };
+            self.inner.remove_durable(name, &filter).await
+        })
+    }
+
     fn subscribe(
         &self,
         options: SubscribeOptions,

@@ -50,6 +50,27 @@ impl Outstanding {
     }
 }
 
+/// The stream that keeps the durable subscription `name`.
+fn stream_name(name: &str) -> String {
+    format!("busbar-durable-{}", name.replace('.', "_"))
+}
+
+/// Deletes the stream (and its consumer) of the durable subscription `name`, with what it
+/// kept; one that does not exist is already gone. A subscriber still reading it stops
+/// receiving.
+pub(super) async fn remove(s: &Arc<Shared>, name: &str) -> Result<(), SubscribeError> {
+    s.life.check()?;
+    let js = jetstream::new(s.client.clone());
+    match js.delete_stream(stream_name(name)).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => Ok(()),
+        Err(e) => Err(OpError::new(
+            SubscribeErrorKind::Refused,
+            format!("removing the durable subscription {name:?}: {e}"),
+        )),
+    }
+}
+
 /// Subscribes durably under `name`: the stream and its consumer are made the first time
 /// and found again after.
 pub(super) async fn subscribe(
@@ -72,7 +93,7 @@ pub(super) async fn subscribe(
     let js = jetstream::new(s.client.clone());
     let stream = js
         .get_or_create_stream(stream::Config {
-            name: format!("busbar-durable-{}", name.replace('.', "_")),
+            name: stream_name(name),
             subjects: subjects.clone(),
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,

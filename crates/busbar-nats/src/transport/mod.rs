@@ -247,6 +247,14 @@ impl Transport for NatsTransport {
         }
     }
 
+    fn remove_durable<'a>(
+        &'a self,
+        name: &'a str,
+        _filter: &'a busbar_core::topic::TopicFilter,
+    ) -> BoxFuture<'a, Result<(), SubscribeError>> {
+        Box::pin(durable::remove(&self.shared, name))
+    }
+
     fn subscribe(
         &self,
         options: SubscribeOptions,

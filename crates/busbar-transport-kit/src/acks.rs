@@ -44,7 +44,8 @@ impl AcksInFlight {
         }
     }
 
-    fn spawn_on<F>(self: &Arc<Self>, runtime: &tokio::runtime::Handle, work: F)
+    /// Runs `work` as a counted task on `runtime` (from any thread).
+    pub fn spawn_on<F>(self: &Arc<Self>, runtime: &tokio::runtime::Handle, work: F)
     where
         F: Future<Output = ()> + Send + 'static,
     {

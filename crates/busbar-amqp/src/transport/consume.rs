@@ -93,15 +93,24 @@ pub(super) async fn consume(mut consumer: lapin::Consumer, sink: Sink, stop: Can
             Ok(Some(m)) if m.is_expired() => meter.expired(),
             Ok(Some(m)) if by_receipt => {
                 let m = m.with_receipt(receipt(&acks, acker));
-                if !offer(&fanout, m).await {
+                // Not handed over when stopped meanwhile: the broker gives it again.
+                let handed = tokio::select! {
+                    handed = offer(&fanout, m) => handed,
+                    () = stop.cancelled() => false,
+                };
+                if !handed {
                     return;
                 }
                 continue;
             }
             Ok(Some(m)) => {
-                if !offer(&fanout, m).await {
-                    // Every local subscription is gone: acknowledge what they took, leave
-                    // the rest for the broker to requeue.
+                let handed = tokio::select! {
+                    handed = offer(&fanout, m) => handed,
+                    () = stop.cancelled() => false,
+                };
+                if !handed {
+                    // Every local subscription is gone (or the consumer is stopped):
+                    // acknowledge what they took, leave the rest for the broker to requeue.
                     if let Some(a) = unacked.take() {
                         let _ = a.ack(BasicAckOptions { multiple: true }).await;
                     }

@@ -72,10 +72,10 @@ impl Shared {
             // write fails: it goes again, ahead of anything newer).
             *held = Some(link.unsettled.hold(ticket.seq));
         }
-        let written = written.await;
-        // On the wire (or failed there): the next publish may be written.
+        // On the wire: the next publish may be written. A failed write keeps its place, so
+        // nothing newer goes ahead of it being sent again.
+        let confirm = written.await.map_err(PublishFailure::Link)?;
         ticket.written();
-        let confirm = written.map_err(PublishFailure::Link)?;
         if !confirmed {
             return Ok(());
         }

@@ -270,7 +270,11 @@ pub(super) async fn supervise(
 /// True when every subscription attached on `generation` still has its channel.
 fn consumers_alive(shared: &Shared, generation: u64) -> bool {
     lock(&shared.subs).values().all(|s| match &s.active {
-        Some(a) if a.generation == generation => a.channel.status().connected(),
+        // A consumer the broker cancelled (its queue deleted elsewhere) has ended with its
+        // channel still open: it counts as broken, so the queue is declared again.
+        Some(a) if a.generation == generation => {
+            a.channel.status().connected() && !a.task.is_finished()
+        }
         _ => true,
     })
 }

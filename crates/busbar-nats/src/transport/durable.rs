@@ -17,7 +17,7 @@ use busbar_core::topic::nats_filters;
 use busbar_core::transport::{Acknowledge, SubscribeOptions, Subscription, SubscriptionGuard};
 use busbar_core::{QoS, Receipt};
 use busbar_transport_kit::{AcksInFlight, Target};
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 
 use super::pump::lock;
 use super::state::Shared;
@@ -215,12 +215,14 @@ async fn pump(p: Pump) {
         lock(&outstanding.ackers).insert(id, acker);
         let mine = outstanding.clone();
         let acks = acks.clone();
+        // The application may acknowledge from any thread: the acknowledgement runs here.
+        let runtime = tokio::runtime::Handle::current();
         // Taken out of the outstanding ones at once, so a subscription ended right after
         // cannot give it back as well.
         let receipt = Receipt::new(move || {
             let acker = lock(&mine.ackers).remove(&id);
             if let Some(acker) = acker {
-                acks.spawn(async move {
+                acks.spawn_on(&runtime, async move {
                     if let Err(e) = acker.ack().await {
                         tracing::debug!(error = %e, "acknowledging a JetStream message failed");
                     }
@@ -233,6 +235,17 @@ async fn pump(p: Pump) {
     }
     // What was handed over and not acknowledged goes back now rather than after the ack
     // wait (a receipt takes its delivery out before acknowledging it, so none goes both
-    // ways).
+    // ways), and so does what was pulled but not handed over yet.
     outstanding.give_back(&acks);
+    let mut pulled = Vec::new();
+    while let Some(Some(Ok(delivery))) = messages.next().now_or_never() {
+        pulled.push(delivery.split().1);
+    }
+    if !pulled.is_empty() {
+        acks.spawn(async move {
+            for acker in pulled {
+                let _ = acker.ack_with(AckKind::Nak(None)).await;
+            }
+        });
+    }
 }

@@ -24,7 +24,11 @@
 //!
 //! **Restarts.** Connections reconnect and restore their subscriptions on their own, so a
 //! bridge outlives a restart of either broker; publishes made while the target is away wait
-//! in the target connection's outgoing queue or fail, and failures are counted.
+//! in the target connection's outgoing queue or fail, and failures are counted. A bridge
+//! with a durable source ([`BridgeOptions::durable`]) loses nothing the source kept: it
+//! tries a message again while the target cannot take it, acknowledges it to the source
+//! only once the target has it, and the source keeps what arrives while the bridge is
+//! stopped.
 
 #![forbid(unsafe_code)]
 
@@ -36,7 +40,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use busbar_core::RpcError;
+use busbar_core::error::PublishErrorKind;
 use busbar_core::queue::DropCounter;
+use busbar_core::transport::Acknowledge;
 use busbar_core::{Codec, Connection, Message, Overflow, SubscribeOptions, TopicFilter};
 use tokio::sync::Semaphore;
 
@@ -82,6 +88,12 @@ pub struct BridgeOptions {
     pub overflow: Overflow,
     /// The loop id (default: the bridge's name).
     pub loop_id: Option<String>,
+    /// Read the source through the durable subscription of this name (see
+    /// [`SubscribeOptions::durable`]): the source broker keeps what arrives while the bridge
+    /// is stopped, and a message is acknowledged only once the target confirmed it, so a
+    /// bridge restarted, or a target away for a while, loses nothing the source kept.
+    /// Needs `Overflow::Block` and a source that keeps durable subscriptions.
+    pub durable: Option<String>,
 }
 
 impl Default for BridgeOptions {
@@ -91,6 +103,7 @@ impl Default for BridgeOptions {
             capacity: 1024,
             overflow: Overflow::Block,
             loop_id: None,
+            durable: None,
         }
     }
 }
@@ -153,10 +166,21 @@ impl Bridge {
         let filter = TopicFilter::new(filter)
             .map_err(|e| BridgeError::Invalid { name: name.to_owned(), reason: e.to_string() })?;
         options.rewrite.check(&filter)?;
-        let subscribe = SubscribeOptions::new(filter.clone())
+        let mut subscribe = SubscribeOptions::new(filter.clone())
             .capacity(options.capacity)
             .overflow(options.overflow)
             .qos(busbar_core::QoS::AtLeastOnce);
+        if let Some(durable) = &options.durable {
+            if options.overflow != Overflow::Block {
+                return Err(BridgeError::Invalid {
+                    name: name.to_owned(),
+                    reason: "a durable bridge keeps every message: its overflow must be block"
+                        .into(),
+                });
+            }
+            subscribe = subscribe.durable(durable).acknowledge(Acknowledge::Explicit);
+        }
+        let durable = options.durable.is_some();
         let mut sub = from.subscribe_with(subscribe).await?;
         let drops = sub.drop_counter();
         let counters = Arc::new(Counters::default());
@@ -168,8 +192,16 @@ impl Bridge {
         let source = from.clone();
         let task = tokio::spawn(async move {
             let _source = source;
+            let route =
+                Route { name: &bridge_name, loop_id: &loop_id, rewrite: &rewrite, filter: &filter };
             while let Some(message) = sub.recv().await {
-                forward(&bridge_name, &loop_id, &rewrite, &filter, &to, &stats, message).await;
+                if durable {
+                    if !route.deliver(&to, &stats, message).await {
+                        return;
+                    }
+                } else {
+                    route.forward(&to, &stats, message).await;
+                }
             }
         });
         Ok(Bridge { name: name.to_owned(), counters, drops: Some(drops), task })
@@ -251,40 +283,108 @@ impl Bridge {
     }
 }
 
-/// Forwards one message, unless it has crossed this bridge already.
-async fn forward(
-    name: &str,
-    loop_id: &str,
-    rewrite: &Rewrite,
-    filter: &TopicFilter,
-    to: &Connection,
-    stats: &Counters,
-    mut message: Message,
-) {
-    let via = message.headers.get(VIA_HEADER).unwrap_or_default().to_owned();
-    if via.split(',').any(|id| id == loop_id) {
-        bump(&stats.looped);
-        return;
-    }
-    message.topic = match rewrite.apply(filter, &message.topic) {
-        Ok(t) => t,
-        Err(e) => {
-            tracing::warn!(bridge = name, error = %e, "message not forwarded");
+/// What one topic bridge does with each message.
+struct Route<'a> {
+    name: &'a str,
+    loop_id: &'a str,
+    rewrite: &'a Rewrite,
+    filter: &'a TopicFilter,
+}
+
+/// What became of one message.
+enum Forwarded {
+    /// The target has it.
+    Done,
+    /// Not forwarded, for good (it crossed this bridge already, or cannot cross: counted).
+    Skipped,
+    /// The target could not take it now (away, or slow to confirm): worth trying again.
+    Later,
+    /// The target connection was closed.
+    Closed,
+}
+
+/// The first wait before trying a message again, and the longest.
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+const RETRY_MOST: Duration = Duration::from_secs(5);
+
+impl Route<'_> {
+    /// Forwards one message once: what could not go is counted as failed.
+    async fn forward(&self, to: &Connection, stats: &Counters, message: Message) {
+        if let Forwarded::Later | Forwarded::Closed = self.try_forward(to, stats, message).await {
             bump(&stats.failed);
-            return;
         }
-    };
-    let via = if via.is_empty() { loop_id.to_owned() } else { format!("{via},{loop_id}") };
-    message.headers.insert(VIA_HEADER, via);
-    // A reply address names an inbox of the source's transport: meaningless on the other
-    // side. Conversations cross through RPC bridges.
-    message.reply_to = None;
-    message.qos = crossing_qos(message.qos, to);
-    match to.publish(message).await {
-        Ok(()) => bump(&stats.forwarded),
-        Err(e) => {
-            tracing::warn!(bridge = name, error = %e, "message not forwarded");
-            bump(&stats.failed);
+    }
+
+    /// Forwards one message from a durable subscription: tried again, with backoff, while
+    /// the target cannot take it, and acknowledged to the source only once the target has
+    /// it (or it was skipped for good, counted). False when the target connection closed:
+    /// the message stays with the source for the bridge's next run.
+    async fn deliver(&self, to: &Connection, stats: &Counters, message: Message) -> bool {
+        let mut wait = RETRY_FIRST;
+        loop {
+            match self.try_forward(to, stats, message.clone()).await {
+                Forwarded::Done | Forwarded::Skipped => {
+                    message.ack();
+                    return true;
+                }
+                Forwarded::Closed => return false,
+                Forwarded::Later => {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(RETRY_MOST);
+                }
+            }
+        }
+    }
+
+    /// Forwards one message, unless it has crossed this bridge already.
+    async fn try_forward(
+        &self,
+        to: &Connection,
+        stats: &Counters,
+        mut message: Message,
+    ) -> Forwarded {
+        let name = self.name;
+        let via = message.headers.get(VIA_HEADER).unwrap_or_default().to_owned();
+        if via.split(',').any(|id| id == self.loop_id) {
+            bump(&stats.looped);
+            return Forwarded::Skipped;
+        }
+        message.topic = match self.rewrite.apply(self.filter, &message.topic) {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::warn!(bridge = name, error = %e, "message not forwarded");
+                bump(&stats.failed);
+                return Forwarded::Skipped;
+            }
+        };
+        let via = if via.is_empty() {
+            self.loop_id.to_owned()
+        } else {
+            format!("{via},{}", self.loop_id)
+        };
+        message.headers.insert(VIA_HEADER, via);
+        // A reply address names an inbox of the source's transport: meaningless on the other
+        // side. Conversations cross through RPC bridges.
+        message.reply_to = None;
+        message.qos = crossing_qos(message.qos, to);
+        match to.publish(message).await {
+            Ok(()) => {
+                bump(&stats.forwarded);
+                Forwarded::Done
+            }
+            Err(e) => {
+                tracing::warn!(bridge = name, error = %e, "message not forwarded");
+                match e.kind() {
+                    PublishErrorKind::Closed => Forwarded::Closed,
+                    PublishErrorKind::NotConnected
+                    | PublishErrorKind::TimedOut
+                    | PublishErrorKind::Broker => Forwarded::Later,
+                    _ => {
+                        bump(&stats.failed);
+                        Forwarded::Skipped
+                    }
+                }
+            }
         }
     }
 }

@@ -373,3 +373,86 @@ async fn commlib_names_cross_between_redis_and_mqtt() {
     let extra = tokio::time::timeout(Duration::from_millis(300), heard_on_mqtt.recv()).await;
     assert!(extra.is_err(), "a message came back: {extra:?}");
 }
+
+/// Receives the numbers `range`, in order, as text payloads.
+async fn expect_numbers(
+    seen: &mut busbar::Subscription,
+    range: std::ops::RangeInclusive<u32>,
+    broker: &str,
+    what: &str,
+) {
+    for i in range {
+        let m = recv(seen, what).await;
+        let got = String::from_utf8(m.payload.to_bytes().expect("bytes").to_vec()).expect("text");
+        assert_eq!(got, i.to_string(), "{broker}: {what}");
+    }
+}
+
+/// A bridge reading a durable subscription is stopped (its process gone: connection
+/// closed) while messages keep arriving at the source; started again under the same name,
+/// it forwards what the source kept, in order, and nothing it had forwarded already. On
+/// every source that keeps durable subscriptions (MQTT through a persistent session).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_bridge_restarted_forwards_what_the_source_kept() {
+    for kind in [BrokerKind::Amqp, BrokerKind::Nats, BrokerKind::Kafka, BrokerKind::Mqtt] {
+        let Some(broker) = shared_broker(kind).await else { continue };
+        let run = run_id();
+        let source_url = match kind {
+            BrokerKind::Mqtt => format!("{}?session_expiry=60", broker.url()),
+            _ => broker.url().to_owned(),
+        };
+        let bridge_process = || async {
+            let options = busbar::ConnectOptions::new().client_id(format!("{run}-bridge"));
+            busbar::connect_with(&source_url, options).await.expect("source")
+        };
+        let publisher = busbar::connect(broker.url()).await.expect("publisher");
+        let to = busbar::connect(&format!("mem://{run}")).await.expect("mem");
+        let mut seen = to.subscribe("plant/#").await.expect("subscribe");
+        let topic = format!("plant/{run}");
+        let durable = format!("{run}-durable");
+        let options =
+            || BridgeOptions { durable: Some(durable.clone()), ..BridgeOptions::default() };
+        let publish = |from: u32, to: u32| {
+            let (publisher, topic) = (publisher.clone(), topic.clone());
+            async move {
+                for i in from..=to {
+                    publisher
+                        .publish_bytes(&topic, i.to_string().into_bytes())
+                        .await
+                        .expect("publish");
+                }
+            }
+        };
+        let source = bridge_process().await;
+        let bridge =
+            Bridge::topics("durable", &source, &to, &topic, options()).await.expect("bridge");
+        publish(1, 3).await;
+        expect_numbers(&mut seen, 1..=3, kind.name(), "while the bridge runs").await;
+        drop(bridge);
+        source.close().await.expect("the bridge's connection closes");
+
+        // Kept by the source while no bridge reads.
+        publish(4, 6).await;
+        let source = bridge_process().await;
+        let bridge =
+            Bridge::topics("durable", &source, &to, &topic, options()).await.expect("bridge");
+        let kept = "what the source kept while the bridge was stopped";
+        expect_numbers(&mut seen, 4..=6, kind.name(), kept).await;
+        publish(7, 7).await;
+        expect_numbers(&mut seen, 7..=7, kind.name(), "after the restart").await;
+        assert!(seen.try_recv().is_none(), "{}: nothing twice", kind.name());
+        drop(bridge);
+        let _ = source.remove_durable(&durable, &topic).await;
+        let _ = source.close().await;
+    }
+
+    // A durable bridge keeps every message: a drop policy is refused.
+    let mem = busbar::connect(&format!("mem://{}", run_id())).await.expect("mem");
+    let options = BridgeOptions {
+        durable: Some("d".into()),
+        overflow: Overflow::DropOldest,
+        ..BridgeOptions::default()
+    };
+    let err = Bridge::topics("drops", &mem, &mem, "t/#", options).await.expect_err("refused");
+    assert!(err.to_string().contains("overflow must be block"), "{err}");
+}

@@ -209,9 +209,11 @@ pub struct SubArgs {
     #[arg(long, value_name = "WHEN", value_parser = crate::message::start_at)]
     start: Option<busbar::StartAt>,
     /// A durable subscription of this name: the broker keeps what is published while no
-    /// `sub --durable NAME` reads it, and the next one gets it (AMQP: a quorum queue, each
-    /// message acknowledged once printed; Kafka: a consumer group). Subscribers with the
-    /// same name share the messages. Refused where the broker keeps nothing.
+    /// `sub --durable NAME` reads it, and the next one gets it, each message acknowledged
+    /// once printed (AMQP: a durable queue; NATS: a JetStream stream; Kafka: a consumer
+    /// group; MQTT: a shared subscription in a persistent session, so connect with
+    /// `?session_expiry=SECONDS` and the same `--client-id` each time). Subscribers with
+    /// the same name share the messages. Refused where the broker keeps nothing.
     #[arg(long, value_name = "NAME")]
     durable: Option<String>,
     /// Share the messages with the other subscribers of this queue group (each message to

@@ -1652,28 +1652,36 @@ async fn sub_fails_over_to_the_next_server_and_says_which() {
 }
 
 /// `sub --durable NAME` gets what was published while no subscriber of that name ran, where
-/// the broker keeps it (AMQP, Kafka, NATS with JetStream), and is refused with a clear error
-/// elsewhere.
+/// the broker keeps it (AMQP, Kafka, NATS with JetStream, MQTT in a persistent session), and
+/// is refused with a clear error elsewhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sub_durable_gets_what_was_published_while_it_was_away() {
     use busbar_testkit::{BrokerKind, shared_broker};
     for kind in BrokerKind::EVERY {
         let Some(broker) = shared_broker(kind).await else { continue };
-        let url = broker.url();
+        let mut url = broker.url().to_owned();
         let suffix = rand_suffix();
         let topic = format!("cli-durable/{suffix}");
         let name = format!("cli-durable-{suffix}");
         let sub_args = ["sub", &topic, "--durable", &name, "--count", "1", "--timeout", "30"];
-        let keeps = matches!(kind, BrokerKind::Amqp | BrokerKind::Kafka | BrokerKind::Nats);
-        if !keeps {
-            let out = busbar(&[&sub_args[..], &["--url", url]].concat());
+        let mut reader: Vec<&str> = Vec::new();
+        if matches!(kind, BrokerKind::Redis | BrokerKind::Mqtt) {
+            let out = busbar(&[&sub_args[..], &["--url", &url]].concat());
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(1), "{}: {err}", kind.name());
             assert!(err.contains("durable"), "{}: {err}", kind.name());
-            continue;
+            if kind != BrokerKind::Mqtt {
+                continue;
+            }
+            // MQTT keeps them in a persistent session, found again by its client id.
+            assert!(err.contains("session_expiry"), "{err}");
+            url.push_str("?session_expiry=60");
+            reader = vec!["--client-id", &name];
         }
+        let url = url.as_str();
+        let sub = [&sub_args[..], &reader[..], &["--url", url]].concat();
         // The first run makes the subscription and reads one message.
-        let first = start_ready(&[&sub_args[..], &["--url", url]].concat()).await;
+        let first = start_ready(&sub).await;
         let out = busbar(&["pub", &topic, "one", "--url", url]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let out = first.wait_with_output().await.expect("the first sub ends");
@@ -1682,7 +1690,7 @@ async fn sub_durable_gets_what_was_published_while_it_was_away() {
         // Published while nobody reads: kept for the next run of the same name.
         let out = busbar(&["pub", &topic, "two", "--url", url]);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        let out = busbar(&[&sub_args[..], &["--url", url]].concat());
+        let out = busbar(&sub);
         let (text, err) =
             (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         assert!(out.status.success(), "{}: {err}", kind.name());

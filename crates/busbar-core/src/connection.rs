@@ -286,7 +286,13 @@ fn check_durability(
     capabilities: &Capabilities,
     transport: &str,
 ) -> Result<(), SubscribeError> {
-    let unsupported = |what: &str| Err(OpError::unsupported(transport, what));
+    let unsupported = |what: &str| {
+        let mut e = OpError::unsupported(transport, what);
+        if let Some(needs) = capabilities.durable_needs {
+            e = OpError::new(e.kind(), format!("{} on this connection: {needs}", e.message()));
+        }
+        Err(e)
+    };
     if let Some(name) = &options.durable {
         if !capabilities.durable {
             return unsupported(

@@ -18,7 +18,7 @@ pub(crate) fn qos_out(q: QoS) -> MqttQoS {
     }
 }
 
-fn qos_in(q: MqttQoS) -> QoS {
+pub(crate) fn qos_in(q: MqttQoS) -> QoS {
     match q {
         MqttQoS::AtMostOnce => QoS::AtMostOnce,
         MqttQoS::AtLeastOnce => QoS::AtLeastOnce,

@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | `version` | `5` or `3.1.1` | `5` |
 //! | `keep_alive` | keep-alive interval, whole seconds (at least 5) | `30` |
-//! | `session_expiry` | keep the session this many seconds after a disconnect (persistent session); absent: a clean session every time | absent |
+//! | `session_expiry` | keep the session this many seconds after a disconnect (persistent session: incoming messages are acknowledged only once handed over, and with a client id of your own, durable subscriptions and acknowledgements on read or explicit are accepted); absent: a clean session every time | absent |
 //! | `publish_queue` | messages a drop policy holds while the broker cannot take them | `1024` |
 //! | `publish_overflow` | `block` (publish waits), `drop-oldest` or `drop-newest` (never wait; drops counted) | `block` |
 //! | `max_packet` | largest packet to send, in bytes; larger publishes fail with `PayloadTooLarge` (MQTT 5 also applies the broker's CONNACK maximum) | MQTT's limit |

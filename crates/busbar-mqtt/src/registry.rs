@@ -11,8 +11,11 @@ use std::collections::{HashMap, VecDeque};
 use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::message::{Message, QoS};
 use busbar_core::topic::TopicFilter;
+use busbar_core::transport::Acknowledge;
 use busbar_transport_kit::Target;
 use busbar_transport_kit::fanout::{Fanout, Targets};
+
+use crate::protocol::Incoming;
 
 /// One broker subscription and the local subscriptions it feeds.
 pub(crate) struct BrokerSub {
@@ -20,6 +23,8 @@ pub(crate) struct BrokerSub {
     pub(crate) group: Option<String>,
     pub(crate) qos: QoS,
     pub(crate) no_local: bool,
+    /// When its messages are acknowledged to the broker (in a persistent session).
+    pub(crate) acknowledge: Acknowledge,
     pub(crate) locals: Fanout,
 }
 
@@ -41,7 +46,7 @@ pub(crate) struct Registry {
     /// Messages a persistent session delivered before anything here subscribed to them
     /// (queued by the broker while this client was away), kept until a local subscription
     /// wants them.
-    orphans: VecDeque<Message>,
+    orphans: VecDeque<(Message, Incoming)>,
 }
 
 /// Most messages kept for subscriptions not made yet; beyond that the oldest go (counted).
@@ -62,6 +67,21 @@ impl Default for Registry {
     }
 }
 
+/// The local subscriptions one message goes to, by when it is acknowledged.
+#[derive(Default)]
+pub(crate) struct Routed {
+    /// Acknowledged once handed over to all of them.
+    pub(crate) handed_over: Targets,
+    /// Acknowledged through the message's receipt, once every one of them acknowledged.
+    pub(crate) by_receipt: Targets,
+}
+
+impl Routed {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.handed_over.is_empty() && self.by_receipt.is_empty()
+    }
+}
+
 /// What `add` did.
 pub(crate) struct Added {
     /// The broker subscription's identifier.
@@ -77,6 +97,7 @@ impl Registry {
         group: Option<String>,
         qos: QoS,
         no_local: bool,
+        acknowledge: Acknowledge,
         local: (u64, Target),
     ) -> Result<Added, SubscribeError> {
         // MQTT keeps one subscription per filter and session: a second SUBSCRIBE to the same
@@ -93,6 +114,13 @@ impl Registry {
                      subscription to the same filter cannot share one connection",
                 ));
             }
+            if sub.acknowledge != acknowledge {
+                return Err(OpError::new(
+                    SubscribeErrorKind::Unsupported,
+                    "subscriptions sharing one broker subscription (the same filter and group \
+                     or durable name) must acknowledge the same way",
+                ));
+            }
             sub.locals.add(local.0, local.1);
             return Ok(Added { sub_id, new: false });
         }
@@ -103,7 +131,7 @@ impl Registry {
         self.by_key.insert(key, sub_id);
         let mut locals = Fanout::new(group.is_some());
         locals.add(local.0, local.1);
-        self.subs.insert(sub_id, BrokerSub { filter, group, qos, no_local, locals });
+        self.subs.insert(sub_id, BrokerSub { filter, group, qos, no_local, acknowledge, locals });
         Ok(Added { sub_id, new: true })
     }
 
@@ -125,12 +153,16 @@ impl Registry {
     /// queue group. Queue groups share live traffic only: a message from the retained store
     /// (flagged retained, since busbar never asks for retain-as-published) is not given to a
     /// group even if the broker sends it.
-    pub(crate) fn targets(&self, ids: &[usize], message: &Message) -> Targets {
+    pub(crate) fn targets(&self, ids: &[usize], message: &Message) -> Routed {
         let topic = message.topic.as_str();
-        let mut out = Targets::new();
+        let mut out = Routed::default();
         let mut take = |sub: &BrokerSub| {
             if !(sub.locals.is_group() && message.retain) {
-                out.extend(sub.locals.targets());
+                let into = match sub.acknowledge {
+                    Acknowledge::OnHandOver => &mut out.handed_over,
+                    _ => &mut out.by_receipt,
+                };
+                into.extend(sub.locals.targets());
             }
         };
         if ids.is_empty() {
@@ -149,20 +181,22 @@ impl Registry {
         self.subs.get(&sub_id)?.locals.target(id).cloned()
     }
 
-    /// Keeps a message nobody here subscribed to yet; returns true if an older one had to go.
-    pub(crate) fn keep_orphan(&mut self, message: Message) -> bool {
-        let full = self.orphans.len() >= ORPHANS;
-        if full {
-            self.orphans.pop_front();
-        }
-        self.orphans.push_back(message);
-        full
+    /// Keeps a message nobody here subscribed to yet, not acknowledged; returns the older
+    /// one that had to go to make room.
+    pub(crate) fn keep_orphan(
+        &mut self,
+        message: Message,
+        incoming: Incoming,
+    ) -> Option<(Message, Incoming)> {
+        let gone = if self.orphans.len() >= ORPHANS { self.orphans.pop_front() } else { None };
+        self.orphans.push_back((message, incoming));
+        gone
     }
 
-    /// Takes the kept messages `filter` matches (not for queue groups: only live traffic).
-    pub(crate) fn take_orphans(&mut self, filter: &TopicFilter) -> Vec<Message> {
+    /// Takes the kept messages `filter` matches.
+    pub(crate) fn take_orphans(&mut self, filter: &TopicFilter) -> Vec<(Message, Incoming)> {
         let (matching, rest): (Vec<_>, Vec<_>) =
-            self.orphans.drain(..).partition(|m| filter.matches(&m.topic));
+            self.orphans.drain(..).partition(|(m, _)| filter.matches(&m.topic));
         self.orphans = rest.into();
         matching
     }

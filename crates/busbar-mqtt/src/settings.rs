@@ -65,6 +65,14 @@ const SCHEMES: &[Scheme] = &[
 ];
 
 impl Settings {
+    /// True when incoming QoS 1 and 2 messages are acknowledged only once handed over (or
+    /// when their receipt says so): in a persistent session, where the broker gives what
+    /// was not acknowledged to the session's next connection. A clean session forgets it
+    /// anyway, so there the client library acknowledges as it reads.
+    pub fn acknowledges_after_hand_over(&self) -> bool {
+        self.session_expiry.is_some()
+    }
+
     /// Parses an `mqtt://`, `mqtts://`, `ws://` or `wss://` URL.
     pub fn parse(url: &str) -> Result<Settings, ConnectError> {
         let mut e = Endpoint::parse(url, SCHEMES)?;

@@ -87,3 +87,18 @@ mod v311 {
     use super::*;
     busbar_conformance::suite!(own_mosquitto("mqtt3.1.1", "?version=3.1.1"));
 }
+
+/// Durable subscriptions live in persistent sessions: the durable case again, on
+/// connections that keep theirs (the suites above check that it is refused without).
+mod persistent {
+    use super::*;
+    busbar_conformance::suite!(@cases mosquitto("mqtt5-persistent", "?session_expiry=60");
+        durable_subscriptions);
+
+    mod v311 {
+        use super::*;
+        busbar_conformance::suite!(@cases
+            own_mosquitto("mqtt3.1.1-persistent", "?version=3.1.1&session_expiry=60");
+            durable_subscriptions);
+    }
+}

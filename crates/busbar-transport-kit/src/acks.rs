@@ -9,6 +9,31 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use busbar_core::Receipt;
 use tokio::sync::Notify;
 
+/// One receipt for each of `copies` subscriptions one message goes to: `ack` runs once
+/// every one of them was acknowledged (a message read by two local subscriptions is done
+/// with when both are done with it). A receipt dropped unacknowledged keeps it from running.
+pub fn receipts_for_copies(copies: usize, ack: impl FnOnce() + Send + 'static) -> Vec<Receipt> {
+    if copies <= 1 {
+        return vec![Receipt::new(ack)];
+    }
+    let left = Arc::new(AtomicUsize::new(copies));
+    let ack = Arc::new(std::sync::Mutex::new(Some(ack)));
+    (0..copies)
+        .map(|_| {
+            let left = left.clone();
+            let ack = ack.clone();
+            Receipt::new(move || {
+                if left.fetch_sub(1, Ordering::AcqRel) == 1 {
+                    let ack = ack.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    if let Some(ack) = ack {
+                        ack();
+                    }
+                }
+            })
+        })
+        .collect()
+}
+
 /// The acknowledgements of one connection still on their way.
 #[derive(Default)]
 pub struct AcksInFlight {
@@ -76,6 +101,22 @@ impl AcksInFlight {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copies_acknowledge_once_all_did() {
+        let done = Arc::new(AtomicUsize::new(0));
+        let d = done.clone();
+        let receipts = receipts_for_copies(3, move || {
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        assert_eq!(receipts.len(), 3);
+        assert!(receipts[0].ack());
+        assert!(!receipts[0].ack(), "one copy counts once");
+        assert!(receipts[2].ack());
+        assert_eq!(done.load(Ordering::SeqCst), 0, "one copy still unacknowledged");
+        assert!(receipts[1].ack());
+        assert_eq!(done.load(Ordering::SeqCst), 1);
+    }
 
     #[tokio::test]
     async fn idle_waits_for_the_acknowledgements_made() {

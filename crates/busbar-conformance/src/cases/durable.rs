@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use busbar_core::error::SubscribeErrorKind;
-use busbar_core::transport::{Acknowledge, SubscribeOptions};
+use busbar_core::transport::{Acknowledge, ConnectOptions, SubscribeOptions};
 use busbar_core::{Codec, Connection, Message, Subscription, Topic, TopicFilter};
 
 use super::{connect, ensure, next, prefix};
@@ -23,12 +23,22 @@ async fn number(sub: &mut Subscription, what: &str) -> Result<(u32, Message), St
     Ok((n, m))
 }
 
-/// A new connection subscribed with `options`.
+/// A new connection as the reader `client_id` (every reader of the case is one process
+/// coming back: where the broker keeps a subscription in the client's session, as MQTT
+/// does, the id is what finds it again).
+async fn reader(h: &impl Harness, client_id: &str) -> Result<Connection, String> {
+    h.connect(ConnectOptions::new().client_id(client_id))
+        .await
+        .map_err(|e| format!("connect failed: {e}"))
+}
+
+/// A new reader connection subscribed with `options`.
 async fn subscribe_with(
     h: &impl Harness,
+    client_id: &str,
     options: SubscribeOptions,
 ) -> Result<(Connection, Subscription), String> {
-    let conn = connect(h).await?;
+    let conn = reader(h, client_id).await?;
     let sub = conn.subscribe_with(options).await.map_err(|e| format!("subscribe: {e}"))?;
     Ok((conn, sub))
 }
@@ -42,23 +52,27 @@ pub async fn durable_subscriptions(h: Arc<impl Harness>) -> TestResult {
     let topic = format!("{p}/d");
     let name = p.replace('/', "-");
     let filter = TopicFilter::new(&topic)?;
+    let reader_id = format!("{name}.reader");
     let publisher = connect(&*h).await?;
-    let capabilities = publisher.capabilities().clone();
+    let first = reader(&*h, &reader_id).await?;
+    let capabilities = first.capabilities().clone();
     let durable = || SubscribeOptions::new(filter.clone()).durable(&name);
     if !capabilities.durable {
-        let err = publisher.subscribe_with(durable()).await.err().ok_or("durable accepted")?;
+        let err = first.subscribe_with(durable()).await.err().ok_or("durable accepted")?;
         ensure(err.kind() == SubscribeErrorKind::Unsupported, || format!("wrong error {err}"))?;
     }
     if !capabilities.acknowledgements {
         let explicit = SubscribeOptions::new(filter.clone()).acknowledge(Acknowledge::Explicit);
-        let err = publisher.subscribe_with(explicit).await.err().ok_or("explicit ack accepted")?;
+        let err = first.subscribe_with(explicit).await.err().ok_or("explicit ack accepted")?;
         ensure(err.kind() == SubscribeErrorKind::Unsupported, || format!("wrong error {err}"))?;
     }
+    let bad = SubscribeOptions::new(filter.clone()).durable("no spaces");
+    let refused = first.subscribe_with(bad).await.err();
+    first.close().await.map_err(|e| e.to_string())?;
     if !capabilities.durable {
         return Ok(());
     }
-    let bad = SubscribeOptions::new(filter.clone()).durable("no spaces");
-    let err = publisher.subscribe_with(bad).await.err().ok_or("a bad name accepted")?;
+    let err = refused.ok_or("a bad name accepted")?;
     ensure(err.kind() == SubscribeErrorKind::InvalidFilter, || format!("wrong error {err}"))?;
     let publish = |n: u32| {
         let publisher = publisher.clone();
@@ -67,7 +81,8 @@ pub async fn durable_subscriptions(h: Arc<impl Harness>) -> TestResult {
     };
     let subscribe = |options: SubscribeOptions| {
         let h = h.clone();
-        async move { subscribe_with(&*h, options).await }
+        let reader_id = reader_id.clone();
+        async move { subscribe_with(&*h, &reader_id, options).await }
     };
 
     // The first subscriber makes the subscription, reads 1 and goes away.

@@ -63,6 +63,9 @@ pub struct Capabilities {
     /// Messages can be acknowledged when read or explicitly, not only when handed over
     /// ([`Acknowledge`]).
     pub acknowledgements: bool,
+    /// Where the transport can keep durable subscriptions and acknowledgements in another
+    /// configuration than this connection's: what that takes (said when one is refused).
+    pub durable_needs: Option<&'static str>,
     /// Topics made by [`Topic::named_queue`](crate::Topic::named_queue) reach the broker's
     /// own named queues (AMQP queues, Redis lists).
     pub named_queues: bool,
@@ -97,6 +100,7 @@ impl Capabilities {
             replay: false,
             durable: false,
             acknowledgements: false,
+            durable_needs: None,
             named_queues: false,
             max_qos: QoS::AtMostOnce,
             max_payload: None,
@@ -343,7 +347,7 @@ pub enum StartAt {
 /// track it (a durable subscription, a Kafka consumer group, an AMQP queue). What is not
 /// acknowledged when a reader leaves or fails goes to the next one: delivery is at least
 /// once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum Acknowledge {
     /// Once the message is in the subscription's delivery queue (the default). A broker

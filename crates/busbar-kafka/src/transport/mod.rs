@@ -11,6 +11,7 @@
 //! * `routes`: the local subscriptions one reader feeds, per (filter, queue group);
 //! * `subscribe`: joining a route, its reader started and awaited.
 
+mod offsets;
 mod reader;
 mod routes;
 mod send;
@@ -94,9 +95,10 @@ fn capabilities() -> Capabilities {
     c.headers = true;
     // A topic is a log: a subscription can start at its beginning or at a time.
     c.replay = true;
-    // A durable subscription is a consumer group, committing after hand-over; acknowledging
-    // on read or explicitly (committing only what was acknowledged) is not done yet.
+    // A durable subscription is a consumer group, committing after hand-over, or only
+    // past what was acknowledged (on read or explicitly; groups only).
     c.durable = true;
+    c.acknowledgements = true;
     // Kafka keeps records, but no retained value per topic, no per-message expiry, no last
     // will, and a consumer cannot skip its own connection's records.
     c.max_qos = QoS::AtLeastOnce;

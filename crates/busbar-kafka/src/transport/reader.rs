@@ -15,9 +15,11 @@
 //!   `subscribe` returns is delivered and nothing before it. A filter with wildcards looks
 //!   for new matching topics every `metadata_interval` and reads those from their
 //!   beginning (they were created after the subscription), or from the start time.
-//! * **Group** (queue groups): a Kafka consumer group named after the queue group. Offsets
-//!   are stored after a record was handed to the subscriber and committed from there
-//!   (at least once: a member that dies before the commit leaves its records to the next).
+//! * **Group** (queue groups, durable subscriptions): a Kafka consumer group named after
+//!   the queue group. Offsets are stored after a record was handed to the subscriber (or,
+//!   acknowledging on read or explicitly, once it and all before it were acknowledged: see
+//!   `offsets`) and committed from there (at least once: a member that dies before the
+//!   commit leaves its records to the next).
 //!   A partition the group has never committed starts where [`StartAt`] says, found and
 //!   committed when it is first assigned (see [`GroupContext`]), so a later rebalance
 //!   cannot skip records; one it has committed resumes there.
@@ -26,9 +28,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use busbar_core::Receipt;
 use busbar_core::message::Message;
 use busbar_core::topic::{TopicFilter, topic_from_kafka};
-use busbar_core::transport::StartAt;
+use busbar_core::transport::{Acknowledge, StartAt};
 use busbar_transport_kit::Inbox;
 use busbar_transport_kit::delivery::offer_all;
 use rdkafka::ClientConfig;
@@ -36,11 +39,13 @@ use rdkafka::client::ClientContext;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::Message as _;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::offsets::Pending;
 use super::routes::Route;
 use crate::context::Context;
 use crate::convert::message_in;
@@ -69,8 +74,9 @@ pub(crate) enum Plan {
         start: StartAt,
     },
     /// The consumer group `group`, subscribed to `subscription` (a name or a `^` regex);
-    /// partitions it never committed start at `start`.
-    Group { subscription: String, start: StartAt },
+    /// partitions it never committed start at `start`; positions are committed after
+    /// hand-over, or past what was acknowledged (see `offsets`).
+    Group { subscription: String, start: StartAt, acknowledge: Acknowledge },
 }
 
 /// A connection's reader threads, so that closing can wait for them to leave their groups.
@@ -122,8 +128,10 @@ pub(crate) async fn start(
             Plan::Assigned { topics, filter, interval, start } => {
                 reader.assigned(config, topics, filter, interval, start, ready_tx)
             }
-            Plan::Group { subscription, start } => {
-                reader.group(config, &subscription, start, ready_tx)
+            Plan::Group { subscription, start, acknowledge } => {
+                let pending =
+                    (acknowledge != Acknowledge::OnHandOver).then(|| Arc::new(Pending::default()));
+                reader.group(config, &subscription, start, pending, ready_tx)
             }
         }
     });
@@ -197,7 +205,7 @@ impl Reader {
                 next_look = Instant::now() + interval;
                 self.discover(&consumer, f, start, &mut known);
             }
-            if !self.poll_once(&consumer, false) {
+            if !self.poll_once(&consumer, Store::Nothing) {
                 return;
             }
         }
@@ -246,8 +254,20 @@ impl Reader {
         }
     }
 
-    fn group(self, config: ClientConfig, subscription: &str, start: StartAt, ready: Ready) {
-        let context = GroupContext { base: self.context.clone(), start, ready: Mutex::new(None) };
+    fn group(
+        self,
+        config: ClientConfig,
+        subscription: &str,
+        start: StartAt,
+        pending: Option<Arc<Pending>>,
+        ready: Ready,
+    ) {
+        let context = GroupContext {
+            base: self.context.clone(),
+            start,
+            ready: Mutex::new(None),
+            pending: pending.clone(),
+        };
         let consumer: BaseConsumer<GroupContext> = match config.create_with_context(context) {
             Ok(c) => c,
             Err(e) => {
@@ -263,13 +283,24 @@ impl Reader {
             }
             return;
         }
+        let store = match &pending {
+            Some(p) => Store::ByReceipt(p),
+            None => Store::OnHandOver,
+        };
         while !self.stop.is_cancelled() {
-            if !self.poll_once(&consumer, true) {
+            let reading = self.poll_once(&consumer, store);
+            if let Some(p) = &pending {
+                store_acknowledged(&consumer, p);
+            }
+            if !reading {
                 break;
             }
         }
-        // Leaving: what was handed over is committed before the group hands the partitions
-        // to another member.
+        // Leaving: what was handed over (or acknowledged, up to now) is committed before
+        // the group hands the partitions to another member.
+        if let Some(p) = &pending {
+            store_acknowledged(&consumer, p);
+        }
         match consumer.commit_consumer_state(CommitMode::Sync) {
             Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
             Err(e) => tracing::debug!(error = %e, "committing on leaving the group"),
@@ -278,7 +309,7 @@ impl Reader {
 
     /// Polls once and hands over what came; false when the reader must end (its
     /// subscription is gone).
-    fn poll_once<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, store: bool) -> bool {
+    fn poll_once<C: ConsumerContext>(&self, consumer: &BaseConsumer<C>, store: Store<'_>) -> bool {
         let record = match consumer.poll(POLL) {
             None => return true,
             Some(Err(e)) => {
@@ -290,13 +321,27 @@ impl Reader {
         self.context.link.answered(&self.context.meter);
         match message_in(&record) {
             Ok(message) => {
+                let message = match store {
+                    Store::ByReceipt(pending) => message.with_receipt(Receipt::new(
+                        pending.handed_over(record.topic(), record.partition(), record.offset()),
+                    )),
+                    _ => message,
+                };
                 if !self.hand_over(message) {
                     return false;
                 }
             }
-            Err(e) => self.context.meter.discard("a record on a topic busbar cannot name", &e),
+            Err(e) => {
+                self.context.meter.discard("a record on a topic busbar cannot name", &e);
+                if let Store::ByReceipt(pending) = store {
+                    // Done with: it never reaches a subscriber to acknowledge it.
+                    pending.handed_over(record.topic(), record.partition(), record.offset())();
+                }
+            }
         }
-        if store && let Err(e) = consumer.store_offset_from_message(&record) {
+        if matches!(store, Store::OnHandOver)
+            && let Err(e) = consumer.store_offset_from_message(&record)
+        {
             tracing::debug!(error = %e, "storing a consumed offset");
         }
         true
@@ -328,6 +373,36 @@ impl Reader {
                 })
             }
         }
+    }
+}
+
+/// When a reader stores the positions its group commits.
+#[derive(Clone, Copy)]
+enum Store<'a> {
+    /// Never (a reader that picks its partitions itself commits nothing).
+    Nothing,
+    /// Once a record was handed over.
+    OnHandOver,
+    /// Past what was acknowledged.
+    ByReceipt(&'a Arc<Pending>),
+}
+
+/// Stores, for the next commit, the positions that moved past acknowledged records.
+fn store_acknowledged<C: ConsumerContext>(consumer: &BaseConsumer<C>, pending: &Pending) {
+    let moved = pending.settle();
+    if moved.is_empty() {
+        return;
+    }
+    let mut positions = TopicPartitionList::new();
+    for (topic, partition, position) in moved {
+        if let Err(e) = positions.add_partition_offset(&topic, partition, Offset::Offset(position))
+        {
+            tracing::debug!(error = %e, "an acknowledged position");
+        }
+    }
+    // A partition no longer assigned is refused: its next reader starts from the last commit.
+    if let Err(e) = consumer.store_offsets(&positions) {
+        tracing::debug!(error = %e, "storing acknowledged positions");
     }
 }
 
@@ -406,6 +481,8 @@ struct GroupContext {
     /// Where partitions the group never committed start.
     start: StartAt,
     ready: Mutex<Option<Ready>>,
+    /// Records handed over and not acknowledged yet (acknowledging one by one).
+    pending: Option<Arc<Pending>>,
 }
 
 impl GroupContext {
@@ -485,6 +562,10 @@ impl ConsumerContext for GroupContext {
                 }
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if let Some(pending) = &self.pending {
+                    store_acknowledged(consumer, pending);
+                    pending.revoked();
+                }
                 match consumer.commit_consumer_state(CommitMode::Sync) {
                     Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
                     Err(e) => tracing::debug!(error = %e, "committing before a rebalance"),

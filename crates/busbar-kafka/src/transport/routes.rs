@@ -5,14 +5,14 @@
 
 use std::sync::{Mutex, MutexGuard};
 
-use busbar_core::transport::StartAt;
+use busbar_core::transport::{Acknowledge, StartAt};
 use busbar_transport_kit::fanout::Targets;
 use busbar_transport_kit::{Fanout, Target};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 /// A route's key: the filter, the queue group and where reading starts.
-pub(crate) type RouteKey = (String, Option<String>, StartAt);
+pub(crate) type RouteKey = (String, Option<String>, StartAt, Acknowledge);
 
 /// Whether a route's reader reads: not yet (`None`), or since it started (`Ok`), or why it
 /// could not.

@@ -6,7 +6,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::queue::queue;
 use busbar_core::topic::{TopicFilter, kafka_subscription};
-use busbar_core::transport::{StartAt, SubscribeOptions, Subscription, SubscriptionGuard};
+use busbar_core::transport::{
+    Acknowledge, StartAt, SubscribeOptions, Subscription, SubscriptionGuard,
+};
 use busbar_transport_kit::Target;
 use rdkafka::ClientConfig;
 
@@ -77,9 +79,17 @@ pub(super) async fn subscribe(
             format!("{g:?} cannot be a Kafka consumer group name (1 to 255 characters)"),
         ));
     }
+    let acknowledge = options.acknowledge;
+    if acknowledge != Acknowledge::OnHandOver && group.is_none() {
+        return Err(OpError::new(
+            SubscribeErrorKind::Unsupported,
+            "Kafka tracks acknowledgements for consumer groups only: acknowledging on read or \
+             explicitly needs a durable subscription or a queue group",
+        ));
+    }
     let subscription = kafka_subscription(&filter)?;
     let start = options.start;
-    let key: RouteKey = (filter.as_str().to_owned(), group.clone(), start);
+    let key: RouteKey = (filter.as_str().to_owned(), group.clone(), start, acknowledge);
     let id = s.next_id.fetch_add(1, Ordering::Relaxed);
     let (tx, rx) = queue(options.queue);
     let target = Target::new(tx, filter.as_str(), &s.meter);
@@ -106,13 +116,18 @@ pub(super) async fn subscribe(
         }
     });
     if fresh {
-        let outcome = start_route(s, &filter, subscription, group, start, &route).await;
+        let outcome =
+            start_route(s, &filter, subscription, group, start, acknowledge, &route).await;
         route.set_ready(outcome.as_ref().map(|_| ()).map_err(ToString::to_string));
         outcome?;
     } else {
         route.ready().await.map_err(|why| s.life.not_connected::<SubscribeErrorKind>(why))?;
     }
-    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard))
+    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
+    Ok(match acknowledge {
+        Acknowledge::OnRead => subscription.acknowledging_on_read(),
+        _ => subscription,
+    })
 }
 
 /// Starts the reader of a new route.
@@ -122,6 +137,7 @@ async fn start_route(
     subscription: String,
     group: Option<String>,
     start: StartAt,
+    acknowledge: Acknowledge,
     route: &Arc<Route>,
 ) -> Result<(), SubscribeError> {
     let literal = !filter.is_wildcard();
@@ -131,7 +147,7 @@ async fn start_route(
         s.topics.ensure(&subscription).await.map_err(|f| f.into_error(&s.settings.shown))?;
     }
     let plan = match &group {
-        Some(_) => Plan::Group { subscription, start },
+        Some(_) => Plan::Group { subscription, start, acknowledge },
         None => Plan::Assigned {
             topics: if literal { vec![subscription] } else { Vec::new() },
             filter: (!literal).then(|| filter.clone()),

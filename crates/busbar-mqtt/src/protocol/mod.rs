@@ -54,9 +54,70 @@ pub(crate) struct Client {
     waiting: Arc<AtomicUsize>,
 }
 
+#[derive(Clone)]
 enum Api {
     V5(rumqttc::v5::AsyncClient),
     V4(rumqttc::AsyncClient),
+}
+
+/// What acknowledging one incoming message takes (in a persistent session busbar
+/// acknowledges only once the message was handed over, or when its receipt says so).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Incoming {
+    qos: QoS,
+    pkid: u16,
+}
+
+impl Incoming {
+    /// True when the broker waits for an acknowledgement (QoS 1 and 2).
+    pub(crate) fn awaits_ack(&self) -> bool {
+        self.qos != QoS::AtMostOnce
+    }
+}
+
+/// Sends acknowledgements of incoming messages (a cheap clone of the client's handle).
+#[derive(Clone)]
+pub(crate) struct Acker(Api);
+
+impl Acker {
+    /// Queues the acknowledgement of `incoming` (PUBACK, or PUBREC at QoS 2) if the event
+    /// loop's channel has room; gives it back when it has none.
+    pub(crate) fn try_ack(&self, incoming: Incoming) -> Result<(), Incoming> {
+        if !incoming.awaits_ack() {
+            return Ok(());
+        }
+        let queued = match &self.0 {
+            Api::V5(c) => c.try_ack(&publish5(incoming)).is_ok(),
+            Api::V4(c) => c.try_ack(&publish4(incoming)).is_ok(),
+        };
+        if queued { Ok(()) } else { Err(incoming) }
+    }
+
+    /// Queues the acknowledgement of `incoming`, waiting for room; false if the event loop
+    /// is gone (the broker then gives the message again to the session's next connection).
+    pub(crate) async fn ack(&self, incoming: Incoming) -> bool {
+        if !incoming.awaits_ack() {
+            return true;
+        }
+        match &self.0 {
+            Api::V5(c) => c.ack(&publish5(incoming)).await.is_ok(),
+            Api::V4(c) => c.ack(&publish4(incoming)).await.is_ok(),
+        }
+    }
+}
+
+/// rumqttc builds an acknowledgement from a publish's QoS and packet id alone.
+fn publish5(incoming: Incoming) -> rumqttc::v5::mqttbytes::v5::Publish {
+    let mut p =
+        rumqttc::v5::mqttbytes::v5::Publish::new("", qos_out(incoming.qos), Bytes::new(), None);
+    p.pkid = incoming.pkid;
+    p
+}
+
+fn publish4(incoming: Incoming) -> rumqttc::Publish {
+    let mut p = rumqttc::Publish::new("", qos4(incoming.qos), Vec::new());
+    p.pkid = incoming.pkid;
+    p
 }
 
 /// A publish built for the event loop.
@@ -98,6 +159,11 @@ impl Client {
 
     fn with(api: Api, confirms: Arc<Confirms>) -> Client {
         Client { api, confirms, gate: tokio::sync::Mutex::new(()), waiting: Arc::default() }
+    }
+
+    /// What acknowledges incoming messages on this connection.
+    pub(crate) fn acker(&self) -> Acker {
+        Acker(self.api.clone())
     }
 
     /// The confirms of this connection's publishes (for closing).
@@ -284,8 +350,9 @@ pub(crate) enum Happened {
         /// Requests left unfinished by the previous connection and sent again on this one.
         resent: usize,
     },
-    /// A message (or why it cannot be one) and the subscription identifiers it matched.
-    Message(Result<(Message, Vec<usize>), String>),
+    /// A message (or why it cannot be one) and the subscription identifiers it matched,
+    /// with what acknowledges it (sent by rumqttc itself unless acknowledgements are manual).
+    Message(Result<(Message, Vec<usize>), String>, Incoming),
     SubAck {
         pkid: u16,
         refused: Option<String>,
@@ -550,7 +617,10 @@ fn happened5(
                 resent,
             }
         }
-        Event::Incoming(Packet5::Publish(p)) => Happened::Message(convert::incoming(p)),
+        Event::Incoming(Packet5::Publish(p)) => {
+            let incoming = Incoming { qos: convert::qos_in(p.qos), pkid: p.pkid };
+            Happened::Message(convert::incoming(p), incoming)
+        }
         Event::Incoming(Packet5::PubAck(ack)) => match refused_ack(&ack.reason) {
             Some(reason) => Happened::Refused { pkid: ack.pkid, reason, caller_told: false },
             None => Happened::Acked(ack.pkid),
@@ -588,7 +658,15 @@ fn happened4(
             let resent = restore(pending, stranded, ack.session_present);
             Happened::Connected { max_packet: None, resent }
         }
-        Event::Incoming(Packet4::Publish(p)) => Happened::Message(convert::incoming_v4(p)),
+        Event::Incoming(Packet4::Publish(p)) => {
+            let qos = match p.qos {
+                rumqttc::QoS::AtMostOnce => QoS::AtMostOnce,
+                rumqttc::QoS::AtLeastOnce => QoS::AtLeastOnce,
+                rumqttc::QoS::ExactlyOnce => QoS::ExactlyOnce,
+            };
+            let incoming = Incoming { qos, pkid: p.pkid };
+            Happened::Message(convert::incoming_v4(p), incoming)
+        }
         Event::Incoming(Packet4::PubAck(ack)) => Happened::Acked(ack.pkid),
         Event::Incoming(Packet4::PubRec(rec)) => Happened::Received(rec.pkid),
         Event::Incoming(Packet4::PubComp(_)) => Happened::Completed,

@@ -9,6 +9,7 @@
 //! * `subscribe`: SUBSCRIBE and SUBACK, and the local subscriptions sharing one broker
 //!   subscription.
 
+mod acknowledge;
 mod options;
 mod receive;
 mod send;
@@ -55,7 +56,7 @@ pub struct MqttTransport {
     supervisor: Supervisor,
 }
 
-fn capabilities(settings: &Settings) -> Capabilities {
+fn capabilities(settings: &Settings, fixed_client_id: bool) -> Capabilities {
     let v5 = settings.version == Version::V5;
     let mut c = Capabilities::none(NativeNames::Slash);
     c.queue_groups = true;
@@ -67,6 +68,17 @@ fn capabilities(settings: &Settings) -> Capabilities {
     c.last_will = true;
     c.no_local = v5;
     c.max_qos = QoS::ExactlyOnce;
+    // A durable subscription lives in the broker's session for this client id: it needs a
+    // session that outlives the connection, under an id the next process uses again.
+    let keeps = settings.acknowledges_after_hand_over() && fixed_client_id;
+    c.durable = keeps;
+    c.acknowledgements = keeps;
+    if !keeps {
+        c.durable_needs = Some(
+            "MQTT keeps them in a persistent session: connect with ?session_expiry=SECONDS \
+             and a client id of your own",
+        );
+    }
     c.max_topic_levels = Some(settings.max_topic_levels);
     // A topic is a length-prefixed string: 16 bits of length.
     c.max_topic_bytes = Some(usize::from(u16::MAX));
@@ -109,11 +121,14 @@ impl MqttTransport {
             supervisor::credentials(&presented),
             options.last_will.as_ref(),
         )?;
-        let capabilities = capabilities(&settings);
+        let capabilities = capabilities(&settings, options.client_id.is_some());
         let packet_limit = settings.max_packet.unwrap_or(state::MQTT_MAX_PACKET as usize);
         let meter = Meter::new();
         let life = Lifecycle::new(&settings.shown);
         let shared = Arc::new(Shared {
+            acker: client.acker(),
+            acks: Arc::default(),
+            handing_over: tokio::sync::Mutex::new(()),
             client,
             client_id,
             settings,
@@ -267,9 +282,17 @@ impl Transport for MqttTransport {
             // What was published before the close is delivered first.
             let flushed = self.shared.all_acked(CLOSE_FLUSH).await;
             let unacked = self.shared.unacked.load(Ordering::Acquire);
+            // Acknowledgements of what was handed over go out before the goodbye, or the
+            // session's next connection would get those messages again.
+            // (Waiting for them first: one waiting for room in the event loop's channel needs
+            // the supervisor running, which the lock would stop.)
+            let _ = tokio::time::timeout(CLOSE_FLUSH, self.shared.acks.idle()).await;
+            let handing_over =
+                tokio::time::timeout(CLOSE_FLUSH, self.shared.handing_over.lock()).await;
             // A DISCONNECT tells the broker not to publish the will.
             let _: Result<(), PublishError> = self.shared.client.try_disconnect();
             // The event loop ends once the DISCONNECT is written.
+            drop(handing_over);
             self.supervisor.join_within(Duration::from_secs(2)).await;
             self.end();
             let given_up = self.shared.given_up.load(Ordering::Acquire);

@@ -81,6 +81,7 @@ pub(super) fn options(
             mqtt.set_keep_alive(settings.keep_alive);
             mqtt.set_connection_timeout(whole_seconds(settings.connect_timeout));
             mqtt.set_clean_start(settings.session_expiry.is_none());
+            mqtt.set_manual_acks(settings.acknowledges_after_hand_over());
             if let Some(expiry) = settings.session_expiry {
                 mqtt.set_session_expiry_interval(Some(
                     expiry.as_secs().min(u64::from(u32::MAX)) as u32
@@ -113,6 +114,7 @@ pub(super) fn options(
             // 3.1.1 has no expiry interval: a persistent session lasts until the broker's own
             // limit.
             mqtt.set_clean_session(settings.session_expiry.is_none());
+            mqtt.set_manual_acks(settings.acknowledges_after_hand_over());
             if let Some((user, pass)) = credentials {
                 mqtt.set_credentials(user, pass);
             }

@@ -3,15 +3,16 @@
 //! without reaching into each other.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex};
 
 use busbar_core::error::{Common, OpError, SubscribeError};
 use busbar_core::topic::Topic;
+use busbar_transport_kit::acks::AcksInFlight;
 use busbar_transport_kit::{Inbox, Lifecycle, Meter};
 use tokio::sync::{Notify, OnceCell, oneshot};
 
-use crate::protocol::Client;
+use crate::protocol::{Acker, Client};
 use crate::registry::Registry;
 use crate::settings::Settings;
 
@@ -38,6 +39,14 @@ pub(super) struct SubAcks {
 /// One connection's state.
 pub(super) struct Shared {
     pub(super) client: Client,
+    /// Acknowledges incoming messages (in a persistent session; see `acknowledge`).
+    pub(super) acker: Acker,
+    /// Acknowledgements on their way (a close lets them go out before its DISCONNECT).
+    pub(super) acks: Arc<AcksInFlight>,
+    /// Held by the supervisor while it hands a message over and acknowledges it, so that a
+    /// close, which takes it before its DISCONNECT, never overtakes an acknowledgement
+    /// for a message the application already has.
+    pub(super) handing_over: tokio::sync::Mutex<()>,
     pub(super) client_id: String,
     pub(super) settings: Settings,
     pub(super) registry: Mutex<Registry>,

@@ -11,7 +11,7 @@ use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::message::QoS;
 use busbar_core::queue::{QueueConfig, queue};
 use busbar_core::topic::TopicFilter;
-use busbar_core::transport::{SubscribeOptions, Subscription, SubscriptionGuard};
+use busbar_core::transport::{Acknowledge, SubscribeOptions, Subscription, SubscriptionGuard};
 use busbar_transport_kit::Target;
 use tokio::sync::oneshot;
 
@@ -72,8 +72,14 @@ impl Shared {
                 let (tx, _rx) = queue(QueueConfig::new(1, Overflow::DropNewest));
                 let filter = TopicFilter::from(self.reply_topic.clone());
                 let target = Target::new(tx, filter.as_str(), &self.meter);
-                let added =
-                    lock(&self.registry).add(filter, None, QoS::AtLeastOnce, false, (0, target))?;
+                let added = lock(&self.registry).add(
+                    filter,
+                    None,
+                    QoS::AtLeastOnce,
+                    false,
+                    Acknowledge::OnHandOver,
+                    (0, target),
+                )?;
                 let path = self.reply_topic.as_str().to_owned();
                 self.subscribe_and_wait(added.sub_id, path, QoS::AtLeastOnce, false).await?;
                 Ok::<_, SubscribeError>(added.sub_id)
@@ -149,45 +155,84 @@ pub(super) async fn subscribe(
     // ahead of anything the new subscription brings: taken under the same lock that makes
     // the subscription visible to the receive path, so that no message routed to it
     // directly can overtake the kept ones.
-    let (added, path) = {
+    // A durable subscription is a shared subscription in the persistent session, so that
+    // several processes can read one by its name, as on every other broker.
+    let group = match &options.durable {
+        Some(name) => Some(durable_group(name)),
+        None => options.queue_group.clone(),
+    };
+    let by_receipt = options.acknowledge != Acknowledge::OnHandOver;
+    // A broker keeps nothing at QoS 0 for a client that is away.
+    let qos = match (&options.durable, options.qos) {
+        (Some(_), QoS::AtMostOnce) => QoS::AtLeastOnce,
+        (_, qos) => qos,
+    };
+    let (added, path, kept) = {
         let mut registry = lock(&s.registry);
         let added = registry.add(
             filter.clone(),
-            options.queue_group.clone(),
-            options.qos,
+            group,
+            qos,
             options.no_local,
+            options.acknowledge,
             (id, target),
         )?;
         let path = registry.subs.get(&added.sub_id).map(|b| b.path()).unwrap_or_default();
+        // A plain queue group shares live traffic only; a durable one is what the session
+        // kept for it.
+        let mut kept = Vec::new();
         if options.queue_group.is_none() {
-            let kept = registry.take_orphans(&filter);
+            let taken = registry.take_orphans(&filter);
             if let Some(target) = registry.target(added.sub_id, id) {
-                for m in kept {
+                for (mut m, incoming) in taken {
+                    if by_receipt {
+                        for receipt in s.receipts(incoming, 1) {
+                            m = m.with_receipt(receipt);
+                        }
+                    } else {
+                        kept.push(incoming);
+                    }
                     if target.seed(m) {
                         s.meter.delivered();
                     }
                 }
             }
         }
-        (added, path)
+        (added, path, kept)
     };
+    for incoming in kept {
+        s.acknowledge(incoming);
+    }
     if added.new
-        && let Err(e) =
-            s.subscribe_and_wait(added.sub_id, path, options.qos, options.no_local).await
+        && let Err(e) = s.subscribe_and_wait(added.sub_id, path, qos, options.no_local).await
     {
         lock(&s.registry).remove(added.sub_id, id);
         return Err(e);
     }
     let weak = Arc::downgrade(s);
+    let durable = options.durable.is_some();
     let guard = SubscriptionGuard::new(move || {
         let Some(s) = weak.upgrade() else { return };
         let path = lock(&s.registry).remove(added.sub_id, id);
+        // A durable subscription stays in the session when its reader goes: what arrives
+        // for it meanwhile is kept unacknowledged for its next reader, here or in the
+        // session's next connection.
         if let Some(path) = path
+            && !durable
             && s.life.is_open()
             && let Err(e) = s.client.try_unsubscribe(path)
         {
             tracing::debug!(error = %e, "unsubscribe not queued");
         }
     });
-    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard))
+    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
+    Ok(match options.acknowledge {
+        Acknowledge::OnRead => subscription.acknowledging_on_read(),
+        _ => subscription,
+    })
+}
+
+/// The shared subscription group of durable subscription `name`.
+fn durable_group(name: &str) -> String {
+    format!("busbar.durable.{name}")
 }

@@ -123,7 +123,14 @@ pub(super) async fn supervise(
                     let _ = tx.send(Ok(()));
                 }
             }
-            Ok(Happened::Message(received)) => shared.dispatch(received).await,
+            Ok(Happened::Message(received, incoming)) => {
+                let _turn = if shared.settings.acknowledges_after_hand_over() {
+                    Some(shared.handing_over.lock().await)
+                } else {
+                    None
+                };
+                shared.dispatch(received, incoming).await;
+            }
             Ok(Happened::SubAck { pkid, refused }) => shared.on_suback(pkid, refused),
             Ok(Happened::SentSubscribe(pkid)) => shared.on_outgoing_subscribe(pkid),
             // The DISCONNECT of a graceful close is on the wire: stop here, or the loop would

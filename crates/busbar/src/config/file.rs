@@ -61,6 +61,12 @@ pub(crate) struct BridgeFile {
     /// RPC services of `to` served on `from`.
     #[serde(default)]
     pub rpc: Vec<RpcBridgeFile>,
+    /// Read `from` through durable subscriptions of this name: the source broker keeps what
+    /// arrives while the bridge is stopped, and each message is acknowledged only once `to`
+    /// confirmed it (with several topics or two ways, each gets the name and a tag of its
+    /// own). Needs `overflow: block` and a source that keeps durable subscriptions.
+    #[serde(default)]
+    pub durable: Option<String>,
 }
 
 /// A topic rewrite: exactly one of the keys.

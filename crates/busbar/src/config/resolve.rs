@@ -283,9 +283,29 @@ pub struct BridgeSpec {
     pub capacity: usize,
     /// RPC services of `to` served on `from`: (topic on `from`, topic on `to`, deadline).
     pub rpc: Vec<(String, String, Duration)>,
+    /// Read through durable subscriptions named after this (see [`BridgeSpec::durable_name`]).
+    pub durable: Option<String>,
 }
 
 impl BridgeSpec {
+    /// The durable subscription one forwarded filter reads through: the bridge's `durable`
+    /// name alone when it forwards one filter one way, else that name with a tag of the
+    /// filter and direction (a durable name keeps one filter on some brokers, NATS
+    /// among them), stable however the list of topics is reordered.
+    pub fn durable_name(&self, filter: &str, back: bool) -> Option<String> {
+        let base = self.durable.as_deref()?;
+        if self.topics.len() == 1 && !self.two_way {
+            return Some(base.to_owned());
+        }
+        // FNV-1a: a short, stable tag (not a security measure).
+        let mut hash: u32 = 0x811c_9dc5;
+        let direction = if back { b'<' } else { b'>' };
+        for b in filter.bytes().chain(std::iter::once(direction)) {
+            hash = (hash ^ u32::from(b)).wrapping_mul(0x0100_0193);
+        }
+        Some(format!("{base}-{hash:08x}"))
+    }
+
     /// Starts every bridge the entry describes, between `from` and `to`.
     pub async fn start(
         &self,
@@ -299,12 +319,17 @@ impl BridgeSpec {
                 capacity: self.capacity,
                 overflow: self.overflow,
                 loop_id: Some(self.name.clone()),
+                durable: self.durable_name(filter, false),
             };
             let name = format!("{}:{filter}", self.name);
             running.push(Bridge::topics(&name, from, to, filter, options.clone()).await?);
             if self.two_way {
                 let (back_filter, back_rewrite) = reverse(filter, &self.rewrite);
-                let back = BridgeOptions { rewrite: back_rewrite, ..options };
+                let back = BridgeOptions {
+                    rewrite: back_rewrite,
+                    durable: self.durable_name(filter, true),
+                    ..options
+                };
                 let name = format!("{}:{back_filter} (back)", self.name);
                 running.push(Bridge::topics(&name, to, from, &back_filter, back).await?);
             }
@@ -393,6 +418,9 @@ fn bridge_spec(
             format!("overflow {name:?} is none of block, drop-oldest, drop-newest")
         })?,
     };
+    if entry.durable.is_some() && overflow != busbar_core::Overflow::Block {
+        return Err("a durable bridge keeps every message: `overflow` must be block".into());
+    }
     let mut rpc = Vec::new();
     for r in entry.rpc {
         let timeout = r.timeout.unwrap_or(5.0);
@@ -415,6 +443,7 @@ fn bridge_spec(
         overflow,
         capacity: entry.capacity.unwrap_or(1024).max(1),
         rpc,
+        durable: entry.durable,
     })
 }
 

@@ -326,6 +326,10 @@ fn bridges_are_checked_against_the_brokers() {
             "cannot be undone",
         ),
         ("  - {name: b, from: edge, to: cloud, topics: [a], overflow: sometimes}", "none of block"),
+        (
+            "  - {name: b, from: edge, to: cloud, topics: [a], durable: d, overflow: drop-newest}",
+            "must be block",
+        ),
         ("  - {name: b, from: edge, to: cloud, topics: [a], rewrite: {}}", "exactly one of"),
         (
             "  - {name: b, from: edge, to: cloud, topics: [a], colour: red}",
@@ -335,6 +339,36 @@ fn bridges_are_checked_against_the_brokers() {
         let err = parse(&format!("{base}bridges:\n{bridge}\n")).expect_err(expect);
         assert!(err.to_string().contains(expect), "{expect}: {err}");
     }
+}
+
+/// A durable bridge's subscriptions: the name itself for one topic one way, else a tag per
+/// filter and direction that does not depend on the order of the topics.
+#[test]
+fn durable_bridges_name_each_subscription() {
+    let base = "brokers:\n  edge: {url: mem://d-edge}\n  cloud: {url: mem://d-cloud}\nbridges:\n";
+    let one =
+        parse(&format!("{base}  - {{name: b, from: edge, to: cloud, topics: [a], durable: up}}\n"))
+            .expect("loads");
+    assert_eq!(one.bridges()[0].durable_name("a", false).as_deref(), Some("up"));
+    let two = |topics: &str| {
+        let text = format!(
+            "{base}  - {{name: b, from: edge, to: cloud, topics: [{topics}], durable: up, two_way: true}}\n"
+        );
+        parse(&text).expect("loads").bridges()[0].clone()
+    };
+    let (ab, ba) = (two("a, b"), two("b, a"));
+    let there = ab.durable_name("a", false).expect("named");
+    assert!(there.starts_with("up-") && there.len() == "up-".len() + 8, "{there}");
+    assert_eq!(Some(there.clone()), ba.durable_name("a", false), "order of topics matters not");
+    assert_ne!(Some(there.clone()), ab.durable_name("a", true), "each direction its own");
+    assert_ne!(Some(there), ab.durable_name("b", false), "each filter its own");
+    assert_eq!(
+        parse(&format!("{base}  - {{name: b, from: edge, to: cloud, topics: [a]}}\n"))
+            .expect("loads")
+            .bridges()[0]
+            .durable_name("a", false),
+        None
+    );
 }
 
 #[tokio::test]

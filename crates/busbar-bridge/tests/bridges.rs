@@ -391,10 +391,10 @@ async fn expect_numbers(
 /// A bridge reading a durable subscription is stopped (its process gone: connection
 /// closed) while messages keep arriving at the source; started again under the same name,
 /// it forwards what the source kept, in order, and nothing it had forwarded already. On
-/// every source that keeps durable subscriptions (MQTT through a persistent session).
+/// every broker as the source (MQTT through a persistent session).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_durable_bridge_restarted_forwards_what_the_source_kept() {
-    for kind in [BrokerKind::Amqp, BrokerKind::Nats, BrokerKind::Kafka, BrokerKind::Mqtt] {
+    for kind in BrokerKind::EVERY {
         let Some(broker) = shared_broker(kind).await else { continue };
         let run = run_id();
         let source_url = match kind {

@@ -14,6 +14,12 @@
 //!   connection keeps the registry in memory and, when publishing, `RPUSH`es a copy to the
 //!   list of each group whose filter matches (next to the `PUBLISH` for plain subscribers),
 //!   in the same pipeline.
+//! * **Durable subscriptions** (`SubscribeOptions::durable`). A stream
+//!   `busbar:durable:<name>:<filter>` in the same registry (its entry ends in `\0durable`),
+//!   which publishers `XADD` to as they `RPUSH` to group lists, read in the consumer group
+//!   `busbar` by every connection subscribed under the name, one entry to one of them, and
+//!   acknowledged (`XACK`, `XDEL`) on hand-over or by each message's receipt. It stays
+//!   registered when its readers leave, until `Connection::remove_durable`.
 //! * **Request/reply.** A request is published like any message (so it reaches an RPC
 //!   server's queue group list) with a reply topic `_busbar/inbox/<id>` (`<id>`: 128 random
 //!   bits in hex, so no other client can guess it) that is a list per connection

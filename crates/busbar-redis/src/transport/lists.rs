@@ -29,7 +29,7 @@ const INBOX_POP: usize = 256;
 
 impl Shared {
     /// A connection of its own for a blocking list read.
-    async fn blocking_connection(&self) -> Result<MultiplexedConnection, ConnectError> {
+    pub(super) async fn blocking_connection(&self) -> Result<MultiplexedConnection, ConnectError> {
         let config = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.settings.connect_timeout))
             .set_response_timeout(None);
@@ -138,7 +138,7 @@ impl Shared {
         let named = match self.routes().lists.get(&key).map(|r| &r.role) {
             Some(ListRole::Named { topic }) => Some(topic.clone()),
             Some(ListRole::Group { .. }) => None,
-            None => return,
+            Some(ListRole::Durable { .. }) | None => return,
         };
         let mut conn = None;
         while let Some(items) = self.pop(&mut conn, &key, GROUP_POP, &cancel).await {

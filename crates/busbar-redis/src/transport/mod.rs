@@ -18,6 +18,7 @@ mod receive;
 mod routes;
 mod send;
 mod state;
+mod streams;
 mod subscribe;
 mod supervisor;
 
@@ -61,6 +62,10 @@ fn capabilities() -> Capabilities {
     c.no_responders = true;
     c.max_qos = QoS::AtMostOnce;
     c.max_payload = Some(MAX_PAYLOAD);
+    // A durable subscription is a stream in the registry (see `streams`); acknowledging
+    // on read or explicitly is for those only.
+    c.durable = true;
+    c.acknowledgements = true;
     c
 }
 
@@ -124,6 +129,7 @@ impl RedisTransport {
             routes: Mutex::default(),
             sub_lock: tokio::sync::Mutex::new(()),
             groups: Arc::default(),
+            acks: Arc::default(),
             outgoing,
             ctl,
             generation: AtomicU64::new(0),
@@ -181,6 +187,14 @@ impl Transport for RedisTransport {
         self.shared.publish(message)
     }
 
+    fn remove_durable<'a>(
+        &'a self,
+        name: &'a str,
+        filter: &'a busbar_core::topic::TopicFilter,
+    ) -> BoxFuture<'a, Result<(), SubscribeError>> {
+        Box::pin(subscribe::remove_durable(&self.shared, name, filter))
+    }
+
     fn subscribe(
         &self,
         options: SubscribeOptions,
@@ -215,6 +229,10 @@ impl Transport for RedisTransport {
             let (done, sent) = oneshot::channel();
             let unsent = shared.outgoing.push(Outgoing::Flush(done)).await.is_ok()
                 && tokio::time::timeout(CLOSE_FLUSH, sent).await.is_err();
+            // Durable readers give back what was not acknowledged, and acknowledgements
+            // already made go out.
+            shared.routes().stop_durable_readers();
+            let _ = tokio::time::timeout(CLOSE_FLUSH, shared.acks.idle()).await;
             // Leave queue groups first so their lists stop receiving for us.
             let entries = shared.routes().group_entries();
             if let Some(mut conn) = shared.live() {

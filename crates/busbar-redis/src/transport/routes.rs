@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use busbar_core::topic::{Topic, TopicFilter};
+use busbar_core::transport::Acknowledge;
 use busbar_transport_kit::Target;
 use busbar_transport_kit::fanout::{Fanout, Targets};
 use tokio_util::sync::CancellationToken;
@@ -26,6 +27,8 @@ pub(super) enum ListRole {
     Group { entry: String },
     /// A named queue (`Topic::named_queue`): items are bare payloads, delivered on `topic`.
     Named { topic: Topic },
+    /// A durable subscription's stream, read in its consumer group (see `streams`).
+    Durable { entry: String, acknowledge: Acknowledge },
 }
 
 /// The local subscriptions reading one list; each item goes to one of them.
@@ -41,7 +44,7 @@ impl ListReader {
     pub(super) fn entry(&self) -> Option<&String> {
         match &self.role {
             ListRole::Group { entry } => Some(entry),
-            ListRole::Named { .. } => None,
+            ListRole::Named { .. } | ListRole::Durable { .. } => None,
         }
     }
 }
@@ -148,6 +151,28 @@ impl Routes {
     /// The registry entries of the queue groups with local members.
     pub(super) fn group_entries(&self) -> Vec<String> {
         self.lists.values().filter_map(|r| r.entry().cloned()).collect()
+    }
+
+    /// The registry entries and stream keys of the durable subscriptions read here.
+    pub(super) fn durable_entries(&self) -> Vec<(String, String)> {
+        self.lists
+            .iter()
+            .filter_map(|(key, r)| match &r.role {
+                ListRole::Durable { entry, .. } => Some((entry.clone(), key.clone())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Stops the durable stream readers (each gives back what it held).
+    pub(super) fn stop_durable_readers(&mut self) {
+        self.lists.retain(|_, r| {
+            let durable = matches!(r.role, ListRole::Durable { .. });
+            if durable {
+                r.cancel.cancel();
+            }
+            !durable
+        });
     }
 
     /// True while queue group `entry` has local members.

@@ -227,7 +227,19 @@ impl Shared {
             let mut item_env = None;
             groups.for_each_list(topic, |key| {
                 let env = item_env.get_or_insert_with(|| envelope::encode(m, &payload, true));
-                pipe.cmd("RPUSH").arg(&**key).arg(env.as_ref()).ignore();
+                if groups::is_stream(key) {
+                    // NOMKSTREAM: a cache that has not heard of a removal yet does not bring
+                    // the stream back without its consumer group.
+                    pipe.cmd("XADD")
+                        .arg(&**key)
+                        .arg("NOMKSTREAM")
+                        .arg("*")
+                        .arg("m")
+                        .arg(env.as_ref())
+                        .ignore();
+                } else {
+                    pipe.cmd("RPUSH").arg(&**key).arg(env.as_ref()).ignore();
+                }
                 lists += 1;
             });
             counts.push(Some((results, lists)));

@@ -84,6 +84,9 @@ pub(super) struct Shared {
     pub(super) inbox_key: String,
     pub(super) inbox_started: AtomicBool,
     pub(super) next_sub: AtomicU64,
+    /// Acknowledgements on their way, and the durable stream readers (a close waits for
+    /// them to give back what was not acknowledged).
+    pub(super) acks: Arc<busbar_transport_kit::acks::AcksInFlight>,
 }
 
 /// The list replies to `reply_to` (a reply inbox topic) go to.

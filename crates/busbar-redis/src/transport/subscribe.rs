@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::queue::queue;
 use busbar_core::topic::{Topic, TopicFilter, redis_subscription};
-use busbar_core::transport::{SubscribeOptions, Subscription, SubscriptionGuard};
+use busbar_core::transport::{Acknowledge, SubscribeOptions, Subscription, SubscriptionGuard};
 use busbar_transport_kit::Target;
 
 use super::groups;
 use super::routes::ListRole;
-use super::state::{Ctl, KIND, Shared};
+use super::state::{Ctl, KIND, Outgoing, Shared};
 
 /// Subscribes: to a named queue's list, to a queue group, or to a channel or pattern.
 pub(super) async fn subscribe(
@@ -28,12 +28,82 @@ pub(super) async fn subscribe(
     let id = s.next_sub.fetch_add(1, Ordering::Relaxed);
     let filter = options.filter.clone();
     let target = Target::new(tx, filter.as_str(), &s.meter);
-    let guard = match (filter.queue_name(), options.queue_group) {
-        (Some(list), _) => subscribe_list(s, id, list, &filter, target)?,
-        (None, Some(group)) => subscribe_group(s, id, &group, &filter, target).await?,
-        (None, None) => subscribe_plain(s, id, filter.clone(), target).await?,
+    let acknowledge = options.acknowledge;
+    if acknowledge != Acknowledge::OnHandOver && options.durable.is_none() {
+        return Err(OpError::unsupported(
+            KIND,
+            "acknowledging on read or explicitly outside a durable subscription (only a \
+             durable subscription's stream tracks acknowledgements)",
+        ));
+    }
+    let guard = match (filter.queue_name(), options.queue_group, options.durable) {
+        (Some(_), _, Some(_)) => {
+            return Err(OpError::new(
+                SubscribeErrorKind::InvalidFilter,
+                "a named queue keeps its messages already: subscribe to it without a durable name",
+            ));
+        }
+        (Some(list), _, None) => subscribe_list(s, id, list, &filter, target)?,
+        (None, _, Some(name)) => {
+            subscribe_durable(s, id, &name, &filter, acknowledge, target).await?
+        }
+        (None, Some(group), None) => subscribe_group(s, id, &group, &filter, target).await?,
+        (None, None, None) => subscribe_plain(s, id, filter.clone(), target).await?,
     };
-    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard))
+    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
+    Ok(match acknowledge {
+        Acknowledge::OnRead => subscription.acknowledging_on_read(),
+        _ => subscription,
+    })
+}
+
+/// Reads durable subscription `name` of `filter`: registered (stream, consumer group and
+/// registry entry) before this returns, so that every later publish is kept for it.
+async fn subscribe_durable(
+    s: &Arc<Shared>,
+    id: u64,
+    name: &str,
+    filter: &TopicFilter,
+    acknowledge: Acknowledge,
+    target: Target,
+) -> Result<SubscriptionGuard, SubscribeError> {
+    let entry = groups::durable_entry(name, filter);
+    let key = groups::stream_key(name, filter.as_str());
+    let _guard = s.sub_lock.lock().await;
+    let mut conn = s.current::<SubscribeErrorKind>()?;
+    groups::register_durable(&mut conn, &entry, &key)
+        .await
+        .map_err(|e| s.op_error(&format!("registering durable subscription {name}"), e))?;
+    {
+        let mut routes = s.routes();
+        if let Some(reader) = routes.lists.get(&key)
+            && !matches!(reader.role, ListRole::Durable { acknowledge: a, .. } if a == acknowledge)
+        {
+            return Err(OpError::new(
+                SubscribeErrorKind::Unsupported,
+                "subscriptions sharing one durable name on a connection must acknowledge the \
+                 same way",
+            ));
+        }
+        let started = routes.join_list(
+            &key,
+            || ListRole::Durable { entry, acknowledge },
+            || s.life.token().child_token(),
+            id,
+            target,
+        );
+        if let Some(cancel) = started {
+            s.acks.spawn(s.clone().serve_stream(key.clone(), acknowledge, cancel));
+        }
+    }
+    let weak = Arc::downgrade(s);
+    Ok(SubscriptionGuard::new(move || {
+        if let Some(s) = weak.upgrade() {
+            // The reader stops and gives back what it held; the subscription stays
+            // registered, keeping what comes, until `remove_durable`.
+            s.routes().leave_list(&key, id);
+        }
+    }))
 }
 
 async fn subscribe_plain(
@@ -166,4 +236,32 @@ async fn subscribe_group(
         }
     }
     Ok(SubscriptionGuard::new(remove))
+}
+
+/// Deletes durable subscription `name` of `filter` with its stream; refused while a
+/// subscription of this connection reads it.
+pub(super) async fn remove_durable(
+    s: &Arc<Shared>,
+    name: &str,
+    filter: &TopicFilter,
+) -> Result<(), SubscribeError> {
+    s.life.check()?;
+    let entry = groups::durable_entry(name, filter);
+    let key = groups::stream_key(name, filter.as_str());
+    let _guard = s.sub_lock.lock().await;
+    if s.routes().lists.contains_key(&key) {
+        return Err(OpError::new(
+            SubscribeErrorKind::Unsupported,
+            format!("durable subscription {name} is read on this connection: drop it first"),
+        ));
+    }
+    // What this connection published before goes in first (publishes return once queued).
+    let (done, sent) = tokio::sync::oneshot::channel();
+    if s.outgoing.push(Outgoing::Flush(done)).await.is_ok() {
+        let _ = tokio::time::timeout(s.settings.response_timeout, sent).await;
+    }
+    let mut conn = s.current::<SubscribeErrorKind>()?;
+    groups::remove_durable(&mut conn, &entry, &key)
+        .await
+        .map_err(|e| s.op_error(&format!("removing durable subscription {name}"), e))
 }

@@ -63,6 +63,14 @@ impl Shared {
                 .await
                 .map_err(|e| self.connect_error(e))?;
         }
+        // A server that lost its data (restarted without persistence) learns the durable
+        // subscriptions read here again; what it kept is not touched.
+        let durables = self.routes().durable_entries();
+        for (entry, key) in durables {
+            groups::register_durable(&mut conn, &entry, &key)
+                .await
+                .map_err(|e| self.connect_error(e))?;
+        }
         let all = groups::registry(&mut conn).await.map_err(|e| self.connect_error(e))?;
         self.groups.write().unwrap_or_else(|p| p.into_inner()).replace(all);
         Ok(conn)

@@ -1,4 +1,5 @@
-//! `busbar monitor`: which nodes are up (from their heartbeats) and how busy each topic is.
+//! `busbar monitor`: which nodes are up (from their heartbeats) and through which server,
+//! which server the monitor itself uses, and how busy each topic is.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -110,6 +111,16 @@ impl Liveness {
         }
     }
 
+    /// The server each node's connection uses, where its heartbeats name one (busbar's).
+    fn servers(&self, nodes: &BTreeMap<String, String>) -> BTreeMap<String, String> {
+        match self {
+            Liveness::Busbar(monitor) => {
+                nodes.keys().filter_map(|n| monitor.server(n).map(|s| (n.clone(), s))).collect()
+            }
+            _ => BTreeMap::new(),
+        }
+    }
+
     /// Marks commlib nodes not heard from for three intervals as down.
     fn sweep(&self, nodes: &mut BTreeMap<String, String>) {
         if let Liveness::Commlib { last, silence, .. } = self {
@@ -124,8 +135,12 @@ impl Liveness {
 
 #[derive(Serialize)]
 struct Report<'a> {
+    /// The server the monitor's own connection uses.
+    server: Option<String>,
     /// Node name -> "up" or "down (why)".
     nodes: &'a BTreeMap<String, String>,
+    /// Node name -> the server its connection uses, as its heartbeats name it.
+    servers: BTreeMap<String, String>,
     /// Topic -> messages per second over the last interval.
     rates: BTreeMap<&'a str, f64>,
     /// Topic -> messages seen since the start.
@@ -165,7 +180,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 liveness.sweep(&mut nodes);
                 let secs = since.elapsed().as_secs_f64().max(1e-3);
                 let rates = window.iter().map(|(t, n)| (t.as_str(), *n as f64 / secs)).collect();
-                print(&Report { nodes: &nodes, rates, totals: &totals }, args.json)?;
+                let report = Report {
+                    server: conn.server(),
+                    servers: liveness.servers(&nodes),
+                    nodes: &nodes,
+                    rates,
+                    totals: &totals,
+                };
+                print(&report, args.json)?;
                 window.clear();
                 since = Instant::now();
                 reports += 1;
@@ -183,9 +205,15 @@ fn print(report: &Report<'_>, json: bool) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string(report)?);
         return Ok(());
     }
+    if let Some(server) = &report.server {
+        println!("connected to {server}");
+    }
     println!("nodes: {}", if report.nodes.is_empty() { "none seen yet" } else { "" });
     for (node, state) in report.nodes {
-        println!("  {node:<30} {state}");
+        match report.servers.get(node) {
+            Some(server) => println!("  {node:<30} {state:<20} via {server}"),
+            None => println!("  {node:<30} {state}"),
+        }
     }
     println!("topics (msg/s, total):");
     for (topic, total) in report.totals {

@@ -522,11 +522,17 @@ async fn monitor_shows_nodes_and_topic_rates() {
         for _ in 0..100 {
             let r = next_report(&mut reports).await;
             if r["nodes"][&node_name] == "up" && r["totals"][format!("{run}/x")] == 5 {
-                seen_up = true;
-                break;
+                // Which server each connection uses: the monitor's own, and the node's as
+                // its heartbeats name it.
+                let server = node.connection().server().expect("a broker connection names it");
+                assert_eq!(r["server"], server.as_str(), "{what}: {r}");
+                if r["servers"][&node_name] == server.as_str() {
+                    seen_up = true;
+                    break;
+                }
             }
         }
-        assert!(seen_up, "{what}: the node and its messages never showed");
+        assert!(seen_up, "{what}: the node, its server and its messages never showed");
         node.stop().await.expect("stop");
         let mut seen_down = false;
         for _ in 0..100 {

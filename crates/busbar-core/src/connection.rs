@@ -55,6 +55,12 @@ impl Connection {
         self.transport.client_id()
     }
 
+    /// The server in use now (`HOST:PORT`; on Kafka the bootstrap list); `None` for the
+    /// in-process bus.
+    pub fn server(&self) -> Option<String> {
+        self.transport.server()
+    }
+
     /// What the transport supports.
     pub fn capabilities(&self) -> &Capabilities {
         self.transport.capabilities()

@@ -84,6 +84,8 @@ pub enum Offer {
 pub struct Meter {
     stats: Arc<Stats>,
     events: broadcast::Sender<ConnectionEvent>,
+    /// The server the last `Connected` or `Reconnected` named.
+    server: Arc<std::sync::Mutex<Option<Arc<str>>>>,
 }
 
 impl Default for Meter {
@@ -95,7 +97,11 @@ impl Default for Meter {
 impl Meter {
     /// Fresh counters and an event channel.
     pub fn new() -> Self {
-        Meter { stats: Arc::new(Stats::default()), events: ConnectionEvents::channel() }
+        Meter {
+            stats: Arc::new(Stats::default()),
+            events: ConnectionEvents::channel(),
+            server: Arc::default(),
+        }
     }
 
     /// The counters (subscriptions count expired messages there).
@@ -118,9 +124,19 @@ impl Meter {
         ConnectionEvents::new(self.events.subscribe())
     }
 
-    /// Announces `event` to everyone watching.
+    /// Announces `event` to everyone watching (and notes the server it names, if any).
     pub fn announce(&self, event: ConnectionEvent) {
+        if let ConnectionEvent::Connected { server } | ConnectionEvent::Reconnected { server } =
+            &event
+        {
+            *crate::lock(&self.server) = Some(server.as_str().into());
+        }
         let _ = self.events.send(event);
+    }
+
+    /// The server in use, as the last `Connected` or `Reconnected` event named it.
+    pub fn server(&self) -> Option<String> {
+        crate::lock(&self.server).as_deref().map(str::to_owned)
     }
 
     /// Counts a message put into a subscription's queue outside [`Target::offer`] (seeding

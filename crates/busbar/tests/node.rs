@@ -172,6 +172,7 @@ async fn a_heartbeat_cannot_speak_for_another_node() {
             interval_ms: 1000,
             state: NodeState::Up,
             reason: None,
+            server: None,
         };
         (busbar::Publisher::new(&conn, topic.as_str()).expect("publisher"), hb)
     };

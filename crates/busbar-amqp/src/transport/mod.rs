@@ -235,6 +235,10 @@ impl Transport for AmqpTransport {
         &self.shared.client_id
     }
 
+    fn server(&self) -> Option<String> {
+        self.shared.meter.server()
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }

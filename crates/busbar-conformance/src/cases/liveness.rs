@@ -32,8 +32,9 @@ async fn expect(
     }
 }
 
-/// A node with heartbeats is reported up; a graceful stop reports it down as stopped; a node
-/// that falls silent is reported down after the tolerated number of intervals.
+/// A node with heartbeats is reported up, with the server its connection uses; a graceful
+/// stop reports it down as stopped; a node that falls silent is reported down after the
+/// tolerated number of intervals.
 pub async fn heartbeats_and_liveness(h: Arc<impl Harness>) -> TestResult {
     let p = prefix("liveness");
     let node = p.rsplit('/').next().unwrap_or("node").to_owned();
@@ -45,6 +46,13 @@ pub async fn heartbeats_and_liveness(h: Arc<impl Harness>) -> TestResult {
     let beating = spawn_heartbeat(&conn, &node, Duration::from_millis(50), stop.clone())?;
     let up = expect(&mut monitor, &node, "the node to come up").await?;
     ensure(up == LivenessEvent::Up { node: node.clone() }, || format!("{up:?}"))?;
+    // Heartbeats name the server the node's connection uses.
+    ensure(monitor.server(&node) == conn.server(), || {
+        format!("the monitor says {:?}, the connection {:?}", monitor.server(&node), conn.server())
+    })?;
+    ensure(conn.server().is_some() || h.name().starts_with("mem"), || {
+        format!("a connection to {} names no server", h.name())
+    })?;
     stop.cancel();
     beating.await?;
     let down = expect(&mut monitor, &node, "the node to go down").await?;
@@ -62,6 +70,7 @@ pub async fn heartbeats_and_liveness(h: Arc<impl Harness>) -> TestResult {
             interval_ms: 30,
             state: NodeState::Up,
             reason: None,
+            server: None,
         })
         .await?;
     let up = expect(&mut monitor, &silent, "the silent node to come up").await?;
@@ -113,6 +122,7 @@ pub async fn last_will(h: Arc<impl Harness>) -> TestResult {
             interval_ms: 1_000,
             state: NodeState::Up,
             reason: None,
+            server: None,
         })
         .await?;
     expect(&mut monitor, &node, "the node to come up").await?;

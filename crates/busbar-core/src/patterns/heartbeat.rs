@@ -6,6 +6,7 @@
 //! when it says so, when its last will arrives, or when `tolerance` intervals pass in silence.
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,9 @@ pub struct Heartbeat {
     /// Why it is down.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// The broker server the node's connection uses (`HOST:PORT`), where it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<String>,
 }
 
 /// The topic `node` heartbeats on. Node names are one topic level.
@@ -71,6 +75,7 @@ pub fn last_will(node: &str, interval: Duration) -> Result<Message> {
         interval_ms: interval.as_millis() as u64,
         state: NodeState::Down,
         reason: Some(REASON_LOST.to_owned()),
+        server: None,
     };
     let bytes = crate::codec::Codec::Json.encode(&hb)?;
     // No QoS asked: the transport's best, at least once where it can.
@@ -90,6 +95,7 @@ pub fn spawn_heartbeat(
         )));
     }
     let publisher = Publisher::<Heartbeat>::new(conn, heartbeat_topic(node)?.as_str())?;
+    let conn = conn.clone();
     let node = node.to_owned();
     let interval_ms = interval.as_millis() as u64;
     Ok(tokio::spawn(async move {
@@ -102,7 +108,14 @@ pub fn spawn_heartbeat(
                 _ = stop.cancelled() => break,
                 _ = ticker.tick() => {
                     seq += 1;
-                    let hb = Heartbeat { node: node.clone(), seq, interval_ms, state: NodeState::Up, reason: None };
+                    let hb = Heartbeat {
+                        node: node.clone(),
+                        seq,
+                        interval_ms,
+                        state: NodeState::Up,
+                        reason: None,
+                        server: conn.server(),
+                    };
                     match publisher.publish(hb).await {
                         Ok(()) => failing = false,
                         Err(e) if e.kind() == PublishErrorKind::Closed => return,
@@ -122,6 +135,7 @@ pub fn spawn_heartbeat(
             interval_ms,
             state: NodeState::Down,
             reason: Some(REASON_STOPPED.to_owned()),
+            server: conn.server(),
         };
         if let Err(e) = publisher.publish(down).await {
             tracing::warn!(node = %node, error = %e, "final heartbeat not published");
@@ -163,6 +177,8 @@ pub enum LivenessEvent {
 /// Watches heartbeats and reports nodes going up and down.
 pub struct LivenessMonitor {
     events: QueueReceiver<LivenessEvent>,
+    /// The server each node's latest heartbeat named.
+    servers: Arc<Mutex<HashMap<String, String>>>,
     task: JoinHandle<()>,
 }
 
@@ -192,6 +208,8 @@ impl LivenessMonitor {
         let mut sub = Subscriber::<Heartbeat>::new(conn, &format!("{HEARTBEAT_PREFIX}/+")).await?;
         let tolerance = tolerance.max(1);
         let (tx, events) = queue(QueueConfig::new(MONITOR_QUEUE, Overflow::DropOldest));
+        let servers: Arc<Mutex<HashMap<String, String>>> = Arc::default();
+        let seen = servers.clone();
         let task = tokio::spawn(async move {
             let mut nodes: HashMap<String, Watched> = HashMap::new();
             loop {
@@ -209,7 +227,16 @@ impl LivenessMonitor {
                             tracing::warn!(error = %e, "undecodable heartbeat ignored");
                             continue;
                         }
-                        Some(Ok(hb)) => observe(&mut nodes, &hb.topic, hb.value, tolerance),
+                        Some(Ok(hb)) => {
+                            if let Some(server) = &hb.value.server
+                                && hb.topic.levels().next_back() == Some(hb.value.node.as_str())
+                            {
+                                seen.lock()
+                                    .unwrap_or_else(|p| p.into_inner())
+                                    .insert(hb.value.node.clone(), server.clone());
+                            }
+                            observe(&mut nodes, &hb.topic, hb.value, tolerance)
+                        }
                     },
                     _ = expired => {
                         let now = Instant::now();
@@ -227,12 +254,18 @@ impl LivenessMonitor {
                 }
             }
         });
-        Ok(LivenessMonitor { events, task })
+        Ok(LivenessMonitor { events, servers, task })
     }
 
     /// The next liveness change; `None` when the connection closed.
     pub async fn next(&mut self) -> Option<LivenessEvent> {
         self.events.recv().await
+    }
+
+    /// The broker server `node`'s connection uses, as its latest heartbeat said (a node
+    /// that names none, or one not heard yet: `None`).
+    pub fn server(&self, node: &str) -> Option<String> {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).get(node).cloned()
     }
 
     /// Events discarded because they were not read in time.

@@ -75,6 +75,13 @@ pub trait Transport: Send + Sync + 'static {
     /// The client identifier this connection presents to the broker.
     fn client_id(&self) -> &str;
 
+    /// The server in use now (`HOST:PORT`; on Kafka the bootstrap list), as the last
+    /// [`ConnectionEvent::Connected`] or `Reconnected` named it; `None` for a transport
+    /// without servers.
+    fn server(&self) -> Option<String> {
+        None
+    }
+
     /// What this transport can do.
     fn capabilities(&self) -> &Capabilities;
 

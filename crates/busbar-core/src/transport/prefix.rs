@@ -89,6 +89,10 @@ impl Transport for Prefixed {
         self.inner.client_id()
     }
 
+    fn server(&self) -> Option<String> {
+        self.inner.server()
+    }
+
     fn capabilities(&self) -> &Capabilities {
         self.inner.capabilities()
     }

@@ -269,6 +269,10 @@ impl Transport for KafkaTransport {
         &self.shared.client_id
     }
 
+    fn server(&self) -> Option<String> {
+        self.shared.meter.server()
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }

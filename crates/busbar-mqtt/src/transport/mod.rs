@@ -238,6 +238,10 @@ impl Transport for MqttTransport {
         &self.shared.client_id
     }
 
+    fn server(&self) -> Option<String> {
+        self.shared.meter.server()
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }

@@ -236,6 +236,10 @@ impl Transport for NatsTransport {
         &self.shared.client_id
     }
 
+    fn server(&self) -> Option<String> {
+        self.shared.meter.server()
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }

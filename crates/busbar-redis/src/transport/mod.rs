@@ -179,6 +179,10 @@ impl Transport for RedisTransport {
         &self.shared.client_id
     }
 
+    fn server(&self) -> Option<String> {
+        self.shared.meter.server()
+    }
+
     fn capabilities(&self) -> &Capabilities {
         &self.capabilities
     }

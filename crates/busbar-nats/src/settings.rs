@@ -75,6 +75,10 @@ pub struct Settings {
     /// 4,096, nats-server's default). Its INFO does not say; a longer `PUB` line makes the
     /// server drop the message with an error, so such subjects are refused before sending.
     pub max_control_line: usize,
+    /// Replicas of a durable subscription's JetStream stream (`?durable_replicas=N`, 1 to
+    /// 5, default 1): on a JetStream cluster, 3 keeps it readable and its messages through
+    /// the loss of one node. Fixed when the stream is made.
+    pub durable_replicas: usize,
     /// The URL with the password hidden, for messages.
     pub shown: String,
 }
@@ -115,6 +119,7 @@ impl Settings {
             p.queue("publish_queue", "publish_overflow", QueueConfig::new(1024, Overflow::Block))?;
         let connect_timeout = p.connect_timeout()?;
         let max_control_line = p.count("max_control_line")?.unwrap_or(DEFAULT_MAX_CONTROL_LINE);
+        let durable_replicas = p.number("durable_replicas", 1, 5)?.unwrap_or(1);
         if let Some(path) = p.path("creds") {
             if credentials != Credentials::None {
                 return Err(p.refuse("give either credentials before '@' or creds=, not both"));
@@ -131,6 +136,7 @@ impl Settings {
             publish_queue,
             connect_timeout,
             max_control_line,
+            durable_replicas,
             shown: e.shown.clone(),
         };
         e.params.finish()?;

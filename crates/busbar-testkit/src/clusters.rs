@@ -19,8 +19,9 @@ use crate::{NatsConfig, READY_TIMEOUT, TestkitError, free_port};
 /// aware of it).
 const FORM_TIMEOUT: Duration = Duration::from_secs(20);
 
-/// `size` nats-server processes routed to each other as one cluster (`busbar`), returned
-/// once each one announces the others to its clients. Connect with all their URLs in a
+/// `size` nats-server processes routed to each other as one cluster (`busbar`), with
+/// JetStream (each its own store), returned once each one announces the others to its
+/// clients (JetStream may still be electing its leader for a moment). Connect with all their URLs in a
 /// list (see [`server_list`]).
 ///
 /// # Errors
@@ -37,6 +38,7 @@ pub async fn nats_cluster(size: usize) -> Result<Vec<BrokerProcess>, TestkitErro
             .map(|p| format!("nats-route://127.0.0.1:{p}"))
             .collect();
         let config = NatsConfig::new()
+            .jetstream()
             .line(format!("server_name: busbar-{i}"))
             .line("cluster {")
             .line("  name: busbar")

@@ -8,7 +8,9 @@
 //! figures in docs/clusters.md come from here), never silent. What the test holds every
 //! transport to: the event names the new server, nothing published once both sides were
 //! back is lost, what arrives arrives in order, and at-most-once transports never
-//! duplicate.
+//! duplicate. A durable subscriber (MQTT through a persistent session, NATS on a
+//! three-replica JetStream stream) reads the same stream and is held to the same checks;
+//! its loss is printed next to the plain one.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -29,7 +31,7 @@ const AFTER_BACK: u32 = 200;
 const PATIENCE: Duration = Duration::from_secs(60);
 
 /// What happened to one stream.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 struct Figures {
     /// Publishes the broker confirmed (or, at QoS 0, that were written).
     confirmed: Vec<u32>,
@@ -99,8 +101,58 @@ async fn next(sub: &mut Subscription) -> Option<(u32, Instant)> {
     (m.topic.as_str() == "failover/n").then(|| (number(&m), Instant::now()))
 }
 
+/// A durable subscriber on `url` (MQTT: through a persistent session) reading the stream
+/// in a task of its own until the end marker, with its events; `None` where the servers
+/// cannot keep one (a NATS cluster without JetStream).
+async fn durable_reader(
+    url: &str,
+    durable: &str,
+) -> Option<(tokio::task::JoinHandle<Vec<u32>>, ConnectionEvents)> {
+    // MQTT keeps it in a persistent session; JetStream keeps it on three nodes of three.
+    let url = if url.starts_with("mqtt") {
+        format!("{url}?session_expiry=60")
+    } else if url.starts_with("nats") {
+        format!("{url}?durable_replicas=3")
+    } else {
+        url.into()
+    };
+    let options = busbar::ConnectOptions::new().client_id(format!("{durable}-reader"));
+    let conn = busbar::connect_with(&url, options).await.expect("the durable subscriber connects");
+    let filter = busbar::TopicFilter::new("failover/#").expect("filter");
+    // A JetStream cluster just formed may still be electing its leader.
+    let deadline = Instant::now() + PATIENCE;
+    let mut sub = loop {
+        let options = busbar::SubscribeOptions::new(filter.clone()).durable(durable);
+        match conn.subscribe_with(options).await {
+            Ok(sub) => break sub,
+            Err(e) if e.kind() == busbar::error::SubscribeErrorKind::Unsupported => {
+                eprintln!("failover: no durable subscriber here: {e}");
+                return None;
+            }
+            Err(e) if Instant::now() < deadline => {
+                eprintln!("failover: the durable subscription, again: {e}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => panic!("the durable subscription: {e}"),
+        }
+    };
+    let events = conn.events();
+    let reading = tokio::spawn(async move {
+        let mut received = Vec::new();
+        while let Some((n, _)) = next(&mut sub).await {
+            received.push(n);
+        }
+        drop(sub);
+        let _ = conn.close().await;
+        received
+    });
+    Some((reading, events))
+}
+
 /// Runs the stream on `url` (a server list), killing the server in use with `kill`, and
-/// checks that both sides move to `next_server`.
+/// checks that both sides move to `next_server`. A durable subscriber reads the stream too,
+/// where the servers keep one: its figures are printed and held to the same checks (it is
+/// on the same servers, so what the dead one held is beyond its reach as well).
 async fn stream_through_failover(
     name: &str,
     url: &str,
@@ -110,6 +162,11 @@ async fn stream_through_failover(
     let subscriber = busbar::connect(url).await.expect("the subscriber connects");
     let mut sub_events = subscriber.events();
     let mut sub = subscriber.subscribe("failover/#").await.expect("subscribe");
+    let durable_name = format!("failover-{}", std::process::id());
+    let (durable, mut durable_events) = match durable_reader(url, &durable_name).await {
+        Some((reading, events)) => (Some(reading), Some(events)),
+        None => (None, None),
+    };
     let publisher = busbar::connect(url).await.expect("the publisher connects");
     let mut pub_events = publisher.events();
     let topic = Topic::new("failover/n").expect("topic");
@@ -165,10 +222,19 @@ async fn stream_through_failover(
     let published_at_kill = published.load(Ordering::Acquire);
     // Messages keep arriving (from the dead server's last writes, then the new one) while
     // the two reconnect; the subscription's queue holds them meanwhile.
-    let (sub_server, pub_server) = tokio::join!(
+    let (sub_server, pub_server, durable_server) = tokio::join!(
         reconnected_to(&mut sub_events, "the subscriber"),
-        reconnected_to(&mut pub_events, "the publisher")
+        reconnected_to(&mut pub_events, "the publisher"),
+        async {
+            match durable_events.as_mut() {
+                Some(events) => Some(reconnected_to(events, "the durable subscriber").await),
+                None => None,
+            }
+        }
     );
+    if let Some(server) = durable_server {
+        assert_eq!(server, next_server, "{name}: the durable subscriber's Reconnected");
+    }
     let back_from = published.load(Ordering::Acquire);
     assert_eq!(sub_server, next_server, "{name}: the subscriber's Reconnected names the server");
     assert_eq!(pub_server, next_server, "{name}: the publisher's Reconnected names the server");
@@ -191,8 +257,22 @@ async fn stream_through_failover(
     while let Some((n, _)) = next(&mut sub).await {
         received.push(n);
     }
+    let durable_received = match durable {
+        Some(reading) => Some(
+            tokio::time::timeout(PATIENCE, reading)
+                .await
+                .expect("the durable subscriber gets the end marker")
+                .expect("the durable subscriber's task"),
+        ),
+        None => None,
+    };
     let _ = publisher.close().await;
     let _ = subscriber.close().await;
+    if durable_received.is_some() {
+        let cleanup = busbar::connect(url).await.expect("connects");
+        let _ = cleanup.remove_durable(&durable_name, "failover/#").await;
+        let _ = cleanup.close().await;
+    }
 
     let (confirmed, refused): (Vec<_>, Vec<_>) = results.into_iter().partition(|(_, r)| r.is_ok());
     let figures = Figures {
@@ -221,6 +301,22 @@ async fn stream_through_failover(
     let lost_after_back: Vec<u32> =
         lost.iter().copied().filter(|n| *n >= figures.back_from).collect();
     assert!(lost_after_back.is_empty(), "{name}: lost once both were back: {lost_after_back:?}");
+    if let Some(received) = durable_received {
+        let durable = Figures { received, confirmed: figures.confirmed.clone(), ..figures.clone() };
+        let lost = durable.lost();
+        eprintln!(
+            "failover, {name}, durable subscriber: received {} (duplicated {}), lost {} \
+             (confirmed, never received: {:?})",
+            durable.unique().len(),
+            durable.duplicated(),
+            lost.len(),
+            lost,
+        );
+        assert!(durable.in_order(), "{name}: durable out of order: {:?}", durable.received);
+        let lost_after_back: Vec<u32> =
+            lost.iter().copied().filter(|n| *n >= figures.back_from).collect();
+        assert!(lost_after_back.is_empty(), "{name}: durable lost once back: {lost_after_back:?}");
+    }
     assert!(
         figures.refused.iter().all(|(_, k)| *k == PublishErrorKind::NotConnected),
         "{name}: a refusal says the broker could not be reached: {:?}",

@@ -97,6 +97,7 @@ pub(super) async fn subscribe(
             subjects: subjects.clone(),
             retention: stream::RetentionPolicy::WorkQueue,
             storage: stream::StorageType::File,
+            num_replicas: s.settings.durable_replicas,
             ..Default::default()
         })
         .await

@@ -13,7 +13,11 @@
 //!   registered in the set `busbar:groups` and announced on the channel `busbar:ctl`; every
 //!   connection keeps the registry in memory and, when publishing, `RPUSH`es a copy to the
 //!   list of each group whose filter matches (next to the `PUBLISH` for plain subscribers),
-//!   in the same pipeline.
+//!   in the same pipeline. Each pipeline first reads the registry's generation
+//!   (`busbar:groups:generation`, counted up by every join and registration): when it is
+//!   newer than the cache, a notice is still on its way, so the registry is read again and
+//!   the batch's publishes are sent to what they missed, and a group joined or a durable
+//!   subscription made just before a publish on another connection still gets it.
 //! * **Durable subscriptions** (`SubscribeOptions::durable`). A stream
 //!   `busbar:durable:<name>:<filter>` in the same registry (its entry ends in `\0durable`),
 //!   which publishers `XADD` to as they `RPUSH` to group lists, read in the consumer group

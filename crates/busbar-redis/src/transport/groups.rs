@@ -15,6 +15,10 @@ use redis::aio::MultiplexedConnection;
 pub(super) const CTL_CHANNEL: &str = "busbar:ctl";
 /// Set of every queue group entry (`group \0 filter`) that has members somewhere.
 const GROUPS_KEY: &str = "busbar:groups";
+/// Counts registrations (a group joined, a durable subscription made): a publisher reads
+/// it in every pipeline, ahead of its publishes, and so learns that its cache of the
+/// registry may have missed an entry those publishes were for (see `send`).
+pub(super) const GENERATION_KEY: &str = "busbar:groups:generation";
 
 /// Leaves a queue group: forget this connection; if it was the last member anywhere, drop
 /// the registration and the list, and tell every connection.
@@ -40,6 +44,7 @@ const STREAM_PREFIX: &str = "busbar:durable:";
 const REGISTER_SCRIPT: &str = r"
 redis.pcall('XGROUP', 'CREATE', KEYS[1], ARGV[3], '0', 'MKSTREAM')
 if redis.call('SADD', KEYS[2], ARGV[1]) == 1 then
+  redis.call('INCR', KEYS[3])
   redis.call('PUBLISH', ARGV[2], '+' .. ARGV[1])
 end
 return 1";
@@ -76,9 +81,10 @@ pub(super) async fn register_durable(
 ) -> RedisResult<()> {
     redis::cmd("EVAL")
         .arg(REGISTER_SCRIPT)
-        .arg(2)
+        .arg(3)
         .arg(key)
         .arg(GROUPS_KEY)
+        .arg(GENERATION_KEY)
         .arg(entry)
         .arg(CTL_CHANNEL)
         .arg(STREAM_GROUP)
@@ -123,6 +129,8 @@ fn members_key(entry: &str) -> String {
 pub(super) struct GroupCache {
     entries: HashSet<String>,
     trie: TopicTrie<Arc<str>>,
+    /// The registry's generation when it was last read whole.
+    pub(super) generation: i64,
 }
 
 impl GroupCache {
@@ -152,9 +160,9 @@ impl GroupCache {
         }
     }
 
-    /// This cache, replaced by `entries` as read from `busbar:groups`.
-    pub(super) fn replace(&mut self, entries: Vec<Vec<u8>>) {
-        *self = GroupCache::default();
+    /// This cache, replaced by the registry as read (its generation and `busbar:groups`).
+    pub(super) fn replace(&mut self, (generation, entries): (i64, Vec<Vec<u8>>)) {
+        *self = GroupCache { generation, ..GroupCache::default() };
         for e in entries {
             let mut notice = Vec::with_capacity(e.len() + 1);
             notice.push(b'+');
@@ -172,9 +180,17 @@ impl GroupCache {
     }
 }
 
-/// Reads the registry, the authority the caches follow.
-pub(super) async fn registry(conn: &mut MultiplexedConnection) -> RedisResult<Vec<Vec<u8>>> {
-    redis::cmd("SMEMBERS").arg(GROUPS_KEY).query_async(conn).await
+/// Reads the registry, the authority the caches follow: its generation (read first, so a
+/// registration in between makes the next publish read it again), and its entries.
+pub(super) async fn registry(conn: &mut MultiplexedConnection) -> RedisResult<(i64, Vec<Vec<u8>>)> {
+    redis::pipe()
+        .cmd("INCRBY")
+        .arg(GENERATION_KEY)
+        .arg(0)
+        .cmd("SMEMBERS")
+        .arg(GROUPS_KEY)
+        .query_async(conn)
+        .await
 }
 
 /// Registers connection `client_id` as a member of `entry`, and tells every connection.
@@ -194,6 +210,9 @@ pub(super) async fn join(
         .cmd("SADD")
         .arg(GROUPS_KEY)
         .arg(entry)
+        .ignore()
+        .cmd("INCR")
+        .arg(GENERATION_KEY)
         .ignore()
         .cmd("PUBLISH")
         .arg(CTL_CHANNEL)

@@ -183,16 +183,21 @@ impl Shared {
 
     /// The pipeline for `batch`, and for each item the index of its `PUBLISH` (or `RPUSH`)
     /// result among the non-ignored results and the number of queue-group lists it went to.
-    fn pipeline(&self, batch: &[Outgoing]) -> (redis::Pipeline, Vec<Option<(usize, usize)>>) {
+    /// The pipeline starts with a read of the registry's generation (result 0), and what
+    /// each publish was sent to besides its channel is returned (see [`Self::catch_up`]).
+    fn pipeline(&self, batch: &[Outgoing]) -> Pipeline {
         let mut pipe = redis::pipe();
         let mut counts: Vec<Option<(usize, usize)>> = Vec::with_capacity(batch.len());
-        let mut results = 0;
+        let mut sent_to: Vec<Option<Vec<Arc<str>>>> = Vec::with_capacity(batch.len());
         let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+        pipe.cmd("INCRBY").arg(groups::GENERATION_KEY).arg(0);
+        let mut results = 1;
         for item in batch {
             let m = match item {
                 Outgoing::Publish(m) | Outgoing::Request(m, _) => m,
                 Outgoing::Flush(_) => {
                     counts.push(None);
+                    sent_to.push(None);
                     continue;
                 }
             };
@@ -202,6 +207,7 @@ impl Shared {
                     // A typed value that cannot be encoded is reported and skipped.
                     tracing::warn!(topic = %m.topic, error = %e, "could not encode a message");
                     counts.push(None);
+                    sent_to.push(None);
                     continue;
                 }
             };
@@ -209,6 +215,7 @@ impl Shared {
                 // A named queue is a Redis list of bare payloads, as other clients use it.
                 pipe.cmd("RPUSH").arg(list).arg(payload.as_ref());
                 counts.push(Some((results, 0)));
+                sent_to.push(None);
                 results += 1;
                 continue;
             }
@@ -219,37 +226,66 @@ impl Shared {
                 pipe.cmd("RPUSH").arg(&key).arg(envelope::encode(m, &payload, true).as_ref());
                 pipe.cmd("PEXPIRE").arg(&key).arg(INBOX_TTL_MS).ignore();
                 counts.push(Some((results, 0)));
+                sent_to.push(None);
                 results += 1;
                 continue;
             }
             pipe.cmd("PUBLISH").arg(topic).arg(envelope::encode(m, &payload, false).as_ref());
-            let mut lists = 0;
+            let mut keys = Vec::new();
             let mut item_env = None;
             groups.for_each_list(topic, |key| {
                 let env = item_env.get_or_insert_with(|| envelope::encode(m, &payload, true));
-                if groups::is_stream(key) {
-                    // NOMKSTREAM: a cache that has not heard of a removal yet does not bring
-                    // the stream back without its consumer group.
-                    pipe.cmd("XADD")
-                        .arg(&**key)
-                        .arg("NOMKSTREAM")
-                        .arg("*")
-                        .arg("m")
-                        .arg(env.as_ref())
-                        .ignore();
-                } else {
-                    pipe.cmd("RPUSH").arg(&**key).arg(env.as_ref()).ignore();
-                }
-                lists += 1;
+                push_item(&mut pipe, key, env);
+                keys.push(key.clone());
             });
-            counts.push(Some((results, lists)));
+            counts.push(Some((results, keys.len())));
+            sent_to.push(Some(keys));
             results += 1;
         }
-        (pipe, counts)
+        Pipeline { pipe, counts, sent_to, generation: groups.generation }
+    }
+
+    /// After a batch that ran with a cache of the registry older than the registry (a group
+    /// joined or a durable subscription made on another connection, whose notice had not
+    /// reached this one yet): reads the registry again and sends each publish of the batch
+    /// to what it missed. The generation was read ahead of the batch's publishes, so what
+    /// they missed was registered before them: late, but neither lost nor doubled.
+    async fn catch_up(&self, batch: &[Outgoing], sent_to: &[Option<Vec<Arc<str>>>]) {
+        let Some(mut conn) = self.live() else { return };
+        match groups::registry(&mut conn).await {
+            Ok(all) => self.groups.write().unwrap_or_else(|p| p.into_inner()).replace(all),
+            Err(e) => {
+                tracing::debug!(error = %e, "reading the queue-group registry");
+                return;
+            }
+        }
+        let pipe = {
+            let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
+            let mut pipe = redis::pipe();
+            for (item, sent) in batch.iter().zip(sent_to) {
+                let (Outgoing::Publish(m) | Outgoing::Request(m, _), Some(sent)) = (item, sent)
+                else {
+                    continue;
+                };
+                let Ok(payload) = m.payload.to_bytes() else { continue };
+                let mut item_env = None;
+                groups.for_each_list(m.topic.as_str(), |key| {
+                    if !sent.contains(key) {
+                        let env =
+                            item_env.get_or_insert_with(|| envelope::encode(m, &payload, true));
+                        push_item(&mut pipe, key, env);
+                    }
+                });
+            }
+            pipe
+        };
+        if let Err(e) = pipe.exec_async(&mut conn).await {
+            tracing::warn!(error = %e, "publishes to a newly registered group or durable subscription failed");
+        }
     }
 
     async fn send_batch(&self, batch: &mut Vec<Outgoing>) {
-        let (pipe, counts) = self.pipeline(batch);
+        let Pipeline { pipe, counts, sent_to, generation } = self.pipeline(batch);
         let outcome: Result<Vec<i64>, PublishError> = loop {
             let Some(mut conn) = self.wait_up().await else {
                 break Err(PublishError::closed());
@@ -276,6 +312,9 @@ impl Shared {
         };
         match outcome {
             Ok(values) => {
+                if values.first().is_some_and(|g| *g != generation) {
+                    self.catch_up(batch, &sent_to).await;
+                }
                 for (item, count) in batch.drain(..).zip(counts) {
                     let Some((i, lists)) = count else { continue };
                     self.meter.published();
@@ -294,5 +333,28 @@ impl Shared {
                 }
             }
         }
+    }
+}
+
+/// One batch's pipeline, with what [`Shared::send_batch`] needs to read its results.
+struct Pipeline {
+    pipe: redis::Pipeline,
+    /// For each item: the index of its `PUBLISH` (or `RPUSH`) result and the number of
+    /// group lists and durable streams it went to.
+    counts: Vec<Option<(usize, usize)>>,
+    /// For each publish: the group lists and durable streams it went to.
+    sent_to: Vec<Option<Vec<Arc<str>>>>,
+    /// The registry generation of the cache the pipeline was built with.
+    generation: i64,
+}
+
+/// Adds `env` to a group's list, or to a durable subscription's stream (`NOMKSTREAM`: a
+/// cache that has not heard of a removal yet does not bring the stream back without its
+/// consumer group).
+fn push_item(pipe: &mut redis::Pipeline, key: &str, env: &[u8]) {
+    if groups::is_stream(key) {
+        pipe.cmd("XADD").arg(key).arg("NOMKSTREAM").arg("*").arg("m").arg(env).ignore();
+    } else {
+        pipe.cmd("RPUSH").arg(key).arg(env).ignore();
     }
 }

@@ -250,19 +250,23 @@ impl Shared {
     /// reached this one yet): reads the registry again and sends each publish of the batch
     /// to what it missed. The generation was read ahead of the batch's publishes, so what
     /// they missed was registered before them: late, but neither lost nor doubled.
-    async fn catch_up(&self, batch: &[Outgoing], sent_to: &[Option<Vec<Arc<str>>>]) {
-        let Some(mut conn) = self.live() else { return };
+    /// Returns, for each item, how many lists and streams it reached this way (a request
+    /// counts them as receivers, so it is not sent a second time for want of any).
+    async fn catch_up(&self, batch: &[Outgoing], sent_to: &[Option<Vec<Arc<str>>>]) -> Vec<usize> {
+        let mut reached = vec![0; batch.len()];
+        let Some(mut conn) = self.live() else { return reached };
         match groups::registry(&mut conn).await {
             Ok(all) => self.groups.write().unwrap_or_else(|p| p.into_inner()).replace(all),
             Err(e) => {
                 tracing::debug!(error = %e, "reading the queue-group registry");
-                return;
+                return reached;
             }
         }
-        let pipe = {
+        let (pipe, missed) = {
             let groups = self.groups.read().unwrap_or_else(|p| p.into_inner());
             let mut pipe = redis::pipe();
-            for (item, sent) in batch.iter().zip(sent_to) {
+            let mut missed = 0;
+            for ((item, sent), reached) in batch.iter().zip(sent_to).zip(reached.iter_mut()) {
                 let (Outgoing::Publish(m) | Outgoing::Request(m, _), Some(sent)) = (item, sent)
                 else {
                     continue;
@@ -274,14 +278,21 @@ impl Shared {
                         let env =
                             item_env.get_or_insert_with(|| envelope::encode(m, &payload, true));
                         push_item(&mut pipe, key, env);
+                        missed += 1;
+                        *reached += 1;
                     }
                 });
             }
-            pipe
+            (pipe, missed)
         };
+        if missed == 0 {
+            return reached;
+        }
         if let Err(e) = pipe.exec_async(&mut conn).await {
             tracing::warn!(error = %e, "publishes to a newly registered group or durable subscription failed");
+            return vec![0; batch.len()];
         }
+        reached
     }
 
     async fn send_batch(&self, batch: &mut Vec<Outgoing>) {
@@ -312,15 +323,18 @@ impl Shared {
         };
         match outcome {
             Ok(values) => {
-                if values.first().is_some_and(|g| *g != generation) {
-                    self.catch_up(batch, &sent_to).await;
-                }
-                for (item, count) in batch.drain(..).zip(counts) {
+                let late = if values.first().is_some_and(|g| *g != generation) {
+                    self.catch_up(batch, &sent_to).await
+                } else {
+                    Vec::new()
+                };
+                for (n, (item, count)) in batch.drain(..).zip(counts).enumerate() {
                     let Some((i, lists)) = count else { continue };
                     self.meter.published();
                     if let Outgoing::Request(_, ack) = item {
                         let reached = values.get(i).copied().unwrap_or(0).max(0) as usize;
-                        let _ = ack.send(Ok(reached + lists));
+                        let late = late.get(n).copied().unwrap_or(0);
+                        let _ = ack.send(Ok(reached + lists + late));
                     }
                 }
             }

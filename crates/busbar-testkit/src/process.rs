@@ -18,6 +18,10 @@ use crate::{BrokerKind, TestkitError, free_port};
 /// How long a [`BrokerProcess`] may take to accept TCP connections after being started.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The same for a RabbitMQ node: an Erlang node started again after a SIGKILL repairs its
+/// database files first, which took over 10 s on a loaded 2-core machine.
+const RABBITMQ_READY_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// How often readiness is probed.
 const POLL_INTERVAL: Duration = Duration::from_millis(25);
 /// Timeout of a single readiness connection attempt.
@@ -614,7 +618,9 @@ impl BrokerProcess {
                 return Ok(());
             }
             let waited = started.elapsed();
-            if waited >= READY_TIMEOUT {
+            let limit =
+                if self.kind == BrokerKind::Amqp { RABBITMQ_READY_TIMEOUT } else { READY_TIMEOUT };
+            if waited >= limit {
                 return Err(TestkitError::NotReady {
                     name: self.name,
                     port: self.port,

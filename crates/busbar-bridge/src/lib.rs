@@ -138,12 +138,16 @@ pub struct Bridge {
     name: String,
     counters: Arc<Counters>,
     drops: Option<DropCounter>,
-    task: tokio::task::JoinHandle<()>,
+    /// Tells the task to stop taking messages (see [`Bridge::stop`]).
+    stop: Arc<tokio::sync::Notify>,
+    task: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Bridge {
     fn drop(&mut self) {
-        self.task.abort();
+        if let Some(task) = &self.task {
+            task.abort();
+        }
     }
 }
 
@@ -190,11 +194,21 @@ impl Bridge {
         // The bridge keeps its source connection open: a connection closes with its last
         // handle, and its subscriptions with it.
         let source = from.clone();
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let stopping = stop.clone();
         let task = tokio::spawn(async move {
             let _source = source;
             let route =
                 Route { name: &bridge_name, loop_id: &loop_id, rewrite: &rewrite, filter: &filter };
-            while let Some(message) = sub.recv().await {
+            loop {
+                // A stop is looked at between messages: the one being forwarded is finished.
+                let message = tokio::select! {
+                    () = stopping.notified() => break,
+                    m = sub.recv() => match m {
+                        Some(m) => m,
+                        None => break,
+                    },
+                };
                 if durable {
                     if !route.deliver(&to, &stats, message).await {
                         return;
@@ -204,7 +218,7 @@ impl Bridge {
                 }
             }
         });
-        Ok(Bridge { name: name.to_owned(), counters, drops: Some(drops), task })
+        Ok(Bridge { name: name.to_owned(), counters, drops: Some(drops), stop, task: Some(task) })
     }
 
     /// Two bridges in opposite directions sharing one loop id, so that what one forwards the
@@ -263,7 +277,20 @@ impl Bridge {
                 });
             }
         });
-        Ok(Bridge { name: name.to_owned(), counters, drops: None, task })
+        let stop = Arc::new(tokio::sync::Notify::new());
+        Ok(Bridge { name: name.to_owned(), counters, drops: None, stop, task: Some(task) })
+    }
+
+    /// Stops gracefully: the message being forwarded is finished (and, from a durable
+    /// source, acknowledged) before the bridge ends, so a bridge started again under the
+    /// same durable name does not forward it twice. Dropping a bridge stops it at once
+    /// instead (from a durable source, a message forwarded but not yet acknowledged then
+    /// comes again: at least once).
+    pub async fn stop(mut self) {
+        self.stop.notify_one();
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
     }
 
     /// Its name.

@@ -428,7 +428,8 @@ async fn a_durable_bridge_restarted_forwards_what_the_source_kept() {
             Bridge::topics("durable", &source, &to, &topic, options()).await.expect("bridge");
         publish(1, 3).await;
         expect_numbers(&mut seen, 1..=3, kind.name(), "while the bridge runs").await;
-        drop(bridge);
+        // A graceful stop finishes (and acknowledges) what it forwarded.
+        bridge.stop().await;
         source.close().await.expect("the bridge's connection closes");
 
         // Kept by the source while no bridge reads.

@@ -11,7 +11,7 @@ use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::queue::queue;
 use busbar_core::topic::TopicFilter;
 use busbar_core::topic::native::amqp_binding_key;
-use busbar_core::transport::{Acknowledge, SubscribeOptions, Subscription, SubscriptionGuard};
+use busbar_core::transport::{SubscribeOptions, Subscription, SubscriptionGuard};
 use busbar_transport_kit::{Fanout, Target};
 use lapin::options::{
     BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions,
@@ -133,11 +133,8 @@ pub(super) async fn subscribe(
         }
         s.link_after(0, deadline).await?;
     }
-    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
-    Ok(match options.acknowledge {
-        Acknowledge::OnRead => subscription.acknowledging_on_read(),
-        _ => subscription,
-    })
+    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard)
+        .acknowledging(options.acknowledge))
 }
 
 impl Shared {

@@ -68,10 +68,12 @@ impl Subscription {
         Subscription { rx, filter, stats, rewrite: None, ack_on_read: false, _guard: guard }
     }
 
-    /// The same subscription, acknowledging each message as the application takes it (for
-    /// transports whose messages carry a [`Receipt`](crate::Receipt)).
-    pub fn acknowledging_on_read(mut self) -> Self {
-        self.ack_on_read = true;
+    /// The same subscription, acknowledging as `acknowledge` says (for transports whose
+    /// messages carry a [`Receipt`](crate::Receipt)): under
+    /// [`Acknowledge::OnRead`](crate::transport::Acknowledge::OnRead) each message as the
+    /// application takes it; the other policies leave it to the transport or the application.
+    pub fn acknowledging(mut self, acknowledge: crate::transport::Acknowledge) -> Self {
+        self.ack_on_read = acknowledge == crate::transport::Acknowledge::OnRead;
         self
     }
 

@@ -123,11 +123,7 @@ pub(super) async fn subscribe(
     } else {
         route.ready().await.map_err(|why| s.life.not_connected::<SubscribeErrorKind>(why))?;
     }
-    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
-    Ok(match acknowledge {
-        Acknowledge::OnRead => subscription.acknowledging_on_read(),
-        _ => subscription,
-    })
+    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard).acknowledging(acknowledge))
 }
 
 /// Starts the reader of a new route.

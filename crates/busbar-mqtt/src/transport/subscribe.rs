@@ -225,11 +225,8 @@ pub(super) async fn subscribe(
             tracing::debug!(error = %e, "unsubscribe not queued");
         }
     });
-    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
-    Ok(match options.acknowledge {
-        Acknowledge::OnRead => subscription.acknowledging_on_read(),
-        _ => subscription,
-    })
+    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard)
+        .acknowledging(options.acknowledge))
 }
 
 /// The shared subscription group of durable subscription `name`.

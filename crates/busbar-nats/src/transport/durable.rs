@@ -152,11 +152,8 @@ pub(super) async fn subscribe(
             outstanding.give_back(&acks);
         }
     });
-    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
-    Ok(match options.acknowledge {
-        Acknowledge::OnRead => subscription.acknowledging_on_read(),
-        _ => subscription,
-    })
+    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard)
+        .acknowledging(options.acknowledge))
 }
 
 struct Pump {

@@ -50,11 +50,7 @@ pub(super) async fn subscribe(
         (None, Some(group), None) => subscribe_group(s, id, &group, &filter, target).await?,
         (None, None, None) => subscribe_plain(s, id, filter.clone(), target).await?,
     };
-    let subscription = Subscription::new(filter, rx, s.meter.stats().clone(), guard);
-    Ok(match acknowledge {
-        Acknowledge::OnRead => subscription.acknowledging_on_read(),
-        _ => subscription,
-    })
+    Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard).acknowledging(acknowledge))
 }
 
 /// Reads durable subscription `name` of `filter`: registered (stream, consumer group and

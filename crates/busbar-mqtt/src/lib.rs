@@ -26,7 +26,9 @@
 //! An unknown parameter or a bad value is an [`Error::InvalidUrl`](busbar_core::Error) that
 //! names it.
 
-#![forbid(unsafe_code)]
+// One `unsafe` block in the crate, allowed where it is: setsockopt(TCP_QUICKACK) on
+// rumqttc's socket (`protocol/quick_ack.rs`).
+#![deny(unsafe_code)]
 
 mod convert;
 mod protocol;

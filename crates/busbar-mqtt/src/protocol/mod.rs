@@ -4,6 +4,7 @@
 
 mod confirms;
 mod failure;
+mod quick_ack;
 mod repair;
 mod resends;
 mod unfinished;
@@ -24,11 +25,13 @@ use rumqttc::{Outgoing, Packet as Packet4, SubscribeReasonCode as Code4};
 pub(crate) use self::confirms::{Confirm, Confirms};
 pub(crate) use self::failure::ConnectionFailure;
 use self::failure::{describe4, describe5};
+use self::quick_ack::{PacketKind, QuickAck};
 use self::repair::Repair;
 use self::resends::Resends;
 pub(crate) use self::resends::{GivenUp, MAX_STRIKES};
 use self::unfinished::{Unfinished, restore};
 use crate::convert::{self, qos_out};
+use busbar_transport_kit::Server;
 
 /// Which protocol a connection speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -400,6 +403,8 @@ pub(crate) struct Events {
     backlog: VecDeque<Happened>,
     /// The drop, reported once the backlog is empty.
     failure: Option<ConnectionFailure>,
+    /// Our socket, to acknowledge the broker's acknowledgements at once.
+    quick: QuickAck,
 }
 
 enum Loop {
@@ -414,16 +419,21 @@ pub(crate) enum Options {
 }
 
 impl Events {
-    pub(crate) fn v5(l: rumqttc::v5::EventLoop, confirms: Arc<Confirms>) -> Events {
-        Events::with(Loop::V5(Box::new(l), Vec::new()), confirms)
+    pub(crate) fn v5(
+        l: rumqttc::v5::EventLoop,
+        confirms: Arc<Confirms>,
+        server: &Server,
+    ) -> Events {
+        Events::with(Loop::V5(Box::new(l), Vec::new()), confirms, server)
     }
 
-    pub(crate) fn v4(l: rumqttc::EventLoop, confirms: Arc<Confirms>) -> Events {
-        Events::with(Loop::V4(Box::new(l), Vec::new()), confirms)
+    pub(crate) fn v4(l: rumqttc::EventLoop, confirms: Arc<Confirms>, server: &Server) -> Events {
+        Events::with(Loop::V4(Box::new(l), Vec::new()), confirms, server)
     }
 
-    fn with(inner: Loop, confirms: Arc<Confirms>) -> Events {
+    fn with(inner: Loop, confirms: Arc<Confirms>, server: &Server) -> Events {
         Events {
+            quick: QuickAck::new(server),
             inner,
             resends: Resends::default(),
             confirms,
@@ -440,7 +450,8 @@ impl Events {
         if let Some(failure) = self.failure.take() {
             return Err(failure);
         }
-        let Events { inner, resends, confirms, repair, backlog, failure } = self;
+        let connecting = self.quick.before_poll().await;
+        let Events { inner, resends, confirms, repair, backlog, failure, quick } = self;
         let happened = match inner {
             Loop::V5(l, stranded) => match l.poll().await {
                 Ok(event) => event5(event, l, stranded, repair, true),
@@ -452,6 +463,7 @@ impl Events {
                     }
                     let held = l.state.collision.take();
                     dropped(stranded, l.pending.drain(..), held, resends, confirms);
+                    quick.dropped();
                     *failure = Some(match repair.dropped() {
                         Some(reason) => ConnectionFailure::renewed(reason),
                         None => describe5(&e),
@@ -469,11 +481,13 @@ impl Events {
                     }
                     let held = l.state.collision.take();
                     dropped(stranded, l.pending.drain(..), held, resends, confirms);
+                    quick.dropped();
                     *failure = Some(describe4(&e));
                     return self.after_drop();
                 }
             },
         };
+        quick.after_poll(packet_kind(&happened), connecting);
         Ok(account(happened, resends, confirms))
     }
 
@@ -489,6 +503,12 @@ impl Events {
         }
     }
 
+    /// The socket found for acknowledging at once, while connected (see `quick_ack`).
+    #[cfg(all(test, target_os = "linux"))]
+    pub(crate) fn quick_ack_socket(&self) -> Option<std::os::fd::RawFd> {
+        self.quick.socket()
+    }
+
     /// The publishes given up since the last call (see [`Resends`]).
     pub(crate) fn take_given_up(&mut self) -> Vec<GivenUp> {
         self.resends.take_given_up()
@@ -496,7 +516,8 @@ impl Events {
 
     /// Makes the next connection with `options` (another server of the list). Options of
     /// the other protocol version are ignored: one connection keeps its version.
-    pub(crate) fn aim(&mut self, options: Options) {
+    pub(crate) fn aim(&mut self, options: Options, server: &Server) {
+        self.quick.aim(server);
         match (&mut self.inner, options) {
             (Loop::V5(l, ..), Options::V5(o)) => l.options = *o,
             (Loop::V4(l, ..), Options::V4(o, network)) => {
@@ -534,6 +555,19 @@ fn refused_rec(reason: &rumqttc::v5::mqttbytes::v5::PubRecReason) -> Option<Stri
     match reason {
         R::Success | R::NoMatchingSubscribers => None,
         other => Some(format!("{other:?}")),
+    }
+}
+
+/// What a report means for acknowledging at once (see `quick_ack`).
+fn packet_kind(happened: &Happened) -> PacketKind {
+    match happened {
+        Happened::Connected { .. } => PacketKind::Connected,
+        Happened::Acked(_)
+        | Happened::Received(_)
+        | Happened::Completed
+        | Happened::Refused { .. }
+        | Happened::SubAck { .. } => PacketKind::Acknowledgement,
+        _ => PacketKind::Other,
     }
 }
 

@@ -15,6 +15,13 @@ use crate::settings::Settings;
 /// Requests rumqttc may hold before user calls wait (its own bounded channel).
 const REQUEST_CHANNEL: usize = 1024;
 
+/// MQTT 5: most QoS 1 and 2 publishes in flight at once, whatever larger window the broker
+/// grants. rumqttc sizes its table of publishes in flight by this limit when the connection
+/// is made, one slot per packet id; left unset it takes 65,535 slots, about 13 MiB of an
+/// idle process. Brokers grant less by default (Mosquitto 20 unless configured), so this
+/// bounds memory, not the pace.
+const OUTGOING_WINDOW: u16 = 1024;
+
 /// The client and event loop for `settings`, connecting to `server` and presenting
 /// `client_id`, `credentials` and `will`.
 pub(super) fn build(
@@ -28,12 +35,12 @@ pub(super) fn build(
     Ok(match options(settings, server, client_id, credentials, will)? {
         Options::V5(mqtt) => {
             let (c, l) = rumqttc::v5::AsyncClient::new(*mqtt, REQUEST_CHANNEL);
-            (Client::v5(c, confirms.clone()), Events::v5(l, confirms))
+            (Client::v5(c, confirms.clone()), Events::v5(l, confirms, server))
         }
         Options::V4(mqtt, network) => {
             let (c, mut l) = rumqttc::AsyncClient::new(*mqtt, REQUEST_CHANNEL);
             l.set_network_options(network);
-            (Client::v4(c, confirms.clone()), Events::v4(l, confirms))
+            (Client::v4(c, confirms.clone()), Events::v4(l, confirms, server))
         }
     })
 }
@@ -81,6 +88,7 @@ pub(super) fn options(
             mqtt.set_keep_alive(settings.keep_alive);
             mqtt.set_connection_timeout(whole_seconds(settings.connect_timeout));
             mqtt.set_clean_start(settings.session_expiry.is_none());
+            mqtt.set_outgoing_inflight_upper_limit(OUTGOING_WINDOW);
             mqtt.set_manual_acks(settings.acknowledges_after_hand_over());
             if let Some(expiry) = settings.session_expiry {
                 mqtt.set_session_expiry_interval(Some(
@@ -144,4 +152,51 @@ fn will_error(e: busbar_core::codec::CodecError) -> ConnectError {
 /// rumqttc bounds each connection attempt in whole seconds: at least one, rounded up.
 fn whole_seconds(d: std::time::Duration) -> u64 {
     d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0)).max(1)
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
+
+    use super::*;
+    use crate::protocol::Happened;
+
+    /// An event loop connected to `url` as `id`.
+    async fn connected(url: &str, id: &str) -> Events {
+        let settings = Settings::parse(url).expect("url");
+        let (_client, mut events) =
+            build(&settings, &settings.servers[0], id, None, None).expect("options");
+        loop {
+            match events.poll().await {
+                Ok(Happened::Connected { .. }) => return events,
+                Ok(_) => {}
+                Err(e) => panic!("connect: {}", e.reason()),
+            }
+        }
+    }
+
+    /// On a broker with Nagle's algorithm on (Mosquitto's packaged default), each
+    /// connection finds its own socket to acknowledge at once, even when several connect
+    /// to the same broker at the same moment; on both protocol versions.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_connection_finds_its_own_socket() {
+        let config = MosquittoConfig::new().line("set_tcp_nodelay false");
+        let test = "each_connection_finds_its_own_socket";
+        let Some(broker) = skip_if_missing(test, BrokerProcess::mosquitto(config).await) else {
+            return;
+        };
+        let v5 = broker.url();
+        let v4 = format!("{v5}?version=3.1.1");
+        let (a, b, c) = tokio::join!(
+            connected(&v5, "quick-a"),
+            connected(&v5, "quick-b"),
+            connected(&v4, "quick-c")
+        );
+        let sockets: Vec<_> = [&a, &b, &c].iter().map(|e| e.quick_ack_socket()).collect();
+        assert!(sockets.iter().all(Option::is_some), "every socket found: {sockets:?}");
+        let mut distinct = sockets.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "each its own: {sockets:?}");
+    }
 }

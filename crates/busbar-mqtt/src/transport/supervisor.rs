@@ -54,7 +54,7 @@ impl Dialing {
                 credentials(&self.presented),
                 self.will.as_ref(),
             ) {
-                Ok(options) => eventloop.aim(options),
+                Ok(options) => eventloop.aim(options, self.servers.current()),
                 // The options were built once already; nothing about them can fail now.
                 Err(e) => tracing::warn!(error = %e, "cannot move to the next server"),
             }

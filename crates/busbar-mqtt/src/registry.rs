@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 
 use busbar_core::error::{OpError, SubscribeError, SubscribeErrorKind};
 use busbar_core::message::{Message, QoS};
-use busbar_core::topic::TopicFilter;
+use busbar_core::topic::{TopicFilter, TopicTrie};
 use busbar_core::transport::Acknowledge;
 use busbar_transport_kit::Target;
 use busbar_transport_kit::fanout::{Fanout, Targets};
@@ -42,6 +42,10 @@ impl BrokerSub {
 pub(crate) struct Registry {
     pub(crate) subs: HashMap<usize, BrokerSub>,
     by_key: HashMap<(TopicFilter, Option<String>), usize>,
+    /// The broker subscriptions by filter, for messages that name none (MQTT 3.1.1 has no
+    /// subscription identifiers): a lookup per topic level instead of a match against every
+    /// filter, so a connection with 10,000 subscriptions dispatches as fast as one with one.
+    by_filter: TopicTrie<usize>,
     next_sub_id: usize,
     /// Messages a persistent session delivered before anything here subscribed to them
     /// (queued by the broker while this client was away), kept until a local subscription
@@ -61,6 +65,7 @@ impl Default for Registry {
         Registry {
             subs: HashMap::new(),
             by_key: HashMap::new(),
+            by_filter: TopicTrie::new(),
             next_sub_id: start,
             orphans: VecDeque::new(),
         }
@@ -129,6 +134,7 @@ impl Registry {
         self.next_sub_id = self.next_sub_id % 268_435_455 + 1;
         let sub_id = self.next_sub_id;
         self.by_key.insert(key, sub_id);
+        self.by_filter.insert(&filter, sub_id);
         let mut locals = Fanout::new(group.is_some());
         locals.add(local.0, local.1);
         self.subs.insert(sub_id, BrokerSub { filter, group, qos, no_local, acknowledge, locals });
@@ -144,6 +150,7 @@ impl Registry {
         }
         let sub = self.subs.remove(&sub_id)?;
         let path = sub.path();
+        self.by_filter.remove(&sub.filter, |id| *id == sub_id);
         self.by_key.remove(&(sub.filter, sub.group));
         Some(path)
     }
@@ -166,7 +173,11 @@ impl Registry {
             }
         };
         if ids.is_empty() {
-            self.subs.values().filter(|s| s.filter.matches_str(topic)).for_each(&mut take);
+            self.by_filter.for_each_match(topic, |id| {
+                if let Some(sub) = self.subs.get(id) {
+                    take(sub);
+                }
+            });
         } else {
             ids.iter()
                 .filter_map(|id| self.subs.get(id))
@@ -199,5 +210,53 @@ impl Registry {
             self.orphans.drain(..).partition(|(m, _)| filter.matches(&m.topic));
         self.orphans = rest.into();
         matching
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use busbar_core::queue::{QueueConfig, QueueReceiver, queue};
+    use busbar_core::{Overflow, Topic};
+    use busbar_transport_kit::Meter;
+
+    use super::*;
+
+    fn local(id: u64, filter: &str) -> ((u64, Target), QueueReceiver<Message>) {
+        let (tx, rx) = queue(QueueConfig::new(8, Overflow::Block));
+        ((id, Target::new(tx, filter, &Meter::new())), rx)
+    }
+
+    fn add(registry: &mut Registry, id: u64, filter: &str) -> (usize, QueueReceiver<Message>) {
+        let (l, rx) = local(id, filter);
+        let filter = TopicFilter::new(filter).expect("filter");
+        let added = registry
+            .add(filter, None, QoS::AtMostOnce, false, Acknowledge::OnHandOver, l)
+            .expect("added");
+        (added.sub_id, rx)
+    }
+
+    fn matched(registry: &Registry, topic: &str) -> usize {
+        let message = Message::new(Topic::new(topic).expect("topic"), &b""[..]);
+        registry.targets(&[], &message).handed_over.len()
+    }
+
+    /// Without subscription identifiers (MQTT 3.1.1) a message goes to every filter that
+    /// matches its topic, looked up by topic, and to nothing once unsubscribed.
+    #[test]
+    fn messages_without_identifiers_find_their_filters() {
+        let mut registry = Registry::default();
+        let (exact, _a) = add(&mut registry, 1, "plant/line1/temp");
+        let (_, _b) = add(&mut registry, 2, "plant/+/temp");
+        let (_, _c) = add(&mut registry, 3, "plant/#");
+        for i in 0..1000 {
+            let (_, _) = add(&mut registry, 100 + i, &format!("other/{i}"));
+        }
+        assert_eq!(matched(&registry, "plant/line1/temp"), 3);
+        assert_eq!(matched(&registry, "plant/line2/temp"), 2);
+        assert_eq!(matched(&registry, "plant"), 1, "# matches its parent level");
+        assert_eq!(matched(&registry, "other/7"), 1);
+        assert_eq!(matched(&registry, "nowhere"), 0);
+        assert_eq!(registry.remove(exact, 1).as_deref(), Some("plant/line1/temp"));
+        assert_eq!(matched(&registry, "plant/line1/temp"), 2, "the removed filter is gone");
     }
 }

@@ -29,7 +29,38 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("{} bridge(s) running; Ctrl-C stops them", bridges.len());
     crate::report::every_until_ctrl_c(args.interval, &mut interrupts, || print_stats(&bridges))
         .await;
+    tokio::select! {
+        () = stop(bridges) => {}
+        () = interrupts.next() => eprintln!("busbar bridge: second Ctrl-C: the bridges were cut off"),
+    }
     Ok(())
+}
+
+/// How long Ctrl-C waits for the bridges to finish what they are forwarding.
+const STOP_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Stops every bridge gracefully: each finishes the message it is forwarding, and a durable
+/// one acknowledges it at its source, so the next run does not forward it twice. A bridge
+/// that does not finish in time (its target away) is cut off; from a durable source, what
+/// it was forwarding comes again on the next run.
+async fn stop(bridges: Vec<busbar::bridge::Bridge>) {
+    let deadline = tokio::time::Instant::now() + STOP_PATIENCE;
+    let (mut stopped, mut cut) = (0, 0);
+    for bridge in bridges {
+        match tokio::time::timeout_at(deadline, bridge.stop()).await {
+            Ok(()) => stopped += 1,
+            Err(_) => cut += 1,
+        }
+    }
+    if cut == 0 {
+        println!("stopped {stopped} bridge(s)");
+    } else {
+        eprintln!(
+            "busbar bridge: stopped {stopped} bridge(s); {cut} did not finish within {} s and \
+             were cut off",
+            STOP_PATIENCE.as_secs()
+        );
+    }
 }
 
 fn print_stats(bridges: &[busbar::bridge::Bridge]) {

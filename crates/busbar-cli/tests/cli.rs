@@ -285,6 +285,7 @@ async fn bridge_runs_the_bridges_of_a_configuration() {
         rest.push('\n');
     }
     assert!(rest.contains(&format!("up:{run}/#: forwarded 5, dropped 0, failed 0")), "{rest}");
+    assert!(rest.contains("stopped 1 bridge(s)"), "a graceful stop: {rest}");
 }
 
 /// Starts `busbar ARGS` and waits for the line on its standard error that says it is ready

@@ -298,7 +298,7 @@ impl BrokerProcess {
         kind: BrokerKind,
         mut make_args: impl FnMut(&Path, u16) -> Result<Vec<OsString>, TestkitError>,
     ) -> Result<Self, TestkitError> {
-        let program = find_binary(name)?;
+        let program = broker_binary(name)?;
         Self::start_program(name, kind, program, |dir, port| Ok((make_args(dir, port)?, vec![])))
             .await
     }
@@ -669,6 +669,17 @@ pub fn tansu_binary() -> Result<PathBuf, TestkitError> {
         is_executable(&candidate).then_some(candidate)
     });
     found.ok_or(TestkitError::BinaryMissing { name: "tansu" })
+}
+
+/// The program for a broker started by name: `$BUSBAR_<NAME>` when set (the name upper-cased,
+/// `-` as `_`: `BUSBAR_NATS_SERVER`, `BUSBAR_MOSQUITTO`), so that a test can run against
+/// another build than the one on `PATH`; otherwise [`find_binary`].
+fn broker_binary(name: &'static str) -> Result<PathBuf, TestkitError> {
+    let variable = format!("BUSBAR_{}", name.to_uppercase().replace('-', "_"));
+    match std::env::var_os(variable).filter(|p| !p.is_empty()) {
+        Some(path) => Ok(PathBuf::from(path)),
+        None => find_binary(name),
+    }
 }
 
 fn find_binary(name: &'static str) -> Result<PathBuf, TestkitError> {

@@ -381,6 +381,8 @@ pub(crate) enum Happened {
         /// the event): then the refusal needs no louder report.
         caller_told: bool,
     },
+    /// The broker took an UNSUBSCRIBE (UNSUBACK).
+    Unsubscribed,
     Other,
 }
 
@@ -566,7 +568,8 @@ fn packet_kind(happened: &Happened) -> PacketKind {
         | Happened::Received(_)
         | Happened::Completed
         | Happened::Refused { .. }
-        | Happened::SubAck { .. } => PacketKind::Acknowledgement,
+        | Happened::SubAck { .. }
+        | Happened::Unsubscribed => PacketKind::Acknowledgement,
         _ => PacketKind::Other,
     }
 }
@@ -665,6 +668,7 @@ fn happened5(
             None => Happened::Received(rec.pkid),
         },
         Event::Incoming(Packet5::PubComp(_)) => Happened::Completed,
+        Event::Incoming(Packet5::UnsubAck(_)) => Happened::Unsubscribed,
         Event::Incoming(Packet5::SubAck(ack)) => Happened::SubAck {
             pkid: ack.pkid,
             refused: ack
@@ -704,6 +708,7 @@ fn happened4(
         Event::Incoming(Packet4::PubAck(ack)) => Happened::Acked(ack.pkid),
         Event::Incoming(Packet4::PubRec(rec)) => Happened::Received(rec.pkid),
         Event::Incoming(Packet4::PubComp(_)) => Happened::Completed,
+        Event::Incoming(Packet4::UnsubAck(_)) => Happened::Unsubscribed,
         Event::Incoming(Packet4::SubAck(ack)) => Happened::SubAck {
             pkid: ack.pkid,
             refused: ack

@@ -8,7 +8,7 @@
 //! client and server) by up to 40 ms. So a QoS 1 request meets the broker's PUBACK, then the
 //! reply, which waits for our ACK of the PUBACK: 44 ms per call instead of 0.15 ms, for raw
 //! rumqttc and paho as well. Setting `TCP_QUICKACK` on our socket right after the broker's
-//! acknowledgement packets (PUBACK, PUBREC, PUBCOMP, SUBACK) sends the pending ACK
+//! acknowledgement packets (PUBACK, PUBREC, PUBCOMP, SUBACK, UNSUBACK) sends the pending ACK
 //! at once; the broker's Nagle then has nothing to wait for. Publishes coming in are not
 //! treated so: a stream of them is answered by our own PUBACKs or read in bulk.
 //!
@@ -28,8 +28,9 @@ use busbar_transport_kit::Server;
 pub(crate) enum PacketKind {
     /// The connection was made (CONNACK).
     Connected,
-    /// PUBACK, PUBREC, PUBCOMP or SUBACK from the broker, after which it may well write
-    /// again soon (the reply to a request, the next request to a server).
+    /// PUBACK, PUBREC, PUBCOMP, SUBACK or UNSUBACK from the broker, after which it may well
+    /// write again soon (the reply to a request, the next request to a server, the SUBACK
+    /// of commlib's next per-call reply subscription).
     Acknowledgement,
     /// Anything else.
     Other,

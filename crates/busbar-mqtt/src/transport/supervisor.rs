@@ -149,6 +149,7 @@ pub(super) async fn supervise(
                 Happened::SentPublish(_)
                 | Happened::HeldBack(_)
                 | Happened::Received(_)
+                | Happened::Unsubscribed
                 | Happened::Other,
             ) => {}
             Err(failure) => {

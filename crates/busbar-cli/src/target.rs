@@ -101,8 +101,12 @@ impl Target {
         }
     }
 
-    /// True when the target is the in-process bus given by URL.
-    pub fn is_mem_url(&self) -> bool {
-        self.config.is_none() && self.url().to_ascii_lowercase().starts_with("mem:")
+    /// The URL itself (of the configuration's broker, or `--url`), for clients other than
+    /// busbar's (`bench --compare`).
+    pub fn raw_url(&self) -> anyhow::Result<String> {
+        Ok(match self.broker_entry()? {
+            Some(b) => b.url().to_owned(),
+            None => self.url().to_owned(),
+        })
     }
 }

@@ -13,6 +13,10 @@ pub const DEFAULT_EXCHANGE: &str = "amq.topic";
 /// the channel, so it is refused before sending.
 pub const DEFAULT_MAX_PAYLOAD: usize = 128 * 1024 * 1024;
 
+/// The largest AMQP frame asked of the broker unless `?frame_max=` says otherwise (see
+/// [`Settings::frame_max`]).
+pub const DEFAULT_FRAME_MAX: u32 = 32 * 1024;
+
 /// Where and how to connect, from a URL such as
 /// `amqp://user:pass@127.0.0.1:5672/%2f?exchange=plant&heartbeat=30` or
 /// `amqps://broker:5671/prod?ca=/etc/ca.pem&cert=/etc/me.pem&key=/etc/me.key`.
@@ -35,6 +39,11 @@ pub struct Settings {
     pub exchange: String,
     /// Heartbeat interval asked of the broker; `None` accepts the broker's.
     pub heartbeat: Option<u16>,
+    /// Largest AMQP frame asked of the broker (`?frame_max=BYTES`, 4096 to 131072; default
+    /// 32768). Larger messages travel in several body frames. lapin keeps send and
+    /// receive buffers of 32 frames each, so RabbitMQ's own 128 KiB would cost an idle
+    /// connection 8 MiB; 32 KiB costs 2 MiB and carries a 32 KiB message in one frame.
+    pub frame_max: u32,
     /// How long a subscription's queue outlives its connection (RabbitMQ `x-expires`), so a
     /// reconnect finds what was published meanwhile (default 60 s).
     pub queue_expiry: Duration,
@@ -64,6 +73,7 @@ impl std::fmt::Debug for Settings {
             .field("url", &self.shown)
             .field("exchange", &self.exchange)
             .field("heartbeat", &self.heartbeat)
+            .field("frame_max", &self.frame_max)
             .field("queue_expiry", &self.queue_expiry)
             .field("prefetch", &self.prefetch)
             .field("tls", &self.tls)
@@ -138,6 +148,7 @@ impl Settings {
             vhost,
             exchange,
             heartbeat: p.number("heartbeat", 0u16, u16::MAX)?,
+            frame_max: p.number("frame_max", 4096u32, 131_072)?.unwrap_or(DEFAULT_FRAME_MAX),
             queue_expiry: wait(p, "queue_expiry")?.unwrap_or(Duration::from_secs(60)),
             durable_queues: match p.choice("durable_queues", &["classic", "quorum"])? {
                 Some("quorum") => DurableQueues::Quorum,
@@ -189,6 +200,8 @@ mod tests {
             (Duration::from_secs(10), d.reconnect_wait)
         );
         assert_eq!((d.max_payload, d.heartbeat), (DEFAULT_MAX_PAYLOAD, None));
+        assert_eq!(d.frame_max, DEFAULT_FRAME_MAX);
+        assert_eq!(Settings::parse("amqp://h?frame_max=131072").expect("frame").frame_max, 131_072);
         let only_user = Settings::parse("amqp://u@h").expect("user only");
         assert_eq!((only_user.username.as_str(), only_user.password.as_str()), ("u", ""));
         assert_eq!(Settings::parse("amqp://h/prod").expect("vhost").vhost, "prod");
@@ -224,6 +237,7 @@ mod tests {
         assert!(bad("amqp://h?queue_expiry=500ms"));
         assert!(bad("amqp://h?connect_timeout=99999999999"));
         assert!(bad("amqp://h?heartbeat=soon"));
+        assert!(bad("amqp://h?frame_max=1000"), "below AMQP's minimum frame");
         assert!(bad("amqp://h?ca=/x"));
         assert!(bad("amqps://h?cert=/x"));
         assert!(bad("amqp://h?exchange="));

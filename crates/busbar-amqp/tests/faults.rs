@@ -63,10 +63,24 @@ fn close_connections(marker: &str) -> usize {
 /// re-sent unconfirmed publishes may repeat some), each first copy in publishing order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_resume_and_nothing_is_lost_when_connections_are_closed() {
+    resume_through_closed_connections(1, "resume").await;
+}
+
+/// The same with 64 publishes awaiting their confirms at once: they are queued on the
+/// channel without waiting for each other's write, and still go again in their order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windowed_publishes_keep_their_order_when_connections_are_closed() {
+    resume_through_closed_connections(64, "window").await;
+}
+
+/// Publishes N numbered QoS 1 messages, `window` awaiting confirmation at once, while
+/// the broker closes both connections after 500 arrived.
+async fn resume_through_closed_connections(window: usize, name: &str) {
+    use futures_util::StreamExt;
     const N: u32 = 3_000;
-    let test = "subscriptions_resume_and_nothing_is_lost_when_connections_are_closed";
-    let Some(url) = broker(test).await else { return };
-    let mark = marker("resume");
+    let test = format!("resume_through_closed_connections({window})");
+    let Some(url) = broker(&test).await else { return };
+    let mark = marker(name);
     let sub_conn = connect(&url, format!("{mark}-sub")).await;
     let pub_conn = connect(&url, format!("{mark}-pub")).await;
     let mut sub_events = sub_conn.events();
@@ -77,11 +91,20 @@ async fn subscriptions_resume_and_nothing_is_lost_when_connections_are_closed() 
         let conn = pub_conn.clone();
         let topic = Topic::new(&topic).expect("topic");
         tokio::spawn(async move {
-            for n in 0..N {
-                let payload = Codec::Json.encode(&n).expect("encode");
-                conn.publish(Message::new(topic.clone(), payload).with_qos(QoS::AtLeastOnce))
-                    .await
-                    .map_err(|e| format!("publish {n}: {e}"))?;
+            let mut outcomes =
+                futures_util::stream::iter(0..N)
+                    .map(|n| {
+                        let payload = Codec::Json.encode(&n).expect("encode");
+                        let message =
+                            Message::new(topic.clone(), payload).with_qos(QoS::AtLeastOnce);
+                        let conn = conn.clone();
+                        async move {
+                            conn.publish(message).await.map_err(|e| format!("publish {n}: {e}"))
+                        }
+                    })
+                    .buffered(window);
+            while let Some(outcome) = outcomes.next().await {
+                outcome?;
             }
             Ok::<_, String>(())
         })

@@ -66,16 +66,30 @@ impl Shared {
         let confirmed = to_queue || qos != QoS::AtMostOnce;
         let channel = if confirmed { &link.confirm } else { &link.plain };
         let options = BasicPublishOptions { mandatory: to_queue, ..BasicPublishOptions::default() };
-        let written = channel.basic_publish(exchange.clone(), key.clone(), options, payload, props);
+        let mut written = std::pin::pin!(channel.basic_publish(
+            exchange.clone(),
+            key.clone(),
+            options,
+            payload,
+            props
+        ));
         if confirmed {
             // Counted here from now on, no longer on the link before (and still when the
             // write fails: it goes again, ahead of anything newer).
             *held = Some(link.unsettled.hold(ticket.seq));
         }
-        // On the wire: the next publish may be written. A failed write keeps its place, so
-        // nothing newer goes ahead of it being sent again.
-        let confirm = written.await.map_err(PublishFailure::Link)?;
+        // lapin takes the publish's delivery tag and queues its frames on the channel, in
+        // order, when the future is first polled; only then does it wait for the write. So
+        // the next publish may go once this one is queued: publishes are written in batches
+        // instead of one io-loop round trip each. A failed write fails every publish queued
+        // after it on the same connection too, and each goes again in its place.
+        let queued = futures_util::poll!(written.as_mut());
         ticket.written();
+        let confirm = match queued {
+            std::task::Poll::Ready(outcome) => outcome,
+            std::task::Poll::Pending => written.await,
+        }
+        .map_err(PublishFailure::Link)?;
         if !confirmed {
             return Ok(());
         }

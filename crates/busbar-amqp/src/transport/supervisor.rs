@@ -68,6 +68,7 @@ async fn open_link(shared: &Shared, generation: u64) -> Result<Arc<Link>, Connec
         vhost: settings.vhost.clone(),
         query: lapin::uri::AMQPQueryString {
             heartbeat: settings.heartbeat,
+            frame_max: Some(settings.frame_max),
             connection_timeout: Some(
                 u64::try_from(settings.connect_timeout.as_millis()).unwrap_or(u64::MAX),
             ),

@@ -22,7 +22,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use busbar_core::error::{
-    CloseError, CloseErrorKind, ConnectError, OpError, PublishError, RequestError, SubscribeError,
+    CloseError, CloseErrorKind, ConnectError, ConnectErrorKind, OpError, PublishError,
+    RequestError, SubscribeError,
 };
 use busbar_core::message::Message;
 use busbar_core::stats::StatsSnapshot;
@@ -169,6 +170,15 @@ impl MqttTransport {
             },
         ));
         let outcome = match tokio::time::timeout_at(deadline, first_rx).await {
+            // rumqttc's own limit on the attempt is the same `connect_timeout` (in whole
+            // seconds), so it can end the wait a tick before the deadline above: one limit,
+            // one message.
+            Ok(Ok(Err(e))) if e.kind() == ConnectErrorKind::TimedOut => {
+                Err(endpoint::connect_timed_out(
+                    &shared.settings.shown,
+                    shared.settings.connect_timeout,
+                ))
+            }
             Ok(Ok(outcome)) => outcome,
             Ok(Err(_)) => Err(Shared::broker("the connection task ended")),
             Err(_) => Err(endpoint::connect_timed_out(

@@ -53,6 +53,10 @@ fn bench_prints_one_json_object() {
         );
         assert!(!bar.contains('['), "{pattern}: a progress bar into a pipe: {bar}");
     }
+    // Text with the raw side: the ratio and, over several runs, its spread.
+    let out = busbar(&["bench", "--count", "2000", "--compare", "--runs", "3"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("\nraw ") && text.contains("run pairs: min "), "{text}");
 }
 
 /// Several publishers and subscribers, extra subscriptions, two sizes, CSV: every message

@@ -255,11 +255,15 @@ fn print_text(r: &Report<'_>) {
         line("raw", b);
     }
     if let Some(ratio) = r.ratio {
-        match r.pattern {
-            Pattern::Pubsub => {
-                println!("ratio     {ratio:.2} (busbar's rate over the raw client's)")
-            }
-            Pattern::Rpc => println!("ratio     {ratio:.2} (busbar's p50 over the raw client's)"),
+        let of = match r.pattern {
+            Pattern::Pubsub => "busbar's rate over the raw client's",
+            Pattern::Rpc => "busbar's p50 over the raw client's",
+        };
+        match r.ratio_spread {
+            Some([min, mid, max]) if r.runs > 1 => println!(
+                "ratio     {ratio:.2} ({of}; run pairs: min {min:.2}, median {mid:.2}, max {max:.2})"
+            ),
+            _ => println!("ratio     {ratio:.2} ({of})"),
         }
     }
 }

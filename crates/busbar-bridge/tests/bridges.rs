@@ -457,3 +457,68 @@ async fn a_durable_bridge_restarted_forwards_what_the_source_kept() {
     let err = Bridge::topics("drops", &mem, &mem, "t/#", options).await.expect_err("refused");
     assert!(err.to_string().contains("overflow must be block"), "{err}");
 }
+
+/// A durable bridge whose *target* broker goes away (killed) while messages keep arriving
+/// at the source: the bridge keeps trying the message it holds (backing off), the source
+/// keeps the rest, and once the target is back everything arrives there in order, nothing
+/// lost. Source: Redis (a stream); target: a RabbitMQ node of the test's own, read through
+/// a durable subscription so the reader's own reconnect loses nothing either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_durable_bridge_holds_what_it_could_not_deliver_while_the_target_is_away() {
+    let test = "a_durable_bridge_holds_what_it_could_not_deliver_while_the_target_is_away";
+    let Some(redis) = shared_broker(BrokerKind::Redis).await else { return };
+    let Some(mut target) = busbar_testkit::skip_if_missing(test, BrokerProcess::rabbitmq().await)
+    else {
+        return;
+    };
+    let run = run_id();
+    let topic = format!("plant/{run}");
+    let reader = busbar::connect(&target.url()).await.expect("target");
+    let options = busbar::SubscribeOptions::new(busbar::TopicFilter::new(&topic).expect("filter"))
+        .durable(format!("{run}-reader"));
+    let mut seen = reader.subscribe_with(options).await.expect("the target's reader");
+    let source = busbar::connect_with(
+        redis.url(),
+        busbar::ConnectOptions::new().client_id(format!("{run}-bridge")),
+    )
+    .await
+    .expect("source");
+    // Its publishes fail after 1 s without a connection (instead of waiting 10 s for the
+    // next one), so the outage outlasts them and the bridge's own retries are what keep the
+    // message.
+    let to = busbar::connect(&format!("{}?reconnect_wait=1", target.url()))
+        .await
+        .expect("the bridge's target");
+    let durable = format!("{run}-durable");
+    let options = BridgeOptions { durable: Some(durable.clone()), ..BridgeOptions::default() };
+    let bridge = Bridge::topics("away", &source, &to, &topic, options).await.expect("bridge");
+    let publisher = busbar::connect(redis.url()).await.expect("publisher");
+    let publish = |from: u32, to: u32| {
+        let (publisher, topic) = (publisher.clone(), topic.clone());
+        async move {
+            for i in from..=to {
+                publisher.publish_bytes(&topic, i.to_string().into_bytes()).await.expect("publish");
+            }
+        }
+    };
+    publish(1, 3).await;
+    expect_numbers(&mut seen, 1..=3, "rabbitmq", "while the target is up").await;
+
+    target.stop().await.expect("kill the target");
+    publish(4, 8).await;
+    target.restart().await.expect("the target comes back");
+    // The first one may wait for the node to start, the reader and the bridge to reconnect
+    // and the bridge's backoff (5 s at most).
+    let first = tokio::time::timeout(Duration::from_secs(60), seen.recv())
+        .await
+        .expect("the first message kept while the target was away, in time")
+        .expect("the reader's subscription survives the target's restart");
+    assert_eq!(first.payload.to_bytes().expect("bytes").as_ref(), b"4", "in order");
+    expect_numbers(&mut seen, 5..=8, "rabbitmq", "the rest kept while the target was away").await;
+    publish(9, 9).await;
+    expect_numbers(&mut seen, 9..=9, "rabbitmq", "after the target came back").await;
+    let stats = bridge.stats();
+    assert_eq!((stats.forwarded, stats.failed, stats.dropped), (9, 0, 0), "the bridge's counters");
+    bridge.stop().await;
+    let _ = source.remove_durable(&durable, &topic).await;
+}

@@ -1495,7 +1495,8 @@ async fn pub_rides_through_a_broker_restart_on_every_broker() {
 
 /// A `busbar sub` with a persistent session is killed (SIGKILL: no DISCONNECT, nothing
 /// flushed) while idle, messages are published while it is dead, and a `busbar sub` started
-/// again with the same `--client-id` gets every one of them, in order, and nothing else.
+/// again with the same `--client-id` gets every one of them, in order, and nothing else but
+/// possibly the last one it had printed (at least once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_subscriber_resumes_its_session_with_the_same_client_id() {
     use busbar_testkit::{BrokerProcess, MosquittoConfig, skip_if_missing};
@@ -1553,7 +1554,12 @@ async fn a_killed_subscriber_resumes_its_session_with_the_same_client_id() {
     assert!(output.status.success(), "{:?}", output.status);
     let lines: Vec<String> =
         String::from_utf8_lossy(&output.stdout).lines().map(str::to_owned).collect();
-    let expected: Vec<String> = (5..25).map(|n| format!("plant/log  {n}")).collect();
+    // At least once: the last message the first one printed (4) may come again, since its
+    // acknowledgement goes out after the hand-over and can be cut off by the SIGKILL. Then
+    // every message published while it was dead, in order (the first 20 lines: --count 20).
+    let redelivered = lines.first().is_some_and(|l| l == "plant/log  4");
+    let from = if redelivered { 4 } else { 5 };
+    let expected: Vec<String> = (from..from + 20).map(|n| format!("plant/log  {n}")).collect();
     assert_eq!(lines, expected, "every message published while it was dead, in order");
 }
 

@@ -1,6 +1,6 @@
 //! What one measurement found, how runs are combined, and how it is printed.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
@@ -56,6 +56,36 @@ impl Figures {
             ..Figures::default()
         }
     }
+}
+
+/// Pub/sub figures from the subscribers' tasks, each ending with its tally and the time of
+/// its last arrival; `started` is when the first publish went.
+pub(super) async fn gather_tallies(
+    receiving: Vec<tokio::task::JoinHandle<(Tally, Instant)>>,
+    started: Instant,
+) -> anyhow::Result<Figures> {
+    let (mut tallies, mut last) = (Vec::new(), started);
+    for r in receiving {
+        let (tally, at) = r.await?;
+        last = last.max(at);
+        tallies.push(tally);
+    }
+    Ok(Figures::from_tallies(tallies, last.saturating_duration_since(started)))
+}
+
+/// RPC figures from the callers' tasks, each ending with its latencies (ns) and failures;
+/// `started` is when the first call went.
+pub(super) async fn gather_calls(
+    callers: Vec<tokio::task::JoinHandle<(Vec<u64>, u64)>>,
+    started: Instant,
+) -> anyhow::Result<Figures> {
+    let (mut latencies, mut failed) = (Vec::new(), 0);
+    for c in callers {
+        let (l, f) = c.await?;
+        latencies.extend(l);
+        failed += f;
+    }
+    Ok(Figures::from_calls(latencies, failed, started.elapsed()))
 }
 
 /// The 50th and 99th percentiles of `samples` (nanoseconds), in microseconds.

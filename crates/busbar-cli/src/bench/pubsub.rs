@@ -8,7 +8,7 @@ use futures_util::StreamExt;
 
 use busbar::{Connection, Message, Payload, SubscribeOptions, Subscription, Topic, TopicFilter};
 
-use super::figures::{Figures, Frame, Tally, shares};
+use super::figures::{Figures, Frame, Tally, gather_tallies, shares};
 use super::progress::Progress;
 use super::{Args, bench_topic};
 
@@ -54,19 +54,13 @@ pub(super) async fn run(args: &Args, size: usize) -> anyhow::Result<Figures> {
     for p in publishing {
         p.await??;
     }
-    let mut tallies = Vec::new();
-    let mut last = started;
-    for r in receiving {
-        let (tally, at) = r.await?;
-        last = last.max(at);
-        tallies.push(tally);
-    }
+    let figures = gather_tallies(receiving, started).await?;
     progress.finish();
     drop(extra);
     for conn in pub_conns.iter().chain(&sub_conns) {
         conn.close().await?;
     }
-    Ok(Figures::from_tallies(tallies, last.saturating_duration_since(started)))
+    Ok(figures)
 }
 
 /// Publishes waiting for the broker's confirmation at once, per publisher, at QoS 1 or

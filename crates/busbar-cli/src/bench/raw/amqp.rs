@@ -18,7 +18,7 @@ use lapin::{BasicProperties, Channel, ConnectionProperties};
 use tokio::sync::oneshot;
 
 use super::super::Args;
-use super::super::figures::{Figures, Frame, Tally, shares};
+use super::super::figures::{Figures, Frame, Tally, gather_calls, gather_tallies, shares};
 use super::super::pubsub::{WINDOW, nanos};
 use super::raw_name;
 
@@ -140,16 +140,11 @@ pub(super) async fn pubsub(args: &Args, url: &str, size: usize) -> anyhow::Resul
     for p in publishing {
         p.await??;
     }
-    let (mut tallies, mut last) = (Vec::new(), started);
-    for r in receiving {
-        let (tally, at) = r.await?;
-        last = last.max(at);
-        tallies.push(tally);
-    }
+    let figures = gather_tallies(receiving, started).await?;
     for conn in connections {
         let _ = conn.close(200, "bye".into()).await;
     }
-    Ok(Figures::from_tallies(tallies, last.saturating_duration_since(started)))
+    Ok(figures)
 }
 
 pub(super) async fn rpc(args: &Args, url: &str, size: usize) -> anyhow::Result<Figures> {
@@ -230,16 +225,10 @@ pub(super) async fn rpc(args: &Args, url: &str, size: usize) -> anyhow::Result<F
             })
         })
         .collect();
-    let (mut latencies, mut failed) = (Vec::new(), 0);
-    for c in callers {
-        let (l, f) = c.await?;
-        latencies.extend(l);
-        failed += f;
-    }
-    let elapsed = started.elapsed();
+    let figures = gather_calls(callers, started).await?;
     server.abort();
     router.abort();
     let _ = client_conn.close(200, "bye".into()).await;
     let _ = server_conn.close(200, "bye".into()).await;
-    Ok(Figures::from_calls(latencies, failed, elapsed))
+    Ok(figures)
 }

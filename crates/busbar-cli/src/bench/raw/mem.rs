@@ -7,11 +7,11 @@ use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::Args;
-use super::super::figures::{Figures, Frame, Tally, shares};
+use super::super::figures::{Figures, Frame, Tally, gather_calls, gather_tallies, shares};
 use super::super::pubsub::nanos;
 
 /// One channel per subscriber; each publisher sends every message to each of them.
-pub(super) async fn pubsub(args: &Args, size: usize) -> Figures {
+pub(super) async fn pubsub(args: &Args, size: usize) -> anyhow::Result<Figures> {
     let per_publisher = shares(args.count, args.publishers);
     let clock = Instant::now();
     let (mut senders, mut receiving) = (Vec::new(), Vec::new());
@@ -54,18 +54,11 @@ pub(super) async fn pubsub(args: &Args, size: usize) -> Figures {
     for p in publishing {
         let _ = p.await;
     }
-    let (mut tallies, mut last) = (Vec::new(), started);
-    for r in receiving {
-        if let Ok((tally, at)) = r.await {
-            last = last.max(at);
-            tallies.push(tally);
-        }
-    }
-    Figures::from_tallies(tallies, last.saturating_duration_since(started))
+    gather_tallies(receiving, started).await
 }
 
 /// Request/reply over an mpsc channel and a oneshot per call.
-pub(super) async fn rpc(args: &Args, size: usize) -> Figures {
+pub(super) async fn rpc(args: &Args, size: usize) -> anyhow::Result<Figures> {
     let (req_tx, mut req_rx) = mpsc::channel::<(Bytes, oneshot::Sender<Bytes>)>(64);
     tokio::spawn(async move {
         while let Some((b, reply)) = req_rx.recv().await {
@@ -79,23 +72,19 @@ pub(super) async fn rpc(args: &Args, size: usize) -> Figures {
         .map(|n| {
             let (req_tx, payload) = (req_tx.clone(), payload.clone());
             tokio::spawn(async move {
-                let mut latencies = Vec::with_capacity(n as usize);
+                let (mut latencies, mut failed) = (Vec::with_capacity(n as usize), 0u64);
                 for _ in 0..n {
                     let t = Instant::now();
                     let (tx, rx) = oneshot::channel();
                     if req_tx.send((payload.clone(), tx)).await.is_err() || rx.await.is_err() {
-                        break;
+                        failed += 1;
+                        continue;
                     }
                     latencies.push(t.elapsed().as_nanos() as u64);
                 }
-                latencies
+                (latencies, failed)
             })
         })
         .collect();
-    let mut latencies = Vec::new();
-    for c in callers {
-        latencies.extend(c.await.unwrap_or_default());
-    }
-    let failed = args.count - latencies.len() as u64;
-    Figures::from_calls(latencies, failed, started.elapsed())
+    gather_calls(callers, started).await
 }

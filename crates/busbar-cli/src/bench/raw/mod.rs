@@ -17,7 +17,7 @@ use super::figures::Figures;
 /// The raw client's pub/sub run at `size` bytes against `url`.
 pub(super) async fn pubsub(args: &Args, url: &str, size: usize) -> anyhow::Result<Figures> {
     match Server::parse(url)? {
-        Raw::Mem => Ok(mem::pubsub(args, size).await),
+        Raw::Mem => mem::pubsub(args, size).await,
         Raw::Amqp => amqp::pubsub(args, url, size).await,
         Raw::Mqtt(s) => mqtt::pubsub(args, &s, size).await,
         Raw::Nats(s) => nats::pubsub(args, &s, size).await,
@@ -28,7 +28,7 @@ pub(super) async fn pubsub(args: &Args, url: &str, size: usize) -> anyhow::Resul
 /// The raw client's request/reply at `size` bytes against `url`.
 pub(super) async fn rpc(args: &Args, url: &str, size: usize) -> anyhow::Result<Figures> {
     match Server::parse(url)? {
-        Raw::Mem => Ok(mem::rpc(args, size).await),
+        Raw::Mem => mem::rpc(args, size).await,
         Raw::Amqp => amqp::rpc(args, url, size).await,
         Raw::Mqtt(s) => mqtt::rpc(args, &s, size).await,
         Raw::Nats(s) => nats::rpc(args, &s, size).await,

@@ -13,7 +13,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use tokio::sync::oneshot;
 
 use super::super::Args;
-use super::super::figures::{Figures, Frame, Tally, shares};
+use super::super::figures::{Figures, Frame, Tally, gather_calls, gather_tallies, shares};
 use super::super::pubsub::nanos;
 use super::{Server, raw_name};
 
@@ -111,17 +111,12 @@ pub(super) async fn pubsub(args: &Args, server: &Server, size: usize) -> anyhow:
     for p in publishing {
         publishers.push(p.await?.context("raw rumqttc publish")?);
     }
-    let (mut tallies, mut last) = (Vec::new(), started);
-    for r in receiving {
-        let (tally, at) = r.await?;
-        last = last.max(at);
-        tallies.push(tally);
-    }
+    let figures = gather_tallies(receiving, started).await?;
     for d in drivers {
         d.abort();
     }
     drop((publishers, subscribers));
-    Ok(Figures::from_tallies(tallies, last.saturating_duration_since(started)))
+    Ok(figures)
 }
 
 /// Request/reply by hand: response topic and correlation data, the replies routed to the
@@ -209,14 +204,8 @@ pub(super) async fn rpc(args: &Args, server: &Server, size: usize) -> anyhow::Re
             })
         })
         .collect();
-    let (mut latencies, mut failed) = (Vec::new(), 0);
-    for c in callers {
-        let (l, f) = c.await?;
-        latencies.extend(l);
-        failed += f;
-    }
-    let elapsed = started.elapsed();
+    let figures = gather_calls(callers, started).await?;
     server_task.abort();
     client_task.abort();
-    Ok(Figures::from_calls(latencies, failed, elapsed))
+    Ok(figures)
 }

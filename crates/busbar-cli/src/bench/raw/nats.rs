@@ -8,7 +8,7 @@ use bytes::Bytes;
 use futures_util::StreamExt;
 
 use super::super::Args;
-use super::super::figures::{Figures, Frame, Tally, shares};
+use super::super::figures::{Figures, Frame, Tally, gather_calls, gather_tallies, shares};
 use super::super::pubsub::nanos;
 use super::{Server, raw_name};
 
@@ -50,7 +50,9 @@ pub(super) async fn pubsub(args: &Args, server: &Server, size: usize) -> anyhow:
                     Ok(None) | Err(_) => break,
                 }
             }
-            (tally, last, c)
+            // The client lives as long as its subscriber reads.
+            drop(c);
+            (tally, last)
         }));
     }
     let started = Instant::now();
@@ -71,14 +73,9 @@ pub(super) async fn pubsub(args: &Args, server: &Server, size: usize) -> anyhow:
     for p in publishing {
         p.await??;
     }
-    let (mut tallies, mut last) = (Vec::new(), started);
-    for r in receiving {
-        let (tally, at, _client) = r.await?;
-        last = last.max(at);
-        tallies.push(tally);
-    }
+    let figures = gather_tallies(receiving, started).await?;
     drop(keep);
-    Ok(Figures::from_tallies(tallies, last.saturating_duration_since(started)))
+    Ok(figures)
 }
 
 pub(super) async fn rpc(args: &Args, server: &Server, size: usize) -> anyhow::Result<Figures> {
@@ -114,13 +111,7 @@ pub(super) async fn rpc(args: &Args, server: &Server, size: usize) -> anyhow::Re
             })
         })
         .collect();
-    let (mut latencies, mut failed) = (Vec::new(), 0);
-    for c in callers {
-        let (l, f) = c.await?;
-        latencies.extend(l);
-        failed += f;
-    }
-    let elapsed = started.elapsed();
+    let figures = gather_calls(callers, started).await?;
     server_task.abort();
-    Ok(Figures::from_calls(latencies, failed, elapsed))
+    Ok(figures)
 }

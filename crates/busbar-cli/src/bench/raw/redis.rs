@@ -9,7 +9,7 @@ use anyhow::Context;
 use futures_util::StreamExt;
 
 use super::super::Args;
-use super::super::figures::{Figures, Frame, Tally, shares};
+use super::super::figures::{Figures, Frame, Tally, gather_tallies, shares};
 use super::super::pubsub::nanos;
 use super::{Server, raw_name};
 
@@ -82,11 +82,6 @@ pub(super) async fn pubsub(args: &Args, server: &Server, size: usize) -> anyhow:
     for p in publishing {
         p.await??;
     }
-    let (mut tallies, mut last) = (Vec::new(), started);
-    for r in receiving {
-        let (tally, at) = r.await?;
-        last = last.max(at);
-        tallies.push(tally);
-    }
-    Ok(Figures::from_tallies(tallies, last.saturating_duration_since(started)))
+    let figures = gather_tallies(receiving, started).await?;
+    Ok(figures)
 }

@@ -33,8 +33,13 @@ async fn every_transport() -> Vec<Option<(String, Connection)>> {
     all
 }
 
+/// Waits for the next message. Generous, as a test only waits this long when it fails: a
+/// durable subscription taken over by a new process waits for the broker to hand it over (a
+/// Kafka group rebalance, a session timing out), which on a loaded CI machine once took
+/// longer than the 10 s this allowed before (that failure did not name its broker; the
+/// message now does).
 async fn recv(sub: &mut busbar::Subscription, what: &str) -> busbar::Message {
-    tokio::time::timeout(Duration::from_secs(10), sub.recv())
+    tokio::time::timeout(Duration::from_secs(30), sub.recv())
         .await
         .unwrap_or_else(|_| panic!("{what}: nothing arrived in time"))
         .unwrap_or_else(|| panic!("{what}: the subscription ended"))
@@ -381,10 +386,11 @@ async fn expect_numbers(
     broker: &str,
     what: &str,
 ) {
+    let what = format!("{broker}: {what}");
     for i in range {
-        let m = recv(seen, what).await;
+        let m = recv(seen, &what).await;
         let got = String::from_utf8(m.payload.to_bytes().expect("bytes").to_vec()).expect("text");
-        assert_eq!(got, i.to_string(), "{broker}: {what}");
+        assert_eq!(got, i.to_string(), "{what}");
     }
 }
 

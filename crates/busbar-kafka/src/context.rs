@@ -112,9 +112,14 @@ impl ClientContext for Context {
     }
 
     fn generate_oauth_token(&self, _config: Option<&str>) -> Result<OAuthToken, Box<dyn Error>> {
-        let Some(cell) = &self.token else {
-            return Err("this connection has no token provider".into());
-        };
+        self.oauth_token().ok_or_else(|| "this connection has no token provider".into())
+    }
+}
+
+impl Context {
+    /// The provider's current token as librdkafka takes it; `None` without a provider.
+    pub(crate) fn oauth_token(&self) -> Option<OAuthToken> {
+        let cell = self.token.as_ref()?;
         let token = cell.lock().unwrap_or_else(|p| p.into_inner()).clone();
         // librdkafka wants the expiry as wall-clock milliseconds; a token without one is
         // given an hour and asked for again then.
@@ -124,7 +129,7 @@ impl ClientContext for Context {
             .unwrap_or(Duration::from_secs(3600));
         let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         let lifetime_ms = i64::try_from((now + left).as_millis()).unwrap_or(i64::MAX);
-        Ok(OAuthToken { token: token.value, principal_name: "busbar".into(), lifetime_ms })
+        Some(OAuthToken { token: token.value, principal_name: "busbar".into(), lifetime_ms })
     }
 }
 

@@ -3,17 +3,13 @@
 //! restarts with `--authentication` on the same storage. Tansu 0.6 offers SCRAM-SHA-256 and
 //! -512 only (no PLAIN mechanism, and it refuses every OAUTHBEARER login), so PLAIN signs
 //! in to the testkit's `SaslFront`, which answers the SASL requests itself and relays
-//! everything else to a Tansu without authentication.
-//!
-//! OAUTHBEARER through the front fails today, and is therefore not here: the producer and
-//! the readers sign in with the provider's token, but rdkafka 0.39's `AdminClient` polls only
-//! its own result queue, never the main queue where librdkafka asks for a token, so the
-//! admin client (metadata at connect, topic creation) never gets one and `connect` ends with
-//! "no metadata from the cluster".
+//! everything else to a Tansu without authentication; so does OAUTHBEARER with a token
+//! provider.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use busbar_core::auth::{StaticToken, Token, TokenPlacement};
 use busbar_core::error::ConnectErrorKind;
 use busbar_core::transport::ConnectOptions;
 use busbar_core::{Connection, Message, Topic};
@@ -96,4 +92,27 @@ async fn plain_users_sign_in_and_a_wrong_password_is_refused_as_credentials() {
     let err = KafkaTransport::connect(&url, ConnectOptions::new()).await.err().expect("refused");
     assert_eq!(err.kind(), ConnectErrorKind::Credentials, "{err}");
     assert!(!err.to_string().contains("not-hers"), "the password leaked: {err}");
+}
+
+/// OAUTHBEARER with a token provider: every client of the connection signs in with the
+/// provider's token, the admin client included (it connects, creates the topic, reads and
+/// writes); a token the broker does not take is refused as a credentials error that does not
+/// repeat it. Failed before the admin client was handed its token: "no metadata from the
+/// cluster".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bearer_tokens_sign_in_and_a_wrong_token_is_refused_as_credentials() {
+    let login = Login::Bearer { token: "the-right-token".into() };
+    let Some((_broker, port)) = behind_front(login).await else { return };
+    let url = format!("kafka://127.0.0.1:{port}?connect_timeout=10s");
+    let with_token = |value: &str| {
+        let provider = Arc::new(StaticToken(Token::forever(value)));
+        ConnectOptions::new().token(provider, TokenPlacement::Password)
+    };
+    round_trip_with(&url, with_token("the-right-token"), "bearer/a").await;
+
+    let url = format!("kafka://127.0.0.1:{port}?connect_timeout=5s");
+    let err =
+        KafkaTransport::connect(&url, with_token("a-stolen-guess")).await.err().expect("refused");
+    assert_eq!(err.kind(), ConnectErrorKind::Credentials, "{err}");
+    assert!(!err.to_string().contains("a-stolen-guess"), "the token leaked: {err}");
 }

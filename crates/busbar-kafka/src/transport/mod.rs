@@ -11,6 +11,7 @@
 //! * `routes`: the local subscriptions one reader feeds, per (filter, queue group);
 //! * `subscribe`: joining a route, its reader started and awaited.
 
+mod oauth;
 mod offsets;
 mod reader;
 mod routes;
@@ -138,17 +139,14 @@ impl KafkaTransport {
             .unwrap_or_else(|| format!("busbar-{}", uuid::Uuid::new_v4().simple()));
         let meter = Meter::new();
         let life = Lifecycle::new(&settings.shown);
-        let token = match &options.token {
+        let (token, refresher) = match &options.token {
             Some(provider) => {
                 let first = first_token(provider).await?;
                 let cell = Arc::new(Mutex::new(first.clone()));
-                tokio::spawn(keep_fresh(
-                    Refresher::start(provider.clone(), first, life.token().clone()),
-                    cell.clone(),
-                ));
-                Some(cell)
+                let refresher = Refresher::start(provider.clone(), first, life.token().clone());
+                (Some(cell), Some(refresher))
             }
-            None => None,
+            None => (None, None),
         };
         let link = Arc::new(Link::new(settings.bootstrap()));
         let context = Context { meter: meter.clone(), link, token };
@@ -167,6 +165,15 @@ impl KafkaTransport {
             .create_with_context(context.clone())
             .map_err(|e| config_error(format!("cannot create the Kafka admin client: {e}")))?;
         let topics = Topics::new(admin, &settings);
+        if let (Some(refresher), Some(cell), Some(first)) =
+            (refresher, &context.token, context.oauth_token())
+        {
+            // Signed in before their first request (see `oauth`); the admin client cannot
+            // ask for a new token, so it is given each refreshed one as it comes.
+            oauth::sign_in(producer.client(), &first).map_err(config_error)?;
+            topics.hand_token(&first).map_err(config_error)?;
+            tokio::spawn(keep_fresh(refresher, cell.clone(), context.clone(), topics.clone()));
+        }
         // The cluster answers, and lets us in, before the connection counts as made.
         // A little inside the connect bound, so that the reason (a TLS handshake, a login)
         // is told rather than only the bound's timeout.
@@ -226,11 +233,21 @@ impl KafkaTransport {
     }
 }
 
-/// Hands each refreshed token to the clients' shared cell (librdkafka asks for it when the
-/// current one nears its end).
-async fn keep_fresh(mut refresher: Refresher, cell: Arc<Mutex<Token>>) {
+/// Hands each refreshed token to the clients' shared cell (the producer and the readers ask
+/// for it when the current one nears its end) and to the admin client (which cannot ask).
+async fn keep_fresh(
+    mut refresher: Refresher,
+    cell: Arc<Mutex<Token>>,
+    context: Context,
+    topics: Arc<Topics>,
+) {
     while let Some(token) = refresher.next().await {
         *cell.lock().unwrap_or_else(|p| p.into_inner()) = token;
+        if let Some(token) = context.oauth_token()
+            && let Err(why) = topics.hand_token(&token)
+        {
+            tracing::warn!("the Kafka admin client kept its old token: {why}");
+        }
     }
 }
 

@@ -35,7 +35,7 @@ use busbar_core::transport::{Acknowledge, StartAt};
 use busbar_transport_kit::Inbox;
 use busbar_transport_kit::delivery::offer_all;
 use rdkafka::ClientConfig;
-use rdkafka::client::ClientContext;
+use rdkafka::client::{Client, ClientContext};
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
@@ -152,6 +152,15 @@ struct Reader {
 type Ready = oneshot::Sender<Result<(), String>>;
 
 impl Reader {
+    /// Gives a new consumer the connection's OAUTHBEARER token, if it has a provider (see
+    /// `oauth`): its first lookups come before its first poll, where it would ask for one.
+    fn sign_in<C: ClientContext>(&self, client: &Client<C>) -> Result<(), String> {
+        match self.context.oauth_token() {
+            Some(token) => super::oauth::sign_in(client, &token),
+            None => Ok(()),
+        }
+    }
+
     fn assigned(
         self,
         config: ClientConfig,
@@ -169,6 +178,10 @@ impl Reader {
                 return;
             }
         };
+        if let Err(why) = self.sign_in(consumer.client()) {
+            let _ = ready.send(Err(why));
+            return;
+        }
         let mut known: HashMap<String, i32> = HashMap::new();
         let mut first = TopicPartitionList::new();
         let mut names = topics;
@@ -275,6 +288,10 @@ impl Reader {
                 return;
             }
         };
+        if let Err(why) = self.sign_in(consumer.client()) {
+            let _ = ready.send(Err(why));
+            return;
+        }
         // The first assignment, made inside a poll below, says the member reads.
         *consumer.context().ready.lock().unwrap_or_else(|p| p.into_inner()) = Some(ready);
         if let Err(e) = consumer.subscribe(&[subscription]) {

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use busbar_core::error::{Common, OpError};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::OAuthToken;
 use rdkafka::error::RDKafkaErrorCode;
 use rdkafka::metadata::Metadata;
 
@@ -63,6 +64,11 @@ impl Topics {
             replication: settings.replication,
             missing: settings.missing_topics,
         })
+    }
+
+    /// Gives the admin client the OAUTHBEARER token to sign in with.
+    pub(crate) fn hand_token(&self, token: &OAuthToken) -> Result<(), String> {
+        super::oauth::sign_in(self.admin.inner(), token)
     }
 
     fn known(&self) -> std::sync::MutexGuard<'_, HashMap<String, i32>> {

@@ -133,7 +133,7 @@ async fn bench_runs_on_every_broker() {
             let name = kind.name();
             // The raw client in the same run where there is one to compare with.
             let compare = match (kind, pattern) {
-                (BrokerKind::Mqtt | BrokerKind::Nats | BrokerKind::Amqp, _)
+                (BrokerKind::Mqtt | BrokerKind::Nats | BrokerKind::Amqp | BrokerKind::Kafka, _)
                 | (BrokerKind::Redis, "pubsub") => "--compare",
                 _ => "--runs=1",
             };

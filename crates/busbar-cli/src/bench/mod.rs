@@ -55,7 +55,7 @@ pub struct Args {
     #[arg(long)]
     csv: bool,
     /// Also run the same measurement through the broker's own client crate (rumqttc,
-    /// lapin, async-nats, redis; for mem://, bare tokio channels), alternating with busbar's runs,
+    /// lapin, async-nats, redis, rdkafka; for mem://, bare tokio channels), alternating with busbar's runs,
     /// and print the ratio.
     #[arg(long, alias = "baseline")]
     compare: bool,

@@ -4,6 +4,8 @@
 //! frames and are tallied the same way.
 
 mod amqp;
+#[cfg(feature = "kafka")]
+mod kafka;
 mod mem;
 mod mqtt;
 mod nats;
@@ -19,6 +21,8 @@ pub(super) async fn pubsub(args: &Args, url: &str, size: usize) -> anyhow::Resul
     match Server::parse(url)? {
         Raw::Mem => mem::pubsub(args, size).await,
         Raw::Amqp => amqp::pubsub(args, url, size).await,
+        #[cfg(feature = "kafka")]
+        Raw::Kafka(s) => kafka::pubsub(args, &s, size).await,
         Raw::Mqtt(s) => mqtt::pubsub(args, &s, size).await,
         Raw::Nats(s) => nats::pubsub(args, &s, size).await,
         Raw::Redis(s) => redis::pubsub(args, &s, size).await,
@@ -30,6 +34,8 @@ pub(super) async fn rpc(args: &Args, url: &str, size: usize) -> anyhow::Result<F
     match Server::parse(url)? {
         Raw::Mem => mem::rpc(args, size).await,
         Raw::Amqp => amqp::rpc(args, url, size).await,
+        #[cfg(feature = "kafka")]
+        Raw::Kafka(s) => kafka::rpc(args, &s, size).await,
         Raw::Mqtt(s) => mqtt::rpc(args, &s, size).await,
         Raw::Nats(s) => nats::rpc(args, &s, size).await,
         Raw::Redis(_) => bail!(
@@ -50,6 +56,8 @@ enum Raw {
     Mem,
     /// lapin takes the URL as it is.
     Amqp,
+    #[cfg(feature = "kafka")]
+    Kafka(Server),
     Mqtt(Server),
     Nats(Server),
     Redis(Server),
@@ -94,10 +102,11 @@ impl Server {
             "mqtt" => Raw::Mqtt(server(1883)?),
             "nats" => Raw::Nats(server(4222)?),
             "redis" => Raw::Redis(server(6379)?),
+            #[cfg(feature = "kafka")]
+            "kafka" => Raw::Kafka(server(9092)?),
             other => bail!(
-                "--compare has no raw client for {other}:// here (it covers mem, mqtt, amqp, nats and \
-                 redis over plain TCP); the repository's bench compares Kafka: cargo bench \
-                 -p busbar-kafka --bench compare"
+                "--compare has no raw client for {other}:// here (it covers mem, mqtt, amqp, nats, \
+                 redis and kafka over plain TCP)"
             ),
         })
     }

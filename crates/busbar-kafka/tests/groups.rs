@@ -68,3 +68,44 @@ async fn the_next_member_starts_at_the_committed_offset() {
     second.close().await.expect("close");
     publisher.close().await.expect("close");
 }
+
+/// A durable subscription is a consumer group: `remove_durable` deletes it with its
+/// committed position, so the name starts afresh (what was kept for it is not handed over);
+/// while a subscription of the same connection reads it, the removal is refused and names
+/// the subscription.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_durable_subscription_deletes_its_group() {
+    let Some(broker) = shared_broker(BrokerKind::Kafka).await else { return };
+    let topic = format!("groups/{}/kept", unique_name());
+    let filter = TopicFilter::new(&topic).expect("filter");
+    let name = format!("durable-{}", unique_name());
+    let durable = || SubscribeOptions::new(filter.clone()).durable(&name);
+    let publish = |conn: Connection, n: u32| {
+        let m = Message::new(Topic::new(&topic).expect("topic"), n.to_be_bytes().to_vec());
+        async move { conn.publish(m).await.expect("confirmed") }
+    };
+    let publisher = connect(broker.url()).await;
+    let reader = connect(broker.url()).await;
+    let mut sub = reader.subscribe_with(durable()).await.expect("subscribe");
+    publish(publisher.clone(), 1).await;
+    let first = tokio::time::timeout(Duration::from_secs(20), sub.recv()).await.expect("in time");
+    assert_eq!(number(&first.expect("open")), 1);
+    let err = reader.remove_durable(&name, &topic).await.expect_err("in use here");
+    assert!(err.to_string().contains("in use on this connection"), "{err}");
+    drop(sub);
+    reader.close().await.expect("close");
+
+    // Kept for the name while nobody reads: 2. Removed: the next subscriber never gets it.
+    publish(publisher.clone(), 2).await;
+    publisher.remove_durable(&name, &topic).await.expect("removed");
+    let reader = connect(broker.url()).await;
+    let mut sub = reader.subscribe_with(durable()).await.expect("subscribe afresh");
+    publish(publisher.clone(), 3).await;
+    let next = tokio::time::timeout(Duration::from_secs(20), sub.recv()).await.expect("in time");
+    assert_eq!(number(&next.expect("open")), 3, "the removed subscription kept 2");
+    drop(sub);
+    reader.close().await.expect("close");
+    publisher.remove_durable(&name, &topic).await.expect("removed again");
+    // Removing what is not there is no error (the name may be gone already).
+    publisher.remove_durable(&name, &topic).await.expect("nothing to remove");
+}

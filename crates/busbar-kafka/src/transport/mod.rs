@@ -261,8 +261,10 @@ fn connect_error(failure: TopicFailure, last: Option<String>, shown: &str) -> Co
         why = format!("{why} (last error: {last})");
     }
     let lower = why.to_ascii_lowercase();
+    // A refused login is `Refused`, as on every other transport (`Credentials` is a token
+    // provider that gave no token).
     let kind = if lower.contains("authentication") || lower.contains("sasl") {
-        ConnectErrorKind::Credentials
+        ConnectErrorKind::Refused
     } else if lower.contains("ssl") || lower.contains("certificate") {
         ConnectErrorKind::Tls
     } else {
@@ -303,6 +305,14 @@ impl Transport for KafkaTransport {
         options: SubscribeOptions,
     ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
         Box::pin(subscribe::subscribe(&self.shared, options))
+    }
+
+    fn remove_durable<'a>(
+        &'a self,
+        name: &'a str,
+        filter: &'a busbar_core::topic::TopicFilter,
+    ) -> BoxFuture<'a, Result<(), SubscribeError>> {
+        Box::pin(subscribe::remove_durable(&self.shared, name, filter))
     }
 
     fn request(

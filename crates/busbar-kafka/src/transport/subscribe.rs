@@ -151,8 +151,7 @@ async fn start_route(
             start,
         },
     };
-    let group_id = group
-        .map(|g| if s.settings.exact_group_names { g } else { format!("{g}@{}", filter.as_str()) });
+    let group_id = group.map(|g| group_id(s, &g, filter));
     reader::start(
         s.reader_config(group_id.as_deref()),
         s.context.clone(),
@@ -178,6 +177,41 @@ impl Shared {
 }
 
 /// Locks a mutex, taking it over from a thread that panicked holding it.
+/// The Kafka consumer group of the queue group or durable subscription `name` of `filter`:
+/// `NAME@FILTER`, or `NAME` alone with `?group_names=exact`.
+fn group_id(s: &Shared, name: &str, filter: &TopicFilter) -> String {
+    if s.settings.exact_group_names {
+        name.to_owned()
+    } else {
+        format!("{name}@{}", filter.as_str())
+    }
+}
+
+/// Removes the durable subscription `name` of `filter`: its consumer group, with every
+/// position it committed.
+pub(super) async fn remove_durable(
+    s: &Arc<Shared>,
+    name: &str,
+    filter: &TopicFilter,
+) -> Result<(), SubscribeError> {
+    s.life.check()?;
+    let group = group_id(s, name, filter);
+    let in_use = lock(&s.routes).keys().any(|(f, g, ..)| {
+        g.as_deref() == Some(name) && (s.settings.exact_group_names || f == filter.as_str())
+    });
+    if in_use {
+        return Err(OpError::new(
+            SubscribeErrorKind::InvalidFilter,
+            format!(
+                "the durable subscription {name:?} of {} is in use on this connection: drop \
+                 its subscription first",
+                filter.as_str()
+            ),
+        ));
+    }
+    s.topics.delete_group(&group).await.map_err(|failure| failure.into_error(&s.settings.shown))
+}
+
 pub(super) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }

@@ -26,7 +26,7 @@ const ADMIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub(crate) enum TopicFailure {
     /// It does not exist and this connection does not create topics.
     Missing(String),
-    /// The broker refused to create it (authorisation, policy).
+    /// The broker refused the operation (authorisation, policy, a group still in use).
     Refused(String),
     /// No answer from the cluster.
     Unreachable(String),
@@ -146,6 +146,33 @@ impl Topics {
         let n = i32::try_from(topic.partitions().len()).unwrap_or(i32::MAX);
         self.known().insert(name.to_owned(), n);
         Ok(Some(n))
+    }
+
+    /// Deletes the consumer group `group` with the positions it committed; one that does
+    /// not exist is fine. Refused while the group has members.
+    pub(crate) async fn delete_group(&self, group: &str) -> Result<(), TopicFailure> {
+        let options = AdminOptions::new().operation_timeout(Some(ADMIN_TIMEOUT));
+        let results =
+            self.admin.delete_groups(&[group], &options).await.map_err(|e| {
+                TopicFailure::Unreachable(format!("deleting a consumer group: {e}"))
+            })?;
+        for result in results {
+            match result {
+                Ok(_) | Err((_, RDKafkaErrorCode::GroupIdNotFound)) => {}
+                Err((name, RDKafkaErrorCode::NonEmptyGroup)) => {
+                    return Err(TopicFailure::Refused(format!(
+                        "the Kafka consumer group {name:?} still has members (a subscriber in \
+                         another process): it can be deleted once they left"
+                    )));
+                }
+                Err((name, code)) => {
+                    return Err(TopicFailure::Refused(format!(
+                        "the broker refused to delete the Kafka consumer group {name:?}: {code}"
+                    )));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Creates `name` with `partitions` partitions; one that exists already is fine.

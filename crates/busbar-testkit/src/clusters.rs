@@ -1,5 +1,5 @@
-//! Brokers in groups on free loopback ports, for failover tests: a NATS cluster, and a
-//! Redis master with a replica watched by a Sentinel. Each member is a [`BrokerProcess`]
+//! Brokers in groups on free loopback ports, for failover tests: a NATS cluster, a
+//! RabbitMQ cluster, and a Redis master with a replica watched by a Sentinel. Each member is a [`BrokerProcess`]
 //! of its own, so a test kills one by its pid as it would a single broker.
 
 use std::fmt::Write as _;
@@ -11,7 +11,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
-use crate::process::BrokerProcess;
+use crate::process::{BrokerProcess, rabbitmq_node_name};
 use crate::shared::BrokerKind;
 use crate::{NatsConfig, READY_TIMEOUT, TestkitError, free_port};
 
@@ -66,6 +66,75 @@ pub async fn nats_cluster(size: usize) -> Result<Vec<BrokerProcess>, TestkitErro
         }
     }
     Ok(nodes)
+}
+
+/// `size` RabbitMQ nodes of their own (see [`BrokerProcess::rabbitmq`]) joined in one
+/// cluster: each node after the first stops its application, joins the first and starts
+/// again, with the `rabbitmqctl` of the installation (run as this user, so it shares the
+/// nodes' Erlang cookie). Returned once every node runs as a member; queues declared then
+/// are cluster-wide, and a quorum queue is replicated on every node.
+///
+/// # Errors
+///
+/// Any error from starting a node, or [`TestkitError::Admin`] when `rabbitmqctl` is
+/// missing or a node does not join.
+pub async fn rabbitmq_cluster(size: usize) -> Result<Vec<BrokerProcess>, TestkitError> {
+    let mut nodes = Vec::with_capacity(size);
+    for _ in 0..size {
+        nodes.push(BrokerProcess::rabbitmq().await?);
+    }
+    let Some(first) = nodes.first() else { return Ok(nodes) };
+    let seed = rabbitmq_node_name(first.port());
+    for node in &nodes[1..] {
+        let name = rabbitmq_node_name(node.port());
+        for command in [&["stop_app"][..], &["join_cluster", &seed], &["start_app"]] {
+            rabbitmqctl(&name, command).await?;
+        }
+    }
+    // Every node lists all the others as running members.
+    for node in &nodes {
+        let name = rabbitmq_node_name(node.port());
+        let status = rabbitmqctl(&name, &["cluster_status", "--formatter", "json"]).await?;
+        let running = status.split("\"running_nodes\"").nth(1).unwrap_or_default();
+        if let Some(missing) =
+            nodes.iter().map(|n| rabbitmq_node_name(n.port())).find(|n| !running.contains(n))
+        {
+            return Err(TestkitError::Admin {
+                action: "form a RabbitMQ cluster",
+                reason: format!("{name} does not list {missing} as running: {status}"),
+            });
+        }
+    }
+    Ok(nodes)
+}
+
+/// Runs the installation's `rabbitmqctl -n NODE COMMAND...` and returns what it printed.
+async fn rabbitmqctl(node: &str, command: &[&str]) -> Result<String, TestkitError> {
+    // Debian's /usr/sbin/rabbitmqctl would switch to the rabbitmq user, whose Erlang cookie
+    // the test's nodes do not have.
+    let program = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+    let admin = |reason: String| TestkitError::Admin { action: "run rabbitmqctl", reason };
+    let run = tokio::process::Command::new(program)
+        .arg("-n")
+        .arg(node)
+        .args(command)
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(FORM_TIMEOUT * 3, run)
+        .await
+        .map_err(|_| {
+            admin(format!("{} on {node} took over {:?}", command.join(" "), FORM_TIMEOUT * 3))
+        })?
+        .map_err(|e| admin(format!("{program}: {e}")))?;
+    if !out.status.success() {
+        return Err(admin(format!(
+            "{} on {node}: {}{}",
+            command.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The URL of a server list: `SCHEME://127.0.0.1:P1,127.0.0.1:P2,...` for `brokers`, in

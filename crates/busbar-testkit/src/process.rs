@@ -441,7 +441,7 @@ impl BrokerProcess {
             )?;
             let plugins = write("enabled_plugins", "[].\n".to_owned())?;
             let env = [
-                ("RABBITMQ_NODENAME", format!("busbar-{port}@localhost")),
+                ("RABBITMQ_NODENAME", rabbitmq_node_name(port)),
                 ("RABBITMQ_DIST_PORT", dist_port.to_string()),
                 ("RABBITMQ_CONFIG_FILE", config.display().to_string()),
                 ("RABBITMQ_ENABLED_PLUGINS_FILE", plugins.display().to_string()),
@@ -765,6 +765,12 @@ impl Drop for ScratchDir {
     fn drop(&mut self) {
         let _ = fs::remove_dir_all(&self.path);
     }
+}
+
+/// The Erlang node name of the RabbitMQ node [`BrokerProcess::rabbitmq`] starts on `port`
+/// (what `rabbitmqctl -n` takes).
+pub(crate) fn rabbitmq_node_name(port: u16) -> String {
+    format!("busbar-{port}@localhost")
 }
 
 #[cfg(test)]

@@ -26,6 +26,7 @@
 mod consume;
 mod failure;
 mod order;
+mod renew;
 mod replies;
 mod send;
 mod state;

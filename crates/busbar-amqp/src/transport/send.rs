@@ -64,7 +64,13 @@ impl Shared {
         let direct_reply = key.as_str().starts_with(convert::DIRECT_REPLY_TO);
         let to_queue = exchange.as_str().is_empty() && !direct_reply;
         let confirmed = to_queue || qos != QoS::AtMostOnce;
-        let channel = if confirmed { &link.confirm } else { &link.plain };
+        let confirm_channel;
+        let channel = if confirmed {
+            confirm_channel = link.confirm.get();
+            &confirm_channel
+        } else {
+            &link.plain
+        };
         let options = BasicPublishOptions { mandatory: to_queue, ..BasicPublishOptions::default() };
         let mut written = std::pin::pin!(channel.basic_publish(
             exchange.clone(),
@@ -106,10 +112,13 @@ impl Shared {
                 ))))
             }
             Confirmation::Ack(_) | Confirmation::NotRequested => Ok(()),
-            Confirmation::Nack(_) => Err(PublishFailure::Refused(PublishError::refused(format!(
-                "the broker refused (nacked) a message for {}",
-                key.as_str()
-            )))),
+            Confirmation::Nack(_) => {
+                link.confirm.renew_after_nack(&link.conn, channel).await;
+                Err(PublishFailure::Refused(PublishError::refused(format!(
+                    "the broker refused (nacked) a message for {}",
+                    key.as_str()
+                ))))
+            }
         }
     }
 

@@ -29,8 +29,8 @@ pub(super) struct Link {
     pub(super) conn: lapin::Connection,
     /// Publishes at QoS 0.
     pub(super) plain: Channel,
-    /// Publishes at QoS 1 and 2, in confirm mode.
-    pub(super) confirm: Channel,
+    /// Publishes at QoS 1 and 2, in confirm mode (renewed after a nack: see `renew`).
+    pub(super) confirm: super::renew::ConfirmChannel,
     /// Requests: consumes direct reply-to and publishes requests (both must be on one
     /// channel), in confirm mode with `mandatory`, so an unroutable request is returned.
     pub(super) rpc: Channel,

@@ -126,6 +126,7 @@ async fn open_link(shared: &Shared, generation: u64) -> Result<Arc<Link>, Connec
             )));
         }
     }
+    let confirm = super::renew::ConfirmChannel::new(confirm);
     Ok(Arc::new(Link { generation, conn, plain, confirm, rpc, unsettled: Arc::default() }))
 }
 
@@ -209,7 +210,7 @@ pub(super) async fn supervise(
                 _ = shared.life.token().cancelled() => break None,
                 Some(g) = trouble.recv() => {
                     if g == generation && !(link.plain.status().connected()
-                        && link.confirm.status().connected()
+                        && link.confirm.get().status().connected()
                         && link.rpc.status().connected()
                         && link.conn.status().connected()
                         && consumers_alive(&shared, generation))

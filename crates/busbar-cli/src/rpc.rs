@@ -99,10 +99,23 @@ async fn call_commlib(args: CallArgs) -> anyhow::Result<()> {
         }
         Err(busbar_commlib::CommlibError::Timeout { .. }) => Err(exit::with(
             exit::TIMEOUT,
-            format!("no answer from {} within {timeout:?}", args.topic),
+            format!("no answer from {} within {timeout:?}{}", args.topic, node_hint(&args.topic)),
         )),
         Err(e) => Err(e).with_context(|| format!("calling {}", args.topic)),
     }
+}
+
+/// For a call to a commlib node's control service under a name with `-`: commlib renames
+/// its nodes (`a-b` serves `a_b.stop`), so the name to call instead.
+fn node_hint(topic: &str) -> String {
+    let Some((node, service)) = topic.rsplit_once('.') else { return String::new() };
+    let renamed = busbar_commlib::names::node_name(node);
+    if renamed == node || !matches!(service, "start" | "stop") {
+        return String::new();
+    }
+    format!(
+        " (commlib renames node {node:?} to {renamed:?}: its control service is {renamed}.{service})"
+    )
 }
 
 /// Options of `busbar serve`.

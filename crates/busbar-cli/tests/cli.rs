@@ -1769,3 +1769,37 @@ async fn sub_durable_gets_what_was_published_while_it_was_away() {
     let out = busbar(&["sub", "x", "--durable", "n", "--group", "g"]);
     assert_eq!(out.status.code(), Some(2), "--durable and --group together");
 }
+
+/// commlib renames a node `a-b` to `a_b`: a commlib call to `a-b.stop` that nobody answers
+/// says which name the node's control service has.
+#[test]
+fn a_commlib_call_to_a_dashed_node_names_commlibs_spelling() {
+    let url = format!("mem://dashed-{}", std::process::id());
+    let out = busbar(&[
+        "call",
+        "plant-7.stop",
+        "{}",
+        "--profile",
+        "commlib",
+        "--timeout",
+        "1",
+        "--url",
+        &url,
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("plant_7.stop"), "{err}");
+    // A name without `-`, or a service other than start/stop, gets no such hint.
+    let out = busbar(&[
+        "call",
+        "plant-7.add",
+        "{}",
+        "--profile",
+        "commlib",
+        "--timeout",
+        "1",
+        "--url",
+        &url,
+    ]);
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("renames"));
+}

@@ -20,13 +20,16 @@ fn body_error(topic: &str, reason: impl Into<String>) -> CommlibError {
 }
 
 /// Encodes `value` as commlib sends bodies: a JSON object (commlib cannot receive anything
-/// else: it calls `.items()` on the top level).
+/// else: it calls `.items()` on the top level), its keys in the order the type declares
+/// them, as commlib's pydantic models write theirs (the RPC envelope: `header` then `data`,
+/// the header's keys in `CommRPCHeader`'s order).
 pub fn encode<T: Serialize>(topic: &str, value: &T) -> Result<Bytes> {
-    let json = serde_json::to_value(value).map_err(|e| body_error(topic, e.to_string()))?;
-    if !json.is_object() {
+    let json = serde_json::to_vec(value).map_err(|e| body_error(topic, e.to_string()))?;
+    // serde_json writes no whitespace: an object is the one value that starts with `{`.
+    if json.first() != Some(&b'{') {
         return Err(body_error(topic, "commlib bodies must be JSON objects"));
     }
-    serde_json::to_vec(&json).map(Bytes::from).map_err(|e| body_error(topic, e.to_string()))
+    Ok(Bytes::from(json))
 }
 
 /// [`encode`], then compressed as `compression` says.
@@ -128,6 +131,17 @@ mod tests {
         assert_eq!(new, old);
         // A string field keeps its digits.
         assert_eq!(old.code, "-7");
+    }
+
+    #[test]
+    fn keys_keep_the_order_the_type_declares() {
+        #[derive(serde::Serialize)]
+        struct Ordered {
+            zeta: i32,
+            alpha: i32,
+        }
+        let body = encode("t", &Ordered { zeta: 1, alpha: 2 }).expect("encodes");
+        assert_eq!(&body[..], br#"{"zeta":1,"alpha":2}"#);
     }
 
     #[test]

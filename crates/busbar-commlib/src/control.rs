@@ -8,6 +8,7 @@ use busbar_core::Connection;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Result;
+use crate::names::node_name;
 use crate::rpc::CommlibRpcClient;
 
 /// The empty request of the control services.
@@ -25,14 +26,14 @@ pub struct ControlReply {
     pub error: String,
 }
 
-/// Asks the commlib node `node` to stop.
+/// Asks the commlib node `node` to stop (under the name commlib gives it: `a-b` is `a_b`).
 pub async fn stop_node(conn: &Connection, node: &str, timeout: Duration) -> Result<ControlReply> {
-    call(conn, &format!("{node}.stop"), timeout).await
+    call(conn, &format!("{}.stop", node_name(node)), timeout).await
 }
 
-/// Asks the commlib node `node` to start.
+/// Asks the commlib node `node` to start (under the name commlib gives it).
 pub async fn start_node(conn: &Connection, node: &str, timeout: Duration) -> Result<ControlReply> {
-    call(conn, &format!("{node}.start"), timeout).await
+    call(conn, &format!("{}.start", node_name(node)), timeout).await
 }
 
 async fn call(conn: &Connection, name: &str, timeout: Duration) -> Result<ControlReply> {

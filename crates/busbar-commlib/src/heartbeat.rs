@@ -19,9 +19,10 @@ pub struct Heartbeat {
     pub ts: i64,
 }
 
-/// The commlib name a node's heartbeats go to.
+/// The commlib name a node's heartbeats go to (under the name commlib gives the node:
+/// [`node_name`](crate::names::node_name)).
 pub fn heartbeat_name(node: &str) -> String {
-    format!("{node}.heartbeat")
+    format!("{}.heartbeat", crate::names::node_name(node))
 }
 
 /// Publishes a node's heartbeats until dropped.

@@ -42,6 +42,13 @@ fn check(name: &str, pattern: bool) -> Result<()> {
     Ok(())
 }
 
+/// A node's name as commlib uses it: commlib 0.13.1 and 0.13.2 turn every `-` of a node
+/// name into `_` (`Node.__init__`), so node `a-b` heartbeats on `a_b.heartbeat` and serves
+/// `a_b.start` and `a_b.stop`. Names derived from a node go through this.
+pub fn node_name(name: &str) -> String {
+    name.replace('-', "_")
+}
+
 /// The MQTT topic commlib publishes `name` on: every `.` becomes `/`.
 pub fn mqtt_topic(name: &str) -> Result<Topic> {
     validate_name(name)?;
@@ -60,12 +67,22 @@ pub fn mqtt_filter(pattern: &str) -> Result<TopicFilter> {
     TopicFilter::new(t).map_err(|e| refuse(pattern, &e.to_string()))
 }
 
-/// The busbar filter for the binding key commlib's AMQP subscribers use: the pattern itself,
-/// where `*` is one word (`+`) and `.` separates words (`/`).
+/// The busbar filter for a commlib pattern on AMQP, where `.` separates words (`/` here).
+///
+/// commlib's AMQP pattern subscribers bind with every `*` turned into `#` (any number of
+/// words), so a trailing `*` is `#` here too: `sensors.*` takes `sensors.a` and
+/// `sensors.a.b`. A `*` between words stays one word (`+`): a busbar filter has no
+/// multi-word wildcard before its end, where commlib's `a.#.b` also takes `a.b` and
+/// `a.x.y.b`.
 pub fn amqp_filter(pattern: &str) -> Result<TopicFilter> {
     validate_pattern(pattern)?;
-    TopicFilter::new(pattern.replace('.', "/").replace('*', "+"))
-        .map_err(|e| refuse(pattern, &e.to_string()))
+    let mut words: Vec<&str> = pattern.split('.').collect();
+    if words.last() == Some(&"*") {
+        words.pop();
+        words.push("#");
+    }
+    let filter = words.join("/").replace('*', "+");
+    TopicFilter::new(filter).map_err(|e| refuse(pattern, &e.to_string()))
 }
 
 /// The busbar topic for a commlib name on Redis: the channel is the name itself, dots and
@@ -156,6 +173,9 @@ mod tests {
             assert_eq!(mqtt_filter(pattern).expect("pattern").as_str(), filter, "{pattern}");
         }
         assert_eq!(amqp_filter("a.*.b").expect("pattern").as_str(), "a/+/b");
+        // A trailing `*` is any number of words, as commlib binds it (`#`).
+        assert_eq!(amqp_filter("x.sensors.*").expect("pattern").as_str(), "x/sensors/#");
+        assert_eq!(amqp_filter("a.*.b.*").expect("pattern").as_str(), "a/+/b/#");
         assert_eq!(redis_topic("a.b.c").expect("name").as_str(), "a.b.c");
         let glob = redis_filter("a.*").expect("pattern");
         assert_eq!((glob.filter.as_str(), glob.glob.as_deref()), ("#", Some("a.*")));
@@ -183,6 +203,13 @@ mod tests {
         ] {
             assert_eq!(redis_glob_matches(glob, channel), matches, "{glob} {channel}");
         }
+    }
+
+    #[test]
+    fn node_names_follow_commlib() {
+        assert_eq!(node_name("a-b"), "a_b");
+        assert_eq!(node_name("robot-1.arm"), "robot_1.arm");
+        assert_eq!(node_name("plain_name"), "plain_name");
     }
 
     #[test]

@@ -367,3 +367,25 @@ where
     conn.publish(reply).await?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The envelope goes out as commlib 0.13.2's models write it: `header` then `data`, the
+    /// header's keys in `CommRPCHeader`'s order.
+    #[test]
+    fn the_envelope_keeps_commlibs_key_order() {
+        let data = serde_json::json!({"a": 1});
+        let envelope = Outgoing { header: RpcHeader::new("r".into(), None), data: &data };
+        let body = body::encode("t", &envelope).expect("encodes");
+        let text = String::from_utf8(body.to_vec()).expect("utf-8");
+        let keys = ["header", "reply_to", "correlation_id", "timestamp", "content_type"];
+        let at: Vec<usize> = keys
+            .iter()
+            .chain(&["encoding", "agent", "data"])
+            .map(|k| text.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} in {text}")))
+            .collect();
+        assert!(at.windows(2).all(|w| w[0] < w[1]), "keys out of commlib's order: {text}");
+    }
+}

@@ -339,13 +339,15 @@ async fn heartbeats_on(kind: BrokerKind, conn: &Connection, broker: &SharedBroke
     let Some(py) = python(version) else { return };
     let scheme = scheme(kind);
     // A commlib node's heartbeats, watched from busbar: integer nanoseconds, rising, on
-    // `<node>.heartbeat` as the transport spells it.
-    let node = format!("py_node_{}", uuid_hex());
+    // `<node>.heartbeat` as the transport spells it, under the name commlib gives the node
+    // (`-` becomes `_`).
+    let node = format!("py-node-{}", uuid_hex());
     let mut beats = heartbeat::watch(conn, &node).await.expect("watch");
     let _peer = start_on(scheme, &py, broker, &["heartbeats", &node]).await;
+    let renamed = node.replace('-', "_");
     let topic = match kind {
-        BrokerKind::Redis => format!("{node}.heartbeat"),
-        _ => format!("{node}/heartbeat"),
+        BrokerKind::Redis => format!("{renamed}.heartbeat"),
+        _ => format!("{renamed}/heartbeat"),
     };
     let mut last = 0;
     for _ in 0..3 {
@@ -358,9 +360,11 @@ async fn heartbeats_on(kind: BrokerKind, conn: &Connection, broker: &SharedBroke
         assert!(beat.value.ts > last, "{scheme} {version}: {} after {last}", beat.value.ts);
         last = beat.value.ts;
     }
-    // busbar's heartbeats, heard by an untyped commlib subscriber.
-    let ours = format!("rs_node_{}", uuid_hex());
+    // busbar's heartbeats, heard by an untyped commlib subscriber, under the name a commlib
+    // node of that name would use.
+    let ours = format!("rs-node-{}", uuid_hex());
     let name = heartbeat::heartbeat_name(&ours);
+    assert_eq!(name, format!("{}.heartbeat", ours.replace('-', "_")));
     let mut peer = start_on(scheme, &py, broker, &["sub-untyped", &name, "2"]).await;
     let _sender = HeartbeatSender::spawn(conn, &ours, Duration::from_millis(200)).expect("send");
     for _ in 0..2 {
@@ -378,13 +382,14 @@ fn scheme(kind: BrokerKind) -> &'static str {
     }
 }
 
-/// Case 16: a commlib node's `<node>.stop` control service, called from busbar.
+/// Case 16: a commlib node's `<node>.stop` control service, called from busbar by the
+/// node's name as its owner wrote it (`-` and all; commlib serves it under `_`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busbar_stops_a_commlib_node() {
     let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
     for version in VERSIONS {
         let Some(py) = python(version) else { return };
-        let node = format!("ctrl_node_{}", uuid_hex());
+        let node = format!("ctrl-node-{}", uuid_hex());
         let mut peer = start(&py, &broker, &["ctrl-node", &node]).await;
         let conn = connect(&broker).await;
         // `start` on a running node changes nothing (status 1): a safe probe that the control
@@ -571,6 +576,42 @@ async fn redis_patterns_both_ways() {
         let got = peer.next().await;
         assert_eq!(got["topic"], Value::from(inside.clone()), "{version}: {got}");
         assert_eq!(got["msg"]["seq"], 7, "{version}: {got}");
+    }
+}
+
+/// commlib's AMQP pattern subscribers bind with `*` turned into `#`, so a trailing `*` takes
+/// any number of words: a busbar commlib subscriber to `X.sensors.*` on AMQP hears a
+/// commlib publisher's `X.sensors.front.left` (and not `X.sensorsX`), as commlib's own
+/// pattern subscriber does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn amqp_patterns_take_every_word_after_a_trailing_star() {
+    let Some(broker) = shared_broker(BrokerKind::Amqp).await else { return };
+    let conn = connect_to(BrokerKind::Amqp, &broker).await;
+    for version in VERSIONS {
+        let Some(py) = python(version) else { return };
+        let base = run_id(version);
+        let pattern = format!("{base}.sensors.*");
+        let mut sub = CommlibSubscriber::<Sample>::new(&conn, &pattern).await.expect("subscribe");
+        // First a name the pattern does not take, sent on this connection before the peer
+        // that sends the matching ones starts, so were it let through it would come first.
+        let outside =
+            CommlibPublisher::<Sample>::new(&conn, &format!("{base}.sensorsX")).expect("publisher");
+        let probe = Sample { seq: -1, n: 0, text: String::new() };
+        outside.publish(&probe).await.expect("sent");
+        for inside in [format!("{base}.sensors.sonar"), format!("{base}.sensors.front.left")] {
+            let mut peer = start_on("amqp", &py, &broker, &["pub", &inside, "2"]).await;
+            peer.go().await;
+            for i in 0..2 {
+                let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                    .await
+                    .unwrap_or_else(|_| panic!("{version}: nothing from {inside} in time"))
+                    .expect("open")
+                    .expect("a commlib body decodes");
+                // busbar's topic: the routing key's words as levels.
+                assert_eq!(got.topic.as_str(), inside.replace('.', "/"), "{version}");
+                assert_eq!(got.value.seq, i, "{version}");
+            }
+        }
     }
 }
 

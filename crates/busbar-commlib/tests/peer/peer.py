@@ -160,7 +160,9 @@ def main():
         node = node_for(broker, node_name=args[0], ctrl_services=True)
         node.run()
         if subscriptions is not None:
-            subscriptions.wait_for(f"{args[0]}/start", f"{args[0]}/stop")
+            # commlib serves them under its own spelling of the node name.
+            name = args[0].replace("-", "_")
+            subscriptions.wait_for(f"{name}/start", f"{name}/stop")
         say("READY")
         import time
 

@@ -224,6 +224,14 @@ pub(crate) struct BrokerFile {
     /// CELINE's `MqttBroker` settings.
     #[serde(default)]
     pub config: Option<CelineMqttFile>,
+    /// CELINE's broker class, as its documentation's files name it
+    /// (`celine.dt.core.broker.mqtt:MqttBroker`, `celine.sdk.broker.mqtt:MqttBroker`): taken
+    /// for CELINE's MQTT broker, with `config`; any other class is refused.
+    #[serde(default, rename = "class")]
+    pub class_name: Option<Expanded<String>>,
+    /// CELINE's earlier name for `auth_with_token`.
+    #[serde(default)]
+    pub jwt_auth: Option<Expanded<bool>>,
 }
 
 /// TLS files; the system's authorities are trusted when `ca` is absent.

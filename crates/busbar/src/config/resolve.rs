@@ -459,9 +459,32 @@ fn oidc_client(f: OidcFile) -> OidcClient {
     }
 }
 
-/// CELINE's identity provider settings from its environment (`CELINE_OIDC_*`).
+/// The broker classes of CELINE's `brokers.yaml` that busbar stands in for: its MQTT broker,
+/// under the module paths the SDK has had.
+const CELINE_MQTT_CLASSES: [&str; 2] =
+    ["celine.dt.core.broker.mqtt:MqttBroker", "celine.sdk.broker.mqtt:MqttBroker"];
+
+/// Accepts a CELINE `class:` that names its MQTT broker; anything else is a Python class
+/// busbar cannot load, and the message says what to write instead.
+fn celine_class(class: &str) -> std::result::Result<(), String> {
+    if CELINE_MQTT_CLASSES.contains(&class.trim()) {
+        return Ok(());
+    }
+    Err(format!(
+        "`class: {class}` is a Python class busbar cannot load; busbar is CELINE's MQTT broker \
+         itself ({}), and reaches other brokers by `url` (mqtt://, amqp://, redis://, nats://, \
+         kafka://) instead of a class",
+        CELINE_MQTT_CLASSES.join(" or ")
+    ))
+}
+
+/// CELINE's identity provider settings from its environment: the SDK's `CELINE_OIDC_*`
+/// variables, each of which falls back to the `OIDC_*` one CELINE's documentation names.
 fn celine_oidc_from_env(lookup: Lookup<'_>) -> Option<OidcClient> {
-    let var = |name: &str| lookup(&format!("CELINE_OIDC_{name}")).filter(|v| !v.is_empty());
+    let var = |name: &str| {
+        let set = |key: String| lookup(&key).filter(|v| !v.is_empty());
+        set(format!("CELINE_OIDC_{name}")).or_else(|| set(format!("OIDC_{name}")))
+    };
     Some(OidcClient {
         issuer: var("BASE_URL")?,
         client_id: var("CLIENT_ID")?,
@@ -475,11 +498,25 @@ fn celine_oidc_from_env(lookup: Lookup<'_>) -> Option<OidcClient> {
 
 fn broker(
     name: &str,
-    entry: BrokerFile,
+    mut entry: BrokerFile,
     oidc: Option<&OidcClient>,
     lookup: Lookup<'_>,
 ) -> std::result::Result<Broker, String> {
     let enabled = get(&entry.enabled).unwrap_or(true);
+    if let Some(class) = get(&entry.class_name) {
+        celine_class(&class)?;
+        if entry.config.is_none() {
+            return Err(format!(
+                "`class: {class}` is CELINE's MQTT broker, whose settings go in `config`"
+            ));
+        }
+    }
+    let auth_with_token = match (entry.auth_with_token.take(), entry.jwt_auth.take()) {
+        (Some(_), Some(_)) => {
+            return Err("`jwt_auth` is the old name of `auth_with_token`: give one of them".into());
+        }
+        (new, old) => new.or(old),
+    };
     if let Some(celine) = entry.config {
         let fields = [
             ("url", entry.url.is_some()),
@@ -494,10 +531,10 @@ fn broker(
                  `config`"
             ));
         }
-        let with_token = get(&entry.auth_with_token).unwrap_or(false);
+        let with_token = get(&auth_with_token).unwrap_or(false);
         return celine_broker(name, enabled, with_token, celine, oidc, lookup);
     }
-    if entry.auth_with_token.is_some() {
+    if auth_with_token.is_some() {
         return Err(
             "`auth_with_token` belongs to CELINE's shape, with `config`; use `token`".into()
         );
@@ -599,7 +636,8 @@ fn celine_broker(
     let (token, placement, username, password) = if with_token {
         let mut client = oidc.cloned().or_else(|| celine_oidc_from_env(lookup)).ok_or(
             "`auth_with_token` needs an identity provider: the file's `oidc:` section or the \
-             CELINE_OIDC_BASE_URL and CELINE_OIDC_CLIENT_ID variables",
+             CELINE_OIDC_BASE_URL and CELINE_OIDC_CLIENT_ID variables (or OIDC_BASE_URL and \
+             OIDC_CLIENT_ID)",
         )?;
         if let Some(margin) = get(&c.token_refresh_margin) {
             client.margin = margin;

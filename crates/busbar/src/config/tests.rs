@@ -245,6 +245,21 @@ fn celine_brokers_yaml_loads() {
     assert_eq!(client.scope.as_deref(), Some("openid a.events.read"));
     assert_eq!(scope.as_deref(), Some("mqtt"));
 
+    // The variables CELINE's documentation names (`OIDC_*`) do as well.
+    let documented_env = |name: &str| match name {
+        "OIDC_BASE_URL" => Some("http://127.0.0.1:9/realms/docs".to_owned()),
+        "OIDC_CLIENT_ID" => Some("dt-docs".to_owned()),
+        "OIDC_CLIENT_SECRET" => Some("y".to_owned()),
+        other => env(other),
+    };
+    let config = Config::parse(CELINE, "brokers.yaml", documented_env).expect("loads");
+    let broker = config.broker(None).expect("default_broker");
+    let Some(TokenSource::Oidc { client, .. }) = &broker.token else { panic!("oidc") };
+    assert_eq!(
+        (client.issuer.as_str(), client.client_id.as_str(), client.client_secret.as_str()),
+        ("http://127.0.0.1:9/realms/docs", "dt-docs", "y")
+    );
+
     // Without an identity provider, the token login cannot work: said so.
     let err = Config::parse(CELINE, "brokers.yaml", env).expect_err("no provider");
     assert!(err.to_string().contains("CELINE_OIDC_BASE_URL"), "{err}");
@@ -267,6 +282,67 @@ fn celine_brokers_yaml_loads() {
     let err = Config::parse(&CELINE.replace("keepalive:", "keepalivee:"), "brokers.yaml", env)
         .expect_err("unknown");
     assert!(err.to_string().contains("unknown field `keepalivee`"), "{err}");
+}
+
+/// The `brokers.yaml` of CELINE's own broker documentation, as written there: `class:` on
+/// every broker (the MQTT broker's class is taken), one broker disabled.
+const CELINE_DOCUMENTED: &str = r#"
+brokers:
+  mqtt_local:
+    class: celine.dt.core.broker.mqtt:MqttBroker
+    enabled: true
+    config:
+      host: "${MQTT_HOST:-localhost}"
+      port: ${MQTT_PORT:-1883}
+      topic_prefix: "celine/dt/"
+      keepalive: 60
+      clean_session: true
+  mqtt_secure:
+    class: celine.dt.core.broker.mqtt:MqttBroker
+    enabled: false
+    config:
+      host: secure-broker.example.com
+      port: 8883
+      use_tls: true
+      ca_certs: /etc/ssl/certs/ca-certificates.crt
+default_broker: mqtt_local
+"#;
+
+#[test]
+fn celines_documented_brokers_yaml_loads() {
+    let config = Config::parse(CELINE_DOCUMENTED, "brokers.yaml", |_| None).expect("loads");
+    let broker = config.broker(None).expect("default_broker");
+    assert_eq!(broker.name, "mqtt_local");
+    assert_eq!(broker.url(), "mqtt://localhost:1883?keep_alive=60");
+    assert_eq!(broker.topic_prefix.as_deref(), Some("celine/dt"));
+    // The SDK's later module path, and the earlier `jwt_auth` for `auth_with_token`.
+    let later = CELINE_DOCUMENTED
+        .replace("celine.dt.core.broker.mqtt:MqttBroker", "celine.sdk.broker.mqtt:MqttBroker")
+        .replacen("enabled: true", "enabled: true\n    jwt_auth: true", 1);
+    let oidc = |name: &str| match name {
+        "OIDC_BASE_URL" => Some("http://127.0.0.1:9/realms/celine".to_owned()),
+        "OIDC_CLIENT_ID" => Some("dt".to_owned()),
+        _ => None,
+    };
+    let config = Config::parse(&later, "brokers.yaml", oidc).expect("loads");
+    let broker = config.broker(None).expect("default_broker");
+    assert_eq!(broker.placement, TokenPlacement::Username, "jwt_auth logs in with the token");
+    assert!(matches!(broker.token, Some(TokenSource::Oidc { .. })));
+    let both = later.replacen("jwt_auth: true", "jwt_auth: true\n    auth_with_token: true", 1);
+    let err = Config::parse(&both, "brokers.yaml", oidc).expect_err("both names");
+    assert!(err.to_string().contains("old name of `auth_with_token`"), "{err}");
+
+    // The documentation's own example of a broker of another kind: a Python class busbar
+    // cannot load, refused with what to write instead.
+    let kafka = "brokers:\n  kafka:\n    class: mymodule.kafka:KafkaBroker\n    config:\n      \
+                 host: kafka\n";
+    let err = Config::parse(kafka, "brokers.yaml", |_| None).expect_err("a Python class");
+    let text = err.to_string();
+    assert!(text.contains("mymodule.kafka:KafkaBroker") && text.contains("kafka://"), "{text}");
+    // A class without CELINE's settings.
+    let bare = "brokers:\n  m:\n    class: celine.sdk.broker.mqtt:MqttBroker\n    url: mqtt://h\n";
+    let err = Config::parse(bare, "brokers.yaml", |_| None).expect_err("no config");
+    assert!(err.to_string().contains("settings go in `config`"), "{err}");
 }
 
 /// The JSON Schema shipped in `docs/` is the one the file's types describe. After a change

@@ -536,6 +536,62 @@ async fn kafka_pubsub_both_ways() {
     pubsub_both_ways("kafka", &conn, &broker, "0.13.2").await;
 }
 
+/// commlib's `unix_socket` connection parameter: busbar reaches a Redis server of the test's
+/// own through its Unix socket (`redis+unix:///path`) and meets commlib nodes on the same
+/// server, pub/sub both ways. (commlib itself cannot use the parameter with the redis-py it
+/// installs, 8.2: both versions hand `unix_socket_path` to a `ConnectionPool` without the
+/// Unix connection class, and redis-py refuses it with a TypeError; so the commlib side
+/// comes over TCP.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_through_a_unix_socket_both_ways() {
+    let test = "redis_through_a_unix_socket_both_ways";
+    let args: Vec<std::ffi::OsString> = vec!["--unixsocket".into(), "redis.sock".into()];
+    let Some(redis) = busbar_testkit::skip_if_missing(
+        test,
+        busbar_testkit::BrokerProcess::redis_with(args, false).await,
+    ) else {
+        return;
+    };
+    let (path, tcp) = (redis.dir().join("redis.sock").display().to_string(), redis.port());
+    let conn = Connection::new(Arc::new(
+        busbar_redis::RedisTransport::connect(
+            &format!("redis+unix://{path}"),
+            ConnectOptions::new(),
+        )
+        .await
+        .expect("connect through the socket"),
+    ));
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/peer/peer.py");
+    let peer = |py: &Path, args: &[&str]| {
+        let mut all = vec![script.display().to_string(), format!("redis:127.0.0.1:{tcp}")];
+        all.extend(args.iter().map(|a| (*a).to_owned()));
+        let py = py.to_owned();
+        async move { Peer::start(&py, &all, &[]).await }
+    };
+    for version in VERSIONS {
+        let Some(py) = python(version) else { return };
+        let name = format!("{}.sensors.sonar", run_id(version));
+        let mut sub = CommlibSubscriber::<Sample>::new(&conn, &name).await.expect("subscribe");
+        let mut publisher = peer(&py, &["pub", &name, "2"]).await;
+        publisher.go().await;
+        for i in 0..2 {
+            let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
+                .await
+                .unwrap_or_else(|_| panic!("{version}: nothing through the socket in time"))
+                .expect("open")
+                .expect("a commlib body decodes");
+            assert_eq!(got.value.seq, i, "{version}");
+        }
+        let mut subscriber = peer(&py, &["sub", &name, "1"]).await;
+        let ours = CommlibPublisher::<Sample>::new(&conn, &name).expect("publisher");
+        let probe = Sample { seq: -1, n: 0, text: String::new() };
+        subscriber.wait_subscribed(|| async { ours.publish(&probe).await.expect("probe") }).await;
+        ours.publish(&Sample { seq: 5, n: -5, text: "é".into() }).await.expect("publish");
+        let got = subscriber.next().await;
+        assert_eq!(got["msg"]["seq"], 5, "{version}: {got}");
+    }
+}
+
 /// Case 4, the pattern side: commlib's Redis subscribers are `PSUBSCRIBE` globs in which `*`
 /// spans dots. busbar keeps exactly what such a glob matches, and a commlib pattern
 /// subscriber hears busbar's channels.

@@ -92,13 +92,13 @@ use busbar_core::error::ConnectError;
 use busbar_core::transport::{BoxFuture, ConnectOptions};
 use busbar_core::{Connection, Connector};
 
-/// Connects `redis://` and `rediss://` URLs.
+/// Connects `redis://`, `rediss://` and `redis+unix://` (or `unix://`) URLs.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct RedisConnector;
 
 impl Connector for RedisConnector {
     fn schemes(&self) -> &[&'static str] {
-        &["redis", "rediss"]
+        &["redis", "rediss", "redis+unix", "unix"]
     }
 
     fn connect(

@@ -3,7 +3,11 @@
 //!
 //! ```text
 //! redis[s]://[user[:password]@]host[:port][,host[:port]...][/db][?param=value&...]
+//! redis+unix://[user[:password]@]/path/to/redis.sock[?db=N&param=value&...]
 //! ```
+//!
+//! `redis+unix://` (or `unix://`) reaches a server through its Unix socket (commlib's
+//! `unix_socket` connection parameter); the database is then `?db=N`.
 //!
 //! Several servers are tried in turn (`?server_order=listed`, the default, or `random`).
 //! With `?sentinel=NAME` they are Redis Sentinels instead (port 26379 usually, which must
@@ -25,6 +29,7 @@
 //!
 //! Unknown parameters are refused (a typo must not be silently ignored).
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use busbar_core::error::ConnectError;
@@ -39,8 +44,11 @@ pub struct Settings {
     /// The URL with its password replaced by `***`, for messages and logs.
     pub redacted_url: String,
     /// The servers (port 6379 by default), or with [`sentinel`](Self::sentinel) the
-    /// Sentinels to ask for the master.
+    /// Sentinels to ask for the master. With [`socket`](Self::socket), one entry that names
+    /// the socket (host `unix:PATH`, port 0) for events and messages.
     pub servers: Vec<Server>,
+    /// The server's Unix socket (`redis+unix:///path`), used instead of TCP.
+    pub socket: Option<PathBuf>,
     /// The order the servers are tried in.
     pub server_order: ServerOrder,
     /// The master group whose master the Sentinels name (`?sentinel=NAME`).
@@ -107,6 +115,9 @@ impl Settings {
     ///
     /// A [`ConnectError`] of kind `InvalidUrl` naming the offending part.
     pub fn parse(url: &str) -> Result<Settings, ConnectError> {
+        if let Some(socket_url) = unix_socket_url(url) {
+            return Self::parse_unix(url, socket_url);
+        }
         let mut e = Endpoint::parse(url, SCHEMES)?;
         let db = if e.path.is_empty() {
             0
@@ -124,6 +135,7 @@ impl Settings {
         let settings = Settings {
             redacted_url: e.shown.clone(),
             servers: e.servers.clone(),
+            socket: None,
             server_order: ServerOrder::from_params(p)?,
             sentinel: match p.text("sentinel") {
                 Some(name) if name.is_empty() => {
@@ -148,6 +160,58 @@ impl Settings {
         e.params.finish()?;
         Ok(settings)
     }
+
+    /// Parses a `redis+unix://` URL: its login and parameters as a `redis://` URL's, the
+    /// database from `?db=`, the socket from its path.
+    fn parse_unix(url: &str, (scheme, rest): (&str, &str)) -> Result<Settings, ConnectError> {
+        let shown = busbar_core::url::redact(url);
+        let invalid = |reason: &str| ConnectError::invalid_url(&shown, reason);
+        let (before_query, query) = rest.split_once('?').unwrap_or((rest, ""));
+        // The login ends at the last '@' before the path.
+        let (login, path) = match before_query.rsplit_once('@') {
+            Some((login, path)) => (format!("{login}@"), path),
+            None => (String::new(), before_query),
+        };
+        if !path.starts_with('/') || path.len() < 2 {
+            return Err(invalid(&format!(
+                "a {scheme}:// URL names the socket by its absolute path: {scheme}:///path/to/redis.sock"
+            )));
+        }
+        let path = busbar_core::url::percent_decode(path)
+            .map_err(|e| invalid(&format!("the socket path: {e}")))?;
+        // Everything but the address is read as a redis:// URL's; `db` comes first, as no path
+        // can carry it.
+        let mut params: Vec<&str> = query.split('&').filter(|p| !p.is_empty()).collect();
+        let db = match params.iter().position(|p| p.starts_with("db=")) {
+            Some(i) => {
+                let value = &params.remove(i)["db=".len()..];
+                value.parse::<i64>().ok().filter(|d| *d >= 0).ok_or_else(|| {
+                    invalid(&format!("database {value:?} is not a non-negative number"))
+                })?
+            }
+            None => 0,
+        };
+        let as_tcp = format!("redis://{login}localhost/{db}?{}", params.join("&"));
+        // Its messages name this URL, not the stand-in.
+        let mut settings = Self::parse(&as_tcp).map_err(|e| {
+            let text = e.to_string();
+            let reason = text.split_once("\": ").map_or(text.as_str(), |(_, r)| r);
+            ConnectError::invalid_url(&shown, reason)
+        })?;
+        if settings.sentinel.is_some() || settings.servers.len() != 1 {
+            return Err(invalid("a Unix socket is one server: no sentinel= here"));
+        }
+        settings.redacted_url = shown;
+        settings.servers = vec![Server { host: format!("unix:{path}"), port: 0 }];
+        settings.socket = Some(PathBuf::from(path));
+        Ok(settings)
+    }
+}
+
+/// `(scheme, rest)` of a URL that names a Unix socket (`redis+unix://` or `unix://`).
+fn unix_socket_url(url: &str) -> Option<(&str, &str)> {
+    let (scheme, rest) = url.split_once("://")?;
+    ["redis+unix", "unix"].iter().any(|s| s.eq_ignore_ascii_case(scheme)).then_some((scheme, rest))
 }
 
 #[cfg(test)]
@@ -155,6 +219,29 @@ mod tests {
     use busbar_core::error::ConnectErrorKind;
 
     use super::*;
+
+    #[test]
+    fn unix_sockets() {
+        let s = Settings::parse("redis+unix://u:p%40ss@/run/redis/redis.sock?db=3&push_buffer=9")
+            .expect("socket");
+        assert_eq!(s.socket.as_deref(), Some(std::path::Path::new("/run/redis/redis.sock")));
+        assert_eq!((s.db, s.push_buffer), (3, 9));
+        assert_eq!((s.username.as_deref(), s.password.as_deref()), (Some("u"), Some("p@ss")));
+        assert_eq!(s.servers[0].host, "unix:/run/redis/redis.sock");
+        assert!(!s.redacted_url.contains("p%40ss"), "{}", s.redacted_url);
+        let plain = Settings::parse("unix:///tmp/r.sock").expect("unix://");
+        assert_eq!((plain.socket.is_some(), plain.db), (true, 0));
+        let bad = |url: &str| {
+            let e = Settings::parse(url).expect_err(url);
+            assert_eq!(e.kind(), ConnectErrorKind::InvalidUrl, "{url}: {e}");
+            assert!(e.to_string().contains(url.split('?').next().unwrap_or(url)), "{e}");
+            e.to_string()
+        };
+        assert!(bad("redis+unix://relative.sock").contains("absolute path"));
+        assert!(bad("redis+unix:///tmp/r.sock?db=x").contains("\"x\""));
+        assert!(bad("redis+unix:///tmp/r.sock?nonsense=1").contains("nonsense"));
+        assert!(bad("redis+unix:///tmp/r.sock?sentinel=m").contains("sentinel"));
+    }
 
     #[test]
     fn full_url() {

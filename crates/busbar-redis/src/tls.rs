@@ -31,9 +31,18 @@ pub(crate) fn client(
     if let Some(p) = &login.password {
         redis_info = redis_info.set_password(p.clone());
     }
-    let addr = match &settings.tls {
-        None => ConnectionAddr::Tcp(server.host.clone(), server.port),
-        Some(_) => ConnectionAddr::TcpTls {
+    let addr = match (&settings.socket, &settings.tls) {
+        #[cfg(unix)]
+        (Some(path), _) => ConnectionAddr::Unix(path.clone()),
+        #[cfg(not(unix))]
+        (Some(_), _) => {
+            return Err(OpError::new(
+                ConnectErrorKind::Config,
+                format!("{}: Unix sockets exist on Unix only", settings.redacted_url),
+            ));
+        }
+        (None, None) => ConnectionAddr::Tcp(server.host.clone(), server.port),
+        (None, Some(_)) => ConnectionAddr::TcpTls {
             host: server.host.clone(),
             port: server.port,
             insecure: false,

@@ -17,6 +17,8 @@ const PLANNED: &[(&str, &str)] = &[
     ("amqps", "amqp"),
     ("redis", "redis"),
     ("rediss", "redis"),
+    ("redis+unix", "redis"),
+    ("unix", "redis"),
     ("nats", "nats"),
     ("tls", "nats"),
     ("kafka", "kafka"),

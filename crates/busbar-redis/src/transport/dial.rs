@@ -41,9 +41,13 @@ impl Shared {
         lock(&self.dial).client.clone()
     }
 
-    /// The server in use, as `host:port`.
+    /// The server in use, as `host:port` (`unix:PATH` through a Unix socket).
     pub(super) fn server_in_use(&self) -> String {
-        lock(&self.dial).server.to_string()
+        let dial = lock(&self.dial);
+        match &self.settings.socket {
+            Some(_) => dial.server.host.clone(),
+            None => dial.server.to_string(),
+        }
     }
 
     /// Presents `login` from the next connection on (a fresh token).

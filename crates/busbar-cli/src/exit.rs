@@ -36,31 +36,41 @@ pub fn with(code: u8, message: impl Into<String>) -> anyhow::Error {
     Exit { code, message: message.into() }.into()
 }
 
-/// Ctrl-C presses, counted from the moment this is made: one that comes while the command is
-/// busy elsewhere (between two turns of its loop) is kept until it is asked for, never lost.
-/// (A fresh `tokio::signal::ctrl_c()` per turn would miss those, and once tokio handles the
-/// signal, a missed press does nothing at all.)
+/// Requests to stop: Ctrl-C presses (SIGINT) and, on Unix, termination requests (SIGTERM,
+/// what systemd, container runtimes and `kill` send), counted from the moment this is made:
+/// one that comes while the command is busy elsewhere (between two turns of its loop) is
+/// kept until it is asked for, never lost. (A fresh `tokio::signal::ctrl_c()` per turn would
+/// miss those, and once tokio handles the signal, a missed press does nothing at all.) Every
+/// long-running command stops gracefully on either, as it does on Ctrl-C.
 pub struct Interrupts {
     #[cfg(unix)]
-    signal: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
 }
 
 impl Interrupts {
     pub fn new() -> anyhow::Result<Self> {
         #[cfg(unix)]
         {
-            let kind = tokio::signal::unix::SignalKind::interrupt();
-            Ok(Interrupts { signal: tokio::signal::unix::signal(kind)? })
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Interrupts {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
         }
         #[cfg(not(unix))]
         Ok(Interrupts {})
     }
 
-    /// The next press.
+    /// The next press (or termination request).
     pub async fn next(&mut self) {
         #[cfg(unix)]
         {
-            self.signal.recv().await;
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
         }
         #[cfg(not(unix))]
         {

@@ -445,7 +445,8 @@ async fn pub_sub_call_and_serve_on_every_broker() {
 }
 
 /// `busbar gateway -c FILE`: a CSTBox configuration whose rule names an unknown topic
-/// parameter is refused in one line, and a good one runs until Ctrl-C and reports.
+/// parameter is refused in one line, and a good one runs until it is told to stop (SIGTERM,
+/// as systemd and container runtimes do; Ctrl-C does the same) and reports.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_runs_a_cstbox_configuration() {
     use busbar_testkit::{BrokerKind, shared_broker};
@@ -476,7 +477,7 @@ async fn gateway_runs_a_cstbox_configuration() {
     let first = lines.next_line().await.expect("output").unwrap_or_default();
     assert!(first.starts_with("gateway running"), "{first}");
     let pid = child.id().expect("pid").to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     assert!(child.wait().await.expect("exit").success());
     let last = lines.next_line().await.expect("output").unwrap_or_default();
     assert!(last.starts_with("published 0, unrouted 0"), "{last}");
@@ -617,7 +618,7 @@ async fn next_report(
 }
 
 /// `busbar tcp-bridge` in front of Mosquitto: MQTT clients connect through it, messages cross
-/// it both ways, and Ctrl-C ends it with its counters.
+/// it both ways, and SIGTERM (like Ctrl-C) ends it with its counters.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_bridge_carries_a_broker_protocol() {
     use busbar_testkit::{BrokerKind, shared_broker};
@@ -650,7 +651,7 @@ async fn tcp_bridge_carries_a_broker_protocol() {
     let out = sub.wait_with_output().await.expect("sub");
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{topic}  one\n{topic}  two\n"));
     let pid = child.id().expect("pid").to_string();
-    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
     assert!(child.wait().await.expect("exit").success());
     let last = lines.next_line().await.expect("output").unwrap_or_default();
     // Three clients: the subscriber and two publishers.

@@ -8,10 +8,10 @@
 //! busbar is more forgiving on the receiving side: a commlib body is a JSON object and so
 //! starts with `{` (or white space), while a zlib stream starts with a header whose check
 //! bits no JSON text can satisfy, so every decoder here inflates a zlib body on its own and
-//! takes a plain one as it is. Only sending needs a setting ([`Compression`]). A service
-//! answers in the compression its request came in, as a commlib service configured like its
-//! client would. LZ4 bodies are recognised by their frame magic and refused with a message
-//! that says how to avoid them.
+//! takes a plain one as it is; an LZ4 frame starts with its magic number, which no JSON
+//! text does either, so LZ4 bodies are read the same way. Only sending needs a setting
+//! ([`Compression`]). A service answers in the compression its request came in, as a
+//! commlib service configured like its client would.
 
 use std::borrow::Cow;
 use std::io::{Read, Write};
@@ -32,6 +32,9 @@ pub enum Compression {
         /// The zlib level, 0 to 9.
         level: u32,
     },
+    /// An LZ4 frame, as commlib 0.13.2 sends with a compression level set and the Python
+    /// `lz4` package installed (`lz4.frame.compress` with its defaults).
+    Lz4,
 }
 
 impl Compression {
@@ -53,12 +56,28 @@ impl Compression {
                     .map(Bytes::from)
                     .map_err(|e| body_error(topic, format!("zlib compression failed: {e}")))
             }
+            Compression::Lz4 => {
+                let mut encoder = lz4_flex::frame::FrameEncoder::new(Vec::new());
+                encoder
+                    .write_all(&body)
+                    .map_err(|e| body_error(topic, format!("LZ4 compression failed: {e}")))?;
+                encoder
+                    .finish()
+                    .map(Bytes::from)
+                    .map_err(|e| body_error(topic, format!("LZ4 compression failed: {e}")))
+            }
         }
     }
 
     /// The compression a received body arrived in.
     pub(crate) fn of(body: &[u8]) -> Compression {
-        if is_zlib(body) { Compression::zlib() } else { Compression::None }
+        if body.starts_with(&LZ4_FRAME_MAGIC) {
+            Compression::Lz4
+        } else if is_zlib(body) {
+            Compression::zlib()
+        } else {
+            Compression::None
+        }
     }
 }
 
@@ -85,29 +104,25 @@ fn is_zlib(body: &[u8]) -> bool {
     }
 }
 
-/// The body as JSON bytes: inflated when it came zlib-compressed, as it is otherwise.
+/// The body as JSON bytes: inflated when it came zlib- or LZ4-compressed, as it is
+/// otherwise.
 pub(crate) fn open<'a>(topic: &str, body: &'a [u8]) -> Result<Cow<'a, [u8]>> {
-    if body.starts_with(&LZ4_FRAME_MAGIC) {
-        return Err(body_error(
-            topic,
-            "the body is LZ4-compressed (commlib 0.13.2 with the Python lz4 package installed), \
-             which busbar does not read; uninstall lz4 on the Python side so that commlib \
-             compresses with zlib, or turn compression off"
-                .into(),
-        ));
-    }
-    if !is_zlib(body) {
+    let (what, decoder): (&str, Box<dyn Read + 'a>) = if body.starts_with(&LZ4_FRAME_MAGIC) {
+        ("LZ4", Box::new(lz4_flex::frame::FrameDecoder::new(body)))
+    } else if is_zlib(body) {
+        ("zlib", Box::new(flate2::read::ZlibDecoder::new(body)))
+    } else {
         return Ok(Cow::Borrowed(body));
-    }
+    };
     let mut inflated = Vec::new();
-    let mut decoder = flate2::read::ZlibDecoder::new(body).take(MAX_INFLATED + 1);
     decoder
+        .take(MAX_INFLATED + 1)
         .read_to_end(&mut inflated)
-        .map_err(|e| body_error(topic, format!("zlib body does not inflate: {e}")))?;
+        .map_err(|e| body_error(topic, format!("{what} body does not inflate: {e}")))?;
     if inflated.len() as u64 > MAX_INFLATED {
         return Err(body_error(
             topic,
-            format!("zlib body inflates to more than {MAX_INFLATED} bytes"),
+            format!("{what} body inflates to more than {MAX_INFLATED} bytes"),
         ));
     }
     Ok(Cow::Owned(inflated))
@@ -141,11 +156,21 @@ mod tests {
     }
 
     #[test]
-    fn broken_and_lz4_bodies_are_refused_with_reasons() {
+    fn broken_bodies_are_refused_with_reasons() {
         // A zlib header with garbage behind it.
         let err = open("plant/x", &[0x78, 0x9c, 1, 2, 3]).err().map(|e| e.to_string());
-        assert!(err.unwrap_or_default().contains("does not inflate"));
+        assert!(err.unwrap_or_default().contains("zlib body does not inflate"));
+        // An LZ4 frame header cut short.
         let err = open("plant/x", &[0x04, 0x22, 0x4d, 0x18, 0x64]).err().map(|e| e.to_string());
-        assert!(err.unwrap_or_default().contains("LZ4"));
+        assert!(err.unwrap_or_default().contains("LZ4 body does not inflate"));
+    }
+
+    #[test]
+    fn lz4_frames_round_trip() {
+        let plain = Bytes::from(br#"{"seq":1,"text":"caf\u00e9"}"#.repeat(50));
+        let packed = Compression::Lz4.apply("t", plain.clone()).expect("compress");
+        assert!(packed.starts_with(&LZ4_FRAME_MAGIC) && packed.len() < plain.len());
+        assert_eq!(Compression::of(&packed), Compression::Lz4);
+        assert_eq!(open("t", &packed).expect("decompress").as_ref(), plain.as_ref());
     }
 }

@@ -678,81 +678,105 @@ async fn amqp_patterns_take_every_word_after_a_trailing_star() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compressed_bodies_both_ways() {
     use busbar_commlib::Compression;
-    use busbar_core::{QoS, SubscribeOptions, TopicFilter};
     let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
     let conn = connect(&broker).await;
-    let zlib = [("PEER_COMPRESSION", "zlib")];
     for version in VERSIONS {
         let Some(py) = python(version) else { return };
-        // A commlib publisher to busbar; a raw subscription beside it shows the wire.
-        let name = format!("{}.sensors.sonar", run_id(version));
-        let mut sub = CommlibSubscriber::<Sample>::new(&conn, &name).await.expect("subscribe");
-        let raw_filter = TopicFilter::new(name.replace('.', "/")).expect("filter");
-        let mut raw = conn
-            .subscribe_with(SubscribeOptions::new(raw_filter).qos(QoS::AtMostOnce))
+        let zlib = [("PEER_COMPRESSION", "zlib")];
+        compressed_on(&conn, &broker, &py, version, &zlib, Compression::zlib(), &[0x78]).await;
+    }
+}
+
+/// commlib 0.13.2 with the Python `lz4` package compresses with LZ4 frames: the same four
+/// directions as above, the wire checked for the LZ4 frame magic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lz4_bodies_both_ways() {
+    use busbar_commlib::Compression;
+    let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let conn = connect(&broker).await;
+    let Some(py) = python("0.13.2-lz4") else { return };
+    let lz4 = [("PEER_COMPRESSION", "lz4")];
+    let magic = [0x04, 0x22, 0x4d, 0x18];
+    compressed_on(&conn, &broker, &py, "0.13.2", &lz4, Compression::Lz4, &magic).await;
+}
+
+/// Compressed bodies in four directions with a commlib peer whose environment `env` makes
+/// it compress: its publisher to busbar (the wire starting with `magic`), busbar's
+/// publisher compressing with `ours` to its subscriber, its client to a busbar service with
+/// no setting, and a busbar client compressing with `ours` to its service.
+async fn compressed_on(
+    conn: &Connection,
+    broker: &SharedBroker,
+    py: &Path,
+    version: &str,
+    env: &[(&str, &str)],
+    ours: busbar_commlib::Compression,
+    magic: &[u8],
+) {
+    use busbar_core::{QoS, SubscribeOptions, TopicFilter};
+    // A commlib publisher to busbar; a raw subscription beside it shows the wire.
+    let name = format!("{}.sensors.sonar", run_id(version));
+    let mut sub = CommlibSubscriber::<Sample>::new(conn, &name).await.expect("subscribe");
+    let raw_filter = TopicFilter::new(name.replace('.', "/")).expect("filter");
+    let mut raw = conn
+        .subscribe_with(SubscribeOptions::new(raw_filter).qos(QoS::AtMostOnce))
+        .await
+        .expect("raw subscribe");
+    let mut peer = start_with("mqtt", py, broker, &["pub", &name, "3"], env).await;
+    peer.go().await;
+    for i in 0..3 {
+        let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
             .await
-            .expect("raw subscribe");
-        let mut peer = start_with("mqtt", &py, &broker, &["pub", &name, "3"], &zlib).await;
-        peer.go().await;
-        for i in 0..3 {
-            let got = tokio::time::timeout(Duration::from_secs(10), sub.recv())
-                .await
-                .expect("in time")
-                .expect("open")
-                .expect("a compressed body decodes");
-            assert_eq!(got.value, Sample { seq: i, n: -3 - i, text: "café".into() }, "{version}");
-            let wire = raw.recv().await.expect("raw").payload.to_bytes().expect("bytes");
-            assert_eq!(wire.first(), Some(&0x78), "{version}: not a zlib stream: {wire:?}");
-        }
+            .expect("in time")
+            .expect("open")
+            .expect("a compressed body decodes");
+        assert_eq!(got.value, Sample { seq: i, n: -3 - i, text: "café".into() }, "{version}");
+        let wire = raw.recv().await.expect("raw").payload.to_bytes().expect("bytes");
+        assert!(wire.starts_with(magic), "{version}: not compressed as expected: {wire:?}");
+    }
 
-        // busbar compressing for a commlib subscriber built with compression.
-        let name = format!("{}.sensors.sonar", run_id(version));
-        let mut peer = start_with("mqtt", &py, &broker, &["sub", &name, "2"], &zlib).await;
-        let publisher = CommlibPublisher::<Sample>::new(&conn, &name)
-            .expect("publisher")
-            .compression(Compression::zlib());
-        let probe = Sample { seq: -1, n: 0, text: String::new() };
-        peer.wait_subscribed(|| async { publisher.publish(&probe).await.expect("probe") }).await;
-        for i in 0..2 {
-            let s = Sample { seq: i, n: -i, text: "é".into() };
-            publisher.publish(&s).await.expect("publish");
-        }
-        for i in 0..2 {
-            let got = peer.next().await;
-            assert_eq!(got["msg"]["seq"], Value::from(i), "{version}: {got}");
-        }
+    // busbar compressing for a commlib subscriber built with compression.
+    let name = format!("{}.sensors.sonar", run_id(version));
+    let mut peer = start_with("mqtt", py, broker, &["sub", &name, "2"], env).await;
+    let publisher =
+        CommlibPublisher::<Sample>::new(conn, &name).expect("publisher").compression(ours);
+    let probe = Sample { seq: -1, n: 0, text: String::new() };
+    peer.wait_subscribed(|| async { publisher.publish(&probe).await.expect("probe") }).await;
+    for i in 0..2 {
+        let s = Sample { seq: i, n: -i, text: "é".into() };
+        publisher.publish(&s).await.expect("publish");
+    }
+    for i in 0..2 {
+        let got = peer.next().await;
+        assert_eq!(got["msg"]["seq"], Value::from(i), "{version}: {got}");
+    }
 
-        // A commlib client with compression calls a busbar service that has no setting.
-        let name = format!("{}.add", run_id(version));
-        let _service =
-            CommlibRpcService::spawn(
-                &conn,
-                &name,
-                |r: AddIn| async move { SumOut { c: r.a + r.b } },
-            )
+    // A commlib client with compression calls a busbar service that has no setting.
+    let name = format!("{}.add", run_id(version));
+    let _service =
+        CommlibRpcService::spawn(conn, &name, |r: AddIn| async move { SumOut { c: r.a + r.b } })
             .await
             .expect("serve");
-        let args = ["rpc-call", &name, "-7", "2"];
-        let mut peer = start_with("mqtt", &py, &broker, &args, &zlib).await;
-        let got = peer.next().await;
-        assert_eq!(got["response"]["c"], Value::from(-5), "{version}: {got}");
+    let args = ["rpc-call", &name, "-7", "2"];
+    let mut peer = start_with("mqtt", py, broker, &args, env).await;
+    let got = peer.next().await;
+    assert_eq!(got["response"]["c"], Value::from(-5), "{version}: {got}");
 
-        // A busbar client with compression calls a commlib service built with it.
-        let name = format!("{}.add", run_id(version));
-        let _peer = start_with("mqtt", &py, &broker, &["rpc-service", &name], &zlib).await;
-        let client = CommlibRpcClient::<Add, Sum>::new(&conn, &name)
-            .expect("client")
-            .compression(Compression::zlib())
-            .timeout(Duration::from_millis(300));
-        let mut answered = None;
-        for _ in 0..50 {
-            if let Ok(sum) = client.call(&Add { a: 40, b: -2 }).await {
-                answered = Some(sum.c);
-                break;
-            }
+    // A busbar client with compression calls a commlib service built with it.
+    let name = format!("{}.add", run_id(version));
+    let _peer = start_with("mqtt", py, broker, &["rpc-service", &name], env).await;
+    let client = CommlibRpcClient::<Add, Sum>::new(conn, &name)
+        .expect("client")
+        .compression(ours)
+        .timeout(Duration::from_millis(300));
+    let mut answered = None;
+    for _ in 0..50 {
+        if let Ok(sum) = client.call(&Add { a: 40, b: -2 }).await {
+            answered = Some(sum.c);
+            break;
         }
-        assert_eq!(answered, Some(38), "{version}");
     }
+    assert_eq!(answered, Some(38), "{version}");
 }
 
 /// Case 17: commlib's own pattern bridge from Redis to MQTT, with busbar at both ends: what
@@ -864,6 +888,25 @@ async fn busbar_drives_a_python_action_on_redis() {
     let conn = connect_to(BrokerKind::Redis, &broker).await;
     for version in VERSIONS {
         drive_python_action("redis", &conn, &broker, version).await;
+    }
+}
+
+/// Actions on AMQP, busbar the client: commlib 0.13.2's AMQP action service (0.13.1's AMQP
+/// services never start, see `amqp_rpc_both_ways`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busbar_drives_a_python_action_on_amqp() {
+    let Some(broker) = shared_broker(BrokerKind::Amqp).await else { return };
+    let conn = connect_to(BrokerKind::Amqp, &broker).await;
+    drive_python_action("amqp", &conn, &broker, "0.13.2").await;
+}
+
+/// Actions on AMQP, busbar the service: commlib's AMQP action clients of both versions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_drives_a_busbar_action_on_amqp() {
+    let Some(broker) = shared_broker(BrokerKind::Amqp).await else { return };
+    let conn = connect_to(BrokerKind::Amqp, &broker).await;
+    for version in VERSIONS {
+        python_drives_busbar_action("amqp", &conn, &broker, version).await;
     }
 }
 

@@ -6,11 +6,13 @@ use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::error::{GatewayError, config};
-use crate::event::{BusEvent, CONTROL_CHANNEL};
+use crate::event::{BusEvent, CONTROL_CHANNEL, SENSOR_CHANNEL};
 use crate::format;
 
-/// One production: `[var_type, var_name, builder, channel?]`, the first two `%(group)s`
-/// templates.
+/// One production: `[var_type, var_name, builder?, channel?]`, the first two `%(group)s`
+/// templates. CSTBox's documentation writes `(var_type, var_name, channel?)`, with no
+/// builder: a third member that is a channel (`sensor`, `control`) is taken as such, and
+/// the builder is then `json`.
 #[derive(Debug, Clone)]
 struct Production {
     var_type: String,
@@ -24,6 +26,13 @@ struct Rule {
     produce: Vec<Production>,
 }
 
+/// The builder of productions that name none: a JSON object as the event's data, anything
+/// else as its `value`.
+const DEFAULT_BUILDER: &str = "json";
+
+/// The channels a production may name in its third member.
+const CHANNELS: [&str; 2] = [CONTROL_CHANNEL, SENSOR_CHANNEL];
+
 /// A topic turned into events: each with its channel.
 pub type Produced = Vec<(String, BusEvent)>;
 
@@ -36,7 +45,8 @@ pub struct InboundRules {
 }
 
 impl InboundRules {
-    /// Reads `{prefix: [[topic_regex, [[var_type, var_name, builder, channel?], ...]], ...]}`.
+    /// Reads `{prefix: [[topic_regex, [[var_type, var_name, builder?, channel?], ...]], ...]}`
+    /// (`[var_type, var_name, channel]` too, as CSTBox's documentation writes it).
     ///
     /// A prefix ending in `/#` is subscribed as it is; one ending in `/` gets `#`; any other
     /// gets `/#`. A rule's regex applies to the topic after the prefix, anchored at the start.
@@ -69,10 +79,17 @@ impl InboundRules {
                 let mut productions = Vec::new();
                 for p in produce {
                     let text = |k: usize| p.get(k).and_then(Value::as_str).map(str::to_owned);
-                    let (Some(var_type), Some(var_name), Some(builder)) =
-                        (text(0), text(1), text(2))
-                    else {
+                    let (Some(var_type), Some(var_name)) = (text(0), text(1)) else {
                         return Err(config(at(i), "incomplete rule"));
+                    };
+                    // CSTBox's own shape has no builder: `[type, name]` or `[type, name,
+                    // channel]`.
+                    let (builder, channel) = match (text(2), text(3)) {
+                        (None, _) => (DEFAULT_BUILDER.to_owned(), None),
+                        (Some(third), None) if CHANNELS.contains(&third.as_str()) => {
+                            (DEFAULT_BUILDER.to_owned(), Some(third))
+                        }
+                        (Some(builder), channel) => (builder, channel),
                     };
                     if var_type.is_empty() || var_name.is_empty() || builder.trim().is_empty() {
                         return Err(config(at(i), "empty member(s) found"));
@@ -89,9 +106,16 @@ impl InboundRules {
                         }
                     }
                     if !matches!(builder.as_str(), "json" | "value") {
-                        return Err(config(at(i), format!("builder not found: {builder}")));
+                        return Err(config(
+                            at(i),
+                            format!(
+                                "builder not found: {builder} (builders: json, value; a channel \
+                                 in its place is one of {})",
+                                CHANNELS.join(", ")
+                            ),
+                        ));
                     }
-                    let channel = text(3).unwrap_or_else(|| CONTROL_CHANNEL.to_owned());
+                    let channel = channel.unwrap_or_else(|| CONTROL_CHANNEL.to_owned());
                     productions.push(Production { var_type, var_name, builder, channel });
                 }
                 rules.push(Rule { regex, produce: productions });
@@ -176,6 +200,23 @@ mod tests {
         let got = r.produce("/data/setpoint/lounge", b"21.5", json!(1));
         assert_eq!(got[0].0, "sensor");
         assert_eq!(got[0].1.data["value"], "21.5");
+    }
+
+    /// CSTBox's documented shape: `(var_type, var_name, channel?)`, no builder (`json`).
+    #[test]
+    fn productions_without_a_builder() {
+        let r = rules(json!({
+            "/data/command": [
+                ["light_dim/(?P<what>[a-z0-9]+)", [["dim", "%(what)s"]]],
+                ["temp/(?P<room>[a-z]+)", [["temperature", "%(room)s", "sensor"]]],
+            ],
+        }))
+        .expect("valid");
+        let got = r.produce("/data/command/light_dim/hall", br#"{"level": 7}"#, json!(1));
+        assert_eq!((got[0].0.as_str(), got[0].1.data["level"].clone()), ("control", json!(7)));
+        let got = r.produce("/data/command/temp/attic", b"19", json!(1));
+        assert_eq!((got[0].0.as_str(), got[0].1.key().as_str()), ("sensor", "temperature:attic"));
+        assert_eq!(got[0].1.data["value"], 19);
     }
 
     #[test]

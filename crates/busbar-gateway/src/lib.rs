@@ -10,6 +10,8 @@
 //!   events `[var_type, var_name, builder, channel?]` (an empty list blocks the topic).
 //! * Configuration errors read as CSTBox's do: incomplete rule, empty member(s) found, bad
 //!   regex, builder not found, topic format parameter(s) not found in rule regex.
+//! * [`OutboundFilter`] and [`InboundFilter`]: the same decisions in code, for what rules
+//!   cannot say (CSTBox's "subclass the filters"); the rules are one implementation of each.
 //! * [`Gateway`] runs both between an event bus (any busbar URL; events are JSON
 //!   [`BusEvent`]s on `<events.topic>/<channel>`) and the broker, from CSTBox's
 //!   configuration shape (`busbar gateway -c FILE`).
@@ -21,6 +23,7 @@
 
 mod error;
 mod event;
+mod filters;
 mod format;
 mod inbound;
 mod outbound;
@@ -38,7 +41,8 @@ use serde_json::{Map, Value};
 
 pub use error::GatewayError;
 pub use event::{BusEvent, CONTROL_CHANNEL, SENSOR_CHANNEL};
-pub use inbound::InboundRules;
+pub use filters::{Filters, InboundFilter, OutboundFilter};
+pub use inbound::{InboundRules, Produced};
 pub use outbound::{Builder, Builders, OutboundRules, Routed, RuleSpec};
 
 /// CSTBox's default broker port.
@@ -73,6 +77,10 @@ pub struct GatewayConfig {
     pub simulate: Option<bool>,
     /// The rules.
     pub adapters: AdaptersConfig,
+    /// The MQTT topics (or patterns) the gateway subscribes to for its inbound rules, as
+    /// CSTBox's documentation names them; without it, each inbound prefix is subscribed.
+    #[serde(default)]
+    pub listened_topics: Option<Vec<String>>,
 }
 
 fn default_qos() -> u8 {
@@ -106,13 +114,17 @@ pub struct BrokerConfig {
     /// Client id.
     #[serde(default)]
     pub client_id: Option<String>,
+    /// Keep-alive in seconds (CSTBox's connector: 60).
+    #[serde(default)]
+    pub keep_alive: Option<u64>,
 }
 
-/// `user` and `password`.
+/// `user` (or `username`, as CSTBox's documentation writes it) and `password`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// User name.
+    #[serde(alias = "username")]
     pub user: String,
     /// Password.
     pub password: String,
@@ -167,6 +179,40 @@ impl GatewayConfig {
         serde_json::from_str(text).map_err(|e| error::config("configuration", e.to_string()))
     }
 
+    /// The filters the configuration's rules make (`builders` serve their payloads).
+    pub fn filters(&self, builders: &Builders) -> Result<Filters, GatewayError> {
+        let mut filters = Filters::new();
+        if let Some(o) = &self.adapters.outbound {
+            for (channel, c) in &o.channels {
+                let rules = OutboundRules::new(
+                    channel,
+                    &c.rules,
+                    c.default_builder.as_deref(),
+                    builders,
+                    &self.system_id(),
+                )?;
+                filters = filters.outbound(channel.clone(), rules);
+            }
+        }
+        if let Some(i) = self.adapters.inbound.as_ref().filter(|i| !i.rules.is_empty()) {
+            filters = filters.inbound(InboundRules::new(&i.rules)?);
+        }
+        Ok(filters)
+    }
+
+    /// The client id: the configuration's, or the host name as CSTBox takes it.
+    fn client_id(&self) -> String {
+        self.broker
+            .client_id
+            .clone()
+            .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "cstbox".to_owned()))
+    }
+
+    /// What `%(__system_id__)s` stands for.
+    fn system_id(&self) -> String {
+        self.system_id.clone().unwrap_or_else(|| self.client_id())
+    }
+
     /// The broker's URL without its password, for messages.
     pub fn broker_url_redacted(&self) -> String {
         busbar_core::url::redact(&self.broker_url())
@@ -180,8 +226,12 @@ impl GatewayConfig {
             url.push_str(&format!("{}:{}@", encode(&a.user), encode(&a.password)));
         }
         url.push_str(&format!("{}:{}", self.broker.host, self.broker.port.unwrap_or(DEFAULT_PORT)));
+        let mut sep = '?';
+        if let Some(seconds) = self.broker.keep_alive {
+            url.push_str(&format!("?keep_alive={seconds}"));
+            sep = '&';
+        }
         if let Some(files) = &self.tls {
-            let mut sep = '?';
             for (key, param) in [("ca_certs", "ca"), ("certfile", "cert"), ("keyfile", "key")] {
                 if let Some(path) = files.get(key) {
                     url.push_str(&format!("{sep}{param}={}", encode(path)));
@@ -246,64 +296,69 @@ impl Gateway {
         connector: &dyn Connector,
         builders: &Builders,
     ) -> Result<Gateway, GatewayError> {
-        let client_id =
-            config.broker.client_id.clone().unwrap_or_else(|| {
-                std::env::var("HOSTNAME").unwrap_or_else(|_| "cstbox".to_owned())
-            });
-        let system_id = config.system_id.clone().unwrap_or_else(|| client_id.clone());
+        let filters = config.filters(builders)?;
+        Self::start_with_filters(config, connector, filters).await
+    }
+
+    /// Like [`start`](Self::start), with `filters` given in code instead of the
+    /// configuration's rules (which it ignores): `config` says where the bus and the broker
+    /// are, the QoS and `listened_topics`. A gateway with no filter at all is refused, as
+    /// CSTBox refuses it: it would let nothing through either way.
+    pub async fn start_with_filters(
+        config: &GatewayConfig,
+        connector: &dyn Connector,
+        filters: Filters,
+    ) -> Result<Gateway, GatewayError> {
+        if filters.is_empty() {
+            return Err(error::config(
+                "adapters",
+                "no filter at all: give inbound rules, outbound channels or both (a gateway that \
+                 lets nothing through either way is useless)",
+            ));
+        }
+        if config.listened_topics.is_some() && filters.inbound.is_none() {
+            return Err(error::config(
+                "listened_topics",
+                "needs inbound rules: without them nothing heard becomes an event",
+            ));
+        }
         let qos = match config.qos {
             0 => QoS::AtMostOnce,
             1 => QoS::AtLeastOnce,
             2 => QoS::ExactlyOnce,
             q => return Err(error::config("qos", format!("{q} is not 0, 1 or 2"))),
         };
-        let mut outbound = Vec::new();
-        if let Some(o) = &config.adapters.outbound {
-            for (channel, c) in &o.channels {
-                let rules = OutboundRules::new(
-                    channel,
-                    &c.rules,
-                    c.default_builder.as_deref(),
-                    builders,
-                    &system_id,
-                )?;
-                outbound.push((channel.clone(), rules));
-            }
-        }
-        let inbound = match &config.adapters.inbound {
-            Some(i) => Some(InboundRules::new(&i.rules)?),
-            None => None,
-        };
         let bus = connector.connect(&config.events.url, ConnectOptions::new()).await?;
         let broker = connector
-            .connect(&config.broker_url(), ConnectOptions::new().client_id(client_id))
+            .connect(&config.broker_url(), ConnectOptions::new().client_id(config.client_id()))
             .await?;
         let counters = Arc::new(Counters::default());
         let mut tasks = Vec::new();
-        for (channel, rules) in outbound {
-            let filter = topic_filter(&format!("{}/{channel}", config.events.topic))?;
-            let mut events = bus.subscribe_with(SubscribeOptions::new(filter)).await?;
+        for (channel, filter) in filters.outbound {
+            let topic = topic_filter(&format!("{}/{channel}", config.events.topic))?;
+            let mut events = bus.subscribe_with(SubscribeOptions::new(topic)).await?;
             let (broker, counters, bus) = (broker.clone(), counters.clone(), bus.clone());
             tasks.push(tokio::spawn(async move {
                 let _bus = bus;
                 while let Some(m) = events.recv().await {
-                    publish_out(&rules, &broker, qos, &counters, &m).await;
+                    publish_out(filter.as_ref(), &broker, qos, &counters, &m).await;
                 }
             }));
         }
-        if let Some(rules) = inbound {
-            let rules = Arc::new(rules);
-            for filter in &rules.filters {
-                let filter = topic_filter(wire(filter))?;
-                let options = SubscribeOptions::new(filter).qos(QoS::AtMostOnce);
+        if let Some(filter) = filters.inbound {
+            let subscriptions =
+                config.listened_topics.clone().unwrap_or_else(|| filter.subscriptions());
+            for subscription in &subscriptions {
+                let topic = topic_filter(wire(subscription))?;
+                let options = SubscribeOptions::new(topic).qos(QoS::AtMostOnce);
                 let mut messages = broker.subscribe_with(options).await?;
-                let (rules, bus, counters, broker) =
-                    (rules.clone(), bus.clone(), counters.clone(), broker.clone());
+                let (filter, bus, counters, broker) =
+                    (filter.clone(), bus.clone(), counters.clone(), broker.clone());
                 let base = config.events.topic.clone();
                 tasks.push(tokio::spawn(async move {
                     let _broker = broker;
                     while let Some(m) = messages.recv().await {
-                        produce_in(&rules, &bus, &base, &counters, &m).await;
+                        produce_in(filter.as_ref(), &bus, &base, &counters, &m).await;
                     }
                 }));
             }
@@ -328,7 +383,7 @@ fn topic_filter(text: &str) -> Result<TopicFilter, GatewayError> {
 }
 
 async fn publish_out(
-    rules: &OutboundRules,
+    rules: &dyn OutboundFilter,
     broker: &Connection,
     qos: QoS,
     counters: &Counters,
@@ -354,7 +409,7 @@ async fn publish_out(
 }
 
 async fn produce_in(
-    rules: &InboundRules,
+    rules: &dyn InboundFilter,
     bus: &Connection,
     base: &str,
     counters: &Counters,

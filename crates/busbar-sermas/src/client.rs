@@ -113,6 +113,26 @@ impl SermasClient {
         let sub = self.conn.subscribe_with(options).await?;
         Ok(SermasSubscription { sub, session: None })
     }
+
+    /// Subscribes to `template` as a member of the queue group `group`: each message goes
+    /// to one member of the group (an MQTT 5 shared subscription), so that instances of one
+    /// module share the work. Not noLocal: MQTT 5 forbids it on shared subscriptions, and a
+    /// member dropping what its own connection published would lose it for the whole
+    /// group, so a member gets its share of everything, its own publishes included.
+    pub async fn subscribe_in_group(
+        &self,
+        template: &str,
+        params: &Params,
+        group: &str,
+    ) -> Result<SermasSubscription> {
+        let template = TopicTemplate::new(template)?;
+        let mut all = params.clone();
+        all.entry("appId".to_owned()).or_insert_with(|| self.context.app_id.clone());
+        let filter = template.filter(&all)?;
+        let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce).queue_group(group);
+        let sub = self.conn.subscribe_with(options).await?;
+        Ok(SermasSubscription { sub, session: None })
+    }
 }
 
 /// One message as a SERMAS client receives it.

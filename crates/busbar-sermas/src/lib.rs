@@ -27,10 +27,13 @@
 
 #![forbid(unsafe_code)]
 
+pub mod catalogue;
 mod client;
 mod error;
 mod template;
+mod token;
 
 pub use client::{Received, SermasClient, SermasContext, SermasSubscription};
 pub use error::{Result, SermasError};
 pub use template::{Params, TopicTemplate, params};
+pub use token::SermasTokenProvider;

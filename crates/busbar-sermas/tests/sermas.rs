@@ -138,3 +138,45 @@ async fn sessions_records_and_mqtt_3_1_1() {
         "{err}"
     );
 }
+
+/// Queue groups: two instances of one module subscribe in the group `workers`; what a third
+/// client publishes reaches one of them each time, none twice and none lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_group_shares_the_messages() {
+    let Some(broker) = broker("a_queue_group_shares_the_messages").await else { return };
+    let conf = config(format!(
+        "brokers:\n  s:\n    url: mqtt://:none@127.0.0.1:{}\n    token: {{static: jwt-api, as: username}}\n",
+        broker.port()
+    ));
+    let client = |conf: &Config| {
+        let conf = conf.clone();
+        async move {
+            SermasClient::new(&conf.connect(None).await.expect("connect"), SermasContext::app("a1"))
+        }
+    };
+    let template = "app/:appId/dialogue/messages/:sessionId";
+    let mut members = Vec::new();
+    for _ in 0..2 {
+        let member = client(&conf).await;
+        let sub = member.subscribe_in_group(template, &params([]), "workers").await.expect("join");
+        members.push((member, sub));
+    }
+    let api = client(&conf).await;
+    const N: i64 = 20;
+    for i in 0..N {
+        let body = json!({"n": i, "sessionId": "s1"});
+        api.publish(template, &params([]), &body).await.expect("publish");
+    }
+    let mut got = Vec::new();
+    while got.len() < N as usize {
+        let (a, b) = members.split_at_mut(1);
+        let m = tokio::select! {
+            m = a[0].1.recv() => m,
+            m = b[0].1.recv() => m,
+            () = tokio::time::sleep(Duration::from_secs(10)) => panic!("only {got:?} arrived"),
+        };
+        got.push(m.expect("open").payload["n"].as_i64().expect("n"));
+    }
+    got.sort_unstable();
+    assert_eq!(got, (0..N).collect::<Vec<_>>(), "each message to one member, once");
+}

@@ -283,5 +283,12 @@ fn print_csv(r: &Report<'_>) {
 }
 
 fn bench_topic() -> String {
-    format!("bench/{}", std::process::id())
+    format!("bench/{}/{}", std::process::id(), run_number())
+}
+
+/// A number of its own for each run of this process: runs never share a topic, since a
+/// broker that keeps a log (Kafka) would hand one run's records to the next.
+pub(super) fn run_number() -> u32 {
+    static RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
 }

@@ -114,5 +114,6 @@ impl Server {
 
 /// A topic name for a raw run, apart from busbar's.
 pub(super) fn raw_name(separator: char) -> String {
-    format!("bench{separator}raw{separator}{}", std::process::id())
+    let run = super::run_number();
+    format!("bench{separator}raw{separator}{}{separator}{run}", std::process::id())
 }

@@ -32,9 +32,26 @@ const CONSUMER: &str = "busbar";
 pub(super) struct Outstanding {
     next: AtomicU64,
     ackers: Mutex<HashMap<u64, Acker>>,
+    /// Set (and told) once the pump has stopped pulling and given back what it held.
+    ended: std::sync::atomic::AtomicBool,
+    ended_told: tokio::sync::Notify,
 }
 
 impl Outstanding {
+    /// Waits until the pump has stopped pulling and given back what it held.
+    pub(super) async fn ended(&self) {
+        let told = self.ended_told.notified();
+        if self.ended.load(Ordering::Acquire) {
+            return;
+        }
+        told.await;
+    }
+
+    fn end(&self) {
+        self.ended.store(true, Ordering::Release);
+        self.ended_told.notify_waiters();
+    }
+
     /// Gives every delivery not acknowledged back to the server (counted in `acks`, which a
     /// close waits for).
     pub(super) fn give_back(&self, acks: &Arc<AcksInFlight>) {
@@ -146,10 +163,11 @@ pub(super) async fn subscribe(
     }));
     let acks = s.acks.clone();
     let guard = SubscriptionGuard::new(move || {
+        // The pump stops pulling, then gives back what it held (at once, not after the
+        // consumer's ack wait); counted, so that a close waits for it.
         cancel.cancel();
-        // Given back at once, not after the consumer's ack wait; a close waits for it.
         if tokio::runtime::Handle::try_current().is_ok() {
-            outstanding.give_back(&acks);
+            acks.spawn(async move { outstanding.ended().await });
         }
     });
     Ok(Subscription::new(filter, rx, s.meter.stats().clone(), guard)
@@ -231,14 +249,19 @@ async fn pump(p: Pump) {
             break;
         }
     }
-    // What was handed over and not acknowledged goes back now rather than after the ack
-    // wait (a receipt takes its delivery out before acknowledging it, so none goes both
-    // ways), and so does what was pulled but not handed over yet.
-    outstanding.give_back(&acks);
+    // What was pulled but not handed over yet, then the pull itself ended (its inbox
+    // unsubscribed) before anything goes back: given back while the pull is still there,
+    // the server hands a message straight back to it, which nobody reads any more, and it
+    // comes again only after the consumer's ack wait.
     let mut pulled = Vec::new();
     while let Some(Some(Ok(delivery))) = messages.next().now_or_never() {
         pulled.push(delivery.split().1);
     }
+    drop(messages);
+    // What was handed over and not acknowledged goes back now rather than after the ack
+    // wait (a receipt takes its delivery out before acknowledging it, so none goes both
+    // ways), and so does what was pulled.
+    outstanding.give_back(&acks);
     if !pulled.is_empty() {
         acks.spawn(async move {
             for acker in pulled {
@@ -246,4 +269,5 @@ async fn pump(p: Pump) {
             }
         });
     }
+    outstanding.end();
 }

@@ -300,12 +300,16 @@ impl Transport for NatsTransport {
             if !self.end() {
                 return Ok(());
             }
-            // Durable deliveries not acknowledged go back to the server, and the
-            // acknowledgements made go out, before the connection goes.
+            // Durable deliveries not acknowledged go back to the server (each pump, stopped
+            // by the end above, ends its pull first and then gives back what it held), and
+            // the acknowledgements made go out, before the connection goes.
             let durables: Vec<_> = lock(&self.shared.durables).drain(..).collect();
-            for outstanding in durables.iter().filter_map(std::sync::Weak::upgrade) {
-                outstanding.give_back(&self.shared.acks);
-            }
+            let pumps_ended = async {
+                for outstanding in durables.iter().filter_map(std::sync::Weak::upgrade) {
+                    outstanding.ended().await;
+                }
+            };
+            let _ = tokio::time::timeout(CLOSE_TIMEOUT, pumps_ended).await;
             let _ = tokio::time::timeout(CLOSE_TIMEOUT, self.shared.acks.idle()).await;
             // Publishes already handed to async-nats go out before the connection closes:
             // flush (written and seen by the server, a PING answered) before draining, which

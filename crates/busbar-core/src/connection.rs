@@ -125,10 +125,16 @@ impl Connection {
 
     /// Deletes the durable subscription `name` of `filter` at the broker, with every
     /// message it kept: subscribing under the name again starts afresh. Refused with
-    /// `Unsupported` where the broker keeps none, or where busbar cannot remove it.
+    /// `Unsupported` where the broker keeps none, and with `InvalidFilter` while a
+    /// subscription of this connection reads it. MQTT keeps it in the persistent session
+    /// of the client that made it: remove it on a connection of that client id.
     pub async fn remove_durable(&self, name: &str, filter: &str) -> Result<(), SubscribeError> {
         if !self.capabilities().durable {
-            return Err(self.unsupported("durable subscriptions"));
+            let mut e = self.unsupported("durable subscriptions");
+            if let Some(needs) = self.capabilities().durable_needs {
+                e = OpError::new(e.kind(), format!("{} on this connection: {needs}", e.message()));
+            }
+            return Err(e);
         }
         let filter = TopicFilter::new(filter)?;
         self.transport.remove_durable(name, &filter).await

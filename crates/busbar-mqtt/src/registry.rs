@@ -51,6 +51,9 @@ pub(crate) struct Registry {
     /// (queued by the broker while this client was away), kept until a local subscription
     /// wants them.
     orphans: VecDeque<(Message, Incoming)>,
+    /// Filters of durable subscriptions removed on this connection and not subscribed
+    /// again: what the broker still sends for them is nobody's.
+    removed_durables: Vec<TopicFilter>,
 }
 
 /// Most messages kept for subscriptions not made yet; beyond that the oldest go (counted).
@@ -68,6 +71,7 @@ impl Default for Registry {
             by_filter: TopicTrie::new(),
             next_sub_id: start,
             orphans: VecDeque::new(),
+            removed_durables: Vec::new(),
         }
     }
 }
@@ -108,6 +112,7 @@ impl Registry {
         // MQTT keeps one subscription per filter and session: a second SUBSCRIBE to the same
         // filter replaces the first, options included. Local subscriptions therefore share
         // it, and must agree on what the broker applies for all of them.
+        self.removed_durables.retain(|f| *f != filter);
         let key = (filter.clone(), group.clone());
         if let Some(&sub_id) = self.by_key.get(&key)
             && let Some(sub) = self.subs.get_mut(&sub_id)
@@ -202,6 +207,20 @@ impl Registry {
         let gone = if self.orphans.len() >= ORPHANS { self.orphans.pop_front() } else { None };
         self.orphans.push_back((message, incoming));
         gone
+    }
+
+    /// A durable subscription of `filter` was removed: returns what was kept for it, and
+    /// remembers it so that what still comes for it is known to be nobody's.
+    pub(crate) fn forget_durable(&mut self, filter: &TopicFilter) -> Vec<(Message, Incoming)> {
+        if !self.removed_durables.contains(filter) {
+            self.removed_durables.push(filter.clone());
+        }
+        self.take_orphans(filter)
+    }
+
+    /// Whether `message` is for a durable subscription removed on this connection.
+    pub(crate) fn for_removed_durable(&self, message: &Message) -> bool {
+        self.removed_durables.iter().any(|f| f.matches(&message.topic))
     }
 
     /// Takes the kept messages `filter` matches.

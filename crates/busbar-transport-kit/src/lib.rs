@@ -31,6 +31,7 @@
 pub mod acks;
 pub mod backoff;
 pub mod delivery;
+pub mod durable;
 pub mod endpoint;
 pub mod fanout;
 pub mod ids;

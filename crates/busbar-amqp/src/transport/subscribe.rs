@@ -372,14 +372,7 @@ pub(super) async fn remove_durable(
     let binding = amqp_binding_key(filter)?;
     let queue = durable_queue_name(name, &binding);
     if lock(&s.subs).values().any(|e| e.queue == queue) {
-        return Err(OpError::new(
-            SubscribeErrorKind::InvalidFilter,
-            format!(
-                "the durable subscription {name:?} of {} is in use on this connection: drop \
-                 its subscription first",
-                filter.as_str()
-            ),
-        ));
+        return Err(busbar_transport_kit::durable::in_use(name, filter));
     }
     let queue = short_name("queue name", &queue)?;
     let link = match s.current() {

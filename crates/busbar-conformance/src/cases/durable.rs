@@ -129,12 +129,26 @@ pub async fn durable_subscriptions(h: Arc<impl Harness>) -> TestResult {
     let (n, m) = number(&mut sub, "the message after the acknowledged one").await?;
     ensure(n == 5, || format!("got {n}: an acknowledged message came again"))?;
     m.ack();
+    // Not removed under its own reader.
+    match conn.remove_durable(&name, &topic).await {
+        Err(e)
+            if matches!(
+                e.kind(),
+                SubscribeErrorKind::InvalidFilter | SubscribeErrorKind::Unsupported
+            ) => {}
+        other => return Err(format!("removed while read on the same connection: {other:?}").into()),
+    }
     drop(sub);
     conn.close().await.map_err(|e| e.to_string())?;
 
-    // Removed, with what it kept: the name starts afresh.
+    // Removed, with what it kept: the name starts afresh. Removed by a reader (where the
+    // broker keeps the subscription in the client's session, as MQTT does, only that
+    // client can remove it).
     publish(6).await?;
-    match publisher.remove_durable(&name, &topic).await {
+    let remover = reader(&*h, &reader_id).await?;
+    let removed = remover.remove_durable(&name, &topic).await;
+    remover.close().await.map_err(|e| e.to_string())?;
+    match removed {
         Ok(()) => {
             let (conn, mut sub) = subscribe(explicit()).await?;
             publish(7).await?;
@@ -144,7 +158,9 @@ pub async fn durable_subscriptions(h: Arc<impl Harness>) -> TestResult {
             drop(sub);
             conn.close().await.map_err(|e| e.to_string())?;
             // Nothing is left behind on the broker.
-            publisher.remove_durable(&name, &topic).await.map_err(|e| e.to_string())?;
+            let remover = reader(&*h, &reader_id).await?;
+            remover.remove_durable(&name, &topic).await.map_err(|e| e.to_string())?;
+            remover.close().await.map_err(|e| e.to_string())?;
         }
         Err(e) if e.kind() == SubscribeErrorKind::Unsupported => {}
         Err(e) => return Err(format!("removing the durable subscription: {e}").into()),

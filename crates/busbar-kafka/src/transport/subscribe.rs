@@ -200,14 +200,7 @@ pub(super) async fn remove_durable(
         g.as_deref() == Some(name) && (s.settings.exact_group_names || f == filter.as_str())
     });
     if in_use {
-        return Err(OpError::new(
-            SubscribeErrorKind::InvalidFilter,
-            format!(
-                "the durable subscription {name:?} of {} is in use on this connection: drop \
-                 its subscription first",
-                filter.as_str()
-            ),
-        ));
+        return Err(busbar_transport_kit::durable::in_use(name, filter));
     }
     s.topics.delete_group(&group).await.map_err(|failure| failure.into_error(&s.settings.shown))
 }

@@ -18,7 +18,7 @@ use busbar_core::message::{Message, QoS};
 use bytes::Bytes;
 use rumqttc::v5::mqttbytes::v5::{
     Filter, Packet as Packet5, PublishProperties, RetainForwardRule, SubscribeProperties,
-    SubscribeReasonCode as Code5,
+    SubscribeReasonCode as Code5, UnsubAckReason,
 };
 use rumqttc::{Outgoing, Packet as Packet4, SubscribeReasonCode as Code4};
 
@@ -198,7 +198,10 @@ impl Client {
         }
     }
 
-    pub(crate) fn try_unsubscribe(&self, path: String) -> Result<(), PublishError> {
+    pub(crate) fn try_unsubscribe(
+        &self,
+        path: String,
+    ) -> Result<(), busbar_core::error::SubscribeError> {
         match &self.api {
             Api::V5(c) => c.try_unsubscribe(path).map_err(queue_error),
             Api::V4(c) => c.try_unsubscribe(path).map_err(queue_error),
@@ -381,8 +384,13 @@ pub(crate) enum Happened {
         /// the event): then the refusal needs no louder report.
         caller_told: bool,
     },
-    /// The broker took an UNSUBSCRIBE (UNSUBACK).
-    Unsubscribed,
+    /// An UNSUBSCRIBE of ours went out with this packet id.
+    SentUnsubscribe(u16),
+    /// The broker answered an UNSUBSCRIBE (UNSUBACK); on MQTT 5 it may refuse it.
+    Unsubscribed {
+        pkid: u16,
+        refused: Option<String>,
+    },
     Other,
 }
 
@@ -569,7 +577,7 @@ fn packet_kind(happened: &Happened) -> PacketKind {
         | Happened::Completed
         | Happened::Refused { .. }
         | Happened::SubAck { .. }
-        | Happened::Unsubscribed => PacketKind::Acknowledgement,
+        | Happened::Unsubscribed { .. } => PacketKind::Acknowledgement,
         _ => PacketKind::Other,
     }
 }
@@ -668,7 +676,17 @@ fn happened5(
             None => Happened::Received(rec.pkid),
         },
         Event::Incoming(Packet5::PubComp(_)) => Happened::Completed,
-        Event::Incoming(Packet5::UnsubAck(_)) => Happened::Unsubscribed,
+        Event::Incoming(Packet5::UnsubAck(ack)) => Happened::Unsubscribed {
+            pkid: ack.pkid,
+            // Nothing to unsubscribe from is not a failure: it is gone either way.
+            refused: ack
+                .reasons
+                .iter()
+                .find(|r| {
+                    !matches!(r, UnsubAckReason::Success | UnsubAckReason::NoSubscriptionExisted)
+                })
+                .map(|r| format!("{r:?}")),
+        },
         Event::Incoming(Packet5::SubAck(ack)) => Happened::SubAck {
             pkid: ack.pkid,
             refused: ack
@@ -680,6 +698,7 @@ fn happened5(
         Event::Outgoing(Outgoing::Publish(pkid)) => Happened::SentPublish(pkid),
         Event::Outgoing(Outgoing::AwaitAck(pkid)) => Happened::HeldBack(pkid),
         Event::Outgoing(Outgoing::Subscribe(pkid)) => Happened::SentSubscribe(pkid),
+        Event::Outgoing(Outgoing::Unsubscribe(pkid)) => Happened::SentUnsubscribe(pkid),
         Event::Outgoing(Outgoing::Disconnect) => Happened::SentDisconnect,
         _ => Happened::Other,
     }
@@ -708,7 +727,9 @@ fn happened4(
         Event::Incoming(Packet4::PubAck(ack)) => Happened::Acked(ack.pkid),
         Event::Incoming(Packet4::PubRec(rec)) => Happened::Received(rec.pkid),
         Event::Incoming(Packet4::PubComp(_)) => Happened::Completed,
-        Event::Incoming(Packet4::UnsubAck(_)) => Happened::Unsubscribed,
+        Event::Incoming(Packet4::UnsubAck(ack)) => {
+            Happened::Unsubscribed { pkid: ack.pkid, refused: None }
+        }
         Event::Incoming(Packet4::SubAck(ack)) => Happened::SubAck {
             pkid: ack.pkid,
             refused: ack
@@ -720,6 +741,7 @@ fn happened4(
         Event::Outgoing(Outgoing::Publish(pkid)) => Happened::SentPublish(pkid),
         Event::Outgoing(Outgoing::AwaitAck(pkid)) => Happened::HeldBack(pkid),
         Event::Outgoing(Outgoing::Subscribe(pkid)) => Happened::SentSubscribe(pkid),
+        Event::Outgoing(Outgoing::Unsubscribe(pkid)) => Happened::SentUnsubscribe(pkid),
         Event::Outgoing(Outgoing::Disconnect) => Happened::SentDisconnect,
         _ => Happened::Other,
     }

@@ -135,6 +135,7 @@ impl MqttTransport {
             settings,
             registry: Mutex::default(),
             subacks: Mutex::default(),
+            unsubacks: Mutex::default(),
             inbox: Inbox::new(&meter),
             reply_topic: Topic::inbox(ids::random_bytes()),
             reply_sub: OnceCell::new(),
@@ -270,6 +271,14 @@ impl Transport for MqttTransport {
         options: SubscribeOptions,
     ) -> BoxFuture<'_, Result<Subscription, SubscribeError>> {
         Box::pin(subscribe::subscribe(&self.shared, options))
+    }
+
+    fn remove_durable<'a>(
+        &'a self,
+        name: &'a str,
+        filter: &'a busbar_core::topic::TopicFilter,
+    ) -> BoxFuture<'a, Result<(), SubscribeError>> {
+        Box::pin(subscribe::remove_durable(&self.shared, name, filter))
     }
 
     fn request(

@@ -65,7 +65,7 @@ impl Shared {
                 // A persistent session hands over what the broker kept while we were away,
                 // possibly before the application has subscribed again: keep it for them,
                 // unacknowledged until a subscription takes it.
-                if handed_over {
+                if handed_over && !registry.for_removed_durable(&message) {
                     if let Some((_, oldest)) = registry.keep_orphan(message, incoming) {
                         self.meter.discard(
                             "a message the persistent session kept",

@@ -36,6 +36,15 @@ pub(super) struct SubAcks {
     pub(super) waiting: HashMap<usize, Vec<Ack>>,
 }
 
+/// Unsubscribe acknowledgements in flight, mapped to packet ids as `SubAcks` are: every
+/// UNSUBSCRIBE has its place in `sent_order`, with a waiter when someone awaits its UNSUBACK
+/// (removing a durable subscription) and none when nobody does (a subscription dropped).
+#[derive(Default)]
+pub(super) struct UnsubAcks {
+    pub(super) sent_order: VecDeque<Option<Ack>>,
+    pub(super) by_pkid: HashMap<u16, Ack>,
+}
+
 /// One connection's state.
 pub(super) struct Shared {
     pub(super) client: Client,
@@ -51,6 +60,7 @@ pub(super) struct Shared {
     pub(super) settings: Settings,
     pub(super) registry: Mutex<Registry>,
     pub(super) subacks: Mutex<SubAcks>,
+    pub(super) unsubacks: Mutex<UnsubAcks>,
     /// Requests waiting for replies on `reply_topic`.
     pub(super) inbox: Inbox,
     pub(super) reply_topic: Topic,

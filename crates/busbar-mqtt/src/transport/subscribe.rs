@@ -88,6 +88,33 @@ impl Shared {
             .map(|_| ())
     }
 
+    /// Asks the broker to unsubscribe `path`; when `waiter` is given, reports its
+    /// acknowledgement there.
+    fn send_unsubscribe(&self, path: String, waiter: Option<Ack>) -> Result<(), SubscribeError> {
+        // Under the lock: the FIFO order must be the order requests enter rumqttc.
+        let mut acks = lock(&self.unsubacks);
+        self.client.try_unsubscribe(path)?;
+        acks.sent_order.push_back(waiter);
+        Ok(())
+    }
+
+    pub(super) fn on_outgoing_unsubscribe(&self, pkid: u16) {
+        let mut acks = lock(&self.unsubacks);
+        if let Some(Some(waiter)) = acks.sent_order.pop_front() {
+            acks.by_pkid.insert(pkid, waiter);
+        }
+    }
+
+    pub(super) fn on_unsuback(&self, pkid: u16, refused: Option<String>) {
+        let Some(waiter) = lock(&self.unsubacks).by_pkid.remove(&pkid) else { return };
+        let _ = waiter.send(match refused {
+            None => Ok(()),
+            Some(code) => {
+                Err(OpError::refused(format!("the broker refused to unsubscribe: {code}")))
+            }
+        });
+    }
+
     pub(super) fn on_outgoing_subscribe(&self, pkid: u16) {
         let mut acks = lock(&self.subacks);
         if let Some(sub_id) = acks.sent_order.pop_front() {
@@ -123,6 +150,9 @@ impl Shared {
             acks.sent_order.clear();
             acks.by_pkid.clear();
         }
+        // An UNSUBSCRIBE the lost connection left unanswered is not known to have happened:
+        // whoever waits for it is told so (dropping the waiter) and may ask again.
+        *lock(&self.unsubacks) = Default::default();
         let subs: Vec<(usize, String, QoS, bool)> = lock(&self.registry)
             .subs
             .iter()
@@ -220,7 +250,7 @@ pub(super) async fn subscribe(
         if let Some(path) = path
             && !durable
             && s.life.is_open()
-            && let Err(e) = s.client.try_unsubscribe(path)
+            && let Err(e) = s.send_unsubscribe(path, None)
         {
             tracing::debug!(error = %e, "unsubscribe not queued");
         }
@@ -232,4 +262,92 @@ pub(super) async fn subscribe(
 /// The shared subscription group of durable subscription `name`.
 fn durable_group(name: &str) -> String {
     format!("busbar.durable.{name}")
+}
+
+/// Removes the durable subscription `name` of `filter` from this connection's persistent
+/// session (MQTT keeps it nowhere else): UNSUBSCRIBE, awaited to its UNSUBACK; what the
+/// session had kept for it is acknowledged and dropped, and so is what the broker still
+/// sends for it afterwards, until it is subscribed again.
+pub(super) async fn remove_durable(
+    s: &Arc<Shared>,
+    name: &str,
+    filter: &TopicFilter,
+) -> Result<(), SubscribeError> {
+    s.life.check()?;
+    let group = durable_group(name);
+    let in_use = lock(&s.registry)
+        .subs
+        .values()
+        .any(|b| b.group.as_deref() == Some(group.as_str()) && &b.filter == filter);
+    if in_use {
+        return Err(busbar_transport_kit::durable::in_use(name, filter));
+    }
+    let path = format!("$share/{group}/{}", filter.as_str());
+    let (tx, rx) = oneshot::channel();
+    s.send_unsubscribe(path.clone(), Some(tx))?;
+    match tokio::time::timeout(SUBACK_TIMEOUT, rx).await {
+        Ok(Ok(result)) => result?,
+        Ok(Err(_)) => {
+            return Err(OpError::new(
+                SubscribeErrorKind::NotConnected,
+                format!(
+                    "the connection to {} was lost before the broker confirmed removing the \
+                     durable subscription {name:?}; try again",
+                    s.settings.shown
+                ),
+            ));
+        }
+        Err(_) => {
+            return Err(OpError::new(
+                SubscribeErrorKind::TimedOut,
+                format!("the broker did not confirm removing {path} within {SUBACK_TIMEOUT:?}"),
+            ));
+        }
+    }
+    // Everything the broker sent before its UNSUBACK has been dispatched by now (the
+    // supervisor handles packets in order): what it kept for the subscription is among the
+    // orphans. What the session still has queued for it comes after, and is acknowledged
+    // as it comes (nobody's, see `forget_durable`).
+    let dropped = lock(&s.registry).forget_durable(filter);
+    for (_, incoming) in dropped {
+        s.acknowledge(incoming);
+    }
+    s.through_the_session(SUBACK_TIMEOUT).await.map_err(|e| {
+        OpError::new(
+            e.kind(),
+            format!(
+                "the durable subscription {name:?} was removed, but what the session still \
+                 held for it may come to this client's next connection: {e}"
+            ),
+        )
+    })
+}
+
+impl Shared {
+    /// Returns once a message this connection sent to itself came back through its session:
+    /// the broker queues a client's messages in order, so everything queued for the session
+    /// before it has arrived (and was dispatched) by then.
+    async fn through_the_session(&self, within: Duration) -> Result<(), SubscribeError> {
+        self.ensure_reply_subscription().await?;
+        let mut pending = self.inbox.register(0);
+        let mut probe = busbar_core::Message::new(self.reply_topic.clone(), Vec::new())
+            .with_qos(QoS::AtLeastOnce);
+        probe.correlation_id = Some(bytes::Bytes::copy_from_slice(pending.id().as_bytes()));
+        let round_trip = async {
+            self.send(probe)
+                .await
+                .map_err(|e| OpError::new(SubscribeErrorKind::Broker, e.to_string()))?;
+            pending
+                .reply()
+                .await
+                .map_err(|e| OpError::new(SubscribeErrorKind::Broker, e.to_string()))
+        };
+        match tokio::time::timeout(within, round_trip).await {
+            Ok(result) => result.map(|_| ()),
+            Err(_) => Err(OpError::new(
+                SubscribeErrorKind::TimedOut,
+                format!("nothing came back through the session within {within:?}"),
+            )),
+        }
+    }
 }

@@ -133,6 +133,8 @@ pub(super) async fn supervise(
             }
             Ok(Happened::SubAck { pkid, refused }) => shared.on_suback(pkid, refused),
             Ok(Happened::SentSubscribe(pkid)) => shared.on_outgoing_subscribe(pkid),
+            Ok(Happened::Unsubscribed { pkid, refused }) => shared.on_unsuback(pkid, refused),
+            Ok(Happened::SentUnsubscribe(pkid)) => shared.on_outgoing_unsubscribe(pkid),
             // The DISCONNECT of a graceful close is on the wire: stop here, or the loop would
             // reconnect (and a later cut would make the broker send the will after all).
             Ok(Happened::SentDisconnect) if refreshing => {
@@ -149,7 +151,6 @@ pub(super) async fn supervise(
                 Happened::SentPublish(_)
                 | Happened::HeldBack(_)
                 | Happened::Received(_)
-                | Happened::Unsubscribed
                 | Happened::Other,
             ) => {}
             Err(failure) => {

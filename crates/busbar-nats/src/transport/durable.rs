@@ -5,7 +5,7 @@
 //! acknowledged goes again (at once when this subscription ends cleanly, after the
 //! consumer's ack wait when its process died).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -23,6 +23,10 @@ use super::pump::lock;
 use super::state::Shared;
 use crate::convert;
 
+/// How long a pump waits for the server to have forgotten its pull before it gives back
+/// what it held (a close waits for that as well).
+const END_PULL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// The consumer's name in every durable stream.
 const CONSUMER: &str = "busbar";
 
@@ -30,10 +34,16 @@ const CONSUMER: &str = "busbar";
 /// what is left when the subscription ends is given back to the server at once.
 #[derive(Default)]
 pub(super) struct Outstanding {
+    /// The durable subscription's name.
+    name: String,
     next: AtomicU64,
-    ackers: Mutex<HashMap<u64, Acker>>,
+    /// By local number, which is delivery order: given back in that order, they come again
+    /// in that order.
+    ackers: Mutex<BTreeMap<u64, Acker>>,
     /// Set (and told) once the pump has stopped pulling and given back what it held.
     ended: std::sync::atomic::AtomicBool,
+    /// Set once the subscription was dropped (its pump may still be ending).
+    dropped: std::sync::atomic::AtomicBool,
     ended_told: tokio::sync::Notify,
 }
 
@@ -52,10 +62,11 @@ impl Outstanding {
         self.ended_told.notify_waiters();
     }
 
-    /// Gives every delivery not acknowledged back to the server (counted in `acks`, which a
-    /// close waits for).
-    pub(super) fn give_back(&self, acks: &Arc<AcksInFlight>) {
-        let left: Vec<Acker> = lock(&self.ackers).drain().map(|(_, a)| a).collect();
+    /// Gives every delivery not acknowledged back to the server, in the order they came,
+    /// then `pulled` (counted in `acks`, which a close waits for).
+    pub(super) fn give_back(&self, acks: &Arc<AcksInFlight>, pulled: Vec<Acker>) {
+        let mut left: Vec<Acker> = std::mem::take(&mut *lock(&self.ackers)).into_values().collect();
+        left.extend(pulled);
         if left.is_empty() {
             return;
         }
@@ -73,10 +84,21 @@ fn stream_name(name: &str) -> String {
 }
 
 /// Deletes the stream (and its consumer) of the durable subscription `name`, with what it
-/// kept; one that does not exist is already gone. A subscriber still reading it stops
-/// receiving.
-pub(super) async fn remove(s: &Arc<Shared>, name: &str) -> Result<(), SubscribeError> {
+/// kept; one that does not exist is already gone. Refused while this connection reads it (a
+/// reader on another connection stops receiving).
+pub(super) async fn remove(
+    s: &Arc<Shared>,
+    name: &str,
+    filter: &busbar_core::TopicFilter,
+) -> Result<(), SubscribeError> {
     s.life.check()?;
+    let in_use = lock(&s.durables)
+        .iter()
+        .filter_map(std::sync::Weak::upgrade)
+        .any(|o| o.name == name && !o.dropped.load(Ordering::Acquire));
+    if in_use {
+        return Err(busbar_transport_kit::durable::in_use(name, filter));
+    }
     let js = jetstream::new(s.client.clone());
     match js.delete_stream(stream_name(name)).await {
         Ok(_) => Ok(()),
@@ -145,7 +167,7 @@ pub(super) async fn subscribe(
     let (tx, rx) = queue(options.queue);
     let target = Target::new(tx, filter.as_str(), &s.meter);
     let cancel = s.life.token().child_token();
-    let outstanding = Arc::new(Outstanding::default());
+    let outstanding = Arc::new(Outstanding { name: name.to_owned(), ..Default::default() });
     {
         let mut durables = lock(&s.durables);
         durables.retain(|d| d.strong_count() > 0);
@@ -153,6 +175,7 @@ pub(super) async fn subscribe(
     }
     tokio::spawn(pump(Pump {
         messages,
+        consumer,
         target,
         filter: filter.clone(),
         by_receipt: options.acknowledge != Acknowledge::OnHandOver,
@@ -165,6 +188,7 @@ pub(super) async fn subscribe(
     let guard = SubscriptionGuard::new(move || {
         // The pump stops pulling, then gives back what it held (at once, not after the
         // consumer's ack wait); counted, so that a close waits for it.
+        outstanding.dropped.store(true, Ordering::Release);
         cancel.cancel();
         if tokio::runtime::Handle::try_current().is_ok() {
             acks.spawn(async move { outstanding.ended().await });
@@ -176,6 +200,7 @@ pub(super) async fn subscribe(
 
 struct Pump {
     messages: consumer::pull::Stream,
+    consumer: consumer::PullConsumer,
     target: Target,
     filter: busbar_core::TopicFilter,
     by_receipt: bool,
@@ -188,7 +213,17 @@ struct Pump {
 /// Moves the consumer's messages into the subscription until it ends, then gives back what
 /// it had not acknowledged.
 async fn pump(p: Pump) {
-    let Pump { mut messages, target, filter, by_receipt, acks, outstanding, meter, cancel } = p;
+    let Pump {
+        mut messages,
+        consumer,
+        target,
+        filter,
+        by_receipt,
+        acks,
+        outstanding,
+        meter,
+        cancel,
+    } = p;
     loop {
         let next = tokio::select! {
             _ = cancel.cancelled() => break,
@@ -250,24 +285,32 @@ async fn pump(p: Pump) {
         }
     }
     // What was pulled but not handed over yet, then the pull itself ended (its inbox
-    // unsubscribed) before anything goes back: given back while the pull is still there,
-    // the server hands a message straight back to it, which nobody reads any more, and it
-    // comes again only after the consumer's ack wait.
+    // unsubscribed, and the server made to forget it) before anything goes back.
     let mut pulled = Vec::new();
     while let Some(Some(Ok(delivery))) = messages.next().now_or_never() {
         pulled.push(delivery.split().1);
     }
     drop(messages);
+    forget_pull(&consumer, &filter).await;
     // What was handed over and not acknowledged goes back now rather than after the ack
     // wait (a receipt takes its delivery out before acknowledging it, so none goes both
     // ways), and so does what was pulled.
-    outstanding.give_back(&acks);
-    if !pulled.is_empty() {
-        acks.spawn(async move {
-            for acker in pulled {
-                let _ = acker.ack_with(AckKind::Nak(None)).await;
-            }
-        });
-    }
+    outstanding.give_back(&acks, pulled);
     outstanding.end();
+}
+
+/// Makes the server forget the pull request of a pull stream just dropped (its inbox
+/// unsubscribed). The server keeps a pull request until it expires and, when a message is
+/// given back, offers it to the oldest pull request it has without asking whether anybody
+/// still listens: to a dead one, the message is gone until the consumer's ack wait (and
+/// nats-server 2.9 then also delivers the newest message a second time); 2.11 puts it
+/// back, behind the others. Asking for the consumer's info makes the server drop pull
+/// requests nobody listens to, and it is handled after the unsubscribe this connection
+/// sent before it.
+async fn forget_pull(consumer: &consumer::PullConsumer, filter: &busbar_core::TopicFilter) {
+    match tokio::time::timeout(END_PULL_TIMEOUT, consumer.get_info()).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::debug!(filter = filter.as_str(), error = %e, "ending the pull"),
+        Err(_) => tracing::debug!(filter = filter.as_str(), "ending the pull: no answer"),
+    }
 }

@@ -106,3 +106,24 @@ async fn confirm(
         }
     }
 }
+
+/// Returns once the server has handled everything `client` sent before, even while the
+/// connection is closing (when the sync point above has stopped): a request to a subject
+/// nobody listens on, which the server answers itself with "no responders" once it got
+/// there. A flush is not enough: it only empties the client's buffer into the socket.
+pub(super) async fn handled_by_server(
+    client: &async_nats::Client,
+    within: Duration,
+) -> Result<(), String> {
+    use async_nats::RequestErrorKind;
+    let subject = client.new_inbox();
+    let request = async_nats::Request::new().timeout(Some(within));
+    match client.send_request(subject, request).await {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::NoResponders => Ok(()),
+        Err(e) if e.kind() == RequestErrorKind::TimedOut => {
+            Err(format!("no answer from the server within {within:?}"))
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}

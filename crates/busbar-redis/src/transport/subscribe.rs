@@ -246,10 +246,7 @@ pub(super) async fn remove_durable(
     let key = groups::stream_key(name, filter.as_str());
     let _guard = s.sub_lock.lock().await;
     if s.routes().lists.contains_key(&key) {
-        return Err(OpError::new(
-            SubscribeErrorKind::Unsupported,
-            format!("durable subscription {name} is read on this connection: drop it first"),
-        ));
+        return Err(busbar_transport_kit::durable::in_use(name, filter));
     }
     // What this connection published before goes in first (publishes return once queued).
     let (done, sent) = tokio::sync::oneshot::channel();

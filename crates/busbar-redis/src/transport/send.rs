@@ -5,11 +5,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use busbar_core::error::{Common, OpError, PublishError, RequestError, RequestErrorKind};
+use busbar_core::error::{
+    Common, OpError, PublishError, PublishErrorKind, RequestError, RequestErrorKind,
+};
 use busbar_core::message::Message;
 use busbar_core::queue::{Pushed, QueueReceiver};
 use busbar_core::transport::Completion;
-use busbar_transport_kit::backoff;
 use busbar_transport_kit::inbox;
 use bytes::Bytes;
 use tokio::sync::oneshot;
@@ -297,29 +298,26 @@ impl Shared {
 
     async fn send_batch(&self, batch: &mut Vec<Outgoing>) {
         let Pipeline { pipe, counts, sent_to, generation } = self.pipeline(batch);
-        let outcome: Result<Vec<i64>, PublishError> = loop {
-            let Some(mut conn) = self.wait_up().await else {
-                break Err(PublishError::closed());
-            };
-            match pipe.query_async::<Vec<i64>>(&mut conn).await {
-                Ok(v) => break Ok(v),
+        let outcome: Result<Vec<i64>, PublishError> = match self.wait_up().await {
+            None => Err(PublishError::closed()),
+            Some(mut conn) => match pipe.query_async::<Vec<i64>>(&mut conn).await {
+                Ok(v) => Ok(v),
+                // Lost on the way: part of the batch may have reached Redis, which then
+                // delivered it. Sending it again would deliver that part twice, and Redis
+                // publishes are at most once: each is reported instead, and the publisher
+                // decides (busbar pub tries again within its --patience).
                 Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
-                    // The batch is sent again once the connection is back (at least once:
-                    // part of it may have reached the server before the loss).
-                    tracing::debug!(error = %e, "publish batch interrupted; retrying after reconnect");
-                    let mut rx = self.link.subscribe();
-                    let still_up = matches!(&*rx.borrow_and_update(), Link::Up(_));
-                    if still_up {
-                        tokio::select! {
-                            _ = self.life.token().cancelled() => break Err(PublishError::closed()),
-                            _ = rx.changed() => {}
-                            // The supervisor may not have noticed a timeout: try again soon.
-                            _ = tokio::time::sleep(backoff::MIN) => {}
-                        }
-                    }
+                    Err(OpError::new(
+                        PublishErrorKind::NotConnected,
+                        format!(
+                            "the connection to {} was lost while the publish was on its way: it \
+                             may or may not have been delivered ({e})",
+                            self.settings.redacted_url
+                        ),
+                    ))
                 }
-                Err(e) => break Err(self.op_error("publishing", e)),
-            }
+                Err(e) => Err(self.op_error("publishing", e)),
+            },
         };
         match outcome {
             Ok(values) => {

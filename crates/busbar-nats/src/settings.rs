@@ -79,9 +79,16 @@ pub struct Settings {
     /// 5, default 1): on a JetStream cluster, 3 keeps it readable and its messages through
     /// the loss of one node. Fixed when the stream is made.
     pub durable_replicas: usize,
+    /// How long a publish to a subject a durable subscription keeps waits for its JetStream
+    /// stream to confirm storing it (`?confirm_timeout=`, default 10 s): past it, the
+    /// publish fails with `TimedOut` (it may have been stored).
+    pub confirm_timeout: Duration,
     /// The URL with the password hidden, for messages.
     pub shown: String,
 }
+
+/// How long a publish waits for a durable subscription's stream to confirm it, by default.
+pub const DEFAULT_CONFIRM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// nats-server's default `max_control_line`.
 pub const DEFAULT_MAX_CONTROL_LINE: usize = 4096;
@@ -120,6 +127,9 @@ impl Settings {
         let connect_timeout = p.connect_timeout()?;
         let max_control_line = p.count("max_control_line")?.unwrap_or(DEFAULT_MAX_CONTROL_LINE);
         let durable_replicas = p.number("durable_replicas", 1, 5)?.unwrap_or(1);
+        let confirm_timeout = p
+            .duration("confirm_timeout", Duration::from_millis(1))?
+            .unwrap_or(DEFAULT_CONFIRM_TIMEOUT);
         if let Some(path) = p.path("creds") {
             if credentials != Credentials::None {
                 return Err(p.refuse("give either credentials before '@' or creds=, not both"));
@@ -137,6 +147,7 @@ impl Settings {
             connect_timeout,
             max_control_line,
             durable_replicas,
+            confirm_timeout,
             shown: e.shown.clone(),
         };
         e.params.finish()?;

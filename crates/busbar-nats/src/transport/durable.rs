@@ -19,6 +19,7 @@ use busbar_core::{QoS, Receipt};
 use busbar_transport_kit::{AcksInFlight, Target};
 use futures_util::{FutureExt, StreamExt};
 
+use super::kept::STREAM_PREFIX;
 use super::pump::lock;
 use super::state::Shared;
 use crate::convert;
@@ -80,7 +81,7 @@ impl Outstanding {
 
 /// The stream that keeps the durable subscription `name`.
 fn stream_name(name: &str) -> String {
-    format!("busbar-durable-{}", name.replace('.', "_"))
+    format!("{STREAM_PREFIX}{}", name.replace('.', "_"))
 }
 
 /// Deletes the stream (and its consumer) of the durable subscription `name`, with what it
@@ -100,9 +101,17 @@ pub(super) async fn remove(
         return Err(busbar_transport_kit::durable::in_use(name, filter));
     }
     let js = jetstream::new(s.client.clone());
-    match js.delete_stream(stream_name(name)).await {
+    let stream = stream_name(name);
+    let deleted = js.delete_stream(&stream).await;
+    if deleted.is_ok() {
+        s.kept.forget(&stream);
+    }
+    match deleted {
         Ok(_) => Ok(()),
-        Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => Ok(()),
+        Err(e) if e.to_string().to_ascii_lowercase().contains("not found") => {
+            s.kept.forget(&stream);
+            Ok(())
+        }
         Err(e) => Err(OpError::new(
             SubscribeErrorKind::Refused,
             format!("removing the durable subscription {name:?}: {e}"),
@@ -142,6 +151,7 @@ pub(super) async fn subscribe(
         .await
         .map_err(|e| refused("the JetStream stream", &e))?;
     let mut kept = stream.cached_info().config.subjects.clone();
+    s.kept.keep(&stream_name(name), kept.clone());
     kept.sort();
     if kept != subjects {
         return Err(OpError::new(

@@ -25,6 +25,7 @@
 mod connect;
 mod durable;
 mod events;
+mod kept;
 mod pump;
 mod replies;
 mod routes;
@@ -145,6 +146,10 @@ impl NatsTransport {
         .await
         .map_err(|e| connect::connect_error(e, &settings.shown))?;
         let sync = SyncPoint::start(&client, life.token().clone()).await?;
+        let kept = Arc::new(kept::KeptSubjects::default());
+        kept::follow(&client, &kept, life.token().clone()).await;
+        let mut js = async_nats::jetstream::new(client.clone());
+        js.set_timeout(settings.confirm_timeout);
         let max_payload = client.max_payload();
         let max_control_line = settings.max_control_line;
         let shared = Arc::new(Shared {
@@ -162,6 +167,8 @@ impl NatsTransport {
             last_subject: Mutex::new(None),
             acks: Arc::default(),
             durables: Mutex::default(),
+            kept,
+            js,
         });
         let weak = Arc::downgrade(&shared);
         sink.on_reconnect(move || {

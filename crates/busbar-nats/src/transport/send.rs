@@ -53,6 +53,9 @@ impl Shared {
         let headers = headers_out(message)?;
         self.check_control_line(&subject, reply.as_ref())?;
         self.check_size(&payload, headers.as_ref())?;
+        if reply.is_none() && self.kept.covers(subject.as_str()) {
+            return self.send_confirmed(subject, headers, payload, message).await;
+        }
         let c = &self.client;
         let sent = match (reply, headers) {
             (None, None) => c.publish(subject, payload).await,
@@ -72,6 +75,65 @@ impl Shared {
         })?;
         self.meter.published();
         Ok(())
+    }
+
+    /// Publishes to a subject a durable subscription keeps, through JetStream: done when
+    /// the stream confirmed storing it. Without that confirmation the publish fails, and
+    /// says whether the stream may still have it; it is not sent again here, which would
+    /// give it twice to subscribers without a durable subscription.
+    async fn send_confirmed(
+        &self,
+        subject: async_nats::Subject,
+        headers: Option<async_nats::HeaderMap>,
+        payload: Bytes,
+        message: &Message,
+    ) -> Result<(), PublishError> {
+        use async_nats::jetstream::context::PublishErrorKind as Js;
+        let mut publish = async_nats::jetstream::message::PublishMessage::build().payload(payload);
+        if let Some(headers) = headers {
+            publish = publish.headers(headers);
+        }
+        let patience = self.settings.confirm_timeout;
+        let attempt = async { self.js.send_publish(subject.clone(), publish).await?.await };
+        let failed = |kind, what: String| {
+            Err(OpError::new(
+                kind,
+                format!(
+                    "the JetStream stream of a durable subscription to {} {what}",
+                    message.topic
+                ),
+            ))
+        };
+        match tokio::time::timeout(patience, attempt).await {
+            Ok(Ok(_)) => {
+                self.meter.published();
+                Ok(())
+            }
+            Ok(Err(e)) => match e.kind() {
+                Js::MaxPayloadExceeded => {
+                    Err(PublishError::too_large(message_size(message), self.client.max_payload()))
+                }
+                // Nobody listens: the stream is gone (known to `kept` once its deletion is
+                // announced) or between leaders, and nothing else subscribes.
+                Js::StreamNotFound if !self.kept.covers(subject.as_str()) => {
+                    self.meter.published();
+                    Ok(())
+                }
+                Js::StreamNotFound | Js::BrokenPipe => failed(
+                    PublishErrorKind::NotConnected,
+                    format!("cannot be reached now, and did not store the message: {e}"),
+                ),
+                Js::TimedOut | Js::MaxAckPending => failed(
+                    PublishErrorKind::TimedOut,
+                    format!("did not confirm storing the message (it may have): {e}"),
+                ),
+                _ => failed(PublishErrorKind::Refused, format!("did not take the message: {e}")),
+            },
+            Err(_) => failed(
+                PublishErrorKind::TimedOut,
+                format!("did not confirm storing the message within {patience:?} (it may have)"),
+            ),
+        }
     }
 
     /// Refuses a subject whose command line (`HPUB subject reply hdr_len total_len`) the

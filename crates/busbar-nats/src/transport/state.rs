@@ -41,6 +41,10 @@ pub(super) struct Shared {
     pub(super) acks: Arc<busbar_transport_kit::AcksInFlight>,
     /// The durable subscriptions' deliveries not yet acknowledged, given back on close.
     pub(super) durables: Mutex<Vec<std::sync::Weak<super::durable::Outstanding>>>,
+    /// The subjects durable subscriptions keep: publishes to them are confirmed by JetStream.
+    pub(super) kept: Arc<super::kept::KeptSubjects>,
+    /// JetStream, for those confirmed publishes.
+    pub(super) js: async_nats::jetstream::Context,
 }
 
 impl Shared {

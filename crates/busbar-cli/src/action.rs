@@ -18,9 +18,9 @@ pub struct Args {
     name: String,
     /// The goal, as JSON (e.g. 80, or '{"to": 80}').
     goal: String,
-    /// Give up waiting for the outcome after this many seconds (exit code 3).
-    #[arg(long)]
-    timeout: Option<f64>,
+    /// Give up waiting for the outcome after this long (`30s`, `2m`; exit code 3).
+    #[arg(long, value_parser = crate::message::positive_duration)]
+    timeout: Option<std::time::Duration>,
     /// Print feedback as JSON lines instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -46,7 +46,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("sending the goal to {}", args.name))?;
     eprintln!("busbar action: goal {} accepted by {}; Ctrl-C cancels it", handle.id(), args.name);
-    let deadline = deadline(args.timeout)?;
+    let deadline = deadline(args.timeout);
     let mut cancelled = false;
     loop {
         tokio::select! {
@@ -87,11 +87,8 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     }
 }
 
-fn deadline(timeout: Option<f64>) -> anyhow::Result<Option<tokio::time::Instant>> {
-    match timeout {
-        Some(t) => crate::message::deadline_in(t, "--timeout"),
-        None => Ok(None),
-    }
+fn deadline(timeout: Option<std::time::Duration>) -> Option<tokio::time::Instant> {
+    timeout.and_then(crate::message::deadline_in)
 }
 
 /// A second Ctrl-C, while the cancel is under way, ends the command at once.
@@ -124,7 +121,7 @@ async fn run_commlib(
         "busbar action: goal {} accepted by {} (commlib); Ctrl-C cancels it",
         handle.goal_id, args.name
     );
-    let deadline = deadline(args.timeout)?;
+    let deadline = deadline(args.timeout);
     let mut cancelled = false;
     loop {
         tokio::select! {

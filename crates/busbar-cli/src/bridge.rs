@@ -10,9 +10,9 @@ pub struct Args {
     /// The configuration file whose `bridges:` to run (see docs/configuration.md).
     #[arg(long, short = 'c', value_name = "FILE")]
     config: PathBuf,
-    /// Print every bridge's counters this often, in seconds (0: only at the end).
-    #[arg(long, default_value_t = 10.0)]
-    interval: f64,
+    /// Print every bridge's counters this often (`10s`, `1m`; 0: only at the end).
+    #[arg(long, default_value = "10s", value_parser = crate::message::duration)]
+    interval: std::time::Duration,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {

@@ -16,12 +16,20 @@ pub struct Body {
     /// Read the body from this file.
     #[arg(long, value_name = "FILE", conflicts_with = "text")]
     file: Option<PathBuf>,
+    /// An empty body (with `pub --retain`: clears the topic's retained message).
+    #[arg(long, conflicts_with_all = ["text", "file"])]
+    null: bool,
 }
 
 impl Body {
     /// The bodies to send: one from an argument or a file; with "-", one per line of
-    /// standard input. No body at all is an empty message.
-    pub fn read(&self) -> anyhow::Result<Vec<Vec<u8>>> {
+    /// standard input; an empty one with `--null`. Without any of them, an empty message
+    /// when `required` is false, and a usage error when it is true (an empty publish is
+    /// easy to send by mistake, and with `--retain` it clears the retained value).
+    pub fn read(&self, required: bool) -> anyhow::Result<Vec<Vec<u8>>> {
+        if self.null {
+            return Ok(vec![Vec::new()]);
+        }
         if let Some(path) = &self.file {
             let bytes =
                 std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
@@ -34,6 +42,11 @@ impl Body {
                 Ok(all.lines().map(|l| l.as_bytes().to_vec()).collect())
             }
             Some(text) => Ok(vec![text.as_bytes().to_vec()]),
+            None if required => Err(crate::exit::with(
+                crate::profile::USAGE,
+                "no message given: give it as an argument, --file FILE, - for standard input, \
+                 or --null for an empty one (with --retain, --null clears the retained message)",
+            )),
             None => Ok(vec![Vec::new()]),
         }
     }
@@ -113,12 +126,10 @@ pub fn check_rate(rate: Option<f64>) -> anyhow::Result<Option<std::time::Duratio
     }
 }
 
-/// The moment `seconds` from now, for a command-line deadline: a number too large to reach
-/// means no deadline, not a crash.
-pub fn deadline_in(seconds: f64, what: &str) -> anyhow::Result<Option<tokio::time::Instant>> {
-    let span = std::time::Duration::try_from_secs_f64(seconds)
-        .map_err(|_| anyhow::anyhow!("{what} {seconds} is not a number of seconds"))?;
-    Ok(tokio::time::Instant::now().checked_add(span))
+/// The moment `span` from now, for a command-line deadline: a span too long to reach means
+/// no deadline, not a crash.
+pub fn deadline_in(span: std::time::Duration) -> Option<tokio::time::Instant> {
+    tokio::time::Instant::now().checked_add(span)
 }
 
 /// Where a subscription starts (`--start`), for clap's `value_parser`: `now`, `earliest`,
@@ -182,14 +193,23 @@ fn utc_time(s: &str) -> Option<std::time::SystemTime> {
     std::time::UNIX_EPOCH.checked_add(std::time::Duration::new(seconds, nanos))
 }
 
-/// A positive number of seconds on the command line (`5`, `0.25`), for clap's
-/// `value_parser`: anything else is a usage error that shows the value.
-pub fn positive_secs(s: &str) -> Result<std::time::Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|v| std::time::Duration::try_from_secs_f64(v).ok())
-        .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+/// A span of time on the command line, for clap's `value_parser`: a number with a unit
+/// (`500ms`, `1.5s`, `2m`, `1h`, `1d`; also `us`) or a bare number of seconds (`5`, `0.25`).
+/// Zero is allowed (the option says what it means); anything else is a usage error that
+/// shows the value.
+pub fn duration(s: &str) -> Result<std::time::Duration, String> {
+    busbar::time::parse_duration(s).ok_or_else(|| {
+        format!("{s:?} is not a duration: say 500ms, 1.5s, 2m, 1h, or a number of seconds")
+    })
+}
+
+/// A span of time that must not be zero (a timeout, a patience), as [`duration`].
+pub fn positive_duration(s: &str) -> Result<std::time::Duration, String> {
+    let span = duration(s)?;
+    if span.is_zero() {
+        return Err(format!("{s:?} is zero: give a positive duration (500ms, 1.5s, 2m, ...)"));
+    }
+    Ok(span)
 }
 
 #[cfg(test)]
@@ -197,6 +217,16 @@ mod tests {
     use super::*;
     use busbar::StartAt;
     use std::time::{Duration, UNIX_EPOCH};
+
+    #[test]
+    fn durations_are_read_as_the_core_reads_them() {
+        assert_eq!(duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert!(
+            duration("5 parsecs").expect_err("bad").contains("\"5 parsecs\" is not a duration")
+        );
+        assert!(positive_duration("0ms").expect_err("zero").contains("is zero"));
+        assert_eq!(positive_duration("2s"), Ok(Duration::from_secs(2)));
+    }
 
     #[test]
     fn starts_are_named_dated_or_aged() {

@@ -18,8 +18,8 @@ pub struct Args {
     /// Topics whose message rates to show (default: all).
     #[arg(long, default_value = "#")]
     filter: Vec<String>,
-    /// Seconds between reports.
-    #[arg(long, default_value = "2", value_parser = crate::message::positive_secs)]
+    /// Time between reports (`2s`, `500ms`).
+    #[arg(long, default_value = "2s", value_parser = crate::message::positive_duration)]
     interval: Duration,
     /// Stop after this many reports (default: until Ctrl-C).
     #[arg(long)]
@@ -31,8 +31,8 @@ pub struct Args {
     /// their node in the topic only, so the nodes are named here).
     #[arg(long = "node", value_name = "NAME")]
     nodes: Vec<String>,
-    /// commlib: the nodes' heartbeat interval in seconds; a node silent for three is down.
-    #[arg(long, default_value = "10", value_parser = crate::message::positive_secs)]
+    /// commlib: the nodes' heartbeat interval (`10s`); a node silent for three is down.
+    #[arg(long, default_value = "10s", value_parser = crate::message::positive_duration)]
     heartbeat_interval: Duration,
     #[command(flatten)]
     dialect: Dialect,

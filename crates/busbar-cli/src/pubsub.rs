@@ -37,9 +37,9 @@ pub struct PubArgs {
     /// A header NAME=VALUE (repeatable).
     #[arg(long = "header", short = 'H', value_parser = parse_header)]
     headers: Vec<(String, String)>,
-    /// Seconds to keep a message (and to keep trying to connect) while the broker is out of
-    /// reach, before giving up with an error; the same on every broker.
-    #[arg(long, default_value = "30", value_parser = crate::message::positive_secs)]
+    /// How long to keep a message (and to keep trying to connect) while the broker is out of
+    /// reach (`30s`, `2m`), before giving up with an error; the same on every broker.
+    #[arg(long, default_value = "30s", value_parser = crate::message::positive_duration)]
     patience: std::time::Duration,
     #[command(flatten)]
     dialect: Dialect,
@@ -62,7 +62,7 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
             return Err(dialect.refuse("--retain"));
         }
     }
-    let bodies = args.body.read()?;
+    let bodies = args.body.read(true)?;
     let pause = check_rate(args.rate)?;
     let patience = Patience::new(args.patience);
     let conn = patience.connect(&args.target).await?;
@@ -197,9 +197,9 @@ pub struct SubArgs {
     /// Stop after this many messages.
     #[arg(long)]
     count: Option<u64>,
-    /// Give up after this many seconds (exit code 3 when `--count` was not reached).
-    #[arg(long)]
-    timeout: Option<f64>,
+    /// Give up after this long (`30s`, `2m`; exit code 3 when `--count` was not reached).
+    #[arg(long, value_parser = crate::message::positive_duration)]
+    timeout: Option<std::time::Duration>,
     /// One JSON object per message instead of `topic  payload` lines.
     #[arg(long)]
     json: bool,
@@ -332,10 +332,7 @@ async fn arrivals(
 }
 
 pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
-    let deadline = match args.timeout {
-        Some(t) => crate::message::deadline_in(t, "--timeout")?,
-        None => None,
-    };
+    let deadline = args.timeout.and_then(crate::message::deadline_in);
     let conn = args.target.connect().await?;
     let mut events = conn.events();
     let mut all = arrivals(&args, &conn).await?;

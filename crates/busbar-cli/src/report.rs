@@ -2,14 +2,13 @@
 
 use std::time::Duration;
 
-/// Runs until Ctrl-C (counted by `interrupts`, made before the command said it was ready), calling `report` every `interval` seconds (never when it is 0 or not a
-/// number of seconds) and once more at the end.
+/// Runs until Ctrl-C (counted by `interrupts`, made before the command said it was ready),
+/// calling `report` every `interval` (never when it is zero) and once more at the end.
 pub async fn every_until_ctrl_c(
-    interval: f64,
+    interval: Duration,
     interrupts: &mut crate::exit::Interrupts,
     report: impl Fn(),
 ) {
-    let interval = Duration::try_from_secs_f64(interval).unwrap_or(Duration::ZERO);
     // Zero, or longer than the clock can count: only the report at the end.
     let mut tick = (!interval.is_zero())
         .then(|| tokio::time::Instant::now().checked_add(interval))

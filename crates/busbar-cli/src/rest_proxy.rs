@@ -24,8 +24,8 @@ pub struct Args {
     /// Let the proxy call any host.
     #[arg(long, conflicts_with = "allow")]
     allow_any: bool,
-    /// Seconds one HTTP call may take.
-    #[arg(long, default_value = "10", value_parser = crate::message::positive_secs)]
+    /// How long one HTTP call may take (`10s`).
+    #[arg(long, default_value = "10s", value_parser = crate::message::positive_duration)]
     timeout: Duration,
     /// PEM file of the certificate authorities for https calls (default: the system's).
     #[arg(long, value_name = "FILE")]

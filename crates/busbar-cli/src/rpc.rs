@@ -10,7 +10,7 @@ use busbar::{Message, SubscribeOptions, Topic, TopicFilter};
 use tokio::io::AsyncWriteExt;
 
 use crate::exit;
-use crate::message::{Body, parse_header, positive_secs};
+use crate::message::{Body, parse_header, positive_duration};
 use crate::profile::{Dialect, Profile, json_body};
 use crate::target::Target;
 
@@ -21,8 +21,8 @@ pub struct CallArgs {
     topic: String,
     #[command(flatten)]
     body: Body,
-    /// Seconds to wait for the answer (exit code 3 without one).
-    #[arg(long, default_value = "5", value_parser = positive_secs)]
+    /// How long to wait for the answer (`5s`, `500ms`; exit code 3 without one).
+    #[arg(long, default_value = "5s", value_parser = positive_duration)]
     timeout: Duration,
     /// A header NAME=VALUE (repeatable).
     #[arg(long = "header", short = 'H', value_parser = parse_header)]
@@ -41,7 +41,7 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     }
     let topic = Topic::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
     let timeout = args.timeout;
-    let body = args.body.read()?.into_iter().next().unwrap_or_default();
+    let body = args.body.read(false)?.into_iter().next().unwrap_or_default();
     // One deadline for the whole call, connecting included.
     let deadline = tokio::time::Instant::now() + timeout;
     let conn = args.target.connect_within(timeout).await?;
@@ -83,7 +83,7 @@ async fn call_commlib(args: CallArgs) -> anyhow::Result<()> {
         return Err(args.dialect.refuse("--header"));
     }
     let timeout = args.timeout;
-    let body = args.body.read()?.into_iter().next().unwrap_or_default();
+    let body = args.body.read(false)?.into_iter().next().unwrap_or_default();
     let request = json_body(&body, Profile::Commlib)?;
     let deadline = tokio::time::Instant::now() + timeout;
     let conn = args.target.connect_within(timeout).await?;

@@ -13,28 +13,23 @@ pub struct Args {
     /// Where to forward every connection, HOST:PORT.
     #[arg(long, value_name = "HOST:PORT")]
     to: String,
-    /// Seconds to wait for the target to accept a connection.
-    #[arg(long, default_value = "10", value_parser = crate::message::positive_secs)]
+    /// How long to wait for the target to accept a connection (`10s`).
+    #[arg(long, default_value = "10s", value_parser = crate::message::positive_duration)]
     connect_timeout: Duration,
     /// Connections forwarded at once; more callers wait their turn.
     #[arg(long, default_value_t = 1024)]
     max_connections: usize,
-    /// Close a tunnel after this many seconds in which nothing moved either way (0: never),
-    /// so callers that connect and say nothing cannot hold every tunnel.
-    #[arg(long, default_value_t = 300.0, value_name = "SECS")]
-    idle_timeout: f64,
-    /// Print the counters this often, in seconds (0: only at the end).
-    #[arg(long, default_value_t = 10.0)]
-    interval: f64,
+    /// Close a tunnel after this long with nothing moving either way (`5m`, `30s`; 0:
+    /// never), so callers that connect and say nothing cannot hold every tunnel.
+    #[arg(long, default_value = "5m", value_parser = crate::message::duration)]
+    idle_timeout: Duration,
+    /// Print the counters this often (`10s`, `1m`; 0: only at the end).
+    #[arg(long, default_value = "10s", value_parser = crate::message::duration)]
+    interval: Duration,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
-    let secs = args.idle_timeout;
-    let idle_timeout = Some(
-        Duration::try_from_secs_f64(secs)
-            .map_err(|_| anyhow::anyhow!("--idle-timeout {secs} is not a number of seconds"))?,
-    )
-    .filter(|d| !d.is_zero());
+    let idle_timeout = Some(args.idle_timeout).filter(|d| !d.is_zero());
     let options = TcpBridgeOptions {
         connect_timeout: args.connect_timeout,
         max_connections: args.max_connections,

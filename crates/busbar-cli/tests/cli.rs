@@ -2,8 +2,18 @@
 
 use std::process::Command;
 
+/// The binary, with none of the environment variables that say where to connect (a test
+/// that wants one sets it).
+fn command() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_busbar"));
+    for name in ["BUSBAR_URL", "BUSBAR_CONFIG", "BUSBAR_BROKER"] {
+        command.env_remove(name);
+    }
+    command
+}
+
 fn busbar(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_busbar")).args(args).output().expect("run busbar")
+    command().args(args).output().expect("run busbar")
 }
 
 #[test]
@@ -923,9 +933,9 @@ fn profiles_refuse_what_their_wire_cannot_carry() {
         (
             &["call", "svc", "{}", "--timeout", "0"][..],
             2,
-            "\"0\" is not a positive number of seconds",
+            "\"0\" is zero: give a positive duration",
         ),
-        (&["monitor", "--interval=-1"][..], 2, "positive number of seconds"),
+        (&["monitor", "--interval=-1"][..], 2, "\"-1\" is not a duration"),
         // An open proxy is asked for by name.
         (&["rest-proxy"][..], 2, "--allow"),
     ] {
@@ -1891,4 +1901,116 @@ async fn a_durable_subscriber_killed_mid_stream_loses_nothing_on_every_broker() 
         let _ = publisher.remove_durable(&durable, &topic).await;
         let _ = publisher.close().await;
     }
+}
+
+/// Where to connect comes from the options, else `BUSBAR_URL`, else `BUSBAR_CONFIG` (with
+/// `BUSBAR_BROKER`); `-c` is `--config`; both variables at once is a usage error; with
+/// nothing at all the command says on stderr that it is on the in-process bus.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn where_to_connect_comes_from_options_or_the_environment() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = broker.url();
+    let run = format!("cli-env-{}", rand_suffix());
+    let conn = busbar::connect(url).await.expect("connect");
+    let mut sub = conn.subscribe(&format!("{run}/#")).await.expect("subscribe");
+    let config = config_file(&format!(
+        "default: local\nbrokers:\n  local:\n    url: mem://cli-env\n  plant:\n    url: {url}\n"
+    ));
+    let config = config.to_string_lossy().into_owned();
+    let published = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = command();
+        c.args(args);
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let out = c.output().expect("run busbar");
+        assert!(out.status.success(), "{args:?} {env:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let topic = |leaf: &str| format!("{run}/{leaf}");
+    published(&["pub", &topic("url"), "1"], &[("BUSBAR_URL", url)]);
+    published(
+        &["pub", &topic("config"), "2"],
+        &[("BUSBAR_CONFIG", &config), ("BUSBAR_BROKER", "plant")],
+    );
+    published(&["pub", &topic("short"), "3", "-c", &config, "--broker", "plant"], &[]);
+    // An option wins over the environment.
+    published(
+        &["pub", &topic("option"), "4", "--url", url],
+        &[("BUSBAR_URL", "mqtt://127.0.0.1:9")],
+    );
+    for want in ["url", "config", "short", "option"] {
+        let m = tokio::time::timeout(std::time::Duration::from_secs(10), sub.recv())
+            .await
+            .expect("published through the environment")
+            .expect("open");
+        assert_eq!(m.topic.as_str(), topic(want));
+    }
+    let both = command()
+        .args(["pub", &topic("x"), "5"])
+        .env("BUSBAR_URL", url)
+        .env("BUSBAR_CONFIG", &config)
+        .output()
+        .expect("run");
+    assert_eq!(both.status.code(), Some(2), "both variables set");
+    assert!(String::from_utf8_lossy(&both.stderr).contains("BUSBAR_URL and BUSBAR_CONFIG"));
+    // Nothing given: said, because nothing outside the process hears it.
+    let stderr = published(&["pub", "cli-env/x", "6"], &[]);
+    assert!(stderr.contains("in-process bus mem://"), "{stderr}");
+    // ... but not by the demo, whose point that is.
+    let demo = busbar(&["demo"]);
+    assert!(!String::from_utf8_lossy(&demo.stderr).contains("in-process bus"));
+    conn.close().await.expect("close");
+}
+
+/// Durations take units (`500ms`, `2s`, `1m`) as well as plain seconds; a bad one is a
+/// usage error that shows it.
+#[test]
+fn durations_take_units() {
+    let started = std::time::Instant::now();
+    let out = busbar(&["sub", "cli-durations/#", "--count", "1", "--timeout", "300ms"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let out = busbar(&["sub", "cli-durations/#", "--count", "1", "--timeout", "0.2"]);
+    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    for bad in ["5 parsecs", "-1s", "0"] {
+        let out = busbar(&["call", "cli-durations/svc", "x", &format!("--timeout={bad}")]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(bad), "{bad}: {err}");
+    }
+}
+
+/// `pub` needs a message: an argument, `--file`, `-`, or `--null` for an empty one (which,
+/// with `--retain`, clears the retained message; without `--null` nothing is sent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pub_needs_a_message_or_null() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let out = busbar(&["pub", "cli-null/t"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--null"), "the way out is named");
+    let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = broker.url();
+    let topic = format!("cli-null-{}/t", rand_suffix());
+    ok(&["pub", &topic, "kept", "--retain", "--url", url]);
+    let refused = busbar(&["pub", &topic, "--retain", "--url", url]);
+    assert_eq!(refused.status.code(), Some(2), "an empty retained publish needs --null");
+    let conn = busbar::connect(url).await.expect("connect");
+    let mut sub = conn.subscribe(&topic).await.expect("subscribe");
+    let m = tokio::time::timeout(std::time::Duration::from_secs(10), sub.recv())
+        .await
+        .expect("the retained message is still there")
+        .expect("open");
+    assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"kept");
+    drop(sub);
+    ok(&["pub", &topic, "--null", "--retain", "--url", url]);
+    let mut sub = conn.subscribe(&topic).await.expect("subscribe");
+    ok(&["pub", &topic, "after", "--url", url]);
+    let m = tokio::time::timeout(std::time::Duration::from_secs(10), sub.recv())
+        .await
+        .expect("a message")
+        .expect("open");
+    assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"after", "--null cleared it");
+    conn.close().await.expect("close");
 }

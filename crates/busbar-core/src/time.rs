@@ -2,7 +2,33 @@
 //! dependency: Python's `datetime.isoformat()` (`2026-11-23T07:16:45.985532+00:00`) and
 //! JavaScript's `Date.toISOString()` (`2026-11-23T07:16:45.985Z`).
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// A span of time as people write it in URLs, files and command lines: a number with a unit
+/// (`500ms`, `1.5s`, `30s`, `2m`, `1h`, `1d`, also `us`) or a bare number of seconds (`30`,
+/// `0.25`). `None` for anything else, negative and unrepresentable spans included.
+pub fn parse_duration(text: &str) -> Option<Duration> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_alphabetic()).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let scale = match unit {
+        "" | "s" | "sec" | "secs" => 1.0,
+        "ms" => 1e-3,
+        "us" | "µs" => 1e-6,
+        "m" | "min" => 60.0,
+        "h" => 3600.0,
+        "d" => 86_400.0,
+        _ => return None,
+    };
+    let number = number.trim();
+    // Digits and at most one point: no signs, exponents, `inf` or `nan`.
+    let digits = number.chars().filter(char::is_ascii_digit).count();
+    if digits == 0 || number.chars().any(|c| !c.is_ascii_digit() && c != '.') {
+        return None;
+    }
+    let value: f64 = number.parse().ok()?;
+    Duration::try_from_secs_f64(value * scale).ok()
+}
 
 /// `at` as Python writes an aware UTC time: microseconds and a `+00:00` offset.
 pub fn iso8601_micros(at: SystemTime) -> String {
@@ -51,6 +77,23 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
+
+    #[test]
+    fn durations_take_units_or_seconds() {
+        let ms = Duration::from_millis;
+        assert_eq!(parse_duration("5"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_duration("0.25"), Some(ms(250)));
+        assert_eq!(parse_duration("500ms"), Some(ms(500)));
+        assert_eq!(parse_duration("1.5s"), Some(ms(1500)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1d"), Some(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("250us"), Some(Duration::from_micros(250)));
+        assert_eq!(parse_duration(" 0 "), Some(Duration::ZERO));
+        for bad in ["", "s", "-1", "+1", "1x", "1.5.2s", "nan", "inf", "1e3", "1e400", "9e99d"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn timestamps_read_like_python_and_javascript() {

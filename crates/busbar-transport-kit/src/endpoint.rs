@@ -229,8 +229,7 @@ impl Params {
             .unwrap_or(DEFAULT_CONNECT_TIMEOUT))
     }
 
-    /// A duration in whole seconds of at least `min_secs`, or with a unit (`500ms`, `30s`,
-    /// `2m`, `1h`).
+    /// A duration of at least `min`, in seconds or with a unit (`500ms`, `1.5s`, `2m`, `1h`).
     pub fn duration(
         &mut self,
         key: &'static str,
@@ -302,19 +301,10 @@ impl Params {
     }
 }
 
-/// `30` (seconds), `500ms`, `30s`, `2m`, `1h`.
+/// `30` (seconds), `500ms`, `1.5s`, `2m`, `1h`: the one reading of durations
+/// ([`busbar_core::time::parse_duration`]).
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
-    let (digits, unit) = text.split_at(split);
-    let n: u64 = digits.parse().ok()?;
-    match unit {
-        "" | "s" => Some(Duration::from_secs(n)),
-        "ms" => Some(Duration::from_millis(n)),
-        "m" | "min" => n.checked_mul(60).map(Duration::from_secs),
-        "h" => n.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
-    }
+    busbar_core::time::parse_duration(text)
 }
 
 /// A connection error about local settings (an unreadable file, a name the broker cannot

@@ -75,6 +75,11 @@ pub mod limits {
     pub use busbar_core::limits::*;
 }
 
+/// Spans of time as people write them (`500ms`, `30s`, `2m`, or plain seconds).
+pub mod time {
+    pub use busbar_core::time::parse_duration;
+}
+
 /// URLs as they may be shown: [`url::redact`] hides passwords and lone tokens.
 pub mod url {
     pub use busbar_core::url::redact;

@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     runs: usize,
     /// How long a subscriber waits for a missing message before counting it lost.
-    #[arg(long, default_value = "2", value_parser = crate::message::positive_secs)]
+    #[arg(long, default_value = "2s", value_parser = crate::message::positive_duration)]
     idle_timeout: Duration,
     /// busbar's own wire, or commlib's (JSON bodies `{"data": "<size bytes>"}`, commlib's
     /// RPC of the transport): what a commlib-py system would see.

@@ -21,9 +21,14 @@ pub struct Args {
     /// Give up waiting for the outcome after this long (`30s`, `2m`; exit code 3).
     #[arg(long, value_parser = crate::message::positive_duration)]
     timeout: Option<std::time::Duration>,
-    /// Print feedback as JSON lines instead of a progress bar.
+    /// JSON lines on standard output: `{"feedback": ...}` for each feedback, then the
+    /// outcome, `{"status": "succeeded", "result": ...}`, `{"status": "canceled"}` or
+    /// `{"status": "aborted", "error": ...}`.
     #[arg(long)]
     json: bool,
+    /// Cancel the goal after this long (`5s`, `1m`), as Ctrl-C does.
+    #[arg(long, value_name = "DURATION", value_parser = crate::message::positive_duration)]
+    cancel_after: Option<std::time::Duration>,
     #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
@@ -47,6 +52,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("sending the goal to {}", args.name))?;
     eprintln!("busbar action: goal {} accepted by {}; Ctrl-C cancels it", handle.id(), args.name);
     let deadline = deadline(args.timeout);
+    let cancel_at = args.cancel_after.and_then(crate::message::deadline_in);
     let mut cancelled = false;
     loop {
         tokio::select! {
@@ -62,28 +68,66 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 eprintln!("\nbusbar action: cancelling (Ctrl-C again to stop waiting)");
                 handle.cancel().await.context("cancelling")?;
             }
+            () = until(cancel_at), if !cancelled => {
+                cancelled = true;
+                eprintln!("\nbusbar action: cancelling (--cancel-after)");
+                handle.cancel().await.context("cancelling")?;
+            }
             () = until(deadline) => {
                 return Err(exit::with(exit::TIMEOUT, format!("{} did not finish in time", args.name)));
             }
         }
     }
-    if !args.json {
-        eprintln!();
-    }
+    end_feedback(args.json);
     match handle.result().await {
-        Ok(result) => {
-            println!("{result}");
-            Ok(())
-        }
-        Err(e) if e.kind() == GoalErrorKind::Canceled => {
-            println!("canceled");
-            Ok(())
-        }
+        Ok(result) => outcome(&args, Outcome::Succeeded(result)),
+        Err(e) if e.kind() == GoalErrorKind::Canceled => outcome(&args, Outcome::Canceled),
         Err(e) if e.kind() == GoalErrorKind::Aborted => {
             let why = e.remote_error().map_or_else(|| e.to_string(), ToString::to_string);
-            Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {why}", args.name)))
+            outcome(&args, Outcome::Aborted(why))
         }
         Err(e) => Err(e).context("waiting for the outcome"),
+    }
+}
+
+/// How a goal ended.
+enum Outcome {
+    Succeeded(Value),
+    Canceled,
+    Aborted(String),
+}
+
+/// Prints the outcome (as a JSON line under `--json`, so that it cannot be taken for
+/// feedback) and gives the exit status: an aborted goal is the remote side's failure.
+fn outcome(args: &Args, outcome: Outcome) -> anyhow::Result<()> {
+    let line = match (&outcome, args.json) {
+        (Outcome::Succeeded(result), true) => {
+            serde_json::json!({"status": "succeeded", "result": result}).to_string()
+        }
+        (Outcome::Succeeded(result), false) => result.to_string(),
+        (Outcome::Canceled, true) => serde_json::json!({"status": "canceled"}).to_string(),
+        (Outcome::Canceled, false) => "canceled".to_owned(),
+        (Outcome::Aborted(why), true) => {
+            serde_json::json!({"status": "aborted", "error": why}).to_string()
+        }
+        (Outcome::Aborted(why), false) => {
+            return Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {why}", args.name)));
+        }
+    };
+    println!("{line}");
+    match outcome {
+        Outcome::Aborted(why) => {
+            Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {why}", args.name)))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Ends the progress bar's line (on a terminal).
+fn end_feedback(json: bool) {
+    use std::io::IsTerminal;
+    if !json && std::io::stderr().is_terminal() {
+        eprintln!();
     }
 }
 
@@ -122,9 +166,17 @@ async fn run_commlib(
         handle.goal_id, args.name
     );
     let deadline = deadline(args.timeout);
+    let cancel_at = args.cancel_after.and_then(crate::message::deadline_in);
     let mut cancelled = false;
     loop {
         tokio::select! {
+            () = until(cancel_at), if !cancelled => {
+                cancelled = true;
+                eprintln!("\nbusbar action: cancelling (--cancel-after)");
+                if !handle.cancel().await.context("cancelling")? {
+                    eprintln!("busbar action: {} refused to cancel", args.name);
+                }
+            }
             update = handle.next_update() => match update {
                 Some(Ok(GoalUpdate::Feedback(f))) => show(&f, args.json),
                 Some(Ok(GoalUpdate::Status(s))) if s.is_terminal() => break,
@@ -147,31 +199,27 @@ async fn run_commlib(
             }
         }
     }
-    if !args.json {
-        eprintln!();
-    }
+    end_feedback(args.json);
     let (status, result) =
         handle.result(std::time::Duration::from_secs(10)).await.context("fetching the result")?;
     match status {
-        GoalStatus::Canceled => {
-            println!("canceled");
-            Ok(())
-        }
-        GoalStatus::Aborted => {
-            Err(exit::with(exit::REMOTE, format!("{} aborted the goal: {result}", args.name)))
-        }
-        _ => {
-            println!("{result}");
-            Ok(())
-        }
+        GoalStatus::Canceled => outcome(&args, Outcome::Canceled),
+        GoalStatus::Aborted => outcome(&args, Outcome::Aborted(result.to_string())),
+        _ => outcome(&args, Outcome::Succeeded(result)),
     }
 }
 
 /// Feedback as a JSON line, or as a progress bar when it says how far the goal is: a number,
 /// or an object with `progress`, `percent` or `level` (0 to 100, or 0 to 1 for `progress`).
 fn show(feedback: &Value, json: bool) {
+    use std::io::IsTerminal;
     if json {
-        println!("{feedback}");
+        println!("{}", serde_json::json!({ "feedback": feedback }));
+        return;
+    }
+    // A progress bar redraws itself: only on a terminal; elsewhere one line each.
+    if !std::io::stderr().is_terminal() {
+        eprintln!("busbar action: feedback {feedback}");
         return;
     }
     let percent = match feedback {

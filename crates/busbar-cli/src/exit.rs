@@ -1,14 +1,22 @@
-//! Exit codes, documented in `busbar --help`:
+//! Exit codes, one table for every command (also in `busbar --help` and the README):
 //!
-//! * 0: done;
+//! * 0: done; a command that runs until it is stopped (`serve`, `monitor`, `bridge`,
+//!   `gateway`, `tcp-bridge`, `rest-proxy`, `sub` without `--count`) stopped by Ctrl-C or
+//!   SIGTERM, having finished what it had in hand;
 //! * 1: an error (connection, configuration, input), described in one line;
 //! * 2: the command line is wrong (clap's own code), or asks a `--profile` for something its
 //!   wire has no place for;
-//! * 3: a deadline passed (`sub --timeout` with fewer messages than `--count`, `call` without
-//!   an answer);
-//! * 4: the remote side answered with an error (`call` to a service that failed);
+//! * 3: a deadline passed (`sub --timeout` with fewer messages than `--count`, `call`
+//!   without an answer: on MQTT, which cannot tell that nobody serves, that too);
+//! * 4: the remote side answered with an error (`call` to a service that failed, an action
+//!   aborted);
 //! * 5: messages were lost on the way (`sub` whose subscription dropped messages because it
-//!   read slower than they came).
+//!   read slower than they came);
+//! * 6: nobody serves what was called, where the broker can tell at once (NATS, Redis,
+//!   AMQP, the in-process bus);
+//! * 130: interrupted by Ctrl-C before a command that ends by itself was done (`sub
+//!   --count` short of its count; `pub`, `call` and `bench` end by the signal itself, which
+//!   a shell reports as 130, or 143 for SIGTERM).
 
 /// An error that ends the program with a particular exit code.
 #[derive(Debug)]
@@ -31,6 +39,10 @@ pub const TIMEOUT: u8 = 3;
 pub const REMOTE: u8 = 4;
 /// Messages were lost.
 pub const LOST: u8 = 5;
+/// Nobody serves what was called.
+pub const NOBODY: u8 = 6;
+/// Interrupted before done.
+pub const INTERRUPTED: u8 = 130;
 
 pub fn with(code: u8, message: impl Into<String>) -> anyhow::Error {
     Exit { code, message: message.into() }.into()

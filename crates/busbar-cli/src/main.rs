@@ -3,14 +3,17 @@
 #![forbid(unsafe_code)]
 
 mod action;
+mod action_serve;
 mod bench;
 mod bridge;
 mod demo;
 mod exit;
 mod gateway;
 mod r#gen;
+mod manual;
 mod message;
 mod monitor;
+mod output;
 mod patience;
 mod profile;
 mod pubsub;
@@ -20,19 +23,25 @@ mod rpc;
 mod target;
 mod tcp_bridge;
 
+use std::io::Write as _;
+
 use clap::{Parser, Subcommand};
 
 /// busbar: publish/subscribe, RPC, actions, events and heartbeats over message brokers.
 ///
-/// Every command that talks to a broker takes `--url URL` (default `mem://`, the in-process
-/// bus) or `--config FILE` with `--broker NAME`, and `--profile` for the wire dialect:
-/// busbar (the default), commlib (commlib-py), celine or sermas (with `--app-id`).
+/// Every command that talks to a broker takes `--url URL` or `-c/--config FILE` with
+/// `--broker NAME` (or `BUSBAR_URL`, or `BUSBAR_CONFIG` with `BUSBAR_BROKER`; without any,
+/// `mem://`, the in-process bus), and `--profile` for the wire dialect: busbar (the
+/// default), commlib (commlib-py), celine or sermas (with `--app-id`). Durations take units:
+/// `500ms`, `30s`, `2m`.
 ///
-/// Exit codes: 0 done; 1 an error, described in one line; 2 a wrong command line (or
-/// something the `--profile` has no place for); 3 a
-/// deadline passed (`sub --timeout` short of `--count`, `call` unanswered); 4 the remote side
-/// answered with an error; 5 messages were lost (`sub` read slower than they came and its
-/// subscription dropped some).
+/// Exit codes: 0 done (also a command that runs until stopped, stopped by Ctrl-C or
+/// SIGTERM); 1 an error, described in one line; 2 a wrong command line (or something the
+/// `--profile` has no place for); 3 a deadline passed (`sub --timeout` short of `--count`,
+/// `call` unanswered, which on MQTT includes nobody serving); 4 the remote side answered
+/// with an error; 5 messages were lost (`sub` read slower than they came and its
+/// subscription dropped some); 6 nobody serves what was called (where the broker can tell);
+/// 130 interrupted before done (`sub --count`; `pub`, `call`, `bench` end by the signal).
 #[derive(Parser)]
 #[command(name = "busbar", version, about, long_about)]
 struct Cli {
@@ -56,6 +65,9 @@ enum Command {
     Serve(rpc::ServeArgs),
     /// Sends a goal to an action, follows its feedback, and cancels it on Ctrl-C.
     Action(action::Args),
+    /// Answers an action's goals with a shell command (feedback lines on its standard
+    /// output, the result last, a cancel as SIGTERM) until Ctrl-C.
+    ServeAction(action_serve::Args),
     /// Shows which nodes are up (from their heartbeats) and each topic's message rate.
     Monitor(monitor::Args),
     /// A narrated tour of every pattern on the in-process bus.
@@ -75,28 +87,70 @@ enum Command {
     /// Makes HTTP calls for RPC callers (commlib's REST proxy, with every HTTP method) until
     /// Ctrl-C.
     RestProxy(rest_proxy::Args),
+    /// Prints the completion script for a shell.
+    Completions(manual::CompletionArgs),
+    /// Prints the man page (roff): `busbar man > busbar.1`.
+    Man,
 }
 
 fn main() -> std::process::ExitCode {
     match run() {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // One readable line: the error and its causes.
-            eprintln!("busbar: {e:#}");
+            // Not eprintln!, which panics when standard error is closed.
+            let _ = writeln!(std::io::stderr(), "busbar: {}", one_line(&e));
             let code = e.downcast_ref::<exit::Exit>().map_or(1, |x| x.code);
             std::process::ExitCode::from(code)
         }
     }
 }
 
+/// The error and its causes in one readable line. A cause whose text its error already
+/// quotes (a library error wrapped with its own message) is said once, not two or three
+/// times.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if text.is_empty() || line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line
+}
+
+/// What is logged: busbar's own warnings by default (a client library's log lines are its
+/// authors' diagnostics, and what matters of them reaches the user as busbar's errors);
+/// with -v busbar's information and the libraries' warnings; with -vv everything to debug.
+/// Colours only on a terminal.
+fn start_logging(verbose: u8) {
+    use std::io::IsTerminal;
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let (ours, theirs) = match verbose {
+        0 => (LevelFilter::WARN, LevelFilter::OFF),
+        1 => (LevelFilter::INFO, LevelFilter::WARN),
+        _ => (LevelFilter::DEBUG, LevelFilter::DEBUG),
+    };
+    // Every busbar crate's target starts with `busbar`.
+    let filter = Targets::new().with_default(theirs).with_target("busbar", ours);
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(LevelFilter::DEBUG)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .finish()
+        .with(filter)
+        .try_init();
+}
+
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let level = match cli.verbose {
-        0 => tracing_subscriber::filter::LevelFilter::WARN,
-        1 => tracing_subscriber::filter::LevelFilter::INFO,
-        _ => tracing_subscriber::filter::LevelFilter::DEBUG,
-    };
-    tracing_subscriber::fmt().with_max_level(level).with_writer(std::io::stderr).init();
+    start_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
         match cli.command {
@@ -105,6 +159,9 @@ fn run() -> anyhow::Result<()> {
             Command::Call(args) => rpc::call(args).await,
             Command::Serve(args) => rpc::serve(args).await,
             Command::Action(args) => action::run(args).await,
+            Command::ServeAction(args) => action_serve::run(args).await,
+            Command::Completions(args) => manual::completions(args),
+            Command::Man => manual::man(),
             Command::Monitor(args) => monitor::run(args).await,
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,

@@ -1,11 +1,10 @@
-//! Reading messages from the command line, and printing what arrives.
+//! Reading messages and their options from the command line.
 
 use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use busbar::{Message, QoS};
-use serde::Serialize;
+use busbar::QoS;
 
 /// Where a message body comes from: the argument, `--file`, or standard input.
 #[derive(clap::Args, Debug, Clone)]
@@ -66,53 +65,6 @@ pub fn parse_qos(s: &str) -> Result<QoS, String> {
         "1" => Ok(QoS::AtLeastOnce),
         "2" => Ok(QoS::ExactlyOnce),
         _ => Err(format!("{s:?} is not a QoS (0, 1 or 2)")),
-    }
-}
-
-/// What `sub --json` prints for one message.
-#[derive(Serialize)]
-struct Line<'a> {
-    topic: &'a str,
-    /// The body as text when it is UTF-8.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload: Option<&'a str>,
-    /// The body's bytes in hex when it is not.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    payload_hex: Option<String>,
-    qos: u8,
-    retain: bool,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
-    headers: Vec<(&'a str, &'a str)>,
-}
-
-/// One message as a line: `topic  payload`, or a JSON object with `json`.
-pub fn render(message: &Message, json: bool) -> anyhow::Result<String> {
-    let bytes = message.payload.to_bytes().context("the payload")?;
-    let text = std::str::from_utf8(&bytes).ok();
-    if !json {
-        return Ok(match text {
-            Some(t) => format!("{}  {t}", message.topic.as_str()),
-            None => format!("{}  ({} bytes, not text)", message.topic.as_str(), bytes.len()),
-        });
-    }
-    let line = Line {
-        topic: message.topic.as_str(),
-        payload: text,
-        payload_hex: text.is_none().then(|| bytes.iter().map(|b| format!("{b:02x}")).collect()),
-        // A transport that did not say carried it at most once.
-        qos: message.qos.unwrap_or(QoS::AtMostOnce) as u8,
-        retain: message.retain,
-        headers: message.headers.iter().collect(),
-    };
-    Ok(serde_json::to_string(&line)?)
-}
-
-/// A dialect's JSON body as a line: `topic  {json}`, or `{"topic": ..., "payload": {json}}`.
-pub fn render_json(topic: &str, payload: &serde_json::Value, json: bool) -> String {
-    if json {
-        serde_json::json!({"topic": topic, "payload": payload}).to_string()
-    } else {
-        format!("{topic}  {payload}")
     }
 }
 

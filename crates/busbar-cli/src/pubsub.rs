@@ -4,7 +4,8 @@ use anyhow::Context;
 use busbar::{Message, QoS, SubscribeOptions, Topic, TopicFilter};
 
 use crate::exit;
-use crate::message::{Body, check_rate, parse_header, parse_qos, render, render_json};
+use crate::message::{Body, check_rate, parse_header, parse_qos};
+use crate::output::{Arrival, Style};
 use crate::patience::Patience;
 use crate::profile::{Dialect, Profile, USAGE, json_body};
 use crate::target::Target;
@@ -200,9 +201,18 @@ pub struct SubArgs {
     /// Give up after this long (`30s`, `2m`; exit code 3 when `--count` was not reached).
     #[arg(long, value_parser = crate::message::positive_duration)]
     timeout: Option<std::time::Duration>,
-    /// One JSON object per message instead of `topic  payload` lines.
-    #[arg(long)]
+    /// One JSON object per message instead of `topic  payload` lines: topic, payload (text,
+    /// or a dialect's JSON value; `payload_hex` for bytes that are not text), qos, retain,
+    /// headers, received_at.
+    #[arg(long, conflicts_with_all = ["format", "raw"])]
     json: bool,
+    /// Each message through a template: {topic}, {payload}, {hex}, {qos}, {retain}, {time},
+    /// {unix}, {header:NAME}, {headers}, {json}; {{ and }} for braces, \n and \t.
+    #[arg(long, value_name = "TEMPLATE", value_parser = crate::output::Template::parse, conflicts_with = "raw")]
+    format: Option<crate::output::Template>,
+    /// The payload alone, as it came, one message per line.
+    #[arg(long)]
+    raw: bool,
     /// Where reading starts, on brokers that keep a log (Kafka): `now` (the default),
     /// `earliest` (everything kept), a time such as `2026-12-06T15:00:00Z` (UTC), or an age
     /// such as `30s`, `10m`, `2h`, `1d` (that long ago). Refused on other brokers.
@@ -220,6 +230,10 @@ pub struct SubArgs {
     /// one of them).
     #[arg(long, value_name = "NAME", conflicts_with = "durable")]
     group: Option<String>,
+    /// The QoS to subscribe with: 0, 1 or 2 (MQTT; default: the transport's own). One the
+    /// broker cannot give is refused (exit 2).
+    #[arg(long, value_parser = parse_qos)]
+    qos: Option<QoS>,
     #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
@@ -284,6 +298,7 @@ async fn arrivals(
             ("--start", args.start.is_some_and(|s| s != busbar::StartAt::Now)),
             ("--durable", args.durable.is_some()),
             ("--group", args.group.is_some()),
+            ("--qos", args.qos.is_some()),
         ];
         if let Some((flag, _)) = busbar_only.iter().find(|(_, given)| *given) {
             return Err(crate::exit::with(
@@ -309,6 +324,21 @@ async fn arrivals(
                 if let Some(group) = &args.group {
                     options = options.queue_group(group);
                 }
+                if let Some(qos) = args.qos {
+                    let max = conn.capabilities().max_qos;
+                    if qos > max {
+                        return Err(crate::exit::with(
+                            USAGE,
+                            format!(
+                                "--qos {} cannot be kept on {}: it gives at most QoS {}",
+                                qos as u8,
+                                conn.kind(),
+                                max as u8
+                            ),
+                        ));
+                    }
+                    options = options.qos(qos);
+                }
                 let sub = conn.subscribe_with(options).await?;
                 streams.push(sub.map(|m| Ok(Arrived::Message(m))).boxed());
             }
@@ -333,12 +363,20 @@ async fn arrivals(
 
 pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     let deadline = args.timeout.and_then(crate::message::deadline_in);
+    let mut interrupts = exit::Interrupts::new()?;
     let conn = args.target.connect().await?;
     let mut events = conn.events();
     let mut all = arrivals(&args, &conn).await?;
     // On standard error, so that standard output holds messages only: scripts and tests
     // wait for this line before publishing.
     eprintln!("busbar sub: listening on {}", args.filters.join(", "));
+    let style = match (&args.format, args.json, args.raw) {
+        (Some(template), ..) => Style::Format(template.clone()),
+        (None, true, _) => Style::Json,
+        (None, false, true) => Style::Raw,
+        (None, false, false) => Style::Lines,
+    };
+    let mut out = std::io::stdout();
     let mut received = 0u64;
     let ended = loop {
         if args.count.is_some_and(|c| received >= c) {
@@ -357,6 +395,15 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
                 report_event(&event, args.json);
                 continue;
             }
+            // Stopping a subscriber that runs until stopped is how it is done; one asked
+            // for a count was interrupted short of it.
+            () = interrupts.next() => match args.count {
+                None => break Ok(()),
+                Some(count) => break Err(exit::with(
+                    exit::INTERRUPTED,
+                    format!("interrupted after {received} of {count} messages"),
+                )),
+            },
             () = until => {
                 if args.count.is_none() {
                     break Ok(());
@@ -370,17 +417,26 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
                 ));
             }
         };
-        let line = match next {
+        let at = std::time::SystemTime::now();
+        let printed = match &next {
             None => break Err(anyhow::anyhow!("the connection closed")),
-            Some(Ok(Arrived::Message(message))) => render(&message, args.json)?,
-            Some(Ok(Arrived::Json { topic, payload })) => render_json(&topic, &payload, args.json),
+            Some(Ok(Arrived::Message(message))) => style.print(&Arrival::of_message(message, at)?),
+            Some(Ok(Arrived::Json { topic, payload })) => {
+                style.print(&Arrival::of_json(topic, payload, at))
+            }
             // One body that does not decode: said, and the next one waited for.
             Some(Err(e)) => {
                 eprintln!("busbar sub: {e:#}");
                 continue;
             }
         };
-        println!("{line}");
+        // Whoever reads standard output has gone (`| head`): the command is done.
+        if std::io::Write::write_all(&mut out, &printed)
+            .and_then(|()| std::io::Write::flush(&mut out))
+            .is_err()
+        {
+            break Ok(());
+        }
         received += 1;
     };
     // A goodbye to the broker, so that what was acknowledged (a durable subscription's

@@ -27,10 +27,31 @@ pub struct CallArgs {
     /// A header NAME=VALUE (repeatable).
     #[arg(long = "header", short = 'H', value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// The answer as one JSON line: `{"result": ...}` (a JSON answer as its value, other
+    /// text as a string, other bytes as `result_hex`), or `{"error": ...}` for an error
+    /// answer (exit code 4 still).
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
     target: Target,
+}
+
+/// `call --json`'s line for an answer (`key` is `result` or `error`).
+fn json_answer(key: &str, bytes: &[u8]) -> String {
+    let mut line = serde_json::Map::new();
+    match std::str::from_utf8(bytes) {
+        Ok(text) => {
+            let value = serde_json::from_str(text).unwrap_or_else(|_| text.into());
+            line.insert(key.into(), value);
+        }
+        Err(_) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            line.insert(format!("{key}_hex"), hex.into());
+        }
+    }
+    serde_json::Value::Object(line).to_string()
 }
 
 pub async fn call(args: CallArgs) -> anyhow::Result<()> {
@@ -59,14 +80,21 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
             ));
         }
         Err(e) if e.kind() == RequestErrorKind::NoResponders => {
-            return Err(exit::with(exit::REMOTE, format!("nobody serves {topic}")));
+            return Err(exit::with(exit::NOBODY, format!("nobody serves {topic}")));
         }
         Err(e) => return Err(e).with_context(|| format!("calling {topic}")),
     };
     let bytes = reply.payload.to_bytes().context("the answer")?;
-    if reply.headers.get(header::STATUS) == Some(header::STATUS_ERROR) {
+    let failed = reply.headers.get(header::STATUS) == Some(header::STATUS_ERROR);
+    if args.json {
+        println!("{}", json_answer(if failed { "error" } else { "result" }, &bytes));
+    }
+    if failed {
         let text = String::from_utf8_lossy(&bytes);
         return Err(exit::with(exit::REMOTE, format!("{topic} answered with an error: {text}")));
+    }
+    if args.json {
+        return Ok(());
     }
     use std::io::Write;
     let mut out = std::io::stdout().lock();
@@ -93,6 +121,10 @@ async fn call_commlib(args: CallArgs) -> anyhow::Result<()> {
     )?
     .timeout(deadline.saturating_duration_since(tokio::time::Instant::now()));
     match client.call(&request).await {
+        Ok(answer) if args.json => {
+            println!("{}", serde_json::json!({ "result": answer }));
+            Ok(())
+        }
         Ok(answer) => {
             println!("{answer}");
             Ok(())

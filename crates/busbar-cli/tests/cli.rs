@@ -373,6 +373,9 @@ async fn start_ready(args: &[&str]) -> tokio::process::Child {
         .expect("stderr")
         .unwrap_or_default();
     assert!(line.starts_with("busbar "), "{args:?} did not start: {line}");
+    // The rest of standard error is read (and dropped) so that the command can still write
+    // there: a closed pipe would make its last words fail.
+    tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
     child
 }
 
@@ -451,6 +454,13 @@ async fn pub_sub_call_and_serve_on_every_broker() {
         let out = busbar(&["call", &svc, "fail", "--url", url]);
         assert_eq!(out.status.code(), Some(4), "{}: an error answer", kind.name());
         assert!(String::from_utf8_lossy(&out.stderr).contains("answered with an error"));
+        // --json: the answer as a JSON value, an error answer under "error".
+        let out = ok(&["call", &svc, r#"{"n": 1}"#, "--json", "--url", url]);
+        assert_eq!(out, "{\"result\":{\"N\":1}}\n", "{}", kind.name());
+        let out = busbar(&["call", &svc, "fail", "--json", "--url", url]);
+        assert_eq!(out.status.code(), Some(4));
+        let line: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON line");
+        assert!(!line["error"].is_null(), "{line}");
     }
 }
 
@@ -526,9 +536,18 @@ async fn action_follows_feedback_and_cancels_on_ctrl_c() {
         let out = ok(&["action", &name, "30", "--json", "--url", url]);
         assert_eq!(
             out.lines().collect::<Vec<_>>(),
-            ["10", "20", "30", "\"filled to 30\""],
+            [
+                r#"{"feedback":10}"#,
+                r#"{"feedback":20}"#,
+                r#"{"feedback":30}"#,
+                r#"{"result":"filled to 30","status":"succeeded"}"#
+            ],
             "{what}: {out}"
         );
+        // --cancel-after cancels as Ctrl-C does.
+        let out =
+            ok(&["action", &name, "100000", "--json", "--cancel-after", "200ms", "--url", url]);
+        assert_eq!(out.lines().last(), Some(r#"{"status":"canceled"}"#), "{what}: {out}");
 
         let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
             .args(["action", &name, "100000", "--json", "--url", url])
@@ -538,14 +557,14 @@ async fn action_follows_feedback_and_cancels_on_ctrl_c() {
             .expect("start");
         let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
         let first = lines.next_line().await.expect("output").unwrap_or_default();
-        assert_eq!(first, "10", "{what}: feedback flows before the cancel");
+        assert_eq!(first, r#"{"feedback":10}"#, "{what}: feedback flows before the cancel");
         let pid = child.id().expect("pid").to_string();
         assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
         let mut last = String::new();
         while let Ok(Some(line)) = lines.next_line().await {
             last = line;
         }
-        assert_eq!(last, "canceled", "{what}");
+        assert_eq!(last, r#"{"status":"canceled"}"#, "{what}");
         assert!(child.wait().await.expect("exit").success(), "{what}");
     }
 }
@@ -799,7 +818,12 @@ async fn the_commlib_profile_drives_commlib_actions() {
             ok(&["action", &name, "30", "--json", "--profile", "commlib", "--url", broker.url()]);
         assert_eq!(
             out.lines().collect::<Vec<_>>(),
-            ["10", "20", "30", "\"filled to 30\""],
+            [
+                r#"{"feedback":10}"#,
+                r#"{"feedback":20}"#,
+                r#"{"feedback":30}"#,
+                r#"{"result":"filled to 30","status":"succeeded"}"#
+            ],
             "{}",
             kind.name()
         );
@@ -2013,4 +2037,169 @@ async fn pub_needs_a_message_or_null() {
         .expect("open");
     assert_eq!(m.payload.to_bytes().expect("bytes").as_ref(), b"after", "--null cleared it");
     conn.close().await.expect("close");
+}
+
+/// A failing command says what went wrong once, in one line: no client library's log lines
+/// at the default level, no colours into a pipe, no cause repeated. With -v the libraries'
+/// warnings are there for whoever asks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_are_said_once_without_library_noise() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let missing = busbar(&["sub", "x", "-c", "/nonexistent/busbar.yaml"]);
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
+    let Some(broker) = shared_broker(BrokerKind::Amqp).await else { return };
+    let url = format!("amqp://guest:wrong-secret@127.0.0.1:{}/%2f", broker.port());
+    let out = busbar(&["pub", "cli-noise/t", "x", "--url", &url]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("refused the user name or password"), "{err}");
+    assert_eq!(err.matches("ACCESS_REFUSED").count(), 1, "said once: {err}");
+    assert!(!err.contains('\u{1b}'), "no colour codes into a pipe: {err}");
+    assert!(!err.contains("wrong-secret"), "{err}");
+    let verbose = busbar(&["pub", "cli-noise/t", "x", "--url", &url, "-v"]);
+    let err = String::from_utf8_lossy(&verbose.stderr);
+    assert!(err.lines().count() > 1, "-v shows more: {err}");
+    assert!(!err.contains('\u{1b}'), "{err}");
+}
+
+/// One table of exit codes: a subscriber that runs until stopped, stopped, exits 0; one
+/// short of its `--count` exits 130; a call nobody serves exits 6 where the broker can tell
+/// (NATS), and 3 where it cannot (MQTT: no answer by the deadline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_codes_mean_one_thing() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = mqtt.url();
+    for (count, code) in [(None, 0), (Some("5"), 130)] {
+        let mut args = vec!["sub", "cli-exit/#", "--url", url];
+        if let Some(n) = count {
+            args.extend(["--count", n]);
+        }
+        let child = start_ready(&args).await;
+        let pid = child.id().expect("pid").to_string();
+        assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+        let out = child.wait_with_output().await.expect("exit");
+        assert_eq!(
+            out.status.code(),
+            Some(code),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let out = busbar(&["call", "cli-exit/nobody", "x", "--timeout", "500ms", "--url", url]);
+    assert_eq!(out.status.code(), Some(3), "MQTT: {}", String::from_utf8_lossy(&out.stderr));
+    let Some(nats) = shared_broker(BrokerKind::Nats).await else { return };
+    let out = busbar(&["call", "cli-exit/nobody", "x", "--url", nats.url()]);
+    assert_eq!(out.status.code(), Some(6), "NATS: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nobody serves"));
+}
+
+/// `sub` prints as asked: `--format` with placeholders, `--raw` (the payload alone), JSON
+/// lines with the receive time; a multi-line payload stays on one line in the default
+/// output; an unknown placeholder is a usage error that names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_prints_as_asked() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let bad = busbar(&["sub", "x", "--format", "{nope}"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("{nope}"));
+    let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = broker.url();
+    let topic = format!("cli-format-{}/t", rand_suffix());
+    let styles: [&[&str]; 4] = [
+        &["--format", "{topic} q{qos} {payload} [{header:unit}] {hex}"],
+        &["--raw"],
+        &["--json"],
+        &[],
+    ];
+    let mut outputs = Vec::new();
+    for style in styles {
+        let mut args = vec!["sub", topic.as_str(), "--count", "1", "--url", url];
+        args.extend_from_slice(style);
+        let child = start_ready(&args).await;
+        ok(&["pub", &topic, "two\nlines", "-H", "unit=none", "--qos", "1", "--url", url]);
+        let out = child.wait_with_output().await.expect("sub");
+        assert!(out.status.success(), "{style:?}: {}", String::from_utf8_lossy(&out.stderr));
+        outputs.push(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    assert_eq!(outputs[0], format!("{topic} q1 two\nlines [none] 74776f0a6c696e6573\n"));
+    assert_eq!(outputs[1], "two\nlines\n");
+    let line: serde_json::Value = serde_json::from_str(&outputs[2]).expect("one JSON line");
+    assert_eq!(line["payload"], "two\nlines");
+    assert!(line["received_at"].as_str().is_some_and(|t| t.ends_with('Z')), "{line}");
+    assert_eq!(outputs[3], format!("{topic}  two\\nlines\n"));
+}
+
+/// `sub --qos`: subscribed at the QoS asked for (MQTT says so in each message), refused
+/// where the broker cannot give it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_takes_a_qos() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = mqtt.url();
+    let topic = format!("cli-subqos-{}/t", rand_suffix());
+    for qos in ["0", "2"] {
+        let child = start_ready(&[
+            "sub", &topic, "--qos", qos, "--count", "1", "--format", "{qos}", "--url", url,
+        ])
+        .await;
+        ok(&["pub", &topic, "m", "--qos", "2", "--url", url]);
+        let out = child.wait_with_output().await.expect("sub");
+        assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{qos}\n"), "subscribed at {qos}");
+    }
+    let Some(nats) = shared_broker(BrokerKind::Nats).await else { return };
+    let out = busbar(&["sub", &topic, "--qos", "1", "--url", nats.url()]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `serve-action` answers goals with a shell command: its lines are the feedback, its last
+/// line the result; a failing command aborts the goal (exit 4 at the client); a cancel
+/// stops the command and the goal ends canceled; Ctrl-C stops the server (exit 0).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_action_answers_goals_with_a_command() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(broker) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = broker.url();
+    let name = format!("cli-serve-action-{}/fill", rand_suffix());
+    let script = r#"read goal; if [ "$goal" = 13 ]; then echo unlucky >&2; exit 1; fi; i=10; while [ $i -le $goal ]; do echo "{\"level\": $i}"; i=$((i+10)); sleep 0.05; done; echo "\"filled to $goal\"""#;
+    let server = start_ready(&["serve-action", &name, "--exec", script, "--url", url]).await;
+    let out = ok(&["action", &name, "30", "--json", "--url", url]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        [
+            r#"{"feedback":{"level":10}}"#,
+            r#"{"feedback":{"level":20}}"#,
+            r#"{"feedback":{"level":30}}"#,
+            r#"{"result":"filled to 30","status":"succeeded"}"#
+        ],
+        "{out}"
+    );
+    let aborted = busbar(&["action", &name, "13", "--url", url]);
+    assert_eq!(aborted.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&aborted.stderr).contains("unlucky"));
+    let out = ok(&["action", &name, "100000", "--json", "--cancel-after", "300ms", "--url", url]);
+    assert_eq!(out.lines().last(), Some(r#"{"status":"canceled"}"#), "{out}");
+    let pid = server.id().expect("pid").to_string();
+    assert!(Command::new("kill").args(["-INT", &pid]).status().expect("kill").success());
+    let out = server.wait_with_output().await.expect("exit");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// Shell completions and the man page come from the command line's definitions.
+#[test]
+fn completions_and_a_man_page_are_generated() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = ok(&["completions", shell]);
+        assert!(out.contains("serve-action") && out.contains("url"), "{shell}");
+    }
+    let man = ok(&["man"]);
+    assert!(man.starts_with(".ie") || man.contains(".TH busbar"), "{}", &man[..man.len().min(200)]);
+    assert!(
+        man.contains("serve\\-action") || man.contains("serve-action"),
+        "the commands are listed"
+    );
+    let bad = busbar(&["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2));
 }

@@ -75,9 +75,10 @@ pub mod limits {
     pub use busbar_core::limits::*;
 }
 
-/// Spans of time as people write them (`500ms`, `30s`, `2m`, or plain seconds).
+/// Spans of time as people write them (`500ms`, `30s`, `2m`, or plain seconds), and
+/// timestamps as the systems busbar joins write them.
 pub mod time {
-    pub use busbar_core::time::parse_duration;
+    pub use busbar_core::time::{iso8601_micros, iso8601_millis, parse_duration};
 }
 
 /// URLs as they may be shown: [`url::redact`] hides passwords and lone tokens.

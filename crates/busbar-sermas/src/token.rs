@@ -92,7 +92,10 @@ impl SermasTokenProvider {
                 .map_err(|e| format!("TLS for the SERMAS token service: {e}"))?;
             http.tls = Some(tls);
         } else if !api.starts_with("http://") {
-            return Err(format!("the SERMAS API must be an http:// or https:// URL, not {api:?}"));
+            return Err(format!(
+                "the SERMAS API must be an http:// or https:// URL, not {:?}",
+                busbar_core::url::redact(&api)
+            ));
         }
         Ok(SermasTokenProvider {
             inner: Arc::new(Inner {
@@ -142,8 +145,11 @@ impl SermasTokenProvider {
             .header("accept", "application/json")
             .header("content-type", "application/json")
             .body(body.to_string());
-        let response = self.inner.http.send(request).await.map_err(|e| e.to_string())?;
-        let answer = parse(&url, &response)?;
+        // Messages name the service without what its URL may carry (a user and password).
+        let shown = busbar_core::url::redact(&url);
+        let response =
+            self.inner.http.send(request).await.map_err(|e| e.to_string().replace(&url, &shown))?;
+        let answer = parse(&shown, &response)?;
         let lifetime = answer.expires_in.map_or(DEFAULT_LIFETIME, Duration::from_secs);
         let token = Token::valid_for(answer.access_token.clone(), lifetime);
         let refresh = answer.refresh_token.map(|refresh| Refresh {
@@ -176,5 +182,21 @@ fn parse(url: &str, response: &HttpResponse) -> Result<TokenResponse, String> {
 impl TokenProvider for SermasTokenProvider {
     fn token(&self) -> BoxFuture<'_, Result<Token, BoxError>> {
         Box::pin(async move { self.access_token().await.map_err(BoxError::from) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_name_the_service_without_its_secrets() {
+        let err = SermasTokenProvider::new("ftp://user:s3cret@host/api", "app", "client", "x")
+            .expect_err("not http");
+        assert!(!err.contains("s3cret"), "{err}");
+        let shown = busbar_core::url::redact("https://user:s3cret@host/api/platform/token");
+        let response = HttpResponse { status: 500, headers: Vec::new(), body: Default::default() };
+        let err = parse(&shown, &response).err().unwrap_or_default();
+        assert!(err.contains("answered 500") && !err.contains("s3cret"), "{err}");
     }
 }

@@ -64,13 +64,11 @@ impl Shared {
         let direct_reply = key.as_str().starts_with(convert::DIRECT_REPLY_TO);
         let to_queue = exchange.as_str().is_empty() && !direct_reply;
         let confirmed = to_queue || qos != QoS::AtMostOnce;
-        let confirm_channel;
-        let channel = if confirmed {
-            confirm_channel = link.confirm.get();
-            &confirm_channel
-        } else {
-            &link.plain
-        };
+        // A confirmed publish holds the confirm channel until its frames are queued: a
+        // renewal (see `renew`) waits for that, so nothing written before it is overtaken.
+        let lease = if confirmed { Some(link.confirm.lease().await) } else { None };
+        let leased = lease.as_deref().cloned();
+        let channel = leased.as_ref().unwrap_or(&link.plain);
         let options = BasicPublishOptions { mandatory: to_queue, ..BasicPublishOptions::default() };
         let mut written = std::pin::pin!(channel.basic_publish(
             exchange.clone(),
@@ -91,6 +89,7 @@ impl Shared {
         // after it on the same connection too, and each goes again in its place.
         let queued = futures_util::poll!(written.as_mut());
         ticket.written();
+        drop(lease);
         let confirm = match queued {
             std::task::Poll::Ready(outcome) => outcome,
             std::task::Poll::Pending => written.await,

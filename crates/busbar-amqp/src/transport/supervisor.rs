@@ -210,7 +210,7 @@ pub(super) async fn supervise(
                 _ = shared.life.token().cancelled() => break None,
                 Some(g) = trouble.recv() => {
                     if g == generation && !(link.plain.status().connected()
-                        && link.confirm.get().status().connected()
+                        && link.confirm.connected()
                         && link.rpc.status().connected()
                         && link.conn.status().connected()
                         && consumers_alive(&shared, generation))

@@ -106,6 +106,7 @@ fn wait(p: &mut Params, key: &'static str) -> Result<Option<Duration>, ConnectEr
 
 /// The queue type of durable subscriptions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DurableQueues {
     /// A durable classic queue: on disk on the node that holds it.
     Classic,

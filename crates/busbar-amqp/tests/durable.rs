@@ -32,7 +32,7 @@ async fn a_durable_subscription_survives_a_crash_and_a_broker_restart() {
     let url = node.url();
     let filter = TopicFilter::new("plant/durable/+").expect("filter");
     let options = || {
-        SubscribeOptions::new(filter.clone()).durable("keeper").acknowledge(Acknowledge::Explicit)
+        SubscribeOptions::from(filter.clone()).durable("keeper").acknowledge(Acknowledge::Explicit)
     };
 
     let subscriber = connect(&url).await;

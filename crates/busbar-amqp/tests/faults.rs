@@ -162,7 +162,7 @@ async fn queue_groups_resume_after_connections_are_closed() {
     let b = connect(&url, format!("{mark}-b")).await;
     let publisher = connect(&url, format!("{}-pub", uuid::Uuid::new_v4().simple())).await;
     let filter = busbar_core::TopicFilter::new(format!("{mark}/jobs")).expect("filter");
-    let options = || busbar_core::SubscribeOptions::new(filter.clone()).queue_group("workers");
+    let options = || busbar_core::SubscribeOptions::from(filter.clone()).queue_group("workers");
     let mut sa = a.subscribe_with(options()).await.expect("member a");
     let mut sb = b.subscribe_with(options()).await.expect("member b");
     let (mut ea, mut eb) = (a.events(), b.events());

@@ -71,7 +71,7 @@ async fn everything_resumes_after_the_broker_restarts() {
     let mut sub = sub_conn.subscribe(&format!("restart/{tag}/+")).await.expect("subscribe");
     let mut group = sub_conn
         .subscribe_with(
-            busbar_core::SubscribeOptions::new(
+            busbar_core::SubscribeOptions::from(
                 busbar_core::TopicFilter::new(format!("restart/{tag}/+")).expect("filter"),
             )
             .queue_group("g"),

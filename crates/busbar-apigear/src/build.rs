@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 
 /// What can go wrong generating.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum BuildError {
     /// The modules have problems.
     #[error("ObjectAPI modules:\n{0}")]

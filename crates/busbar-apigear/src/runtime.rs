@@ -321,7 +321,7 @@ impl ServiceLink {
         name: InterfaceName,
         handler: Arc<dyn ServiceHandler>,
     ) -> Result<Serving, ApiError> {
-        let any_qos = |f| SubscribeOptions::new(f).qos(QoS::AtLeastOnce);
+        let any_qos = |f| SubscribeOptions::from(f).qos(QoS::AtLeastOnce);
         let levels = name.on(conn);
         let mut sets = conn.subscribe_with(any_qos(levels.filter("set")?)).await?;
         let mut calls = conn.subscribe_with(any_qos(levels.filter("rpc")?)).await?;
@@ -511,6 +511,7 @@ impl<P: Clone + Default, C: Clone, S: Clone> ClientState<P, C, S> {
 
 /// What a client adapter hears: the generated code decodes it into its typed events.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum ClientEvent {
     /// A property's value (retained values arrive after subscribing, and again after a
     /// reconnect).
@@ -567,7 +568,7 @@ impl ClientLink {
         let levels = name.on(conn);
         let results =
             TopicFilter::new(levels.result("+", &client_id)).map_err(busbar_core::Error::from)?;
-        let opts = |f| SubscribeOptions::new(f).qos(QoS::AtLeastOnce);
+        let opts = |f| SubscribeOptions::from(f).qos(QoS::AtLeastOnce);
         let mut replies = conn.subscribe_with(opts(results)).await?;
         let mut props = conn.subscribe_with(opts(levels.filter("prop")?)).await?;
         let mut sigs = conn.subscribe_with(opts(levels.filter("sig")?)).await?;

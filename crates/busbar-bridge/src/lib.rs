@@ -170,7 +170,7 @@ impl Bridge {
         let filter = TopicFilter::new(filter)
             .map_err(|e| BridgeError::Invalid { name: name.to_owned(), reason: e.to_string() })?;
         options.rewrite.check(&filter)?;
-        let mut subscribe = SubscribeOptions::new(filter.clone())
+        let mut subscribe = SubscribeOptions::from(filter.clone())
             .capacity(options.capacity)
             .overflow(options.overflow)
             .qos(busbar_core::QoS::AtLeastOnce);
@@ -259,7 +259,7 @@ impl Bridge {
         };
         let filter = TopicFilter::new(topic).map_err(invalid)?;
         let target = busbar_core::Topic::new(target).map_err(invalid)?;
-        let options = SubscribeOptions::new(filter).qos(busbar_core::QoS::AtLeastOnce);
+        let options = SubscribeOptions::from(filter).qos(busbar_core::QoS::AtLeastOnce);
         let mut requests = from.subscribe_with(options).await?;
         let counters = Arc::new(Counters::default());
         let (from, to, stats) = (from.clone(), to.clone(), counters.clone());

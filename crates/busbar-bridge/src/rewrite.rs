@@ -6,6 +6,7 @@ use crate::BridgeError;
 
 /// A topic rewrite rule.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Rewrite {
     /// The same topic on the other side.
     #[default]

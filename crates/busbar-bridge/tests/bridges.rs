@@ -131,7 +131,7 @@ async fn a_slow_target_slows_or_drops_by_the_declared_policy() {
         // The target's reader holds one message and does not read yet: the bridge's publish
         // waits, and so the bridge stops reading its own queue.
         let target_options =
-            busbar::SubscribeOptions::new(busbar::TopicFilter::new("t/#").expect("filter"))
+            busbar::SubscribeOptions::from(busbar::TopicFilter::new("t/#").expect("filter"))
                 .capacity(1)
                 .overflow(Overflow::Block);
         let mut reader = to.subscribe_with(target_options).await.expect("subscribe");
@@ -480,7 +480,7 @@ async fn a_durable_bridge_holds_what_it_could_not_deliver_while_the_target_is_aw
     let run = run_id();
     let topic = format!("plant/{run}");
     let reader = busbar::connect(&target.url()).await.expect("target");
-    let options = busbar::SubscribeOptions::new(busbar::TopicFilter::new(&topic).expect("filter"))
+    let options = busbar::SubscribeOptions::from(busbar::TopicFilter::new(&topic).expect("filter"))
         .durable(format!("{run}-reader"));
     let mut seen = reader.subscribe_with(options).await.expect("the target's reader");
     let source = busbar::connect_with(

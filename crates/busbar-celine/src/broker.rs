@@ -193,7 +193,7 @@ impl CelineBroker {
         let mut subscriptions = Vec::with_capacity(filters.len());
         for filter in filters {
             let filter = TopicFilter::new(filter).map_err(|e| CelineError::Busbar(e.into()))?;
-            let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce);
+            let options = SubscribeOptions::from(filter).qos(QoS::AtLeastOnce);
             subscriptions.push(self.conn.subscribe_with(options).await?);
         }
         let id = self.counters.next_subscription.fetch_add(1, Ordering::Relaxed) + 1;

@@ -203,6 +203,7 @@ async fn report(monitor: &mut LivenessMonitor) -> anyhow::Result<()> {
         LivenessEvent::Down { node, reason: DownReason::Missed { intervals } } => {
             format!("{node} is DOWN ({intervals} heartbeats missed)")
         }
+        other => format!("{}: {other:?}", other.node()),
     };
     say("monitor", text);
     Ok(())

@@ -98,6 +98,9 @@ impl Liveness {
                 Some(LivenessEvent::Down { node, reason }) => {
                     nodes.insert(node, format!("down ({reason:?})").to_lowercase());
                 }
+                Some(other) => {
+                    nodes.insert(other.node().to_owned(), format!("{other:?}").to_lowercase());
+                }
                 None => std::future::pending().await,
             },
             Liveness::Commlib { beats, last, .. } => match beats.next().await {
@@ -155,7 +158,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut subs = Vec::new();
     for f in &args.filter {
         let filter = TopicFilter::new(f).with_context(|| format!("filter {f:?}"))?;
-        subs.push(conn.subscribe_with(SubscribeOptions::new(filter)).await?);
+        subs.push(conn.subscribe_with(SubscribeOptions::from(filter)).await?);
     }
     let mut messages = futures_util::stream::select_all(subs);
     eprintln!("busbar monitor: watching {}", args.filter.join(", "));

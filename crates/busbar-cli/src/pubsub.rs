@@ -312,7 +312,7 @@ async fn arrivals(
             Profile::Busbar => {
                 let filter = TopicFilter::new(f).with_context(|| format!("filter {f:?}"))?;
                 let mut options =
-                    SubscribeOptions::new(filter).start(args.start.unwrap_or_default());
+                    SubscribeOptions::from(filter).start(args.start.unwrap_or_default());
                 if let Some(name) = &args.durable {
                     options = options.durable(name);
                     // Printed is done with: what was received but not yet printed when the

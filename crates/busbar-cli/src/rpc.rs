@@ -180,7 +180,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         TopicFilter::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
     let conn = args.target.connect().await?;
     // Several `busbar serve` on one topic share the requests where the broker can.
-    let mut options = SubscribeOptions::new(filter);
+    let mut options = SubscribeOptions::from(filter);
     if conn.capabilities().queue_groups {
         options = options.queue_group("busbar-serve");
     }

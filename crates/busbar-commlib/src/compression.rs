@@ -22,6 +22,7 @@ use crate::error::{CommlibError, Result};
 
 /// How a busbar endpoint compresses the bodies it sends.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Compression {
     /// Plain JSON: commlib's default (`CompressionType.NO_COMPRESSION`).
     #[default]

@@ -91,7 +91,7 @@ impl<T: DeserializeOwned> CommlibSubscriber<T> {
     /// Subscribes to the commlib name or pattern `pattern` (e.g. `sensors.*`).
     pub async fn new(conn: &Connection, pattern: &str) -> Result<Self> {
         let (filter, glob) = filter_for(conn, pattern)?;
-        let options = SubscribeOptions::new(filter).qos(QoS::AtMostOnce);
+        let options = SubscribeOptions::from(filter).qos(QoS::AtMostOnce);
         let sub = conn.subscribe_with(options).await?;
         Ok(CommlibSubscriber { sub, glob, _type: PhantomData })
     }

@@ -74,6 +74,7 @@ struct Outgoing<'a, T> {
 
 /// How commlib carries RPC on a transport.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Wire {
     /// Topics: the service's topic, a reply topic per call (MQTT, and busbar's in-process bus).
     Topics,
@@ -205,8 +206,9 @@ impl<Req: Serialize, Resp: DeserializeOwned> CommlibRpcClient<Req, Resp> {
             _ => Topic::new(&reply_to)
                 .map_err(|e| CommlibError::Busbar(busbar_core::Error::Topic(e)))?,
         };
-        let options =
-            SubscribeOptions::new(TopicFilter::from(reply_topic)).qos(QoS::AtLeastOnce).capacity(4);
+        let options = SubscribeOptions::from(TopicFilter::from(reply_topic))
+            .qos(QoS::AtLeastOnce)
+            .capacity(4);
         let mut replies = self.conn.subscribe_with(options).await?;
         let envelope = Outgoing { header: RpcHeader::new(reply_to, None), data: request };
         let payload = body::encode_with(&self.name, &envelope, self.compression)?;
@@ -273,7 +275,7 @@ impl CommlibRpcService {
     {
         let wire = Wire::of(conn)?;
         let filter = TopicFilter::from(wire.service_topic(conn, name)?);
-        let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce);
+        let options = SubscribeOptions::from(filter).qos(QoS::AtLeastOnce);
         let mut requests = conn.subscribe_with(options).await?;
         let (conn, handler, name) = (conn.clone(), Arc::new(handler), Arc::<str>::from(name));
         let (count, answered) = tokio::sync::watch::channel(0u64);

@@ -441,7 +441,7 @@ async fn python_services_tolerate_lean_and_extended_requests() {
         let reply = busbar_commlib::names::reply_name();
         let filter = TopicFilter::new(&reply).expect("filter");
         let mut replies = conn
-            .subscribe_with(SubscribeOptions::new(filter).qos(QoS::AtLeastOnce))
+            .subscribe_with(SubscribeOptions::from(filter).qos(QoS::AtLeastOnce))
             .await
             .expect("subscribe");
         let lean = serde_json::json!({
@@ -719,7 +719,7 @@ async fn compressed_on(
     let mut sub = CommlibSubscriber::<Sample>::new(conn, &name).await.expect("subscribe");
     let raw_filter = TopicFilter::new(name.replace('.', "/")).expect("filter");
     let mut raw = conn
-        .subscribe_with(SubscribeOptions::new(raw_filter).qos(QoS::AtMostOnce))
+        .subscribe_with(SubscribeOptions::from(raw_filter).qos(QoS::AtMostOnce))
         .await
         .expect("raw subscribe");
     let mut peer = start_with("mqtt", py, broker, &["pub", &name, "3"], env).await;

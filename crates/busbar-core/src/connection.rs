@@ -142,7 +142,7 @@ impl Connection {
 
     /// Subscribes to `filter` with default options.
     pub async fn subscribe(&self, filter: &str) -> Result<Subscription, SubscribeError> {
-        self.subscribe_with(SubscribeOptions::new(TopicFilter::new(filter)?)).await
+        self.subscribe_with(SubscribeOptions::new(filter)?).await
     }
 
     /// Sends a request and waits for its reply.

@@ -27,6 +27,7 @@ use futures_util::task::AtomicWaker;
 
 /// What a full queue does with a new message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Overflow {
     /// The producer waits for room (backpressure). Nothing is dropped. The default.
     #[default]

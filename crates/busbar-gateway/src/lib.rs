@@ -336,7 +336,7 @@ impl Gateway {
         let mut tasks = Vec::new();
         for (channel, filter) in filters.outbound {
             let topic = topic_filter(&format!("{}/{channel}", config.events.topic))?;
-            let mut events = bus.subscribe_with(SubscribeOptions::new(topic)).await?;
+            let mut events = bus.subscribe_with(SubscribeOptions::from(topic)).await?;
             let (broker, counters, bus) = (broker.clone(), counters.clone(), bus.clone());
             tasks.push(tokio::spawn(async move {
                 let _bus = bus;
@@ -350,7 +350,7 @@ impl Gateway {
                 config.listened_topics.clone().unwrap_or_else(|| filter.subscriptions());
             for subscription in &subscriptions {
                 let topic = topic_filter(wire(subscription))?;
-                let options = SubscribeOptions::new(topic).qos(QoS::AtMostOnce);
+                let options = SubscribeOptions::from(topic).qos(QoS::AtMostOnce);
                 let mut messages = broker.subscribe_with(options).await?;
                 let (filter, bus, counters, broker) =
                     (filter.clone(), bus.clone(), counters.clone(), broker.clone());

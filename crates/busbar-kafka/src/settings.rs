@@ -15,6 +15,7 @@ const SCHEMES: &[Scheme] = &[
 
 /// How the client proves who it is.
 #[derive(Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Credentials {
     /// Anonymous.
     #[default]
@@ -45,6 +46,7 @@ impl std::fmt::Debug for Credentials {
 
 /// What a publish to a topic the broker does not have does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum MissingTopics {
     /// Create it (with [`Settings::partitions`] partitions), then publish: the default.
     Create,

@@ -126,7 +126,7 @@ async fn a_group_member_resumes_from_the_committed_offset_after_the_broker_resta
     let url = broker.url();
     let member = connect(&url).await;
     let publisher = connect(&url).await;
-    let options = busbar_core::transport::SubscribeOptions::new(
+    let options = busbar_core::transport::SubscribeOptions::from(
         busbar_core::TopicFilter::new("orders/eu").expect("filter"),
     )
     .queue_group("billing")

@@ -27,7 +27,7 @@ async fn the_next_member_starts_at_the_committed_offset() {
     let Some(broker) = shared_broker(BrokerKind::Kafka).await else { return };
     let topic = format!("groups/{}/jobs", unique_name());
     let filter = TopicFilter::new(&topic).expect("filter");
-    let options = || SubscribeOptions::new(filter.clone()).queue_group("workers").capacity(8);
+    let options = || SubscribeOptions::from(filter.clone()).queue_group("workers").capacity(8);
     let publisher = connect(broker.url()).await;
     let first = connect(broker.url()).await;
     let mut sub = first.subscribe_with(options()).await.expect("subscribe");
@@ -79,7 +79,7 @@ async fn removing_a_durable_subscription_deletes_its_group() {
     let topic = format!("groups/{}/kept", unique_name());
     let filter = TopicFilter::new(&topic).expect("filter");
     let name = format!("durable-{}", unique_name());
-    let durable = || SubscribeOptions::new(filter.clone()).durable(&name);
+    let durable = || SubscribeOptions::from(filter.clone()).durable(&name);
     let publish = |conn: Connection, n: u32| {
         let m = Message::new(Topic::new(&topic).expect("topic"), n.to_be_bytes().to_vec());
         async move { conn.publish(m).await.expect("confirmed") }

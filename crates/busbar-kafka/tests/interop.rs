@@ -73,7 +73,7 @@ async fn busbar_reads_what_kafka_python_writes() {
     };
     let topic = format!("interop/{}/in", unique_name());
     let filter = TopicFilter::new(&topic).expect("filter");
-    let mut sub = conn.subscribe_with(SubscribeOptions::new(filter)).await.expect("subscribe");
+    let mut sub = conn.subscribe_with(SubscribeOptions::from(filter)).await.expect("subscribe");
     let name = topic.replace('/', ".");
     let mut writer = peer(&py, &bootstrap, "produce", &name, N).await;
     writer.go().await;

@@ -45,7 +45,7 @@ async fn a_full_group_member_is_skipped_while_another_has_room() {
     let conn = bus.connect(ConnectOptions::new());
     let filter = TopicFilter::new("jobs").expect("filter");
     let group = |capacity| {
-        SubscribeOptions::new(filter.clone())
+        SubscribeOptions::from(filter.clone())
             .queue_group("workers")
             .capacity(capacity)
             .overflow(Overflow::DropNewest)
@@ -165,7 +165,7 @@ async fn the_deadline_covers_a_full_server_queue() {
     // A server that never reads, with room for one request, blocking publishers when full.
     let _requests = server
         .subscribe_with(
-            SubscribeOptions::new(TopicFilter::new("busy").expect("filter")).capacity(1),
+            SubscribeOptions::from(TopicFilter::new("busy").expect("filter")).capacity(1),
         )
         .await
         .expect("subscribe");

@@ -31,7 +31,7 @@ async fn removing_drops_what_the_session_kept(version: &str) {
     let filter = TopicFilter::new(topic.as_str()).expect("filter");
     let name = format!("{run}-durable");
     let reader_id = format!("{run}.reader");
-    let durable = || SubscribeOptions::new(filter.clone()).durable(name.clone());
+    let durable = || SubscribeOptions::from(filter.clone()).durable(name.clone());
 
     // Made, then left: the session keeps what is published for it.
     let reader = connect(&url, &reader_id).await;

@@ -147,11 +147,11 @@ async fn a_plain_and_a_no_local_subscription_to_one_filter_conflict_clearly() {
     let conn = connect(&broker.url()).await;
     let filter = busbar_core::TopicFilter::new("t/#").expect("filter");
     let _plain = conn
-        .subscribe_with(busbar_core::SubscribeOptions::new(filter.clone()))
+        .subscribe_with(busbar_core::SubscribeOptions::from(filter.clone()))
         .await
         .expect("plain");
     let err = conn
-        .subscribe_with(busbar_core::SubscribeOptions::new(filter).no_local(true))
+        .subscribe_with(busbar_core::SubscribeOptions::from(filter).no_local(true))
         .await
         .expect_err("conflicting options on one filter");
     assert_eq!(err.kind(), SubscribeErrorKind::Unsupported, "{err}");
@@ -181,7 +181,7 @@ async fn persistent_session_hand_over(version: &str) {
         .expect("connect");
     let away = Connection::new(std::sync::Arc::new(away));
     let sub = away
-        .subscribe_with(busbar_core::SubscribeOptions::new(
+        .subscribe_with(busbar_core::SubscribeOptions::from(
             busbar_core::TopicFilter::new("plant/#").expect("filter"),
         ))
         .await

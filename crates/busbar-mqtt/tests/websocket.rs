@@ -125,8 +125,8 @@ async fn mqtt5_round_trip(url: &str) {
     let prefix = format!("ws5/{}", uuid::Uuid::new_v4().simple());
     let filter = TopicFilter::new(format!("{prefix}/#")).expect("filter");
     let mut heard_by_a =
-        a.subscribe_with(SubscribeOptions::new(filter.clone()).no_local(true)).await.expect("sub");
-    let mut heard_by_b = b.subscribe_with(SubscribeOptions::new(filter)).await.expect("sub");
+        a.subscribe_with(SubscribeOptions::from(filter.clone()).no_local(true)).await.expect("sub");
+    let mut heard_by_b = b.subscribe_with(SubscribeOptions::from(filter)).await.expect("sub");
 
     let topic = |t: &str| Topic::new(format!("{prefix}/{t}")).expect("topic");
     let mut own = Message::new(topic("from-a"), &b"a"[..]);

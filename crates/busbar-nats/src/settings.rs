@@ -14,6 +14,7 @@ pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 64 * 1024;
 
 /// How the client proves who it is.
 #[derive(Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Credentials {
     /// Anonymous.
     #[default]

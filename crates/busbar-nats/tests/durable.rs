@@ -32,7 +32,7 @@ async fn publishes_to_a_kept_subject_are_confirmed_by_its_stream() {
     let maker = connect(&url).await;
     let filter = TopicFilter::new("kept/#").expect("filter");
     let sub = maker
-        .subscribe_with(SubscribeOptions::new(filter).durable("confirmed"))
+        .subscribe_with(SubscribeOptions::from(filter).durable("confirmed"))
         .await
         .expect("durable subscription");
     drop(sub);

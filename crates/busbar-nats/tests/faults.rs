@@ -226,7 +226,7 @@ async fn drops_in_the_client_buffer_are_counted_and_reported() {
     let mut events = conn.events();
     let filter = TopicFilter::new("flood/x").expect("filter");
     let _stuck = conn
-        .subscribe_with(SubscribeOptions::new(filter).capacity(1).overflow(Overflow::Block))
+        .subscribe_with(SubscribeOptions::from(filter).capacity(1).overflow(Overflow::Block))
         .await
         .expect("subscribe");
     let publisher = connect(&server.url()).await;

@@ -24,7 +24,7 @@ async fn a_dead_readers_messages_go_to_the_next_reader() {
     let run = format!("deadreader{}", std::process::id());
     let filter = TopicFilter::new(format!("{run}/t")).expect("filter");
     let name = format!("{run}-durable");
-    let durable = || SubscribeOptions::new(filter.clone()).durable(name.clone());
+    let durable = || SubscribeOptions::from(filter.clone()).durable(name.clone());
 
     // Make the subscription (stream, group, registry entry), then leave it.
     let first = reader(&url, &format!("{run}-first")).await;

@@ -109,7 +109,7 @@ impl SermasClient {
         let mut all = params.clone();
         all.entry("appId".to_owned()).or_insert_with(|| self.context.app_id.clone());
         let filter = template.filter(&all)?;
-        let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce).no_local(true);
+        let options = SubscribeOptions::from(filter).qos(QoS::AtLeastOnce).no_local(true);
         let sub = self.conn.subscribe_with(options).await?;
         Ok(SermasSubscription { sub, session: None })
     }
@@ -129,7 +129,7 @@ impl SermasClient {
         let mut all = params.clone();
         all.entry("appId".to_owned()).or_insert_with(|| self.context.app_id.clone());
         let filter = template.filter(&all)?;
-        let options = SubscribeOptions::new(filter).qos(QoS::AtLeastOnce).queue_group(group);
+        let options = SubscribeOptions::from(filter).qos(QoS::AtLeastOnce).queue_group(group);
         let sub = self.conn.subscribe_with(options).await?;
         Ok(SermasSubscription { sub, session: None })
     }

@@ -69,7 +69,7 @@ pub async fn busbar_pubsub(
     capacity: usize,
 ) -> (f64, u64) {
     let topic = format!("bench/busbar/{}", crate::unique_name());
-    let options = SubscribeOptions::new(TopicFilter::new(&topic).expect("filter"))
+    let options = SubscribeOptions::from(TopicFilter::new(&topic).expect("filter"))
         .capacity(capacity)
         .qos(qos);
     let mut sub = sub_conn.subscribe_with(options).await.expect("subscribe");

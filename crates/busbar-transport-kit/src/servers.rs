@@ -17,6 +17,7 @@ use crate::endpoint::{Params, Server};
 
 /// In which order a connection tries its servers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum ServerOrder {
     /// As listed: the first is the primary, the others stand by (`?server_order=listed`,
     /// the default).

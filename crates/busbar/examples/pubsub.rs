@@ -3,7 +3,7 @@
 //! `cargo run -p busbar --example pubsub`
 
 use busbar::SubscribeOptions;
-use busbar::{Overflow, Publisher, Subscriber, TopicFilter};
+use busbar::{Overflow, Publisher, Subscriber};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -16,9 +16,8 @@ struct Reading {
 async fn main() -> busbar::Result<()> {
     let conn = busbar::connect("mem://").await?;
     // Keep only the latest 16 readings if this subscriber falls behind.
-    let options = SubscribeOptions::new(TopicFilter::new("sensors/+/reading")?)
-        .capacity(16)
-        .overflow(Overflow::DropOldest);
+    let options =
+        SubscribeOptions::new("sensors/+/reading")?.capacity(16).overflow(Overflow::DropOldest);
     let mut readings = Subscriber::<Reading>::with_options(&conn, options).await?;
     for (sensor, value) in [("t1", 20.5), ("t2", 19.0), ("t1", 20.75)] {
         Publisher::<Reading>::new(&conn, &format!("sensors/{sensor}/reading"))?

@@ -13,6 +13,24 @@
 //!
 //! This crate gathers the core ([`busbar_core`]) and the transports compiled in (cargo
 //! features named after them), and turns URLs into connections: see [`connect`].
+//!
+//! # Cargo features
+//!
+//! | feature | what it adds | default |
+//! |---|---|---|
+//! | `mem` | the in-process transport, `mem://` | yes |
+//! | `mqtt` | MQTT 3.1.1 and 5: `mqtt://`, `mqtts://`, `ws://`, `wss://` | yes |
+//! | `msgpack` | the MessagePack codec | yes |
+//! | `redis` | Redis: `redis://`, `rediss://`, `redis+unix://` | |
+//! | `nats` | NATS: `nats://`, `tls://` | |
+//! | `amqp` | AMQP 0.9.1 (RabbitMQ): `amqp://`, `amqps://` | |
+//! | `kafka` | Kafka on librdkafka: `kafka://`, `kafka+tls://` (builds C: a compiler, `make`, OpenSSL's and zlib's headers) | |
+//! | `oidc` | OIDC client-credentials tokens (`token: {oidc: ...}` in configuration files) | |
+//! | `gateway` | rule-based gateways with CSTBox's semantics (`busbar::gateway`) | |
+//! | `full` | all of the above but `kafka` | |
+//!
+//! A URL whose transport is not compiled in is refused by [`connect`] with an error naming
+//! the feature to turn on.
 
 #![forbid(unsafe_code)]
 

@@ -71,7 +71,7 @@ async fn row(name: &str, mut broker: BrokerProcess, url: String) {
     let topic = Topic::new(format!("{run}/n")).expect("topic");
     let durable_name = format!("{run}-durable");
     let options = || {
-        SubscribeOptions::new(TopicFilter::new(topic.as_str()).expect("filter"))
+        SubscribeOptions::from(TopicFilter::new(topic.as_str()).expect("filter"))
             .durable(durable_name.clone())
             .acknowledge(Acknowledge::Explicit)
     };

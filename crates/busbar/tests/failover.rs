@@ -136,7 +136,7 @@ async fn durable_reader(
     // A JetStream cluster just formed may still be electing its leader.
     let deadline = Instant::now() + PATIENCE;
     let mut sub = loop {
-        let options = busbar::SubscribeOptions::new(filter.clone()).durable(durable);
+        let options = busbar::SubscribeOptions::from(filter.clone()).durable(durable);
         match conn.subscribe_with(options).await {
             Ok(sub) => break sub,
             Err(e) if e.kind() == busbar::error::SubscribeErrorKind::Unsupported => {

@@ -71,8 +71,9 @@ pub(super) async fn subscribe(
     let prefetch = match options.queue.overflow {
         // The broker holds back what the queue cannot take: nothing is dropped.
         Overflow::Block => options.queue.capacity.clamp(1, usize::from(u16::MAX)) as u16,
-        // Drop policies take everything and let the queue's policy decide.
-        Overflow::DropNewest | Overflow::DropOldest => s.settings.prefetch,
+        // Drop policies (and any policy that is not `Block`) take everything and let the
+        // queue's policy decide.
+        _ => s.settings.prefetch,
     };
     let id = {
         let mut subs = lock(&s.subs);

@@ -433,6 +433,9 @@ fn client(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
     out.line("},");
     if m.signals.is_empty() {
         out.line("rt::ClientEvent::Signal { .. } => {}");
+        // `ClientEvent` is non-exhaustive: code generated now keeps compiling with a newer
+        // runtime, which may report more.
+        out.line("_ => {}");
         out.line("}");
         out.line("}");
         client_impl(out, tn, n, m, &client);
@@ -468,6 +471,7 @@ fn client(out: &mut Out, tn: &Gen<'_>, n: &Names, m: &Members) {
     out.line("Err(e) => rt::dropped(&e),");
     out.line("}");
     out.line("}");
+    out.line("_ => {}");
     out.line("}");
     out.line("}");
     client_impl(out, tn, n, m, &client);

@@ -152,6 +152,7 @@ pub struct TypeRef {
 
 /// A resolved type.
 #[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
 pub enum Type {
     /// `bool`
     Bool,

@@ -478,6 +478,7 @@ pub mod counter {
                     Err(e) => rt::dropped(&e),
                 }
             }
+            _ => {}
         }
     }
 
@@ -1160,6 +1161,7 @@ pub mod tb_enum {
                     Err(e) => rt::dropped(&e),
                 }
             }
+            _ => {}
         }
     }
 
@@ -1433,6 +1435,7 @@ pub mod tb_extends {
                 _ => {}
             },
             rt::ClientEvent::Signal { .. } => {}
+            _ => {}
         }
     }
 
@@ -1735,6 +1738,7 @@ pub mod tb_extends {
                     Err(e) => rt::dropped(&e),
                 }
             }
+            _ => {}
         }
     }
 
@@ -2142,6 +2146,7 @@ pub mod tb_names {
                     Err(e) => rt::dropped(&e),
                 }
             }
+            _ => {}
         }
     }
 
@@ -2923,6 +2928,7 @@ pub mod tb_simple {
                     Err(e) => rt::dropped(&e),
                 }
             }
+            _ => {}
         }
     }
 
@@ -3461,6 +3467,7 @@ pub mod tb_simple {
                     Err(e) => rt::dropped(&e),
                 }
             }
+            _ => {}
         }
     }
 
@@ -3713,6 +3720,7 @@ pub mod tb_simple {
                     Err(e) => rt::dropped(&e),
                 }
             }
+            _ => {}
         }
     }
 
@@ -4142,6 +4150,7 @@ pub mod testbed1 {
                     Err(e) => rt::dropped(&e),
                 }
             }
+            _ => {}
         }
     }
 
@@ -4455,6 +4464,7 @@ pub mod testbed1 {
                 _ => {}
             },
             rt::ClientEvent::Signal { .. } => {}
+            _ => {}
         }
     }
 

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 
-use busbar::{Connection, Message, Payload, SubscribeOptions, Subscription, Topic, TopicFilter};
+use busbar::{Connection, Message, Payload, SubscribeOptions, Subscription, Topic};
 
 use super::figures::{Figures, Frame, Tally, gather_tallies, shares};
 use super::progress::Progress;
@@ -26,8 +26,7 @@ pub(super) async fn run(args: &Args, size: usize) -> anyhow::Result<Figures> {
         for i in 0..args.extra_subscriptions {
             extra.push(conn.subscribe(&format!("{topic}/extra/{i}")).await?);
         }
-        let options =
-            SubscribeOptions::new(TopicFilter::new(&topic)?).capacity(64 * 1024).qos(args.level());
+        let options = SubscribeOptions::new(&topic)?.capacity(64 * 1024).qos(args.level());
         readers.push(conn.subscribe_with(options).await?);
         sub_conns.push(conn);
     }

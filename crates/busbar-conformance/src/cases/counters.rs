@@ -51,11 +51,11 @@ pub async fn counters_of_deliveries(h: Arc<impl Harness>) -> TestResult {
         let filter = TopicFilter::new(format!("{p}/x"))?;
         let mut limited = receiver
             .subscribe_with(
-                SubscribeOptions::new(filter.clone()).capacity(CAPACITY).overflow(overflow),
+                SubscribeOptions::from(filter.clone()).capacity(CAPACITY).overflow(overflow),
             )
             .await?;
         let mut probe =
-            receiver.subscribe_with(SubscribeOptions::new(filter.clone()).capacity(64)).await?;
+            receiver.subscribe_with(SubscribeOptions::from(filter.clone()).capacity(64)).await?;
         let topic = Topic::new(filter.as_str())?;
         for n in 0..N as u32 {
             sender.publish(numbered(&topic, n)?).await?;

@@ -56,17 +56,17 @@ pub async fn durable_subscriptions(h: Arc<impl Harness>) -> TestResult {
     let publisher = connect(&*h).await?;
     let first = reader(&*h, &reader_id).await?;
     let capabilities = first.capabilities().clone();
-    let durable = || SubscribeOptions::new(filter.clone()).durable(&name);
+    let durable = || SubscribeOptions::from(filter.clone()).durable(&name);
     if !capabilities.durable {
         let err = first.subscribe_with(durable()).await.err().ok_or("durable accepted")?;
         ensure(err.kind() == SubscribeErrorKind::Unsupported, || format!("wrong error {err}"))?;
     }
     if !capabilities.acknowledgements {
-        let explicit = SubscribeOptions::new(filter.clone()).acknowledge(Acknowledge::Explicit);
+        let explicit = SubscribeOptions::from(filter.clone()).acknowledge(Acknowledge::Explicit);
         let err = first.subscribe_with(explicit).await.err().ok_or("explicit ack accepted")?;
         ensure(err.kind() == SubscribeErrorKind::Unsupported, || format!("wrong error {err}"))?;
     }
-    let bad = SubscribeOptions::new(filter.clone()).durable("no spaces");
+    let bad = SubscribeOptions::from(filter.clone()).durable("no spaces");
     let refused = first.subscribe_with(bad).await.err();
     first.close().await.map_err(|e| e.to_string())?;
     if !capabilities.durable {

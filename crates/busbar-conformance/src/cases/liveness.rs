@@ -23,10 +23,7 @@ async fn expect(
         let ev = crate::within(Duration::from_secs(10), what, monitor.next())
             .await?
             .ok_or("the monitor ended")?;
-        let about = match &ev {
-            LivenessEvent::Up { node } | LivenessEvent::Down { node, .. } => node.as_str(),
-        };
-        if about == node {
+        if ev.node() == node {
             return Ok(ev);
         }
     }

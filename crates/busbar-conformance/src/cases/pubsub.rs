@@ -283,7 +283,7 @@ pub async fn retained_messages(h: Arc<impl Harness>) -> TestResult {
     if conn.capabilities().queue_groups {
         let filter = busbar_core::TopicFilter::new(format!("{p}/+"))?;
         let mut member = conn
-            .subscribe_with(busbar_core::SubscribeOptions::new(filter).queue_group("g"))
+            .subscribe_with(busbar_core::SubscribeOptions::from(filter).queue_group("g"))
             .await?;
         conn.publish(message(&format!("{p}/group-marker"), 5)?).await?;
         let first = next(&mut member, "the marker on a group member").await?;
@@ -401,7 +401,7 @@ pub async fn no_local(h: Arc<impl Harness>) -> TestResult {
     let p = prefix("no-local");
     let conn = connect(&*h).await?;
     let filter = busbar_core::TopicFilter::new(format!("{p}/x"))?;
-    let options = busbar_core::SubscribeOptions::new(filter.clone()).no_local(true);
+    let options = busbar_core::SubscribeOptions::from(filter.clone()).no_local(true);
     if !conn.capabilities().no_local {
         let err = conn.subscribe_with(options).await.err().ok_or("no-local must be refused")?;
         ensure(err.kind() == busbar_core::error::SubscribeErrorKind::Unsupported, || {
@@ -413,7 +413,7 @@ pub async fn no_local(h: Arc<impl Harness>) -> TestResult {
     // The plain subscription lives on the other connection (MQTT keeps one subscription per
     // filter and connection, so the two kinds cannot share one there).
     let other = connect(&*h).await?;
-    let mut plain = other.subscribe_with(busbar_core::SubscribeOptions::new(filter)).await?;
+    let mut plain = other.subscribe_with(busbar_core::SubscribeOptions::from(filter)).await?;
     conn.publish(message(&format!("{p}/x"), 1)?).await?;
     other.publish(message(&format!("{p}/x"), 2)?).await?;
     let mut seen = Vec::new();
@@ -444,7 +444,7 @@ pub async fn start_before_now(h: Arc<impl Harness>) -> TestResult {
     let conn = connect(&*h).await?;
     let filter = TopicFilter::new(&topic)?;
     if !conn.capabilities().replay {
-        let options = SubscribeOptions::new(filter).start(StartAt::Earliest);
+        let options = SubscribeOptions::from(filter).start(StartAt::Earliest);
         let err = conn.subscribe_with(options).await.err().ok_or("a replay must be refused")?;
         ensure(err.kind() == busbar_core::error::SubscribeErrorKind::Unsupported, || {
             format!("wrong error {err}")
@@ -474,19 +474,20 @@ pub async fn start_before_now(h: Arc<impl Harness>) -> TestResult {
     publish(3).await?;
     publish(4).await?;
 
-    let earliest =
-        conn.subscribe_with(SubscribeOptions::new(filter.clone()).start(StartAt::Earliest)).await?;
+    let earliest = conn
+        .subscribe_with(SubscribeOptions::from(filter.clone()).start(StartAt::Earliest))
+        .await?;
     let (seen, _) = numbers(earliest, 4, "the kept messages from the oldest").await?;
     ensure(seen == [1, 2, 3, 4], || format!("from the oldest: {seen:?}"))?;
 
     let timed = conn
-        .subscribe_with(SubscribeOptions::new(filter.clone()).start(StartAt::Time(between)))
+        .subscribe_with(SubscribeOptions::from(filter.clone()).start(StartAt::Time(between)))
         .await?;
     let (seen, _) = numbers(timed, 2, "the messages after the start time").await?;
     ensure(seen == [3, 4], || format!("from the start time: {seen:?}"))?;
 
     // A plain subscription starts now: the first thing it gets is what follows.
-    let now = conn.subscribe_with(SubscribeOptions::new(filter.clone())).await?;
+    let now = conn.subscribe_with(SubscribeOptions::from(filter.clone())).await?;
     publish(5).await?;
     let (seen, _) = numbers(now, 1, "the message published after subscribing").await?;
     ensure(seen == [5], || format!("from now: {seen:?}"))?;
@@ -494,7 +495,7 @@ pub async fn start_before_now(h: Arc<impl Harness>) -> TestResult {
     // A group starts at the oldest once, then resumes where it left off.
     let group = format!("{}-readers", p.replace('/', "-"));
     let grouped =
-        || SubscribeOptions::new(filter.clone()).queue_group(&group).start(StartAt::Earliest);
+        || SubscribeOptions::from(filter.clone()).queue_group(&group).start(StartAt::Earliest);
     let member = connect(&*h).await?;
     let first = member.subscribe_with(grouped()).await?;
     let (seen, _first) = numbers(first, 5, "the group's first reading").await?;

@@ -28,7 +28,7 @@ pub async fn queue_groups_share_the_load(h: Arc<impl Harness>) -> TestResult {
     let filter = TopicFilter::new(format!("{p}/jobs"))?;
     if !conn.capabilities().queue_groups {
         let err = conn
-            .subscribe_with(SubscribeOptions::new(filter).queue_group("g"))
+            .subscribe_with(SubscribeOptions::from(filter).queue_group("g"))
             .await
             .err()
             .ok_or("a queue group subscription must be refused")?;
@@ -41,11 +41,11 @@ pub async fn queue_groups_share_the_load(h: Arc<impl Harness>) -> TestResult {
     for _ in 0..3 {
         let c = connect(&*h).await?;
         let sub =
-            c.subscribe_with(SubscribeOptions::new(filter.clone()).queue_group("workers")).await?;
+            c.subscribe_with(SubscribeOptions::from(filter.clone()).queue_group("workers")).await?;
         members.push((c, sub));
     }
     let mut everything =
-        conn.subscribe_with(SubscribeOptions::new(filter.clone()).capacity(N as usize)).await?;
+        conn.subscribe_with(SubscribeOptions::from(filter.clone()).capacity(N as usize)).await?;
     let topic = Topic::new(filter.as_str())?;
     // Where a group shares a topic by partitions, messages spread by their keys (and keep
     // their order per partition only).
@@ -110,10 +110,12 @@ async fn flood(
     let filter = TopicFilter::new(format!("{p}/flood"))?;
     let mut events = conn.events();
     let mut limited = conn
-        .subscribe_with(SubscribeOptions::new(filter.clone()).capacity(capacity).overflow(overflow))
+        .subscribe_with(
+            SubscribeOptions::from(filter.clone()).capacity(capacity).overflow(overflow),
+        )
         .await?;
     let mut probe =
-        conn.subscribe_with(SubscribeOptions::new(filter.clone()).capacity(n as usize)).await?;
+        conn.subscribe_with(SubscribeOptions::from(filter.clone()).capacity(n as usize)).await?;
     let topic = Topic::new(filter.as_str())?;
     for i in 0..n {
         conn.publish(numbered(&topic, i)?).await?;
@@ -176,7 +178,9 @@ pub async fn overflow_block_loses_nothing(h: Arc<impl Harness>) -> TestResult {
     let conn = connect(&*h).await?;
     let filter = TopicFilter::new(format!("{p}/x"))?;
     let mut sub = conn
-        .subscribe_with(SubscribeOptions::new(filter.clone()).capacity(4).overflow(Overflow::Block))
+        .subscribe_with(
+            SubscribeOptions::from(filter.clone()).capacity(4).overflow(Overflow::Block),
+        )
         .await?;
     let topic = Topic::new(filter.as_str())?;
     let publisher = {
@@ -239,7 +243,7 @@ pub async fn unsubscribe_on_drop(h: Arc<impl Harness>) -> TestResult {
     let filter = TopicFilter::new(format!("{p}/x"))?;
     let topic = Topic::new(filter.as_str())?;
     let options = || {
-        let o = SubscribeOptions::new(filter.clone()).capacity(N as usize);
+        let o = SubscribeOptions::from(filter.clone()).capacity(N as usize);
         if conn.capabilities().queue_groups { o.queue_group("g") } else { o }
     };
     let gone = conn.subscribe_with(options()).await?;
@@ -299,7 +303,7 @@ pub async fn named_queues(h: Arc<impl Harness>) -> TestResult {
             format!("wrong error {err}")
         })?;
         let err = conn
-            .subscribe_with(SubscribeOptions::new(filter))
+            .subscribe_with(SubscribeOptions::from(filter))
             .await
             .err()
             .ok_or("a named-queue subscription must be refused")?;
@@ -311,7 +315,7 @@ pub async fn named_queues(h: Arc<impl Harness>) -> TestResult {
     let mut readers = Vec::new();
     for _ in 0..2 {
         let c = connect(&*h).await?;
-        let sub = c.subscribe_with(SubscribeOptions::new(filter.clone())).await?;
+        let sub = c.subscribe_with(SubscribeOptions::from(filter.clone())).await?;
         readers.push((c, sub));
     }
     for n in 0..N {
@@ -355,7 +359,7 @@ pub async fn named_queues(h: Arc<impl Harness>) -> TestResult {
     for n in N..N + LATER {
         conn.publish(numbered(&topic, n)?).await?;
     }
-    let mut late = conn.subscribe_with(SubscribeOptions::new(filter)).await?;
+    let mut late = conn.subscribe_with(SubscribeOptions::from(filter)).await?;
     let mut got = Vec::new();
     for _ in 0..LATER {
         got.push(number(&next(&mut late, "a message kept for the next reader").await?)?);

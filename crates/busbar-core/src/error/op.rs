@@ -78,6 +78,7 @@ impl<K: fmt::Debug> std::error::Error for OpError<K> {
 /// between them (the transport kit) that makes errors without knowing which operation it
 /// serves. Each operation's kind converts from these.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Common {
     /// The connection was closed by the user.
     Closed,

@@ -47,6 +47,7 @@ use crate::transport::SubscribeOptions;
 /// Where a goal is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[non_exhaustive]
 pub enum GoalStatus {
     /// The server took the goal.
     Accepted,
@@ -81,6 +82,7 @@ impl GoalStatus {
 
 /// How a goal handler ends without a result.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
 pub enum ActionError {
     /// The handler stopped because cancellation was requested: the goal ends CANCELED.
     #[error("canceled")]
@@ -585,7 +587,8 @@ where
         let updates = topic(&[name, "client", &client_id])?;
         // Updates must never be dropped (a lost result would hang its caller), so the
         // subscription blocks; the dispatcher never waits on users, so it always drains it.
-        let options = SubscribeOptions::new(updates.clone().into()).overflow(Overflow::Block);
+        let options = SubscribeOptions::from(crate::topic::TopicFilter::from(updates.clone()))
+            .overflow(Overflow::Block);
         let sub = Subscriber::<GoalUpdate<F, R>>::with_options(conn, options).await?.codec(codec);
         let slots: Slots<F, R> = Arc::default();
         let dispatcher = tokio::spawn(dispatch(sub, slots.clone()));

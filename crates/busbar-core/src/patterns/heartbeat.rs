@@ -27,6 +27,7 @@ pub const HEARTBEAT_PREFIX: &str = "busbar/heartbeat";
 /// Whether a node says it is up or going down.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
+#[non_exhaustive]
 pub enum NodeState {
     /// Alive.
     Up,
@@ -145,6 +146,7 @@ pub fn spawn_heartbeat(
 
 /// Why a node is considered down.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum DownReason {
     /// It announced a graceful stop.
     Stopped,
@@ -159,6 +161,7 @@ pub enum DownReason {
 
 /// A change in a node's liveness.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum LivenessEvent {
     /// The node's first heartbeat, or its first after being down.
     Up {
@@ -172,6 +175,15 @@ pub enum LivenessEvent {
         /// Why.
         reason: DownReason,
     },
+}
+
+impl LivenessEvent {
+    /// The node the event is about.
+    pub fn node(&self) -> &str {
+        match self {
+            LivenessEvent::Up { node } | LivenessEvent::Down { node, .. } => node,
+        }
+    }
 }
 
 /// Watches heartbeats and reports nodes going up and down.

@@ -13,7 +13,7 @@ use crate::codec::CodecError;
 use crate::connection::Connection;
 use crate::error::{Error, PublishError, Result};
 use crate::message::{Headers, Message, QoS};
-use crate::topic::{Topic, TopicFilter};
+use crate::topic::Topic;
 use crate::transport::{SubscribeOptions, Subscription};
 
 /// Publishes values of type `T` on one topic.
@@ -116,7 +116,7 @@ pub struct Subscriber<T> {
 impl<T: DeserializeOwned + Send + Sync + 'static> Subscriber<T> {
     /// Subscribes to `filter` with default options.
     pub async fn new(conn: &Connection, filter: &str) -> Result<Self> {
-        Self::with_options(conn, SubscribeOptions::new(TopicFilter::new(filter)?)).await
+        Self::with_options(conn, SubscribeOptions::new(filter)?).await
     }
 
     /// Subscribes with full options (queue group, queue size, overflow policy, QoS).

@@ -223,7 +223,7 @@ impl RpcServerBuilder {
             (group, true) => group,
             (_, false) => None,
         };
-        let mut options = SubscribeOptions::new(TopicFilter::from(topic.clone()));
+        let mut options = SubscribeOptions::from(TopicFilter::from(topic.clone()));
         options.queue_group = group;
         options.queue = self.queue;
         let sub = self.conn.subscribe_with(options).await?;

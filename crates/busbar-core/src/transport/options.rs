@@ -4,7 +4,7 @@ use crate::auth::{SharedTokenProvider, TokenPlacement};
 use crate::error::{OpError, PublishError, PublishErrorKind};
 use crate::message::{Message, QoS};
 use crate::queue::{Overflow, QueueConfig};
-use crate::topic::{Topic, TopicFilter};
+use crate::topic::{Topic, TopicError, TopicFilter};
 
 /// How a broker's own names are built from busbar's topics: what wire dialects need to know
 /// to spell their names the way the broker's other clients do.
@@ -251,9 +251,9 @@ pub struct SubscribeOptions {
     pub durable: Option<String>,
 }
 
-impl SubscribeOptions {
+impl From<TopicFilter> for SubscribeOptions {
     /// Defaults: no group, a 1024-message queue that blocks when full, QoS 1.
-    pub fn new(filter: TopicFilter) -> Self {
+    fn from(filter: TopicFilter) -> Self {
         SubscribeOptions {
             filter,
             queue_group: None,
@@ -264,6 +264,14 @@ impl SubscribeOptions {
             acknowledge: Acknowledge::OnHandOver,
             durable: None,
         }
+    }
+}
+
+impl SubscribeOptions {
+    /// Options for `filter` (`+` one level, `#` the rest), checked as a topic filter, with
+    /// the defaults of [`SubscribeOptions::from`]: `SubscribeOptions::new("plant/#")?`.
+    pub fn new(filter: impl AsRef<str>) -> Result<Self, TopicError> {
+        Ok(SubscribeOptions::from(TopicFilter::new(filter)?))
     }
 
     /// Makes the subscription durable, under `name`: the broker keeps its messages while no
@@ -364,4 +372,20 @@ pub enum Acknowledge {
     /// stays with this subscription until it is gone (and the broker may stop sending once
     /// too many are outstanding).
     Explicit,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscribe_options_take_a_filter_string_and_check_it() {
+        let options = SubscribeOptions::new("plant/+/temperature").expect("a valid filter");
+        assert_eq!(options.filter.as_str(), "plant/+/temperature");
+        assert_eq!(options.qos, QoS::default());
+        let from_filter = SubscribeOptions::from(TopicFilter::new("plant/#").expect("filter"));
+        assert_eq!(from_filter.filter.as_str(), "plant/#");
+        let bad = SubscribeOptions::new("plant/#/temperature").expect_err("# must be last");
+        assert!(bad.to_string().contains('#'), "the error names the problem: {bad}");
+    }
 }

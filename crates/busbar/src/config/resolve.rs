@@ -42,6 +42,7 @@ pub struct Broker {
 
 /// Where a broker's tokens come from.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum TokenSource {
     /// A fixed token.
     Static(String),

@@ -46,7 +46,7 @@ pub fn compile<P: AsRef<Path>>(modules: &[P]) -> Result<PathBuf, BuildError> {
 /// Generates the Rust of the module files into `output`.
 pub fn generate_to<P: AsRef<Path>>(modules: &[P], output: &Path) -> Result<(), BuildError> {
     let set = crate::module::ModuleSet::load(modules)?;
-    let text = crate::codegen::generate(&set)?;
+    let text = crate::codegen::generate(&set).map_err(crate::module::ModuleErrors::located)?;
     std::fs::write(output, text)
         .map_err(|source| BuildError::Write { path: output.to_path_buf(), source })
 }

@@ -300,6 +300,26 @@ impl Bridge {
 
     /// Its counters.
     pub fn stats(&self) -> BridgeStats {
+        self.stats_reader().read()
+    }
+
+    /// A handle that reads its counters from elsewhere (a metrics endpoint), also after the
+    /// bridge stopped (the counters then keep their last values).
+    pub fn stats_reader(&self) -> StatsReader {
+        StatsReader { counters: self.counters.clone(), drops: self.drops.clone() }
+    }
+}
+
+/// Reads a bridge's counters (see [`Bridge::stats_reader`]).
+#[derive(Clone)]
+pub struct StatsReader {
+    counters: Arc<Counters>,
+    drops: Option<DropCounter>,
+}
+
+impl StatsReader {
+    /// The counters now.
+    pub fn read(&self) -> BridgeStats {
         let c = &self.counters;
         BridgeStats {
             forwarded: c.forwarded.load(Ordering::Relaxed),

@@ -13,6 +13,11 @@ pub struct Args {
     /// Print every bridge's counters this often (`10s`, `1m`; 0: only at the end).
     #[arg(long, default_value = "10s", value_parser = crate::message::duration)]
     interval: std::time::Duration,
+    /// Serve every bridge's counters (forwarded, dropped, failed, looped, by bridge) in the
+    /// Prometheus text format at http://ADDR/metrics, e.g. 127.0.0.1:9464 (`:0` picks a
+    /// free port; the address in use is printed on standard error).
+    #[arg(long, value_name = "ADDR")]
+    metrics: Option<String>,
 }
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
@@ -26,6 +31,10 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         let carries = spec.topics.len() + spec.rpc.len();
         println!("bridging {}: {} -> {} ({carries} route(s))", spec.name, spec.from, spec.to);
     }
+    let _exported = match &args.metrics {
+        Some(addr) => Some(export(addr, &bridges).await?),
+        None => None,
+    };
     println!("{} bridge(s) running; Ctrl-C stops them", bridges.len());
     crate::report::every_until_ctrl_c(args.interval, &mut interrupts, || print_stats(&bridges))
         .await;
@@ -61,6 +70,39 @@ async fn stop(bridges: Vec<busbar::bridge::Bridge>) {
             STOP_PATIENCE.as_secs()
         );
     }
+}
+
+/// Which counter of a bridge's a metric reads.
+type Pick = fn(&busbar::bridge::BridgeStats) -> u64;
+
+/// Serves the bridges' counters at `addr`, labelled `bridge="<name>"`.
+async fn export(
+    addr: &str,
+    bridges: &[busbar::bridge::Bridge],
+) -> anyhow::Result<busbar::metrics::MetricsServer> {
+    let metrics = busbar::metrics::Metrics::new();
+    for b in bridges {
+        let counters: [(&str, &str, Pick); 4] = [
+            ("busbar_bridge_forwarded_total", "Messages or calls forwarded.", |s| s.forwarded),
+            ("busbar_bridge_dropped_total", "Messages dropped by the overflow policy.", |s| {
+                s.dropped
+            }),
+            ("busbar_bridge_failed_total", "Forwards that failed.", |s| s.failed),
+            ("busbar_bridge_looped_total", "Messages that had crossed the bridge already.", |s| {
+                s.looped
+            }),
+        ];
+        for (name, help, pick) in counters {
+            let reader = b.stats_reader();
+            metrics.counter(name, help, &[("bridge", b.name())], move || pick(&reader.read()))?;
+        }
+    }
+    let server = metrics
+        .serve(addr)
+        .await
+        .with_context(|| format!("--metrics {addr}: cannot listen there"))?;
+    eprintln!("busbar bridge: metrics on http://{}/metrics", server.local_addr());
+    Ok(server)
 }
 
 fn print_stats(bridges: &[busbar::bridge::Bridge]) {

@@ -8,8 +8,8 @@ use busbar::gateway::{Builders, Gateway, GatewayConfig};
 /// Options of `busbar gateway`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// The gateway's configuration (CSTBox's JSON shape, with `events`; see
-    /// docs/gateway.md).
+    /// The gateway's configuration: CSTBox's shape, with `events` (see docs/gateway.md), in
+    /// JSON as CSTBox writes it or in YAML.
     #[arg(long, short = 'c', value_name = "FILE")]
     config: PathBuf,
 }
@@ -18,7 +18,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let text = busbar::limits::read_bounded(&args.config)
         .with_context(|| format!("cannot read {}", args.config.display()))?;
     let config =
-        GatewayConfig::from_json(&text).with_context(|| format!("{}", args.config.display()))?;
+        GatewayConfig::parse(&text).with_context(|| format!("{}", args.config.display()))?;
     let mut interrupts = crate::exit::Interrupts::new()?;
     let gateway = Gateway::start(&config, &busbar::Registry::default(), &Builders::default())
         .await

@@ -27,8 +27,10 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    let rust = busbar_apigear::codegen::generate(&set)
-        .map_err(|e| anyhow::anyhow!("{} problem(s) in the modules:\n{e}", e.0.len()))?;
+    let rust = busbar_apigear::codegen::generate(&set).map_err(|e| {
+        let e = e.located();
+        anyhow::anyhow!("{} problem(s) in the modules:\n{e}", e.0.len())
+    })?;
     match &args.output {
         Some(path) => std::fs::write(path, rust)
             .with_context(|| format!("cannot write {}", path.display()))?,

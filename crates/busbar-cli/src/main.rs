@@ -12,6 +12,7 @@ mod gateway;
 mod r#gen;
 mod manual;
 mod message;
+mod metrics;
 mod monitor;
 mod output;
 mod patience;

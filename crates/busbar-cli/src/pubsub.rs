@@ -235,6 +235,8 @@ pub struct SubArgs {
     #[arg(long, value_parser = parse_qos)]
     qos: Option<QoS>,
     #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
+    #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
     target: Target,
@@ -286,9 +288,12 @@ fn dialect_stream(
 }
 
 /// The subscriptions of every filter, in one stream.
+/// The subscriptions' merged stream; with the busbar profile, each filter's queue is also
+/// put in `queues` (for the metrics).
 async fn arrivals(
     args: &SubArgs,
     conn: &busbar::Connection,
+    queues: &mut Vec<(String, busbar::transport::DropCounter)>,
 ) -> anyhow::Result<futures_util::stream::BoxStream<'static, anyhow::Result<Arrived>>> {
     use futures_util::StreamExt;
     let mut streams: Vec<futures_util::stream::BoxStream<'static, anyhow::Result<Arrived>>> =
@@ -340,6 +345,7 @@ async fn arrivals(
                     options = options.qos(qos);
                 }
                 let sub = conn.subscribe_with(options).await?;
+                queues.push((f.clone(), sub.drop_counter()));
                 streams.push(sub.map(|m| Ok(Arrived::Message(m))).boxed());
             }
             Profile::Commlib => {
@@ -366,7 +372,14 @@ pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     let mut interrupts = exit::Interrupts::new()?;
     let conn = args.target.connect().await?;
     let mut events = conn.events();
-    let mut all = arrivals(&args, &conn).await?;
+    let mut queues = Vec::new();
+    let mut all = arrivals(&args, &conn, &mut queues).await?;
+    let exported = args.metrics.start("sub", &conn).await?;
+    if let Some(exported) = &exported {
+        for (filter, queue) in queues {
+            exported.queue(&filter, queue)?;
+        }
+    }
     // On standard error, so that standard output holds messages only: scripts and tests
     // wait for this line before publishing.
     eprintln!("busbar sub: listening on {}", args.filters.join(", "));

@@ -164,6 +164,8 @@ pub struct ServeArgs {
     #[arg(long)]
     count: Option<u64>,
     #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
+    #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
     target: Target,
@@ -185,6 +187,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         options = options.queue_group("busbar-serve");
     }
     let mut requests = conn.subscribe_with(options).await?;
+    let exported = args.metrics.start("serve", &conn).await?;
+    let (answered_total, failed_total) = match &exported {
+        Some(e) => (
+            Some(e.counter("busbar_serve_answered_total", "Requests answered.")?),
+            Some(e.counter(
+                "busbar_serve_unanswered_total",
+                "Requests not answered: reply topic refused or reply not sent.",
+            )?),
+        ),
+        None => (None, None),
+    };
     eprintln!(
         "busbar serve: answering {} with {}",
         args.topic,
@@ -202,6 +215,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // (nor run through the command), and a reply that fails never ends the service.
         if let Err(e) = conn.check_destination(&reply_to) {
             say(&format!("a request to {} refused: its reply topic: {e}", request.topic));
+            crate::metrics::bump(&failed_total);
             continue;
         }
         let body = request.payload.to_bytes().unwrap_or_default();
@@ -216,11 +230,17 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             reply = reply.with_header(header::STATUS, header::STATUS_ERROR);
         }
         match conn.publish(reply).await {
-            Ok(()) => answered += 1,
+            Ok(()) => {
+                answered += 1;
+                crate::metrics::bump(&answered_total);
+            }
             Err(e) if e.kind() == busbar::error::PublishErrorKind::Closed => {
                 return Err(e).context("answering");
             }
-            Err(e) => say(&format!("a reply to {} not sent: {e}", request.topic)),
+            Err(e) => {
+                say(&format!("a reply to {} not sent: {e}", request.topic));
+                crate::metrics::bump(&failed_total);
+            }
         }
     }
     // Sends the last answers before the process ends.

@@ -259,9 +259,20 @@ fn commands_take_a_named_broker_from_a_configuration() {
     };
     let out = run(true);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Only what the chosen broker needs is resolved: `local` needs no secret.
     let out = run(false);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["bench", "--config", example, "--broker", "cache", "--count", "10"])
+        .env_remove("REDIS_PASSWORD")
+        .output()
+        .expect("run busbar");
+    assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("OIDC_CLIENT_SECRET is not set"), "{err}");
+    assert!(
+        err.contains("busbar.example.yaml:") && err.contains("REDIS_PASSWORD is not set"),
+        "{err}"
+    );
     let bad = config_file("brokers:\n  local:\n    url: mem://x\n    colour: blue\n");
     let out = busbar(&["bench", "--config", &bad.to_string_lossy()]);
     let err = String::from_utf8_lossy(&out.stderr);
@@ -501,6 +512,31 @@ async fn gateway_runs_a_cstbox_configuration() {
     assert!(child.wait().await.expect("exit").success());
     let last = lines.next_line().await.expect("output").unwrap_or_default();
     assert!(last.starts_with("published 0, unrouted 0"), "{last}");
+
+    // The same configuration in YAML, as every other busbar file; its errors give the line.
+    let yaml = format!(
+        "events: {{url: \"mem://gw\"}}\nbroker: {{host: \"{}\", port: {}}}\nadapters:\n  outbound:\n    channels:\n      sensor:\n        default_builder: event\n        rules:\n          - [\"flow:main\", /main_flow]\n",
+        mqtt.host(),
+        mqtt.port()
+    );
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["gateway", "-c"])
+        .arg(config_file(&yaml))
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let first = lines.next_line().await.expect("output").unwrap_or_default();
+    assert!(first.starts_with("gateway running"), "YAML: {first}");
+    let pid = child.id().expect("pid").to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(child.wait().await.expect("exit").success());
+    let bad = config_file("events: {url: \"mem://gw\"}\nbroker: {host: h}\ncolour: blue\n");
+    let out = busbar(&["gateway", "-c", &bad.to_string_lossy()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("colour") && err.contains("line 3"), "{err}");
 }
 
 /// `busbar action` against an action served on every broker: feedback in order and the
@@ -1102,6 +1138,17 @@ fn gen_turns_modules_into_rust() {
     assert!(err.contains("2 problem(s)"), "{err}");
     assert!(
         err.contains("import custom_types: module custom_types is not among the modules loaded"),
+        "{err}"
+    );
+    // Each problem is placed at its line and column, like configuration errors.
+    let bad_module = config_file(
+        "schema: apigear.module/1.0\nname: demo\ninterfaces:\n  - name: Tank\n    properties:\n      - name: level\n        type: litres\n",
+    );
+    let bad = busbar(&["gen", &bad_module.display().to_string()]);
+    assert_eq!(bad.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("busbar.yaml:6:9: interface Tank, property level:") && err.contains("litres"),
         "{err}"
     );
 }
@@ -2202,4 +2249,100 @@ fn completions_and_a_man_page_are_generated() {
     );
     let bad = busbar(&["completions", "tcsh"]);
     assert_eq!(bad.status.code(), Some(2));
+}
+
+/// Starts `busbar ARGS --metrics 127.0.0.1:0` and returns it with the address it serves its
+/// metrics on (from the first line on standard error).
+async fn start_with_metrics(args: &[&str]) -> (tokio::process::Child, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(args)
+        .args(["--metrics", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start busbar");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
+    let line = tokio::time::timeout(std::time::Duration::from_secs(20), err.next_line())
+        .await
+        .expect("ready in time")
+        .expect("stderr")
+        .unwrap_or_default();
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .and_then(|rest| rest.strip_suffix("/metrics"))
+        .unwrap_or_else(|| panic!("{args:?}: no metrics address in {line:?}"))
+        .to_owned();
+    tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
+    (child, addr)
+}
+
+/// A scrape of `addr` the way Prometheus does it: the body of `GET /metrics`.
+fn scrape(addr: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect to the metrics");
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nHost: busbar\r\n\r\n").expect("request");
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).expect("answer");
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    answer.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned()
+}
+
+/// `--metrics`: `serve` exports its connection's counters and its answers, `bridge` its
+/// bridges' counters, in the Prometheus text format, read by a scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serve_and_bridge_export_metrics() {
+    let bridges = config_file(
+        "brokers:\n  edge:\n    url: mem://metrics-edge\n  cloud:\n    url: mem://metrics-cloud\nbridges:\n  - {name: up, from: edge, to: cloud, topics: [\"sensors/#\"]}\n",
+    );
+    let (mut bridge, addr) =
+        start_with_metrics(&["bridge", "-c", &bridges.to_string_lossy()]).await;
+    let body = scrape(&addr);
+    assert!(body.contains("# TYPE busbar_bridge_forwarded_total counter\n"), "{body}");
+    assert!(body.contains("busbar_bridge_forwarded_total{bridge=\"up:sensors/#\"} 0\n"), "{body}");
+    assert!(body.contains("busbar_bridge_dropped_total{bridge=\"up:sensors/#\"} 0\n"), "{body}");
+    let pid = bridge.id().expect("pid").to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    assert!(bridge.wait().await.expect("exit").success());
+
+    use busbar_testkit::{BrokerKind, shared_broker};
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = mqtt.url();
+    let svc = format!("metrics{}/echo", rand_suffix());
+    let (_serve, addr) = start_with_metrics(&["serve", &svc, "--url", url]).await;
+    for n in 0..3 {
+        let out = busbar(&["call", &svc, &format!("{n}"), "--url", url]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let body = scrape(&addr);
+    assert!(body.contains("busbar_serve_answered_total 3\n"), "{body}");
+    assert!(body.contains("busbar_serve_unanswered_total 0\n"), "{body}");
+    assert!(body.contains("busbar_delivered_total{connection=\"serve\"} 3\n"), "{body}");
+    assert!(body.contains("busbar_published_total{connection=\"serve\"} 3\n"), "{body}");
+    assert!(body.contains("busbar_connected{connection=\"serve\"} 1\n"), "{body}");
+    assert!(body.contains("busbar_reconnects_total{connection=\"serve\"} 0\n"), "{body}");
+
+    // `sub`: its connection and each filter's queue.
+    use tokio::io::AsyncBufReadExt;
+    let topic = format!("metrics{}/reading", rand_suffix());
+    let (mut sub, addr) = start_with_metrics(&["sub", &topic, "--url", url]).await;
+    let mut out = tokio::io::BufReader::new(sub.stdout.take().expect("stdout")).lines();
+    ok(&["pub", &topic, "21.5", "--url", url]);
+    let line = tokio::time::timeout(std::time::Duration::from_secs(10), out.next_line())
+        .await
+        .expect("the message in time")
+        .expect("stdout");
+    assert!(line.is_some_and(|l| l.ends_with("21.5")));
+    let body = scrape(&addr);
+    assert!(
+        body.contains(&format!("busbar_subscription_queued{{filter=\"{topic}\"}} 0\n")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("busbar_subscription_dropped_total{{filter=\"{topic}\"}} 0\n")),
+        "{body}"
+    );
+    assert!(body.contains("busbar_delivered_total{connection=\"sub\"} 1\n"), "{body}");
 }

@@ -216,7 +216,7 @@ pub struct QueueReceiver<T> {
     streak: u32,
 }
 
-/// A shared read-only view of a queue's drop counter.
+/// A shared read-only view of a queue's drop counter (and of its depth).
 #[derive(Clone)]
 pub struct DropCounter {
     shared: Arc<dyn DropCount + Send + Sync>,
@@ -224,11 +224,15 @@ pub struct DropCounter {
 
 trait DropCount {
     fn dropped(&self) -> u64;
+    fn queued(&self) -> usize;
 }
 
 impl<T> DropCount for Shared<T> {
     fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+    fn queued(&self) -> usize {
+        self.len()
     }
 }
 
@@ -236,6 +240,11 @@ impl DropCounter {
     /// Messages discarded by the overflow policy so far.
     pub fn get(&self) -> u64 {
         self.shared.dropped()
+    }
+
+    /// Messages waiting in the queue now (for a metrics gauge).
+    pub fn queued(&self) -> usize {
+        self.shared.queued()
     }
 }
 

@@ -179,6 +179,22 @@ impl GatewayConfig {
         serde_json::from_str(text).map_err(|e| error::config("configuration", e.to_string()))
     }
 
+    /// Reads a configuration written in YAML, the same shape as the JSON.
+    pub fn from_yaml(text: &str) -> Result<GatewayConfig, GatewayError> {
+        busbar_core::limits::check_document(text).map_err(|e| error::config("configuration", e))?;
+        yaml_serde::from_str(text).map_err(|e| error::config("configuration", e.to_string()))
+    }
+
+    /// Reads a configuration in JSON (text that starts with `{`, as CSTBox writes it) or in
+    /// YAML (anything else), like every other busbar file. Errors give the line and column.
+    pub fn parse(text: &str) -> Result<GatewayConfig, GatewayError> {
+        if text.trim_start().starts_with('{') {
+            GatewayConfig::from_json(text)
+        } else {
+            GatewayConfig::from_yaml(text)
+        }
+    }
+
     /// The filters the configuration's rules make (`builders` serve their payloads).
     pub fn filters(&self, builders: &Builders) -> Result<Filters, GatewayError> {
         let mut filters = Filters::new();

@@ -132,6 +132,7 @@ pub use busbar_bridge as bridge;
 #[cfg(feature = "gateway")]
 pub use busbar_gateway as gateway;
 pub mod config;
+pub mod metrics;
 mod registry;
 pub use config::Config;
 pub use registry::Registry;

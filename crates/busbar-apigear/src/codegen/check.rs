@@ -54,6 +54,7 @@ impl<'a> Namespace<'a> {
         if let Some(first) = self.taken.get(&bare) {
             self.errors.push(ModuleError {
                 file: self.file.to_path_buf(),
+                at: None,
                 element: element.to_owned(),
                 problem: format!(
                     "its Rust {} `{bare}` is also {first}'s: rename one of them",
@@ -76,6 +77,7 @@ pub fn check(set: &ModuleSet) -> Result<(), ModuleErrors> {
         if let Some(first) = module_names.insert(ident.clone(), m.name.clone()) {
             errors.push(ModuleError {
                 file: file.to_path_buf(),
+                at: None,
                 element: "module".into(),
                 problem: format!("its Rust module `{ident}` is also module {first}'s"),
             });
@@ -197,6 +199,7 @@ pub fn check(set: &ModuleSet) -> Result<(), ModuleErrors> {
                 if seen.insert(key, ()).is_some() {
                     errors.push(ModuleError {
                         file: file.to_path_buf(),
+                        at: None,
                         element: format!("{at}, {} {}", key.0, key.1),
                         problem: "the interface it extends has one of that name already".into(),
                     });

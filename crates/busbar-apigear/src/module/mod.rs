@@ -6,6 +6,7 @@
 //! first.
 
 mod document;
+mod locate;
 mod model;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -15,10 +16,12 @@ pub use model::*;
 
 /// One problem in one module file.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {element}: {problem}", file.display())]
+#[error("{}{}: {element}: {problem}", file.display(), at.map(|(l, c)| format!(":{l}:{c}")).unwrap_or_default())]
 pub struct ModuleError {
     /// The file.
     pub file: PathBuf,
+    /// Line and column (from 1) where the element is written, when it could be found.
+    pub at: Option<(usize, usize)>,
     /// Where in it (`module`, `interface Foo, property bar`, ...).
     pub element: String,
     /// What is wrong.
@@ -29,6 +32,22 @@ pub struct ModuleError {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
 pub struct ModuleErrors(pub Vec<ModuleError>);
+
+impl ModuleErrors {
+    /// The same problems, each with the line and column of its element where the file can
+    /// be read and the element found in it (problems found while generating code, from
+    /// modules read earlier, are named by element only until then).
+    pub fn located(mut self) -> ModuleErrors {
+        let files: BTreeSet<PathBuf> =
+            self.0.iter().filter(|e| e.at.is_none()).map(|e| e.file.clone()).collect();
+        for file in files {
+            if let Ok(text) = busbar_core::limits::read_bounded(&file) {
+                locate::place(&mut self.0, &file, &text);
+            }
+        }
+        self
+    }
+}
 
 /// Modules loaded together, so that their imports resolve.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -51,6 +70,7 @@ impl ModuleSet {
                 Ok(text) => texts.push((path.to_path_buf(), text)),
                 Err(e) => errors.push(ModuleError {
                     file: path.to_path_buf(),
+                    at: None,
                     element: "file".into(),
                     problem: format!("cannot read it: {e}"),
                 }),
@@ -72,6 +92,7 @@ impl ModuleSet {
             if let Err(problem) = busbar_core::limits::check_document(text) {
                 errors.push(ModuleError {
                     file: file.to_path_buf(),
+                    at: None,
                     element: "document".into(),
                     problem,
                 });
@@ -84,11 +105,20 @@ impl ModuleSet {
                         modules.push(m);
                     }
                 }
-                Err(e) => errors.push(ModuleError {
-                    file: file.to_path_buf(),
-                    element: "document".into(),
-                    problem: e.to_string(),
-                }),
+                Err(e) => {
+                    // The YAML reader knows where; it says so at the end of its message.
+                    let text = e.to_string();
+                    let problem = match (e.location(), text.rfind(" at line ")) {
+                        (Some(_), Some(i)) => text[..i].to_owned(),
+                        _ => text,
+                    };
+                    errors.push(ModuleError {
+                        file: file.to_path_buf(),
+                        at: e.location().map(|l| (l.line(), l.column())),
+                        element: "document".into(),
+                        problem,
+                    })
+                }
             }
         }
         let mut names = BTreeSet::new();
@@ -99,6 +129,9 @@ impl ModuleSet {
         }
         let mut set = ModuleSet { modules };
         set.resolve(&mut errors);
+        for (file, text) in sources {
+            locate::place(&mut errors, file, text);
+        }
         if errors.is_empty() { Ok(set) } else { Err(ModuleErrors(errors)) }
     }
 
@@ -195,7 +228,7 @@ impl ModuleSet {
                 Resolver { module: m.name.clone(), imports: m.imports.clone(), symbols: &symbols };
             let file = m.file.clone();
             let mut fail = |element: String, problem: String| {
-                errors.push(ModuleError { file: file.clone(), element, problem });
+                errors.push(ModuleError { file: file.clone(), at: None, element, problem });
             };
             for import in &m.imports {
                 if !symbols.contains_key(import) {
@@ -325,7 +358,7 @@ pub struct Members {
 }
 
 fn error(file: &Path, element: &str, problem: String) -> ModuleError {
-    ModuleError { file: file.to_path_buf(), element: element.to_owned(), problem }
+    ModuleError { file: file.to_path_buf(), at: None, element: element.to_owned(), problem }
 }
 
 /// Finds type names from one module.

@@ -93,7 +93,13 @@ fn the_document_is_checked() {
         "name: m\ninterfaces:\n  - name: I\n    colour: red\n",
         "unknown field `colour`",
     );
-    assert_problem("name: m\n  - broken: [\n", "m.yaml: document:");
+    // A YAML error is placed where the reader stopped.
+    assert_problem("name: m\n  - broken: [\n", "m.yaml:2:11: document:");
+    // A problem in an element is placed at the element's name.
+    assert_problem(
+        "name: m\ninterfaces:\n  - name: I\n    properties:\n      - {name: p, type: Nope}\n",
+        "m.yaml:5:10: interface I, property p:",
+    );
 }
 
 #[test]

@@ -4,7 +4,10 @@
 //! comments), and an error carries the position of the value it happened in. The rules are
 //! those of the CELINE loader, so its files mean the same here:
 //!
-//! * `${VAR}` is the variable's value; an unset variable is an error that names it.
+//! * `${VAR}` is the variable's value; an unset variable is an error that names it. Inside
+//!   a broker's entry, or the `oidc` section, that error waits until the broker is used
+//!   (see [`scoped`]): a file serves many brokers, and a command that uses one of them
+//!   should not need the secrets of the others.
 //! * `${VAR:-default}` is the variable's value when it is set, **even when set to the empty
 //!   string**, and `default` (which may be empty) otherwise.
 //! * `$$` is a literal `$`; any other `$` stays as it is.
@@ -13,6 +16,7 @@
 //! `false`/`no`/`0`, any case), durations in seconds.
 
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 use std::fmt;
 use std::marker::PhantomData;
 use std::path::PathBuf;
@@ -31,6 +35,50 @@ thread_local! {
     static LOOKUP: RefCell<Option<Box<Variables>>> = const { RefCell::new(None) };
 }
 
+thread_local! {
+    /// The part of the file being read whose unset variables wait (see [`scoped`]).
+    static SCOPE: RefCell<Option<String>> = const { RefCell::new(None) };
+    /// For each such part, the first unset variable met in it.
+    static DEFERRED: RefCell<BTreeMap<String, String>> = const { RefCell::new(BTreeMap::new()) };
+    /// The part whose unset variables fail the read after all, to learn where they are.
+    static STRICT: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (a read of the file) failing at the first unset variable of part `scope`, as
+/// if it were not scoped: the error then carries the value's position in the file.
+pub(crate) fn strictly_in<R>(scope: &str, f: impl FnOnce() -> R) -> R {
+    struct Reset;
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            STRICT.with(|s| *s.borrow_mut() = None);
+        }
+    }
+    STRICT.with(|s| *s.borrow_mut() = Some(scope.to_owned()));
+    let _reset = Reset;
+    f()
+}
+
+/// Reads `f` as part `scope` of the file: a value there that names an unset variable is
+/// read as a placeholder, and the error is kept for `scope` (see [`take_deferred`]) instead
+/// of failing the whole file.
+pub(crate) fn scoped<R>(scope: &str, f: impl FnOnce() -> R) -> R {
+    struct Restore(Option<String>);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            let outer = self.0.take();
+            SCOPE.with(|s| *s.borrow_mut() = outer);
+        }
+    }
+    let outer = SCOPE.with(|s| s.borrow_mut().replace(scope.to_owned()));
+    let _restore = Restore(outer);
+    f()
+}
+
+/// The unset variables met in each scope since the last call, by scope.
+pub(crate) fn take_deferred() -> BTreeMap<String, String> {
+    DEFERRED.with(|d| std::mem::take(&mut *d.borrow_mut()))
+}
+
 /// Runs `f` with `lookup` as the source of variables for every [`Expanded`] it reads.
 pub(crate) fn with_lookup<R>(lookup: Box<Variables>, f: impl FnOnce() -> R) -> R {
     struct Reset;
@@ -44,8 +92,32 @@ pub(crate) fn with_lookup<R>(lookup: Box<Variables>, f: impl FnOnce() -> R) -> R
     f()
 }
 
+/// Why text could not be expanded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Unexpanded {
+    /// A variable without a default is not set: a matter of the environment.
+    Unset(String),
+    /// The text itself is wrong: a matter of the file.
+    Malformed(String),
+}
+
+#[cfg(test)]
+impl Unexpanded {
+    fn message(self) -> String {
+        match self {
+            Unexpanded::Unset(m) | Unexpanded::Malformed(m) => m,
+        }
+    }
+}
+
 /// Expands the references in `text`.
-pub(crate) fn expand(text: &str, lookup: Lookup<'_>) -> Result<String, String> {
+#[cfg(test)]
+fn expand(text: &str, lookup: Lookup<'_>) -> Result<String, String> {
+    expand_checked(text, lookup).map_err(Unexpanded::message)
+}
+
+/// Expands the references in `text`, telling an unset variable from malformed text.
+fn expand_checked(text: &str, lookup: Lookup<'_>) -> Result<String, Unexpanded> {
     let mut out = String::with_capacity(text.len());
     let mut rest = text;
     while let Some(at) = rest.find('$') {
@@ -62,7 +134,7 @@ pub(crate) fn expand(text: &str, lookup: Lookup<'_>) -> Result<String, String> {
             continue;
         };
         let Some(end) = body.find('}') else {
-            return Err(format!("unclosed ${{ in {text:?}"));
+            return Err(Unexpanded::Malformed(format!("unclosed ${{ in {text:?}")));
         };
         let reference = &body[..end];
         let (name, default) = match reference.split_once(":-") {
@@ -70,16 +142,18 @@ pub(crate) fn expand(text: &str, lookup: Lookup<'_>) -> Result<String, String> {
             None => (reference, None),
         };
         if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            return Err(format!("${{{reference}}} does not name a variable (letters, digits, _)"));
+            return Err(Unexpanded::Malformed(format!(
+                "${{{reference}}} does not name a variable (letters, digits, _)"
+            )));
         }
         match (lookup(name), default) {
             (Some(value), _) => out.push_str(&value),
             (None, Some(default)) => out.push_str(default),
             (None, None) => {
-                return Err(format!(
+                return Err(Unexpanded::Unset(format!(
                     "environment variable {name} is not set (write ${{{name}:-default}} to \
                      give a default)"
-                ));
+                )));
             }
         }
         rest = &body[end + 1..];
@@ -105,12 +179,18 @@ pub trait FromConfigText: Sized {
     const WHAT: &'static str;
     /// Reads the text.
     fn from_config_text(text: &str) -> Result<Self, String>;
+    /// What stands for a value whose variable is not set, in a part of the file that is
+    /// not used unless the variable is set (see [`scoped`]). Never reaches a connection.
+    fn placeholder() -> Self;
 }
 
 impl FromConfigText for String {
     const WHAT: &'static str = "text";
     fn from_config_text(text: &str) -> Result<Self, String> {
         Ok(text.to_owned())
+    }
+    fn placeholder() -> Self {
+        String::new()
     }
 }
 
@@ -121,6 +201,9 @@ impl FromConfigText for PathBuf {
             return Err("an empty file path".into());
         }
         Ok(PathBuf::from(text))
+    }
+    fn placeholder() -> Self {
+        PathBuf::new()
     }
 }
 
@@ -133,6 +216,9 @@ impl FromConfigText for bool {
             _ => Err(format!("{text:?} is not a boolean (true/false, yes/no, 1/0)")),
         }
     }
+    fn placeholder() -> Self {
+        false
+    }
 }
 
 macro_rules! numeric {
@@ -141,6 +227,9 @@ macro_rules! numeric {
             const WHAT: &'static str = $what;
             fn from_config_text(text: &str) -> Result<Self, String> {
                 text.trim().parse().map_err(|_| format!("{text:?} is not {}", $what))
+            }
+            fn placeholder() -> Self {
+                <$t>::default()
             }
         }
     )*};
@@ -155,6 +244,9 @@ impl FromConfigText for Duration {
         Duration::try_from_secs_f64(secs)
             .map_err(|_| format!("{text:?} is not a usable number of seconds"))
     }
+    fn placeholder() -> Self {
+        Duration::ZERO
+    }
 }
 
 impl<'de, T: FromConfigText> Deserialize<'de> for Expanded<T> {
@@ -164,10 +256,26 @@ impl<'de, T: FromConfigText> Deserialize<'de> for Expanded<T> {
         impl<T: FromConfigText> Scalar<T> {
             fn read<E: de::Error>(text: &str) -> Result<Expanded<T>, E> {
                 let expanded = LOOKUP.with(|l| match &*l.borrow() {
-                    Some(lookup) => expand(text, lookup.as_ref()),
-                    None => expand(text, &|name| std::env::var(name).ok()),
+                    Some(lookup) => expand_checked(text, lookup.as_ref()),
+                    None => expand_checked(text, &|name| std::env::var(name).ok()),
                 });
-                let expanded = expanded.map_err(E::custom)?;
+                let expanded = match expanded {
+                    Ok(text) => text,
+                    Err(Unexpanded::Unset(message)) => {
+                        let scope = SCOPE.with(|s| s.borrow().clone());
+                        let strict = STRICT.with(|s| s.borrow().clone());
+                        match scope.filter(|scope| strict.as_ref() != Some(scope)) {
+                            Some(scope) => {
+                                DEFERRED.with(|d| {
+                                    d.borrow_mut().entry(scope).or_insert(message);
+                                });
+                                return Ok(Expanded(T::placeholder()));
+                            }
+                            None => return Err(E::custom(message)),
+                        }
+                    }
+                    Err(Unexpanded::Malformed(message)) => return Err(E::custom(message)),
+                };
                 T::from_config_text(&expanded).map(Expanded).map_err(E::custom)
             }
         }

@@ -5,9 +5,12 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use serde::Deserialize;
+use std::fmt;
 
-use super::expand::Expanded;
+use serde::Deserialize;
+use serde::de::{self, Deserializer, MapAccess, Visitor};
+
+use super::expand::{self, Expanded};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -21,13 +24,56 @@ pub(crate) struct File {
     #[serde(default)]
     pub default_broker: Option<String>,
     /// The identity provider that `token: {oidc: ...}` and CELINE's `auth_with_token` use.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "oidc_in_its_scope")]
     pub oidc: Option<OidcFile>,
     /// The brokers, by name.
+    #[serde(deserialize_with = "each_broker_in_its_scope")]
     pub brokers: BTreeMap<String, BrokerFile>,
     /// Bridges between the brokers, started by `busbar bridge --config FILE`.
     #[serde(default)]
     pub bridges: Vec<BridgeFile>,
+}
+
+/// The scope of the `oidc` section's unset variables (see [`expand::scoped`]).
+pub(crate) const OIDC_SCOPE: &str = "oidc";
+
+/// The scope of broker `name`'s unset variables (see [`expand::scoped`]).
+pub(crate) fn broker_scope(name: &str) -> String {
+    format!("broker:{name}")
+}
+
+/// The `oidc` section, whose unset variables matter only to brokers that take tokens from it.
+fn oidc_in_its_scope<'de, D: Deserializer<'de>>(d: D) -> Result<Option<OidcFile>, D::Error> {
+    expand::scoped(OIDC_SCOPE, || Option::<OidcFile>::deserialize(d))
+}
+
+/// The brokers, each read in its own scope: a broker's unset variables matter only when it
+/// is used.
+fn each_broker_in_its_scope<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, BrokerFile>, D::Error> {
+    struct Entries;
+
+    impl<'de> Visitor<'de> for Entries {
+        type Value = BTreeMap<String, BrokerFile>;
+
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a map of broker names to brokers")
+        }
+
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut brokers = BTreeMap::new();
+            while let Some(name) = map.next_key::<String>()? {
+                let broker = expand::scoped(&broker_scope(&name), || map.next_value())?;
+                if brokers.insert(name.clone(), broker).is_some() {
+                    return Err(de::Error::custom(format!("two brokers are named {name:?}")));
+                }
+            }
+            Ok(brokers)
+        }
+    }
+
+    d.deserialize_map(Entries)
 }
 
 /// One bridge between two brokers of the file.

@@ -94,11 +94,22 @@ impl From<ConfigError> for Error {
     }
 }
 
+/// An environment variable a part of the file names and that is not set: where (line and
+/// column), and the message.
+#[derive(Debug, Clone)]
+pub(crate) struct Unset {
+    pub(crate) at: Option<(usize, usize)>,
+    pub(crate) message: String,
+}
+
 /// A loaded configuration: brokers by name, and which one is the default.
 #[derive(Debug, Clone)]
 pub struct Config {
     file: PathBuf,
     brokers: BTreeMap<String, Broker>,
+    /// Brokers that cannot be used here, with why: an environment variable their entry
+    /// needs is not set. Said when one of them is asked for, not when the file is read.
+    unusable: BTreeMap<String, Unset>,
     default: Option<String>,
     bridges: Vec<BridgeSpec>,
 }
@@ -124,12 +135,35 @@ impl Config {
             .map_err(|message| ConfigError::Problem { file: origin.clone(), message })?;
         let lookup: std::sync::Arc<expand::Variables> = std::sync::Arc::new(lookup);
         let for_values = lookup.clone();
+        expand::take_deferred();
         let parsed: std::result::Result<file::File, yaml_serde::Error> =
             expand::with_lookup(Box::new(move |name| for_values(name)), || {
                 yaml_serde::from_str(text)
             });
+        let deferred = expand::take_deferred();
         let parsed = parsed.map_err(|e| located(&origin, &e))?;
-        resolve::resolve(parsed, &origin, lookup.as_ref())
+        // Where each part's first unset variable is: read the file again, failing there.
+        let deferred = deferred
+            .into_iter()
+            .map(|(scope, message)| {
+                let for_values = lookup.clone();
+                let again: std::result::Result<file::File, yaml_serde::Error> =
+                    expand::strictly_in(&scope, || {
+                        expand::with_lookup(Box::new(move |name| for_values(name)), || {
+                            yaml_serde::from_str(text)
+                        })
+                    });
+                expand::take_deferred();
+                let unset = match again.map_err(|e| located(&origin, &e)) {
+                    Err(ConfigError::Invalid { line, column, message, .. }) => {
+                        Unset { at: Some((line, column)), message }
+                    }
+                    _ => Unset { at: None, message },
+                };
+                (scope, unset)
+            })
+            .collect();
+        resolve::resolve(parsed, &origin, lookup.as_ref(), deferred)
     }
 
     /// The file it came from.
@@ -137,7 +171,8 @@ impl Config {
         &self.file
     }
 
-    /// Every broker, enabled or not, by name.
+    /// Every broker, enabled or not, by name; not those whose entry names an environment
+    /// variable that is not set (asking [`Config::broker`] for one of them says which).
     pub fn brokers(&self) -> impl Iterator<Item = &Broker> {
         self.brokers.values()
     }
@@ -162,6 +197,15 @@ impl Config {
                 });
             }
         };
+        if let Some(unset) = self.unusable.get(name) {
+            let message = unset.message.clone();
+            return Err(match unset.at {
+                Some((line, column)) => {
+                    ConfigError::Invalid { file: self.file.clone(), line, column, message }
+                }
+                None => ConfigError::Problem { file: self.file.clone(), message },
+            });
+        }
         let broker = self.brokers.get(name).ok_or_else(|| ConfigError::UnknownBroker {
             file: self.file.clone(),
             name: name.to_owned(),
@@ -174,10 +218,12 @@ impl Config {
     }
 
     fn known(&self) -> String {
-        if self.brokers.is_empty() {
+        let names: std::collections::BTreeSet<&str> =
+            self.brokers.keys().chain(self.unusable.keys()).map(String::as_str).collect();
+        if names.is_empty() {
             return "none".into();
         }
-        self.brokers.keys().map(String::as_str).collect::<Vec<_>>().join(", ")
+        names.into_iter().collect::<Vec<_>>().join(", ")
     }
 
     /// The file's bridges.

@@ -1,7 +1,7 @@
 //! From the file as written to brokers ready to connect: URLs composed from fields, tokens
 //! chosen, CELINE entries translated, and every inconsistency reported by broker name.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -224,6 +224,7 @@ pub(super) fn resolve(
     file: File,
     origin: &Path,
     lookup: Lookup<'_>,
+    mut deferred: BTreeMap<String, super::Unset>,
 ) -> std::result::Result<super::Config, ConfigError> {
     let problem = |message: String| ConfigError::Problem { file: origin.to_owned(), message };
     let default = match (file.default, file.default_broker) {
@@ -243,24 +244,41 @@ pub(super) fn resolve(
             known: file.brokers.keys().cloned().collect::<Vec<_>>().join(", "),
         });
     }
+    // What an unset variable left unusable is said when it is asked for (see `expand`).
+    let oidc_unset = deferred.remove(super::file::OIDC_SCOPE);
     let oidc = file.oidc.map(oidc_client);
     let mut brokers = BTreeMap::new();
+    let mut unusable = BTreeMap::new();
     for (name, entry) in file.brokers {
+        if let Some(unset) = deferred.remove(&super::file::broker_scope(&name)) {
+            let message = format!("{} (broker {name:?} needs it)", unset.message);
+            unusable.insert(name, super::Unset { at: unset.at, message });
+            continue;
+        }
         let broker = broker(&name, entry, oidc.as_ref(), lookup)
             .map_err(|message| problem(format!("broker {name:?}: {message}")))?;
+        if let (Some(unset), Some(TokenSource::Oidc { .. })) = (&oidc_unset, &broker.token) {
+            let message = format!(
+                "{} (broker {name:?} takes its tokens from the `oidc` section)",
+                unset.message
+            );
+            unusable.insert(name, super::Unset { at: unset.at, message });
+            continue;
+        }
         brokers.insert(name, broker);
     }
+    let names: BTreeSet<&str> = brokers.keys().chain(unusable.keys()).map(String::as_str).collect();
     let mut bridges: Vec<BridgeSpec> = Vec::new();
     for entry in file.bridges {
         let name = entry.name.clone();
         if bridges.iter().any(|b| b.name == name) {
             return Err(problem(format!("two bridges are named {name:?}")));
         }
-        let spec = bridge_spec(entry, &brokers)
+        let spec = bridge_spec(entry, &names)
             .map_err(|message| problem(format!("bridge {name:?}: {message}")))?;
         bridges.push(spec);
     }
-    Ok(super::Config { file: origin.to_owned(), brokers, default, bridges })
+    Ok(super::Config { file: origin.to_owned(), brokers, unusable, default, bridges })
 }
 
 /// A bridge of a configuration, checked against its brokers.
@@ -363,11 +381,11 @@ fn reverse(filter: &str, rewrite: &Rewrite) -> (String, Rewrite) {
 
 fn bridge_spec(
     entry: BridgeFile,
-    brokers: &BTreeMap<String, Broker>,
+    brokers: &BTreeSet<&str>,
 ) -> std::result::Result<BridgeSpec, String> {
     for side in [&entry.from, &entry.to] {
-        if !brokers.contains_key(side) {
-            let known = brokers.keys().cloned().collect::<Vec<_>>().join(", ");
+        if !brokers.contains(side.as_str()) {
+            let known = brokers.iter().copied().collect::<Vec<_>>().join(", ");
             return Err(format!("no broker named {side:?} (the file has {known})"));
         }
     }

@@ -108,13 +108,23 @@ fn unknown_keys_are_refused_where_they_are() {
 }
 
 #[test]
-fn unset_variables_are_named_with_their_place() {
-    let text =
-        "brokers:\n  plant:\n    transport: mqtt\n    host: h\n    password: ${MQTT_PASSWORD}\n";
-    let err = parse(text).expect_err("unset");
+fn unset_variables_are_named_with_their_place_when_their_broker_is_used() {
+    let text = "brokers:\n  plant:\n    transport: mqtt\n    host: h\n    password: ${MQTT_PASSWORD}\n  local:\n    url: mem://x\n";
+    // Another broker of the file does not need the variable.
+    let config = parse(text).expect("loads: only `plant` needs MQTT_PASSWORD");
+    assert_eq!(config.broker(Some("local")).expect("usable").url(), "mem://x");
+    let err = config.broker(Some("plant")).expect_err("unset");
     let text = err.to_string();
     assert!(text.starts_with("site.yaml:5:"), "{text}");
     assert!(text.contains("MQTT_PASSWORD is not set"), "{text}");
+    assert!(text.contains("broker \"plant\" needs it"), "{text}");
+    // Outside the brokers and the `oidc` section, an unset variable fails the file at once.
+    let text = "brokers:\n  local:\n    url: mem://x\nbridges:\n  - {name: b, from: local, to: local, topics: [a], capacity: x}\n";
+    parse(text).expect_err("not a number");
+    // A malformed reference is the file's fault wherever it is.
+    let text = "brokers:\n  plant:\n    url: mqtt://h\n  cache:\n    transport: redis\n    host: h\n    password: ${REDIS\n";
+    let err = parse(text).expect_err("unclosed");
+    assert!(err.to_string().starts_with("site.yaml:7:"), "{err}");
     // Keys and comments are never expanded.
     let text = "# ${NOT_A_VALUE}\nbrokers:\n  plant:\n    url: mqtt://h\n";
     parse(text).expect("comments are not expanded");
@@ -374,6 +384,18 @@ fn the_example_file_loads() {
         })
         .expect("the example loads");
     assert!(config.broker(None).is_ok());
+    // Without the secrets, the brokers that do not need them still work.
+    let config =
+        Config::parse(&std::fs::read_to_string(&path).expect("the example file"), &path, |_| None)
+            .expect("the example loads without its secrets");
+    assert!(config.broker(None).is_ok(), "the default broker needs no secret");
+    assert!(config.broker(Some("plant")).is_ok());
+    let err = config.broker(Some("cache")).expect_err("REDIS_PASSWORD").to_string();
+    assert!(err.contains("REDIS_PASSWORD is not set"), "{err}");
+    let err = config.broker(Some("cloud")).expect_err("OIDC_CLIENT_SECRET").to_string();
+    assert!(err.contains("OIDC_CLIENT_SECRET is not set"), "{err}");
+    assert!(err.contains("`oidc` section"), "{err}");
+    assert!(config.bridges().iter().all(|b| !b.name.is_empty()));
 }
 
 #[test]

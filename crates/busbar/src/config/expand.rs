@@ -180,7 +180,7 @@ pub trait FromConfigText: Sized {
     /// Reads the text.
     fn from_config_text(text: &str) -> Result<Self, String>;
     /// What stands for a value whose variable is not set, in a part of the file that is
-    /// not used unless the variable is set (see [`scoped`]). Never reaches a connection.
+    /// not used unless the variable is set (see `scoped` in this module). Never reaches a connection.
     fn placeholder() -> Self;
 }
 

@@ -2346,3 +2346,36 @@ async fn serve_and_bridge_export_metrics() {
     );
     assert!(body.contains("busbar_delivered_total{connection=\"sub\"} 1\n"), "{body}");
 }
+
+/// `busbar monitor` on a terminal (a pseudo-terminal from `script`) redraws its table in
+/// place; `--plain`, like a pipe, prints one table after another.
+#[test]
+fn monitor_redraws_in_place_on_a_terminal() {
+    let Ok(status) = Command::new("script").arg("--version").output() else {
+        eprintln!(
+            "SKIPPED: monitor_redraws_in_place_on_a_terminal: `script` (util-linux) is not installed"
+        );
+        return;
+    };
+    assert!(status.status.success());
+    let on_a_terminal = |extra: &str| {
+        let command = format!(
+            "{} monitor --url mem://live-view --reports 2 --interval 200ms {extra}",
+            env!("CARGO_BIN_EXE_busbar")
+        );
+        let out = Command::new("script")
+            .args(["-qec", &command, "/dev/null"])
+            .env("COLUMNS", "100")
+            .env("LINES", "30")
+            .output()
+            .expect("run script");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let live = on_a_terminal("");
+    assert_eq!(live.matches("\x1b[H\x1b[J").count(), 2, "two frames, each redrawn: {live:?}");
+    assert!(live.contains("topics, busiest first"), "{live:?}");
+    let plain = on_a_terminal("--plain");
+    assert!(!plain.contains('\x1b'), "no terminal sequences: {plain:?}");
+    assert_eq!(plain.matches("topics (msg/s, total):").count(), 2, "{plain:?}");
+}

@@ -12,6 +12,8 @@ use serde::Serialize;
 use crate::profile::{Dialect, Profile};
 use crate::target::Target;
 
+mod live;
+
 /// Options of `busbar monitor`.
 #[derive(clap::Args)]
 pub struct Args {
@@ -27,6 +29,11 @@ pub struct Args {
     /// One JSON object per report instead of a table.
     #[arg(long)]
     json: bool,
+    /// Print each report after the last, as into a pipe, also on a terminal (where the
+    /// table is otherwise redrawn in place, busiest topics first, topics that differ by an
+    /// id folded into one row).
+    #[arg(long, conflicts_with = "json")]
+    plain: bool,
     /// commlib: a node whose heartbeats to follow (repeatable; commlib's heartbeats name
     /// their node in the topic only, so the nodes are named here).
     #[arg(long = "node", value_name = "NAME")]
@@ -161,6 +168,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         subs.push(conn.subscribe_with(SubscribeOptions::from(filter)).await?);
     }
     let mut messages = futures_util::stream::select_all(subs);
+    let view = match (args.json, args.plain) {
+        (true, _) => View::Json,
+        (false, false) if std::io::IsTerminal::is_terminal(&std::io::stdout()) => View::Live,
+        _ => View::Plain,
+    };
     eprintln!("busbar monitor: watching {}", args.filter.join(", "));
     let mut nodes = BTreeMap::<String, String>::new();
     let mut totals = BTreeMap::<String, u64>::new();
@@ -190,7 +202,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                     rates,
                     totals: &totals,
                 };
-                print(&report, args.json)?;
+                match view {
+                    View::Live => {
+                        let (columns, lines) = live::terminal_size();
+                        let now = busbar::time::iso8601_millis(std::time::SystemTime::now());
+                        print!("{}", live::frame(&report, &now, columns, lines));
+                        use std::io::Write as _;
+                        let _ = std::io::stdout().flush();
+                    }
+                    View::Json => print(&report, true)?,
+                    View::Plain => print(&report, false)?,
+                }
                 window.clear();
                 since = Instant::now();
                 reports += 1;
@@ -201,6 +223,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             () = interrupts.next() => return Ok(()),
         }
     }
+}
+
+/// How reports are shown.
+#[derive(Clone, Copy)]
+enum View {
+    /// Redrawn in place (a terminal).
+    Live,
+    /// One JSON object per report.
+    Json,
+    /// One table after another (a pipe, or `--plain`).
+    Plain,
 }
 
 fn print(report: &Report<'_>, json: bool) -> anyhow::Result<()> {

@@ -66,7 +66,18 @@ async fn publish_all(url: &str, id: &str, topic: &Topic, numbers: std::ops::Rang
     publisher.close().await.expect("the broker has every publish");
 }
 
-async fn row(name: &str, mut broker: BrokerProcess, url: String) {
+/// Whether acknowledgements the broker has taken survive its being killed at once.
+#[derive(Clone, Copy, PartialEq)]
+enum AckDurability {
+    /// Written before the broker answers (Redis with `appendfsync always`).
+    Immediate,
+    /// Written on a timer after the broker took them (nats-server writes a consumer's state
+    /// about 10 ms after an acknowledgement): one taken just before a kill may be lost, and
+    /// its message comes again. At least once: never lost.
+    Deferred,
+}
+
+async fn row(name: &str, mut broker: BrokerProcess, url: String, acks: AckDurability) {
     let run = format!("restart{}", std::process::id());
     let topic = Topic::new(format!("{run}/n")).expect("topic");
     let durable_name = format!("{run}-durable");
@@ -121,6 +132,7 @@ async fn row(name: &str, mut broker: BrokerProcess, url: String) {
     publish_all(&url, &format!("{run}.second"), &topic, STORED..STORED + AFTER).await;
     let mut seen = std::collections::BTreeSet::new();
     let mut again = Vec::new();
+    let mut acked_again = Vec::new();
     while seen.len() < AFTER as usize {
         let m = next(&mut sub, &format!("{name}: published after the restart")).await;
         let n = number(&m);
@@ -128,10 +140,14 @@ async fn row(name: &str, mut broker: BrokerProcess, url: String) {
         if n >= STORED {
             assert!(seen.insert(n), "{name}: {n} delivered twice after the restart");
             assert_eq!(seen.iter().next_back(), Some(&n), "{name}: {n} out of order");
-        } else {
-            // Only the held (never acknowledged before the kill) may come again.
-            assert!(n >= ACKED_BEFORE, "{name}: {n} was acknowledged and came again");
+        } else if n >= ACKED_BEFORE {
+            // Held, never acknowledged before the kill: it may come again.
             again.push(n);
+        } else {
+            // Acknowledged before the kill: only where the broker writes acknowledgements
+            // after taking them may one have been lost with the process.
+            assert!(acks == AckDurability::Deferred, "{name}: {n} was acknowledged and came again");
+            acked_again.push(n);
         }
     }
     drop(sub);
@@ -148,7 +164,8 @@ async fn row(name: &str, mut broker: BrokerProcess, url: String) {
     drop(sub);
     eprintln!(
         "durable subscriber through two broker kills, {name}: {STORED} stored kept in order, \
-         {AFTER} after the restart once each, given again after the restart: {again:?}"
+         {AFTER} after the restart once each, given again after the restart: {again:?}, \
+         acknowledged just before the kill and given again: {acked_again:?}"
     );
     reader.remove_durable(&durable_name, topic.as_str()).await.expect("remove the durable");
     reader.close().await.expect("close");
@@ -167,7 +184,7 @@ async fn a_durable_subscription_survives_broker_kills_on_redis() {
         return;
     };
     let url = broker.url();
-    row("Redis", broker, url).await;
+    row("Redis", broker, url, AckDurability::Immediate).await;
 }
 
 #[cfg(feature = "nats")]
@@ -181,5 +198,5 @@ async fn a_durable_subscription_survives_broker_kills_on_nats() {
         return;
     };
     let url = broker.url();
-    row("NATS", broker, url).await;
+    row("NATS", broker, url, AckDurability::Deferred).await;
 }

@@ -410,6 +410,16 @@ impl Route<'_> {
             format!("{via},{}", self.loop_id)
         };
         message.headers.insert(VIA_HEADER, via);
+        // A traced message crosses as a span of its own: one hop, one span.
+        if let Some(hop) = busbar_core::trace::TraceContext::of(&message).map(|t| t.child()) {
+            tracing::debug!(
+                bridge = name,
+                trace_id = %hop.trace_id(),
+                span_id = %hop.span_id(),
+                "busbar.bridge"
+            );
+            message = hop.stamp(message);
+        }
         // A reply address names an inbox of the source's transport: meaningless on the other
         // side. Conversations cross through RPC bridges.
         message.reply_to = None;
@@ -460,6 +470,9 @@ async fn call_across(
     }
     let mut outgoing = Message::new(target, request.payload.clone());
     outgoing.headers = request.headers.clone();
+    if let Some(hop) = busbar_core::trace::TraceContext::of(&request).map(|t| t.child()) {
+        outgoing = hop.stamp(outgoing);
+    }
     outgoing.qos = crossing_qos(request.qos, to);
     let reply = match to.request(outgoing, timeout).await {
         Ok(answer) => {

@@ -32,6 +32,8 @@ pub struct Args {
     #[arg(long, default_value = "10s", value_parser = crate::message::positive_duration)]
     drain: Duration,
     #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
+    #[command(flatten)]
     target: Target,
 }
 
@@ -46,6 +48,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         })
         .await
         .with_context(|| format!("serving the action {}", args.name))?;
+    let _exported = args.metrics.start("serve-action", &conn).await?;
     eprintln!("busbar serve-action: serving {} with `{}`; Ctrl-C stops", args.name, args.exec);
     interrupts.next().await;
     let report = server.stop(args.drain).await;

@@ -24,6 +24,19 @@ pub struct Exported {
 }
 
 impl MetricsArgs {
+    /// Starts the endpoint for `command` with no connection of its own to export (a
+    /// gateway's or a bridge's are inside them): only what is added to it.
+    pub async fn start_bare(&self, command: &str) -> anyhow::Result<Option<Exported>> {
+        let Some(addr) = &self.metrics else { return Ok(None) };
+        let metrics = Metrics::new();
+        let server = metrics
+            .serve(addr)
+            .await
+            .with_context(|| format!("--metrics {addr}: cannot listen there"))?;
+        eprintln!("busbar {command}: metrics on http://{}/metrics", server.local_addr());
+        Ok(Some(Exported { metrics, _server: server }))
+    }
+
     /// Starts the endpoint for `command`, exporting `conn` as `connection="<command>"`.
     pub async fn start(
         &self,
@@ -43,6 +56,11 @@ impl MetricsArgs {
 }
 
 impl Exported {
+    /// What is exported, to add to.
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
     /// A counter of the command's own, bumped through the returned handle.
     pub fn counter(&self, name: &str, help: &str) -> anyhow::Result<Arc<AtomicU64>> {
         let value = Arc::new(AtomicU64::new(0));

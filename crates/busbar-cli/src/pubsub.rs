@@ -38,6 +38,10 @@ pub struct PubArgs {
     /// A header NAME=VALUE (repeatable).
     #[arg(long = "header", short = 'H', value_parser = parse_header)]
     headers: Vec<(String, String)>,
+    /// Start a trace (W3C `traceparent` header, see docs/tracing.md): each message is a
+    /// span of it; its id is printed on stderr.
+    #[arg(long)]
+    trace: bool,
     /// How long to keep a message (and to keep trying to connect) while the broker is out of
     /// reach (`30s`, `2m`), before giving up with an error; the same on every broker.
     #[arg(long, default_value = "30s", value_parser = crate::message::positive_duration)]
@@ -54,6 +58,13 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
     // What each profile's wire cannot carry is refused before anything is sent.
     if profile != Profile::Busbar && !args.headers.is_empty() {
         return Err(dialect.refuse("--header"));
+    }
+    if profile != Profile::Busbar && args.trace {
+        return Err(dialect.refuse("--trace"));
+    }
+    let trace = args.trace.then(busbar::trace::TraceContext::new_root);
+    if let Some(trace) = &trace {
+        eprintln!("busbar pub: trace {}", trace.trace_id());
     }
     if matches!(profile, Profile::Commlib | Profile::Sermas) {
         if args.qos.is_some() {
@@ -77,7 +88,7 @@ pub async fn publish(args: PubArgs) -> anyhow::Result<()> {
                 t.tick().await;
             }
             watch
-                .publish(|| sender.send(&args, qos, body))
+                .publish(|| sender.send(&args, qos, trace, body))
                 .await
                 .with_context(|| format!("publishing to {}", args.topic))?;
         }
@@ -159,7 +170,13 @@ impl Sender {
         }
     }
 
-    async fn send(&self, args: &PubArgs, qos: Option<QoS>, body: &[u8]) -> anyhow::Result<()> {
+    async fn send(
+        &self,
+        args: &PubArgs,
+        qos: Option<QoS>,
+        trace: Option<busbar::trace::TraceContext>,
+        body: &[u8],
+    ) -> anyhow::Result<()> {
         let profile = args.dialect.profile;
         match self {
             Sender::Busbar(conn, topic) => {
@@ -168,6 +185,9 @@ impl Sender {
                 m.retain = args.retain;
                 for (k, v) in &args.headers {
                     m = m.with_header(k.clone(), v.clone());
+                }
+                if let Some(trace) = trace {
+                    m = trace.child().stamp(m);
                 }
                 conn.publish(m).await?;
             }

@@ -31,6 +31,8 @@ pub struct Args {
     #[arg(long, value_name = "FILE")]
     ca: Option<PathBuf>,
     #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
+    #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
     target: Target,
@@ -62,6 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let service = RestProxyService::spawn(&conn, &name, RestProxy::new(options), wire)
         .await
         .with_context(|| format!("serving {name}"))?;
+    let _exported = args.metrics.start("rest-proxy", &conn).await?;
     eprintln!(
         "busbar rest-proxy: answering {name} ({}) on {}{https}; Ctrl-C stops it",
         args.dialect.profile,

@@ -32,6 +32,10 @@ pub struct CallArgs {
     /// answer (exit code 4 still).
     #[arg(long)]
     json: bool,
+    /// Start a trace (W3C `traceparent` header, see docs/tracing.md) that the service and
+    /// any bridge on the way continue; its id is printed on stderr.
+    #[arg(long)]
+    trace: bool,
     #[command(flatten)]
     dialect: Dialect,
     #[command(flatten)]
@@ -55,6 +59,9 @@ fn json_answer(key: &str, bytes: &[u8]) -> String {
 }
 
 pub async fn call(args: CallArgs) -> anyhow::Result<()> {
+    if args.trace && args.dialect.profile != Profile::Busbar {
+        return Err(args.dialect.refuse("--trace"));
+    }
     match args.dialect.profile {
         Profile::Busbar => {}
         Profile::Commlib => return call_commlib(args).await,
@@ -70,6 +77,11 @@ pub async fn call(args: CallArgs) -> anyhow::Result<()> {
     let mut request = Message::new(topic.clone(), body);
     for (k, v) in &args.headers {
         request = request.with_header(k.clone(), v.clone());
+    }
+    if args.trace {
+        let trace = busbar::trace::TraceContext::new_root();
+        eprintln!("busbar call: trace {}", trace.trace_id());
+        request = trace.stamp(request);
     }
     let reply = match conn.request(request, timeout).await {
         Ok(reply) => reply,
@@ -224,6 +236,9 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             Some(command) => run(command, &body).await,
         };
         let mut reply = Message::new(reply_to, answer);
+        if let Some(trace) = busbar::trace::TraceContext::of(&request) {
+            reply = trace.child().stamp(reply);
+        }
         reply.correlation_id = request.correlation_id.clone();
         reply.qos = request.qos;
         if failed {

@@ -2379,3 +2379,136 @@ fn monitor_redraws_in_place_on_a_terminal() {
     assert!(!plain.contains('\x1b'), "no terminal sequences: {plain:?}");
     assert_eq!(plain.matches("topics (msg/s, total):").count(), 2, "{plain:?}");
 }
+
+/// `--metrics` on `monitor` (messages by topic, ids folded; nodes), `gateway` (its
+/// counters), `rest-proxy` and `serve-action` (their connection), read by a scrape.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn monitor_gateway_and_servers_export_metrics() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::AsyncBufReadExt;
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = mqtt.url();
+    let run = format!("metrics{}", rand_suffix());
+    let filter = format!("{run}/#");
+    let (mut monitor, addr) = start_with_metrics(&[
+        "monitor",
+        "--filter",
+        &filter,
+        "--interval",
+        "200ms",
+        "--json",
+        "--url",
+        url,
+    ])
+    .await;
+    let mut reports = tokio::io::BufReader::new(monitor.stdout.take().expect("stdout")).lines();
+    let inbox = format!("{run}/reply/0123456789abcdef0123456789abcdef");
+    for topic in
+        [format!("{run}/a"), inbox.clone(), format!("{run}/reply/fedcba9876543210fedcba9876543210")]
+    {
+        ok(&["pub", &topic, "x", "--url", url]);
+    }
+    // The monitor has seen all three once a report counts them.
+    loop {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), reports.next_line())
+            .await
+            .expect("a report in time")
+            .expect("stdout")
+            .expect("a report");
+        let report: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        if report["totals"].as_object().is_some_and(|t| t.len() == 3) {
+            break;
+        }
+    }
+    let body = scrape(&addr);
+    assert!(
+        body.contains(&format!("busbar_monitor_messages_total{{topic=\"{run}/a\"}} 1\n")),
+        "{body}"
+    );
+    assert!(
+        body.contains(&format!("busbar_monitor_messages_total{{topic=\"{run}/reply/*\"}} 2\n")),
+        "the two replies are one series: {body}"
+    );
+    assert!(body.contains("busbar_delivered_total{connection=\"monitor\"} 3\n"), "{body}");
+
+    let gateway = config_file(&format!(
+        "events: {{url: \"mem://gw-metrics\"}}\nbroker: {{host: \"{}\", port: {}}}\nadapters:\n  outbound:\n    channels:\n      sensor:\n        default_builder: event\n        rules:\n          - [\"flow:main\", /main_flow]\n",
+        mqtt.host(),
+        mqtt.port()
+    ));
+    let (_gateway, addr) = start_with_metrics(&["gateway", "-c", &gateway.to_string_lossy()]).await;
+    let body = scrape(&addr);
+    assert!(body.contains("busbar_gateway_published_total 0\n"), "{body}");
+    assert!(body.contains("busbar_gateway_unrouted_total 0\n"), "{body}");
+
+    let (_proxy, addr) = start_with_metrics(&[
+        "rest-proxy",
+        "--name",
+        &format!("{run}/rest"),
+        "--allow",
+        "127.0.0.1",
+        "--url",
+        url,
+    ])
+    .await;
+    assert!(scrape(&addr).contains("busbar_connected{connection=\"rest-proxy\"} 1\n"));
+    let (_actions, addr) = start_with_metrics(&[
+        "serve-action",
+        &format!("{run}/fill"),
+        "--exec",
+        "cat",
+        "--url",
+        url,
+    ])
+    .await;
+    assert!(scrape(&addr).contains("busbar_connected{connection=\"serve-action\"} 1\n"));
+}
+
+/// `call --trace` and `pub --trace` start a W3C trace whose id they print: the messages
+/// carry it (`traceparent`), as a subscriber's `--json` headers show.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_and_pub_start_a_trace() {
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::AsyncBufReadExt;
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = mqtt.url();
+    let run = format!("tracecli{}", rand_suffix());
+    let mut sub = start_ready(&["sub", &format!("{run}/#"), "--json", "--url", url]).await;
+    let mut lines = tokio::io::BufReader::new(sub.stdout.take().expect("stdout")).lines();
+    let _serve = start_ready(&["serve", &format!("{run}/svc"), "--url", url]).await;
+    let trace_of = |stderr: &[u8]| {
+        let text = String::from_utf8_lossy(stderr).into_owned();
+        text.lines()
+            .find_map(|l| l.split("trace ").nth(1).map(str::to_owned))
+            .unwrap_or_else(|| panic!("no trace id in {text:?}"))
+    };
+    let out = busbar(&["call", &format!("{run}/svc"), "hi", "--trace", "--url", url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let call_trace = trace_of(&out.stderr);
+    let out = busbar(&["pub", &format!("{run}/note"), "x", "--trace", "--url", url]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let pub_trace = trace_of(&out.stderr);
+    assert_ne!(call_trace, pub_trace, "each command starts its own trace");
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let line = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+            .await
+            .expect("in time")
+            .expect("stdout")
+            .expect("a line");
+        let m: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+        let traceparent = m["headers"]
+            .as_array()
+            .and_then(|h| h.iter().find(|p| p[0] == "traceparent"))
+            .and_then(|p| p[1].as_str())
+            .unwrap_or_default()
+            .to_owned();
+        seen.push((m["topic"].as_str().unwrap_or_default().to_owned(), traceparent));
+    }
+    assert_eq!(seen[0].0, format!("{run}/svc"));
+    assert!(seen[0].1.contains(&call_trace), "{seen:?}");
+    assert_eq!(seen[1].0, format!("{run}/note"));
+    assert!(seen[1].1.contains(&pub_trace), "{seen:?}");
+    let out = busbar(&["pub", "--profile", "commlib", "a.b", "{}", "--trace", "--url", url]);
+    assert_eq!(out.status.code(), Some(2), "--trace is busbar's own");
+}

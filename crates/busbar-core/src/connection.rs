@@ -72,7 +72,15 @@ impl Connection {
     /// `docs/delivery.md` per transport. To keep many in flight, use
     /// [`pipeline`](Self::pipeline). (A plain function returning the transport's completion
     /// rather than an `async fn`: the message then moves once, straight to the transport.)
-    pub fn publish(&self, message: Message) -> Completion<'_> {
+    pub fn publish(&self, mut message: Message) -> Completion<'_> {
+        if let Some(span) = crate::trace::outgoing(&mut message) {
+            tracing::debug!(
+                topic = %message.topic,
+                trace_id = %span.trace_id(),
+                span_id = %span.span_id(),
+                "busbar.publish"
+            );
+        }
         match self.check(&message) {
             Ok(()) => self.transport.publish(message),
             Err(e) => Completion::ready(Err(e)),
@@ -148,11 +156,26 @@ impl Connection {
     /// Sends a request and waits for its reply.
     pub async fn request(
         &self,
-        message: Message,
+        mut message: Message,
         timeout: Duration,
     ) -> Result<Message, RequestError> {
         self.check(&message)?;
-        self.transport.request(message, timeout).await
+        match crate::trace::outgoing(&mut message) {
+            None => self.transport.request(message, timeout).await,
+            Some(span) => {
+                use tracing::Instrument;
+                let topic = message.topic.clone();
+                let request = self.transport.request(message, timeout);
+                request
+                    .instrument(tracing::info_span!(
+                        "busbar.request",
+                        topic = %topic,
+                        trace_id = %span.trace_id(),
+                        span_id = %span.span_id()
+                    ))
+                    .await
+            }
+        }
     }
 
     /// Connection events.

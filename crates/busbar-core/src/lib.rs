@@ -25,6 +25,7 @@ pub mod receipt;
 pub mod stats;
 pub mod time;
 pub mod topic;
+pub mod trace;
 pub mod transport;
 pub mod url;
 

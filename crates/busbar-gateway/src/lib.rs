@@ -384,6 +384,24 @@ impl Gateway {
 
     /// The counters.
     pub fn stats(&self) -> GatewayStats {
+        self.stats_reader().read()
+    }
+
+    /// A handle that reads its counters from elsewhere (a metrics endpoint).
+    pub fn stats_reader(&self) -> GatewayStatsReader {
+        GatewayStatsReader { counters: self.counters.clone() }
+    }
+}
+
+/// Reads a gateway's counters (see [`Gateway::stats_reader`]).
+#[derive(Clone)]
+pub struct GatewayStatsReader {
+    counters: Arc<Counters>,
+}
+
+impl GatewayStatsReader {
+    /// The counters now.
+    pub fn read(&self) -> GatewayStats {
         let c = &self.counters;
         GatewayStats {
             published: c.published.load(Ordering::Relaxed),

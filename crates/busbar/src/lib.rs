@@ -88,6 +88,11 @@ pub mod topic {
     pub use busbar_core::topic::*;
 }
 
+/// W3C trace context in message headers: follow one request through bridges and servers.
+pub mod trace {
+    pub use busbar_core::trace::{TRACEPARENT, TRACESTATE, TraceContext};
+}
+
 /// Bounds on the files busbar reads whole (configuration, gateway rules, modules).
 pub mod limits {
     pub use busbar_core::limits::*;

@@ -197,6 +197,57 @@ impl Metrics {
         self.custom(name, help, "counter", labels, move || value().to_string())
     }
 
+    /// A counter with one label whose values are known only when scraped (by topic, by
+    /// node): `read` gives each label value with its count. Keep the values few (a
+    /// scraper stores a series for each).
+    pub fn counter_family(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        read: impl Fn() -> Vec<(String, u64)> + Send + Sync + 'static,
+    ) -> Result<(), InvalidName> {
+        self.family(name, help, "counter", label, move || {
+            read().into_iter().map(|(l, v)| (l, v.to_string())).collect()
+        })
+    }
+
+    /// A gauge with one label whose values are known only when scraped (see
+    /// [`Metrics::counter_family`]).
+    pub fn gauge_family(
+        &self,
+        name: &str,
+        help: &str,
+        label: &str,
+        read: impl Fn() -> Vec<(String, f64)> + Send + Sync + 'static,
+    ) -> Result<(), InvalidName> {
+        self.family(name, help, "gauge", label, move || {
+            read().into_iter().map(|(l, v)| (l, v.to_string())).collect()
+        })
+    }
+
+    fn family(
+        &self,
+        name: &str,
+        help: &str,
+        kind: &'static str,
+        label: &str,
+        read: impl Fn() -> Vec<(String, String)> + Send + Sync + 'static,
+    ) -> Result<(), InvalidName> {
+        for n in [name, label] {
+            if !valid_name(n) {
+                return Err(InvalidName(n.to_owned()));
+            }
+        }
+        let (name, help, label) = (name.to_owned(), help.to_owned(), label.to_owned());
+        self.push(Box::new(move |s| {
+            for (value, sample) in read() {
+                s.add(&name, &help, kind, &label_set(&[(&label, &value)]), sample);
+            }
+        }));
+        Ok(())
+    }
+
     /// A gauge read from `value` at each scrape (a queue's depth, say).
     pub fn gauge(
         &self,
@@ -356,6 +407,11 @@ mod tests {
         let metrics = Metrics::new();
         metrics.connection("edge \"1\"", &conn);
         metrics.gauge("queue_depth", "Waiting.", &[("sub", "m/#")], || 3.0).expect("valid");
+        metrics
+            .counter_family("by_topic_total", "Per topic.", "topic", || {
+                vec![("a/b".to_owned(), 2), ("c".to_owned(), 5)]
+            })
+            .expect("valid");
         assert!(metrics.counter("9bad", "x", &[], || 0).is_err());
         assert!(metrics.counter("ok", "x", &[("bad-label", "v")], || 0).is_err());
         let server = metrics.serve("127.0.0.1:0").await.expect("serve");
@@ -372,6 +428,10 @@ mod tests {
         );
         assert!(answer.contains("busbar_connected{connection=\"edge \\\"1\\\"\"} 1\n"), "{answer}");
         assert!(answer.contains("queue_depth{sub=\"m/#\"} 3\n"), "{answer}");
+        assert!(
+            answer.contains("by_topic_total{topic=\"a/b\"} 2\nby_topic_total{topic=\"c\"} 5\n"),
+            "{answer}"
+        );
         let answer = scrape(server.local_addr(), "GET /other HTTP/1.1\r\n\r\n").await;
         assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
         let answer = scrape(server.local_addr(), "POST /metrics HTTP/1.1\r\n\r\n").await;

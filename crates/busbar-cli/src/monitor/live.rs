@@ -51,7 +51,7 @@ fn is_id(level: &str) -> bool {
 
 /// The row a topic is counted in: its own, or its parent's `/*` when its last level is an
 /// id, or follows `client`/`cancel` (an action's per-client and per-server topics).
-fn fold_key(topic: &str) -> String {
+pub(super) fn fold_key(topic: &str) -> String {
     match topic.rsplit_once('/') {
         Some((parent, last)) => {
             let by_role = parent.rsplit('/').next().is_some_and(|p| p == "client" || p == "cancel");

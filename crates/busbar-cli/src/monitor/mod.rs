@@ -2,6 +2,7 @@
 //! which server the monitor itself uses, and how busy each topic is.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -34,6 +35,8 @@ pub struct Args {
     /// id folded into one row).
     #[arg(long, conflicts_with = "json")]
     plain: bool,
+    #[command(flatten)]
+    metrics: crate::metrics::MetricsArgs,
     /// commlib: a node whose heartbeats to follow (repeatable; commlib's heartbeats name
     /// their node in the topic only, so the nodes are named here).
     #[arg(long = "node", value_name = "NAME")]
@@ -168,6 +171,11 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         subs.push(conn.subscribe_with(SubscribeOptions::from(filter)).await?);
     }
     let mut messages = futures_util::stream::select_all(subs);
+    let exported = args.metrics.start("monitor", &conn).await?;
+    let shared = match &exported {
+        Some(e) => Some(Shared::export(e)?),
+        None => None,
+    };
     let view = match (args.json, args.plain) {
         (true, _) => View::Json,
         (false, false) if std::io::IsTerminal::is_terminal(&std::io::stdout()) => View::Live,
@@ -187,12 +195,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::select! {
             Some(m) = messages.next() => {
                 let topic = m.topic.as_str().to_owned();
+                if let Some(shared) = &shared {
+                    shared.count(&topic);
+                }
                 *totals.entry(topic.clone()).or_default() += 1;
                 *window.entry(topic).or_default() += 1;
             }
             () = liveness.next(&mut nodes) => {}
             _ = tick.tick() => {
                 liveness.sweep(&mut nodes);
+                if let Some(shared) = &shared {
+                    shared.nodes(&nodes);
+                }
                 let secs = since.elapsed().as_secs_f64().max(1e-3);
                 let rates = window.iter().map(|(t, n)| (t.as_str(), *n as f64 / secs)).collect();
                 let report = Report {
@@ -223,6 +237,61 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             () = interrupts.next() => return Ok(()),
         }
     }
+}
+
+/// The most topics (after folding) counted apart in the metrics; the rest are `_other`.
+const MAX_TOPIC_SERIES: usize = 1000;
+
+/// What the monitor exports besides its connection: messages per topic (folded as the live
+/// view folds them, so reply inboxes are one series) and each node's state.
+struct Shared {
+    topics: Arc<Mutex<BTreeMap<String, u64>>>,
+    up: Arc<Mutex<BTreeMap<String, bool>>>,
+}
+
+impl Shared {
+    fn export(exported: &crate::metrics::Exported) -> anyhow::Result<Shared> {
+        let shared = Shared { topics: Arc::default(), up: Arc::default() };
+        let topics = shared.topics.clone();
+        exported.metrics().counter_family(
+            "busbar_monitor_messages_total",
+            "Messages seen, by topic (ids folded as in the live view).",
+            "topic",
+            move || lock(&topics).iter().map(|(t, n)| (t.clone(), *n)).collect(),
+        )?;
+        let up = shared.up.clone();
+        exported.metrics().gauge_family(
+            "busbar_monitor_node_up",
+            "1 while a node's heartbeats say it is up.",
+            "node",
+            move || {
+                lock(&up).iter().map(|(n, u)| (n.clone(), if *u { 1.0 } else { 0.0 })).collect()
+            },
+        )?;
+        Ok(shared)
+    }
+
+    fn count(&self, topic: &str) {
+        let key = live::fold_key(topic);
+        let mut topics = lock(&self.topics);
+        let key = if topics.len() >= MAX_TOPIC_SERIES && !topics.contains_key(&key) {
+            "_other".to_owned()
+        } else {
+            key
+        };
+        *topics.entry(key).or_default() += 1;
+    }
+
+    fn nodes(&self, nodes: &BTreeMap<String, String>) {
+        let mut up = lock(&self.up);
+        for (node, state) in nodes {
+            up.insert(node.clone(), state == "up");
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 /// How reports are shown.

@@ -380,12 +380,28 @@ where
     }
     let codec = request.codec_or(codec);
     let payload = std::mem::take(&mut request.payload);
+    // A traced request is handled in a span of its trace: what the handler sends carries
+    // it on, and so does the reply.
+    let trace = crate::trace::TraceContext::of(&request).map(|t| t.child());
     let outcome = match payload.decode::<Req>(codec, request.topic.as_str()) {
         Err(e) => Err(RpcError::new(RpcError::BAD_REQUEST, e.to_string())),
-        Ok(req) => AssertUnwindSafe(handler.call(req))
-            .catch_unwind()
-            .await
-            .unwrap_or_else(|_| Err(RpcError::internal("the handler panicked"))),
+        Ok(req) => {
+            let work = AssertUnwindSafe(handler.call(req)).catch_unwind();
+            let done = match trace {
+                None => work.await,
+                Some(span) => {
+                    use tracing::Instrument;
+                    let traced = work.instrument(tracing::info_span!(
+                        "busbar.handle",
+                        topic = %request.topic,
+                        trace_id = %span.trace_id(),
+                        span_id = %span.span_id()
+                    ));
+                    span.in_scope(traced).await
+                }
+            };
+            done.unwrap_or_else(|_| Err(RpcError::internal("the handler panicked")))
+        }
     };
     let reply = match outcome {
         Ok(resp) => super::typed_message(&conn, reply_to.clone(), resp, codec)
@@ -404,6 +420,9 @@ where
     };
     reply.qos = request.qos;
     reply.correlation_id = request.correlation_id.take();
+    if let Some(span) = trace {
+        reply = span.stamp(reply);
+    }
     if let Err(e) = conn.publish(reply).await {
         tracing::warn!(topic = %request.topic, error = %e, "could not publish RPC reply");
     }

@@ -96,6 +96,14 @@ impl Subscription {
         if self.ack_on_read {
             m.ack();
         }
+        if let Some(span) = crate::trace::TraceContext::of(&m) {
+            tracing::debug!(
+                topic = %m.topic,
+                trace_id = %span.trace_id(),
+                span_id = %span.span_id(),
+                "busbar.deliver"
+            );
+        }
         match &self.rewrite {
             Some(f) => f(m),
             None => m,

@@ -27,14 +27,7 @@ impl MetricsArgs {
     /// Starts the endpoint for `command` with no connection of its own to export (a
     /// gateway's or a bridge's are inside them): only what is added to it.
     pub async fn start_bare(&self, command: &str) -> anyhow::Result<Option<Exported>> {
-        let Some(addr) = &self.metrics else { return Ok(None) };
-        let metrics = Metrics::new();
-        let server = metrics
-            .serve(addr)
-            .await
-            .with_context(|| format!("--metrics {addr}: cannot listen there"))?;
-        eprintln!("busbar {command}: metrics on http://{}/metrics", server.local_addr());
-        Ok(Some(Exported { metrics, _server: server }))
+        self.serve(command, None).await
     }
 
     /// Starts the endpoint for `command`, exporting `conn` as `connection="<command>"`.
@@ -43,9 +36,21 @@ impl MetricsArgs {
         command: &str,
         conn: &Connection,
     ) -> anyhow::Result<Option<Exported>> {
+        self.serve(command, Some(conn)).await
+    }
+
+    /// The connection is exported before the address is announced: a scrape as soon as
+    /// the line is out already sees it.
+    async fn serve(
+        &self,
+        command: &str,
+        conn: Option<&Connection>,
+    ) -> anyhow::Result<Option<Exported>> {
         let Some(addr) = &self.metrics else { return Ok(None) };
         let metrics = Metrics::new();
-        metrics.connection(command, conn);
+        if let Some(conn) = conn {
+            metrics.connection(command, conn);
+        }
         let server = metrics
             .serve(addr)
             .await

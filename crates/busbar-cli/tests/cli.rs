@@ -369,6 +369,15 @@ async fn bridge_runs_the_bridges_of_a_configuration() {
 /// Starts `busbar ARGS` and waits for the line on its standard error that says it is ready
 /// (`busbar sub: listening ...`, `busbar serve: answering ...`).
 async fn start_ready(args: &[&str]) -> tokio::process::Child {
+    let (child, line) = start_reading_first_line(args).await;
+    assert!(line.starts_with("busbar "), "{args:?} did not start: {line}");
+    child
+}
+
+/// Starts `busbar ARGS` and returns it with the first line it writes on standard error.
+/// The rest of standard error is read (and dropped) so that the command can still write
+/// there: a closed pipe would make its last words fail.
+async fn start_reading_first_line(args: &[&str]) -> (tokio::process::Child, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
         .args(args)
@@ -383,11 +392,8 @@ async fn start_ready(args: &[&str]) -> tokio::process::Child {
         .expect("ready in time")
         .expect("stderr")
         .unwrap_or_default();
-    assert!(line.starts_with("busbar "), "{args:?} did not start: {line}");
-    // The rest of standard error is read (and dropped) so that the command can still write
-    // there: a closed pipe would make its last words fail.
     tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
-    child
+    (child, line)
 }
 
 /// `pub`, `sub`, `call` and `serve` against every broker, through the real binary.
@@ -2254,28 +2260,14 @@ fn completions_and_a_man_page_are_generated() {
 /// Starts `busbar ARGS --metrics 127.0.0.1:0` and returns it with the address it serves its
 /// metrics on (from the first line on standard error).
 async fn start_with_metrics(args: &[&str]) -> (tokio::process::Child, String) {
-    use tokio::io::{AsyncBufReadExt, BufReader};
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
-        .args(args)
-        .args(["--metrics", "127.0.0.1:0"])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start busbar");
-    let mut err = BufReader::new(child.stderr.take().expect("stderr")).lines();
-    let line = tokio::time::timeout(std::time::Duration::from_secs(20), err.next_line())
-        .await
-        .expect("ready in time")
-        .expect("stderr")
-        .unwrap_or_default();
+    let args: Vec<&str> = args.iter().copied().chain(["--metrics", "127.0.0.1:0"]).collect();
+    let (child, line) = start_reading_first_line(&args).await;
     let addr = line
         .split("http://")
         .nth(1)
         .and_then(|rest| rest.strip_suffix("/metrics"))
         .unwrap_or_else(|| panic!("{args:?}: no metrics address in {line:?}"))
         .to_owned();
-    tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
     (child, addr)
 }
 

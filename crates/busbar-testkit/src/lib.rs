@@ -91,15 +91,30 @@ pub fn brokers_required() -> bool {
 /// The port is found by binding `127.0.0.1:0` and reading the port the kernel chose; the
 /// listener is closed before returning, so another process may in principle take the port
 /// before the caller binds it. [`BrokerProcess`] retries with a fresh port when that happens.
+/// Within one process a port is handed out once: two tests running at once must not both
+/// get a port that neither has bound yet (the kernel may give a just-released port again),
+/// or the second broker could not bind it while the first one's answers looked like its own
+/// readiness (CI once met a TLS test talking to another test's plain Mosquitto).
 ///
 /// # Errors
 ///
 /// [`TestkitError::FreePort`] when binding or reading the local address fails.
 pub fn free_port() -> Result<u16, TestkitError> {
-    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-        .map_err(|source| TestkitError::FreePort { source })?;
-    let addr = listener.local_addr().map_err(|source| TestkitError::FreePort { source })?;
-    Ok(addr.port())
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    // Ports already handed out are held bound while looking, so the kernel picks others.
+    let mut held = Vec::new();
+    loop {
+        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .map_err(|source| TestkitError::FreePort { source })?;
+        let port =
+            listener.local_addr().map_err(|source| TestkitError::FreePort { source })?.port();
+        if !handed_out.contains(&port) || held.len() >= 64 {
+            handed_out.push(port);
+            return Ok(port);
+        }
+        held.push(listener);
+    }
 }
 
 /// Record that `test` cannot run because of `why`.

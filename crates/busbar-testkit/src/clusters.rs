@@ -1,5 +1,6 @@
 //! Brokers in groups on free loopback ports, for failover tests: a NATS cluster, a
-//! RabbitMQ cluster, and a Redis master with a replica watched by a Sentinel. Each member is a [`BrokerProcess`]
+//! RabbitMQ cluster, a Redis master with a replica watched by a Sentinel, and two Tansu
+//! (Kafka) brokers sharing one PostgreSQL database. Each member is a [`BrokerProcess`]
 //! of its own, so a test kills one by its pid as it would a single broker.
 
 use std::fmt::Write as _;
@@ -11,6 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 
+use crate::postgres::PostgresServer;
 use crate::process::{BrokerProcess, rabbitmq_node_name};
 use crate::shared::BrokerKind;
 use crate::{NatsConfig, READY_TIMEOUT, TestkitError, free_port};
@@ -196,6 +198,39 @@ impl SentinelGroup {
         wait_for_reply(sentinel.port(), &["SENTINEL", "replicas", SENTINEL_GROUP], &replica_port)
             .await?;
         Ok(SentinelGroup { master, replica, sentinel })
+    }
+}
+
+/// Two Tansu brokers storing in one PostgreSQL database (on a server of their own): one
+/// Kafka cluster, every broker serving every partition from the shared tables, so a client
+/// that loses one reads and writes the same log through the other. The schema is
+/// busbar's `tansu-postgres.sql` (Tansu does not create its tables in PostgreSQL).
+#[derive(Debug)]
+pub struct TansuPair {
+    /// The brokers, first the one a list should name first. Dropped before the database.
+    pub brokers: Vec<BrokerProcess>,
+    /// Kept running while the brokers are.
+    _database: PostgresServer,
+}
+
+impl TansuPair {
+    /// Starts the database server, loads the schema and starts both brokers on it.
+    ///
+    /// # Errors
+    ///
+    /// [`TestkitError::BinaryMissing`] without PostgreSQL 16 or a Tansu build with
+    /// PostgreSQL storage; any error from loading the schema or starting a process.
+    pub async fn start() -> Result<TansuPair, TestkitError> {
+        let database = PostgresServer::start().await?;
+        let schema = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tansu-postgres.sql");
+        database.create_database("tansu", &schema).await?;
+        // A loopback server of the test's own: no TLS.
+        let storage = format!("{}?sslmode=disable", database.url("tansu"));
+        let mut brokers = Vec::with_capacity(2);
+        for _ in 0..2 {
+            brokers.push(BrokerProcess::tansu_storing_in(&storage).await?);
+        }
+        Ok(TansuPair { brokers, _database: database })
     }
 }
 

@@ -10,8 +10,9 @@
 //!   generated configuration in its own temporary directory. Use it for tests that must
 //!   stop, restart or configure the broker. The process is killed (by its pid) when the
 //!   value is dropped.
-//! * [`clusters`] — groups of such processes for failover tests: a NATS cluster, a Redis
-//!   master with a replica and a Sentinel.
+//! * [`clusters`] — groups of such processes for failover tests: a NATS cluster, a
+//!   RabbitMQ cluster, a Redis master with a replica and a Sentinel, and two Tansu (Kafka)
+//!   brokers sharing one database of a [`postgres::PostgresServer`] of their own.
 //!
 //! # Skip or require
 //!
@@ -62,6 +63,7 @@ pub mod kafka_users;
 pub mod oidc;
 pub mod peer;
 pub mod pki;
+pub mod postgres;
 mod process;
 pub mod sasl_front;
 mod shared;

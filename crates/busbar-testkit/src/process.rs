@@ -385,12 +385,26 @@ impl BrokerProcess {
     /// [`TestkitError::BinaryMissing`] when no such build is found; otherwise any error
     /// from spawning or waiting for readiness.
     pub async fn tansu_lasting() -> Result<Self, TestkitError> {
+        // Relative to the broker's working directory, its temporary directory.
+        Self::tansu_storing_in("sqlite://tansu.db").await
+    }
+
+    /// Start a Tansu Kafka broker of the build [`tansu_lasting`](Self::tansu_lasting)
+    /// uses, storing in `storage_engine` (a `postgres://` URL: several brokers on one
+    /// database form one cluster, see [`TansuPair`](crate::clusters::TansuPair)).
+    ///
+    /// # Errors
+    ///
+    /// As for [`tansu_lasting`](Self::tansu_lasting).
+    pub async fn tansu_storing_in(storage_engine: &str) -> Result<Self, TestkitError> {
         let program = match std::env::var_os("BUSBAR_TANSU_LASTING").filter(|p| !p.is_empty()) {
             Some(path) => PathBuf::from(path),
             None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/tansu-lite/bin/tansu"),
         };
         if !is_executable(&program) {
-            return Err(TestkitError::BinaryMissing { name: "tansu (built with libsql)" });
+            return Err(TestkitError::BinaryMissing {
+                name: "tansu (built with libsql and postgres, by scripts/test-all)",
+            });
         }
         Self::start_program("tansu", BrokerKind::Kafka, program, |_dir, port| {
             let url = format!("tcp://127.0.0.1:{port}");
@@ -400,9 +414,8 @@ impl BrokerProcess {
                 url.clone().into(),
                 "--advertised-listener-url".into(),
                 url.into(),
-                // Relative to the broker's working directory, its temporary directory.
                 "--storage-engine".into(),
-                "sqlite://tansu.db".into(),
+                storage_engine.into(),
             ];
             Ok((args, vec![]))
         })
@@ -709,7 +722,7 @@ fn is_executable(path: &Path) -> bool {
 }
 
 /// The last lines of a log file, or a note saying why there are none.
-fn log_tail(path: &Path) -> String {
+pub(crate) fn log_tail(path: &Path) -> String {
     let read = || -> std::io::Result<Vec<u8>> {
         let mut file = File::open(path)?;
         let len = file.metadata()?.len();
@@ -734,12 +747,12 @@ fn log_tail(path: &Path) -> String {
 
 /// A uniquely named directory under the system temporary directory, removed on drop.
 #[derive(Debug)]
-struct ScratchDir {
+pub(crate) struct ScratchDir {
     path: PathBuf,
 }
 
 impl ScratchDir {
-    fn new(label: &str) -> Result<Self, TestkitError> {
+    pub(crate) fn new(label: &str) -> Result<Self, TestkitError> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let base = std::env::temp_dir();
         loop {
@@ -756,7 +769,7 @@ impl ScratchDir {
         }
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

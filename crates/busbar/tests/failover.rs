@@ -33,6 +33,10 @@ const PATIENCE: Duration = Duration::from_secs(60);
 /// again once its ack wait passed (NATS: 30 s).
 const ACK_WAIT: Duration = Duration::from_secs(40);
 
+/// The number of the end marker: the stream's last message, on the stream's topic, so that
+/// it arrives after the rest wherever order is kept (on Kafka, within one partition only).
+const END: u32 = u32::MAX;
+
 /// Refusals that say the broker could not be reached: all a failover may cost a publisher.
 const UNREACHABLE: &[PublishErrorKind] = &[PublishErrorKind::NotConnected];
 
@@ -109,7 +113,8 @@ async fn next(sub: &mut Subscription) -> Option<(u32, Instant)> {
         .await
         .expect("the stream stalled")
         .expect("the subscription stays open");
-    (m.topic.as_str() == "failover/n").then(|| (number(&m), Instant::now()))
+    let n = number(&m);
+    (n != END).then(|| (n, Instant::now()))
 }
 
 /// What a durable subscriber read: up to the end marker, in arrival order, and what came
@@ -163,7 +168,7 @@ async fn durable_reader(
             let deadline = Instant::now() + ACK_WAIT;
             while !missing.is_empty() {
                 match tokio::time::timeout_at(deadline, sub.recv()).await {
-                    Ok(Some(m)) if m.topic.as_str() == "failover/n" => {
+                    Ok(Some(m)) if number(&m) != END => {
                         let n = number(&m);
                         missing.remove(&n);
                         late.push(n);
@@ -181,14 +186,17 @@ async fn durable_reader(
 }
 
 /// Runs the stream on `url` (a server list), killing the server in use with `kill`, and
-/// checks that both sides move to `next_server`. A durable subscriber reads the stream too,
+/// checks that both sides move to `next_server` (`None` where the client moves without
+/// reconnecting as a whole: a Kafka client holds a link to every broker it uses, and loses
+/// only the dead one; both sides count as back once a message published after the kill
+/// arrives). A durable subscriber reads the stream too,
 /// where the servers keep one: its figures are printed, held to the same checks and
 /// returned after the plain subscriber's (where the dead server held it alone, what it
 /// held is beyond its reach; a cluster that replicates it is held to more by its test).
 async fn stream_through_failover(
     name: &str,
     url: &str,
-    next_server: &str,
+    next_server: Option<&str>,
     kill: impl std::future::Future<Output = ()>,
     refusals: &[PublishErrorKind],
 ) -> (Figures, Option<Figures>) {
@@ -257,22 +265,25 @@ async fn stream_through_failover(
     let published_at_kill = published.load(Ordering::Acquire);
     // Messages keep arriving (from the dead server's last writes, then the new one) while
     // the two reconnect; the subscription's queue holds them meanwhile.
-    let (sub_server, pub_server, durable_server) = tokio::join!(
-        reconnected_to(&mut sub_events, "the subscriber"),
-        reconnected_to(&mut pub_events, "the publisher"),
-        async {
-            match durable_events.as_mut() {
-                Some(events) => Some(reconnected_to(events, "the durable subscriber").await),
-                None => None,
+    let mut back_from = None;
+    if let Some(next_server) = next_server {
+        let (sub_server, pub_server, durable_server) = tokio::join!(
+            reconnected_to(&mut sub_events, "the subscriber"),
+            reconnected_to(&mut pub_events, "the publisher"),
+            async {
+                match durable_events.as_mut() {
+                    Some(events) => Some(reconnected_to(events, "the durable subscriber").await),
+                    None => None,
+                }
             }
+        );
+        if let Some(server) = durable_server {
+            assert_eq!(server, next_server, "{name}: the durable subscriber's Reconnected");
         }
-    );
-    if let Some(server) = durable_server {
-        assert_eq!(server, next_server, "{name}: the durable subscriber's Reconnected");
+        back_from = Some(published.load(Ordering::Acquire));
+        assert_eq!(sub_server, next_server, "{name}: the subscriber's Reconnected names it");
+        assert_eq!(pub_server, next_server, "{name}: the publisher's Reconnected names it");
     }
-    let back_from = published.load(Ordering::Acquire);
-    assert_eq!(sub_server, next_server, "{name}: the subscriber's Reconnected names the server");
-    assert_eq!(pub_server, next_server, "{name}: the publisher's Reconnected names the server");
 
     let mut kill_to_first = None;
     loop {
@@ -280,11 +291,14 @@ async fn stream_through_failover(
         received.push(n);
         if n >= published_at_kill && kill_to_first.is_none() {
             kill_to_first = Some(at.saturating_duration_since(killed_at));
+            // Without events, the first message published after the kill says both are back.
+            back_from.get_or_insert_with(|| published.load(Ordering::Acquire));
         }
-        if n >= back_from + AFTER_BACK {
+        if back_from.is_some_and(|back| n >= back + AFTER_BACK) {
             break;
         }
     }
+    let back_from = back_from.expect("both sides came back");
     stop_tx.send_replace(true);
     let results = publishing.await.expect("the publisher task");
     // NATS gives a message again after its consumer's ack wait when the reader that had it
@@ -300,7 +314,7 @@ async fn stream_through_failover(
     // NATS stream whose leader was on the killed node can take a while to take publishes
     // again; what it refused meanwhile is counted above). Two markers are harmless: readers
     // stop at the first.
-    let end = Message::new(Topic::new("failover/end").expect("topic"), "");
+    let end = numbered(&Topic::new("failover/n").expect("topic"), END);
     let give_up = tokio::time::Instant::now() + PATIENCE;
     loop {
         match publisher.publish(end.clone()).await {
@@ -414,7 +428,7 @@ mod mqtt {
         let next = format!("127.0.0.1:{}", second.port());
         let kill = async { first.stop().await.expect("kill the first broker") };
         let (figures, _) =
-            stream_through_failover("MQTT 5, QoS 1", &url, &next, kill, UNREACHABLE).await;
+            stream_through_failover("MQTT 5, QoS 1", &url, Some(&next), kill, UNREACHABLE).await;
         // At least once at QoS 1: the publisher keeps what it could not send and the next
         // broker confirms it, so nothing is refused.
         assert!(figures.refused.is_empty(), "{:?}", figures.refused);
@@ -460,7 +474,8 @@ mod nats {
         let first = &mut nodes[0];
         let kill = async { first.stop().await.expect("kill the first node") };
         let (_, durable) =
-            stream_through_failover("NATS cluster, QoS 0", &url, &next, kill, UNCONFIRMED).await;
+            stream_through_failover("NATS cluster, QoS 0", &url, Some(&next), kill, UNCONFIRMED)
+                .await;
         // Publishes to a subject a durable subscription keeps are confirmed by its stream
         // (and tried again while its leader is away): every confirmed one reaches it.
         let durable = durable.expect("a durable subscriber on NATS");
@@ -488,9 +503,14 @@ mod redis {
         let next = format!("127.0.0.1:{}", group.replica.port());
         let master = &mut group.master;
         let kill = async { master.stop().await.expect("kill the master") };
-        let (figures, _) =
-            stream_through_failover("Redis with Sentinel, QoS 0", &url, &next, kill, UNREACHABLE)
-                .await;
+        let (figures, _) = stream_through_failover(
+            "Redis with Sentinel, QoS 0",
+            &url,
+            Some(&next),
+            kill,
+            UNREACHABLE,
+        )
+        .await;
         assert_eq!(figures.duplicated(), 0, "at most once: {:?}", figures.received);
     }
 
@@ -527,7 +547,8 @@ mod amqp {
         let url = server_list("amqp", &[&first, &second]);
         let next = format!("127.0.0.1:{}", second.port());
         let kill = async { first.stop().await.expect("kill the first node") };
-        stream_through_failover("AMQP, publisher confirms", &url, &next, kill, UNREACHABLE).await;
+        stream_through_failover("AMQP, publisher confirms", &url, Some(&next), kill, UNREACHABLE)
+            .await;
     }
 
     /// Three RabbitMQ nodes in one cluster, durable subscriptions on quorum queues
@@ -549,7 +570,8 @@ mod amqp {
         // A publish the quorum queue could not take while it elected its new leader is
         // nacked: refused, and counted as such.
         let refusals = &[PublishErrorKind::NotConnected, PublishErrorKind::Refused];
-        let (plain, durable) = stream_through_failover(name, &url, &next, kill, refusals).await;
+        let (plain, durable) =
+            stream_through_failover(name, &url, Some(&next), kill, refusals).await;
         let durable = durable.expect("a durable subscriber on AMQP");
         assert_eq!(
             durable.lost(),
@@ -564,6 +586,46 @@ mod amqp {
             last.is_some_and(|n| plain.confirmed.contains(n)),
             "the stream ends refused: {:?}",
             plain.refused
+        );
+    }
+}
+
+#[cfg(feature = "kafka")]
+mod kafka {
+    use busbar_testkit::clusters::{TansuPair, server_list};
+    use busbar_testkit::skip_if_missing;
+
+    use super::*;
+
+    /// Two Tansu brokers on one PostgreSQL database, a list naming both: the first is
+    /// killed mid-stream. Both serve the same log, so the clients (librdkafka follows the
+    /// cluster's metadata to the live broker) go on where they were: every confirmed
+    /// message reaches the durable subscriber (a consumer group whose committed position
+    /// is in the shared database) and the plain one.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_broker_of_two_on_one_database_killed_mid_stream_on_kafka() {
+        let _one = ONE_AT_A_TIME.lock().await;
+        let test = "a_broker_of_two_on_one_database_killed_mid_stream_on_kafka";
+        let Some(mut pair) = skip_if_missing(test, TansuPair::start().await) else { return };
+        let url = server_list("kafka", &pair.brokers.iter().collect::<Vec<_>>());
+        // The stream's topic exists before the subscribers come (a subscription to a name
+        // makes its topic), so the durable subscriber's group has its partitions when the
+        // stream starts, as a subscriber of a running system has; a group still forming when
+        // its coordinator dies is another case.
+        let setup = busbar::connect(&url).await.expect("connects");
+        drop(setup.subscribe("failover/n").await.expect("the topic is made"));
+        setup.close().await.expect("close");
+        let first = &mut pair.brokers[0];
+        let kill = async { first.stop().await.expect("kill the first broker") };
+        let name = "Kafka, two Tansu brokers on one PostgreSQL database";
+        let refusals = &[PublishErrorKind::NotConnected, PublishErrorKind::TimedOut];
+        let (plain, durable) = stream_through_failover(name, &url, None, kill, refusals).await;
+        assert_eq!(plain.lost(), Vec::<u32>::new(), "the plain subscriber lost confirmed messages");
+        let durable = durable.expect("a durable subscriber on Kafka");
+        assert_eq!(
+            durable.lost(),
+            Vec::<u32>::new(),
+            "the durable subscriber lost confirmed messages"
         );
     }
 }

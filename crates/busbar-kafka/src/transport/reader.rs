@@ -73,10 +73,15 @@ pub(crate) enum Plan {
         interval: Duration,
         start: StartAt,
     },
-    /// The consumer group `group`, subscribed to `subscription` (a name or a `^` regex);
-    /// partitions it never committed start at `start`; positions are committed after
-    /// hand-over, or past what was acknowledged (see `offsets`).
-    Group { subscription: String, start: StartAt, acknowledge: Acknowledge },
+    /// The consumer group `group`, subscribed to `subscription` (a name or a `^` regex for
+    /// the wildcard `filter`); partitions it never committed start at `start`; positions
+    /// are committed after hand-over, or past what was acknowledged (see `offsets`).
+    Group {
+        subscription: String,
+        filter: Option<TopicFilter>,
+        start: StartAt,
+        acknowledge: Acknowledge,
+    },
 }
 
 /// A connection's reader threads, so that closing can wait for them to leave their groups.
@@ -128,10 +133,10 @@ pub(crate) async fn start(
             Plan::Assigned { topics, filter, interval, start } => {
                 reader.assigned(config, topics, filter, interval, start, ready_tx)
             }
-            Plan::Group { subscription, start, acknowledge } => {
+            Plan::Group { subscription, filter, start, acknowledge } => {
                 let pending =
                     (acknowledge != Acknowledge::OnHandOver).then(|| Arc::new(Pending::default()));
-                reader.group(config, &subscription, start, pending, ready_tx)
+                reader.group(config, &subscription, filter.as_ref(), start, pending, ready_tx)
             }
         }
     });
@@ -271,10 +276,18 @@ impl Reader {
         self,
         config: ClientConfig,
         subscription: &str,
+        filter: Option<&TopicFilter>,
         start: StartAt,
         pending: Option<Arc<Pending>>,
         ready: Ready,
     ) {
+        // A pattern's topics may be created after the subscription, and the group is
+        // assigned them one metadata refresh later: "now" is the subscription's time, so
+        // what was published in between is read too (records stamped from then on).
+        let start = match (start, filter) {
+            (StartAt::Now, Some(_)) => StartAt::Time(std::time::SystemTime::now()),
+            (start, _) => start,
+        };
         let context = GroupContext {
             base: self.context.clone(),
             start,
@@ -299,6 +312,20 @@ impl Reader {
                 let _ = ready.send(Err(format!("cannot join the consumer group: {e}")));
             }
             return;
+        }
+        // librdkafka joins the group for a pattern only once a topic matches it: with none
+        // yet, the subscription is in place now (a topic made later is assigned from the
+        // subscription's time, above), rather than waiting for a topic that may never come.
+        if let Some(filter) = filter {
+            match matching(&consumer, filter) {
+                Ok(found) if found.is_empty() => {
+                    if let Some(ready) = consumer.context().take_ready() {
+                        let _ = ready.send(Ok(()));
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(error = %e, "looking for topics matching {subscription}"),
+            }
         }
         let store = match &pending {
             Some(p) => Store::ByReceipt(p),
@@ -424,8 +451,8 @@ fn store_acknowledged<C: ConsumerContext>(consumer: &BaseConsumer<C>, pending: &
 }
 
 /// The topics matching `filter` and their partition counts.
-fn matching(
-    consumer: &BaseConsumer<Context>,
+fn matching<C: ConsumerContext>(
+    consumer: &BaseConsumer<C>,
     filter: &TopicFilter,
 ) -> KafkaResult<HashMap<String, i32>> {
     let metadata = consumer.fetch_metadata(None, LOOKUP)?;

@@ -143,7 +143,12 @@ async fn start_route(
         s.topics.ensure(&subscription).await.map_err(|f| f.into_error(&s.settings.shown))?;
     }
     let plan = match &group {
-        Some(_) => Plan::Group { subscription, start, acknowledge },
+        Some(_) => Plan::Group {
+            subscription,
+            filter: (!literal).then(|| filter.clone()),
+            start,
+            acknowledge,
+        },
         None => Plan::Assigned {
             topics: if literal { vec![subscription] } else { Vec::new() },
             filter: (!literal).then(|| filter.clone()),

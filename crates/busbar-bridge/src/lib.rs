@@ -410,21 +410,16 @@ impl Route<'_> {
             format!("{via},{}", self.loop_id)
         };
         message.headers.insert(VIA_HEADER, via);
-        // A traced message crosses as a span of its own: one hop, one span.
-        if let Some(hop) = busbar_core::trace::TraceContext::of(&message).map(|t| t.child()) {
-            tracing::debug!(
-                bridge = name,
-                trace_id = %hop.trace_id(),
-                span_id = %hop.span_id(),
-                "busbar.bridge"
-            );
-            message = hop.stamp(message);
-        }
+        let arrived = arrived_in_trace(name, &mut message);
         // A reply address names an inbox of the source's transport: meaningless on the other
         // side. Conversations cross through RPC bridges.
         message.reply_to = None;
         message.qos = crossing_qos(message.qos, to);
-        match to.publish(message).await {
+        let sent = match arrived {
+            Some(arrived) => arrived.in_scope(async { to.publish(message).await }).await,
+            None => to.publish(message).await,
+        };
+        match sent {
             Ok(()) => {
                 bump(&stats.forwarded);
                 Forwarded::Done
@@ -470,15 +465,19 @@ async fn call_across(
     }
     let mut outgoing = Message::new(target, request.payload.clone());
     outgoing.headers = request.headers.clone();
-    if let Some(hop) = busbar_core::trace::TraceContext::of(&request).map(|t| t.child()) {
-        outgoing = hop.stamp(outgoing);
-    }
+    let arrived = arrived_in_trace(name, &mut outgoing);
     outgoing.qos = crossing_qos(request.qos, to);
-    let reply = match to.request(outgoing, timeout).await {
+    let answered = match arrived {
+        Some(arrived) => arrived.in_scope(to.request(outgoing, timeout)).await,
+        None => to.request(outgoing, timeout).await,
+    };
+    let mut replied_in = None;
+    let reply = match answered {
         Ok(answer) => {
             bump(&stats.forwarded);
             let Some(mut reply) = Message::reply(&request, answer.payload) else { return };
             reply.headers = answer.headers;
+            replied_in = arrived_in_trace(name, &mut reply);
             reply
         }
         Err(e) => {
@@ -496,9 +495,28 @@ async fn call_across(
             )
         }
     };
-    if let Err(e) = from.publish(reply).await {
+    let sent = match replied_in {
+        Some(arrived) => arrived.in_scope(async { from.publish(reply).await }).await,
+        None => from.publish(reply).await,
+    };
+    if let Err(e) = sent {
         tracing::debug!(bridge = name, error = %e, "reply not delivered");
     }
+}
+
+/// The span a traced message arrived as, taken off it: the bridge sends it on in that
+/// span's scope, so that what it sends is a new span of the same trace below it (one hop,
+/// one span, and no span id used twice).
+fn arrived_in_trace(name: &str, message: &mut Message) -> Option<busbar_core::trace::TraceContext> {
+    let arrived = busbar_core::trace::TraceContext::of(message)?;
+    message.headers.remove(busbar_core::trace::TRACEPARENT);
+    tracing::debug!(
+        bridge = name,
+        trace_id = %arrived.trace_id(),
+        from_span_id = %arrived.span_id(),
+        "busbar.bridge"
+    );
+    Some(arrived)
 }
 
 impl<K> From<busbar_core::error::OpError<K>> for BridgeError

@@ -26,6 +26,7 @@ mod tcp_bridge;
 
 use std::io::Write as _;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 /// busbar: publish/subscribe, RPC, actions, events and heartbeats over message brokers.
@@ -127,9 +128,13 @@ fn one_line(e: &anyhow::Error) -> String {
 /// What is logged: busbar's own warnings by default (a client library's log lines are its
 /// authors' diagnostics, and what matters of them reaches the user as busbar's errors);
 /// with -v busbar's information and the libraries' warnings; with -vv everything to debug.
-/// Colours only on a terminal.
-fn start_logging(verbose: u8) {
+/// Colours only on a terminal. With `OTEL_EXPORTER_OTLP_ENDPOINT` (or
+/// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) set, busbar's spans of traced messages also go to
+/// that OpenTelemetry collector, whatever the log level; the exporter is returned, to be
+/// flushed before the process ends. Needs the runtime entered (the export is a task).
+fn start_logging(verbose: u8) -> anyhow::Result<Option<busbar::otel::Exporter>> {
     use std::io::IsTerminal;
+    use tracing_subscriber::Layer;
     use tracing_subscriber::filter::{LevelFilter, Targets};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
@@ -140,19 +145,44 @@ fn start_logging(verbose: u8) {
     };
     // Every busbar crate's target starts with `busbar`.
     let filter = Targets::new().with_default(theirs).with_target("busbar", ours);
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(LevelFilter::DEBUG)
+    let log = tracing_subscriber::fmt::layer()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())
-        .finish()
-        .with(filter)
-        .try_init();
+        .with_filter(filter);
+    let config = busbar::otel::OtlpConfig::from_env("busbar")
+        .context("the OpenTelemetry export's settings")?;
+    let (traces, exporter) = match config {
+        Some(config) => {
+            let (layer, exporter) = busbar::otel::layer(config);
+            // busbar's spans and events, at debug level whatever the log shows.
+            let only_busbar = Targets::new().with_target("busbar", LevelFilter::DEBUG);
+            (Some(layer.with_filter(only_busbar)), Some(exporter))
+        }
+        None => (None, None),
+    };
+    let _ = tracing_subscriber::registry().with(log).with(traces).try_init();
+    Ok(exporter)
 }
 
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    start_logging(cli.verbose);
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let exporter = {
+        let _in_runtime = runtime.enter();
+        start_logging(cli.verbose)?
+    };
+    let outcome = run_command(cli, &runtime);
+    if let Some(exporter) = exporter {
+        // What the collector did not get is said, never dropped silently.
+        let report = runtime.block_on(exporter.flush(std::time::Duration::from_secs(5)));
+        if !report.complete() {
+            let _ = writeln!(std::io::stderr(), "busbar: traces not all exported: {report}");
+        }
+    }
+    outcome
+}
+
+fn run_command(cli: Cli, runtime: &tokio::runtime::Runtime) -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Pub(args) => pubsub::publish(args).await,

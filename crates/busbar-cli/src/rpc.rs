@@ -230,21 +230,22 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             crate::metrics::bump(&failed_total);
             continue;
         }
-        let body = request.payload.to_bytes().unwrap_or_default();
-        let (answer, failed) = match &args.exec {
-            None => (body.to_vec(), false),
-            Some(command) => run(command, &body).await,
-        };
-        let mut reply = Message::new(reply_to, answer);
-        if let Some(trace) = busbar::trace::TraceContext::of(&request) {
-            reply = trace.child().stamp(reply);
-        }
-        reply.correlation_id = request.correlation_id.clone();
-        reply.qos = request.qos;
-        if failed {
-            reply = reply.with_header(header::STATUS, header::STATUS_ERROR);
-        }
-        match conn.publish(reply).await {
+        // A traced request is answered in a span of its trace, and the reply carries it.
+        let reply_sent = busbar::trace::handle(&request, async {
+            let body = request.payload.to_bytes().unwrap_or_default();
+            let (answer, failed) = match &args.exec {
+                None => (body.to_vec(), false),
+                Some(command) => run(command, &body).await,
+            };
+            let mut reply = Message::new(reply_to, answer);
+            reply.correlation_id = request.correlation_id.clone();
+            reply.qos = request.qos;
+            if failed {
+                reply = reply.with_header(header::STATUS, header::STATUS_ERROR);
+            }
+            conn.publish(reply).await
+        });
+        match reply_sent.await {
             Ok(()) => {
                 answered += 1;
                 crate::metrics::bump(&answered_total);

@@ -2,11 +2,17 @@
 
 use std::process::Command;
 
-/// The binary, with none of the environment variables that say where to connect (a test
-/// that wants one sets it).
+/// The binary, with none of the environment variables that say where to connect or where
+/// to export traces (a test that wants one sets it).
 fn command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_busbar"));
-    for name in ["BUSBAR_URL", "BUSBAR_CONFIG", "BUSBAR_BROKER"] {
+    for name in [
+        "BUSBAR_URL",
+        "BUSBAR_CONFIG",
+        "BUSBAR_BROKER",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ] {
         command.env_remove(name);
     }
     command
@@ -2503,4 +2509,75 @@ async fn call_and_pub_start_a_trace() {
     assert!(seen[1].1.contains(&pub_trace), "{seen:?}");
     let out = busbar(&["pub", "--profile", "commlib", "a.b", "{}", "--trace", "--url", url]);
     assert_eq!(out.status.code(), Some(2), "--trace is busbar's own");
+}
+
+/// With `OTEL_EXPORTER_OTLP_ENDPOINT` set, `call --trace` and `serve` export their spans to
+/// that collector before they end: the call's request, the server's handling below it (under
+/// the server's `OTEL_SERVICE_NAME`), and the reply below the handling.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn call_and_serve_export_their_spans() {
+    use busbar_testkit::otlp::Collector;
+    use busbar_testkit::{BrokerKind, shared_broker};
+    use tokio::io::AsyncBufReadExt;
+    let Some(mqtt) = shared_broker(BrokerKind::Mqtt).await else { return };
+    let url = mqtt.url();
+    let collector = Collector::start().await.expect("collector");
+    let run = format!("otelcli{}", rand_suffix());
+    let service = format!("{run}/svc");
+    let mut serve = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+        .args(["serve", &service, "--count", "1", "--url", url])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .env("OTEL_SERVICE_NAME", "plant-service")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start serve");
+    let mut err = tokio::io::BufReader::new(serve.stderr.take().expect("stderr")).lines();
+    let ready = tokio::time::timeout(std::time::Duration::from_secs(20), err.next_line())
+        .await
+        .expect("serve starts in time");
+    assert!(ready.expect("stderr").is_some_and(|l| l.starts_with("busbar serve")));
+    let out = command()
+        .args(["call", &service, "hi", "--trace", "--url", url])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint())
+        .output()
+        .expect("call");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{stderr}");
+    let trace = stderr
+        .lines()
+        .find_map(|l| l.strip_prefix("busbar call: trace "))
+        .unwrap_or_else(|| panic!("no trace id in {stderr:?}"))
+        .trim()
+        .to_owned();
+    let served = tokio::time::timeout(std::time::Duration::from_secs(20), serve.wait())
+        .await
+        .expect("serve ends after one call")
+        .expect("serve");
+    assert!(served.success());
+    let spans = collector.spans_of(&trace);
+    let request = spans.iter().find(|s| s.name == "busbar.request").unwrap_or_else(|| {
+        panic!("no request span: {spans:?}");
+    });
+    assert_eq!(request.service, "busbar", "{spans:?}");
+    let handle = spans
+        .iter()
+        .find(|s| s.name == "busbar.handle")
+        .unwrap_or_else(|| panic!("no handling span: {spans:?}"));
+    assert_eq!(handle.service, "plant-service");
+    assert_eq!(handle.parent_span_id.as_deref(), Some(request.span_id.as_str()), "{spans:?}");
+    assert!(
+        spans.iter().any(|s| s.name == "busbar.publish"
+            && s.parent_span_id.as_deref() == Some(handle.span_id.as_str())),
+        "the reply below the handling: {spans:?}"
+    );
+    // A setting that cannot be used is said, naming it.
+    let out = command()
+        .args(["pub", "x", "y", "--url", "mem://"])
+        .env("OTEL_EXPORTER_OTLP_ENDPOINT", "127.0.0.1:4318")
+        .output()
+        .expect("pub");
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{stderr}");
 }

@@ -73,11 +73,12 @@ impl Connection {
     /// [`pipeline`](Self::pipeline). (A plain function returning the transport's completion
     /// rather than an `async fn`: the message then moves once, straight to the transport.)
     pub fn publish(&self, mut message: Message) -> Completion<'_> {
-        if let Some(span) = crate::trace::outgoing(&mut message) {
+        if let Some(sent) = crate::trace::outgoing(&mut message) {
             tracing::debug!(
                 topic = %message.topic,
-                trace_id = %span.trace_id(),
-                span_id = %span.span_id(),
+                trace_id = %sent.span.trace_id(),
+                span_id = %sent.span.span_id(),
+                parent_span_id = %sent.parent_span_id(),
                 "busbar.publish"
             );
         }
@@ -162,7 +163,7 @@ impl Connection {
         self.check(&message)?;
         match crate::trace::outgoing(&mut message) {
             None => self.transport.request(message, timeout).await,
-            Some(span) => {
+            Some(sent) => {
                 use tracing::Instrument;
                 let topic = message.topic.clone();
                 let request = self.transport.request(message, timeout);
@@ -170,8 +171,9 @@ impl Connection {
                     .instrument(tracing::info_span!(
                         "busbar.request",
                         topic = %topic,
-                        trace_id = %span.trace_id(),
-                        span_id = %span.span_id()
+                        trace_id = %sent.span.trace_id(),
+                        span_id = %sent.span.span_id(),
+                        parent_span_id = %sent.parent_span_id()
                     ))
                     .await
             }

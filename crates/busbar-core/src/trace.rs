@@ -13,11 +13,13 @@
 //!   span id of its own.
 //! * An RPC server runs its handler in the scope of the request's trace (a child span), and
 //!   its reply carries the trace back; calls the handler makes continue the same trace.
-//! * A bridge gives each message it forwards a new span id of the same trace: one hop, one
+//! * A bridge forwards each message in the scope of the span it arrived with, so what it
+//!   sends on is a new span of the same trace, the arriving one its parent: one hop, one
 //!   span.
 //! * Each of these steps is a `tracing` span or event (`busbar.publish`, `busbar.request`,
-//!   `busbar.handle`, `busbar.bridge`, `busbar.deliver`) with `trace_id` and `span_id`
-//!   fields, for a subscriber that exports them.
+//!   `busbar.handle`, `busbar.deliver`) with `trace_id`, `span_id` and `parent_span_id`
+//!   fields (each span id used by one step only), for a subscriber that exports them: the
+//!   `busbar-otel` crate (`busbar::otel`) sends them to an OpenTelemetry collector.
 
 use std::fmt;
 use std::future::Future;
@@ -88,6 +90,10 @@ impl TraceContext {
     }
 
     /// Runs `work` in this trace: what it publishes or requests carries it.
+    ///
+    /// `Connection::publish` stamps its message when it is called, not when it is awaited:
+    /// call it inside the scope, `trace.in_scope(async { conn.publish(m).await })`, not
+    /// `trace.in_scope(conn.publish(m))` (whose message is made before the scope begins).
     pub async fn in_scope<F: Future>(self, work: F) -> F::Output {
         CURRENT.scope(self, work).await
     }
@@ -131,16 +137,52 @@ impl fmt::Display for TraceContext {
     }
 }
 
-/// Gives `message` a span of the current trace when it carries none and the task works
-/// inside one; the span it carries now, if any. Cheap when nothing is traced: one
-/// task-local lookup.
-pub(crate) fn outgoing(message: &mut Message) -> Option<TraceContext> {
-    if let Some(carried) = TraceContext::of(message) {
-        return Some(carried);
+/// Runs `work`, the handling of `request`, in a span of the request's trace when it
+/// carries one: a `busbar.handle` span (a server span below the one the request was sent
+/// as), in whose scope what `work` publishes or requests, the reply too, continues the
+/// trace. An untraced request's `work` runs as it is. `RpcServer` does this itself; it is
+/// for servers written by hand.
+pub async fn handle<F: Future>(request: &Message, work: F) -> F::Output {
+    use tracing::Instrument;
+    let Some(caller) = TraceContext::of(request) else { return work.await };
+    let span = caller.child();
+    let traced = span.in_scope(work).instrument(tracing::info_span!(
+        "busbar.handle",
+        topic = %request.topic,
+        trace_id = %span.trace_id(),
+        span_id = %span.span_id(),
+        parent_span_id = %caller.span_id()
+    ));
+    traced.await
+}
+
+/// The span a traced message is sent as, and its parent when busbar knows it.
+pub(crate) struct Outgoing {
+    /// The span the message's `traceparent` names.
+    pub(crate) span: TraceContext,
+    /// The scope's span when busbar stamped the message here; `None` when the sender
+    /// stamped it (its span is the sender's own, with a parent busbar does not know).
+    pub(crate) parent: Option<TraceContext>,
+}
+
+impl Outgoing {
+    /// The parent's span id, or an empty string (a field `tracing` records either way).
+    pub(crate) fn parent_span_id(&self) -> String {
+        self.parent.map(|p| p.span_id()).unwrap_or_default()
     }
-    let span = TraceContext::current()?.child();
+}
+
+/// Gives `message` a span of the current trace when it carries none and the task works
+/// inside one; the span it is sent as, if any. Cheap when nothing is traced: one
+/// task-local lookup.
+pub(crate) fn outgoing(message: &mut Message) -> Option<Outgoing> {
+    if let Some(carried) = TraceContext::of(message) {
+        return Some(Outgoing { span: carried, parent: None });
+    }
+    let parent = TraceContext::current()?;
+    let span = parent.child();
     message.headers.insert(TRACEPARENT, span.to_header());
-    Some(span)
+    Some(Outgoing { span, parent: Some(parent) })
 }
 
 fn span_id() -> [u8; 8] {
@@ -226,17 +268,20 @@ mod tests {
     async fn messages_sent_in_a_scope_carry_its_trace() {
         let topic = crate::topic::Topic::new("t").expect("topic");
         let mut plain = Message::new(topic.clone(), "x");
-        assert_eq!(outgoing(&mut plain), None, "no scope, no header");
+        assert!(outgoing(&mut plain).is_none(), "no scope, no header");
         assert!(plain.headers.get(TRACEPARENT).is_none());
         let root = TraceContext::new_root();
         let mut traced = Message::new(topic.clone(), "x");
-        let span = root.in_scope(async { outgoing(&mut traced) }).await.expect("a span");
-        assert_eq!(span.trace_id(), root.trace_id());
-        assert_eq!(TraceContext::of(&traced), Some(span));
-        // A header the sender set is kept.
+        let sent = root.in_scope(async { outgoing(&mut traced) }).await.expect("a span");
+        assert_eq!(sent.span.trace_id(), root.trace_id());
+        assert_ne!(sent.span.span_id(), root.span_id(), "a span of its own");
+        assert_eq!(sent.parent, Some(root), "below the scope's");
+        assert_eq!(TraceContext::of(&traced), Some(sent.span));
+        // A header the sender set is kept, and is the sender's span (parent unknown).
         let other = TraceContext::new_root();
         let mut own = other.stamp(Message::new(topic, "x"));
-        let kept = root.in_scope(async { outgoing(&mut own) }).await;
-        assert_eq!(kept, Some(other));
+        let kept = root.in_scope(async { outgoing(&mut own) }).await.expect("carried");
+        assert_eq!((kept.span, kept.parent), (other, None));
+        assert_eq!(kept.parent_span_id(), "");
     }
 }

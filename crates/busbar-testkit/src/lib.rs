@@ -61,6 +61,7 @@ mod error;
 pub mod fuzz;
 pub mod kafka_users;
 pub mod oidc;
+pub mod otlp;
 pub mod peer;
 pub mod pki;
 pub mod postgres;

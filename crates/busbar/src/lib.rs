@@ -27,6 +27,7 @@
 //! | `kafka` | Kafka on librdkafka: `kafka://`, `kafka+tls://` (builds C: a compiler, `make`, OpenSSL's and zlib's headers) | |
 //! | `oidc` | OIDC client-credentials tokens (`token: {oidc: ...}` in configuration files) | |
 //! | `gateway` | rule-based gateways with CSTBox's semantics (`busbar::gateway`) | |
+//! | `otel` | OpenTelemetry export of busbar's traces over OTLP/HTTP (`busbar::otel`) | |
 //! | `full` | all of the above but `kafka` | |
 //!
 //! A URL whose transport is not compiled in is refused by [`connect`] with an error naming
@@ -90,7 +91,7 @@ pub mod topic {
 
 /// W3C trace context in message headers: follow one request through bridges and servers.
 pub mod trace {
-    pub use busbar_core::trace::{TRACEPARENT, TRACESTATE, TraceContext};
+    pub use busbar_core::trace::{TRACEPARENT, TRACESTATE, TraceContext, handle};
 }
 
 /// Bounds on the files busbar reads whole (configuration, gateway rules, modules).
@@ -130,6 +131,8 @@ pub use busbar_mqtt as mqtt;
 pub use busbar_nats as nats;
 #[cfg(feature = "oidc")]
 pub use busbar_oidc as oidc;
+#[cfg(feature = "otel")]
+pub use busbar_otel as otel;
 #[cfg(feature = "redis")]
 pub use busbar_redis as redis;
 

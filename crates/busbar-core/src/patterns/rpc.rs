@@ -382,7 +382,8 @@ where
     let payload = std::mem::take(&mut request.payload);
     // A traced request is handled in a span of its trace: what the handler sends carries
     // it on, and so does the reply.
-    let trace = crate::trace::TraceContext::of(&request).map(|t| t.child());
+    let caller = crate::trace::TraceContext::of(&request);
+    let trace = caller.map(|t| t.child());
     let outcome = match payload.decode::<Req>(codec, request.topic.as_str()) {
         Err(e) => Err(RpcError::new(RpcError::BAD_REQUEST, e.to_string())),
         Ok(req) => {
@@ -395,7 +396,8 @@ where
                         "busbar.handle",
                         topic = %request.topic,
                         trace_id = %span.trace_id(),
-                        span_id = %span.span_id()
+                        span_id = %span.span_id(),
+                        parent_span_id = %caller.map(|c| c.span_id()).unwrap_or_default()
                     ));
                     span.in_scope(traced).await
                 }
@@ -420,10 +422,13 @@ where
     };
     reply.qos = request.qos;
     reply.correlation_id = request.correlation_id.take();
-    if let Some(span) = trace {
-        reply = span.stamp(reply);
-    }
-    if let Err(e) = conn.publish(reply).await {
+    // The reply is sent from the handling span: a child of it, so each span id names one
+    // step (`publish` is called inside the scope: it stamps when called).
+    let sent = match trace {
+        Some(span) => span.in_scope(async { conn.publish(reply).await }).await,
+        None => conn.publish(reply).await,
+    };
+    if let Err(e) = sent {
         tracing::warn!(topic = %request.topic, error = %e, "could not publish RPC reply");
     }
 }

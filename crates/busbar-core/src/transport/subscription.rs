@@ -96,11 +96,13 @@ impl Subscription {
         if self.ack_on_read {
             m.ack();
         }
-        if let Some(span) = crate::trace::TraceContext::of(&m) {
+        if let Some(sent) = crate::trace::TraceContext::of(&m) {
+            // Receiving is a span of its own, below the one the message was sent as.
             tracing::debug!(
                 topic = %m.topic,
-                trace_id = %span.trace_id(),
-                span_id = %span.span_id(),
+                trace_id = %sent.trace_id(),
+                span_id = %sent.child().span_id(),
+                parent_span_id = %sent.span_id(),
                 "busbar.deliver"
             );
         }

@@ -78,7 +78,7 @@ impl Counters {
 }
 
 /// The handle of the export task. Dropping it leaves the task running (it ends with the
-/// runtime); [`shutdown`](Self::shutdown) sends what is waiting first.
+/// runtime); [`flush`](Self::flush) sends what is waiting first.
 #[derive(Debug)]
 pub struct Exporter {
     flush: mpsc::Sender<oneshot::Sender<()>>,

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use busbar_core::{
     Connection, ConnectionEvent, Message, QoS, SubscribeOptions, Subscription, Topic, TopicFilter,
 };
+use futures_util::stream::{AbortHandle, Abortable, SelectAll};
 use serde::Serialize;
 use serde_json::{Map, Value};
 
@@ -26,7 +27,7 @@ pub struct PublishOptions {
     pub created: Option<String>,
 }
 
-/// One message as a CELINE handler receives it.
+/// One message as a CELINE handler receives it (CELINE's `ReceivedMessage`).
 #[derive(Debug, Clone)]
 pub struct Received {
     /// The topic (without the connection's topic prefix, if it has one).
@@ -37,6 +38,12 @@ pub struct Received {
     pub raw: bytes::Bytes,
     /// The delivery guarantee it came with (at most once where the transport did not say).
     pub qos: QoS,
+    /// The message's id: a digital-twin event's `id` (busbar does not hand out the MQTT
+    /// packet identifier CELINE's client reports, which the broker reuses); `None` for
+    /// other payloads.
+    pub message_id: Option<String>,
+    /// When it was received, ISO-8601 in UTC.
+    pub timestamp: String,
 }
 
 /// One subscription, as CELINE's `get_stats()` lists them.
@@ -65,19 +72,23 @@ pub struct CelineStats {
     pub subscriptions: Vec<SubscriptionStats>,
 }
 
+/// A subscription as the broker lists it: its filters, and the handle that ends it.
+struct Listed {
+    topics: Vec<String>,
+    end: AbortHandle,
+}
+
 #[derive(Default)]
 struct Counters {
     published: AtomicU64,
     received: AtomicU64,
     errors: AtomicU64,
     next_subscription: AtomicU64,
-    subscriptions: std::sync::Mutex<std::collections::BTreeMap<u64, Vec<String>>>,
+    subscriptions: std::sync::Mutex<std::collections::BTreeMap<u64, Listed>>,
 }
 
 impl Counters {
-    fn subscriptions(
-        &self,
-    ) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Vec<String>>> {
+    fn subscriptions(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<u64, Listed>> {
         self.subscriptions.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -173,37 +184,77 @@ impl CelineBroker {
 
     /// Publishes an event, to `topic` or to the topic CELINE derives from it
     /// ([`DtEvent::derived_topic`]); its timestamp becomes `created`, its correlation id
-    /// `correlation_id`.
+    /// `correlation_id`. At least once, not retained: see
+    /// [`publish_event_with`](Self::publish_event_with).
     pub async fn publish_event<T: Serialize>(
         &self,
         event: &DtEvent<T>,
         topic: Option<&str>,
     ) -> Result<()> {
+        self.publish_event_with(event, topic, PublishOptions::default()).await
+    }
+
+    /// [`publish_event`](Self::publish_event) with a QoS and the retain flag of `options`
+    /// (CELINE's `BrokerMessage` fields); the event gives `created` and `correlation_id`.
+    pub async fn publish_event_with<T: Serialize>(
+        &self,
+        event: &DtEvent<T>,
+        topic: Option<&str>,
+        options: PublishOptions,
+    ) -> Result<()> {
         let topic = topic.map_or_else(|| event.derived_topic(), str::to_owned);
         let options = PublishOptions {
             correlation_id: event.correlation_id.clone(),
             created: Some(event.timestamp.clone()),
-            ..PublishOptions::default()
+            ..options
         };
         self.publish(&topic, event, options).await
     }
 
-    /// Subscribes to `filters` (MQTT wildcards) at least once, as CELINE's `subscribe` does.
+    /// Subscribes to `filters` (MQTT wildcards) at least once, as CELINE's `subscribe` does
+    /// by default.
     pub async fn subscribe(&self, filters: &[&str]) -> Result<CelineSubscription> {
+        self.subscribe_with_qos(filters, QoS::AtLeastOnce).await
+    }
+
+    /// Subscribes to `filters` at `qos` (CELINE's `subscribe(topics, handler, qos)`). The
+    /// subscription's [`id`](CelineSubscription::id) is what
+    /// [`unsubscribe`](Self::unsubscribe) takes. A QoS the transport cannot give is
+    /// refused.
+    pub async fn subscribe_with_qos(
+        &self,
+        filters: &[&str],
+        qos: QoS,
+    ) -> Result<CelineSubscription> {
         let mut subscriptions = Vec::with_capacity(filters.len());
         for filter in filters {
             let filter = TopicFilter::new(filter).map_err(|e| CelineError::Busbar(e.into()))?;
-            let options = SubscribeOptions::from(filter).qos(QoS::AtLeastOnce);
+            let options = SubscribeOptions::from(filter).qos(qos);
             subscriptions.push(self.conn.subscribe_with(options).await?);
         }
         let id = self.counters.next_subscription.fetch_add(1, Ordering::Relaxed) + 1;
         let topics = filters.iter().map(|f| (*f).to_owned()).collect();
-        self.counters.subscriptions().insert(id, topics);
-        Ok(CelineSubscription {
-            inner: futures_util::stream::select_all(subscriptions),
-            counters: self.counters.clone(),
-            id,
-        })
+        let (inner, end) =
+            futures_util::stream::abortable(futures_util::stream::select_all(subscriptions));
+        self.counters.subscriptions().insert(id, Listed { topics, end });
+        Ok(CelineSubscription { inner: Some(inner), counters: self.counters.clone(), id })
+    }
+
+    /// Ends the subscription `id` (`sub-<n>`, as [`CelineSubscription::id`] says): its
+    /// `recv` returns `None` from now on, and its filters are unsubscribed at the broker
+    /// unless another subscription holds them. `false` for an id that names no open
+    /// subscription, as CELINE's `unsubscribe` answers.
+    pub fn unsubscribe(&self, id: &str) -> bool {
+        let Some(n) = id.strip_prefix("sub-").and_then(|n| n.parse::<u64>().ok()) else {
+            return false;
+        };
+        match self.counters.subscriptions().remove(&n) {
+            Some(listed) => {
+                listed.end.abort();
+                true
+            }
+            None => false,
+        }
     }
 
     /// The counters.
@@ -212,9 +263,9 @@ impl CelineBroker {
         let subscriptions: Vec<SubscriptionStats> = c
             .subscriptions()
             .iter()
-            .map(|(id, topics)| SubscriptionStats {
+            .map(|(id, listed)| SubscriptionStats {
                 id: format!("sub-{id}"),
-                topics: topics.clone(),
+                topics: listed.topics.clone(),
             })
             .collect();
         CelineStats {
@@ -237,9 +288,10 @@ fn enrich(map: &mut Map<String, Value>, created: Option<String>, correlation: Op
 }
 
 /// Messages for one [`CelineBroker::subscribe`] call, from all its filters. Dropping it
-/// unsubscribes.
+/// unsubscribes, and so does [`CelineBroker::unsubscribe`] with its id.
 pub struct CelineSubscription {
-    inner: futures_util::stream::SelectAll<Subscription>,
+    /// `None` once it ended (its broker subscriptions released).
+    inner: Option<Abortable<SelectAll<Subscription>>>,
     counters: Arc<Counters>,
     id: u64,
 }
@@ -251,10 +303,24 @@ impl Drop for CelineSubscription {
 }
 
 impl CelineSubscription {
-    /// The next message; `None` once the connection is closed.
+    /// Its id, `sub-<n>` (CELINE's `SubscribeResult.subscription_id`).
+    pub fn id(&self) -> String {
+        format!("sub-{}", self.id)
+    }
+
+    /// The next message; `None` once the connection is closed or the subscription was
+    /// ended with [`CelineBroker::unsubscribe`].
     pub async fn recv(&mut self) -> Option<Received> {
         use futures_util::StreamExt;
-        let message = self.inner.next().await?;
+        let next = match self.inner.as_mut() {
+            Some(inner) => inner.next().await,
+            None => None,
+        };
+        let Some(message) = next else {
+            // Ended: the broker subscriptions go now, not when this value is dropped.
+            self.inner = None;
+            return None;
+        };
         self.counters.received.fetch_add(1, Ordering::Relaxed);
         Some(received(message))
     }
@@ -271,7 +337,17 @@ fn received(message: Message) -> Received {
             Value::Object(map)
         }
     };
-    Received { topic: message.topic, payload, raw, qos: message.qos.unwrap_or(QoS::AtMostOnce) }
+    // An event's id (`@type` marks one, as the digital twin reads them).
+    let message_id =
+        payload.get("@type").and(payload.get("id")).and_then(Value::as_str).map(str::to_owned);
+    Received {
+        topic: message.topic,
+        payload,
+        raw,
+        qos: message.qos.unwrap_or(QoS::AtMostOnce),
+        message_id,
+        timestamp: crate::now(),
+    }
 }
 
 #[cfg(test)]
@@ -310,6 +386,7 @@ mod tests {
                 topics: vec!["echo/+".into(), "dt/#".into()]
             }]
         );
+        assert_eq!(sub.id(), "sub-1");
         drop(sub);
         assert_eq!(broker.stats().subscription_count, 0);
         // The connection cut as by a crash: the next stats say so.
@@ -317,12 +394,36 @@ mod tests {
         assert!(!broker.stats().connected);
     }
 
+    #[tokio::test]
+    async fn unsubscribe_ends_a_subscription_by_its_id() {
+        let bus = busbar_mem::MemBus::new();
+        let conn = bus.connect(busbar_core::ConnectOptions::new());
+        let broker = CelineBroker::new(&conn);
+        let mut kept = broker.subscribe(&["dt/#"]).await.expect("subscribe");
+        let mut ended =
+            broker.subscribe_with_qos(&["dt/#"], QoS::AtMostOnce).await.expect("subscribe");
+        assert!(!broker.unsubscribe("sub-99"), "no such subscription");
+        assert!(!broker.unsubscribe("nonsense"));
+        assert!(broker.unsubscribe(&ended.id()));
+        assert!(!broker.unsubscribe(&ended.id()), "once");
+        assert!(ended.recv().await.is_none(), "an ended subscription delivers nothing");
+        assert_eq!(broker.stats().subscription_count, 1);
+        // The other subscription to the same filter still gets its messages.
+        let event = DtEvent::new("dt.x.y", crate::EventSource::domain("d"), serde_json::json!({}));
+        let options = PublishOptions { qos: Some(QoS::AtMostOnce), ..PublishOptions::default() };
+        broker.publish_event_with(&event, Some("dt/x"), options).await.expect("publish");
+        let got = kept.recv().await.expect("delivered");
+        assert_eq!(got.message_id.as_deref(), Some(event.id.as_str()), "an event's id");
+        assert!(got.timestamp.ends_with("+00:00"), "{}", got.timestamp);
+    }
+
     #[test]
     fn non_json_arrives_raw() {
         let topic = Topic::new("celine/dt/echo/a").expect("topic");
         let r = received(Message::new(topic.clone(), &b"not json \xff"[..]));
         assert_eq!(r.payload, serde_json::json!({"_raw": "not json \u{fffd}"}));
-        let r = received(Message::new(topic, &br#"{"v":1}"#[..]));
-        assert_eq!(r.payload, serde_json::json!({"v": 1}));
+        let r = received(Message::new(topic, &br#"{"v":1,"id":"x"}"#[..]));
+        assert_eq!(r.payload, serde_json::json!({"v": 1, "id": "x"}));
+        assert_eq!(r.message_id, None, "not an event");
     }
 }

@@ -6,19 +6,22 @@ use serde_json::{Map, Value};
 /// The `@context` CELINE events carry unless they say otherwise.
 pub const DEFAULT_CONTEXT: &str = "https://celine-project.eu/contexts/dt-event.jsonld";
 
-/// Where an event comes from.
+/// Where an event comes from. Read in the SDK's shape (`domain`, `entity_id`, `handler`,
+/// `version`) and in the one CELINE's documentation shows (`app_key`, `app_version`,
+/// `module`, taken as `domain`, `version` and `handler`); written in the SDK's.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EventSource {
     /// The domain that emitted it, e.g. `ev-charging`.
+    #[serde(alias = "app_key")]
     pub domain: String,
     /// The entity it is about.
     #[serde(default)]
     pub entity_id: Option<String>,
     /// The handler that emitted it.
-    #[serde(default)]
+    #[serde(default, alias = "module")]
     pub handler: Option<String>,
     /// The emitter's version (`unknown` unless set).
-    #[serde(default = "unknown")]
+    #[serde(default = "unknown", alias = "app_version")]
     pub version: String,
 }
 
@@ -200,6 +203,16 @@ mod tests {
         let e = to_event("t", legacy, &info);
         assert_eq!((e.event_type.as_str(), e.source.domain.as_str()), ("dt.x", "d"));
         assert_eq!(e.payload, serde_json::json!({}));
+
+        // The source as CELINE's documentation shows it.
+        let documented = serde_json::json!({"@type": "dt.app.execution-completed",
+            "source": {"app_key": "ev-charging", "app_version": "1.2.0", "module": "runner"},
+            "payload": {"ok": true}});
+        let e = to_event("t", documented, &info);
+        assert_eq!(e.event_type, "dt.app.execution-completed", "an event, not wrapped JSON");
+        assert_eq!(e.source.domain, "ev-charging");
+        assert_eq!(e.source.version, "1.2.0");
+        assert_eq!(e.source.handler.as_deref(), Some("runner"));
 
         let raw = serde_json::json!({"namespace": "n", "status": "done"});
         let e = to_event("celine/pipelines/runs/7", raw.clone(), &info);

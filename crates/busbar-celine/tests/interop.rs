@@ -67,7 +67,18 @@ async fn busbar_publishes_to_a_celine_subscriber() {
     let test = "busbar_publishes_to_a_celine_subscriber";
     let Some((broker, issuer, py)) = setup(test).await else { return };
     let ours = busbar_side(&broker, &issuer).await;
-    let mut theirs = peer(&py, &broker, &issuer, &["sub", "celine/dt/", "echo/+", "3"]).await;
+    // A retained event, published before CELINE subscribes: the broker hands it over first.
+    let snapshot = DtEvent::new(
+        "dt.community.snapshot",
+        EventSource::domain("community"),
+        json!({"community_id": "rec-1", "members": 3}),
+    );
+    let retained = PublishOptions { retain: true, ..PublishOptions::default() };
+    ours.publish_event_with(&snapshot, Some("echo/r"), retained).await.expect("retained");
+    let mut theirs = peer(&py, &broker, &issuer, &["sub", "celine/dt/", "echo/+", "4"]).await;
+    let got = theirs.next().await;
+    assert_eq!(got["topic"], "celine/dt/echo/r", "the retained event first: {got}");
+    assert_eq!(got["payload"]["@type"], "dt.community.snapshot", "{got}");
 
     let options =
         PublishOptions { correlation_id: Some("c-9".into()), ..PublishOptions::default() };
@@ -99,8 +110,8 @@ async fn busbar_publishes_to_a_celine_subscriber() {
     assert_eq!(payload["created"], Value::from(event.timestamp.clone()), "the event's own time");
 
     let stats = theirs.next().await;
-    assert_eq!(stats["stats"]["receive_count"], 3, "{stats}");
-    assert_eq!(ours.stats().publish_count, 2, "two through CelineBroker, one raw");
+    assert_eq!(stats["stats"]["receive_count"], 4, "{stats}");
+    assert_eq!(ours.stats().publish_count, 3, "three through CelineBroker, one raw");
     // Both sides asked for broker tokens: with `mqtt` in the scope.
     let scopes: Vec<_> =
         issuer.log().token_requests.iter().map(|f| f.get("scope").cloned()).collect();

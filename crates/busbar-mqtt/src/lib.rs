@@ -17,6 +17,9 @@
 //! | `version` | `5` or `3.1.1` | `5` |
 //! | `keep_alive` | keep-alive interval, whole seconds (at least 5) | `30` |
 //! | `session_expiry` | keep the session this many seconds after a disconnect (persistent session: incoming messages are acknowledged only once handed over, and with a client id of your own, durable subscriptions and acknowledgements on read or explicit are accepted); absent: a clean session every time | absent |
+//! | `connect_timeout` | how long one connect may take | `10s` |
+//! | `reconnect_interval` | after a lost connection, the wait between failed rounds of attempts instead of the backoff (100 ms doubling to 5 s) | backoff |
+//! | `max_reconnect_attempts` | failed attempts after which a lost connection gives up and closes (`Closed` announced, every call then fails as closed); `0`: never | `0` |
 //! | `publish_queue` | messages a drop policy holds while the broker cannot take them | `1024` |
 //! | `publish_overflow` | `block` (publish waits), `drop-oldest` or `drop-newest` (never wait; drops counted) | `block` |
 //! | `max_packet` | largest packet to send, in bytes; larger publishes fail with `PayloadTooLarge` (MQTT 5 also applies the broker's CONNACK maximum) | MQTT's limit |

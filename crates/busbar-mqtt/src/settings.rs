@@ -5,7 +5,7 @@ use std::time::Duration;
 use busbar_core::error::ConnectError;
 pub use busbar_tls::TlsSettings;
 use busbar_transport_kit::endpoint::{Endpoint, Scheme, Server};
-use busbar_transport_kit::servers::ServerOrder;
+use busbar_transport_kit::servers::{Retry, ServerOrder};
 
 /// Where and how to connect, from a URL such as
 /// `mqtt://user:pass@127.0.0.1:1883?keep_alive=30&session_expiry=60` or
@@ -19,6 +19,9 @@ pub struct Settings {
     /// The order the servers are tried in (`?server_order=listed`, the default, or
     /// `random`).
     pub server_order: ServerOrder,
+    /// How a lost connection tries again (`?reconnect_interval=`,
+    /// `?max_reconnect_attempts=`; by default with backoff, without end).
+    pub retry: Retry,
     /// User name, if any.
     pub username: Option<String>,
     /// Password, if any.
@@ -94,6 +97,7 @@ impl Settings {
         let settings = Settings {
             servers: e.servers.clone(),
             server_order: ServerOrder::from_params(p)?,
+            retry: Retry::from_params(p)?,
             username: e.login.user.clone(),
             password: e.login.password.clone(),
             keep_alive: p.duration("keep_alive", Duration::ZERO)?.map_or(

@@ -786,3 +786,30 @@ async fn a_pipeline_reports_each_refusal_and_delivers_the_rest_in_order() {
     assert_eq!(conn.stats().dropped, expected_refused as u64);
     let _ = std::fs::remove_file(&acl);
 }
+
+/// `?max_reconnect_attempts=` (CELINE's setting): a connection whose broker stays away
+/// tries that many times, `reconnect_interval` apart, then closes and says so; every call
+/// then fails as closed instead of waiting for a broker that will not come back. Without
+/// the bound it keeps trying (and comes back when the broker does: the test above).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_gives_up_after_the_reconnect_attempts_allowed() {
+    let test = "a_connection_gives_up_after_the_reconnect_attempts_allowed";
+    let Some(mut broker) = mosquitto(test, MosquittoConfig::new()).await else { return };
+    let url = format!("{}?reconnect_interval=200ms&max_reconnect_attempts=3", broker.url());
+    let conn = connect(&url).await;
+    let mut events = conn.events();
+    let mut sub = conn.subscribe("plant/#").await.expect("subscribe");
+    let started = tokio::time::Instant::now();
+    broker.stop().await.expect("stop");
+    next_event(&mut events, |e| matches!(e, ConnectionEvent::Disconnected { .. })).await;
+    next_event(&mut events, |e| matches!(e, ConnectionEvent::Closed)).await;
+    // Three attempts 200 ms apart: not before 600 ms.
+    assert!(started.elapsed() >= Duration::from_millis(600), "{:?}", started.elapsed());
+    let err = conn.publish_bytes("plant/a", &b"x"[..]).await.expect_err("closed");
+    assert_eq!(err.kind(), PublishErrorKind::Closed, "{err}");
+    assert!(sub.recv().await.is_none(), "the subscription ends with the connection");
+    // A bad value is refused, naming the parameter.
+    let bad = format!("{}?max_reconnect_attempts=many", broker.url());
+    let err = MqttTransport::connect(&bad, ConnectOptions::new()).await.err().expect("refused");
+    assert!(err.to_string().contains("max_reconnect_attempts"), "{err}");
+}

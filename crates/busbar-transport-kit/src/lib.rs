@@ -50,7 +50,7 @@ pub use inbox::Inbox;
 pub use lifecycle::{Lifecycle, Supervisor};
 pub use login::Login;
 pub use publish_queue::PublishQueue;
-pub use servers::{ServerOrder, Servers};
+pub use servers::{Retry, ServerOrder, Servers};
 
 /// Locks `m`, going on if a panic poisoned it: transports hold these locks only around
 /// plain bookkeeping that a panic cannot leave half done, and a poisoned lock must not take

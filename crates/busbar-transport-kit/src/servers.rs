@@ -38,6 +38,29 @@ impl ServerOrder {
     }
 }
 
+/// How a connection that lost its server tries again: by default after each failed round
+/// with the growing [`backoff`](crate::backoff), for as long as it is open; or, as CELINE's
+/// clients are configured, after a fixed `reconnect_interval`, giving up after
+/// `max_reconnect_attempts` failed attempts (the connection then closes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Retry {
+    /// The wait after a failed round instead of the backoff (`?reconnect_interval=5s`).
+    pub interval: Option<Duration>,
+    /// Failed attempts after which the connection gives up (`?max_reconnect_attempts=10`;
+    /// absent or 0: never).
+    pub max_attempts: Option<u32>,
+}
+
+impl Retry {
+    /// `?reconnect_interval=` and `?max_reconnect_attempts=` from the URL's parameters.
+    pub fn from_params(params: &mut Params) -> Result<Retry, ConnectError> {
+        let interval = params.duration("reconnect_interval", Duration::ZERO)?;
+        let max_attempts =
+            params.number("max_reconnect_attempts", 0u32, u32::MAX)?.filter(|n| *n > 0);
+        Ok(Retry { interval, max_attempts })
+    }
+}
+
 /// The servers of one connection and where it stands among them.
 #[derive(Debug, Clone)]
 pub struct Servers {
@@ -45,6 +68,7 @@ pub struct Servers {
     at: usize,
     /// Failures since the last successful connection.
     failures: u32,
+    retry: Retry,
 }
 
 impl Servers {
@@ -59,7 +83,19 @@ impl Servers {
         if order == ServerOrder::Random {
             shuffle(&mut list);
         }
-        Servers { list, at: 0, failures: 0 }
+        Servers { list, at: 0, failures: 0, retry: Retry::default() }
+    }
+
+    /// Tries again as `retry` says instead of with the default backoff, without end.
+    pub fn with_retry(mut self, retry: Retry) -> Servers {
+        self.retry = retry;
+        self
+    }
+
+    /// Whether the connection has tried as often as its [`Retry`] allows since it was lost
+    /// (the loss itself is not an attempt): time to give up and close.
+    pub fn exhausted(&self) -> bool {
+        self.retry.max_attempts.is_some_and(|most| self.failures > most)
     }
 
     /// The server to use now.
@@ -78,10 +114,12 @@ impl Servers {
         self.failures = self.failures.saturating_add(1);
         self.at = (self.at + 1) % self.list.len();
         let per_round = self.list.len() as u32;
-        if self.failures.is_multiple_of(per_round) {
-            backoff(self.failures / per_round - 1)
-        } else {
+        if !self.failures.is_multiple_of(per_round) {
             Duration::ZERO
+        } else if let Some(interval) = self.retry.interval {
+            interval
+        } else {
+            backoff(self.failures / per_round - 1)
         }
     }
 
@@ -103,6 +141,25 @@ fn shuffle(list: &mut [Server]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_retry_policy_waits_its_interval_and_gives_up_after_its_attempts() {
+        let retry = Retry { interval: Some(Duration::from_secs(5)), max_attempts: Some(2) };
+        let mut s = Servers::new(servers(1), ServerOrder::Listed).with_retry(retry);
+        // The loss, then two failed attempts: still trying; a third: given up.
+        for _ in 0..3 {
+            assert!(!s.exhausted());
+            assert_eq!(s.failed(), Duration::from_secs(5));
+        }
+        assert!(s.exhausted());
+        s.connected();
+        assert!(!s.exhausted(), "a connection made starts again");
+        let mut unbounded = Servers::new(servers(1), ServerOrder::Listed);
+        for _ in 0..100 {
+            unbounded.failed();
+        }
+        assert!(!unbounded.exhausted());
+    }
 
     fn servers(n: u16) -> Vec<Server> {
         (1..=n).map(|port| Server { host: "h".into(), port }).collect()

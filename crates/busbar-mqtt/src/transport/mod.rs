@@ -114,7 +114,8 @@ impl MqttTransport {
             password: settings.password.clone(),
         };
         let presented = login.with(first_token.as_ref(), options.token_placement);
-        let servers = Servers::new(settings.servers.clone(), settings.server_order);
+        let servers = Servers::new(settings.servers.clone(), settings.server_order)
+            .with_retry(settings.retry);
         let (client, eventloop) = options::build(
             &settings,
             servers.current(),
@@ -223,12 +224,20 @@ impl MqttTransport {
     }
 
     fn end(&self) {
-        if self.shared.life.end() {
+        self.shared.end();
+    }
+}
+
+impl Shared {
+    /// Closes the connection for good (once): subscriptions end, requests and publishes
+    /// waiting fail as closed, and `Closed` is announced.
+    pub(super) fn end(&self) {
+        if self.life.end() {
             // Subscriptions end: their senders go with the registry's entries.
-            *lock(&self.shared.registry) = Registry::default();
-            self.shared.inbox.fail_all(RequestError::closed);
-            self.shared.client.confirms().close();
-            self.shared.meter.announce(ConnectionEvent::Closed);
+            *lock(&self.registry) = Registry::default();
+            self.inbox.fail_all(RequestError::closed);
+            self.client.confirms().close();
+            self.meter.announce(ConnectionEvent::Closed);
         }
     }
 }

@@ -186,6 +186,16 @@ pub(super) async fn supervise(
                 } else {
                     dialing.next_server(&shared, &mut eventloop)
                 };
+                if dialing.servers.exhausted() {
+                    // `?max_reconnect_attempts=` reached: the connection closes, and says so.
+                    tracing::warn!(
+                        reason = failure.reason(),
+                        "giving up reconnecting to {} after the attempts allowed",
+                        shared.settings.shown
+                    );
+                    shared.end();
+                    break;
+                }
                 tokio::select! {
                     _ = shared.life.token().cancelled() => break,
                     _ = tokio::time::sleep(wait) => {}

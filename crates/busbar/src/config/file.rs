@@ -383,17 +383,15 @@ pub(crate) struct CelineMqttFile {
     /// Keep-alive in seconds.
     #[serde(default)]
     pub keepalive: Option<Expanded<u64>>,
-    /// Accepted; busbar's MQTT sessions are chosen by `session_expiry` in a URL.
+    /// `false`: a persistent session (kept by the broker while the client is away, as
+    /// `session_expiry` never expiring); `true`, the default: a clean session each time.
     #[serde(default)]
-    #[allow(dead_code, reason = "accepted so that CELINE files load; busbar has its own")]
     pub clean_session: Option<Expanded<bool>>,
-    /// Accepted; busbar reconnects with its own backoff.
+    /// Seconds between reconnect attempts (busbar's backoff when absent).
     #[serde(default)]
-    #[allow(dead_code, reason = "accepted so that CELINE files load; busbar has its own")]
     pub reconnect_interval: Option<Expanded<f64>>,
-    /// Accepted; busbar reconnects until closed.
+    /// Failed reconnect attempts after which the connection closes (0 or absent: never).
     #[serde(default)]
-    #[allow(dead_code, reason = "accepted so that CELINE files load; busbar has its own")]
     pub max_reconnect_attempts: Option<Expanded<u64>>,
     /// Topic prefix.
     #[serde(default)]
@@ -402,9 +400,8 @@ pub(crate) struct CelineMqttFile {
     #[serde(default)]
     #[cfg_attr(test, schemars(with = "Option<Expanded<f64>>"))]
     pub token_refresh_margin: Option<Expanded<Duration>>,
-    /// Accepted; busbar's connect has its own deadline.
+    /// Seconds one connect may take (busbar's default, 10, when absent).
     #[serde(default)]
-    #[allow(dead_code, reason = "accepted so that CELINE files load; busbar has its own")]
     pub connect_timeout: Option<Expanded<f64>>,
     /// Scope added to the identity provider's for broker tokens (default `mqtt`; empty for
     /// none).

@@ -652,6 +652,25 @@ fn celine_broker(
     if let Some(k) = get(&c.keepalive) {
         query.push(("keep_alive", k.to_string()));
     }
+    // CELINE's connection settings, as the MQTT transport's parameters.
+    if get(&c.clean_session) == Some(false) {
+        // MQTT 3.1.1's clean_session=0: the broker keeps the session (MQTT 5: never expires).
+        query.push(("session_expiry", u32::MAX.to_string()));
+    }
+    for (key, seconds) in [
+        ("reconnect_interval", get(&c.reconnect_interval)),
+        ("connect_timeout", get(&c.connect_timeout)),
+    ] {
+        if let Some(seconds) = seconds {
+            if !seconds.is_finite() || seconds < 0.0 {
+                return Err(format!("`{key}` must be a number of seconds, not {seconds}"));
+            }
+            query.push((key, format!("{}ms", (seconds * 1000.0).round() as u64)));
+        }
+    }
+    if let Some(attempts) = get(&c.max_reconnect_attempts) {
+        query.push(("max_reconnect_attempts", attempts.min(u64::from(u32::MAX)).to_string()));
+    }
     let (token, placement, username, password) = if with_token {
         let mut client = oidc.cloned().or_else(|| celine_oidc_from_env(lookup)).ok_or(
             "`auth_with_token` needs an identity provider: the file's `oidc:` section or the \

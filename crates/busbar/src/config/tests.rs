@@ -288,6 +288,23 @@ fn celine_brokers_yaml_loads() {
     assert_eq!(broker.topic_prefix.as_deref(), Some("celine/dt"));
     assert!(broker.token.is_none());
 
+    // CELINE's connection settings become the MQTT transport's, so they are honoured.
+    let tuned = CELINE.replace("auth_with_token: true", "auth_with_token: false").replace(
+        "clean_session: true",
+        "clean_session: \"false\"\n      reconnect_interval: 0.5\n      \
+         max_reconnect_attempts: \"3\"\n      connect_timeout: 2.5",
+    );
+    let config = Config::parse(&tuned, "brokers.yaml", env).expect("loads");
+    let url = config.broker(None).expect("default").url();
+    assert_eq!(
+        url,
+        "mqtt://10.1.2.3:1883?keep_alive=60&session_expiry=4294967295&reconnect_interval=500ms\
+         &connect_timeout=2500ms&max_reconnect_attempts=3"
+    );
+    let bad = tuned.replace("reconnect_interval: 0.5", "reconnect_interval: -1");
+    let err = Config::parse(&bad, "brokers.yaml", env).and_then(|c| c.broker(None).map(drop));
+    assert!(err.is_err_and(|e| e.to_string().contains("reconnect_interval")));
+
     // CELINE's MqttConfig has no `hots` either.
     let err = Config::parse(&CELINE.replace("keepalive:", "keepalivee:"), "brokers.yaml", env)
         .expect_err("unknown");

@@ -44,7 +44,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Profile::Commlib => return run_commlib(args, goal, interrupts).await,
         Profile::Celine | Profile::Sermas => return Err(args.dialect.refuse("actions")),
     }
-    let conn = args.target.connect().await?;
+    let conn = interrupts.before(args.target.connect()).await?;
     let client = ActionClient::<Value, Value, Value>::new(&conn, &args.name).await?;
     let mut handle = client
         .send_goal(goal)
@@ -155,7 +155,7 @@ async fn run_commlib(
     mut interrupts: exit::Interrupts,
 ) -> anyhow::Result<()> {
     use busbar_commlib::action::{CommlibActionClient, GoalStatus, GoalUpdate};
-    let conn = args.target.connect().await?;
+    let conn = interrupts.before(args.target.connect()).await?;
     let client = CommlibActionClient::<Value, Value, Value>::new(&conn, &args.name);
     let mut handle = client
         .send_goal(&goal)

@@ -39,7 +39,7 @@ pub struct Args {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut interrupts = exit::Interrupts::new()?;
-    let conn = args.target.connect().await?;
+    let conn = interrupts.before(args.target.connect()).await?;
     let exec = Arc::new(args.exec.clone());
     let server = ActionServer::builder::<Value>(&conn, &args.name)
         .serve(move |goal: Value, ctx: Arc<GoalContext<Value>>| {

@@ -26,7 +26,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         anyhow::bail!("{}: no `bridges:` to run", args.config.display());
     }
     let mut interrupts = crate::exit::Interrupts::new()?;
-    let bridges = config.start_bridges().await.context("starting the bridges")?;
+    let bridges = interrupts
+        .before(async { config.start_bridges().await.context("starting the bridges") })
+        .await?;
     for spec in config.bridges() {
         let carries = spec.topics.len() + spec.rpc.len();
         println!("bridging {}: {} -> {} ({carries} route(s))", spec.name, spec.from, spec.to);

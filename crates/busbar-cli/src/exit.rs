@@ -75,6 +75,20 @@ impl Interrupts {
         Ok(Interrupts {})
     }
 
+    /// Runs a step of a command's start (connecting, subscribing), which a press or a
+    /// termination request ends: the command exits 130, interrupted before it was done,
+    /// instead of finishing a start (a connect's patience, a broker that does not answer)
+    /// that nobody waits for any more.
+    pub async fn before<T>(
+        &mut self,
+        step: impl std::future::Future<Output = anyhow::Result<T>>,
+    ) -> anyhow::Result<T> {
+        tokio::select! {
+            done = step => done,
+            () = self.next() => Err(with(INTERRUPTED, "interrupted while starting")),
+        }
+    }
+
     /// The next press (or termination request).
     pub async fn next(&mut self) {
         #[cfg(unix)]

@@ -25,9 +25,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let config =
         GatewayConfig::parse(&text).with_context(|| format!("{}", args.config.display()))?;
     let mut interrupts = crate::exit::Interrupts::new()?;
-    let gateway = Gateway::start(&config, &busbar::Registry::default(), &Builders::default())
-        .await
-        .with_context(|| format!("{}", args.config.display()))?;
+    let gateway = interrupts
+        .before(async {
+            Gateway::start(&config, &busbar::Registry::default(), &Builders::default())
+                .await
+                .with_context(|| format!("{}", args.config.display()))
+        })
+        .await?;
     let exported = args.metrics.start_bare("gateway").await?;
     if let Some(e) = &exported {
         let counters: [(&str, &str, Pick); 4] = [

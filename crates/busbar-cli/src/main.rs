@@ -43,7 +43,8 @@ use clap::{Parser, Subcommand};
 /// `call` unanswered, which on MQTT includes nobody serving); 4 the remote side answered
 /// with an error; 5 messages were lost (`sub` read slower than they came and its
 /// subscription dropped some); 6 nobody serves what was called (where the broker can tell);
-/// 130 interrupted before done (`sub --count`; `pub`, `call`, `bench` end by the signal).
+/// 130 interrupted before done (`sub --count`, a command still starting; `pub`, `call`,
+/// `bench` end by the signal).
 #[derive(Parser)]
 #[command(name = "busbar", version, about, long_about)]
 struct Cli {

@@ -390,10 +390,10 @@ async fn arrivals(
 pub async fn subscribe(args: SubArgs) -> anyhow::Result<()> {
     let deadline = args.timeout.and_then(crate::message::deadline_in);
     let mut interrupts = exit::Interrupts::new()?;
-    let conn = args.target.connect().await?;
+    let conn = interrupts.before(args.target.connect()).await?;
     let mut events = conn.events();
     let mut queues = Vec::new();
-    let mut all = arrivals(&args, &conn, &mut queues).await?;
+    let mut all = interrupts.before(arrivals(&args, &conn, &mut queues)).await?;
     let exported = args.metrics.start("sub", &conn).await?;
     if let Some(exported) = &exported {
         for (filter, queue) in queues {

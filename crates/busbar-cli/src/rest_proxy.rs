@@ -60,7 +60,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .to_owned()
     });
     let mut interrupts = crate::exit::Interrupts::new()?;
-    let conn = args.target.connect().await?;
+    let conn = interrupts.before(args.target.connect()).await?;
     let service = RestProxyService::spawn(&conn, &name, RestProxy::new(options), wire)
         .await
         .with_context(|| format!("serving {name}"))?;

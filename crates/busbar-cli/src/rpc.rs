@@ -192,7 +192,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let filter =
         TopicFilter::new(&args.topic).with_context(|| format!("topic {:?}", args.topic))?;
-    let conn = args.target.connect().await?;
+    let conn = interrupts.before(args.target.connect()).await?;
     // Several `busbar serve` on one topic share the requests where the broker can.
     let mut options = SubscribeOptions::from(filter);
     if conn.capabilities().queue_groups {
@@ -275,7 +275,7 @@ fn say(line: &str) {
 /// failing command is answered with `{"error": ...}`; an answer that is not JSON is sent as
 /// a JSON string.
 async fn serve_commlib(args: ServeArgs, mut interrupts: exit::Interrupts) -> anyhow::Result<()> {
-    let conn = args.target.connect().await?;
+    let conn = interrupts.before(args.target.connect()).await?;
     let exec = args.exec.clone();
     let service = busbar_commlib::CommlibRpcService::spawn(
         &conn,

@@ -2581,3 +2581,49 @@ async fn call_and_serve_export_their_spans() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("OTEL_EXPORTER_OTLP_ENDPOINT"), "{stderr}");
 }
+
+/// A command still starting (here connecting to a server that accepts and never answers,
+/// which `--patience` would wait 30 s for) ends on SIGTERM and on Ctrl-C at once, with 130,
+/// instead of ignoring the signal until its start is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signal_ends_a_command_still_starting() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = silent.local_addr().expect("addr").port();
+    let (accepted_tx, mut accepted) = tokio::sync::mpsc::unbounded_channel();
+    let holder = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+            let _ = accepted_tx.send(());
+        }
+    });
+    let url = format!("mqtt://127.0.0.1:{port}");
+    for (args, signal) in [
+        (vec!["sub", "plant/#"], "-TERM"),
+        (vec!["serve", "plant/svc"], "-INT"),
+        (vec!["monitor"], "-TERM"),
+    ] {
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_busbar"))
+            .args(&args)
+            .args(["--url", &url])
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start");
+        let pid = child.id().expect("pid").to_string();
+        // The command connects after it took charge of the signals: once the silent server
+        // has its connection, the command is starting.
+        tokio::time::timeout(std::time::Duration::from_secs(10), accepted.recv())
+            .await
+            .expect("the command connects")
+            .expect("the server runs");
+        let sent = std::process::Command::new("kill").args([signal, &pid]).status().expect("kill");
+        assert!(sent.success());
+        let status = tokio::time::timeout(std::time::Duration::from_secs(5), child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{args:?} ignored {signal} while starting"))
+            .expect("wait");
+        assert_eq!(status.code(), Some(130), "{args:?} after {signal}");
+    }
+    holder.abort();
+}

@@ -163,7 +163,7 @@ struct Report<'a> {
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let interval = args.interval;
     let mut interrupts = crate::exit::Interrupts::new()?;
-    let conn = args.target.connect().await?;
+    let conn = interrupts.before(args.target.connect()).await?;
     let mut liveness = Liveness::start(&args, &conn).await?;
     let mut subs = Vec::new();
     for f in &args.filter {

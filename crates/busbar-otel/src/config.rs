@@ -117,7 +117,7 @@ impl fmt::Debug for OtlpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let headers: Vec<&str> = self.headers.iter().map(|(name, _)| name.as_str()).collect();
         f.debug_struct("OtlpConfig")
-            .field("traces_url", &self.traces_url)
+            .field("traces_url", &busbar_core::url::redact(&self.traces_url))
             .field("service_name", &self.service_name)
             .field("headers", &headers)
             .field("timeout", &self.timeout)
@@ -249,6 +249,9 @@ mod tests {
         );
         let shown = format!("{c:?}");
         assert!(shown.contains("api-key") && !shown.contains("s3cr"), "{shown}");
+        let with_login =
+            OtlpConfig::new("http://u:hunter2@127.0.0.1:4318/v1/traces", "s").expect("config");
+        assert!(!format!("{with_login:?}").contains("hunter2"));
     }
 
     #[test]

@@ -189,7 +189,8 @@ async fn post(
     let failure = match client.send(request).await {
         Ok(response) if response.is_success() => None,
         Ok(response) => Some(format!("the collector answered {}", response.status)),
-        Err(e) => Some(e.to_string()),
+        // The endpoint may carry a login: said without its password.
+        Err(e) => Some(format!("{}: {}", busbar_core::url::redact(&e.url), e.reason)),
     };
     match failure {
         None => {

@@ -38,13 +38,14 @@ async fn an_unreachable_collector_is_counted_and_named() {
         listener.local_addr().expect("addr").port()
     };
     let (layer, exporter) =
-        busbar_otel::layer(config(&format!("http://127.0.0.1:{port}/v1/traces")));
+        busbar_otel::layer(config(&format!("http://otel:hunter2@127.0.0.1:{port}/v1/traces")));
     publish_event(layer);
     let report = exporter.flush(Duration::from_secs(5)).await;
     assert_eq!((report.exported, report.failed, report.dropped), (0, 1, 0), "{report}");
     assert!(!report.complete());
     assert!(report.last_error.is_some(), "{report}");
     assert!(report.to_string().contains("1 not accepted by the collector"), "{report}");
+    assert!(!report.to_string().contains("hunter2"), "no password in the report: {report}");
 }
 
 #[tokio::test]

@@ -18,7 +18,7 @@ use tokio::net::TcpStream;
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
 
-use crate::process::{ScratchDir, log_tail};
+use crate::process::{ScratchDir, kill_and_reap, log_tail};
 use crate::{READY_TIMEOUT, TestkitError, free_port};
 
 /// A running PostgreSQL server, killed (by its pid) and its files removed when dropped.
@@ -155,16 +155,7 @@ impl PostgresServer {
 
 impl Drop for PostgresServer {
     fn drop(&mut self) {
-        // By its pid; reaped briefly so the directory can go.
-        if self.child.start_kill().is_ok() {
-            let deadline = std::time::Instant::now() + Duration::from_secs(2);
-            while std::time::Instant::now() < deadline {
-                match self.child.try_wait() {
-                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                    _ => break,
-                }
-            }
-        }
+        kill_and_reap(&mut self.child);
     }
 }
 

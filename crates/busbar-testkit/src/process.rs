@@ -648,18 +648,22 @@ impl BrokerProcess {
 
 impl Drop for BrokerProcess {
     fn drop(&mut self) {
-        let Some(mut child) = self.child.take() else {
-            return;
-        };
-        // SIGKILL by pid, then reap it briefly so the port and directory are free when
-        // drop returns. `kill_on_drop` and tokio's orphan reaping cover the rest.
-        if child.start_kill().is_ok() {
-            let deadline = Instant::now() + Duration::from_secs(2);
-            while Instant::now() < deadline {
-                match child.try_wait() {
-                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                    Ok(Some(_)) | Err(_) => break,
-                }
+        if let Some(mut child) = self.child.take() {
+            kill_and_reap(&mut child);
+        }
+    }
+}
+
+/// SIGKILLs `child` by its pid, then reaps it briefly so its port and directory are free
+/// when a drop returns (`kill_on_drop` and tokio's orphan reaping cover the rest). For
+/// drops, which cannot await.
+pub(crate) fn kill_and_reap(child: &mut Child) {
+    if child.start_kill().is_ok() {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        while Instant::now() < deadline {
+            match child.try_wait() {
+                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                Ok(Some(_)) | Err(_) => break,
             }
         }
     }
